@@ -1,0 +1,1 @@
+"""Built-in plugins of refractor, installed as `refractor_plugins`."""

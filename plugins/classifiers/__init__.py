@@ -1,0 +1,1 @@
+"""Built-in classifiers of refractor (import name `refractor_plugins.classifiers`)."""

@@ -1,0 +1,1 @@
+"""Built-in encoders of refractor (import name `refractor_plugins.encoders`)."""

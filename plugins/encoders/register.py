@@ -1,0 +1,10 @@
+"""Registration of the built-in encoders (light module: pydantic and refractor_core only)."""
+
+from __future__ import annotations
+
+from refractor_core.hookspecs import hookimpl
+
+
+@hookimpl
+def refractor_register(register):
+    """Register the built-in encoders."""

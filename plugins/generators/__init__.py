@@ -1,0 +1,1 @@
+"""Built-in generators of refractor (import name `refractor_plugins.generators`)."""

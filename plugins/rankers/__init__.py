@@ -1,0 +1,1 @@
+"""Built-in rankers of refractor (import name `refractor_plugins.rankers`)."""

@@ -1,0 +1,1 @@
+"""Built-in readers of refractor (import name `refractor_plugins.readers`)."""

@@ -1,0 +1,1 @@
+"""Built-in refiners of refractor (import name `refractor_plugins.refiners`)."""

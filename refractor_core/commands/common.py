@@ -1,0 +1,124 @@
+"""Options and helpers shared by the subcommands.
+
+`data_options` gives every command that reads measured data the same way to describe the
+crystal: a reflection file plus, when the files beside it do not say, `--ins`, `--cell`,
+`--wavelength`, `--formula`, `--z`. `run_options` gives `--seed`, `--device`, `--output`,
+`--json` and `--offline`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from ..types import ReflectionData
+
+
+def data_options(f: Callable) -> Callable:
+    """Options describing the crystal when the files beside DATA do not."""
+    options = [
+        click.argument("data", type=click.Path(dir_okay=False, path_type=Path)),
+        click.option(
+            "--ins",
+            "ins",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="SHELX .ins/.res/.p4p or CIF giving cell, wavelength and formula "
+            "(default: a file with the same stem beside DATA).",
+        ),
+        click.option(
+            "--cell",
+            nargs=6,
+            type=float,
+            default=None,
+            metavar="A B C ALPHA BETA GAMMA",
+            help="Unit cell (Å, degrees); overrides the files.",
+        ),
+        click.option("--wavelength", type=float, default=None, help="Wavelength in Å (default Mo Kα 0.71073 if unknown)."),
+        click.option("--formula", type=str, default=None, help='Sum formula, e.g. "C12 H22 O11".'),
+        click.option("--z", "z", type=float, default=None, help="Formula units per cell."),
+        click.option("--reader", type=str, default=None, help="Reader component (default: sniffed)."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def run_options(f: Callable) -> Callable:
+    """Options every computing command shares."""
+    options = [
+        click.option("--seed", type=int, default=None, help="Random seed (recorded; chosen if omitted)."),
+        click.option(
+            "--device",
+            type=click.Choice(["auto", "cpu", "cuda"]),
+            default="auto",
+            show_default=True,
+            help="Where torch computes.",
+        ),
+        click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path), default=None, help="Output folder."),
+        click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout."),
+        click.option("--offline", is_flag=True, help="Never contact the Hugging Face Hub."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def load_data(
+    data: Path,
+    *,
+    ins: Path | None = None,
+    cell: tuple[float, ...] | None = None,
+    wavelength: float | None = None,
+    formula: str | None = None,
+    z: float | None = None,
+    reader: str | None = None,
+) -> ReflectionData:
+    """Read DATA (and the files beside it) into ReflectionData, applying option overrides."""
+    from ..dataio import load_reflections
+
+    return load_reflections(
+        data,
+        companion=ins,
+        cell=cell,
+        wavelength=wavelength,
+        formula=formula,
+        z=z,
+        reader=reader,
+    )
+
+
+def emit_json(obj: Any) -> None:
+    """Print one JSON object on stdout."""
+    json.dump(obj, sys.stdout, indent=2, default=_json_default)
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+
+
+def _json_default(o: Any) -> Any:
+    import numpy as np
+
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def pass_verbosity(f: Callable) -> Callable:
+    """Inject the global verbosity (-1 quiet, 0 normal, 1+ verbose) as `verbosity`."""
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        ctx = click.get_current_context()
+        root = ctx.find_root()
+        kwargs["verbosity"] = (root.obj or {}).get("verbosity", 0)
+        return f(*args, **kwargs)
+
+    return wrapper

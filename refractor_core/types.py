@@ -1,0 +1,474 @@
+"""Typed models passed between pipeline stages.
+
+Every arrow in the pipeline carries one of these pydantic models. Arrays are numpy arrays
+validated for shape and dtype on construction; in JSON they serialise as nested lists.
+This module imports pydantic and numpy only (no torch, no gemmi at import time) so that
+plugin registration modules and `refractor --help` stay fast.
+
+Conventions
+-----------
+- Fractional coordinates; ADPs as U (Å²). Anisotropic U is stored in the CIF/gemmi order
+  (U11, U22, U33, U12, U13, U23); SHELX files use (U11, U22, U33, U23, U13, U12) and the
+  readers/writers convert.
+- `Site.occupancy` is the chemical occupancy (CIF convention: 1.0 for a fully occupied atom
+  on a special position). SHELX site-occupation factors that include the site-symmetry
+  multiplicity are converted by the SHELX reader/writer.
+- Intensities are always stored as F² with σ(F²); data read as F are converted.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    field_validator,
+    model_validator,
+)
+
+# --------------------------------------------------------------------------------------
+# validated numpy arrays
+# --------------------------------------------------------------------------------------
+
+
+def _as_array(dtype: type, ndim: int, last: int | None = None):
+    def validate(value: Any) -> np.ndarray:
+        try:
+            arr = np.asarray(value, dtype=dtype)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"cannot convert to a {np.dtype(dtype).name} array: {exc}") from exc
+        if arr.ndim != ndim:
+            raise ValueError(f"expected a {ndim}-d array, got shape {arr.shape}")
+        if last is not None and arr.shape[-1] != last:
+            raise ValueError(f"expected last dimension {last}, got shape {arr.shape}")
+        return arr
+
+    return validate
+
+
+def _to_list(arr: np.ndarray) -> list:
+    return arr.tolist()
+
+
+_ser = PlainSerializer(_to_list, when_used="json")
+
+IntArrayN3 = Annotated[np.ndarray, BeforeValidator(_as_array(np.int32, 2, 3)), _ser]
+FloatArrayN = Annotated[np.ndarray, BeforeValidator(_as_array(np.float64, 1)), _ser]
+IntArrayN = Annotated[np.ndarray, BeforeValidator(_as_array(np.int32, 1)), _ser]
+Float32ArrayN = Annotated[np.ndarray, BeforeValidator(_as_array(np.float32, 1)), _ser]
+
+Vec3 = tuple[float, float, float]
+Sym6 = tuple[float, float, float, float, float, float]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid", validate_assignment=False)
+
+
+# --------------------------------------------------------------------------------------
+# cell and symmetry references
+# --------------------------------------------------------------------------------------
+
+
+class UnitCell(_Model):
+    """Unit cell: lengths in Å, angles in degrees, optional standard uncertainties."""
+
+    a: float
+    b: float
+    c: float
+    alpha: float = 90.0
+    beta: float = 90.0
+    gamma: float = 90.0
+    su: Sym6 | None = None
+
+    @model_validator(mode="after")
+    def _check_geometry(self) -> "UnitCell":
+        for name in ("a", "b", "c"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v > 0.0):
+                raise ValueError(f"cell length {name} must be a positive number, got {v}")
+            if v > 1000.0:
+                raise ValueError(f"cell length {name} = {v} Å is not a small-molecule cell")
+        for name in ("alpha", "beta", "gamma"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and 0.0 < v < 180.0):
+                raise ValueError(f"cell angle {name} must lie strictly between 0 and 180°, got {v}")
+        if self.volume_squared_factor() <= 1e-8:
+            raise ValueError(
+                "impossible cell: these angles do not describe a parallelepiped "
+                f"(alpha={self.alpha}, beta={self.beta}, gamma={self.gamma})"
+            )
+        return self
+
+    def volume_squared_factor(self) -> float:
+        ca, cb, cg = (math.cos(math.radians(x)) for x in (self.alpha, self.beta, self.gamma))
+        return 1.0 - ca * ca - cb * cb - cg * cg + 2.0 * ca * cb * cg
+
+    @property
+    def volume(self) -> float:
+        """Cell volume in Å³."""
+        return self.a * self.b * self.c * math.sqrt(self.volume_squared_factor())
+
+    @property
+    def parameters(self) -> tuple[float, float, float, float, float, float]:
+        return (self.a, self.b, self.c, self.alpha, self.beta, self.gamma)
+
+    def gemmi(self):
+        """This cell as a `gemmi.UnitCell` (imports gemmi lazily)."""
+        import gemmi
+
+        return gemmi.UnitCell(*self.parameters)
+
+
+class SpaceGroupRef(_Model):
+    """A space group in a definite setting, identified through gemmi.
+
+    `symbol` is the Hermann-Mauguin symbol as gemmi writes it (e.g. "P 1 21/c 1"); `hall`
+    fixes the setting unambiguously.
+    """
+
+    symbol: str
+    number: int = Field(ge=1, le=230)
+    hall: str
+
+    @classmethod
+    def from_symbol(cls, symbol: str) -> "SpaceGroupRef":
+        """Look up a space group by Hermann-Mauguin symbol, Hall symbol or number."""
+        import gemmi
+
+        text = str(symbol).strip()
+        sg = None
+        try:
+            sg = gemmi.SpaceGroup(text)
+        except (ValueError, RuntimeError):
+            try:
+                sg = gemmi.find_spacegroup_by_ops(gemmi.symops_from_hall(text))
+            except (ValueError, RuntimeError):
+                sg = None
+        if sg is None:
+            raise ValueError(f"unknown space group {symbol!r}")
+        return cls.from_gemmi(sg)
+
+    @classmethod
+    def from_gemmi(cls, sg) -> "SpaceGroupRef":
+        return cls(symbol=sg.xhm(), number=sg.number, hall=sg.hall)
+
+    @classmethod
+    def from_operations(cls, triplets: list[str]) -> "SpaceGroupRef":
+        """Identify the space group generated by symmetry operator triplets ('x,y,z', ...)."""
+        import gemmi
+
+        ops = gemmi.GroupOps([gemmi.Op(t) for t in triplets])
+        sg = gemmi.find_spacegroup_by_ops(ops)
+        if sg is None:
+            raise ValueError("these symmetry operators do not form a known space-group setting")
+        return cls.from_gemmi(sg)
+
+    def gemmi(self):
+        """The `gemmi.SpaceGroup` for this setting."""
+        import gemmi
+
+        return gemmi.find_spacegroup_by_ops(gemmi.symops_from_hall(self.hall))
+
+    @property
+    def is_centrosymmetric(self) -> bool:
+        return bool(self.gemmi().operations().is_centrosymmetric())
+
+    @property
+    def crystal_system(self) -> str:
+        return self.gemmi().crystal_system_str()
+
+
+# --------------------------------------------------------------------------------------
+# data
+# --------------------------------------------------------------------------------------
+
+
+class RefinementInstructions(_Model):
+    """Instructions of a published refinement that change which data count (SHELX names).
+
+    Read from a .res/.ins (or a CIF's embedded `_shelx_res_file`); honoured when computing
+    R factors of a published model and by the refiner.
+    """
+
+    omit_hkl: list[tuple[int, int, int]] = Field(default_factory=list)
+    omit_2theta_max: float | None = None  # OMIT s 2theta: reflections beyond this 2θ dropped
+    omit_sigma: float | None = None  # OMIT s: reflections with I < s·σ(I) treated as unobserved
+    shel: tuple[float, float] | None = None  # (d_max, d_min) in Å
+    twin_matrix: tuple[float, ...] | None = None  # 9 numbers, row major
+    twin_n: int | None = None
+    basf: list[float] = Field(default_factory=list)
+    exti: float | None = None
+    wght: tuple[float, ...] | None = None  # (a, b, ...) SHELXL weighting
+    fvar: list[float] = Field(default_factory=list)
+    hklf: int = 4
+    merg: int | None = None
+    acta: bool = False
+
+
+class ReflectionData(_Model):
+    """Measured reflections (F² with σ) and what is known about the crystal.
+
+    `hkl` is (N, 3) int32; `intensity` and `sigma` are (N,) float64 (F² and σ(F²)).
+    `batch` holds the HKLF 4 batch number or the HKLF 5 twin component (negative for all
+    but the last member of an overlap group), else None.
+    """
+
+    hkl: IntArrayN3
+    intensity: FloatArrayN
+    sigma: FloatArrayN
+    batch: IntArrayN | None = None
+    cell: UnitCell | None = None
+    wavelength: float | None = None
+    formula: str | None = None
+    z: float | None = None
+    space_group_hint: SpaceGroupRef | None = None
+    instructions: RefinementInstructions | None = None
+    hklf: Literal[4, 5] = 4
+    source: str | None = None
+    source_kind: Literal["F2", "F"] = "F2"
+    n_skipped: int = 0
+    notes: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check(self) -> "ReflectionData":
+        n = self.hkl.shape[0]
+        if self.intensity.shape != (n,) or self.sigma.shape != (n,):
+            raise ValueError(
+                f"hkl, intensity and sigma lengths differ: {n}, {self.intensity.shape[0]}, "
+                f"{self.sigma.shape[0]}"
+            )
+        if self.batch is not None and self.batch.shape != (n,):
+            raise ValueError("batch length differs from the number of reflections")
+        if not np.all(np.isfinite(self.intensity)):
+            raise ValueError("intensities contain NaN or infinite values")
+        if not np.all(np.isfinite(self.sigma)) or np.any(self.sigma <= 0):
+            raise ValueError("sigmas must be finite and positive")
+        if self.wavelength is not None and not (0.05 < self.wavelength < 5.0):
+            raise ValueError(f"wavelength {self.wavelength} Å is outside 0.05-5 Å")
+        if self.z is not None and not (0 < self.z <= 1000):
+            raise ValueError(f"Z = {self.z} is not a plausible number of formula units")
+        return self
+
+    @property
+    def n(self) -> int:
+        return int(self.hkl.shape[0])
+
+    def subset(self, mask: np.ndarray) -> "ReflectionData":
+        """A copy holding only the reflections selected by a boolean mask or index array."""
+        return self.model_copy(
+            update={
+                "hkl": self.hkl[mask],
+                "intensity": self.intensity[mask],
+                "sigma": self.sigma[mask],
+                "batch": None if self.batch is None else self.batch[mask],
+            }
+        )
+
+
+# --------------------------------------------------------------------------------------
+# structures
+# --------------------------------------------------------------------------------------
+
+
+class Site(_Model):
+    """One atom of the asymmetric unit."""
+
+    label: str
+    element: str
+    xyz: Vec3
+    occupancy: float = 1.0
+    u_iso: float | None = 0.05
+    u_aniso: Sym6 | None = None  # U11, U22, U33, U12, U13, U23
+    calc: bool = False  # riding / geometrically placed (CIF _atom_site_calc_flag calc)
+    riding_on: str | None = None  # parent atom label for riding H
+    part: int = 0
+    site_symmetry_order: int | None = None  # from CIF; None = detect with a tolerance
+    afix: int = 0
+    xyz_su: Vec3 | None = None
+    occupancy_su: float | None = None
+    u_iso_su: float | None = None
+    u_aniso_su: Sym6 | None = None
+
+    @field_validator("xyz")
+    @classmethod
+    def _finite_xyz(cls, v: Vec3) -> Vec3:
+        if not all(math.isfinite(x) for x in v):
+            raise ValueError(f"non-finite coordinates {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _check_adp(self) -> "Site":
+        if not math.isfinite(self.occupancy) or self.occupancy < 0:
+            raise ValueError(f"site {self.label}: occupancy must be >= 0, got {self.occupancy}")
+        if self.u_iso is None and self.u_aniso is None:
+            raise ValueError(f"site {self.label}: needs u_iso or u_aniso")
+        return self
+
+    @property
+    def adp_type(self) -> Literal["Uiso", "Uani"]:
+        return "Uani" if self.u_aniso is not None else "Uiso"
+
+
+class Structure(_Model):
+    """A crystal structure: cell, space group and the asymmetric-unit sites."""
+
+    cell: UnitCell
+    space_group: SpaceGroupRef
+    sites: list[Site]
+    name: str = "refractor"
+    wavelength: float | None = None
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def n_sites(self) -> int:
+        return len(self.sites)
+
+    def non_hydrogen(self) -> list[Site]:
+        return [s for s in self.sites if s.element.upper() not in ("H", "D")]
+
+
+# --------------------------------------------------------------------------------------
+# pipeline stage outputs
+# --------------------------------------------------------------------------------------
+
+
+class Embedding(_Model):
+    """An encoder's output: a fixed-length vector plus auxiliary predictions."""
+
+    vector: Float32ArrayN
+    aux: dict[str, Any] = Field(default_factory=dict)
+    encoder: str = ""
+
+
+class SpaceGroupHypothesis(_Model):
+    """One proposed space group with its probability and the evidence behind it."""
+
+    space_group: SpaceGroupRef
+    probability: float = Field(ge=0.0, le=1.0)
+    evidence: dict[str, Any] = Field(default_factory=dict)
+    source: str = ""
+
+
+class Candidate(_Model):
+    """A structure proposed by a generator for one space-group hypothesis."""
+
+    structure: Structure
+    generator: str = ""
+    hypothesis: SpaceGroupHypothesis | None = None
+    seed: int | None = None
+    score: float | None = None  # the generator's own figure of merit, if any
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+
+class RefinedCandidate(_Model):
+    """A candidate after refinement against the measured data, with its figures of merit."""
+
+    structure: Structure
+    candidate: Candidate | None = None
+    r1: float
+    wr2: float
+    goof: float
+    n_reflections: int
+    n_gt: int
+    n_parameters: int
+    cycles: int = 0
+    max_shift_su: float | None = None
+    converged: bool = False
+    scale: float = 1.0
+    extinction: float | None = None
+    flack: float | None = None
+    flack_su: float | None = None
+    weight_a: float = 0.0
+    weight_b: float = 0.0
+    diff_peak: float | None = None
+    diff_hole: float | None = None
+    log: list[str] = Field(default_factory=list)
+    score: float | None = None
+    score_details: dict[str, Any] = Field(default_factory=dict)
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------
+# run configuration and provenance
+# --------------------------------------------------------------------------------------
+
+STAGES = ("reader", "encoder", "classifier", "generator", "refiner", "ranker")
+Stage = Literal["reader", "encoder", "classifier", "generator", "refiner", "ranker"]
+
+
+class RunConfig(_Model):
+    """Everything that determines a run: components by stage, their options, seed, device."""
+
+    components: dict[str, str | None] = Field(
+        default_factory=lambda: {
+            "reader": None,  # None: sniffed from the file
+            "encoder": None,  # None: no encoder
+            "classifier": "absences",
+            "generator": "charge-flip",
+            "refiner": "lsq",
+            "ranker": "composite",
+        }
+    )
+    options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    seed: int | None = None
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    offline: bool = False
+    max_hypotheses: int = Field(default=3, ge=1)
+    candidates_per_hypothesis: int = Field(default=4, ge=1)
+    keep: int = Field(default=1, ge=1)
+
+    @field_validator("components")
+    @classmethod
+    def _known_stages(cls, v: dict[str, str | None]) -> dict[str, str | None]:
+        unknown = set(v) - set(STAGES)
+        if unknown:
+            raise ValueError(f"unknown stage(s) {sorted(unknown)}; stages are {list(STAGES)}")
+        return v
+
+
+class ComponentRecord(_Model):
+    kind: str
+    name: str
+    distribution: str
+    version: str
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class WeightsRecord(_Model):
+    component: str
+    repo_id: str | None = None
+    revision: str | None = None
+    filename: str
+    sha256: str
+    source: Literal["local-path", "hf-cache", "hub", "bundled"]
+    path: str
+
+
+class InputRecord(_Model):
+    path: str
+    sha256: str
+
+
+class RunManifest(_Model):
+    """Provenance of one run, written as manifest.json beside its outputs."""
+
+    refractor_version: str
+    command: list[str] = Field(default_factory=list)
+    config: RunConfig
+    seed: int
+    device: str
+    components: list[ComponentRecord] = Field(default_factory=list)
+    weights: list[WeightsRecord] = Field(default_factory=list)
+    inputs: list[InputRecord] = Field(default_factory=list)
+    versions: dict[str, str] = Field(default_factory=dict)
+    started: str
+    finished: str | None = None
+    status: Literal["running", "ok", "failed"] = "running"
+    error: str | None = None

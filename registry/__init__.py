@@ -1,0 +1,1 @@
+"""Model cards and bundled default weights, installed as `refractor_registry`."""
