@@ -1,0 +1,378 @@
+"""The structure-factor engine (torch): one implementation used by every stage.
+
+    F(h) = Σ_atoms w_j (f0_j(s) + f′_j + i f″_j) Σ_ops T_j(h R) exp(2πi (h R · x_j + h · t))
+
+with w_j = occupancy_j / (site-symmetry order of j), T_j = exp(-2π² (hR)ᵀ U*_j (hR)) (an
+isotropic U is expressed as U* = U_iso G*, which gives exp(-8π² U s²)).
+
+Symmetry is exploited: centring translations are summed analytically (a real factor per
+reflection, 0 for centring-absent reflections), and in centrosymmetric groups whose inversion
+centre is at the origin only half of the operators are evaluated (the pair sums to 2 cos).
+Everything is differentiable by autograd with respect to coordinates, occupancies and ADPs,
+in float32 or float64, on CPU or CUDA, and batched over candidate structures. For least
+squares, `StructureFactorEngine.with_derivatives` returns analytic per-atom derivatives,
+which are much cheaper than a Jacobian by autograd.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..types import SpaceGroupRef, Structure, UnitCell
+from .cell import reciprocal_metric, u_cif_to_u_star
+from .formula import normalize_element
+from .scattering import anomalous_terms, form_factor_table
+from .symmetry import SymmetryOps
+
+TWO_PI = 2.0 * math.pi
+TWO_PI_SQ = 2.0 * math.pi**2
+
+#: tolerance (Å) for detecting special positions when a site does not state its order
+SPECIAL_POSITION_TOLERANCE = 0.05
+
+
+def _metric6(cell: UnitCell) -> np.ndarray:
+    """G* as a 6-vector (11, 22, 33, 12, 13, 23): U* of an isotropic U of 1 Å²."""
+    g = reciprocal_metric(cell)
+    return np.array([g[0, 0], g[1, 1], g[2, 2], g[0, 1], g[0, 2], g[1, 2]])
+
+
+@dataclass
+class AtomTensors:
+    """Atoms of an asymmetric unit as tensors, ready for the engine.
+
+    xyz (n, 3) fractional; occupancy (n,) chemical occupancy; weight (n,) = 1/site order;
+    u_star (n, 6) in CIF component order (isotropic atoms carry U_iso·G*); aniso (n,) bool;
+    u_iso (n,) (the isotropic U of isotropic atoms, U_eq-like for anisotropic ones);
+    elements: the element of each atom.
+    """
+
+    xyz: torch.Tensor
+    occupancy: torch.Tensor
+    weight: torch.Tensor
+    u_star: torch.Tensor
+    aniso: torch.Tensor
+    u_iso: torch.Tensor
+    elements: list[str]
+    labels: list[str]
+
+    @property
+    def n(self) -> int:
+        return len(self.elements)
+
+    @classmethod
+    def from_structure(
+        cls,
+        structure: Structure,
+        *,
+        symmetry: SymmetryOps | None = None,
+        dtype: torch.dtype = torch.float64,
+        device: str | torch.device = "cpu",
+        tolerance: float = SPECIAL_POSITION_TOLERANCE,
+    ) -> "AtomTensors":
+        """Convert a Structure; site-symmetry orders come from the sites or are detected."""
+        sym = symmetry or SymmetryOps.from_space_group(structure.space_group)
+        cell = structure.cell
+        sites = structure.sites
+        xyz = np.array([s.xyz for s in sites], dtype=np.float64).reshape(-1, 3)
+        detected = sym.site_symmetry_order(cell, xyz, tolerance) if len(sites) else np.zeros(0)
+        order = np.array(
+            [s.site_symmetry_order or int(detected[i]) for i, s in enumerate(sites)], dtype=np.float64
+        )
+        g6 = _metric6(cell)
+        u_star = np.zeros((len(sites), 6))
+        u_iso = np.zeros(len(sites))
+        aniso = np.zeros(len(sites), dtype=bool)
+        for i, s in enumerate(sites):
+            if s.u_aniso is not None:
+                u_star[i] = u_cif_to_u_star(cell, s.u_aniso)
+                aniso[i] = True
+                u_iso[i] = float(np.mean(s.u_aniso[:3]))
+            else:
+                u_iso[i] = float(s.u_iso)
+                u_star[i] = u_iso[i] * g6
+        t = lambda a: torch.as_tensor(a, dtype=dtype, device=device)  # noqa: E731
+        return cls(
+            xyz=t(xyz),
+            occupancy=t([s.occupancy for s in sites]),
+            weight=1.0 / t(np.maximum(order, 1.0)),
+            u_star=t(u_star),
+            aniso=torch.as_tensor(aniso, device=device),
+            u_iso=t(u_iso),
+            elements=[normalize_element(s.element) for s in sites],
+            labels=[s.label for s in sites],
+        )
+
+
+@dataclass
+class StructureFactorDerivatives:
+    """F and its analytic derivatives with respect to each atom's parameters.
+
+    fc (N,) complex; d_xyz (N, n, 3); d_ustar (N, n, 6) (w.r.t. U* components in CIF
+    order); d_occ (N, n) w.r.t. chemical occupancy. All complex.
+    """
+
+    fc: torch.Tensor
+    d_xyz: torch.Tensor
+    d_ustar: torch.Tensor
+    d_occ: torch.Tensor
+
+
+class StructureFactorEngine:
+    """Structure factors for a fixed set of reflections, cell, space group and wavelength.
+
+    The reflection-dependent work (symmetry-transformed indices, centring factors, form
+    factors) is done once; `fc` can then be called for many models or candidate batches.
+    """
+
+    def __init__(
+        self,
+        hkl: np.ndarray,
+        cell: UnitCell,
+        space_group: SpaceGroupRef | SymmetryOps | str,
+        *,
+        wavelength: float | None = None,
+        anomalous: bool = True,
+        dtype: torch.dtype = torch.float64,
+        device: str | torch.device = "cpu",
+        chunk_elements: int = 4_000_000,
+    ):
+        self.cell = cell
+        self.symmetry = (
+            space_group if isinstance(space_group, SymmetryOps) else SymmetryOps.from_space_group(space_group)
+        )
+        self.wavelength = wavelength
+        self.anomalous = anomalous and wavelength is not None
+        self.dtype = dtype
+        self.device = torch.device(device)
+        self.chunk_elements = chunk_elements
+        self.metric6 = _metric6(cell)
+
+        h = np.asarray(hkl, dtype=np.int64).reshape(-1, 3)
+        self.hkl = h
+        rots, trans, self.centro_pairs = _reduced_operators(self.symmetry)
+        cen = _centring_vectors(self.symmetry)
+        cen_factor = np.cos(TWO_PI * (h.astype(np.float64) @ cen.T)).sum(axis=1)  # real, n_cen or 0
+        if self.centro_pairs:
+            cen_factor = 2.0 * cen_factor
+        hop = np.einsum("ni,mij->mnj", h.astype(np.float64), rots.astype(np.float64))  # (m, N, 3)
+        hh = np.stack(
+            [
+                hop[..., 0] ** 2,
+                hop[..., 1] ** 2,
+                hop[..., 2] ** 2,
+                2 * hop[..., 0] * hop[..., 1],
+                2 * hop[..., 0] * hop[..., 2],
+                2 * hop[..., 1] * hop[..., 2],
+            ],
+            axis=-1,
+        )  # (m, N, 6)
+        q = np.einsum("ni,ij,nj->n", h.astype(np.float64), reciprocal_metric(cell), h.astype(np.float64))
+        self.stol = 0.5 * np.sqrt(q)
+        t = lambda a: torch.as_tensor(a, dtype=dtype, device=self.device)  # noqa: E731
+        self._hop = t(hop)
+        self._hh = t(hh)
+        self._phase_t = t(TWO_PI * (h.astype(np.float64) @ trans.T).T)  # (m, N)
+        self._cen = t(cen_factor)
+        self._f0_cache: dict[str, torch.Tensor] = {}
+        self._fp_cache: dict[str, tuple[float, float]] = {}
+
+    @property
+    def n_reflections(self) -> int:
+        return int(self.hkl.shape[0])
+
+    @property
+    def n_operators(self) -> int:
+        """Operators evaluated explicitly (after centring and inversion reduction)."""
+        return int(self._hop.shape[0])
+
+    # -- scattering factors ------------------------------------------------------------
+    def _scattering(self, elements: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(f0 + f′) (N, n) and f″ (n,) for the atoms' elements."""
+        missing = [e for e in dict.fromkeys(elements) if e not in self._f0_cache]
+        if missing:
+            table = form_factor_table(missing)
+            s2 = self.stol**2
+            f0 = np.einsum("ek,ekn->en", table[:, :4], np.exp(-table[:, 4:8, None] * s2[None, None, :])) + table[:, 8:9]
+            fp, fpp = anomalous_terms(missing, self.wavelength if self.anomalous else None)
+            for i, e in enumerate(missing):
+                self._f0_cache[e] = torch.as_tensor(f0[i] + fp[i], dtype=self.dtype, device=self.device)
+                self._fp_cache[e] = (float(fp[i]), float(fpp[i]))
+        f = torch.stack([self._f0_cache[e] for e in elements], dim=1) if elements else torch.zeros(
+            (self.n_reflections, 0), dtype=self.dtype, device=self.device
+        )
+        fpp = torch.as_tensor([self._fp_cache[e][1] for e in elements], dtype=self.dtype, device=self.device)
+        return f, fpp
+
+    def _chunks(self, n_atoms: int, batch: int = 1):
+        per_refl = max(1, self.n_operators * max(n_atoms, 1) * batch)
+        size = max(256, self.chunk_elements // per_refl)
+        for start in range(0, self.n_reflections, size):
+            yield slice(start, min(start + size, self.n_reflections))
+
+    # -- forward -----------------------------------------------------------------------
+    def fc(
+        self,
+        atoms: AtomTensors,
+        *,
+        xyz: torch.Tensor | None = None,
+        occupancy: torch.Tensor | None = None,
+        u_star: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Complex F for every reflection; differentiable.
+
+        `xyz`, `occupancy`, `u_star` override the atoms' tensors and may carry a leading
+        batch dimension (B, n, ...) to evaluate B candidate models at once -> (B, N).
+        """
+        xyz = atoms.xyz if xyz is None else xyz
+        occ = atoms.occupancy if occupancy is None else occupancy
+        ustar = atoms.u_star if u_star is None else u_star
+        batched = xyz.dim() == 3
+        if not batched:
+            xyz, occ, ustar = xyz[None], occ[None], ustar[None]
+        b = xyz.shape[0]
+        occ = occ.expand(b, -1) if occ.dim() == 2 else occ[None].expand(b, -1)
+        ustar = ustar.expand(b, -1, -1) if ustar.dim() == 3 else ustar[None].expand(b, -1, -1)
+        f, fpp = self._scattering(atoms.elements)
+        w = occ * atoms.weight  # (B, n)
+        out_re, out_im = [], []
+        for sl in self._chunks(atoms.n, b):
+            hop, hh, pt = self._hop[:, sl], self._hh[:, sl], self._phase_t[:, sl]
+            # (B, m, N, n)
+            arg = TWO_PI * torch.einsum("mnj,baj->bmna", hop, xyz) + pt[None, :, :, None]
+            dw = torch.exp(-TWO_PI_SQ * torch.einsum("mnk,bak->bmna", hh, ustar))
+            a = (dw * torch.cos(arg)).sum(dim=1)  # (B, N, n)
+            # inversion pairs sum to 2 cos: the sine part vanishes
+            bb = torch.zeros_like(a) if self.centro_pairs else (dw * torch.sin(arg)).sum(dim=1)
+            fr, fi = f[sl][None], fpp[None, None, :]
+            re = (w[:, None, :] * (fr * a - fi * bb)).sum(-1)
+            im = (w[:, None, :] * (fr * bb + fi * a)).sum(-1)
+            cen = self._cen[sl][None]
+            out_re.append(re * cen)
+            out_im.append(im * cen)
+        re = torch.cat(out_re, dim=1) if out_re else torch.zeros((b, 0), dtype=self.dtype)
+        im = torch.cat(out_im, dim=1) if out_im else torch.zeros((b, 0), dtype=self.dtype)
+        fc = torch.complex(re, im)
+        return fc if batched else fc[0]
+
+    def fc_squared(self, atoms: AtomTensors, **overrides) -> torch.Tensor:
+        """|F|² (differentiable)."""
+        fc = self.fc(atoms, **overrides)
+        return fc.real**2 + fc.imag**2
+
+    # -- analytic derivatives for least squares ----------------------------------------
+    def with_derivatives(self, atoms: AtomTensors) -> StructureFactorDerivatives:
+        """F and analytic per-atom derivatives (no autograd graph is built)."""
+        n = atoms.n
+        with torch.no_grad():
+            f, fpp = self._scattering(atoms.elements)
+            w = atoms.occupancy * atoms.weight
+            fcs, dxs, dus, dos = [], [], [], []
+            for sl in self._chunks(n * 6):
+                hop, hh, pt = self._hop[:, sl], self._hh[:, sl], self._phase_t[:, sl]
+                arg = TWO_PI * torch.einsum("mnj,aj->mna", hop, atoms.xyz) + pt[:, :, None]
+                dw = torch.exp(-TWO_PI_SQ * torch.einsum("mnk,ak->mna", hh, atoms.u_star))
+                c, s = dw * torch.cos(arg), dw * torch.sin(arg)
+                a = c.sum(0)  # (N, n)
+                da_dx = -TWO_PI * torch.einsum("mna,mnj->naj", s, hop)
+                da_du = -TWO_PI_SQ * torch.einsum("mna,mnk->nak", c, hh)
+                if self.centro_pairs:  # inversion pairs: the sine sum and its derivatives vanish
+                    b = torch.zeros_like(a)
+                    db_dx = torch.zeros_like(da_dx)
+                    db_du = torch.zeros_like(da_du)
+                else:
+                    b = s.sum(0)
+                    db_dx = TWO_PI * torch.einsum("mna,mnj->naj", c, hop)
+                    db_du = -TWO_PI_SQ * torch.einsum("mna,mnk->nak", s, hh)
+                cen = self._cen[sl]
+                fr, fi = f[sl], fpp[None, :]
+                # per-atom complex factor g = w (fr + i fi) cen; F_atom = g (a + i b)
+                gr = w[None, :] * fr * cen[:, None]
+                gi = w[None, :] * fi * cen[:, None]
+                re_atom = gr * a - gi * b
+                im_atom = gr * b + gi * a
+                fcs.append(torch.complex(re_atom.sum(-1), im_atom.sum(-1)))
+                dxs.append(
+                    torch.complex(
+                        gr[..., None] * da_dx - gi[..., None] * db_dx,
+                        gr[..., None] * db_dx + gi[..., None] * da_dx,
+                    )
+                )
+                dus.append(
+                    torch.complex(
+                        gr[..., None] * da_du - gi[..., None] * db_du,
+                        gr[..., None] * db_du + gi[..., None] * da_du,
+                    )
+                )
+                safe_occ = torch.where(atoms.occupancy != 0, atoms.occupancy, torch.ones_like(atoms.occupancy))
+                occ_scale = torch.where(atoms.occupancy != 0, 1.0 / safe_occ, torch.zeros_like(safe_occ))
+                if torch.any(atoms.occupancy == 0):  # derivative of a zero-occupancy atom
+                    g0r = atoms.weight[None, :] * fr * cen[:, None]
+                    g0i = atoms.weight[None, :] * fi * cen[:, None]
+                    d_re = torch.where(atoms.occupancy[None] != 0, re_atom * occ_scale, g0r * a - g0i * b)
+                    d_im = torch.where(atoms.occupancy[None] != 0, im_atom * occ_scale, g0r * b + g0i * a)
+                else:
+                    d_re, d_im = re_atom * occ_scale, im_atom * occ_scale
+                dos.append(torch.complex(d_re, d_im))
+            return StructureFactorDerivatives(
+                fc=torch.cat(fcs),
+                d_xyz=torch.cat(dxs),
+                d_ustar=torch.cat(dus),
+                d_occ=torch.cat(dos),
+            )
+
+    def u_iso_direction(self) -> torch.Tensor:
+        """dU*/dU_iso (6,): chain rule from U* derivatives to an isotropic U."""
+        return torch.as_tensor(self.metric6, dtype=self.dtype, device=self.device)
+
+
+def _centring_vectors(sym: SymmetryOps) -> np.ndarray:
+    return np.array(sym.gemmi_ops.cen_ops, dtype=np.float64).reshape(-1, 3) / 24.0
+
+
+def _reduced_operators(sym: SymmetryOps) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Coset representatives after removing centring and, if possible, the inversion.
+
+    Returns rotations (m, 3, 3), translations (m, 3) and whether each represents an
+    inversion pair (only when the inversion centre is at the origin).
+    """
+    ops = sym.gemmi_ops
+    rots = np.array([op.rot for op in ops.sym_ops], dtype=np.int64) // 24
+    trans = np.array([op.tran for op in ops.sym_ops], dtype=np.float64) / 24.0
+    inversion_at_origin = False
+    if sym.centrosymmetric:
+        for r, t in zip(rots, trans):
+            if np.array_equal(r, -np.eye(3, dtype=np.int64)) and np.allclose(np.mod(t, 1.0), 0.0):
+                inversion_at_origin = True
+                break
+    if not inversion_at_origin:
+        return rots, trans, False
+    keep_r, keep_t, seen = [], [], set()
+    for r, t in zip(rots, trans):
+        key_neg = (-r).tobytes()
+        if key_neg in seen:
+            continue
+        seen.add(r.tobytes())
+        keep_r.append(r)
+        keep_t.append(t)
+    return np.array(keep_r), np.array(keep_t), True
+
+
+def calculate_fc(
+    structure: Structure,
+    hkl: np.ndarray,
+    *,
+    wavelength: float | None = None,
+    dtype: torch.dtype = torch.float64,
+) -> np.ndarray:
+    """Complex structure factors of a Structure at the given Miller indices (numpy)."""
+    engine = StructureFactorEngine(
+        hkl, structure.cell, structure.space_group, wavelength=wavelength, dtype=dtype
+    )
+    atoms = AtomTensors.from_structure(structure, symmetry=engine.symmetry, dtype=dtype)
+    with torch.no_grad():
+        return engine.fc(atoms).cpu().numpy()

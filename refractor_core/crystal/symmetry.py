@@ -1,0 +1,270 @@
+"""The symmetry layer: space-group operators from gemmi, vectorised over reflections and sites.
+
+Operators act on fractional coordinates as x' = R x + t. Reflections transform as row
+vectors: the reflection equivalent to h under R is h R, with F(h R) = F(h) exp(-2πi h·t).
+All tables come from gemmi; nothing here is written by hand.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from ..types import SpaceGroupRef, UnitCell
+from .cell import orthogonalization_matrix
+
+
+def _gemmi_group(space_group):
+    import gemmi
+
+    if isinstance(space_group, SpaceGroupRef):
+        return space_group.gemmi()
+    if isinstance(space_group, str):
+        return SpaceGroupRef.from_symbol(space_group).gemmi()
+    if isinstance(space_group, gemmi.SpaceGroup):
+        return space_group
+    raise TypeError(f"cannot interpret {space_group!r} as a space group")
+
+
+@dataclass(frozen=True)
+class SymmetryOps:
+    """All symmetry operations of a space group (centring included), as numpy arrays.
+
+    rotations: (n, 3, 3) int; translations: (n, 3) float, in [0, 1).
+    """
+
+    rotations: np.ndarray
+    translations: np.ndarray
+    n_centring: int
+    centrosymmetric: bool
+    hall: str
+    _gemmi_ops: object
+
+    # -- construction ------------------------------------------------------------------
+    @classmethod
+    def from_space_group(cls, space_group) -> "SymmetryOps":
+        """From a SpaceGroupRef, a symbol or a gemmi.SpaceGroup (cached per setting)."""
+        sg = _gemmi_group(space_group)
+        return _ops_for_hall(sg.hall)
+
+    @classmethod
+    def from_triplets(cls, triplets: list[str]) -> "SymmetryOps":
+        """From operator triplets ('x,y,z', '-x,y+1/2,-z', ...), closed into a group."""
+        import gemmi
+
+        ops = gemmi.GroupOps([gemmi.Op(t) for t in triplets])
+        ops.add_missing_elements()
+        return cls._from_gemmi_ops(ops, hall="")
+
+    @classmethod
+    def _from_gemmi_ops(cls, ops, hall: str) -> "SymmetryOps":
+        den = 24.0
+        rots, trans = [], []
+        for op in ops:  # iterates all operations, centring included
+            rots.append(np.array(op.rot, dtype=np.int64) // 24)
+            trans.append(np.mod(np.array(op.tran, dtype=np.float64) / den, 1.0))
+        return cls(
+            rotations=np.array(rots, dtype=np.int64),
+            translations=np.array(trans, dtype=np.float64),
+            n_centring=len(ops.cen_ops),
+            centrosymmetric=bool(ops.is_centrosymmetric()),
+            hall=hall,
+            _gemmi_ops=ops,
+        )
+
+    @property
+    def n(self) -> int:
+        return int(self.rotations.shape[0])
+
+    @property
+    def gemmi_ops(self):
+        return self._gemmi_ops
+
+    # -- point group -------------------------------------------------------------------
+    def point_group_rotations(self) -> np.ndarray:
+        """Distinct rotation parts (the point group), (m, 3, 3) int."""
+        return _unique_rotations(self.rotations)
+
+    def laue_rotations(self) -> np.ndarray:
+        """The Laue group: point group plus inversion, (m, 3, 3) int."""
+        pg = self.point_group_rotations()
+        return _unique_rotations(np.concatenate([pg, -pg]))
+
+    # -- reflections -------------------------------------------------------------------
+    def is_absent(self, hkl: np.ndarray) -> np.ndarray:
+        """Systematically absent reflections (bool, (N,))."""
+        h = np.ascontiguousarray(np.asarray(hkl, dtype=np.int32).reshape(-1, 3))
+        return np.asarray(self._gemmi_ops.systematic_absences(h), dtype=bool)
+
+    def epsilon(self, hkl: np.ndarray) -> np.ndarray:
+        """Epsilon factor (centring included), the multiplicity of h's expected intensity."""
+        h = np.ascontiguousarray(np.asarray(hkl, dtype=np.int32).reshape(-1, 3))
+        return np.asarray(self._gemmi_ops.epsilon_factor_array(h), dtype=np.int64)
+
+    def is_centric(self, hkl: np.ndarray) -> np.ndarray:
+        """Centric reflections (some operation maps h onto -h)."""
+        h = np.ascontiguousarray(np.asarray(hkl, dtype=np.int32).reshape(-1, 3))
+        return np.asarray(self._gemmi_ops.centric_flag_array(h), dtype=bool)
+
+    def equivalents(self, hkl: np.ndarray, friedel: bool = True) -> np.ndarray:
+        """All symmetry equivalents of each reflection, (N, m, 3) (with duplicates)."""
+        rots = self.laue_rotations() if friedel else self.point_group_rotations()
+        return np.einsum("ni,mij->nmj", np.asarray(hkl, dtype=np.int64), rots)
+
+    def phase_shifts(self, hkl: np.ndarray) -> np.ndarray:
+        """h·t for every operation: (N, n) in cycles, for mapping phases of equivalents."""
+        return np.asarray(hkl, dtype=np.float64) @ self.translations.T
+
+    # -- sites -------------------------------------------------------------------------
+    def images(self, xyz: np.ndarray) -> np.ndarray:
+        """Images of fractional positions under every operation: (..., n, 3)."""
+        x = np.asarray(xyz, dtype=np.float64)
+        return np.einsum("nij,...j->...ni", self.rotations, x) + self.translations
+
+    def site_stabilizer(self, cell: UnitCell, xyz, tol: float = 0.05) -> np.ndarray:
+        """Indices of operations mapping the site onto itself within `tol` Å (lattice shifts allowed)."""
+        x = np.asarray(xyz, dtype=np.float64).reshape(3)
+        d = self.images(x) - x
+        d -= np.round(d)
+        dist = np.linalg.norm(d @ orthogonalization_matrix(cell).T, axis=-1)
+        return np.nonzero(dist < tol)[0]
+
+    def site_symmetry_order(self, cell: UnitCell, xyz, tol: float = 0.05) -> np.ndarray:
+        """Order of the site-symmetry group: operations (centring included) fixing each site.
+
+        1 for a general position. `xyz` is (3,) or
+        (N, 3); returns an int or an (N,) int array.
+        """
+        x = np.asarray(xyz, dtype=np.float64)
+        single = x.ndim == 1
+        x = x.reshape(-1, 3)
+        d = self.images(x) - x[:, None, :]
+        d -= np.round(d)
+        dist = np.linalg.norm(d @ orthogonalization_matrix(cell).T, axis=-1)
+        order = np.maximum((dist < tol).sum(axis=1), 1)
+        return int(order[0]) if single else order
+
+    def special_position(self, cell: UnitCell, xyz, tol: float = 0.05) -> "SiteConstraint":
+        """Constraints a site on a special position imposes on xyz and on anisotropic U."""
+        x = np.asarray(xyz, dtype=np.float64).reshape(3)
+        stab = self.site_stabilizer(cell, x, tol)
+        rots = self.rotations[stab].astype(np.float64)
+        images = self.images(x)[stab]
+        images -= np.round(images - x)  # the lattice image closest to x
+        snapped = images.mean(axis=0)
+        proj = rots.mean(axis=0)  # projector onto the invariant subspace
+        pos_basis = _column_basis(proj)
+        # U* -> R U* R^T averaged over the stabilizer, acting on the 6 components
+        u_proj = np.zeros((6, 6))
+        for r in rots:
+            u_proj += _u_transform_matrix(r)
+        u_proj /= len(rots)
+        u_basis = _column_basis(u_proj)
+        return SiteConstraint(
+            order=max(len(stab), 1),
+            xyz=snapped,
+            position_basis=pos_basis,
+            ustar_basis=u_basis,
+        )
+
+
+@dataclass(frozen=True)
+class SiteConstraint:
+    """Site-symmetry constraints of one site.
+
+    `xyz` is the position moved exactly onto the special position; free coordinate shifts
+    are `position_basis @ p` ((3, k) basis, k = 0..3); free U* components (CIF order
+    11, 22, 33, 12, 13, 23, in U* i.e. reciprocal-axis-scaled units) are `ustar_basis @ q`
+    ((6, m) basis). For a general position both bases are the identity.
+    """
+
+    order: int
+    xyz: np.ndarray
+    position_basis: np.ndarray
+    ustar_basis: np.ndarray
+
+
+def _column_basis(proj: np.ndarray, tol: float = 1e-6) -> np.ndarray:
+    """An orthonormal basis of the range of a (projector-like) matrix."""
+    u, s, _ = np.linalg.svd(proj)
+    return u[:, s > tol]
+
+
+def _u_transform_matrix(r: np.ndarray) -> np.ndarray:
+    """6x6 matrix of U -> R U R^T on (11, 22, 33, 12, 13, 23) components."""
+    idx = [(0, 0), (1, 1), (2, 2), (0, 1), (0, 2), (1, 2)]
+    t = np.zeros((6, 6))
+    for a, (i, j) in enumerate(idx):
+        for b, (k, l) in enumerate(idx):
+            v = r[i, k] * r[j, l]
+            if k != l:
+                v += r[i, l] * r[j, k]
+            t[a, b] = v
+    return t
+
+
+def _unique_rotations(rots: np.ndarray) -> np.ndarray:
+    flat = rots.reshape(len(rots), 9)
+    _, idx = np.unique(flat, axis=0, return_index=True)
+    return rots[np.sort(idx)]
+
+
+@lru_cache(maxsize=512)
+def _ops_for_hall(hall: str) -> SymmetryOps:
+    import gemmi
+
+    ops = gemmi.symops_from_hall(hall)
+    return SymmetryOps._from_gemmi_ops(ops, hall=hall)
+
+
+# --------------------------------------------------------------------------------------
+# Miller-index utilities
+# --------------------------------------------------------------------------------------
+
+_KEY_OFFSET = 512
+_KEY_BASE = 1024
+
+
+def hkl_keys(hkl: np.ndarray) -> np.ndarray:
+    """A unique int64 key per Miller index (|h|, |k|, |l| < 512)."""
+    h = np.asarray(hkl, dtype=np.int64) + _KEY_OFFSET
+    return (h[..., 0] * _KEY_BASE + h[..., 1]) * _KEY_BASE + h[..., 2]
+
+
+def keys_to_hkl(keys: np.ndarray) -> np.ndarray:
+    """Inverse of `hkl_keys`."""
+    k = np.asarray(keys, dtype=np.int64)
+    l = k % _KEY_BASE
+    k2 = k // _KEY_BASE
+    return np.stack([k2 // _KEY_BASE, k2 % _KEY_BASE, l], axis=-1) - _KEY_OFFSET
+
+
+def canonical_hkl(hkl: np.ndarray, rotations: np.ndarray, friedel: bool = True) -> np.ndarray:
+    """A canonical representative of each reflection's equivalence class, (N, 3).
+
+    The class is {h R : R in rotations} (and their Friedel mates when `friedel`); the
+    representative is the member with the largest `hkl_keys` value. Vectorised.
+    """
+    h = np.asarray(hkl, dtype=np.int64)
+    if h.size == 0:
+        return h.reshape(0, 3)
+    eq = np.einsum("ni,mij->nmj", h, np.asarray(rotations, dtype=np.int64))
+    if friedel:
+        eq = np.concatenate([eq, -eq], axis=1)
+    keys = hkl_keys(eq)
+    best = np.argmax(keys, axis=1)
+    return eq[np.arange(len(h)), best]
+
+
+def canonical_keys(hkl: np.ndarray, rotations: np.ndarray, friedel: bool = True) -> np.ndarray:
+    """`hkl_keys(canonical_hkl(...))`, cheaper when only the grouping is needed."""
+    h = np.asarray(hkl, dtype=np.int64)
+    if h.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    eq = np.einsum("ni,mij->nmj", h, np.asarray(rotations, dtype=np.int64))
+    keys = hkl_keys(eq)
+    if friedel:
+        keys = np.concatenate([keys, hkl_keys(-eq)], axis=1)
+    return keys.max(axis=1)
