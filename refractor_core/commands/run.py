@@ -1,0 +1,329 @@
+"""`refractor run DATA`: determine a structure, data in, refined CIF out.
+
+Every stage is chosen by name (`--classifier absences`, `--ranker r1`, ...) and configured
+with `--<stage>-opt key=value` (repeatable; values are parsed as JSON when they can be,
+`a.b=1` sets a nested key), validated against that component's Config before any work
+starts. `--config run.toml` gives a whole RunConfig; command-line options override it.
+
+Outputs go atomically into `--output` (default `<data stem>_refractor/` beside the data):
+the best structure (CIF, .res, ... through `refractor_core.io.outputs`), `report.json` and
+`manifest.json`; `--keep N` adds the next candidates as `candidate_2/`, ... An error or an
+interrupt leaves no partial output.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import click
+from pydantic import ValidationError
+
+from ..errors import PluginError, UsageError
+from .common import data_options, emit_json, load_data, pass_verbosity, run_options
+
+STAGES = ("encoder", "classifier", "generator", "refiner", "ranker")
+NONE_NAMES = ("", "none", "null", "off")
+
+
+def parse_assignment(text: str, option: str) -> tuple[list[str], Any]:
+    """'key=value' -> (['key'], value); the value is JSON when it parses, else a string."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise UsageError(f"{option} expects KEY=VALUE, got {text!r}")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key.split("."), value
+
+
+def stage_options(pairs: tuple[str, ...], option: str) -> dict[str, Any]:
+    """Nested option dict from repeated KEY=VALUE pairs."""
+    out: dict[str, Any] = {}
+    for text in pairs:
+        path, value = parse_assignment(text, option)
+        node = out
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise UsageError(f"{option} {text!r}: {part!r} is both a value and a group")
+        node[path[-1]] = value
+    return out
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in update.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def build_run_config(config_file: Path | None, overrides: dict[str, Any]):
+    """A RunConfig from a TOML file (optional) with command-line overrides applied."""
+    from ..types import RunConfig
+
+    base: dict[str, Any] = {}
+    if config_file is not None:
+        try:
+            base = tomllib.loads(config_file.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise UsageError(f"{config_file}: cannot read: {exc.strerror or exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise UsageError(f"{config_file}: invalid TOML: {exc}") from None
+    components = dict(RunConfig().components)
+    components.update(base.get("components", {}))
+    components.update(overrides.pop("components", {}))
+    base["components"] = {k: (None if isinstance(v, str) and v.strip().lower() in NONE_NAMES else v) for k, v in components.items()}
+    base["options"] = _merge(base.get("options", {}), overrides.pop("options", {}))
+    base.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return RunConfig.model_validate(base)
+    except ValidationError as exc:
+        where = f"{config_file}: " if config_file else ""
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(config)'}: {e['msg']}" for e in exc.errors())
+        raise UsageError(f"{where}invalid run configuration: {problems}") from None
+
+
+def _stage_options_decorator(f):
+    for stage in reversed(STAGES):
+        f = click.option(
+            f"--{stage}-opt",
+            f"{stage}_opt",
+            multiple=True,
+            metavar="KEY=VALUE",
+            help=f"Option of the {stage} (repeatable), checked against its Config.",
+        )(f)
+        f = click.option(
+            f"--{stage}",
+            f"{stage}",
+            default=None,
+            metavar="NAME",
+            help=f"{stage.capitalize()} component" + (" ('none' to skip)." if stage in ("encoder", "classifier") else "."),
+        )(f)
+    return f
+
+
+@click.command("run")
+@data_options
+@run_options
+@_stage_options_decorator
+@click.option("--max-hypotheses", type=click.IntRange(min=1), default=None, help="Space groups to try (default 3).")
+@click.option("--candidates", type=click.IntRange(min=1), default=None, help="Candidates per space group (default 4).")
+@click.option("--keep", type=click.IntRange(min=1), default=None, help="Write the best N structures (default 1).")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="A RunConfig as TOML; command-line options override it.")
+@click.option("--weights", "weights_paths", multiple=True, metavar="NAME=PATH",
+              help="Use a local weights file for a learned component (verified against its card).")
+@pass_verbosity
+def command(verbosity: int, **kw: Any) -> None:
+    """Determine a structure: DATA (HKL file + cell + formula) in, refined CIF out.
+
+    \b
+    Examples:
+      refractor run sample.hkl                      (sample.ins beside it)
+      refractor run data.hkl --cell 4.49 12.48 6.89 90 106.3 90 --formula "H O5 Pr S"
+      refractor run data.hkl --ranker r1 --refiner-opt cycles=20 --json
+    """
+    started = time.perf_counter()
+    from ..manifest import choose_seed, new_manifest, resolve_device
+    from ..plugins import get_registry, warn_problems
+
+    overrides: dict[str, Any] = {
+        "components": {s: kw[s] for s in STAGES if kw[s] is not None},
+        "options": {s: stage_options(kw[f"{s}_opt"], f"--{s}-opt") for s in STAGES if kw[f"{s}_opt"]},
+        "seed": kw["seed"],
+        "device": kw["device"] if kw["device"] != "auto" else None,
+        "offline": True if kw["offline"] else None,
+        "max_hypotheses": kw["max_hypotheses"],
+        "candidates_per_hypothesis": kw["candidates"],
+        "keep": kw["keep"],
+    }
+    if kw["reader"]:
+        overrides["components"]["reader"] = kw["reader"]
+    config = build_run_config(kw["config_file"], overrides)
+
+    registry = get_registry()
+    warn_problems(registry)
+    for stage, name in config.components.items():  # fail fast: names and options
+        if name:
+            registry.validate_options(stage, name, config.options.get(stage))
+    weights_paths = {}
+    for text in kw["weights_paths"]:
+        name, sep, path = text.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise UsageError(f"--weights expects NAME=PATH, got {text!r}")
+        weights_paths[name.strip()] = path.strip()
+
+    seed = choose_seed(config.seed)
+    device = resolve_device(config.device)
+    config = config.model_copy(update={"seed": seed})
+
+    data_path: Path = kw["data"]
+    if not data_path.is_file():
+        raise UsageError(f"data file {data_path} does not exist")
+    try:
+        data = load_data(
+            data_path, ins=kw["ins"], cell=kw["cell"], wavelength=kw["wavelength"],
+            formula=kw["formula"], z=kw["z"], reader=config.components.get("reader"),
+        )
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.startswith("refractor"):
+            raise PluginError(f"the data readers are not available in this installation ({exc.name} missing)") from None
+        raise
+
+    from ..pipeline import PipelineContext, run_pipeline
+    from ..progress import Progress
+
+    context = PipelineContext(
+        registry=registry, device=device, seed=seed, offline=config.offline,
+        progress=Progress(verbosity), weights_paths=weights_paths,
+    )
+    manifest = new_manifest(config, seed=seed, device=device)
+    result = run_pipeline(data, config, context)
+
+    output = kw["output"] or default_output(data_path)
+    inputs = [data_path, kw["ins"], kw["config_file"], data.source]
+    summary = write_run_outputs(result, data, output, data_path.stem, config, manifest, inputs, registry, started)
+    if kw["as_json"]:
+        emit_json(summary)
+    else:
+        print_summary(summary, verbosity)
+
+
+def default_output(data_path: Path) -> Path:
+    """`<stem>_refractor/` beside the data (the current folder when that is not writable)."""
+    import os
+
+    folder = data_path.resolve().parent
+    if not os.access(folder, os.W_OK):
+        folder = Path.cwd()
+    return folder / f"{data_path.stem}_refractor"
+
+
+def _formula(data, refined) -> str | None:
+    if data.formula:
+        return data.formula
+    counts: dict[str, float] = {}
+    for site in refined.structure.sites:
+        counts[site.element] = counts.get(site.element, 0.0) + site.occupancy
+    try:
+        from ..crystal.formula import format_formula
+
+        return format_formula(counts)
+    except ImportError:
+        return " ".join(f"{el}{n:g}" for el, n in sorted(counts.items()))
+
+
+def _write_structure(refined, data, folder: Path, stem: str) -> dict[str, Path]:
+    """The structure files of one candidate, through the io writers when installed."""
+    try:
+        from ..io.outputs import write_structure_outputs
+    except ImportError:
+        import logging
+
+        logging.getLogger("refractor").warning(
+            "structure writers (refractor_core.io.outputs) are not available: "
+            "the structure is only in report.json"
+        )
+        return {}
+    return dict(write_structure_outputs(refined, data, folder, stem))
+
+
+def write_run_outputs(result, data, output: Path, stem: str, config, manifest, inputs, registry, started: float) -> dict[str, Any]:
+    """Write structures, report.json and manifest.json atomically; return the summary."""
+    from ..atomic import OutputFolder, atomic_write_json
+    from ..manifest import finish_manifest, input_records, library_versions, write_manifest
+
+    best = result.best
+    keep = min(config.keep, len(result.ranked))
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def on_term(signum, frame):  # turn SIGTERM into an exception so staging is removed
+        raise SystemExit(143)
+
+    try:
+        signal.signal(signal.SIGTERM, on_term)
+    except ValueError:  # not the main thread
+        previous = None
+    try:
+        with OutputFolder(output) as stage:
+            files = _write_structure(best, data, stage.path, stem)
+            extra = []
+            for i, refined in enumerate(result.ranked[1:keep], start=2):
+                sub = stage.path / f"candidate_{i}"
+                sub.mkdir()
+                written = _write_structure(refined, data, sub, stem)
+                extra.append({"rank": i, "files": {k: str(output / f"candidate_{i}" / Path(v).name) for k, v in written.items()}})
+            final_files = {k: str(output / Path(v).relative_to(stage.path)) for k, v in files.items()}
+            seconds = round(time.perf_counter() - started, 3)
+            cif = final_files.get("cif")
+            summary = {
+                "solved": result.solved,
+                "space_group": best.structure.space_group.symbol,
+                "space_group_number": best.structure.space_group.number,
+                "R1": best.r1,
+                "wR2": best.wr2,
+                "GooF": best.goof,
+                "formula": _formula(data, best),
+                "cif": cif,
+                "seconds": seconds,
+                "output": str(output),
+                "seed": result.seed,
+                "device": manifest.device,
+                "n_reflections": best.n_reflections,
+                "n_parameters": best.n_parameters,
+                "files": final_files,
+            }
+            report = {
+                **summary,
+                "data": {"source": data.source, "n": data.n, "cell": data.cell.model_dump() if data.cell else None,
+                         "wavelength": data.wavelength, "formula": data.formula, "z": data.z},
+                "hypotheses": [h.model_dump(mode="json") for h in result.hypotheses],
+                "candidates": [
+                    {"rank": i + 1, "space_group": r.structure.space_group.symbol, "R1": r.r1, "wR2": r.wr2,
+                     "GooF": r.goof, "score": r.score, "converged": r.converged,
+                     "generator": r.candidate.generator if r.candidate else None}
+                    for i, r in enumerate(result.ranked)
+                ],
+                "kept": extra,
+                "best": best.model_dump(mode="json", exclude={"candidate"}),
+                "timings": result.timings,
+                "components": [c.model_dump(mode="json") for c in result.components],
+                "notes": result.notes,
+            }
+            atomic_write_json(stage.path / "report.json", report)
+            manifest = manifest.model_copy(
+                update={
+                    "components": result.components,
+                    "weights": result.weights,
+                    "inputs": input_records(inputs),
+                    "versions": library_versions(registry.distribution_versions()),
+                }
+            )
+            write_manifest(finish_manifest(manifest), stage.path)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    summary["report"] = str(output / "report.json")
+    summary["manifest"] = str(output / "manifest.json")
+    return summary
+
+
+def print_summary(summary: dict[str, Any], verbosity: int) -> None:
+    """A few human-readable lines on stdout."""
+    state = "solved" if summary["solved"] else "not solved"
+    click.echo(
+        f"{state}: {summary['space_group']} (No. {summary['space_group_number']}), "
+        f"R1 = {summary['R1']:.4f}, wR2 = {summary['wR2']:.4f}, GooF = {summary['GooF']:.3f} "
+        f"[{summary['seconds']:.1f} s, seed {summary['seed']}]"
+    )
+    if summary["cif"]:
+        click.echo(f"CIF: {summary['cif']}")
+    click.echo(f"output: {summary['output']}")

@@ -1,0 +1,81 @@
+"""Progress display on stderr: a rich progress bar on a terminal, plain lines otherwise.
+
+`Progress(verbosity)` is the callable handed to components as `BuildContext.progress`:
+``with progress("refining", total=12) as bar: ... bar.update(1)``. It is silent with
+``-q`` (verbosity < 0) and never writes to stdout, which stays clean for `--json`.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from contextlib import contextmanager
+from typing import IO, Iterator
+
+
+class _Task:
+    def __init__(self, bar=None, task_id=None):
+        self._bar = bar
+        self._task_id = task_id
+        self.done = 0
+
+    def update(self, n: int = 1) -> None:
+        """Advance by `n` steps."""
+        self.done += n
+        if self._bar is not None:
+            self._bar.update(self._task_id, advance=n)
+
+
+class Progress:
+    """Create progress displays for long steps (silent when `verbosity` < 0)."""
+
+    def __init__(self, verbosity: int = 0, stream: IO[str] | None = None):
+        self.verbosity = verbosity
+        self.stream = stream if stream is not None else sys.stderr
+
+    @property
+    def enabled(self) -> bool:
+        return self.verbosity >= 0
+
+    def _terminal(self) -> bool:
+        try:
+            return bool(self.stream.isatty())
+        except (AttributeError, ValueError):
+            return False
+
+    @contextmanager
+    def __call__(self, description: str, total: int | None = None) -> Iterator[_Task]:
+        if not self.enabled:
+            yield _Task()
+            return
+        start = time.perf_counter()
+        if self._terminal():
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                SpinnerColumn,
+                TextColumn,
+                TimeElapsedColumn,
+            )
+            from rich.progress import Progress as RichProgress
+
+            console = Console(file=self.stream, stderr=True)
+            columns = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+            with RichProgress(*columns, console=console, transient=True) as bar:
+                task = _Task(bar, bar.add_task(description, total=total))
+                yield task
+            self.stream.write(f"{description}: done in {time.perf_counter() - start:.1f} s\n")
+            return
+        task = _Task()
+        self.stream.write(f"{description}...\n")
+        self.stream.flush()
+        yield task
+        count = f" ({task.done}/{total})" if total else ""
+        self.stream.write(f"{description}: done{count} in {time.perf_counter() - start:.1f} s\n")
+        self.stream.flush()
+
+
+def silent() -> Progress:
+    """A progress factory that shows nothing."""
+    return Progress(verbosity=-1)
