@@ -1,0 +1,701 @@
+"""SHELX instruction files (.ins, .res): crystal data, refinement instructions and the model.
+
+What is read: TITL, CELL, ZERR, LATT, SYMM, SFAC (short and long form), UNIT, DISP, FVAR,
+the atom list (isotropic and anisotropic U, negative riding Uiso, free-variable coding,
+AFIX/HFIX, PART, RESI, FRAG/FEND blocks skipped), OMIT, SHEL, TWIN, BASF, EXTI, WGHT,
+MERG, ACTA and HKLF (with its scale and index matrix). Continuation lines (`=`), REM and
+comment lines (starting with a blank) are handled as SHELXL does; reading stops at HKLF or
+END, so Q peaks and the WGHT suggestion after END in a .res are ignored.
+
+Conventions converted here: SHELX U order (U11 U22 U33 U23 U13 U12) to the CIF order of
+`Site.u_aniso`; SHELX site occupation factors (which include the site-symmetry
+multiplicity) to chemical occupancies using the kernel's site-symmetry order.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+from pydantic import ValidationError
+
+from refractor_core.errors import InputError
+from refractor_core.interfaces import BuildContext, ComponentConfig, DataBundle, HKLReader
+from refractor_core.types import (
+    RefinementInstructions,
+    Site,
+    SpaceGroupRef,
+    Structure,
+    UnitCell,
+)
+
+from .register import ShelxInsConfig
+from ._common import (
+    element_or_error,
+    guarded,
+    head_text,
+    read_text,
+    to_float,
+    to_int,
+    validation_message,
+)
+
+#: SHELXL instruction keywords (an atom name may not be one of these)
+KEYWORDS = frozenset(
+    """
+    ABIN ACTA AFIX ANIS ANSC ANSR BASF BEDE BIND BLOC BOND BUMP CELL CGLS CHIV CONF CONN
+    DAMP DANG DEFS DELU DFIX DISP EADP END EQIV EXTI EXYZ FEND FLAT FMAP FRAG FREE FVAR
+    GRID HFIX HKLF HTAB ISOR LATT LAUE LIST L.S. LONE MERG MORE MOVE MPLA NCSY NEUT OMIT
+    PART PLAN PRIG REM RESI RIGU RTAB SADI SAME SFAC SHEL SIMU SIZE SPEC STIR SUMP SWAT
+    SYMM TEMP TITL TWIN TWST UNIT WGHT WIGL WPDB XNPD ZERR MOLE HOPE SPIN EGEN
+    """.split()
+)
+
+#: LATT |N| -> centring vectors (besides 0,0,0)
+CENTRING = {
+    1: [],
+    2: [(0.5, 0.5, 0.5)],
+    3: [(2 / 3, 1 / 3, 1 / 3), (1 / 3, 2 / 3, 2 / 3)],
+    4: [(0.0, 0.5, 0.5), (0.5, 0.0, 0.5), (0.5, 0.5, 0.0)],
+    5: [(0.0, 0.5, 0.5)],
+    6: [(0.5, 0.0, 0.5)],
+    7: [(0.5, 0.5, 0.0)],
+}
+
+_Q_PEAK = re.compile(r"^Q\d+$", re.IGNORECASE)
+
+
+@dataclass
+class InsAtom:
+    """One atom line as written (free-variable coded numbers not yet decoded)."""
+
+    label: str
+    sfac: int
+    xyz: tuple[float, float, float]
+    sof: float
+    u: tuple[float, ...]  # 1 (Uiso) or 6 (SHELX order) numbers
+    line: int
+    part: int
+    afix: int
+    pivot: str | None  # the atom an AFIX group hangs on (for riding H)
+    u_parent: str | None  # the previous atom whose U is not riding (for negative Uiso)
+    explicit_sof: bool = True
+
+
+@dataclass
+class InsFile:
+    """Everything read from a .ins/.res (or a CIF's embedded `_shelx_res_file`)."""
+
+    path: str | None
+    title: str = ""
+    wavelength: float | None = None
+    cell: UnitCell | None = None
+    cell_line: int | None = None
+    z: float | None = None
+    latt: int = 1
+    latt_line: int | None = None
+    symm: list[tuple[str, int]] = field(default_factory=list)
+    sfac: list[str] = field(default_factory=list)
+    sfac_line: int | None = None
+    unit: list[float] = field(default_factory=list)
+    unit_line: int | None = None
+    fvar: list[float] = field(default_factory=list)
+    instructions: RefinementInstructions = field(default_factory=RefinementInstructions)
+    hklf_seen: bool = False
+    hklf_scale: float = 1.0
+    hklf_matrix: tuple[float, ...] | None = None
+    hklf_weight: float = 1.0
+    atoms: list[InsAtom] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    _space_group: SpaceGroupRef | None = None
+
+    # -- symmetry ---------------------------------------------------------------------
+    def operator_triplets(self) -> list[str]:
+        """All operators of the group: SYMM (and identity) x centring x inversion (LATT > 0)."""
+        import gemmi
+
+        ops = [gemmi.Op("x,y,z")]
+        for text, line in self.symm:
+            try:
+                ops.append(gemmi.Op(text))
+            except (ValueError, RuntimeError) as exc:
+                raise InputError(f"cannot read SYMM operator {text!r}: {exc}", path=self.path, line=line) from None
+        inversion = gemmi.Op("-x,-y,-z")
+        centring = CENTRING[abs(self.latt)]
+        out: list[str] = []
+        for op in ops:
+            variants = [op.wrap()]
+            for vec in centring:
+                variants.append(op.translated([int(round(v * 24)) for v in vec]).wrap())
+            for v in variants:
+                out.append(v.triplet())
+                if self.latt > 0:
+                    out.append((inversion * v).wrap().triplet())
+        return list(dict.fromkeys(out))  # a repeated operator is harmless
+
+    def space_group(self) -> SpaceGroupRef:
+        """The space group generated by LATT and SYMM (InputError if it is not one)."""
+        if self._space_group is None:
+            triplets = self.operator_triplets()
+            try:
+                sg = SpaceGroupRef.from_operations(triplets)
+            except (ValueError, RuntimeError) as exc:
+                line = self.symm[0][1] if self.symm else self.latt_line
+                raise InputError(
+                    f"LATT {self.latt} and the SYMM operators do not form a space group ({exc})",
+                    path=self.path,
+                    line=line,
+                ) from None
+            self._space_group = sg
+        return self._space_group
+
+    # -- composition ------------------------------------------------------------------
+    def cell_contents(self) -> dict[str, float]:
+        """Atoms per cell from SFAC and UNIT."""
+        counts: dict[str, float] = {}
+        for el, n in zip(self.sfac, self.unit):
+            if n > 0:
+                counts[el] = counts.get(el, 0.0) + n
+        return counts
+
+    def formula_and_z(self) -> tuple[str | None, float | None]:
+        """Sum formula (SFAC x UNIT / Z) and Z.
+
+        Z comes from ZERR; without ZERR it is the number of symmetry operations (Z' = 1).
+        A Z under which no element reaches one atom per formula unit is not credible
+        (e.g. ZERR 192 with UNIT 4 4): then the formula is the smallest whole-number one.
+        """
+        from refractor_core.crystal.formula import format_formula
+
+        contents = self.cell_contents()
+        if not contents:
+            return None, self.z
+        z = self.z
+        if z is None or z <= 0:
+            try:
+                z = float(len(self.space_group().gemmi().operations()))
+                self.notes.append(f"no ZERR: Z = {z:g} taken from the symmetry (Z' = 1)")
+            except InputError:
+                z = 1.0
+        if max(contents.values()) / z < 0.999:
+            ints = [int(round(n)) for n in contents.values()]
+            if all(abs(n - i) < 1e-6 for n, i in zip(contents.values(), ints)) and min(ints) > 0:
+                z_new = float(math.gcd(*ints))
+                self.notes.append(
+                    f"Z = {z:g} leaves less than one atom of every element per formula unit; "
+                    f"using Z = {z_new:g}"
+                )
+                z = z_new
+        return format_formula({e: n / z for e, n in contents.items()}), z
+
+    # -- model ------------------------------------------------------------------------
+    def _value(self, coded: float, what: str, line: int) -> float:
+        """Decode a SHELX free-variable coded number (10m + p)."""
+        if abs(coded) < 5.0:
+            return coded
+        m = int(round(coded / 10.0))
+        p = coded - 10.0 * m
+        if abs(m) <= 1:
+            return p
+        k = abs(m)
+        if k > len(self.fvar):
+            raise InputError(
+                f"{what} {coded:g} refers to free variable {k}, but FVAR defines only {len(self.fvar)}",
+                path=self.path,
+                line=line,
+            )
+        fv = self.fvar[k - 1]
+        return p * fv if m > 0 else p * (fv - 1.0)
+
+    def structure(self, name: str | None = None) -> Structure | None:
+        """The model (None when there are no atoms)."""
+        if not self.atoms:
+            return None
+        if self.cell is None:
+            raise InputError("atoms but no CELL instruction", path=self.path, line=self.atoms[0].line)
+        if not self.sfac:
+            raise InputError("atoms but no SFAC instruction", path=self.path, line=self.atoms[0].line)
+        from refractor_core.crystal.cell import u_equiv
+        from refractor_core.crystal.symmetry import SymmetryOps
+
+        sg = self.space_group()
+        cell = self.cell
+        decoded = []
+        ueq: dict[str, float] = {}
+        for atom in self.atoms:
+            if not 1 <= atom.sfac <= len(self.sfac):
+                raise InputError(
+                    f"atom {atom.label}: scattering factor number {atom.sfac} is not in SFAC "
+                    f"(1..{len(self.sfac)})",
+                    path=self.path,
+                    line=atom.line,
+                )
+            xyz = tuple(self._value(c, f"atom {atom.label}: coordinate", atom.line) for c in atom.xyz)
+            sof = self._value(atom.sof, f"atom {atom.label}: site occupation factor", atom.line)
+            u_iso = None
+            u_aniso = None
+            if len(atom.u) == 1:
+                u = atom.u[0]
+                if -5.0 <= u <= -0.5:
+                    if atom.u_parent is None or atom.u_parent not in ueq:
+                        raise InputError(
+                            f"atom {atom.label}: Uiso {u:g} rides on the previous atom, but there is none",
+                            path=self.path,
+                            line=atom.line,
+                        )
+                    u_iso = -u * ueq[atom.u_parent]
+                else:
+                    u_iso = self._value(u, f"atom {atom.label}: Uiso", atom.line)
+                ueq[atom.label] = u_iso
+            else:
+                v = [self._value(x, f"atom {atom.label}: U", atom.line) for x in atom.u]
+                u11, u22, u33, u23, u13, u12 = v
+                u_aniso = (u11, u22, u33, u12, u13, u23)
+                try:
+                    ueq[atom.label] = float(u_equiv(cell, np.array(u_aniso)))
+                except (ValueError, np.linalg.LinAlgError):
+                    ueq[atom.label] = (u11 + u22 + u33) / 3.0
+            if not all(math.isfinite(x) for x in (*xyz, sof)):
+                raise InputError(f"atom {atom.label}: non-finite number", path=self.path, line=atom.line)
+            decoded.append((atom, xyz, sof, u_iso, u_aniso))
+
+        ops = SymmetryOps.from_space_group(sg)
+        xyz_all = np.array([d[1] for d in decoded], dtype=np.float64)
+        orders = np.atleast_1d(ops.site_symmetry_order(cell, xyz_all, tol=0.05))
+        sites = []
+        for (atom, xyz, sof, u_iso, u_aniso), order in zip(decoded, orders):
+            element = self.sfac[atom.sfac - 1]
+            is_h = element in ("H", "D")
+            m = abs(atom.afix) // 10
+            calc = bool(is_h and m > 0 and m not in (5, 6, 7, 10, 11))
+            riding_u = len(atom.u) == 1 and -5.0 <= atom.u[0] <= -0.5
+            occupancy = sof * int(order)
+            try:
+                sites.append(
+                    Site(
+                        label=atom.label,
+                        element=element,
+                        xyz=xyz,
+                        occupancy=occupancy,
+                        u_iso=u_iso,
+                        u_aniso=u_aniso,
+                        calc=calc,
+                        riding_on=atom.pivot if calc else (atom.u_parent if is_h and riding_u else None),
+                        part=atom.part,
+                        site_symmetry_order=int(order),
+                        afix=atom.afix,
+                    )
+                )
+            except ValidationError as exc:
+                raise InputError(
+                    f"atom {atom.label}: {validation_message(exc)}", path=self.path, line=atom.line
+                ) from None
+        meta = {"shelx_title": self.title}
+        if self.fvar:
+            meta["fvar"] = list(self.fvar)
+        return Structure(
+            cell=cell,
+            space_group=sg,
+            sites=sites,
+            name=name or (self.title.split()[0] if self.title.split() else "shelx"),
+            wavelength=self.wavelength,
+            meta=meta,
+        )
+
+
+def _logical_lines(text: str) -> list[tuple[int, str]]:
+    """(first line number, joined text) for each instruction, continuations ('=') joined.
+
+    Comment lines (REM, lines starting with a blank, blank lines) are dropped; '!' starts
+    a comment inside a line.
+    """
+    out: list[tuple[int, str]] = []
+    raw = text.split("\n")
+    i = 0
+    n = len(raw)
+    while i < n:
+        line = raw[i]
+        lineno = i + 1
+        i += 1
+        if not line.strip() or line[0] in " \t":
+            continue
+        key = line.split(None, 1)[0].upper()
+        if key == "REM" or key.startswith("REM"):
+            continue
+        if key == "TITL":
+            out.append((lineno, line))
+            continue
+        body = line.split("!", 1)[0]
+        parts = [body]
+        while "=" in parts[-1]:
+            parts[-1] = parts[-1].split("=", 1)[0]
+            if i < n and raw[i][:1] in (" ", "\t"):
+                parts.append(raw[i].split("!", 1)[0])
+                i += 1
+            else:
+                break
+        out.append((lineno, " ".join(parts)))
+    return out
+
+
+def _is_number(token: str) -> bool:
+    try:
+        float(token)
+        return True
+    except ValueError:
+        return False
+
+
+def parse_ins(text: str, path: Path | str | None = None, *, first_line: int = 1) -> InsFile:
+    """Parse SHELX .ins/.res text into an `InsFile` (InputError naming file and line)."""
+    ins = InsFile(path=str(path) if path is not None else None)
+    instr: dict = {"omit_hkl": [], "basf": [], "fvar": []}
+    part = 0
+    part_sof: float | None = None
+    afix = 0
+    pivot: str | None = None
+    last_atom: str | None = None
+    last_u_parent: str | None = None
+    in_frag = False
+    resi: str | None = None
+    labels_seen: set[str] = set()
+    unknown: set[str] = set()
+    saw_cell = False
+
+    def nums(tokens: list[str], what: str, line: int) -> list[float]:
+        return [to_float(t, what, path, line) for t in tokens]
+
+    for rel, line in _logical_lines(text):
+        lineno = first_line + rel - 1
+        tokens = line.split()
+        if not tokens:
+            continue
+        key = tokens[0].upper()
+        args = tokens[1:]
+        if in_frag:
+            if key == "FEND":
+                in_frag = False
+            continue
+        if key == "TITL":
+            ins.title = line[4:].strip()
+        elif key == "CELL":
+            if len(args) < 7:
+                raise InputError(
+                    f"CELL needs the wavelength and six cell parameters, got {len(args)} numbers",
+                    path=path,
+                    line=lineno,
+                )
+            v = nums(args[:7], "CELL", lineno)
+            if not 0.05 < v[0] < 5.0:
+                raise InputError(f"CELL: wavelength {v[0]:g} Å is outside 0.05-5 Å", path=path, line=lineno)
+            try:
+                ins.cell = UnitCell(a=v[1], b=v[2], c=v[3], alpha=v[4], beta=v[5], gamma=v[6])
+            except ValidationError as exc:
+                raise InputError(f"CELL: {validation_message(exc)}", path=path, line=lineno) from None
+            ins.wavelength = v[0]
+            ins.cell_line = lineno
+            saw_cell = True
+        elif key == "ZERR":
+            if len(args) < 7:
+                raise InputError(f"ZERR needs Z and six standard uncertainties, got {len(args)} numbers", path=path, line=lineno)
+            v = nums(args[:7], "ZERR", lineno)
+            if v[0] <= 0 or v[0] > 1000:
+                raise InputError(f"ZERR: Z = {v[0]:g} is not a plausible number of formula units", path=path, line=lineno)
+            if any(x < 0 for x in v[1:]):
+                raise InputError("ZERR: standard uncertainties must not be negative", path=path, line=lineno)
+            ins.z = v[0]
+            if ins.cell is not None:
+                ins.cell = ins.cell.model_copy(update={"su": tuple(v[1:7])})
+            else:
+                ins.notes.append("ZERR before CELL: standard uncertainties ignored")
+        elif key == "LATT":
+            if not args:
+                raise InputError("LATT needs a number", path=path, line=lineno)
+            n = to_int(args[0], "LATT", path, lineno)
+            if abs(n) not in CENTRING:
+                raise InputError(f"LATT {n}: the lattice type must be ±1..±7", path=path, line=lineno)
+            ins.latt = n
+            ins.latt_line = lineno
+        elif key == "SYMM":
+            triplet = line.split(None, 1)[1] if len(tokens) > 1 else ""
+            if not triplet.strip():
+                raise InputError("SYMM without an operator", path=path, line=lineno)
+            ins.symm.append((triplet.strip(), lineno))
+        elif key == "SFAC":
+            if not args:
+                raise InputError("SFAC without element names", path=path, line=lineno)
+            if len(args) >= 2 and _is_number(args[1]):  # long form: label and coefficients
+                if len(args) < 10:
+                    raise InputError(
+                        "SFAC with explicit scattering factors needs at least the label and nine coefficients",
+                        path=path,
+                        line=lineno,
+                    )
+                nums(args[1:], "SFAC coefficient", lineno)
+                ins.sfac.append(element_or_error(args[0], path, lineno))
+                ins.notes.append(f"SFAC {args[0]}: explicit scattering factors read, standard tables used")
+            else:
+                for t in args:
+                    ins.sfac.append(element_or_error(t, path, lineno))
+            ins.sfac_line = lineno
+        elif key == "UNIT":
+            v = nums(args, "UNIT", lineno)
+            if any(x < 0 for x in v):
+                raise InputError("UNIT: negative number of atoms", path=path, line=lineno)
+            ins.unit = v
+            ins.unit_line = lineno
+        elif key == "DISP":
+            if args:
+                element_or_error(args[0].lstrip("$"), path, lineno)
+                nums(args[1:], "DISP", lineno)
+        elif key == "FVAR":
+            v = nums(args, "FVAR", lineno)
+            ins.fvar.extend(v)
+        elif key == "OMIT":
+            if len(args) == 3 and all(re.fullmatch(r"[+-]?\d+", a) for a in args):
+                instr["omit_hkl"].append(tuple(int(a) for a in args))
+            else:
+                v = nums(args, "OMIT", lineno)
+                if len(v) > 2:
+                    raise InputError("OMIT takes h k l or s 2θ", path=path, line=lineno)
+                if len(v) >= 1:
+                    instr["omit_sigma"] = v[0]
+                if len(v) == 2:
+                    instr["omit_2theta_max"] = v[1]
+        elif key == "SHEL":
+            v = nums(args, "SHEL", lineno)
+            if len(v) >= 2:
+                instr["shel"] = (v[0], v[1])
+            elif len(v) == 1:
+                instr["shel"] = (v[0], 0.0)
+        elif key == "TWIN":
+            v = nums(args, "TWIN", lineno)
+            if len(v) >= 9:
+                instr["twin_matrix"] = tuple(v[:9])
+                instr["twin_n"] = int(v[9]) if len(v) > 9 else 2
+            else:
+                instr["twin_matrix"] = (-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, -1.0)
+                instr["twin_n"] = int(v[0]) if v else 2
+        elif key == "BASF":
+            instr["basf"].extend(nums(args, "BASF", lineno))
+        elif key == "EXTI":
+            v = nums(args, "EXTI", lineno)
+            instr["exti"] = v[0] if v else 0.0
+        elif key == "WGHT":
+            v = nums(args, "WGHT", lineno)
+            instr["wght"] = tuple(v) if v else (0.1,)
+        elif key == "MERG":
+            v = nums(args, "MERG", lineno)
+            instr["merg"] = int(v[0]) if v else 2
+        elif key == "ACTA":
+            instr["acta"] = True
+        elif key == "HKLF":
+            v = nums(args, "HKLF", lineno)
+            if not v:
+                raise InputError("HKLF needs the format number", path=path, line=lineno)
+            n = int(v[0])
+            if abs(n) not in (1, 2, 3, 4, 5, 6, 40, 50):
+                raise InputError(f"HKLF {n} is not a SHELXL reflection format", path=path, line=lineno)
+            instr["hklf"] = abs(n)
+            ins.hklf_seen = True
+            if len(v) >= 2:
+                ins.hklf_scale = v[1]
+                if not v[1] > 0:
+                    raise InputError("HKLF: the scale factor must be positive", path=path, line=lineno)
+            if len(v) >= 11:
+                mat = tuple(v[2:11])
+                det = float(np.linalg.det(np.array(mat).reshape(3, 3)))
+                if det <= 0:
+                    raise InputError("HKLF: the index matrix must have a positive determinant", path=path, line=lineno)
+                if mat != (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0):
+                    ins.hklf_matrix = mat
+            elif len(v) > 2:
+                raise InputError("HKLF: the index matrix needs nine numbers", path=path, line=lineno)
+            if len(v) >= 12:
+                ins.hklf_weight = v[11]
+            break  # SHELXL reads nothing after HKLF
+        elif key == "END":
+            break
+        elif key == "AFIX":
+            n = to_int(args[0], "AFIX", path, lineno) if args else 0
+            if n != 0 and afix == 0:
+                pivot = last_atom
+            afix = n
+        elif key == "PART":
+            part = to_int(args[0], "PART", path, lineno) if args else 0
+            part_sof = to_float(args[1], "PART", path, lineno) if len(args) > 1 else None
+        elif key == "RESI":
+            resi = " ".join(args) or None
+        elif key == "FRAG":
+            in_frag = True
+        elif key in KEYWORDS:
+            continue
+        else:
+            # an atom: label sfac x y z [sof [U | U11 U22 U33 U23 U13 U12]]
+            if len(tokens) >= 5 and re.fullmatch(r"[+-]?\d+", tokens[1]):
+                label = tokens[0]
+                if _Q_PEAK.match(label):
+                    continue
+                numbers = nums(tokens[2:], f"atom {label}", lineno)
+                nn = len(numbers)
+                if nn not in (3, 4, 5, 10):
+                    raise InputError(
+                        f"atom {label}: {nn} numbers after the scattering factor; expected "
+                        "x y z [sof [Uiso | U11 U22 U33 U23 U13 U12]]",
+                        path=path,
+                        line=lineno,
+                    )
+                if not saw_cell:
+                    raise InputError(f"atom {label} before the CELL instruction", path=path, line=lineno)
+                sfac_no = int(tokens[1])
+                explicit = nn >= 4
+                sof = numbers[3] if explicit else (part_sof if part_sof is not None else 11.0)
+                u = tuple(numbers[4:]) if nn >= 5 else (0.05,)
+                if resi is not None and label.upper() in labels_seen:
+                    label = f"{label}_{resi.split()[-1]}"
+                labels_seen.add(label.upper())
+                riding_u = len(u) == 1 and -5.0 <= u[0] <= -0.5
+                ins.atoms.append(
+                    InsAtom(
+                        label=label,
+                        sfac=sfac_no,
+                        xyz=(numbers[0], numbers[1], numbers[2]),
+                        sof=sof,
+                        u=u,
+                        line=lineno,
+                        part=part,
+                        afix=afix,
+                        pivot=pivot if afix != 0 else None,
+                        u_parent=last_u_parent,
+                        explicit_sof=explicit,
+                    )
+                )
+                if afix == 0:
+                    last_atom = label
+                if not riding_u:
+                    last_u_parent = label
+            else:
+                word = tokens[0][:4].upper()
+                if word not in unknown:
+                    unknown.add(word)
+    if unknown:
+        ins.notes.append("unknown instructions ignored: " + ", ".join(sorted(unknown)))
+    if ins.unit and ins.sfac and len(ins.unit) != len(ins.sfac):
+        raise InputError(
+            f"UNIT gives {len(ins.unit)} numbers for {len(ins.sfac)} SFAC elements",
+            path=path,
+            line=ins.unit_line,
+        )
+    instr["fvar"] = list(ins.fvar)
+    try:
+        ins.instructions = RefinementInstructions(**instr)
+    except ValidationError as exc:
+        raise InputError(validation_message(exc), path=path) from None
+    return ins
+
+
+def apply_hklf_transform(refl, ins: InsFile):
+    """Apply an HKLF line's scale, weight and index matrix to reflections (new object)."""
+    if ins.hklf_matrix is None and ins.hklf_scale == 1.0 and ins.hklf_weight == 1.0:
+        return refl
+    hkl = refl.hkl
+    notes = list(refl.notes)
+    if ins.hklf_matrix is not None:
+        r = np.array(ins.hklf_matrix, dtype=np.float64).reshape(3, 3)
+        new = hkl.astype(np.float64) @ r.T  # h' = r11 h + r12 k + r13 l, ...
+        rounded = np.rint(new)
+        if np.any(np.abs(new - rounded) > 1e-3):
+            raise InputError(
+                "HKLF index matrix gives non-integral indices", path=ins.path
+            )
+        hkl = rounded.astype(np.int32)
+        notes.append("indices transformed by the HKLF matrix")
+    inten = refl.intensity * ins.hklf_scale
+    sigma = refl.sigma * ins.hklf_scale
+    if ins.hklf_weight != 1.0:
+        if not ins.hklf_weight > 0:
+            raise InputError("HKLF weight multiplier must be positive", path=ins.path)
+        sigma = sigma / math.sqrt(ins.hklf_weight)
+    if ins.hklf_scale != 1.0:
+        notes.append(f"intensities multiplied by the HKLF scale {ins.hklf_scale:g}")
+    return refl.model_copy(update={"hkl": hkl, "intensity": inten, "sigma": sigma, "notes": notes})
+
+
+def ins_bundle(ins: InsFile, source: str | None) -> DataBundle:
+    """A DataBundle from a parsed instruction file (no reflections)."""
+    if ins.cell is None:
+        raise InputError("no CELL instruction", path=ins.path)
+    sg = ins.space_group()
+    formula, z = ins.formula_and_z()
+    structure = ins.structure(name=Path(source).stem if source else None)
+    return DataBundle(
+        cell=ins.cell,
+        wavelength=ins.wavelength,
+        space_group=sg,
+        formula=formula,
+        z=z,
+        structure=structure,
+        instructions=ins.instructions,
+        source=source,
+        notes=list(ins.notes),
+    )
+
+
+def sniff_ins_text(text: str) -> float:
+    """Confidence that text is a SHELX instruction file (keywords at line starts)."""
+    keys = set()
+    for line in text.split("\n")[:400]:
+        if line[:1] in (" ", "\t") or not line.strip():
+            continue
+        keys.add(line.split(None, 1)[0].upper())
+    score = 0.0
+    if "CELL" in keys:
+        score += 0.4
+    if "SFAC" in keys or "LATT" in keys or "SYMM" in keys:
+        score += 0.3
+    if "TITL" in keys or "ZERR" in keys or "UNIT" in keys or "FVAR" in keys:
+        score += 0.2
+    return min(score, 0.9)
+
+
+class ShelxInsReader(HKLReader):
+    """SHELX .ins/.res instruction files: cell, symmetry, formula, instructions and model."""
+
+    name: ClassVar[str] = "shelx-ins"
+    version: ClassVar[str] = "0.1.0"
+    Config: ClassVar[type[ComponentConfig]] = ShelxInsConfig
+    suffixes: ClassVar[tuple[str, ...]] = (".ins", ".res")
+
+    def __init__(self, config: ShelxInsConfig | None = None, context: BuildContext | None = None):
+        super().__init__(config, context)
+        self._parsed: dict[str, InsFile] = {}
+
+    def sniff(self, path: Path, head: bytes) -> float:
+        text = head_text(head)
+        if text is None:
+            return 0.0
+        score = sniff_ins_text(text)
+        if score and Path(path).suffix.lower() in self.suffixes:
+            score += 0.05
+        return score
+
+    def parse(self, path: Path) -> InsFile:
+        """The parsed file (cached per path for this reader instance)."""
+        key = str(Path(path).resolve())
+        if key not in self._parsed:
+            self._parsed[key] = parse_ins(read_text(Path(path)), Path(path))
+        return self._parsed[key]
+
+    @guarded
+    def read(self, path: Path) -> DataBundle:
+        path = Path(path)
+        return ins_bundle(self.parse(path), str(path))
+
+    @guarded
+    def reflection_transform(self, path: Path) -> InsFile:
+        """The HKLF scale/matrix/weight of this file, applied by `dataio` to its .hkl."""
+        return self.parse(Path(path))
