@@ -192,6 +192,10 @@ class InsFile:
                 z = z_new
         return format_formula({e: n / z for e, n in contents.items()}), z
 
+    def apply_to(self, refl):
+        """These HKLF scale, weight and index matrix applied to reflections."""
+        return apply_hklf_transform(refl, self)
+
     # -- model ------------------------------------------------------------------------
     def _value(self, coded: float, what: str, line: int) -> float:
         """Decode a SHELX free-variable coded number (10m + p)."""
