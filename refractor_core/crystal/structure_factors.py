@@ -176,7 +176,7 @@ class StructureFactorEngine:
         t = lambda a: torch.as_tensor(a, dtype=dtype, device=self.device)  # noqa: E731
         self._hop = t(hop)
         self._hh = t(hh)
-        self._phase_t = t(TWO_PI * (h.astype(np.float64) @ trans.T).T)  # (m, N)
+        self._phase_t = t(np.mod((h.astype(np.float64) @ trans.T).T, 1.0))  # (m, N) in cycles
         self._cen = t(cen_factor)
         self._f0_cache: dict[str, torch.Tensor] = {}
         self._fp_cache: dict[str, tuple[float, float]] = {}
@@ -243,8 +243,8 @@ class StructureFactorEngine:
         for sl in self._chunks(atoms.n, b):
             hop, hh, pt = self._hop[:, sl], self._hh[:, sl], self._phase_t[:, sl]
             # (B, m, N, n)
-            arg = TWO_PI * torch.einsum("mnj,baj->bmna", hop, xyz) + pt[None, :, :, None]
-            dw = torch.exp(-TWO_PI_SQ * torch.einsum("mnk,bak->bmna", hh, ustar))
+            arg = _phase(torch.einsum("mnj,baj->bmna", hop, xyz) + pt[None, :, :, None])
+            dw = _debye_waller(torch.einsum("mnk,bak->bmna", hh, ustar))
             a = (dw * torch.cos(arg)).sum(dim=1)  # (B, N, n)
             # inversion pairs sum to 2 cos: the sine part vanishes
             bb = torch.zeros_like(a) if self.centro_pairs else (dw * torch.sin(arg)).sum(dim=1)
@@ -274,8 +274,8 @@ class StructureFactorEngine:
             fcs, dxs, dus, dos = [], [], [], []
             for sl in self._chunks(n * 6):
                 hop, hh, pt = self._hop[:, sl], self._hh[:, sl], self._phase_t[:, sl]
-                arg = TWO_PI * torch.einsum("mnj,aj->mna", hop, atoms.xyz) + pt[:, :, None]
-                dw = torch.exp(-TWO_PI_SQ * torch.einsum("mnk,ak->mna", hh, atoms.u_star))
+                arg = _phase(torch.einsum("mnj,aj->mna", hop, atoms.xyz) + pt[:, :, None])
+                dw = _debye_waller(torch.einsum("mnk,ak->mna", hh, atoms.u_star))
                 c, s = dw * torch.cos(arg), dw * torch.sin(arg)
                 a = c.sum(0)  # (N, n)
                 da_dx = -TWO_PI * torch.einsum("mna,mnj->naj", s, hop)
@@ -328,6 +328,20 @@ class StructureFactorEngine:
     def u_iso_direction(self) -> torch.Tensor:
         """dU*/dU_iso (6,): chain rule from U* derivatives to an isotropic U."""
         return torch.as_tensor(self.metric6, dtype=self.dtype, device=self.device)
+
+
+def _phase(cycles: torch.Tensor) -> torch.Tensor:
+    """2π × (cycles reduced to [-½, ½]): keeps sin/cos on their fast path and exact in float32."""
+    return TWO_PI * (cycles - torch.round(cycles))
+
+
+#: smallest exponent used in Debye-Waller factors (exp(-60) ~ 1e-26: negligible, no denormals)
+_MIN_EXPONENT = -60.0
+
+
+def _debye_waller(quadratic: torch.Tensor) -> torch.Tensor:
+    """exp(-2π² hᵀU*h), with the exponent clamped away from the denormal range."""
+    return torch.exp(torch.clamp(-TWO_PI_SQ * quadratic, min=_MIN_EXPONENT))
 
 
 def _centring_vectors(sym: SymmetryOps) -> np.ndarray:
