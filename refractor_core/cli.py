@@ -91,10 +91,28 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
     _configure_logging(verbosity)
 
 
+def hoist_global_flags(args: list[str]) -> list[str]:
+    """Move -v/-vv/-q/--verbose/--quiet given after the subcommand to the front.
+
+    `refractor run data.hkl -q` then means what users expect; arguments after `--` are
+    left alone.
+    """
+    front, rest = [], []
+    for i, arg in enumerate(args):
+        if arg == "--":
+            rest.extend(args[i:])
+            break
+        if arg in ("-q", "--quiet", "--verbose") or (len(arg) > 1 and arg.startswith("-") and set(arg[1:]) == {"v"}):
+            front.append(arg)
+        else:
+            rest.append(arg)
+    return front + rest
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `refractor` console script; returns the exit code."""
-    args = sys.argv[1:] if argv is None else list(argv)
-    verbose = any(a in ("-v", "-vv", "--verbose") for a in args)
+    args = hoist_global_flags(sys.argv[1:] if argv is None else list(argv))
+    verbose = any(a == "--verbose" or (a.startswith("-v") and set(a[1:]) == {"v"}) for a in args)
     try:
         rv = cli.main(args=args, prog_name="refractor", standalone_mode=False)
         code = rv if isinstance(rv, int) else 0

@@ -163,7 +163,7 @@ def command(verbosity: int, **kw: Any) -> None:
 
     seed = choose_seed(config.seed)
     device = resolve_device(config.device)
-    config = config.model_copy(update={"seed": seed})
+    config = config.model_copy(update={"seed": seed, "device": device})
 
     data_path: Path = kw["data"]
     if not data_path.is_file():
@@ -188,8 +188,8 @@ def command(verbosity: int, **kw: Any) -> None:
     manifest = new_manifest(config, seed=seed, device=device)
     result = run_pipeline(data, config, context)
 
-    output = kw["output"] or default_output(data_path)
-    inputs = [data_path, kw["ins"], kw["config_file"], data.source]
+    output = (kw["output"] or default_output(data_path)).absolute()
+    inputs = [data_path, kw["ins"] or _companion(data_path), kw["config_file"], data.source]
     summary = write_run_outputs(result, data, output, data_path.stem, config, manifest, inputs, registry, started)
     if kw["as_json"]:
         emit_json(summary)
@@ -207,6 +207,15 @@ def default_output(data_path: Path) -> Path:
     return folder / f"{data_path.stem}_refractor"
 
 
+def _companion(data_path: Path) -> Path | None:
+    """The companion file dataio picks up beside the data (recorded in the manifest)."""
+    try:
+        from ..dataio import find_companion
+    except ImportError:
+        return None
+    return find_companion(data_path)
+
+
 def _formula(data, refined) -> str | None:
     if data.formula:
         return data.formula
@@ -221,8 +230,16 @@ def _formula(data, refined) -> str | None:
         return " ".join(f"{el}{n:g}" for el, n in sorted(counts.items()))
 
 
-def _write_structure(refined, data, folder: Path, stem: str) -> dict[str, Path]:
-    """The structure files of one candidate, through the io writers when installed."""
+def _final_path(path: Path, staging: Path, output: Path) -> Path:
+    """Where a file written into the staging folder ends up."""
+    try:
+        return output / path.resolve().relative_to(staging.resolve())
+    except ValueError:
+        return path
+
+
+def _structure_writer():
+    """`refractor_core.io.outputs.write_structure_outputs`, or None (with one warning)."""
     try:
         from ..io.outputs import write_structure_outputs
     except ImportError:
@@ -232,8 +249,13 @@ def _write_structure(refined, data, folder: Path, stem: str) -> dict[str, Path]:
             "structure writers (refractor_core.io.outputs) are not available: "
             "the structure is only in report.json"
         )
-        return {}
-    return dict(write_structure_outputs(refined, data, folder, stem))
+        return None
+    return write_structure_outputs
+
+
+def _write_structure(writer, refined, data, folder: Path, stem: str) -> dict[str, Path]:
+    """The structure files of one candidate (none without a writer)."""
+    return {} if writer is None else dict(writer(refined, data, folder, stem))
 
 
 def write_run_outputs(result, data, output: Path, stem: str, config, manifest, inputs, registry, started: float) -> dict[str, Any]:
@@ -254,14 +276,15 @@ def write_run_outputs(result, data, output: Path, stem: str, config, manifest, i
         previous = None
     try:
         with OutputFolder(output) as stage:
-            files = _write_structure(best, data, stage.path, stem)
+            writer = _structure_writer()
+            files = _write_structure(writer, best, data, stage.path, stem)
             extra = []
             for i, refined in enumerate(result.ranked[1:keep], start=2):
                 sub = stage.path / f"candidate_{i}"
                 sub.mkdir()
-                written = _write_structure(refined, data, sub, stem)
-                extra.append({"rank": i, "files": {k: str(output / f"candidate_{i}" / Path(v).name) for k, v in written.items()}})
-            final_files = {k: str(output / Path(v).relative_to(stage.path)) for k, v in files.items()}
+                written = _write_structure(writer, refined, data, sub, stem)
+                extra.append({"rank": i, "files": {k: str(_final_path(Path(v), stage.path, output)) for k, v in written.items()}})
+            final_files = {k: str(_final_path(Path(v), stage.path, output)) for k, v in files.items()}
             seconds = round(time.perf_counter() - started, 3)
             cif = final_files.get("cif")
             summary = {
