@@ -7,7 +7,8 @@ from typing import Any
 from ..errors import InputError
 from ..types import ReflectionData, RefinementInstructions, Structure
 from .observations import model_intensities, prepare_observations
-from .rfactors import agreement
+from .cell import stol as stol_of
+from .rfactors import agreement, fit_extinction
 from .symmetry import SymmetryOps
 
 DEFAULT_WEIGHTS = (0.1, 0.0)  # SHELXL's default WGHT
@@ -52,13 +53,23 @@ def evaluate_model(
         raise InputError("no reflections left after merging and filtering", path=data.source)
     wavelength = data.wavelength or structure.wavelength
     fc2 = model_intensities(
-        structure, obs.hkl, wavelength=wavelength if anomalous else None, instructions=instr
+        structure, obs.hkl, wavelength=wavelength if anomalous else None, instructions=instr, extinction=0.0
     )
     if weights is None:
         weights = (instr.wght[0], instr.wght[1] if len(instr.wght) > 1 else 0.0) if instr.wght else DEFAULT_WEIGHTS
     n_par = count_parameters(structure, sym) if n_parameters is None else n_parameters
-    n_par += len(instr.basf) + (1 if instr.exti else 0)
-    ag = agreement(obs.fo2, obs.sigma, fc2, n_parameters=n_par, weight_a=weights[0], weight_b=weights[1])
+    n_par += len(instr.basf)
+    # Extinction only where the model refined it (EXTI), and then fitted to these data:
+    # intensities are often supplied already corrected, in which case x comes out ~0.
+    x = 0.0
+    s = stol_of(data.cell, obs.hkl)
+    wl = wavelength or 0.71073
+    if instr.exti is not None:
+        n_par += 1
+        x = fit_extinction(obs.fo2, obs.sigma, fc2, s, wl, weight_a=weights[0], weight_b=weights[1],
+                           x_max=max(1.0, 10.0 * instr.exti))
+    ag = agreement(obs.fo2, obs.sigma, fc2, n_parameters=n_par, weight_a=weights[0], weight_b=weights[1],
+                   extinction=x, stol=s, wavelength=wl)
     result = ag.as_dict()
     result.update(
         {
@@ -70,7 +81,7 @@ def evaluate_model(
             "dropped": obs.dropped,
             "wavelength": wavelength,
             "twin_fractions": list(instr.basf) if (instr.twin_n or instr.twin_matrix) else [],
-            "extinction": instr.exti or 0.0,
+            "extinction_published": instr.exti,
         }
     )
     return result

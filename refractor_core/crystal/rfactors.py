@@ -87,6 +87,30 @@ class Agreement:
         return asdict(self)
 
 
+def fit_extinction(
+    fo2: np.ndarray,
+    sigma: np.ndarray,
+    fc2: np.ndarray,
+    stol: np.ndarray,
+    wavelength: float,
+    *,
+    weight_a: float = 0.0,
+    weight_b: float = 0.0,
+    x_max: float = 1.0,
+) -> float:
+    """SHELXL extinction x >= 0 minimising wR2 (with the scale refitted for each x)."""
+    from scipy.optimize import minimize_scalar
+
+    def cost(x: float) -> float:
+        ag = agreement(fo2, sigma, fc2, extinction=x, stol=stol, wavelength=wavelength,
+                       weight_a=weight_a, weight_b=weight_b, iterations=3)
+        return ag.wR2 if np.isfinite(ag.wR2) else 1e9
+
+    res = minimize_scalar(cost, bounds=(0.0, x_max), method="bounded", options={"xatol": 1e-6})
+    best = float(res.x)
+    return 0.0 if cost(0.0) <= cost(best) else best
+
+
 def agreement(
     fo2: np.ndarray,
     sigma: np.ndarray,
