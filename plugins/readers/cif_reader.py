@@ -486,7 +486,6 @@ def structure_from_block(block, path, info: dict, riding: dict | None = None) ->
     if sg is None:
         sg = SpaceGroupRef.from_symbol("P 1")
         notes.append("no symmetry information: the model is taken in P 1")
-    n_ops = None
     aniso = _aniso_table(block, path)
     sites: list[Site] = []
     n_missing_aniso = 0
@@ -519,12 +518,9 @@ def structure_from_block(block, path, info: dict, riding: dict | None = None) ->
         order = None
         if row.has(9) and not _is_null(row[9]):
             order = int(_num(row[9], f"{what}: site symmetry order", path, line)[0])
-        elif row.has(10) and not _is_null(row[10]):
-            mult = int(_num(row[10], f"{what}: symmetry multiplicity", path, line)[0])
-            if n_ops is None:
-                n_ops = len(sg.gemmi().operations())
-            if mult > 0 and n_ops % mult == 0:
-                order = n_ops // mult
+        # _atom_site_symmetry_multiplicity (column 10) is not used: SHELXL-97 wrote 1 for
+        # general positions where the dictionary means the Wyckoff multiplicity, so its
+        # meaning depends on the writer; the site-symmetry order is detected instead.
         calc_flag = cif.as_string(row[11]).lower() if row.has(11) and not _is_null(row[11]) else ""
         posn = cif.as_string(row[13]).upper() if row.has(13) and not _is_null(row[13]) else ""
         calc = calc_flag in ("calc", "c") or ("R" in posn and element in ("H", "D"))

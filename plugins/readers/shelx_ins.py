@@ -84,6 +84,7 @@ class InsAtom:
     pivot: str | None  # the atom an AFIX group hangs on (for riding H)
     u_parent: str | None  # the previous atom whose U is not riding (for negative Uiso)
     explicit_sof: bool = True
+    sof_decimals: int = 5  # decimals written for the sof (its rounding error)
 
 
 @dataclass
@@ -270,6 +271,8 @@ class InsFile:
         ops = SymmetryOps.from_space_group(sg)
         xyz_all = np.array([d[1] for d in decoded], dtype=np.float64)
         orders = np.atleast_1d(ops.site_symmetry_order(cell, xyz_all, tol=0.05))
+        # PART -n switches off SHELXL's special-position handling for those atoms
+        orders = np.where([d[0].part < 0 for d in decoded], 1, orders)
         sites = []
         for (atom, xyz, sof, u_iso, u_aniso), order in zip(decoded, orders):
             element = self.sfac[atom.sfac - 1]
@@ -278,6 +281,11 @@ class InsFile:
             calc = bool(is_h and m > 0 and m not in (5, 6, 7, 10, 11))
             riding_u = len(atom.u) == 1 and -5.0 <= atom.u[0] <= -0.5
             occupancy = sof * int(order)
+            if 5.0 <= abs(atom.sof) < 15.0 and order > 1:
+                # a fixed sof written with a few decimals: undo its rounding (1/48 -> 0.02083)
+                nice = round(occupancy, 2)
+                if abs(occupancy - nice) <= order * 0.5 * 10.0 ** (-atom.sof_decimals) + 1e-12:
+                    occupancy = nice
             try:
                 sites.append(
                     Site(
@@ -576,6 +584,7 @@ def parse_ins(text: str, path: Path | str | None = None, *, first_line: int = 1)
                         pivot=pivot if afix != 0 else None,
                         u_parent=last_u_parent,
                         explicit_sof=explicit,
+                        sof_decimals=len(tokens[5].partition(".")[2]) if explicit else 5,
                     )
                 )
                 if afix == 0:

@@ -1,0 +1,301 @@
+"""SHELX .res/.ins text for a structure, ready for SHELXL or Olex2.
+
+TITL, CELL, ZERR, LATT, SYMM (the space group's operators: centring and a centre of
+symmetry at the origin encoded in LATT, as SHELX does), SFAC, UNIT, refinement
+instructions, WGHT, FVAR, the atoms (site occupation factors including the site-symmetry
+multiplicity, fixed with +10; U in SHELX order U11 U22 U33 U23 U13 U12), riding hydrogen
+atoms after their parent inside AFIX groups, HKLF 4 and END.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+
+from ..types import RefinedCandidate, RefinementInstructions, Site, SpaceGroupRef, Structure
+
+#: centring vectors (in 24ths) of each SHELX LATT type
+_LATT_CENTRING = {
+    1: {(0, 0, 0)},
+    2: {(0, 0, 0), (12, 12, 12)},
+    3: {(0, 0, 0), (16, 8, 8), (8, 16, 16)},
+    4: {(0, 0, 0), (0, 12, 12), (12, 0, 12), (12, 12, 0)},
+    5: {(0, 0, 0), (0, 12, 12)},
+    6: {(0, 0, 0), (12, 0, 12)},
+    7: {(0, 0, 0), (12, 12, 0)},
+}
+_LABEL_OK = re.compile(r"^[A-Za-z][A-Za-z0-9']{0,3}$")  # '_' would mean a residue number
+_RIDING_FACTORS = (1.2, 1.5)
+
+
+def shelx_symmetry(space_group: SpaceGroupRef) -> tuple[int, list[str]]:
+    """(LATT number, SYMM triplets) encoding a space group the SHELX way.
+
+    Centring becomes |LATT|; a centre of symmetry at the origin makes LATT positive and
+    only proper operations are listed. Groups whose centring SHELX cannot name, or whose
+    inversion centre is not at the origin, are written with all their operations.
+    """
+    import gemmi
+
+    ops = space_group.gemmi().operations()
+    cen = {tuple(int(x) % 24 for x in c) for c in ops.cen_ops}
+    latt_type = next((n for n, vecs in _LATT_CENTRING.items() if vecs == cen), None)
+    inversion = gemmi.Op("-x,-y,-z")
+    all_ops = list(ops)
+    centric_at_origin = any(op == inversion for op in all_ops)
+    if latt_type is None:
+        reps = all_ops
+        latt_type = 1
+    else:
+        reps = list(ops.sym_ops)
+    if centric_at_origin:
+        reps = [op for op in reps if op.det_rot() > 0]
+    identity = gemmi.Op("x,y,z")
+    symm = [_shelx_triplet(op) for op in reps if op != identity]
+    return (latt_type if centric_at_origin else -latt_type), symm
+
+
+def _shelx_triplet(op) -> str:
+    return ", ".join(part.strip().upper() for part in op.triplet().split(","))
+
+
+def _fmt(x: float, dec: int) -> str:
+    text = f"{x:.{dec}f}"
+    return "0." + "0" * dec if text.startswith("-") and float(text) == 0.0 else text
+
+
+def _unique_labels(sites: list[Site]) -> list[str]:
+    """SHELX atom names: at most 4 characters, unique; others renamed element+number."""
+    used: set[str] = set()
+    out = []
+    for s in sites:
+        lab = s.label
+        if not _LABEL_OK.match(lab) or lab.upper() in used:
+            n = 1
+            while True:
+                cand = f"{s.element}{n}"[:4]
+                if cand.upper() not in used:
+                    break
+                n += 1
+            lab = cand
+        used.add(lab.upper())
+        out.append(lab)
+    return out
+
+
+def _riding_order(sites: list[Site]) -> list[int]:
+    """Site indices with each riding atom moved right after its parent (or riding sibling)."""
+    index = {s.label: i for i, s in enumerate(sites)}
+    children: dict[int, list[int]] = {}
+    moved = set()
+    for i, s in enumerate(sites):
+        if s.riding_on and s.riding_on in index and index[s.riding_on] != i:
+            parent = index[s.riding_on]
+            if sites[parent].riding_on is None:
+                children.setdefault(parent, []).append(i)
+                moved.add(i)
+    order = []
+    for i in range(len(sites)):
+        if i in moved:
+            continue
+        order.append(i)
+        order.extend(children.get(i, []))
+    return order
+
+
+def _site_orders(structure: Structure) -> np.ndarray:
+    from ..crystal.symmetry import SymmetryOps
+
+    given = [s.site_symmetry_order for s in structure.sites]
+    if all(g is not None for g in given):
+        return np.array(given, dtype=int)
+    ops = SymmetryOps.from_space_group(structure.space_group)
+    xyz = np.array([s.xyz for s in structure.sites], dtype=np.float64).reshape(-1, 3)
+    detected = np.atleast_1d(ops.site_symmetry_order(structure.cell, xyz, tol=0.05))
+    # PART -n: SHELXL applies no special-position constraints to these atoms
+    return np.array(
+        [g if g is not None else (1 if s.part < 0 else int(d)) for g, d, s in zip(given, detected, structure.sites)],
+        dtype=int,
+    )
+
+
+def _ueq(structure: Structure, site: Site) -> float:
+    if site.u_aniso is not None:
+        from ..crystal.cell import u_equiv
+
+        return float(u_equiv(structure.cell, np.array(site.u_aniso)))
+    return float(site.u_iso if site.u_iso is not None else 0.05)
+
+
+def cell_contents_from_sites(structure: Structure) -> dict[str, float]:
+    """Atoms per cell from the model: occupancy x (operations / site-symmetry order)."""
+    n_ops = len(structure.space_group.gemmi().operations())
+    orders = _site_orders(structure)
+    counts: dict[str, float] = {}
+    for s, order in zip(structure.sites, orders):
+        counts[s.element] = counts.get(s.element, 0.0) + s.occupancy * n_ops / max(int(order), 1)
+    return counts
+
+
+def _sfac_order(elements: set[str]) -> list[str]:
+    rest = sorted(e for e in elements if e not in ("C", "H"))
+    head = [e for e in ("C", "H") if e in elements]
+    return head + rest
+
+
+def structure_res(
+    structure: Structure,
+    *,
+    wavelength: float | None = None,
+    z: float | None = None,
+    formula: str | None = None,
+    refined: RefinedCandidate | None = None,
+    instructions: RefinementInstructions | None = None,
+    title: str | None = None,
+    hklf_scale: float = 1.0,
+) -> str:
+    """The .res text of a structure (with a refinement's figures and weights if given)."""
+    from ..crystal.formula import parse_formula
+
+    wl = wavelength or structure.wavelength or 0.71073
+    cell = structure.cell
+    sg = structure.space_group
+    lines: list[str] = []
+    lines.append(f"TITL {title or structure.name} in {sg.symbol}")
+    lines.append(
+        "CELL {:.5f} {} {} {} {} {} {}".format(
+            wl, *(_fmt(v, 5) if i < 3 else _fmt(v, 4) for i, v in enumerate(cell.parameters))
+        )
+    )
+    su = cell.su or (0.0,) * 6
+    n_ops = len(sg.gemmi().operations())
+    if z is None:
+        z = float(n_ops)
+    lines.append("ZERR {} {}".format(_fmt(z, 2), " ".join(_fmt(v, 5) for v in su)))
+    latt, symm = shelx_symmetry(sg)
+    lines.append(f"LATT {latt}")
+    lines.extend(f"SYMM {t}" for t in symm)
+
+    site_counts = cell_contents_from_sites(structure)
+    elements = set(site_counts)
+    unit_counts: dict[str, float]
+    if formula:
+        per_fu = parse_formula(formula)
+        elements |= set(per_fu)
+        unit_counts = {e: per_fu.get(e, 0.0) * z for e in elements}
+    else:
+        unit_counts = site_counts
+    sfac = _sfac_order(elements)
+    lines.append("SFAC " + " ".join(sfac))
+    lines.append("UNIT " + " ".join(_unit(unit_counts.get(e, 0.0)) for e in sfac))
+
+    instr = instructions
+    if instr is not None:
+        for h, k, l_ in instr.omit_hkl:
+            lines.append(f"OMIT {h} {k} {l_}")
+        if instr.omit_sigma is not None or instr.omit_2theta_max is not None:
+            s = instr.omit_sigma if instr.omit_sigma is not None else -2.0
+            t = instr.omit_2theta_max if instr.omit_2theta_max is not None else 180.0
+            lines.append(f"OMIT {s:g} {t:g}")
+        if instr.shel is not None:
+            lines.append(f"SHEL {instr.shel[0]:g} {instr.shel[1]:g}")
+        if instr.twin_matrix is not None:
+            m = " ".join(f"{v:g}" for v in instr.twin_matrix)
+            lines.append(f"TWIN {m} {instr.twin_n or 2}")
+        if instr.merg is not None:
+            lines.append(f"MERG {instr.merg}")
+    lines.append("L.S. 10")
+    lines.append("LIST 4")
+    lines.append("FMAP 2")
+    lines.append("PLAN 20")
+    lines.append("ACTA")
+    basf = list(instr.basf) if instr is not None else []
+    if refined is not None and refined.meta.get("basf"):
+        basf = list(refined.meta["basf"])
+    if basf:
+        lines.append("BASF " + " ".join(f"{b:.5f}" for b in basf))
+    exti = refined.extinction if refined is not None else (instr.exti if instr is not None else None)
+    if exti:
+        lines.append(f"EXTI {exti:.6f}")
+    if refined is not None:
+        lines.append(f"WGHT {refined.weight_a:.6f} {refined.weight_b:.6f}")
+        osf = math.sqrt(refined.scale) if refined.scale > 0 else 1.0
+    else:
+        if instr is not None and instr.wght:
+            lines.append("WGHT " + " ".join(f"{w:.6f}" for w in instr.wght))
+        osf = instr.fvar[0] if instr is not None and instr.fvar else 1.0
+    lines.append(f"FVAR {osf:.5f}")
+
+    labels = _unique_labels(structure.sites)
+    label_of = {s.label: lab for s, lab in zip(structure.sites, labels)}
+    orders = _site_orders(structure)
+    sfac_index = {e: i + 1 for i, e in enumerate(sfac)}
+    order = _riding_order(structure.sites)
+    part = 0
+    afix = 0
+    last_u_parent: str | None = None  # the atom a negative Uiso refers to
+    last_pivot: str | None = None  # the atom an AFIX group hangs on
+    renamed = [(s.label, lab) for s, lab in zip(structure.sites, labels) if s.label != lab]
+    for old, new in renamed:
+        lines.append(f"REM atom {old} written as {new}")
+    for i in order:
+        site = structure.sites[i]
+        if site.part != part:
+            lines.append(f"PART {site.part}")
+            part = site.part
+        code = 0
+        if site.calc and site.riding_on is not None and site.riding_on == last_pivot:
+            code = site.afix if site.afix else 3
+        if code == 0:
+            last_pivot = site.label
+        parent_ok = site.riding_on is not None and last_u_parent == site.riding_on
+        if code != afix:
+            lines.append(f"AFIX {code}")
+            afix = code
+        sof = site.occupancy / max(int(orders[i]), 1)
+        sof_text = f"{10.0 + sof:.6f}" if sof >= 0 else f"{-10.0 + sof:.6f}"
+        head = f"{label_of[site.label]:<5} {sfac_index[site.element]:<3} " + " ".join(
+            f"{_fmt(x, 6):>10}" for x in site.xyz
+        ) + f" {sof_text}"
+        if site.u_aniso is not None:
+            u11, u22, u33, u12, u13, u23 = site.u_aniso
+            first = " ".join(_fmt(u, 5) for u in (u11, u22))
+            second = " ".join(_fmt(u, 5) for u in (u33, u23, u13, u12))
+            lines.append(f"{head} {first} =")
+            lines.append(f"    {second}")
+            last_u_parent = site.label
+        else:
+            u = float(site.u_iso if site.u_iso is not None else 0.05)
+            text = _fmt(u, 5)
+            if parent_ok and site.element in ("H", "D"):
+                parent = structure.sites[[s.label for s in structure.sites].index(site.riding_on)]
+                ueq = _ueq(structure, parent)
+                for f in _RIDING_FACTORS:
+                    if ueq > 0 and abs(u - f * ueq) <= 5e-7:  # exactly riding (not by rounding luck)
+                        text = f"-{f:.1f}"
+                        break
+            lines.append(f"{head} {text}")
+            if not text.startswith("-"):
+                last_u_parent = site.label
+    if afix != 0:
+        lines.append("AFIX 0")
+    if part != 0:
+        lines.append("PART 0")
+    lines.append("HKLF 4" if hklf_scale == 1.0 else f"HKLF 4 {hklf_scale:g}")
+    if refined is not None:
+        lines.append("")
+        lines.append(
+            f"REM R1 = {refined.r1:.4f} for {refined.n_gt} Fo > 4sig(Fo); wR2 = {refined.wr2:.4f}, "
+            f"GooF = S = {refined.goof:.3f} for all {refined.n_reflections} data"
+        )
+        lines.append(f"REM {refined.n_parameters} parameters refined")
+    lines.append("END")
+    return "\n".join(lines) + "\n"
+
+
+def _unit(n: float) -> str:
+    if abs(n - round(n)) < 1e-4:
+        return str(int(round(n)))
+    return f"{n:.4f}".rstrip("0").rstrip(".")
