@@ -49,6 +49,7 @@ class PluginOrigin:
     module: str  # the entry point's value, e.g. "refractor_plugins.rankers.register"
     distribution: str
     distribution_version: str
+    in_process: bool = False  # registered as an object (tests), not through an entry point
 
 
 @dataclass
@@ -324,7 +325,7 @@ def load_registry(extra_plugins: list[Any] | None = None, *, entry_points_enable
     for obj in extra_plugins or []:
         name = getattr(obj, "__name__", None) or type(obj).__name__
         dist = getattr(obj, "distribution", IN_PROCESS)
-        loaded.append((obj, PluginOrigin(name, getattr(obj, "__module__", "") or name, dist, "")))
+        loaded.append((obj, PluginOrigin(name, getattr(obj, "__module__", "") or name, dist, "", in_process=True)))
 
     for module, origin in loaded:
         _register_plugin(registry, pm, module, origin)

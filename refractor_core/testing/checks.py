@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 import time
@@ -142,7 +143,7 @@ def check_light_registration(s: Subject) -> None:
     if not s.setting("check_light_registration"):
         raise Skip("disabled by the conformance class")
     origin = s.registry.origins.get((s.kind, s.name))
-    if origin is None or origin.distribution == "in-process":
+    if origin is None or origin.in_process:
         raise Skip("registered in-process, not through an entry point")
     module = origin.module.partition(":")[0]
     code = (
@@ -150,7 +151,9 @@ def check_light_registration(s: Subject) -> None:
         f"importlib.import_module({module!r})\n"
         f"print(json.dumps([m for m in {list(HEAVY_MODULES)!r} if m in sys.modules]))\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    env = dict(os.environ)  # the child sees the same import path as this process
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     _require(proc.returncode == 0, f"importing {module} failed: {proc.stderr.strip()[-500:]}")
     heavy = json.loads(proc.stdout.strip().splitlines()[-1])
     _require(not heavy, f"registration module {module} imports {', '.join(heavy)}; import them where the component is built")

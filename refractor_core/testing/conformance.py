@@ -21,7 +21,8 @@ Override points:
 - class attributes switch checks or set tolerances: ``order_invariant``,
   ``friedel_invariant``, ``equivalent_invariant``, ``atol``, ``rtol``, ``expect_in_top``
   (classifiers), ``max_r1_true_model`` (refiners), ``generate_k`` (generators),
-  ``check_light_registration``. `None` keeps the default of the kind.
+  ``check_light_registration``. Unset attributes keep the default of the kind; `None` or
+  `False` switches a check off.
 """
 
 from __future__ import annotations
@@ -36,21 +37,30 @@ from .checks import DEFAULT_SETTINGS, Skip, Subject, settings_for
 from .samples import Samples, default_samples
 
 
+class _KindDefault:
+    def __repr__(self) -> str:
+        return "KIND_DEFAULT"
+
+
+#: marks a setting the conformance class leaves at the default of its kind
+KIND_DEFAULT: Any = _KindDefault()
+
+
 class ComponentConformance:
     """Shared fixtures of the per-interface conformance classes."""
 
     kind: ClassVar[str] = ""
     component_name: ClassVar[str | None] = None
 
-    check_light_registration: ClassVar[bool | None] = None
-    order_invariant: ClassVar[bool | None] = None
-    friedel_invariant: ClassVar[bool | None] = None
-    equivalent_invariant: ClassVar[bool | None] = None
-    atol: ClassVar[float | None] = None
-    rtol: ClassVar[float | None] = None
-    expect_in_top: ClassVar[int | None] = None
-    max_r1_true_model: ClassVar[float | None] = None
-    generate_k: ClassVar[int | None] = None
+    check_light_registration: ClassVar[Any] = KIND_DEFAULT
+    order_invariant: ClassVar[Any] = KIND_DEFAULT
+    friedel_invariant: ClassVar[Any] = KIND_DEFAULT
+    equivalent_invariant: ClassVar[Any] = KIND_DEFAULT
+    atol: ClassVar[Any] = KIND_DEFAULT
+    rtol: ClassVar[Any] = KIND_DEFAULT
+    expect_in_top: ClassVar[Any] = KIND_DEFAULT
+    max_r1_true_model: ClassVar[Any] = KIND_DEFAULT
+    generate_k: ClassVar[Any] = KIND_DEFAULT
 
     @pytest.fixture
     def registry(self):
@@ -77,7 +87,7 @@ class ComponentConformance:
     @pytest.fixture
     def subject(self, component, registry, samples) -> Subject:
         """The component wrapped with the registry, samples and this class's settings."""
-        overrides = {k: getattr(self, k) for k in DEFAULT_SETTINGS if getattr(self, k, None) is not None}
+        overrides = {k: getattr(self, k) for k in DEFAULT_SETTINGS if getattr(self, k, KIND_DEFAULT) is not KIND_DEFAULT}
         name = self.component_name or component.name
         return Subject(self.kind, name, component, registry, samples, settings_for(self.kind, overrides))
 
@@ -123,6 +133,7 @@ CONFORMANCE_CLASSES: dict[str, type] = {
 
 __all__ = [
     "ComponentConformance",
+    "KIND_DEFAULT",
     "ReaderConformance",
     "EncoderConformance",
     "ClassifierConformance",

@@ -10,6 +10,7 @@ A component author can substitute measured data by overriding the `samples` fixt
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -174,6 +175,39 @@ def real_reader_files() -> list[Path]:
     return files
 
 
+def write_sample_files(data: ReflectionData, folder: str | Path) -> list[Path]:
+    """The sample reflections as files readers can be tested on: SHELX HKLF 4 and MTZ.
+
+    The HKLF 4 text comes from the project's own writer when it is installed; the MTZ is
+    written by gemmi.
+    """
+    import gemmi
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    files = []
+    try:
+        from ..io.hkl_writer import format_hklf4
+    except ImportError:
+        format_hklf4 = None
+    if format_hklf4 is not None:
+        text, _scale = format_hklf4(data)
+        p = folder / f"{SAMPLE_NAME}.hkl"
+        p.write_text(text)
+        files.append(p)
+    mtz = gemmi.Mtz(with_base=True)
+    mtz.spacegroup = gemmi.SpaceGroup("P 1")
+    mtz.set_cell_for_all(data.cell.gemmi())
+    mtz.add_dataset("sample").wavelength = data.wavelength or SAMPLE_WAVELENGTH
+    mtz.add_column("I", "J")
+    mtz.add_column("SIGI", "Q")
+    mtz.set_data(np.column_stack([data.hkl, data.intensity, data.sigma]).astype(np.float32))
+    p = folder / f"{SAMPLE_NAME}.mtz"
+    mtz.write_to_file(str(p))
+    files.append(p)
+    return files
+
+
 @lru_cache(maxsize=4)
 def default_samples(d_min: float = 1.0) -> Samples:
     """The sample set the conformance kit uses unless a test overrides it (cached)."""
@@ -187,5 +221,5 @@ def default_samples(d_min: float = 1.0) -> Samples:
         hypothesis=hypothesis,
         candidate=candidate,
         refined=sample_refined(structure),
-        reader_files=real_reader_files(),
+        reader_files=real_reader_files() + write_sample_files(data, tempfile.mkdtemp(prefix="refractor-samples-")),
     )

@@ -1,0 +1,264 @@
+"""The pipeline, atomic outputs and the manifest, in-process with test-only components."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from refractor_core.atomic import OutputFolder, atomic_write_json, atomic_write_text
+from refractor_core.errors import PluginError, RefinementError, UsageError
+from refractor_core.hookspecs import hookimpl
+from refractor_core.interfaces import ComponentConfig, ComponentSpec, Ranker
+from refractor_core.manifest import choose_seed, input_records, library_versions, read_manifest, resolve_device
+from refractor_core.pipeline import PipelineContext, run_pipeline, stage_seed
+from refractor_core.plugins import load_registry
+from refractor_core.testing.samples import default_samples
+from refractor_core.types import RunConfig
+
+FIXTURES = Path(__file__).parent / "fixtures"
+STAGES = {"classifier": "fixture-fixed", "generator": "fixture-model", "refiner": "fixture-evaluate", "ranker": "fixture-r1"}
+
+
+@pytest.fixture
+def registry(monkeypatch):
+    monkeypatch.syspath_prepend(str(FIXTURES / "pipeline_plugin"))
+    return load_registry()
+
+
+@pytest.fixture
+def data():
+    return default_samples().reflections
+
+
+def config(**kw) -> RunConfig:
+    components = {**RunConfig().components, **STAGES, **kw.pop("components", {})}
+    return RunConfig(components=components, **kw)
+
+
+def test_stages_are_wired_and_ranked(registry, data):
+    cfg = config(candidates_per_hypothesis=3, options={"classifier": {"alternatives": ["P 1 21/c 1", "P 1"]}}, max_hypotheses=2)
+    result = run_pipeline(data, cfg, PipelineContext(registry=registry, seed=4))
+    assert [h.space_group.number for h in result.hypotheses] == [14, 14]  # top max_hypotheses of three
+    assert result.n_candidates == 6 and len(result.ranked) == 6
+    r1 = [r.r1 for r in result.ranked]
+    assert r1 == sorted(r1) and result.best.score == r1[0]
+    assert result.best.candidate is not None and result.best.candidate.hypothesis is not None
+    assert result.solved and result.best.r1 < 0.05  # the undisplaced true model against its own data
+    assert [c.kind for c in result.components] == ["classifier", "generator", "refiner", "ranker"]
+    assert set(result.timings) >= {"build", "classifier", "generator", "refiner", "ranker"}
+
+
+def test_same_seed_same_result_other_seed_other_candidates(registry, data):
+    cfg = config(candidates_per_hypothesis=3)
+    a = run_pipeline(data, cfg, PipelineContext(registry=registry, seed=1))
+    b = run_pipeline(data, cfg, PipelineContext(registry=registry, seed=1))
+    c = run_pipeline(data, cfg, PipelineContext(registry=registry, seed=2))
+    assert [r.r1 for r in a.ranked] == [r.r1 for r in b.ranked]
+    assert [r.r1 for r in a.ranked] != [r.r1 for r in c.ranked]
+    assert stage_seed(1, 0) == stage_seed(1, 0) != stage_seed(1, 1)
+
+
+def test_without_classifier_the_data_space_group_is_used(registry, data):
+    hinted = data.model_copy(update={"space_group_hint": default_samples().structure.space_group})
+    result = run_pipeline(hinted, config(components={"classifier": None}), PipelineContext(registry=registry))
+    assert [h.source for h in result.hypotheses] == ["data"] and result.hypotheses[0].space_group.number == 14
+    assert any("no classifier" in n for n in result.notes)
+    with pytest.raises(UsageError, match="no classifier"):
+        run_pipeline(data, config(components={"classifier": None}), PipelineContext(registry=registry))
+
+
+def test_invalid_options_fail_before_any_stage_runs(registry, data):
+    with pytest.raises(UsageError, match="shfit"):
+        run_pipeline(data, config(options={"generator": {"shfit": 0.1}}), PipelineContext(registry=registry))
+    with pytest.raises(UsageError, match="without a component"):
+        run_pipeline(data, config(components={"encoder": None}, options={"encoder": {"x": 1}}), PipelineContext(registry=registry))
+    with pytest.raises(UsageError, match="needs a refiner"):
+        run_pipeline(data, config(components={"refiner": None}), PipelineContext(registry=registry))
+
+
+def test_a_failing_refinement_is_noted_not_fatal(registry, data):
+    result = run_pipeline(data, config(options={"refiner": {"fail_above_sites": 100}}), PipelineContext(registry=registry))
+    assert len(result.ranked) == 4
+    with pytest.raises(RefinementError, match="no candidate could be refined"):
+        run_pipeline(data, config(options={"refiner": {"fail_above_sites": 2}}), PipelineContext(registry=registry))
+
+
+class LosingRanker(Ranker):
+    """A faulty ranker (test only): drops a candidate."""
+
+    name = "fixture-loses-one"
+    Config = ComponentConfig
+
+    def rank(self, data, refined):
+        return refined[1:]
+
+
+class WrongTypeRanker(Ranker):
+    """A faulty ranker (test only): returns a dict."""
+
+    name = "fixture-wrong-type"
+    Config = ComponentConfig
+
+    def rank(self, data, refined):
+        return {"best": refined[0]}
+
+
+class FaultyRankers:
+    distribution = "tests"
+
+    @hookimpl
+    def refractor_register(self, register):
+        register(ComponentSpec(kind="ranker", name="fixture-loses-one", target=f"{__name__}:LosingRanker"))
+        register(ComponentSpec(kind="ranker", name="fixture-wrong-type", target=f"{__name__}:WrongTypeRanker"))
+
+
+def test_misbehaving_components_are_plugin_errors(monkeypatch, data):
+    monkeypatch.syspath_prepend(str(FIXTURES / "pipeline_plugin"))
+    registry = load_registry(extra_plugins=[FaultyRankers()])
+    with pytest.raises(PluginError, match="returned 3 candidates for 4"):
+        run_pipeline(data, config(components={"ranker": "fixture-loses-one"}), PipelineContext(registry=registry))
+    with pytest.raises(PluginError, match="returned dict"):
+        run_pipeline(data, config(components={"ranker": "fixture-wrong-type"}), PipelineContext(registry=registry))
+
+
+def test_progress_callback_sees_every_stage(registry, data):
+    seen = []
+
+    class Recorder:
+        def __init__(self, description, total):
+            seen.append([description, total, 0])
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def update(self, n=1):
+            seen[-1][2] += n
+
+    run_pipeline(data, config(), PipelineContext(registry=registry, progress=Recorder))
+    assert [s[0].split(" (")[0] for s in seen] == ["space groups", "generating candidates", "refining"]
+    assert seen[-1][1] == seen[-1][2] == 4
+
+
+# --------------------------------------------------------------------------------------
+# atomic outputs
+# --------------------------------------------------------------------------------------
+
+
+def test_output_folder_appears_only_on_success(tmp_path):
+    dest = tmp_path / "out"
+    with pytest.raises(RuntimeError):
+        with OutputFolder(dest) as stage:
+            (stage.path / "report.json").write_text("{}")
+            raise RuntimeError("stage failed")
+    assert not dest.exists() and list(tmp_path.iterdir()) == []
+    with OutputFolder(dest) as stage:
+        atomic_write_json(stage.path / "report.json", {"x": np.float64(1.5), "p": Path("a")})
+        assert not dest.exists()
+    assert json.loads((dest / "report.json").read_text()) == {"x": 1.5, "p": "a"}
+
+
+def test_output_folder_replaces_its_own_files_and_keeps_others(tmp_path):
+    dest = tmp_path / "out"
+    dest.mkdir()
+    (dest / "notes.txt").write_text("user file")
+    (dest / "report.json").write_text("old")
+    (dest / "candidate_2").mkdir()
+    (dest / "candidate_2" / "old.cif").write_text("old")
+    with OutputFolder(dest) as stage:
+        (stage.path / "report.json").write_text("new")
+        (stage.path / "candidate_2").mkdir()
+        (stage.path / "candidate_2" / "new.cif").write_text("new")
+    assert (dest / "notes.txt").read_text() == "user file" and (dest / "report.json").read_text() == "new"
+    assert [p.name for p in (dest / "candidate_2").iterdir()] == ["new.cif"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_output_folder_cleans_up_on_keyboard_interrupt(tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        with OutputFolder(tmp_path / "out") as stage:
+            (stage.path / "a").write_text("x")
+            raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sigterm_during_writing_leaves_nothing(tmp_path):
+    """A real SIGTERM while outputs are being written: no output folder, no staging left."""
+    script = textwrap.dedent(
+        f"""
+        import os, signal, time
+        from pathlib import Path
+        from refractor_core.atomic import OutputFolder
+        signal.signal(signal.SIGTERM, lambda *a: (_ for _ in ()).throw(SystemExit(143)))
+        with OutputFolder(Path({str(tmp_path / 'out')!r})) as stage:
+            (stage.path / "report.json").write_text("partial")
+            print("STAGED", flush=True)
+            time.sleep(30)
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "STAGED"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 143
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_write_leaves_no_temporary_on_error(tmp_path):
+    target = tmp_path / "f.json"
+    atomic_write_text(target, "old")
+    with pytest.raises(TypeError):
+        atomic_write_json(target, {"bad": object()})
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["f.json"]
+
+
+def test_output_path_that_is_a_file_is_refused(tmp_path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(UsageError, match="not a folder"):
+        OutputFolder(tmp_path / "f")
+
+
+# --------------------------------------------------------------------------------------
+# manifest pieces
+# --------------------------------------------------------------------------------------
+
+
+def test_seed_choice_and_device_resolution():
+    assert choose_seed(42) == 42
+    seeds = {choose_seed(None) for _ in range(5)}
+    assert len(seeds) > 1 and all(0 <= s < 2**31 for s in seeds)
+    with pytest.raises(UsageError):
+        choose_seed(-1)
+    assert resolve_device("cpu") == "cpu"
+    import torch
+
+    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_versions_and_input_hashes(tmp_path):
+    versions = library_versions({"some-plugin": "9.9"})
+    assert versions["numpy"] == np.__version__ and versions["some-plugin"] == "9.9"
+    f = tmp_path / "a.hkl"
+    f.write_bytes(b"   1   0   0  100.00    1.00\n")
+    import hashlib
+
+    [rec] = input_records([f, f, None, tmp_path / "missing"])
+    assert rec.sha256 == hashlib.sha256(f.read_bytes()).hexdigest()
+
+
+def test_manifest_round_trip(tmp_path):
+    from refractor_core.manifest import finish_manifest, new_manifest, write_manifest
+
+    m = new_manifest(RunConfig(seed=3), seed=3, device="cpu", command=["refractor", "run"])
+    path = write_manifest(finish_manifest(m), tmp_path)
+    back = read_manifest(path)
+    assert back.status == "ok" and back.seed == 3 and back.config.seed == 3 and back.finished
