@@ -1,0 +1,1 @@
+"""The `charge-flip` generator: charge flipping, origin search and peak interpretation."""

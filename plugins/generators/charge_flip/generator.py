@@ -1,0 +1,273 @@
+"""The `charge-flip` generator: ab initio phasing by charge flipping, one candidate per solution.
+
+Route (Superflip's): merge the data in the hypothesis' Patterson group (its rotations and
+lattice centring, no translations; Friedel mates merged), normalise to |E| (or keep |F|),
+expand to P1 and run several charge-flipping trials from random phases (seeded per
+trial). The P1 trials depend only on the Patterson group, so they are computed once and
+reused for every hypothesis sharing it. For a hypothesis, each distinct solution is
+shifted to the origin that best obeys its symmetry (the symmetry-agreement score is
+recorded and enters the candidate's score), symmetrised, turned into a map with the
+observed amplitudes, and interpreted into atoms.
+
+Candidate.score (lower is better) = 0.5·R_flip + 0.5·(1 − symmetry agreement).
+Candidate.meta holds the trial statistics (R, flip ratio, cycles, converged, seconds), the
+origin shift and score, how many trials reached the same solution ("support"), the Z used
+and the peak count.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from refractor_core.crystal.cell import d_spacing, stol as stol_of
+from refractor_core.crystal.fourier import expand_indices_to_p1, find_peaks, fourier_map, grid_shape
+from refractor_core.crystal.merging import merge
+from refractor_core.crystal.observations import prepare_observations
+from refractor_core.crystal.symmetry import SymmetryOps
+from refractor_core.crystal.wilson import normalized_e, wilson_plot
+from refractor_core.crystal.formula import cell_contents
+from refractor_core.errors import InputError
+from refractor_core.interfaces import Generator
+from refractor_core.types import Candidate, Embedding, ReflectionData, SpaceGroupHypothesis
+from refractor_plugins.generators.configs import ChargeFlipConfig
+
+from .flipping import FlipProblem, FlipResult, FlipSettings, run_trial
+from .interpret import expected_contents, peaks_to_structure
+from .origin import P1Lookup, find_origin, solution_similarity, symmetrize
+
+log = logging.getLogger("refractor.generators.charge_flip")
+
+#: two trials whose origin-free phase correlation exceeds this reached the same solution
+SAME_SOLUTION = 0.6
+
+
+def patterson_symmetry(sym: SymmetryOps) -> SymmetryOps:
+    """The Patterson group: the rotations of `sym` with inversion and its lattice centring, no screw/glide parts."""
+    ops = sym.gemmi_ops.derive_symmorphic()
+    ops.add_inversion()
+    return SymmetryOps.from_triplets([op.triplet() for op in ops])
+
+
+def _fingerprint(data: ReflectionData) -> str:
+    h = hashlib.sha1()
+    for arr in (data.hkl, data.intensity, data.sigma):
+        h.update(np.ascontiguousarray(arr).tobytes())
+    h.update(repr(data.cell.parameters if data.cell else None).encode())
+    h.update(repr((data.formula, data.z, data.wavelength)).encode())
+    return h.hexdigest()
+
+
+@dataclass
+class P1Solutions:
+    """The P1 trials for one data set and Patterson group."""
+
+    problem: FlipProblem
+    trials: list[FlipResult]
+    groups: list[list[int]]  # trial indices reaching the same solution, best group first
+    seconds: float
+    d_min: float
+    z: float
+    z_estimated: bool
+
+
+class ChargeFlipGenerator(Generator):
+    """Charge flipping (Oszlányi & Sütő; Superflip's choices) with origin search and peak interpretation."""
+
+    name = "charge-flip"
+    version = "0.1.0"
+    Config = ChargeFlipConfig
+
+    def __init__(self, config=None, context=None):
+        super().__init__(config, context)
+        self._cache: dict[tuple, P1Solutions] = {}
+
+    # ----------------------------------------------------------------------------------
+    def generate(
+        self,
+        data: ReflectionData,
+        hypothesis: SpaceGroupHypothesis,
+        *,
+        k: int = 1,
+        embedding: Embedding | None = None,
+        seed: int = 0,
+    ) -> list[Candidate]:
+        """Up to `k` distinct candidates in the hypothesis' space group, best first."""
+        if data.cell is None:
+            raise InputError("charge flipping needs the unit cell", path=data.source)
+        if data.n < 10:
+            raise InputError(f"only {data.n} reflections: too few to phase", path=data.source)
+        t0 = time.perf_counter()
+        cfg: ChargeFlipConfig = self.config  # type: ignore[assignment]
+        sg = hypothesis.space_group
+        sym = SymmetryOps.from_space_group(sg)
+        solutions = self._p1_solutions(data, sym, seed=seed, k=k)
+        contents = expected_contents(data.formula, data.z if data.z else None, data.cell, sym)
+        if data.z is None and data.formula:
+            contents.z = solutions.z
+            contents.counts = {
+                e: n * solutions.z / sym.n for e, n in _heavy_counts(data.formula).items()
+            }
+        obs = prepare_observations(data, sym)
+        hkl_u = obs.hkl.astype(np.int64)
+        f_obs = _absolute_amplitudes(obs.data, sym, data, contents.z)
+        shape = grid_shape(
+            data.cell, solutions.d_min, sampling=cfg.peak_sampling, symmetry=sym,
+            hkl=expand_indices_to_p1(hkl_u, sym).hkl, max_spacing=0.3,
+        )
+        candidates: list[Candidate] = []
+        for rank, group in enumerate(solutions.groups[: max(k, 1)]):
+            tc = time.perf_counter()
+            trial = solutions.trials[group[0]]
+            problem = solutions.problem
+            origin = find_origin(problem.hkl, trial.f, data.cell, sym)
+            lookup = P1Lookup(problem.hkl, trial.f)
+            f_sym, fom = symmetrize(lookup, hkl_u, sym, origin.shift)
+            phase = np.exp(1j * np.angle(f_sym))
+            rho = fourier_map(hkl_u, fom * f_obs * phase, data.cell, shape, sym)
+            max_peaks = int(np.ceil(contents.total * 1.6)) + 10
+            peaks = find_peaks(rho, data.cell, sym, max_peaks=max_peaks, min_distance=0.7)
+            structure = peaks_to_structure(
+                peaks, data.cell, sg, sym, contents, u_iso=cfg.u_iso,
+                name=f"charge-flip-{rank + 1}", wavelength=data.wavelength,
+            )
+            score = 0.5 * trial.r + 0.5 * (1.0 - origin.score)
+            meta = trial.stats()
+            meta.update(
+                {
+                    "trial": int(group[0]),
+                    "support": len(group),
+                    "trials_run": len(solutions.trials),
+                    "trials_converged": int(sum(t.converged for t in solutions.trials)),
+                    "origin_shift": [round(float(v), 5) for v in origin.shift],
+                    "symmetry_agreement": round(float(origin.score), 4),
+                    "symmetry_agreement_per_operation": [round(v, 4) for v in origin.per_operation],
+                    "mean_fom": round(float(fom.mean()), 4) if len(fom) else 0.0,
+                    "n_peaks": len(peaks),
+                    "n_sites": structure.n_sites,
+                    "expected_sites_asu": round(contents.total, 3),
+                    "z": contents.z,
+                    "z_estimated": contents.z_estimated,
+                    "grid": list(solutions.problem.shape),
+                    "map_grid": list(shape),
+                    "flip_seconds_total": round(solutions.seconds, 3),
+                    "interpret_seconds": round(time.perf_counter() - tc, 3),
+                    "normalization": cfg.normalization,
+                }
+            )
+            candidates.append(
+                Candidate(
+                    structure=structure,
+                    generator=self.name,
+                    hypothesis=hypothesis,
+                    seed=int(seed),
+                    score=float(score),
+                    meta=meta,
+                )
+            )
+        candidates.sort(key=lambda c: c.score if c.score is not None else np.inf)
+        log.info(
+            "charge-flip %s: %d candidates from %d trials (%d converged) in %.1f s",
+            sg.symbol, len(candidates), len(solutions.trials),
+            sum(t.converged for t in solutions.trials), time.perf_counter() - t0,
+        )
+        return candidates[:k]
+
+    # ----------------------------------------------------------------------------------
+    def _p1_solutions(self, data: ReflectionData, sym: SymmetryOps, *, seed: int, k: int) -> P1Solutions:
+        cfg: ChargeFlipConfig = self.config  # type: ignore[assignment]
+        patt = patterson_symmetry(sym)
+        key = (_fingerprint(data), tuple(sorted(op.triplet() for op in patt.gemmi_ops)), int(seed), int(k), cfg.model_dump_json())
+        if key in self._cache:
+            return self._cache[key]
+        t0 = time.perf_counter()
+        merged = merge(data, patt, friedel=True)
+        mdata = merged.to_reflection_data(data)
+        if data.formula:
+            z = float(data.z) if data.z else expected_contents(data.formula, None, data.cell, sym).z
+            comp = cell_contents(data.formula, z)
+        else:
+            z = float(sym.n)
+            comp = None
+        if cfg.normalization == "E":
+            amp = normalized_e(mdata, patt, comp)
+            amp = np.minimum(amp, 6.0)  # a few outliers would otherwise dominate the map
+        else:
+            amp = np.sqrt(np.clip(mdata.intensity, 0.0, None))
+        if cfg.sharpening:
+            amp = amp * np.exp(cfg.sharpening * stol_of(data.cell, mdata.hkl) ** 2)
+        d_min = float(d_spacing(data.cell, mdata.hkl).min())
+        exp = expand_indices_to_p1(mdata.hkl, patt)
+        amp_p1 = amp[exp.source]
+        shape = grid_shape(data.cell, d_min, sampling=cfg.grid_sampling, hkl=exp.hkl)
+        problem = FlipProblem.build(exp.hkl, amp_p1, shape, weak_fraction=cfg.weak_fraction)
+        settings = FlipSettings(max_cycles=cfg.max_cycles, delta=cfg.delta)
+        trials: list[FlipResult] = []
+        need = max(cfg.min_converged, k)
+        for i in range(cfg.max_trials):
+            rng = np.random.default_rng([int(seed), i])
+            remaining = cfg.time_limit_s - (time.perf_counter() - t0)
+            if remaining <= 0:
+                log.warning("charge-flip: time limit %.0f s reached after %d trials", cfg.time_limit_s, i)
+                break
+            settings.time_limit_s = remaining
+            trials.append(run_trial(problem, settings, rng))
+            groups = _group_solutions(problem, trials)
+            converged_groups = [g for g in groups if trials[g[0]].converged]
+            n_conv = sum(t.converged for t in trials)
+            # enough converged trials, and the best solution found more than once (or k distinct ones)
+            if n_conv >= need and (len(converged_groups[0]) >= 2 or len(converged_groups) >= k):
+                break
+        groups = _group_solutions(problem, trials)
+        out = P1Solutions(
+            problem=problem,
+            trials=trials,
+            groups=groups,
+            seconds=time.perf_counter() - t0,
+            d_min=d_min,
+            z=z,
+            z_estimated=data.z is None,
+        )
+        self._cache[key] = out
+        return out
+
+
+def _heavy_counts(formula: str) -> dict[str, float]:
+    from refractor_core.crystal.formula import parse_formula
+
+    return {e: n for e, n in parse_formula(formula).items() if e not in ("H", "D")}
+
+
+def _group_solutions(problem: FlipProblem, trials: list[FlipResult]) -> list[list[int]]:
+    """Trials grouped by solution (origin- and enantiomorph-free), best group first.
+
+    Groups are ordered converged first, then by the number of trials that found them (a
+    solution found repeatedly is the likely one), then by the best R of their members.
+    """
+    order = sorted(range(len(trials)), key=lambda i: (not trials[i].converged, trials[i].r))
+    groups: list[list[int]] = []
+    for i in order:
+        for g in groups:
+            if solution_similarity(problem.hkl, trials[g[0]].f, trials[i].f, problem.shape) > SAME_SOLUTION:
+                g.append(i)
+                break
+        else:
+            groups.append([i])
+    groups.sort(key=lambda g: (not trials[g[0]].converged, -len(g), trials[g[0]].r))
+    return groups
+
+
+def _absolute_amplitudes(merged: ReflectionData, sym: SymmetryOps, data: ReflectionData, z: float) -> np.ndarray:
+    """|F| of merged reflections on an absolute scale (electrons) from a Wilson plot."""
+    i = np.clip(merged.intensity, 0.0, None)
+    try:
+        comp = cell_contents(data.formula, z) if data.formula else None
+        w = wilson_plot(merged, sym, comp)
+        scale = w.scale if w.scale > 0 else 1.0
+    except (ValueError, FloatingPointError):
+        scale = 1.0
+    return np.sqrt(i / scale)

@@ -1,0 +1,39 @@
+"""Configuration models of the built-in generators (light: pydantic and refractor_core only)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from refractor_core.interfaces import ComponentConfig
+
+
+class ChargeFlipConfig(ComponentConfig):
+    """Options of the `charge-flip` generator.
+
+    max_trials: flipping trials from random phases (each with its own seed) at most;
+    min_converged: trials stop early once this many (and at least k) have converged;
+    max_cycles: flipping cycles per trial; delta: "auto" (Superflip-style: adapted to keep
+    the total/flipped charge ratio in [0.8, 1]) or a fixed multiple of the map's sigma;
+    normalization: flip |E| ("E") or |F| ("F"); sharpening: B (Å²) applied as
+    exp(+B s²) to the flipped amplitudes (negative damps); weak_fraction: weakest fraction
+    of reflections whose phase is shifted by π/2 instead of being given |A|; grid_sampling:
+    flipping grid spacing as a fraction of d_min; peak_sampling: the same for the
+    interpretation map; time_limit_s: wall-clock budget for all trials of one data set (a
+    safety cap: when it stops the trials, results depend on the machine's speed);
+    u_iso: U (Å²) given to the atoms of a candidate; device: where FFTs run.
+    """
+
+    max_trials: int = Field(default=16, ge=1)
+    min_converged: int = Field(default=3, ge=1)
+    max_cycles: int = Field(default=600, ge=20)
+    delta: Literal["auto"] | float = "auto"
+    normalization: Literal["E", "F"] = "E"
+    sharpening: float = 0.0
+    weak_fraction: float = Field(default=0.2, ge=0.0, lt=1.0)
+    grid_sampling: float = Field(default=0.5, gt=0.1, le=0.6)
+    peak_sampling: float = Field(default=0.33, gt=0.1, le=0.6)
+    time_limit_s: float = Field(default=60.0, gt=0.0)
+    u_iso: float = Field(default=0.04, gt=0.0, lt=0.5)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
