@@ -69,9 +69,8 @@ class MtzReader(HKLReader):
         data = read_bytes(path)
         if data[:4] != b"MTZ ":
             raise InputError("not an MTZ file (no 'MTZ ' header)", path=path)
-        mtz = gemmi.Mtz(with_base=True)
         try:
-            mtz.read_file(str(path))
+            mtz = gemmi.read_mtz_file(str(path))
         except (RuntimeError, ValueError, IndexError) as exc:
             raise InputError(f"cannot read MTZ: {exc}", path=path) from None
         try:
