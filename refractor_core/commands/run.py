@@ -168,22 +168,25 @@ def command(verbosity: int, **kw: Any) -> None:
     data_path: Path = kw["data"]
     if not data_path.is_file():
         raise UsageError(f"data file {data_path} does not exist")
+    from ..pipeline import PipelineContext, run_pipeline
+    from ..progress import Progress
+
+    progress = Progress(verbosity)
     try:
-        data = load_data(
-            data_path, ins=kw["ins"], cell=kw["cell"], wavelength=kw["wavelength"],
-            formula=kw["formula"], z=kw["z"], reader=config.components.get("reader"),
-        )
+        with progress(f"reading {data_path.name}", total=1) as bar:
+            data = load_data(
+                data_path, ins=kw["ins"], cell=kw["cell"], wavelength=kw["wavelength"],
+                formula=kw["formula"], z=kw["z"], reader=config.components.get("reader"),
+            )
+            bar.update(1)
     except ModuleNotFoundError as exc:
         if exc.name and exc.name.startswith("refractor"):
             raise PluginError(f"the data readers are not available in this installation ({exc.name} missing)") from None
         raise
 
-    from ..pipeline import PipelineContext, run_pipeline
-    from ..progress import Progress
-
     context = PipelineContext(
         registry=registry, device=device, seed=seed, offline=config.offline,
-        progress=Progress(verbosity), weights_paths=weights_paths,
+        progress=progress, weights_paths=weights_paths,
     )
     manifest = new_manifest(config, seed=seed, device=device)
     result = run_pipeline(data, config, context)

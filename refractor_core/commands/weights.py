@@ -63,8 +63,19 @@ def list_cards(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the resolved files as JSON.")
 def pull_card(name: str, kind: str | None, cache_dir: Path | None, local_dir: Path | None, offline: bool, as_json: bool) -> None:
     """Download (or verify the local copy of) the weights of component NAME."""
-    from ..weights import find_card, pull
+    from ..weights import available_cards, find_card, pull
 
+    names = sorted({c.name for c in available_cards() if kind is None or c.kind == kind})
+    if name not in names:
+        import difflib
+
+        from ..errors import UsageError
+
+        close = difflib.get_close_matches(name, names, n=1, cutoff=0.5)
+        raise UsageError(
+            f"no model card for {name!r}" + (f"; did you mean {close[0]!r}?" if close else ""),
+            hint=f"cards: {', '.join(names) if names else '(none installed)'}",
+        )
     card = find_card(name, kind)
     results = pull(card, offline=offline, cache_dir=cache_dir, local_dir=local_dir)
     if as_json:
