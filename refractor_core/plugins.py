@@ -275,7 +275,10 @@ def _dist_of(ep: EntryPoint) -> tuple[str, str]:
     dist = getattr(ep, "dist", None)
     if dist is None:
         return "unknown", ""
-    return dist.metadata["Name"] or dist.name, dist.version or ""
+    try:
+        return dist.metadata["Name"] or "unknown", dist.version or ""
+    except Exception:  # damaged metadata: still list the plugin
+        return "unknown", ""
 
 
 def _selected(ep_name: str, dist: str, autoload: bool, allow: set[str], block: set[str]) -> bool:
@@ -305,7 +308,14 @@ def load_registry(extra_plugins: list[Any] | None = None, *, entry_points_enable
 
     loaded: list[tuple[Any, PluginOrigin]] = []
     seen: set[tuple[str, str]] = set()
-    eps = entry_points(group=ENTRY_POINT_GROUP) if entry_points_enabled else []
+    eps: Any = []
+    if entry_points_enabled:
+        try:
+            eps = entry_points(group=ENTRY_POINT_GROUP)
+        except Exception as exc:  # unreadable metadata of some installed distribution
+            registry.broken.append(
+                BrokenPlugin("(entry points)", "unknown", f"cannot read installed entry points: {type(exc).__name__}: {exc}")
+            )
     for ep in eps:
         dist, dist_version = _dist_of(ep)
         if (dist, ep.name) in seen:  # the same distribution found twice on sys.path
