@@ -9,7 +9,7 @@ See `simulator.py` (the pipeline of the simulation), `noise.py` (counting statis
 from .composition import cell_contents_of, formula_and_z
 from .files import write_dataset_files, write_hklf4, write_ins
 from .noise import NoiseModel
-from .simulator import WAVELENGTHS, SimulationParams, SimulationResult, simulate, simulate_detailed
+from .simulator import WAVELENGTHS, SimulationParams, SimulationResult, simulate, simulate_detailed, simulated_structure
 
 __all__ = [
     "NoiseModel",
@@ -20,6 +20,7 @@ __all__ = [
     "formula_and_z",
     "simulate",
     "simulate_detailed",
+    "simulated_structure",
     "write_dataset_files",
     "write_hklf4",
     "write_ins",

@@ -143,16 +143,36 @@ def _blind_region(hkl: np.ndarray, structure: Structure, fraction: float, rng: n
     return mask
 
 
+def _rng(p: SimulationParams) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([p.seed, 7]))
+
+
+def _prepare(structure: Structure, p: SimulationParams, sym: SymmetryOps, rng: np.random.Generator) -> Structure:
+    structure = with_detected_site_orders(structure, sym)
+    if p.b_wilson is not None:
+        structure = with_wilson_b(structure, p.b_wilson, rng, p.b_spread)
+    return structure
+
+
+def simulated_structure(structure: Structure, params: SimulationParams | dict) -> Structure:
+    """The structure exactly as `simulate` used it (ADPs drawn from `b_wilson` and the seed).
+
+    Lets a benchmark recover the true model of a stored data set from its parameters.
+    """
+    p = SimulationParams.model_validate({k: v for k, v in dict(params).items() if k in SimulationParams.model_fields}) \
+        if isinstance(params, dict) else params
+    sym = SymmetryOps.from_space_group(structure.space_group)
+    return _prepare(structure, p, sym, _rng(p))
+
+
 def simulate_detailed(structure: Structure, params: SimulationParams | None = None, **overrides: Any) -> SimulationResult:
     """Simulate a data set; returns the data with the truth (see `simulate`)."""
     p = (params or SimulationParams()).model_copy(update=overrides) if overrides else (params or SimulationParams())
     p = SimulationParams.model_validate(p.model_dump())
-    rng = np.random.default_rng(np.random.SeedSequence([p.seed, 7]))
+    rng = _rng(p)
     notes: list[str] = []
     sym = SymmetryOps.from_space_group(structure.space_group)
-    structure = with_detected_site_orders(structure, sym)
-    if p.b_wilson is not None:
-        structure = with_wilson_b(structure, p.b_wilson, rng, p.b_spread)
+    structure = _prepare(structure, p, sym, rng)
     d_min = p.d_min
     reach = reachable_d_min(p.wavelength)
     if d_min < reach:

@@ -1,0 +1,1 @@
+"""Benchmarks and ablations: suites, per-case metrics, structure matching, executors, plots."""
