@@ -572,6 +572,7 @@ def structure_from_block(block, path, info: dict, riding: dict | None = None) ->
         notes.append(f"{n_missing_aniso} sites marked Uani have no anisotropic U: Uiso used")
     if not sites:
         return None
+    sites = _guess_riding_parents(sites, cell)
     return Structure(
         cell=cell,
         space_group=sg,
@@ -580,6 +581,38 @@ def structure_from_block(block, path, info: dict, riding: dict | None = None) ->
         wavelength=info.get("wavelength"),
         meta={"cif_block": block.name},
     )
+
+
+#: longest X-H bond taken as the parent of a riding H atom when the file does not say (Å)
+MAX_RIDING_BOND = 1.35
+
+
+def _guess_riding_parents(sites: list[Site], cell: UnitCell) -> list[Site]:
+    """Give calc H atoms without a known parent the nearest non-H atom as parent.
+
+    Only the listed coordinates count (no symmetry images), as a SHELX AFIX group needs
+    its H atoms next to the pivot as listed; the parent must be within MAX_RIDING_BOND and
+    in the same disorder part (or part 0).
+    """
+    todo = [i for i, s in enumerate(sites) if s.calc and s.riding_on is None and s.element in ("H", "D")]
+    heavy = [i for i, s in enumerate(sites) if s.element not in ("H", "D")]
+    if not todo or not heavy:
+        return sites
+    from refractor_core.crystal.cell import cartesian
+
+    xyz = cartesian(cell, np.array([s.xyz for s in sites], dtype=np.float64))
+    out = list(sites)
+    for i in todo:
+        h = sites[i]
+        d = np.linalg.norm(xyz[heavy] - xyz[i], axis=1)
+        for j in np.argsort(d):
+            if d[j] > MAX_RIDING_BOND:
+                break
+            parent = sites[heavy[j]]
+            if parent.part in (0, h.part) or h.part == 0:
+                out[i] = h.model_copy(update={"riding_on": parent.label})
+                break
+    return out
 
 
 # --------------------------------------------------------------------------------------

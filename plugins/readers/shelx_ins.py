@@ -277,8 +277,9 @@ class InsFile:
         for (atom, xyz, sof, u_iso, u_aniso), order in zip(decoded, orders):
             element = self.sfac[atom.sfac - 1]
             is_h = element in ("H", "D")
-            m = abs(atom.afix) // 10
-            calc = bool(is_h and m > 0 and m not in (5, 6, 7, 10, 11))
+            m, n = abs(atom.afix) // 10, abs(atom.afix) % 10
+            # riding H: placed geometrically (m > 0, not a rigid group) or riding as is (AFIX 3/4)
+            calc = bool(is_h and ((m > 0 and m not in (5, 6, 7, 10, 11)) or (m == 0 and n in (3, 4))))
             riding_u = len(atom.u) == 1 and -5.0 <= atom.u[0] <= -0.5
             occupancy = sof * int(order)
             if 5.0 <= abs(atom.sof) < 15.0 and order > 1:

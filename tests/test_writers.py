@@ -1,0 +1,308 @@
+"""Writers: CIF, SHELX .res, .fcf and HKLF 4 text; round trips through refractor, gemmi,
+pymatgen, ASE and shelxfile on every real case's reference model."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+import pytest
+
+from refractor_core.dataio import load_reflections, load_structure
+from refractor_core.io.cif_writer import structure_cif
+from refractor_core.io.fcf_writer import structure_fcf
+from refractor_core.io.hkl_writer import format_hklf4
+from refractor_core.io.numbers import cif_string, plain, with_su
+from refractor_core.io.outputs import write_structure_outputs
+from refractor_core.io.res_writer import _unique_labels, cell_contents_from_sites, shelx_symmetry, structure_res
+from refractor_core.types import RefinedCandidate, ReflectionData, SpaceGroupRef, Structure
+from refractor_plugins.readers.cif_reader import read_cif_bundle
+from refractor_plugins.readers.shelx_hkl import parse_hklf
+from refractor_plugins.readers.shelx_ins import parse_ins
+
+from .conftest import REAL_CASES, REAL_CASE_NAMES
+
+XYZ_TOL = 1e-4
+U_TOL = 1e-5
+OCC_TOL = 1e-4
+
+
+def _reference(case) -> Structure:
+    return load_structure(str(case.reference) + (f"#{case.data_block}" if case.data_block else ""))
+
+
+def _assert_same_sites(a: Structure, b: Structure, what: str) -> None:
+    assert b.n_sites == a.n_sites, what
+    for x, y in zip(a.sites, b.sites):
+        assert y.element == x.element, (what, x.label)
+        assert np.allclose(x.xyz, y.xyz, atol=XYZ_TOL), (what, x.label, x.xyz, y.xyz)
+        assert y.occupancy == pytest.approx(x.occupancy, abs=OCC_TOL), (what, x.label)
+        if x.u_aniso is not None:
+            assert y.u_aniso is not None and np.allclose(x.u_aniso, y.u_aniso, atol=U_TOL), (what, x.label)
+        else:
+            assert y.u_aniso is None and y.u_iso == pytest.approx(x.u_iso, abs=U_TOL), (what, x.label)
+        assert y.part == x.part and y.calc == x.calc, (what, x.label)
+
+
+# --------------------------------------------------------------------------------------
+# round trips on the real reference models
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", REAL_CASES, ids=REAL_CASE_NAMES)
+def test_cif_round_trip(case, tmp_path):
+    import ase.io
+    import gemmi
+    from pymatgen.io.cif import CifParser
+
+    model = _reference(case)
+    path = tmp_path / f"{case.name}.cif"
+    path.write_text(structure_cif(model, name=case.name, formula=case.formula, z=case.z))
+
+    back = load_structure(path)
+    _assert_same_sites(model, back, "refractor")
+    assert back.space_group.hall == model.space_group.hall
+    assert np.allclose(back.cell.parameters, model.cell.parameters, atol=1e-6)
+    for x, y in zip(model.sites, back.sites):
+        assert y.label == x.label
+        if x.xyz_su is not None:  # s.u.s survive, to the rounding of the rule of 19
+            assert np.allclose(x.xyz_su, y.xyz_su, rtol=0.1, atol=1e-9)
+
+    small = gemmi.read_small_structure(str(path))
+    assert len(small.sites) == model.n_sites
+    for x, y in zip(model.sites, small.sites):
+        assert y.label == x.label
+        assert np.allclose(x.xyz, y.fract.tolist(), atol=XYZ_TOL)
+        assert y.occ == pytest.approx(x.occupancy, abs=OCC_TOL)
+        if x.u_aniso is not None:
+            a = y.aniso
+            assert np.allclose(x.u_aniso, [a.u11, a.u22, a.u33, a.u12, a.u13, a.u23], atol=U_TOL)
+        else:
+            assert y.u_iso == pytest.approx(x.u_iso, abs=U_TOL)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pm = CifParser(str(path)).parse_structures(primitive=False)[0]
+        atoms = ase.io.read(str(path))
+    contents = cell_contents_from_sites(model)
+    composition = pm.composition.as_dict()
+    for element, n in contents.items():
+        assert composition.get("H" if element == "D" else element, 0.0) == pytest.approx(n, abs=1e-2)
+
+    # ASE: every site has an image at its position carrying its element and occupancy
+    # (ASE merges sites sharing a position, e.g. a mixed Ag/Na site, into one kind)
+    occupancy = atoms.info["occupancy"]
+    kinds = atoms.arrays["spacegroup_kinds"]
+    frac = atoms.get_scaled_positions(wrap=False)
+
+    def kinds_at(xyz, tol: float = 1e-3) -> set[int]:  # 1e-3: ASE's merging tolerance
+        d = frac - np.array(xyz)
+        d -= np.round(d)
+        return {int(k) for k in kinds[np.abs(d).max(axis=1) < tol]}
+
+    for site in model.sites:
+        here = kinds_at(site.xyz)
+        assert here, site.label
+        found = sum(occupancy[str(k)].get(site.element, 0.0) for k in here)
+        # sites of one element closer than ASE's merging tolerance become one ASE site
+        # that keeps one of their occupancies (fe_perchlorate's Cl1/Cl1', 0.0002 apart)
+        cluster = [
+            o.occupancy for o in model.sites
+            if o.element == site.element and np.allclose(o.xyz, site.xyz, atol=1e-3)
+        ]
+        assert any(found == pytest.approx(v, abs=OCC_TOL) for v in [sum(cluster), *cluster]), site.label
+
+
+@pytest.mark.parametrize("case", REAL_CASES, ids=REAL_CASE_NAMES)
+def test_res_round_trip(case, tmp_path):
+    from shelxfile import Shelxfile
+
+    model = _reference(case)
+    text = structure_res(model, formula=case.formula, z=case.z, wavelength=case.wavelength)
+    path = tmp_path / f"{case.name}.res"
+    path.write_text(text)
+
+    back = load_structure(path)
+    by_label = {s.label.upper(): s for s in back.sites}
+    labels = _unique_labels(model.sites)
+    reordered = back.model_copy(update={"sites": [by_label[lab.upper()] for lab in labels]})
+    _assert_same_sites(model, reordered, "refractor .res")
+    assert back.space_group.hall == model.space_group.hall
+    for x, y in zip(model.sites, reordered.sites):
+        if x.calc and x.riding_on:  # riding H stay riding on the same parent
+            assert y.riding_on is not None and y.riding_on.upper() == labels[[s.label for s in model.sites].index(x.riding_on)].upper()
+
+    shx = Shelxfile()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        shx.read_file(str(path))
+    atoms = {a.name.upper(): a for a in shx.atoms.all_atoms}
+    assert len(atoms) == model.n_sites
+    orders = [s.site_symmetry_order for s in reordered.sites]
+    for lab, x, order in zip(labels, model.sites, orders):
+        a = atoms[lab.upper()]
+        assert a.element.capitalize() == x.element.capitalize() or x.element == "D"
+        assert np.allclose(a.frac_coords, x.xyz, atol=XYZ_TOL)
+        assert a.occupancy * order == pytest.approx(x.occupancy, abs=OCC_TOL)
+        if x.u_aniso is not None:
+            u11, u22, u33, u23, u13, u12 = a.uvals
+            assert np.allclose(x.u_aniso, [u11, u22, u33, u12, u13, u23], atol=U_TOL)
+        elif a.uvals[0] > 0:
+            assert a.uvals[0] == pytest.approx(x.u_iso, abs=U_TOL)
+    assert [float(v) for v in shx.cell[:6]] == pytest.approx(list(model.cell.parameters), abs=1e-5)
+
+
+# --------------------------------------------------------------------------------------
+# symmetry encoding
+# --------------------------------------------------------------------------------------
+
+
+def _settings() -> list[str]:
+    import gemmi
+
+    halls = {gemmi.find_spacegroup_by_number(n).hall for n in range(1, 231)}
+    extra = ["P 1 2/n 1", "P 1 1 21/a", "A 1 2/a 1", "R 3 :R", "R -3 c :R", "P n n n :1", "F d d d :1", "I 41/a :1", "C 1 2/m 1", "B 1 1 2/b"]
+    for name in extra:
+        halls.add(gemmi.SpaceGroup(name).hall)
+    return sorted(halls)
+
+
+def test_shelx_latt_symm_round_trip_all_space_groups():
+    """Encoding as LATT/SYMM and reading back gives the same group, for 230 + extra settings."""
+    failures = []
+    for hall in _settings():
+        sg = SpaceGroupRef.from_symbol(hall)
+        latt, symm = shelx_symmetry(sg)
+        text = "CELL 0.71 10 11 12 90 95 90\nLATT {}\n{}".format(latt, "".join(f"SYMM {t}\n" for t in symm))
+        back = parse_ins(text, "x.ins").space_group()
+        if back.hall != sg.hall and back.gemmi().operations() != sg.gemmi().operations():
+            failures.append((sg.symbol, latt, symm))
+    assert not failures, failures[:3]
+
+
+def test_shelx_latt_conventions():
+    assert shelx_symmetry(SpaceGroupRef.from_symbol("P 1 21/c 1")) == (1, ["-X, Y+1/2, -Z+1/2"])
+    assert shelx_symmetry(SpaceGroupRef.from_symbol("P 21 21 21"))[0] == -1
+    assert shelx_symmetry(SpaceGroupRef.from_symbol("F m -3 m"))[0] == 4
+    assert shelx_symmetry(SpaceGroupRef.from_symbol("C 1 c 1"))[0] == -7
+    assert len(shelx_symmetry(SpaceGroupRef.from_symbol("F m -3 m"))[1]) == 23
+
+
+# --------------------------------------------------------------------------------------
+# numbers, HKLF text, fcf
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value, su, text",
+    [
+        (0.12345, 0.00012, "0.12345(12)"),
+        (6.2256, 0.0008, "6.2256(8)"),
+        (0.1, 0.0196, "0.10(2)"),
+        (102.982, 0.009, "102.982(9)"),
+        (1234.5, 25.0, "1230(30)"),
+        (0.5, None, "0.5"),
+        (0.5, 0.0, "0.5"),
+        (-0.000000001, None, "0"),
+    ],
+)
+def test_with_su(value, su, text):
+    assert with_su(value, su) == text
+
+
+def test_cif_strings():
+    assert cif_string("x,y,z") == "x,y,z"
+    assert cif_string("P 1 21/c 1") == "'P 1 21/c 1'"
+    assert cif_string("_looks_like_a_tag") == "'_looks_like_a_tag'"
+    assert cif_string("two\nlines").startswith(";\n")
+    assert plain(1.0) == "1" and plain(float("nan")) == "?"
+
+
+def test_hklf4_text_round_trip_is_exact():
+    rng = np.random.default_rng(1)
+    hkl = rng.integers(-40, 40, size=(500, 3))
+    hkl[np.all(hkl == 0, axis=1)] = (1, 0, 0)
+    # everything F8.2 can hold: -9999.99 .. 99999.99
+    inten = np.round(rng.uniform(-9999.99, 99999.99, 500) / 10.0 ** rng.integers(0, 5, 500), 2)
+    sigma = np.round(rng.uniform(0.01, 9999.0, 500) / 10.0 ** rng.integers(0, 4, 500) + 0.01, 2)
+    data = ReflectionData(hkl=hkl, intensity=inten, sigma=sigma, batch=rng.integers(1, 30, 500))
+    text, scale = format_hklf4(data)
+    assert scale == 1.0
+    t = parse_hklf(text)
+    assert t.hkl.tolist() == hkl.tolist()
+    assert np.array_equal(t.intensity, inten) and np.array_equal(t.sigma, sigma)
+    assert t.batch.tolist() == data.batch.tolist()
+
+
+def test_hklf4_text_scales_values_that_do_not_fit():
+    data = ReflectionData(hkl=[[1, 0, 0]], intensity=[123456789.0], sigma=[1234.0])
+    text, scale = format_hklf4(data)
+    assert scale == 100.0
+    t = parse_hklf(text)
+    assert t.intensity[0] * scale == pytest.approx(123456789.0, rel=1e-6)
+
+
+def test_fcf_is_read_back_as_reflections(tmp_path):
+    case = next(c for c in REAL_CASES if c.name == "urea")
+    model = _reference(case)
+    hkl = np.array([[1, 0, 0], [1, 1, 0], [2, 0, 1]])
+    text = structure_fcf(model, hkl, [100.0, 50.0, 2.0], [1.0, 2.0, 1.5], [49.0, 26.0, 1.0], scale=2.0, name="urea")
+    assert "_shelx_refln_list_code          4" in text
+    b = read_cif_bundle(text, tmp_path / "u.fcf")
+    r = b.reflections
+    assert r.hkl.tolist() == hkl.tolist()
+    assert r.intensity.tolist() == [50.0, 25.0, 1.0] and r.sigma.tolist() == [0.5, 1.0, 0.75]
+    assert b.space_group.number == case.sg_number
+
+
+# --------------------------------------------------------------------------------------
+# write_structure_outputs
+# --------------------------------------------------------------------------------------
+
+
+def test_write_structure_outputs_complete_and_readable(tmp_path):
+    case = next(c for c in REAL_CASES if c.name == "ethylene_oxide")
+    data = load_reflections(case.reflections)
+    model = _reference(case)
+    refined = RefinedCandidate(
+        structure=model, r1=0.0345, wr2=0.0901, goof=1.042, n_reflections=1010, n_gt=900,
+        n_parameters=44, weight_a=0.05, weight_b=0.12, max_shift_su=0.001, diff_peak=0.21, diff_hole=-0.18,
+        scale=1.7, flack=None,
+    )
+    paths = write_structure_outputs(refined, data, tmp_path / "out", "epoxide")
+    assert set(paths) == {"cif", "res", "fcf"}
+    assert sorted(os.listdir(tmp_path / "out")) == ["epoxide.cif", "epoxide.fcf", "epoxide.res"]  # no temp files
+    cif = paths["cif"].read_text()
+    for tag in (
+        "_refine_ls_R_factor_gt", "_refine_ls_R_factor_all", "_refine_ls_wR_factor_ref",
+        "_refine_ls_goodness_of_fit_ref", "_refine_ls_number_reflns", "_refine_ls_number_parameters",
+        "_refine_ls_weighting_details", "_refine_diff_density_max", "_refine_diff_density_min",
+        "_refine_ls_shift/su_max", "_atom_site_aniso_U_11", "_shelx_res_file", "_shelx_hkl_file",
+        "_space_group_name_Hall", "_atom_site_calc_flag",
+    ):
+        assert tag in cif, tag
+    assert "_refine_ls_R_factor_gt                  0.0345" in cif
+    # the CIF is a complete archive: reflections, model and instructions read back
+    again = load_reflections(paths["cif"])
+    assert again.n == data.n and np.array_equal(again.hkl, data.hkl)
+    assert np.allclose(again.intensity, data.intensity) and np.allclose(again.sigma, data.sigma)
+    assert again.formula == data.formula and again.wavelength == data.wavelength
+    _assert_same_sites(model, load_structure(paths["cif"]), "outputs cif")
+    _assert_same_sites(model, load_structure(paths["res"]), "outputs res")
+    fcf = read_cif_bundle(paths["fcf"].read_text(), paths["fcf"])
+    assert 0 < fcf.reflections.n <= data.n
+
+
+def test_write_structure_outputs_with_given_fc2(tmp_path):
+    case = next(c for c in REAL_CASES if c.name == "nacl")
+    data = load_reflections(case.reflections).subset(np.arange(50))
+    model = _reference(case)
+    refined = RefinedCandidate(structure=model, r1=0.01, wr2=0.03, goof=1.1, n_reflections=50, n_gt=50, n_parameters=3)
+    fc2 = np.full(50, 100.0)
+    paths = write_structure_outputs(refined, data, tmp_path, "nacl", fc2=fc2)
+    b = read_cif_bundle(paths["fcf"].read_text(), paths["fcf"])
+    assert b.reflections.n == 50
+    with pytest.raises(ValueError):
+        write_structure_outputs(refined, data, tmp_path / "x", "nacl", fc2=np.ones(3))
+    assert not (tmp_path / "x").exists() or not any((tmp_path / "x").iterdir())
