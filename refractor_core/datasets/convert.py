@@ -18,6 +18,7 @@ order and multiplicity (kernel).
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +42,15 @@ def cell_from_matrix(lattice: np.ndarray) -> UnitCell:
         return math.degrees(math.acos(float(np.clip(np.dot(u, v) / (np.linalg.norm(u) * np.linalg.norm(v)), -1, 1))))
 
     return UnitCell(a=a, b=b, c=c, alpha=angle(m[1], m[2]), beta=angle(m[0], m[2]), gamma=angle(m[0], m[1]))
+
+
+def _spglib_dataset(lattice, positions, numbers, symprec: float):
+    """spglib's symmetry dataset (None when it finds none), without its deprecation noise."""
+    import spglib
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return spglib.get_symmetry_dataset((lattice, positions, numbers), symprec=symprec)
 
 
 def _triplets(rotations: np.ndarray, translations: np.ndarray) -> list[str]:
@@ -73,16 +83,18 @@ def structure_from_cell(
     numbers = [kinds.index(e) + 1 for e in elements]
     lat = np.asarray(lattice, dtype=np.float64)
     pos = np.mod(np.asarray(positions, dtype=np.float64), 1.0)
-    ds = spglib.get_symmetry_dataset((lat, pos, numbers), symprec=symprec)
+    ds = _spglib_dataset(lat, pos, numbers, symprec)
     if ds is None:
         raise InputError(f"{name}: spglib found no symmetry (bad cell?)")
     try:
         sg = SpaceGroupRef.from_operations(_triplets(ds.rotations, ds.translations))
     except ValueError:
-        lat, pos, nums = spglib.standardize_cell((lat, pos, numbers), to_primitive=False, no_idealize=False, symprec=symprec)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            lat, pos, nums = spglib.standardize_cell((lat, pos, numbers), to_primitive=False, no_idealize=False, symprec=symprec)
         elements = [kinds[n - 1] for n in nums]
         numbers = list(nums)
-        ds = spglib.get_symmetry_dataset((lat, pos, numbers), symprec=symprec)
+        ds = _spglib_dataset(lat, pos, numbers, symprec)
         sg = SpaceGroupRef.from_operations(_triplets(ds.rotations, ds.translations))
     cell = cell_from_matrix(lat)
     reps = sorted(set(int(i) for i in ds.equivalent_atoms))
@@ -142,7 +154,7 @@ def _structure_from_gemmi(path: Path) -> Structure:
     c = ss.cell
     sites = []
     for i, site in enumerate(ss.sites):
-        el = site.element.name if site.element.atomic_number > 0 else normalize_element(site.type_symbol)
+        el = _element_of_type(site.type_symbol or site.label)
         u = site.u_iso if site.u_iso > 0 else DEFAULT_U_ISO
         sites.append(
             Site(label=site.label or f"{el}{i + 1}", element=el, xyz=(site.fract.x, site.fract.y, site.fract.z),
@@ -150,6 +162,25 @@ def _structure_from_gemmi(path: Path) -> Structure:
         )
     cell = UnitCell(a=c.a, b=c.b, c=c.c, alpha=c.alpha, beta=c.beta, gamma=c.gamma)
     return Structure(cell=cell, space_group=sg, sites=sites, name=Path(path).stem)
+
+
+def _element_of_type(type_symbol: str) -> str:
+    """The element of a CIF type symbol; molecular pseudo-atoms ('NH4', 'H2O', 'OH-') give
+    their heaviest non-H element (AFLOW prototypes use them for disordered groups)."""
+    import re
+
+    text = re.sub(r"[0-9.+-]+$", "", type_symbol.strip())
+    if re.fullmatch(r"[A-Z][a-z]?", text):
+        return normalize_element(text)
+    from ..crystal.formula import atomic_number, parse_formula
+
+    try:
+        parts = [e for e in parse_formula(text.replace("(", " ").replace(")", " ")) if e not in ("H", "D")]
+    except InputError:
+        parts = []
+    if not parts:
+        return normalize_element(text)
+    return max(parts, key=atomic_number)
 
 
 def structure_from_cif(path: str | Path, *, u_iso: float | None = None) -> Structure:
@@ -215,7 +246,7 @@ def annotate(structure: Structure, *, symprec: float = 0.05) -> list[SiteAnnotat
 
         pos, owner = expand_cell(structure)
         lat = orthogonalization_matrix(structure.cell).T  # rows a, b, c
-        ds = spglib.get_symmetry_dataset((lat, pos, (owner + 1).tolist()), symprec=symprec)
+        ds = _spglib_dataset(lat, pos, (owner + 1).tolist(), symprec)
         if ds is not None and ds.number == structure.space_group.number:
             first = {}
             for j, o in enumerate(owner):

@@ -37,6 +37,9 @@ from ..types import Structure
 
 Kind = Literal["inorganic", "organic", "metal-organic"]
 
+#: heaviest element with tabulated X-ray form factors used here (Cf)
+MAX_Z = 98
+
 #: metals (for the organic / metal-organic distinction)
 NON_METALS = frozenset("H He B C N O F Ne Si P S Cl Ar Ge As Se Br Kr Sb Te I Xe At Rn D".split())
 
@@ -166,6 +169,11 @@ def make_record(structure: Structure, task: StructureTask, group: str, origin: s
     from ..simulation.composition import formula_and_z
     from .convert import annotate
 
+    from ..crystal.formula import atomic_number
+
+    heavy = sorted({s.element for s in structure.sites if atomic_number(s.element) > MAX_Z})
+    if heavy:
+        raise ValueError(f"elements without X-ray form factors: {', '.join(heavy)}")
     formula, z, contents = formula_and_z(structure)
     info = [SiteInfo(**a.__dict__) for a in annotate(structure)]
     rid = f"{task.source}:{Path(task.key).stem if '/' in task.key else task.key}"
