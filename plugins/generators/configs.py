@@ -13,10 +13,11 @@ class ChargeFlipConfig(ComponentConfig):
     """Options of the `charge-flip` generator.
 
     max_trials: flipping trials from random phases (each with its own seed) at most;
-    min_converged: trials stop early once this many (and at least k) have converged;
+    min_converged: trials stop early once this many have reached the same solution;
     max_cycles: flipping cycles per trial; delta: "auto" (Superflip-style: adapted to keep
     the total/flipped charge ratio in [0.8, 1]) or a fixed multiple of the map's sigma;
-    normalization: flip |E| ("E") or |F| ("F"); sharpening: B (Å²) applied as
+    normalization: flip |E| ("E"), |F| ("F") or alternate trials between the two
+    ("auto": F first; both find the same solutions, each more reliably on some structures); sharpening: B (Å²) applied as
     exp(+B s²) to the flipped amplitudes (negative damps); weak_fraction: weakest fraction
     of reflections whose phase is shifted by π/2 instead of being given |A|; grid_sampling:
     flipping grid spacing as a fraction of d_min; peak_sampling: the same for the
@@ -29,7 +30,7 @@ class ChargeFlipConfig(ComponentConfig):
     min_converged: int = Field(default=3, ge=1)
     max_cycles: int = Field(default=600, ge=20)
     delta: Literal["auto"] | float = "auto"
-    normalization: Literal["E", "F"] = "E"
+    normalization: Literal["auto", "E", "F"] = "auto"
     sharpening: float = 0.0
     weak_fraction: float = Field(default=0.2, ge=0.0, lt=1.0)
     grid_sampling: float = Field(default=0.5, gt=0.1, le=0.6)

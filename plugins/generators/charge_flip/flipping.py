@@ -113,6 +113,7 @@ class FlipResult:
     transition_cycle: int | None
     seconds: float
     r_trace: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0))
+    normalization: str = ""
 
     def stats(self) -> dict:
         """JSON-friendly trial statistics."""
@@ -126,6 +127,7 @@ class FlipResult:
             "charge_ratio": round(float(self.charge_ratio), 3),
             "flipped_fraction": round(float(self.flipped_fraction), 3),
             "seconds": round(float(self.seconds), 3),
+            "normalization": self.normalization,
         }
 
 
@@ -185,18 +187,13 @@ def run_trial(problem: FlipProblem, settings: FlipSettings, rng: np.random.Gener
     transition: int | None = None
     stop_at = settings.max_cycles
     g_obs = cur
-    charge_ratio = float("nan")
-    flipped_fraction = float("nan")
     n = 0
     lo, hi = settings.charge_ratio_range
     for n in range(settings.max_cycles):
         below = rho < delta
         if adaptive and transition is None and n > 0 and n % settings.delta_adapt_interval == 0:
-            c_tot = float(rho.sum())
-            c_flip = float(-rho[below].sum()) if below.any() else 0.0
-            c_flip = abs(c_flip) if c_flip != 0 else 1e-30
-            # total over flipped charge (Superflip's criterion, c_flip as |Σ ρ<δ|)
-            ratio = c_tot / float(np.abs(rho[below]).sum() or 1e-30)
+            # total charge over flipped charge (Superflip's criterion)
+            ratio = float(rho.sum()) / float(np.abs(rho[below]).sum() or 1e-30)
             if ratio < lo:
                 delta *= 0.9
             elif ratio > hi:

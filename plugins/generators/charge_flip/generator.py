@@ -156,7 +156,7 @@ class ChargeFlipGenerator(Generator):
                     "map_grid": list(shape),
                     "flip_seconds_total": round(solutions.seconds, 3),
                     "interpret_seconds": round(time.perf_counter() - tc, 3),
-                    "normalization": cfg.normalization,
+                    "normalization": trial.normalization,
                 }
             )
             candidates.append(
@@ -193,21 +193,23 @@ class ChargeFlipGenerator(Generator):
         else:
             z = float(sym.n)
             comp = None
-        if cfg.normalization == "E":
-            amp = normalized_e(mdata, patt, comp)
-            amp = np.minimum(amp, 6.0)  # a few outliers would otherwise dominate the map
-        else:
-            amp = np.sqrt(np.clip(mdata.intensity, 0.0, None))
+        e_amp = np.minimum(normalized_e(mdata, patt, comp), 6.0)  # outliers would dominate the map
+        f_amp = np.sqrt(np.clip(mdata.intensity, 0.0, None))
+        f_amp = f_amp / (np.sqrt(np.mean(f_amp**2)) or 1.0)
         if cfg.sharpening:
-            amp = amp * np.exp(cfg.sharpening * stol_of(data.cell, mdata.hkl) ** 2)
+            sharpen = np.exp(cfg.sharpening * stol_of(data.cell, mdata.hkl) ** 2)
+            e_amp, f_amp = e_amp * sharpen, f_amp * sharpen
+        kinds = {"E": ["E"], "F": ["F"], "auto": ["F", "E"]}[cfg.normalization]
         d_min = float(d_spacing(data.cell, mdata.hkl).min())
         exp = expand_indices_to_p1(mdata.hkl, patt)
-        amp_p1 = amp[exp.source]
         shape = grid_shape(data.cell, d_min, sampling=cfg.grid_sampling, hkl=exp.hkl)
-        problem = FlipProblem.build(exp.hkl, amp_p1, shape, weak_fraction=cfg.weak_fraction)
+        problems = {
+            kind: FlipProblem.build(exp.hkl, (e_amp if kind == "E" else f_amp)[exp.source], shape, weak_fraction=cfg.weak_fraction)
+            for kind in kinds
+        }
+        problem = problems[kinds[0]]
         settings = FlipSettings(max_cycles=cfg.max_cycles, delta=cfg.delta)
         trials: list[FlipResult] = []
-        need = max(cfg.min_converged, k)
         for i in range(cfg.max_trials):
             rng = np.random.default_rng([int(seed), i])
             remaining = cfg.time_limit_s - (time.perf_counter() - t0)
@@ -215,12 +217,13 @@ class ChargeFlipGenerator(Generator):
                 log.warning("charge-flip: time limit %.0f s reached after %d trials", cfg.time_limit_s, i)
                 break
             settings.time_limit_s = remaining
-            trials.append(run_trial(problem, settings, rng))
+            kind = kinds[i % len(kinds)]
+            result = run_trial(problems[kind], settings, rng)
+            result.normalization = kind
+            trials.append(result)
             groups = _group_solutions(problem, trials)
-            converged_groups = [g for g in groups if trials[g[0]].converged]
-            n_conv = sum(t.converged for t in trials)
-            # enough converged trials, and the best solution found more than once (or k distinct ones)
-            if n_conv >= need and (len(converged_groups[0]) >= 2 or len(converged_groups) >= k):
+            # the same solution reached from independent random starts: it is the answer
+            if len(groups[0]) >= cfg.min_converged:
                 break
         groups = _group_solutions(problem, trials)
         out = P1Solutions(
@@ -245,8 +248,8 @@ def _heavy_counts(formula: str) -> dict[str, float]:
 def _group_solutions(problem: FlipProblem, trials: list[FlipResult]) -> list[list[int]]:
     """Trials grouped by solution (origin- and enantiomorph-free), best group first.
 
-    Groups are ordered converged first, then by the number of trials that found them (a
-    solution found repeatedly is the likely one), then by the best R of their members.
+    Groups are ordered by the number of trials that found them (a solution reached
+    repeatedly from random phases is the likely one), then converged first, then by R.
     """
     order = sorted(range(len(trials)), key=lambda i: (not trials[i].converged, trials[i].r))
     groups: list[list[int]] = []
@@ -257,7 +260,7 @@ def _group_solutions(problem: FlipProblem, trials: list[FlipResult]) -> list[lis
                 break
         else:
             groups.append([i])
-    groups.sort(key=lambda g: (not trials[g[0]].converged, -len(g), trials[g[0]].r))
+    groups.sort(key=lambda g: (-len(g), not any(trials[i].converged for i in g), trials[g[0]].r))
     return groups
 
 
