@@ -600,11 +600,13 @@ def _guess_riding_parents(sites: list[Site], cell: UnitCell) -> list[Site]:
         return sites
     from refractor_core.crystal.cell import cartesian
 
-    xyz = cartesian(cell, np.array([s.xyz for s in sites], dtype=np.float64))
+    with np.errstate(over="ignore", invalid="ignore"):
+        xyz = cartesian(cell, np.array([s.xyz for s in sites], dtype=np.float64))
     out = list(sites)
     for i in todo:
         h = sites[i]
-        d = np.linalg.norm(xyz[heavy] - xyz[i], axis=1)
+        with np.errstate(over="ignore", invalid="ignore"):
+            d = np.nan_to_num(np.linalg.norm(xyz[heavy] - xyz[i], axis=1), nan=np.inf)
         for j in np.argsort(d):
             if d[j] > MAX_RIDING_BOND:
                 break

@@ -256,22 +256,20 @@ def f_to_f2(f: np.ndarray, sigma_f: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 
 
 def sniff_hklf_text(text: str) -> float:
-    """Confidence that text is a SHELX reflection file (first data lines parse as rows)."""
+    """Confidence that text is a SHELX reflection file (its first lines parse as rows)."""
     lines = [ln.rstrip() for ln in text.split("\n") if ln.strip()]
-    if not lines:
-        return 0.0
-    if lines[-1] and len(text) >= 4000:  # the head may end inside a row
+    if lines and len(text) >= 4000:  # the head may end inside a row
         lines = lines[:-1]
     sample = lines[:20]
     if not sample:
         return 0.0
-    good = sum(1 for ln in sample if _fixed_fields(ln) is not None or _free_fields(ln) is not None)
-    frac = good / len(sample)
-    if frac >= 0.9:
+    ok = [_fixed_fields(ln) is not None or _free_fields(ln) is not None for ln in sample]
+    frac = sum(ok) / len(sample)
+    if ok[0] and frac >= 0.9:
         return 0.8
-    if frac >= 0.5 and good >= 3:
+    if frac >= 0.5:
         return 0.5
-    return 0.0
+    return 0.2 if any(ok) else 0.0
 
 
 class ShelxHklReader(HKLReader):
@@ -291,7 +289,7 @@ class ShelxHklReader(HKLReader):
             return 0.0
         score = sniff_hklf_text(text)
         if score and Path(path).suffix.lower() in self.suffixes:
-            score += 0.05
+            score = max(score + 0.05, 0.35)  # a damaged .hkl is still read, to name the bad line
         return score
 
     @guarded
