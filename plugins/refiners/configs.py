@@ -1,0 +1,90 @@
+"""Configuration of the built-in refiners (light: pydantic and refractor_core only).
+
+Imported by the registration module, so it must not import torch, numpy-heavy code or
+the refiner implementation.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from refractor_core.interfaces import ComponentConfig
+
+Auto = Literal["auto"]
+
+
+class LsqConfig(ComponentConfig):
+    """Options of the `lsq` least-squares refiner (SHELXL-style refinement on F²)."""
+
+    max_cycles: int = Field(60, ge=0, le=1000, description="Largest total number of least-squares cycles.")
+    anisotropic: bool | Auto = Field(
+        "auto",
+        description="Anisotropic ADPs for non-H atoms; 'auto': when there are at least "
+        "8 reflections per parameter of the anisotropic model.",
+    )
+    riding_h: bool | Auto = Field(
+        "auto", description="Place riding H atoms geometrically; 'auto': when the formula contains H."
+    )
+    keep_h: bool = Field(
+        False,
+        description="Keep the starting model's H atoms as given (refined as riding on their "
+        "nearest parent) instead of re-placing them.",
+    )
+    refine_occupancies: bool | Auto = Field(
+        "auto",
+        description="Refine occupancies: 'auto' refines the fractions of mixed sites (two "
+        "elements sharing one position, their sum kept); True also frees isolated "
+        "partially occupied atoms; False keeps every occupancy as given.",
+    )
+    extinction: bool | Auto = Field(
+        "auto",
+        description="Refine SHELXL's extinction parameter; 'auto': when the starting model's "
+        "instructions refine EXTI, or, without instructions, when it is significant.",
+    )
+    flack: bool | Auto = Field(
+        "auto",
+        description="Absolute structure: 'auto' refines the inversion-twin fraction when the "
+        "instructions hold an inversion TWIN and otherwise estimates the Flack parameter "
+        "after refinement (non-centrosymmetric groups only); True always refines it as an "
+        "inversion-twin fraction; False skips it.",
+    )
+    complete: bool | Auto = Field(
+        "auto",
+        description="Difference-Fourier model completion (add missing atoms, drop spurious "
+        "ones, reassign elements); 'auto': when the model has fewer non-H atoms than the "
+        "formula asks for or came from a generator.",
+    )
+    completion_rounds: int = Field(6, ge=0, le=50, description="Largest number of completion rounds.")
+    weighting: Literal["shelxl", "sigma"] = Field(
+        "shelxl", description="'shelxl': w = 1/[σ² + (aP)² + bP] with a, b optimised; 'sigma': w = 1/σ²."
+    )
+    weights: tuple[float, float] | None = Field(
+        None, description="Fixed SHELXL weighting (a, b) instead of optimising them."
+    )
+    damping: float = Field(1e-3, ge=0.0, le=1e6, description="Initial Levenberg-Marquardt damping (relative).")
+    matrix: Literal["auto", "full", "blocked"] = Field(
+        "auto", description="Normal matrix: full, or blocked by atom groups; 'auto': blocked above full_matrix_limit parameters."
+    )
+    full_matrix_limit: int = Field(600, ge=10, description="Largest parameter count refined full-matrix with matrix='auto'.")
+    block_size: int = Field(240, ge=20, description="Approximate parameters per block in blocked refinement.")
+    convergence: float = Field(0.05, gt=0.0, description="Stop when the largest |shift|/su is below this.")
+    special_tolerance: float = Field(
+        0.2, gt=0.0, le=0.6, description="Distance (Å) within which an atom is moved onto a special position."
+    )
+    h_distances: Literal["low-temperature", "room-temperature"] = Field(
+        "low-temperature", description="SHELXL AFIX X-H distances for data at low or room temperature."
+    )
+    ignore_instructions: bool = Field(
+        False, description="Ignore the published refinement's OMIT/SHEL/TWIN/BASF/EXTI/WGHT records."
+    )
+    anomalous: bool = Field(True, description="Include anomalous dispersion (f′, f″) for the data's wavelength.")
+    threads: int | None = Field(
+        None, ge=1, le=256,
+        description="torch threads while refining; None: one thread for small problems "
+        "(faster than several on shared CPUs), torch's default for large ones.",
+    )
+    fit_rotating_groups: bool = Field(
+        True, description="Fit CH3/NH3/OH torsions to the difference density (else staggered)."
+    )

@@ -1,0 +1,217 @@
+"""Difference-Fourier model completion: add missing atoms, drop spurious ones, fix elements.
+
+A round (isotropic model, no H) does, in order:
+
+1. *Scattering power of each site*: positions and U fixed (U at the median of the model),
+   one free occupancy per atom; occupancy × Z estimates the electrons at the site.
+2. *Spurious atoms* are dropped: sites with almost no electrons (< 2.5 e), a refined
+   U_iso above 0.2 Å², or closer than 0.85 Å to a stronger site.
+3. *Elements* are assigned from the formula, count-constrained: sites sorted by their
+   electron estimate take the formula's elements heaviest first; an atom changes element
+   only when its estimate is closer to the new element's Z (a too-small U on a C says it
+   is heavier, a huge U says lighter or wrong).
+4. *Missing atoms* come from difference-map peaks (symmetry-unique, ≥ 4σ of the map and
+   ≥ 1 e/Å³, 1.1-3.3 Å from an atom, ≥ 1.0 Å from all atoms), as many as the formula
+   still lacks, as the most plentiful missing element.
+5. A few isotropic least-squares cycles.
+
+Rounds stop when nothing changes, the formula is complete, or the cycle budget is used.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from refractor_core.crystal.cell import orthogonalization_matrix
+from refractor_core.crystal.formula import atomic_number
+
+from .driver import Driver, Observed
+from .maps import difference_peaks
+from .model import WorkingModel, is_hydrogen
+from .parameters import Parameterisation
+
+ROUND_CYCLES = 6
+MIN_ELECTRONS = 2.5
+MAX_U = 0.2
+MIN_DISTANCE = 0.85
+PEAK_SIGMA = 4.0
+PEAK_MIN = 1.0
+BOND_MIN, BOND_MAX = 1.1, 3.3
+
+
+def difference_peaks_and_holes(refinement, model: WorkingModel, max_peaks: int = 10) -> tuple[float, float, list[dict]]:
+    """Highest peak, deepest hole (e/Å³) and the strongest peaks with their nearest atom."""
+    rho, peaks = difference_peaks(refinement, model, max_peaks=max_peaks)
+    out = []
+    for p in peaks:
+        j, d = nearest_atom(model, p.xyz)
+        out.append({"xyz": [float(v) for v in p.xyz], "height": float(p.height),
+                    "nearest": model.labels[j] if j >= 0 else None, "distance": float(d)})
+    return float(rho.max()), float(rho.min()), out
+
+
+def nearest_atom(model: WorkingModel, xyz: np.ndarray, atoms: np.ndarray | None = None) -> tuple[int, float]:
+    """(index, distance Å) of the nearest atom image to a fractional position."""
+    idx = np.arange(model.n) if atoms is None else np.asarray(atoms, dtype=np.int64)
+    if len(idx) == 0:
+        return -1, math.inf
+    m = orthogonalization_matrix(model.cell)
+    img = model.symmetry.images(model.xyz[idx])  # (n, s, 3)
+    d = img - np.asarray(xyz)[None, None, :]
+    d -= np.round(d)
+    dist = np.linalg.norm(d @ m.T, axis=-1).min(axis=1)
+    k = int(np.argmin(dist))
+    return int(idx[k]), float(dist[k])
+
+
+def electrons_per_site(refinement, model: WorkingModel, u_common: float) -> np.ndarray:
+    """Electron estimate of each non-H atom: free occupancy × Z with fixed xyz and U."""
+    probe = model.copy()
+    heavy = np.array([not is_hydrogen(e) for e in probe.elements])
+    probe.make_isotropic(np.ones(probe.n, dtype=bool))
+    probe.u_iso[heavy] = u_common
+    fixed = {i for i in range(probe.n) if not heavy[i]}
+
+    def build(m: WorkingModel) -> Parameterisation:
+        return Parameterisation.build(m, occupancy_only=True, fixed_atoms=fixed)
+
+    drv = Driver(refinement.calc, Observed(refinement.fo2, refinement.sigma), refinement.settings, build,
+                 lambda m: None, lambda s: None)
+    res = drv.run(probe, 4, "occupancy", convergence=0.1)
+    z = np.array([atomic_number(e) for e in model.elements], dtype=np.float64)
+    return res.model.occupancy * z
+
+
+def _formula_budget(expected: dict[str, float]) -> list[tuple[str, float]]:
+    """(element, atoms per asymmetric unit) of the non-H elements, heaviest first."""
+    items = [(e, v) for e, v in expected.items() if not is_hydrogen(e) and v > 0]
+    return sorted(items, key=lambda t: -atomic_number(t[0]))
+
+
+def assign_elements(model: WorkingModel, electrons: np.ndarray, expected: dict[str, float], movable: np.ndarray) -> list[str]:
+    """Count-constrained element assignment; returns log lines of the changes made."""
+    budget = dict(_formula_budget(expected))
+    if not budget:
+        return []
+    order = np.argsort(-electrons, kind="stable")
+    elements_by_z = [e for e, _ in _formula_budget(expected)]
+    remaining = dict(budget)
+    # fixed atoms use their own element's budget first
+    for i in range(model.n):
+        if not movable[i] and model.elements[i] in remaining:
+            remaining[model.elements[i]] -= model.occupancy[i] / max(model.order[i], 1)
+    changes = []
+    for i in order:
+        if not movable[i]:
+            continue
+        w = 1.0 / max(model.order[i], 1)
+        pick = None
+        for e in elements_by_z:
+            if remaining[e] >= 0.5 * w - 1e-9:
+                pick = e
+                break
+        if pick is None:
+            pick = elements_by_z[-1]
+        remaining[pick] -= w
+        old = model.elements[i]
+        if pick != old:
+            z_old, z_new = atomic_number(old), atomic_number(pick)
+            if abs(electrons[i] - z_new) < abs(electrons[i] - z_old):
+                changes.append(f"{model.labels[i]}: {old} -> {pick} ({electrons[i]:.1f} e at the site)")
+                model.elements[i] = pick
+    return changes
+
+
+def complete_model(refinement, model: WorkingModel, budget: int) -> tuple[WorkingModel, int]:
+    """Completion rounds (see module docstring); returns the model and the cycles used."""
+    from .refiner import expected_asu_counts
+
+    expected = expected_asu_counts(refinement.data, model)
+    cfg = refinement.cfg
+    used = 0
+    driver = refinement.driver
+    for rnd in range(cfg.completion_rounds):
+        if budget - used <= 0:
+            break
+        changed = False
+        m = model.copy()
+        heavy = np.array([not is_hydrogen(e) for e in m.elements])
+        movable = heavy & (m.part == 0) & (m.occupancy > 0.99) & (m.riding < 0)
+        u_common = float(np.median(m.u_iso[heavy])) if heavy.any() else 0.03
+        u_common = min(max(u_common, 0.01), 0.08)
+        electrons = electrons_per_site(refinement, m, u_common)
+        # spurious atoms
+        drop = np.zeros(m.n, dtype=bool)
+        for i in np.nonzero(movable)[0]:
+            if electrons[i] < MIN_ELECTRONS or m.u_iso[i] > MAX_U:
+                drop[i] = True
+        cart_m = orthogonalization_matrix(m.cell)
+        for i in np.nonzero(movable & ~drop)[0]:
+            others = np.nonzero(heavy & ~drop & (np.arange(m.n) != i))[0]
+            if not len(others):
+                continue
+            j, d = nearest_atom(m, m.xyz[i], others)
+            if d < MIN_DISTANCE and electrons[i] <= electrons[j] and movable[i]:
+                drop[i] = True
+        if drop.any():
+            refinement.log(f"completion round {rnd + 1}: removed {', '.join(m.labels[i] for i in np.nonzero(drop)[0])}")
+            keep = ~drop
+            electrons = electrons[keep]
+            movable = movable[keep]
+            m.remove_atoms(drop)
+            changed = True
+        # elements
+        if expected:
+            lines = assign_elements(m, electrons, expected, movable)
+            if lines:
+                refinement.log(f"completion round {rnd + 1}: elements " + "; ".join(lines))
+                changed = True
+        # missing atoms
+        added = _add_peaks(refinement, m, expected, u_common, rnd)
+        changed = changed or added > 0
+        if not changed:
+            break
+        res = driver.run(m, min(ROUND_CYCLES, budget - used), "complete", convergence=0.2)
+        used += res.cycles
+        model = res.model
+    return model, used
+
+
+def _add_peaks(refinement, m: WorkingModel, expected: dict[str, float], u_common: float, rnd: int) -> int:
+    heavy_idx = np.array([i for i in range(m.n) if not is_hydrogen(m.elements[i])], dtype=np.int64)
+    have = float(sum(m.occupancy[i] / max(m.order[i], 1) for i in heavy_idx))
+    want = float(sum(v for e, v in expected.items() if not is_hydrogen(e))) if expected else None
+    if want is not None and have >= want - 0.5:
+        return 0
+    n_want = int(math.ceil(want - have)) if want is not None else 4
+    rho, peaks = difference_peaks(refinement, m, max_peaks=3 * n_want + 10)
+    sigma = float(rho.std())
+    counts: dict[str, float] = {}
+    for i in heavy_idx:
+        counts[m.elements[i]] = counts.get(m.elements[i], 0.0) + m.occupancy[i] / max(m.order[i], 1)
+    missing = {e: v - counts.get(e, 0.0) for e, v in expected.items() if not is_hydrogen(e)} if expected else {}
+    added = []
+    for p in peaks:
+        if len(added) >= n_want:
+            break
+        if p.height < max(PEAK_SIGMA * sigma, PEAK_MIN):
+            break
+        j, d = nearest_atom(m, p.xyz)
+        if d < 1.0:
+            continue
+        if len(heavy_idx):
+            _, dh = nearest_atom(m, p.xyz, heavy_idx)
+            if not (BOND_MIN <= dh <= BOND_MAX):
+                continue
+        element = max(missing, key=lambda e: missing[e]) if missing else "C"
+        label = m.unique_label(element)
+        m.add_atom(label, element, p.xyz, u_iso=u_common, special_tolerance=0.15)
+        if missing:
+            missing[element] -= 1.0 / max(p.site_order, 1)
+        added.append(f"{label} ({p.height:.2f} e/Å³)")
+        heavy_idx = np.append(heavy_idx, m.n - 1)
+    if added:
+        refinement.log(f"completion round {rnd + 1}: added {', '.join(added)}")
+    return len(added)

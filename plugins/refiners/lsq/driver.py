@@ -1,0 +1,213 @@
+"""Least-squares cycles: Levenberg-Marquardt steps, full or blocked matrix, shift/su.
+
+A cycle linearises the model at the current parameters with the weights fixed, solves the
+damped normal equations (N + λ diag N) δ = Jᵀw r, and accepts the step only if Σ w r²
+decreases (otherwise λ grows tenfold and the step is retried). In blocked mode a cycle
+visits every block of site groups in turn, each block together with the overall
+parameters (scale, extinction, twin fractions), as SHELXL's BLOC does. Convergence: the
+largest |shift|/su of a cycle falls below the threshold (SHELXL's criterion).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from refractor_core.errors import RefinementError
+
+from .least_squares import IntensityCalculator, covariance, normal_equations, objective, solve_damped
+from .model import WorkingModel
+from .parameters import Parameterisation
+from .weighting import weights_for
+
+MAX_ATTEMPTS = 8
+DAMPING_MIN = 1e-7
+DAMPING_MAX = 1e8
+
+
+@dataclass
+class CycleRecord:
+    """Figures of one least-squares cycle (for the refinement log)."""
+
+    cycle: int
+    stage: str
+    wr2: float
+    goof: float
+    max_shift_su: float
+    worst: str
+    damping: float
+    n_parameters: int
+    seconds: float
+
+    def line(self) -> str:
+        return (
+            f"cycle {self.cycle:3d} [{self.stage}] wR2 {self.wr2:.4f} GooF {self.goof:.3f} "
+            f"max shift/su {self.max_shift_su:.3f} ({self.worst}) λ {self.damping:.1e} "
+            f"{self.n_parameters} parameters {self.seconds:.1f} s"
+        )
+
+
+@dataclass
+class StageResult:
+    model: WorkingModel
+    cycles: int
+    converged: bool
+    max_shift_su: float
+    records: list[CycleRecord] = field(default_factory=list)
+
+
+@dataclass
+class Observed:
+    """The observations a refinement fits (merged Fo², σ)."""
+
+    fo2: np.ndarray
+    sigma: np.ndarray
+
+
+@dataclass
+class Settings:
+    scheme: str = "shelxl"
+    a: float = 0.1
+    b: float = 0.0
+    damping: float = 1e-3
+    matrix: str = "full"
+    block_size: int = 240
+    convergence: float = 0.05
+
+
+class Driver:
+    """Runs least-squares cycles on a model for one stage of a refinement."""
+
+    def __init__(
+        self,
+        calc: IntensityCalculator,
+        obs: Observed,
+        settings: Settings,
+        build_parameters: Callable[[WorkingModel], Parameterisation],
+        after_shift: Callable[[WorkingModel], None],
+        log: Callable[[str], None],
+    ):
+        self.calc = calc
+        self.obs = obs
+        self.settings = settings
+        self.build_parameters = build_parameters
+        self.after_shift = after_shift
+        self.log = log
+        self.damping = settings.damping
+        self.cycle_count = 0
+
+    # -- weights -----------------------------------------------------------------------
+    def weights(self, model: WorkingModel, fc2c: np.ndarray | None = None) -> np.ndarray:
+        m, _ = self.calc.model_intensities(model, fc2c)
+        s = self.settings
+        return weights_for(self.obs.fo2, self.obs.sigma, m, model.scale, s.a, s.b, s.scheme)
+
+    # -- cycles ------------------------------------------------------------------------
+    def run(self, model: WorkingModel, max_cycles: int, stage: str, convergence: float | None = None) -> StageResult:
+        """Cycles until max shift/su < convergence or `max_cycles`."""
+        conv = self.settings.convergence if convergence is None else convergence
+        records: list[CycleRecord] = []
+        last = math.inf
+        converged = False
+        done = 0
+        for _ in range(max_cycles):
+            t0 = time.perf_counter()
+            model, rec = self.cycle(model, stage)
+            rec.seconds = time.perf_counter() - t0
+            records.append(rec)
+            self.log(rec.line())
+            done += 1
+            last = rec.max_shift_su
+            if last < conv:
+                converged = True
+                break
+        return StageResult(model, done, converged, last, records)
+
+    def cycle(self, model: WorkingModel, stage: str) -> tuple[WorkingModel, CycleRecord]:
+        """One least-squares cycle (one pass over all blocks)."""
+        self.cycle_count += 1
+        params = self.build_parameters(model)
+        fc2c0 = self.calc.fc2_components(model)
+        w = self.weights(model, fc2c0)
+        n_obs = len(self.obs.fo2)
+        blocks: list[list[int] | None]
+        if self.settings.matrix == "blocked":
+            blocks = list(params.blocks(self.settings.block_size)) or [None]
+        else:
+            blocks = [None]
+        worst_ratio, worst_name = 0.0, "-"
+        chi2_start = None
+        for block in blocks:
+            params = self.build_parameters(model)
+            ne = normal_equations(self.calc, params, self.obs.fo2, w, block)
+            if chi2_start is None:
+                chi2_start = ne.chi2
+            s2 = ne.chi2 / max(n_obs - params.n, 1)
+            accepted = None
+            for _ in range(MAX_ATTEMPTS):
+                try:
+                    shift = solve_damped(ne.matrix, ne.rhs, self.damping)
+                except (np.linalg.LinAlgError, ValueError):
+                    self.damping = min(self.damping * 10.0, DAMPING_MAX)
+                    continue
+                if not np.all(np.isfinite(shift)):
+                    self.damping = min(self.damping * 10.0, DAMPING_MAX)
+                    continue
+                trial = params.apply(shift, ne.columns)
+                self.after_shift(trial)
+                try:
+                    val, _ = objective(self.calc, trial, self.obs.fo2, w)
+                except RefinementError:
+                    val = math.inf
+                if val <= ne.chi2 * (1.0 + 1e-12):
+                    accepted = (trial, shift)
+                    self.damping = max(self.damping / 10.0, DAMPING_MIN)
+                    break
+                self.damping = min(self.damping * 10.0, DAMPING_MAX)
+            if accepted is None:
+                continue  # no step lowers the sum of squares: this block is at its minimum
+            model, shift = accepted
+            cov, _ = covariance(ne.matrix, s2)
+            su = np.sqrt(np.clip(np.diag(cov), 0.0, None))
+            ratio = np.where(su > 0, np.abs(shift) / np.where(su > 0, su, 1.0), 0.0)
+            if len(ratio):
+                j = int(np.argmax(ratio))
+                if ratio[j] > worst_ratio:
+                    worst_ratio = float(ratio[j])
+                    worst_name = params.describe(int(ne.columns[j]))
+        fc2c1 = self.calc.fc2_components(model)
+        m, _ = self.calc.model_intensities(model, fc2c1)
+        w1 = self.weights(model, fc2c1)
+        chi2 = float(np.sum(w1 * (self.obs.fo2 - m) ** 2))
+        n_par = self.build_parameters(model).n
+        wr2 = float(np.sqrt(chi2 / max(np.sum(w1 * self.obs.fo2**2), 1e-300)))
+        goof = float(np.sqrt(chi2 / max(n_obs - n_par, 1)))
+        rec = CycleRecord(self.cycle_count, stage, wr2, goof, worst_ratio, worst_name, self.damping, n_par, 0.0)
+        return model, rec
+
+    # -- standard uncertainties ----------------------------------------------------------
+    def uncertainties(self, model: WorkingModel) -> tuple[Parameterisation, np.ndarray, float, list[int]]:
+        """(parameters, their covariance (blocks filled only in blocked mode), S², singular ones)."""
+        params = self.build_parameters(model)
+        w = self.weights(model)
+        n_obs = len(self.obs.fo2)
+        cov = np.zeros((params.n, params.n))
+        blocks: list[list[int] | None]
+        if self.settings.matrix == "blocked":
+            blocks = list(params.blocks(self.settings.block_size)) or [None]
+        else:
+            blocks = [None]
+        s2 = None
+        singular: list[int] = []
+        for block in blocks:
+            ne = normal_equations(self.calc, params, self.obs.fo2, w, block)
+            if s2 is None:
+                s2 = ne.chi2 / max(n_obs - params.n, 1)
+            c, bad = covariance(ne.matrix, s2)
+            cov[np.ix_(ne.columns, ne.columns)] = c
+            singular.extend(int(ne.columns[b]) for b in bad)
+        return params, cov, float(s2 or 0.0), sorted(set(singular))

@@ -1,0 +1,661 @@
+"""Riding hydrogen atoms placed geometrically, as SHELXL's AFIX/HFIX does.
+
+Connectivity of the non-H atoms comes from covalent radii (gemmi) over all symmetry images
+(a cKDTree per refinement); each C, N and O atom's hybridisation is judged from the number
+of its neighbours, their angles and bond lengths, and hydrogens are placed with SHELXL's
+geometry and X-H distances:
+
+    AFIX 137 CH3 / NH3+   AFIX 23 CH2   AFIX 13 CH   AFIX 43 aromatic CH, sp2 NH
+    AFIX 93  =CH2 / NH2   AFIX 163 ≡CH  AFIX 147 OH
+
+U_iso(H) = 1.5 U_eq(parent) for CH3, NH3 and OH, 1.2 U_eq(parent) otherwise. Groups that
+are certain from the geometry (CH, CH2, CH3, aromatic CH) are always placed; groups that
+depend on the protonation state (OH, NH, NH2, NH3) are placed in order of the difference
+density at their predicted H positions until the formula's H count is reached (or by the
+default chemistry when the formula does not say). Rotating groups (CH3, NH3, OH) take the
+torsion with the most difference density, where the data show one. H atoms are re-placed
+after every least-squares shift (`update_riding`), and their coordinate derivatives are
+added to the parent's (the riding model).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from refractor_core.crystal.cell import fractionalization_matrix, orthogonalization_matrix
+
+from .model import WorkingModel, is_hydrogen
+
+TETRA = math.radians(109.47)
+
+#: SHELXL X-H distances (Å): (low temperature, room temperature)
+DISTANCES = {
+    "CH3": (0.98, 0.96),
+    "CH2": (0.99, 0.97),
+    "CH": (1.00, 0.98),
+    "ArCH": (0.95, 0.93),
+    "=CH2": (0.95, 0.93),
+    "CH-sp": (0.95, 0.93),
+    "NH": (0.88, 0.86),
+    "NH2": (0.88, 0.86),
+    "NH3": (0.91, 0.89),
+    "NH-sp3": (0.88, 0.86),  # not used by SHELXL defaults; as sp2 NH
+    "OH": (0.84, 0.82),
+}
+AFIX = {"CH3": 137, "CH2": 23, "CH": 13, "ArCH": 43, "=CH2": 93, "CH-sp": 163, "NH": 43, "NH2": 93, "NH3": 137, "NH-sp3": 13, "OH": 147}
+U_RATIO = {"CH3": 1.5, "NH3": 1.5, "OH": 1.5}
+ROTATING = ("CH3", "NH3", "OH")
+N_H = {"CH3": 3, "CH2": 2, "CH": 1, "ArCH": 1, "=CH2": 2, "CH-sp": 1, "NH": 1, "NH2": 2, "NH3": 3, "NH-sp3": 1, "OH": 1}
+
+#: typical single-bond lengths (Å) used to judge bond orders
+SINGLE = {("C", "C"): 1.53, ("C", "N"): 1.47, ("C", "O"): 1.43, ("N", "N"): 1.45, ("N", "O"): 1.42, ("O", "O"): 1.48,
+          ("B", "C"): 1.58, ("C", "Si"): 1.87, ("C", "S"): 1.82, ("C", "P"): 1.84, ("C", "F"): 1.35, ("C", "Cl"): 1.77,
+          ("C", "Br"): 1.94, ("N", "S"): 1.68, ("O", "S"): 1.58, ("O", "P"): 1.60, ("N", "P"): 1.70, ("O", "Si"): 1.64}
+BOND_TOLERANCE = 0.45
+MULTIPLE = 0.95  # d / single below this: a multiple (or aromatic) bond
+TRIPLE = 0.83
+
+
+@dataclass
+class Neighbour:
+    """An atom image: index, operation, lattice shift (fractional = R x + t + shift)."""
+
+    atom: int
+    op: int
+    shift: tuple[int, int, int]
+
+
+@dataclass
+class HGroup:
+    """One riding group: its parent, its kind, the atoms defining it and its H atoms."""
+
+    parent: int
+    kind: str
+    neighbours: list[Neighbour]
+    reference: Neighbour | None = None  # torsion reference (rotating and =CH2/NH2 groups)
+    torsion: float = 180.0  # degrees
+    distance: float = 0.96
+    slots: list[int] = field(default_factory=list)  # which generated positions are kept
+    atoms: list[int] = field(default_factory=list)  # the H atoms (model indices), per slot
+
+
+@dataclass
+class Placement:
+    """What `place_hydrogens` did."""
+
+    model: WorkingModel
+    counts: dict
+    lines: list[str]
+
+    def summary(self) -> str:
+        c = self.counts
+        parts = ", ".join(f"{v} {k}" for k, v in sorted(c.get("groups", {}).items()))
+        msg = f"riding H placed: {c.get('n_h', 0)} H atoms ({parts or 'none'})"
+        if c.get("expected_h") is not None:
+            msg += f"; formula asks for {c['expected_h']:.1f} per asymmetric unit"
+        return msg
+
+
+# --------------------------------------------------------------------------------------
+# connectivity
+# --------------------------------------------------------------------------------------
+
+
+def _radius(element: str) -> float:
+    import gemmi
+
+    return float(gemmi.Element(element).covalent_r)
+
+
+def _is_metal(element: str) -> bool:
+    import gemmi
+
+    return bool(gemmi.Element(element).is_metal)
+
+
+def single_bond(a: str, b: str) -> float:
+    """Typical single-bond length between two elements."""
+    key = tuple(sorted((a, b)))
+    if key in SINGLE:
+        return SINGLE[key]
+    return _radius(a) + _radius(b) + 0.05
+
+
+def neighbours(model: WorkingModel, atoms: np.ndarray | None = None) -> dict[int, list[tuple[Neighbour, np.ndarray, float]]]:
+    """Bonded non-H neighbours (all symmetry images) of each non-H atom.
+
+    Returns {atom: [(Neighbour, Cartesian position, distance), ...]}.
+    """
+    sym = model.symmetry
+    cell_m = orthogonalization_matrix(model.cell)
+    heavy = np.array([i for i in range(model.n) if not is_hydrogen(model.elements[i])], dtype=np.int64)
+    if atoms is None:
+        atoms = heavy
+    out: dict[int, list] = {int(i): [] for i in atoms}
+    if len(heavy) == 0:
+        return out
+    radii = np.array([_radius(model.elements[i]) for i in heavy])
+    # images of all heavy atoms, wrapped into [0,1) plus neighbouring cells
+    img = np.einsum("sij,nj->sni", sym.rotations.astype(np.float64), model.xyz[heavy]) + sym.translations[:, None, :]
+    base = np.floor(img)
+    img = img - base  # in [0, 1)
+    shifts = np.array([(i, j, k) for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1)], dtype=np.float64)
+    pts = (img[None, :, :, :] + shifts[:, None, None, :])  # (27, s, n, 3)
+    frac_all = pts.reshape(-1, 3)
+    cart_all = frac_all @ cell_m.T
+    n_s, n_h = img.shape[0], img.shape[1]
+    idx_shift = np.repeat(np.arange(27), n_s * n_h)
+    idx_op = np.tile(np.repeat(np.arange(n_s), n_h), 27)
+    idx_atom = np.tile(heavy, 27 * n_s)
+    idx_pos = np.tile(np.arange(n_h), 27 * n_s)
+    tree = cKDTree(cart_all)
+    max_r = 2.0 * radii.max() + BOND_TOLERANCE
+    for i in atoms:
+        i = int(i)
+        xi = model.xyz[i]
+        ci = xi @ cell_m.T
+        # bring atom i into the [0,1) cell frame used by the images
+        off = np.floor(xi)
+        ci0 = (xi - off) @ cell_m.T
+        hits = tree.query_ball_point(ci0, max_r)
+        ri = _radius(model.elements[i])
+        for h in hits:
+            j = int(idx_atom[h])
+            d = float(np.linalg.norm(cart_all[h] - ci0))
+            if d < 0.5:
+                continue
+            if d > ri + radii[idx_pos[h]] + BOND_TOLERANCE:
+                continue
+            pi, pj = model.part[i], model.part[j]
+            if pi != 0 and pj != 0 and pi != pj:
+                continue
+            op = int(idx_op[h])
+            shift_total = shifts[idx_shift[h]] - base[op, idx_pos[h]] + off
+            sh = tuple(int(round(v)) for v in shift_total)
+            if pj < 0 and pi == pj and (op != 0 or any(sh)):
+                continue
+            pos = ci + (cart_all[h] - ci0)
+            if any(np.linalg.norm(pos - q) < 0.1 for _, q, _ in out[i]):
+                continue  # the same image reached through a site-symmetry operation
+            out[i].append((Neighbour(j, op, sh), pos, d))
+    return out
+
+
+def neighbour_position(model: WorkingModel, nb: Neighbour) -> np.ndarray:
+    """Cartesian position of a neighbour image in the current model."""
+    sym = model.symmetry
+    f = sym.rotations[nb.op].astype(np.float64) @ model.xyz[nb.atom] + sym.translations[nb.op] + np.array(nb.shift, dtype=np.float64)
+    return f @ orthogonalization_matrix(model.cell).T
+
+
+# --------------------------------------------------------------------------------------
+# geometry of each group
+# --------------------------------------------------------------------------------------
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    n = np.linalg.norm(v)
+    return v / n if n > 1e-12 else v
+
+
+def _perpendicular(u: np.ndarray, hint: np.ndarray | None) -> np.ndarray:
+    """A unit vector perpendicular to u, towards `hint` where possible."""
+    if hint is not None:
+        e = hint - (hint @ u) * u
+        if np.linalg.norm(e) > 1e-6:
+            return _unit(e)
+    trial = np.array([1.0, 0.0, 0.0]) if abs(u[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
+    return _unit(trial - (trial @ u) * u)
+
+
+def _hch_half_angle(xcy: float) -> float:
+    """Half of the H-C-H angle of a CH2 group given the X-C-Y angle (orthogonal hybrids)."""
+    a = math.cos(xcy / 2.0) ** 2
+    den = 3.0 * a - 2.0
+    hch = math.radians(116.0)
+    if abs(den) > 1e-6:
+        b = (2.0 * a - 1.0) / den
+        if 0.0 < b < 1.0:
+            hch = 2.0 * math.acos(math.sqrt(b))
+    hch = min(max(hch, math.radians(104.0)), math.radians(116.0))
+    return hch / 2.0
+
+
+def group_positions(model: WorkingModel, g: HGroup) -> np.ndarray:
+    """Cartesian positions (k, 3) of all H of a group (before slot selection)."""
+    cell_m = orthogonalization_matrix(model.cell)
+    p = model.xyz[g.parent] @ cell_m.T
+    nbs = [neighbour_position(model, nb) for nb in g.neighbours]
+    d = g.distance
+    k = g.kind
+    if k in ("CH", "NH-sp3") and len(nbs) == 3:
+        v = -sum(_unit(x - p) for x in nbs)
+        return (p + d * _unit(v))[None]
+    if k in ("ArCH", "NH") or (k == "NH-sp3" and len(nbs) == 2):
+        v = -(_unit(nbs[0] - p) + _unit(nbs[1] - p))
+        return (p + d * _unit(v))[None]
+    if k == "CH2":
+        u1, u2 = _unit(nbs[0] - p), _unit(nbs[1] - p)
+        b = _unit(u1 + u2)
+        n = _unit(np.cross(u1, u2))
+        half = _hch_half_angle(math.acos(float(np.clip(u1 @ u2, -1.0, 1.0))))
+        return np.stack([p + d * (-b * math.cos(half) + n * math.sin(half)), p + d * (-b * math.cos(half) - n * math.sin(half))])
+    y = nbs[0]
+    u = _unit(p - y)  # from the neighbour towards the parent
+    if k == "CH-sp":
+        return (p + d * u)[None]
+    ref = neighbour_position(model, g.reference) if g.reference is not None else None
+    e1 = _perpendicular(u, None if ref is None else ref - y)
+    e2 = np.cross(u, e1)
+    if k in ("=CH2", "NH2"):
+        c, s = math.cos(math.radians(60.0)), math.sin(math.radians(60.0))
+        return np.stack([p + d * (u * c + e1 * s), p + d * (u * c - e1 * s)])
+    # rotating groups: tetrahedral angle at the parent, torsion from the reference
+    c, s = math.cos(math.pi - TETRA), math.sin(math.pi - TETRA)
+    n_h = N_H[k]
+    out = []
+    for m in range(n_h):
+        t = math.radians(g.torsion) + 2.0 * math.pi * m / n_h
+        out.append(p + d * (u * c + s * (math.cos(t) * e1 + math.sin(t) * e2)))
+    return np.array(out)
+
+
+def update_riding(model: WorkingModel) -> None:
+    """Re-place every riding H from its parent's (and neighbours') current positions."""
+    f_m = fractionalization_matrix(model.cell)
+    for g in model.h_groups:
+        if g.kind == "fixed":
+            for a in g.atoms:
+                model.xyz[a] = model.xyz[g.parent] + g.offset @ f_m.T
+            continue
+        pos = group_positions(model, g)
+        for slot, atom in zip(g.slots, g.atoms):
+            model.xyz[atom] = pos[slot] @ f_m.T
+    model.update_u_eq()
+
+
+# --------------------------------------------------------------------------------------
+# classification
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Choice:
+    parent: int
+    kind: str
+    neighbours: list[Neighbour]
+    reference: Neighbour | None
+    optional: bool
+    priority: float = 0.0
+
+
+def _angle(p, a, b) -> float:
+    u, v = _unit(a - p), _unit(b - p)
+    return math.degrees(math.acos(float(np.clip(u @ v, -1.0, 1.0))))
+
+
+def classify(model: WorkingModel, nbmap: dict) -> list[Choice]:
+    """Candidate H groups for every C, N and O atom, marked optional where uncertain."""
+    cell_m = orthogonalization_matrix(model.cell)
+    out: list[Choice] = []
+    for i, nbl in nbmap.items():
+        el = model.elements[i]
+        if el not in ("C", "N", "O"):
+            continue
+        p = model.xyz[i] @ cell_m.T
+        organic = [(nb, pos, d) for nb, pos, d in nbl if not _is_metal(model.elements[nb.atom])]
+        metals = [(nb, pos, d) for nb, pos, d in nbl if _is_metal(model.elements[nb.atom])]
+        ratios = [d / single_bond(el, model.elements[nb.atom]) for nb, pos, d in organic]
+        nbs = [nb for nb, _, _ in organic]
+        pos = [x for _, x, _ in organic]
+        n = len(organic)
+
+        def reference_of(k: int) -> Neighbour | None:
+            """A neighbour of organic neighbour k other than atom i (for torsions)."""
+            nb = nbs[k]
+            sub = neighbours(model, np.array([nb.atom]))[nb.atom]
+            best = None
+            for cand, cpos, _ in sub:
+                if cand.atom == i and cand.op == 0:
+                    continue
+                # express the reference relative to the neighbour's image
+                ref = _compose(model, nb, cand)
+                if ref is None:
+                    continue
+                rpos = neighbour_position(model, ref)
+                if np.linalg.norm(rpos - p) < 0.5:
+                    continue
+                best = ref
+                if not is_hydrogen(model.elements[cand.atom]):
+                    break
+            return best
+
+        if el == "C":
+            if metals and n == 1 and ratios[0] < 0.9 and model.elements[nbs[0].atom] == "O":
+                continue  # carbonyl ligand
+            if n == 3:
+                planar = sum(_angle(p, pos[a], pos[b]) for a, b in ((0, 1), (0, 2), (1, 2))) > 350.0
+                if not planar:
+                    out.append(Choice(i, "CH", nbs, None, False))
+            elif n == 2:
+                ang = _angle(p, pos[0], pos[1])
+                if ang > 165.0:
+                    continue
+                sp2 = (ang > 116.0 and min(ratios) < MULTIPLE) or ang > 122.0
+                out.append(Choice(i, "ArCH" if sp2 else "CH2", nbs, None, False))
+            elif n == 1:
+                r = ratios[0]
+                other = model.elements[nbs[0].atom]
+                if r < TRIPLE:
+                    if other == "C":
+                        out.append(Choice(i, "CH-sp", nbs, None, False))
+                elif r < 0.90 and other in ("C", "N"):
+                    out.append(Choice(i, "=CH2", nbs, reference_of(0), False))
+                elif r >= 0.90:
+                    out.append(Choice(i, "CH3", nbs, reference_of(0), False))
+        elif el == "N":
+            if n == 3:
+                planar = sum(_angle(p, pos[a], pos[b]) for a, b in ((0, 1), (0, 2), (1, 2))) > 350.0
+                if not planar and not metals:
+                    out.append(Choice(i, "NH-sp3", nbs, None, True, priority=-1.0))
+            elif n == 2:
+                ang = _angle(p, pos[0], pos[1])
+                if ang > 160.0:
+                    continue
+                if metals:
+                    if ang < 115.0 and min(ratios) >= MULTIPLE:
+                        out.append(Choice(i, "NH-sp3", nbs + [m[0] for m in metals[:1]], None, True))
+                    continue
+                out.append(Choice(i, "NH", nbs, None, True, priority=0.5 if min(ratios) >= 0.88 else 0.0))
+            elif n == 1:
+                r = ratios[0]
+                if r < TRIPLE:
+                    continue  # nitrile
+                if metals:
+                    out.append(Choice(i, "CH2" if False else "NH2", nbs, reference_of(0), True))
+                elif r < MULTIPLE:
+                    out.append(Choice(i, "NH2", nbs, reference_of(0), True, priority=0.5))
+                else:
+                    out.append(Choice(i, "NH3", nbs, reference_of(0), True, priority=0.3))
+        elif el == "O":
+            if n == 1 and not metals:
+                r = ratios[0]
+                other = model.elements[nbs[0].atom]
+                if r >= 0.90 and other in ("C", "N", "P", "S", "Si", "B"):
+                    out.append(Choice(i, "OH", nbs, reference_of(0), True, priority=1.0 if (other == "C" and r >= MULTIPLE) else 0.0))
+    return out
+
+
+def _compose(model: WorkingModel, outer: Neighbour, inner: Neighbour) -> Neighbour | None:
+    """The image `inner` (given relative to outer.atom's own frame) seen from atom i's frame."""
+    sym = model.symmetry
+    r1 = sym.rotations[outer.op].astype(np.float64)
+    t1 = sym.translations[outer.op] + np.array(outer.shift, dtype=np.float64)
+    r2 = sym.rotations[inner.op].astype(np.float64)
+    t2 = sym.translations[inner.op] + np.array(inner.shift, dtype=np.float64)
+    # inner position: r2 x + t2, then mapped by outer: r1 (r2 x + t2) + t1
+    r = r1 @ r2
+    t = r1 @ t2 + t1
+    for k in range(sym.n):
+        if np.array_equal(sym.rotations[k], np.rint(r).astype(np.int64)):
+            d = t - sym.translations[k]
+            if np.allclose(d, np.round(d), atol=1e-6):
+                return Neighbour(inner.atom, k, tuple(int(v) for v in np.round(d)))
+    return None
+
+
+# --------------------------------------------------------------------------------------
+# placement
+# --------------------------------------------------------------------------------------
+
+
+def place_hydrogens(
+    model: WorkingModel,
+    *,
+    expected_h: float | None = None,
+    distances: str = "low-temperature",
+    refinement=None,
+) -> Placement:
+    """Add riding H atoms to `model` (a copy is returned inside the Placement)."""
+    m = model.copy()
+    _drop_riding(m)
+    col = 0 if distances == "low-temperature" else 1
+    nbmap = neighbours(m)
+    choices = classify(m, nbmap)
+    certain = [c for c in choices if not c.optional]
+    optional = [c for c in choices if c.optional]
+    density = None
+    if refinement is not None and optional:
+        density = DensityProbe.from_refinement(refinement, m)
+    groups: list[HGroup] = []
+    for c in certain:
+        groups.append(_new_group(m, c, col))
+    count = _ghost_count(m, groups)
+    if optional:
+        scored = []
+        for c in optional:
+            g = _new_group(m, c, col)
+            pos = group_positions(m, g)
+            score = c.priority
+            if density is not None:
+                if g.kind in ROTATING:
+                    _best_torsion(m, g, density)
+                    pos = group_positions(m, g)
+                score = float(np.mean(density.at(pos))) / max(density.rms, 1e-6) + c.priority
+            scored.append((score, g, c))
+        scored.sort(key=lambda t: -t[0])
+        for score, g, c in scored:
+            h_add = N_H[g.kind] * m.occupancy[g.parent] / max(m.order[g.parent], 1)
+            if expected_h is not None:
+                if count + 0.5 * h_add > expected_h + 1e-6:
+                    continue
+            elif score < 0.5:
+                continue
+            groups.append(g)
+            count += h_add
+    # rotating groups: torsion from the difference density
+    if refinement is not None:
+        if density is None:
+            density = DensityProbe.from_refinement(refinement, m)
+        for g in groups:
+            if g.kind in ROTATING:
+                _best_torsion(m, g, density)
+    kinds: dict[str, int] = {}
+    n_h = 0
+    for g in groups:
+        n_h += _materialise(m, g)
+        kinds[g.kind] = kinds.get(g.kind, 0) + 1
+    m.h_groups = [g for g in groups if g.atoms]
+    update_riding(m)
+    counts = {"n_h": n_h, "groups": kinds, "expected_h": expected_h, "placed_h_asu": _ghost_count(m, m.h_groups, materialised=True)}
+    return Placement(m, counts, [])
+
+
+def _new_group(m: WorkingModel, c: Choice, col: int) -> HGroup:
+    kind = c.kind
+    torsion = 180.0 if kind in ("OH",) else 60.0
+    return HGroup(parent=c.parent, kind=kind, neighbours=c.neighbours, reference=c.reference, torsion=torsion,
+                  distance=DISTANCES[kind][col])
+
+
+def _ghost_count(m: WorkingModel, groups: list[HGroup], materialised: bool = False) -> float:
+    """H per asymmetric unit the groups hold (parent occupancy and site symmetry counted)."""
+    total = 0.0
+    for g in groups:
+        if materialised:
+            total += sum(m.occupancy[a] / max(m.order[a], 1) for a in g.atoms)
+        else:
+            total += N_H[g.kind] * m.occupancy[g.parent] / max(m.order[g.parent], 1)
+    return total
+
+
+def _materialise(m: WorkingModel, g: HGroup) -> int:
+    """Add the group's H atoms to the model, skipping symmetry duplicates."""
+    f_m = fractionalization_matrix(m.cell)
+    cell_m = orthogonalization_matrix(m.cell)
+    pos = group_positions(m, g)
+    existing_h = [a for a in range(m.n) if is_hydrogen(m.elements[a])]
+    added = 0
+    base = m.labels[g.parent]
+    suffixes = "ABCDEFGH"
+    for slot, cart in enumerate(pos):
+        frac = cart @ f_m.T
+        # a duplicate of an H already present (through symmetry)?
+        dup = False
+        for a in existing_h:
+            img = m.symmetry.images(m.xyz[a])
+            dd = img - frac
+            dd -= np.round(dd)
+            if np.min(np.linalg.norm(dd @ cell_m.T, axis=1)) < 0.3:
+                dup = True
+                break
+        if dup:
+            continue
+        label = f"H{base[len(m.elements[g.parent]):] or ''}"
+        label = label + (suffixes[slot] if N_H[g.kind] > 1 else "")
+        if label in m.labels:
+            label = m.unique_label("H")
+        idx = m.add_atom(
+            label, "H", frac, u_iso=U_RATIO.get(g.kind, 1.2) * m.u_iso[g.parent],
+            occupancy=float(m.occupancy[g.parent]), part=int(m.part[g.parent]), riding=g.parent,
+            u_ratio=U_RATIO.get(g.kind, 1.2), afix=AFIX[g.kind], special_tolerance=0.15,
+        )
+        g.slots.append(slot)
+        g.atoms.append(idx)
+        existing_h.append(idx)
+        added += 1
+    return added
+
+
+def _drop_riding(m: WorkingModel) -> None:
+    if (m.riding >= 0).any():
+        m.remove_atoms(m.riding >= 0)
+    m.h_groups = []
+
+
+def attach_existing(model: WorkingModel) -> None:
+    """Make the model's own H atoms ride on their nearest non-H atom (Cartesian offset kept)."""
+    cell_m = orthogonalization_matrix(model.cell)
+    heavy = [i for i in range(model.n) if not is_hydrogen(model.elements[i])]
+    groups = []
+    if not heavy:
+        return
+    for h in range(model.n):
+        if not is_hydrogen(model.elements[h]) or model.riding[h] >= 0:
+            continue
+        d = model.xyz[heavy] - model.xyz[h]
+        d -= np.round(d)
+        dist = np.linalg.norm(d @ cell_m.T, axis=1)
+        j = int(np.argmin(dist))
+        if dist[j] > 1.3:
+            continue
+        parent = heavy[j]
+        # keep H in the frame of the parent's nearest image
+        model.xyz[h] = model.xyz[parent] - d[j]
+        model.riding[h] = parent
+        model.u_ratio[h] = model.u_iso[h] / max(model.u_iso[parent], 1e-4)
+        groups.append(FixedGroup(parent=parent, atoms=[h], offset=(model.xyz[h] - model.xyz[parent]) @ cell_m.T))
+    model.h_groups = groups
+
+
+@dataclass
+class FixedGroup(HGroup):
+    """An H kept at a fixed Cartesian offset from its parent."""
+
+    parent: int = 0
+    kind: str = "fixed"
+    neighbours: list = field(default_factory=list)
+    offset: np.ndarray = field(default_factory=lambda: np.zeros(3))
+    atoms: list[int] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------------------
+# difference density for rotating groups and optional H
+# --------------------------------------------------------------------------------------
+
+
+class DensityProbe:
+    """Difference density of a model (H of rotating groups omitted), sampled by interpolation."""
+
+    def __init__(self, rho: np.ndarray, cell):
+        self.rho = rho
+        self.cell = cell
+        self.rms = float(np.sqrt(np.mean(rho**2)))
+        self.f_m = fractionalization_matrix(cell)
+
+    @classmethod
+    def from_refinement(cls, refinement, model: WorkingModel) -> "DensityProbe":
+        from .maps import difference_density
+
+        rho = difference_density(refinement, model)
+        return cls(rho, model.cell)
+
+    def at(self, cart: np.ndarray) -> np.ndarray:
+        """Trilinear interpolation of the map at Cartesian points (k, 3)."""
+        frac = np.asarray(cart) @ self.f_m.T
+        shape = np.array(self.rho.shape)
+        g = np.mod(frac, 1.0) * shape
+        i0 = np.floor(g).astype(np.int64)
+        t = g - i0
+        out = np.zeros(len(g))
+        for dx in (0, 1):
+            for dy in (0, 1):
+                for dz in (0, 1):
+                    w = (t[:, 0] if dx else 1 - t[:, 0]) * (t[:, 1] if dy else 1 - t[:, 1]) * (t[:, 2] if dz else 1 - t[:, 2])
+                    idx = (i0 + np.array([dx, dy, dz])) % shape
+                    out += w * self.rho[idx[:, 0], idx[:, 1], idx[:, 2]]
+        return out
+
+
+def _best_torsion(m: WorkingModel, g: HGroup, density: DensityProbe, step: float = 5.0) -> None:
+    """Set a rotating group's torsion to the one with most difference density.
+
+    Keeps the staggered default when the density does not discriminate (flat within
+    one r.m.s. of the map).
+    """
+    period = 360.0 / N_H[g.kind]
+    angles = np.arange(0.0, period, step)
+    scores = []
+    original = g.torsion
+    for t in angles:
+        g.torsion = float(t)
+        scores.append(float(np.sum(density.at(group_positions(m, g)))))
+    scores = np.array(scores)
+    if scores.max() - scores.min() < density.rms:
+        g.torsion = original
+        return
+    g.torsion = float(angles[int(np.argmax(scores))])
+
+
+def refit_rotating_groups(model: WorkingModel, refinement) -> WorkingModel:
+    """Re-choose the torsions of rotating groups from a fresh difference map."""
+    groups = [g for g in model.h_groups if g.kind in ROTATING]
+    if not groups:
+        return model
+    m = model.copy()
+    m.h_groups = [_copy_group(g) for g in model.h_groups]
+    rot_atoms = np.zeros(m.n, dtype=bool)
+    for g in m.h_groups:
+        if g.kind in ROTATING:
+            rot_atoms[g.atoms] = True
+    probe_model = m.copy()
+    probe_model.occupancy = np.where(rot_atoms, 0.0, probe_model.occupancy)
+    density = DensityProbe.from_refinement(refinement, probe_model)
+    for g in m.h_groups:
+        if g.kind in ROTATING:
+            _best_torsion(m, g, density)
+    update_riding(m)
+    return m
+
+
+def _copy_group(g: HGroup) -> HGroup:
+    import copy
+
+    new = copy.copy(g)
+    new.slots = list(g.slots)
+    new.atoms = list(g.atoms)
+    return new

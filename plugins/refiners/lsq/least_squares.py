@@ -1,0 +1,287 @@
+"""Model intensities, their Jacobian, the normal equations and Levenberg-Marquardt steps.
+
+The model intensity of reflection h is
+
+    M(h) = k · y(Fc²) · Fc²,   Fc² = Σ_c f_c |F(M_c h)|²   (twin components c, f_0 = 1 - Σ BASF)
+
+with y the SHELXL extinction factor [1 + 0.001 x Fc² λ³ / sin 2θ]^-½ (kernel's
+`extinction_factor`). Least squares minimises Σ w (Fo² - M)² with weights fixed during a
+cycle. Structure factors and per-atom derivatives come from the kernel's
+`StructureFactorEngine`; reflections are processed in chunks to bound memory.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.linalg as sla
+import torch
+
+from refractor_core.crystal.cell import stol as stol_of
+from refractor_core.crystal.rfactors import extinction_factor
+from refractor_core.crystal.structure_factors import StructureFactorEngine
+from refractor_core.crystal.symmetry import SymmetryOps
+from refractor_core.errors import RefinementError
+
+from .model import WorkingModel
+from .parameters import RAW, Parameterisation
+
+CHUNK = 2500
+
+
+@dataclass
+class _Component:
+    engine: StructureFactorEngine | None
+    ok: np.ndarray  # reflections of the chunk whose transformed index is integral
+
+
+@dataclass
+class _Chunk:
+    sl: slice
+    components: list[_Component]
+
+
+class IntensityCalculator:
+    """Fc² (per twin component), complex Fc and raw derivatives for a fixed reflection set."""
+
+    def __init__(
+        self,
+        hkl: np.ndarray,
+        cell,
+        symmetry: SymmetryOps,
+        wavelength: float | None,
+        twin_ops: list[np.ndarray],
+        *,
+        anomalous: bool = True,
+        chunk: int = CHUNK,
+        device: str = "cpu",
+    ):
+        self.hkl = np.asarray(hkl, dtype=np.int64)
+        self.n = len(self.hkl)
+        self.cell = cell
+        self.symmetry = symmetry
+        self.wavelength = wavelength
+        self.device = device
+        self.twin_ops = [np.asarray(m, dtype=np.float64).reshape(3, 3) for m in twin_ops]
+        self.stol = stol_of(cell, self.hkl)
+        lam = wavelength or 0.71073
+        sin_t = np.clip(self.stol * lam, 1e-8, 1.0)
+        sin_2t = np.clip(2.0 * sin_t * np.sqrt(1.0 - sin_t**2), 1e-8, None)
+        self.ext_c = 0.001 * lam**3 / sin_2t  # y = (1 + c x Fc²)^-1/2
+        self.chunks: list[_Chunk] = []
+        for start in range(0, self.n, chunk):
+            sl = slice(start, min(start + chunk, self.n))
+            h = self.hkl[sl]
+            comps = []
+            for op in self.twin_ops:
+                th = h @ op.T
+                ih = np.rint(th)
+                ok = np.all(np.abs(th - ih) < 1e-4, axis=1)
+                eng = None
+                if ok.any():
+                    eng = StructureFactorEngine(
+                        ih[ok].astype(np.int64), cell, symmetry,
+                        wavelength=wavelength if anomalous else None, device=device,
+                    )
+                comps.append(_Component(eng, ok))
+            self.chunks.append(_Chunk(sl, comps))
+
+    @property
+    def n_components(self) -> int:
+        return len(self.twin_ops)
+
+    # -- forward -----------------------------------------------------------------------
+    def structure_factors(self, model: WorkingModel) -> np.ndarray:
+        """Complex F (C, N) of every twin component (0 where the index is not integral)."""
+        atoms = model.atom_tensors(device=self.device)
+        out = np.zeros((self.n_components, self.n), dtype=np.complex128)
+        with torch.no_grad():
+            for ch in self.chunks:
+                for c, comp in enumerate(ch.components):
+                    if comp.engine is None:
+                        continue
+                    f = comp.engine.fc(atoms).cpu().numpy()
+                    tmp = np.zeros(ch.sl.stop - ch.sl.start, dtype=np.complex128)
+                    tmp[comp.ok] = f
+                    out[c, ch.sl] = tmp
+        return out
+
+    def fc2_components(self, model: WorkingModel) -> np.ndarray:
+        """|F|² (C, N) of every twin component."""
+        f = self.structure_factors(model)
+        return f.real**2 + f.imag**2
+
+    def twin_fractions(self, model: WorkingModel) -> np.ndarray:
+        """Fractions of all components (the first is 1 - Σ BASF)."""
+        basf = np.asarray(model.twin_fractions, dtype=np.float64)[: self.n_components - 1]
+        return np.concatenate([[1.0 - basf.sum()], basf])
+
+    def model_intensities(self, model: WorkingModel, fc2c: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(M on the Fo² scale, Fc² with twinning and extinction on the absolute scale)."""
+        if fc2c is None:
+            fc2c = self.fc2_components(model)
+        fc2 = self.twin_fractions(model) @ fc2c
+        y = self.extinction(model, fc2)
+        return model.scale * y * fc2, y * fc2
+
+    def extinction(self, model: WorkingModel, fc2: np.ndarray) -> np.ndarray:
+        """SHELXL extinction factor y (ones when no extinction is applied)."""
+        x = model.extinction
+        if not x:
+            return np.ones_like(fc2)
+        return extinction_factor(fc2, x, self.stol, self.wavelength or 0.71073)
+
+    # -- derivatives -------------------------------------------------------------------
+    def raw_derivatives(self, model: WorkingModel, atoms_index: np.ndarray):
+        """Per chunk: (slice, Fc² components (C, Nc), raw dFc²/dp (C, Nc, len(atoms)·RAW)).
+
+        Raw parameters per atom: x, y, z, U*11, U*22, U*33, U*12, U*13, U*23, occupancy.
+        """
+        all_atoms = model.atom_tensors(device=self.device)
+        sub = model.atom_tensors(atoms_index, device=self.device)
+        everything = len(atoms_index) == model.n and np.array_equal(atoms_index, np.arange(model.n))
+        na = len(atoms_index)
+        with torch.no_grad():
+            for ch in self.chunks:
+                nc = ch.sl.stop - ch.sl.start
+                fc2c = np.zeros((self.n_components, nc))
+                raw = np.zeros((self.n_components, nc, na * RAW))
+                for c, comp in enumerate(ch.components):
+                    if comp.engine is None:
+                        continue
+                    d = comp.engine.with_derivatives(sub)
+                    f = d.fc if everything else comp.engine.fc(all_atoms)
+                    fr, fi = f.real[:, None], f.imag[:, None]
+                    gx = 2.0 * (fr[..., None] * d.d_xyz.real + fi[..., None] * d.d_xyz.imag)
+                    gu = 2.0 * (fr[..., None] * d.d_ustar.real + fi[..., None] * d.d_ustar.imag)
+                    go = 2.0 * (fr * d.d_occ.real + fi * d.d_occ.imag)
+                    g = torch.cat([gx, gu, go[..., None]], dim=-1).reshape(f.shape[0], na * RAW)
+                    raw[c, comp.ok] = g.cpu().numpy()
+                    fc2c[c, comp.ok] = (f.real**2 + f.imag**2).cpu().numpy()
+                yield ch.sl, fc2c, raw
+
+
+@dataclass
+class NormalEquations:
+    """Normal matrix, right-hand side and figures of one linearisation."""
+
+    matrix: np.ndarray  # (p, p)
+    rhs: np.ndarray  # (p,)
+    chi2: float  # Σ w (Fo² - M)²
+    columns: np.ndarray  # which free parameters these are
+    fc2c: np.ndarray  # (C, N) at the linearisation point
+
+
+def normal_equations(
+    calc: IntensityCalculator,
+    params: Parameterisation,
+    fo2: np.ndarray,
+    weights: np.ndarray,
+    group_subset: list[int] | None = None,
+) -> NormalEquations:
+    """Accumulate JᵀWJ and JᵀW(Fo² - M) for the global parameters plus the groups given."""
+    model = params.model
+    c_mat, atoms, atom_cols = params.constraint_matrix(group_subset)
+    ng = params.n_global
+    columns = np.concatenate([np.arange(ng), atom_cols]).astype(np.int64)
+    p = len(columns)
+    nmat = np.zeros((p, p))
+    rhs = np.zeros(p)
+    chi2 = 0.0
+    fc2c_all = np.zeros((calc.n_components, calc.n))
+    fr = calc.twin_fractions(model)
+    ct = c_mat.T.tocsr()
+    for sl, fc2c, raw in calc.raw_derivatives(model, atoms):
+        fc2c_all[:, sl] = fc2c
+        fc2 = fr @ fc2c
+        x = model.extinction or 0.0
+        cx = calc.ext_c[sl] * x
+        y = 1.0 / np.sqrt(1.0 + cx * fc2) if x else np.ones_like(fc2)
+        dyf = y * (1.0 + 0.5 * cx * fc2) / (1.0 + cx * fc2) if x else np.ones_like(fc2)  # d(y Fc²)/dFc²
+        k = model.scale
+        m = k * y * fc2
+        jt = np.zeros((p, len(fc2)))
+        jt[0] = y * fc2
+        row = 1
+        if params.refine_extinction:
+            jt[row] = -0.5 * k * calc.ext_c[sl] * fc2**2 * y**3
+            row += 1
+        for j, on in enumerate(params.refine_twin):
+            if on:
+                jt[row] = k * dyf * (fc2c[j + 1] - fc2c[0])
+                row += 1
+        if len(atom_cols):
+            raw_total = np.tensordot(fr, raw, axes=(0, 0))  # (Nc, R)
+            jt[ng:] = (ct @ raw_total.T) * (k * dyf)[None, :]
+        w = weights[sl]
+        r = fo2[sl] - m
+        jw = jt * w[None, :]
+        nmat += jw @ jt.T
+        rhs += jw @ r
+        chi2 += float(np.sum(w * r * r))
+    return NormalEquations(nmat, rhs, chi2, columns, fc2c_all)
+
+
+@dataclass
+class Solution:
+    shift: np.ndarray
+    damping: float
+
+
+def solve_damped(nmat: np.ndarray, rhs: np.ndarray, damping: float) -> np.ndarray:
+    """Solve (N + λ diag N) δ = r with Marquardt scaling (Cholesky; raises LinAlgError)."""
+    d = np.sqrt(np.clip(np.diag(nmat), 0.0, None))
+    active = d > 1e-300
+    shift = np.zeros(len(rhs))
+    if not active.any():
+        return shift
+    da = d[active]
+    ns = nmat[np.ix_(active, active)] / np.outer(da, da)
+    ns[np.diag_indices_from(ns)] += damping
+    cf = sla.cho_factor(ns, lower=False, check_finite=True)
+    shift[active] = sla.cho_solve(cf, rhs[active] / da) / da
+    return shift
+
+
+def covariance(nmat: np.ndarray, scale2: float) -> tuple[np.ndarray, list[int]]:
+    """Inverse normal matrix times S² (the parameter covariance) and the indices of
+    parameters that are undetermined (singular directions), if any."""
+    d = np.sqrt(np.clip(np.diag(nmat), 0.0, None))
+    p = len(d)
+    cov = np.zeros((p, p))
+    active = d > 1e-300
+    bad: list[int] = [int(i) for i in np.nonzero(~active)[0]]
+    if not active.any():
+        return cov, bad
+    da = d[active]
+    ns = nmat[np.ix_(active, active)] / np.outer(da, da)
+    try:
+        cf = sla.cho_factor(ns, lower=False)
+        inv = sla.cho_solve(cf, np.eye(len(da)))
+        cond_ok = np.all(np.isfinite(inv)) and np.max(np.abs(np.diag(inv))) < 1e10
+    except (np.linalg.LinAlgError, ValueError):
+        cond_ok = False
+    if not cond_ok:
+        w, v = np.linalg.eigh(ns)
+        tiny = w < 1e-10 * max(w.max(), 1e-300)
+        if tiny.any():
+            act_idx = np.nonzero(active)[0]
+            for k in np.nonzero(tiny)[0]:
+                bad.extend(int(act_idx[i]) for i in np.nonzero(np.abs(v[:, k]) > 0.3)[0])
+        winv = np.where(tiny, 0.0, 1.0 / np.where(tiny, 1.0, w))
+        inv = (v * winv) @ v.T
+    cov[np.ix_(active, active)] = inv / np.outer(da, da) * scale2
+    return cov, sorted(set(bad))
+
+
+def objective(calc: IntensityCalculator, model: WorkingModel, fo2: np.ndarray, weights: np.ndarray) -> tuple[float, np.ndarray]:
+    """(Σ w (Fo² - M)², Fc² components) of a model."""
+    fc2c = calc.fc2_components(model)
+    m, _ = calc.model_intensities(model, fc2c)
+    r = fo2 - m
+    val = float(np.sum(weights * r * r))
+    if not math.isfinite(val):
+        raise RefinementError("the model intensities are not finite (a parameter diverged)")
+    return val, fc2c

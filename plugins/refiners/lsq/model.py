@@ -1,0 +1,415 @@
+"""The working model of a refinement: numpy arrays for every atom, plus the overall terms.
+
+`WorkingModel.from_structure` reads a `Structure`, moves atoms near special positions onto
+them (site symmetry from the kernel's `SymmetryOps.special_position`, i.e. from gemmi's
+operators) and keeps the constraint bases; `to_structure` writes the refined model back.
+ADPs are held as U* (dimensionless, CIF component order) for anisotropic atoms and as
+U_iso (Å²) for isotropic ones.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from refractor_core.crystal.cell import (
+    is_positive_definite,
+    matrix_to_sym6,
+    orthogonalization_matrix,
+    reciprocal_metric,
+    sym6_to_matrix,
+    u_cif_to_u_star,
+    u_star_to_u_cif,
+)
+from refractor_core.crystal.formula import normalize_element
+from refractor_core.crystal.structure_factors import AtomTensors
+from refractor_core.crystal.symmetry import SymmetryOps
+from refractor_core.types import Site, Structure
+
+#: image distance (Å) below which an atom counts as sitting on a special position exactly
+EXACT_SPECIAL = 0.05
+#: smallest eigenvalue (Å²) kept in an anisotropic U, and smallest U_iso
+U_FLOOR = 1e-4
+
+
+def metric6(cell) -> np.ndarray:
+    """G* as a 6-vector (11, 22, 33, 12, 13, 23): U* of U_iso = 1 Å²."""
+    g = reciprocal_metric(cell)
+    return np.array([g[0, 0], g[1, 1], g[2, 2], g[0, 1], g[0, 2], g[1, 2]])
+
+
+def _copy_group(g):
+    new = copy.copy(g)
+    new.slots = list(g.slots)
+    new.atoms = list(g.atoms)
+    return new
+
+
+def _reindex(nb, keep: np.ndarray, new_index: np.ndarray):
+    if nb is None or not keep[nb.atom]:
+        return None
+    return type(nb)(int(new_index[nb.atom]), nb.op, nb.shift)
+
+
+def is_hydrogen(element: str) -> bool:
+    return element in ("H", "D")
+
+
+@dataclass
+class WorkingModel:
+    """Mutable arrays of one model under refinement (see module docstring)."""
+
+    structure: Structure  # the starting structure (cell, space group, name, meta)
+    symmetry: SymmetryOps
+    labels: list[str]
+    elements: list[str]
+    xyz: np.ndarray  # (n, 3) fractional
+    u_iso: np.ndarray  # (n,) Å² (U_eq for anisotropic atoms, kept in step)
+    u_star: np.ndarray  # (n, 6) U* of anisotropic atoms (zeros for isotropic ones)
+    aniso: np.ndarray  # (n,) bool
+    occupancy: np.ndarray  # (n,) chemical occupancy
+    order: np.ndarray  # (n,) site-symmetry order
+    part: np.ndarray  # (n,) int
+    position_basis: list[np.ndarray]  # per atom (3, k)
+    ustar_basis: list[np.ndarray]  # per atom (6, m)
+    riding: np.ndarray  # (n,) parent index for riding H, else -1
+    u_ratio: np.ndarray  # (n,) U_iso(H) = ratio · U_eq(parent) for riding H
+    afix: np.ndarray  # (n,) SHELX AFIX code of riding H (0 otherwise)
+    scale: float = 1.0
+    extinction: float | None = None
+    twin_ops: list[np.ndarray] = field(default_factory=lambda: [np.eye(3)])
+    twin_fractions: np.ndarray = field(default_factory=lambda: np.zeros(0))  # BASF of components 2..
+    su: dict = field(default_factory=dict)  # filled after refinement
+    h_groups: list = field(default_factory=list)  # riding-H groups (hydrogens.HGroup)
+
+    # -- construction ------------------------------------------------------------------
+    @classmethod
+    def from_structure(
+        cls,
+        structure: Structure,
+        symmetry: SymmetryOps | None = None,
+        *,
+        special_tolerance: float = 0.2,
+    ) -> "WorkingModel":
+        """Arrays from a Structure; atoms within `special_tolerance` Å of a special
+        position (fully occupied ones only) are moved onto it."""
+        sym = symmetry or SymmetryOps.from_space_group(structure.space_group)
+        cell = structure.cell
+        n = len(structure.sites)
+        labels, elements = [], []
+        xyz = np.zeros((n, 3))
+        u_iso = np.zeros(n)
+        u_star = np.zeros((n, 6))
+        aniso = np.zeros(n, dtype=bool)
+        occ = np.zeros(n)
+        order = np.ones(n, dtype=np.int64)
+        part = np.zeros(n, dtype=np.int64)
+        pos_b: list[np.ndarray] = []
+        u_b: list[np.ndarray] = []
+        for i, s in enumerate(structure.sites):
+            labels.append(s.label)
+            elements.append(normalize_element(s.element))
+            x = np.asarray(s.xyz, dtype=np.float64)
+            # a full atom closer than 2·tol to its own image is on the special position
+            tol = 2.0 * special_tolerance if (s.occupancy >= 0.75 and s.part >= 0) else EXACT_SPECIAL
+            con = sym.special_position(cell, x, tol)
+            if con.order > 1:
+                x = con.xyz
+            xyz[i] = x
+            order[i] = con.order
+            pos_b.append(con.position_basis)
+            u_b.append(con.ustar_basis)
+            occ[i] = s.occupancy
+            part[i] = s.part
+            if s.u_aniso is not None:
+                us = u_cif_to_u_star(cell, np.asarray(s.u_aniso, dtype=np.float64))
+                b = con.ustar_basis
+                u_star[i] = b @ (b.T @ us)
+                aniso[i] = True
+            else:
+                u_iso[i] = float(s.u_iso)
+        model = cls(
+            structure=structure,
+            symmetry=sym,
+            labels=labels,
+            elements=elements,
+            xyz=xyz,
+            u_iso=u_iso,
+            u_star=u_star,
+            aniso=aniso,
+            occupancy=occ,
+            order=order,
+            part=part,
+            position_basis=pos_b,
+            ustar_basis=u_b,
+            riding=np.full(n, -1, dtype=np.int64),
+            u_ratio=np.zeros(n),
+            afix=np.zeros(n, dtype=np.int64),
+        )
+        model.update_u_eq()
+        return model
+
+    def copy(self) -> "WorkingModel":
+        """A deep copy (the starting structure and symmetry are shared)."""
+        new = copy.copy(self)
+        for name in ("xyz", "u_iso", "u_star", "aniso", "occupancy", "order", "part", "riding", "u_ratio", "afix", "twin_fractions"):
+            setattr(new, name, getattr(self, name).copy())
+        new.labels = list(self.labels)
+        new.elements = list(self.elements)
+        new.position_basis = list(self.position_basis)
+        new.ustar_basis = list(self.ustar_basis)
+        new.twin_ops = list(self.twin_ops)
+        new.su = dict(self.su)
+        new.h_groups = [_copy_group(g) for g in self.h_groups]
+        return new
+
+    # -- basic properties --------------------------------------------------------------
+    @property
+    def n(self) -> int:
+        return len(self.labels)
+
+    @property
+    def cell(self):
+        return self.structure.cell
+
+    @property
+    def hydrogen(self) -> np.ndarray:
+        return np.array([is_hydrogen(e) for e in self.elements], dtype=bool)
+
+    @property
+    def metric6(self) -> np.ndarray:
+        return metric6(self.cell)
+
+    def u_star_all(self) -> np.ndarray:
+        """(n, 6) U* of every atom (isotropic atoms as U_iso·G*)."""
+        out = self.u_star.copy()
+        iso = ~self.aniso
+        out[iso] = self.u_iso[iso, None] * self.metric6[None, :]
+        return out
+
+    def u_cart(self, i: int) -> np.ndarray:
+        """Cartesian U (3, 3) of atom i."""
+        m = orthogonalization_matrix(self.cell)
+        return m @ sym6_to_matrix(self.u_star_all()[i]) @ m.T
+
+    def update_u_eq(self) -> None:
+        """Refresh U_eq of anisotropic atoms and U_iso of riding H."""
+        if self.aniso.any():
+            m = orthogonalization_matrix(self.cell)
+            us = sym6_to_matrix(self.u_star[self.aniso])
+            uc = m[None] @ us @ m.T[None]
+            self.u_iso[self.aniso] = np.trace(uc, axis1=1, axis2=2) / 3.0
+        rid = np.nonzero(self.riding >= 0)[0]
+        if len(rid):
+            self.u_iso[rid] = self.u_ratio[rid] * self.u_iso[self.riding[rid]]
+
+    def cartesian(self, xyz: np.ndarray | None = None) -> np.ndarray:
+        x = self.xyz if xyz is None else xyz
+        return x @ orthogonalization_matrix(self.cell).T
+
+    # -- ADP handling ------------------------------------------------------------------
+    def make_anisotropic(self, atoms: np.ndarray) -> None:
+        """Turn isotropic atoms into anisotropic ones with the same U (U* = U G*)."""
+        g6 = self.metric6
+        for i in np.nonzero(atoms & ~self.aniso)[0]:
+            b = self.ustar_basis[i]
+            self.u_star[i] = b @ (b.T @ (self.u_iso[i] * g6))
+            self.aniso[i] = True
+        self.update_u_eq()
+
+    def make_isotropic(self, atoms: np.ndarray) -> None:
+        """Turn anisotropic atoms into isotropic ones with U_iso = U_eq."""
+        self.update_u_eq()
+        idx = np.nonzero(atoms & self.aniso)[0]
+        self.aniso[idx] = False
+        self.u_star[idx] = 0.0
+
+    def enforce_adp_limits(self) -> list[int]:
+        """Keep U_iso ≥ floor and anisotropic U positive definite (eigenvalues ≥ floor).
+
+        Returns the atoms that had to be corrected (a sign of a wrong element or a
+        misplaced atom, reported by the refiner and penalised by the composite ranker).
+        """
+        fixed: list[int] = []
+        m = orthogonalization_matrix(self.cell)
+        minv = np.linalg.inv(m)
+        for i in range(self.n):
+            if self.riding[i] >= 0:
+                continue
+            if not self.aniso[i]:
+                if not self.u_iso[i] >= U_FLOOR:
+                    self.u_iso[i] = U_FLOOR
+                    fixed.append(i)
+                continue
+            uc = m @ sym6_to_matrix(self.u_star[i]) @ m.T
+            w, v = np.linalg.eigh(uc)
+            if w[0] >= U_FLOOR:
+                continue
+            uc = (v * np.maximum(w, U_FLOOR)) @ v.T
+            us = matrix_to_sym6(minv @ uc @ minv.T)
+            b = self.ustar_basis[i]
+            self.u_star[i] = b @ (b.T @ us)
+            fixed.append(i)
+        self.update_u_eq()
+        return fixed
+
+    def non_positive_definite(self) -> list[int]:
+        """Atoms whose ADP is at the floor or not positive definite."""
+        bad = []
+        for i in range(self.n):
+            if self.riding[i] >= 0:
+                continue
+            if self.aniso[i]:
+                uc = self.u_cart(i)
+                if np.linalg.eigvalsh(uc)[0] <= 1.0001 * U_FLOOR:
+                    bad.append(i)
+            elif self.u_iso[i] <= 1.0001 * U_FLOOR:
+                bad.append(i)
+        return bad
+
+    # -- engine input ------------------------------------------------------------------
+    def atom_tensors(self, index: np.ndarray | None = None, dtype=torch.float64, device="cpu") -> AtomTensors:
+        """The atoms (all, or a subset) as the structure-factor engine's input."""
+        idx = np.arange(self.n) if index is None else np.asarray(index, dtype=np.int64)
+        t = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=dtype, device=device)  # noqa: E731
+        return AtomTensors(
+            xyz=t(self.xyz[idx]),
+            occupancy=t(self.occupancy[idx]),
+            weight=1.0 / t(np.maximum(self.order[idx], 1).astype(np.float64)),
+            u_star=t(self.u_star_all()[idx]),
+            aniso=torch.as_tensor(self.aniso[idx], device=device),
+            u_iso=t(self.u_iso[idx]),
+            elements=[self.elements[i] for i in idx],
+            labels=[self.labels[i] for i in idx],
+        )
+
+    # -- editing -----------------------------------------------------------------------
+    def remove_atoms(self, drop: np.ndarray) -> None:
+        """Delete atoms (boolean mask); riding H of deleted parents go too."""
+        drop = np.asarray(drop, dtype=bool).copy()
+        changed = True
+        while changed:
+            changed = False
+            for i in np.nonzero((self.riding >= 0) & ~drop)[0]:
+                if drop[self.riding[i]]:
+                    drop[i] = True
+                    changed = True
+        keep = ~drop
+        new_index = np.cumsum(keep) - 1
+        for name in ("xyz", "u_iso", "u_star", "aniso", "occupancy", "order", "part", "u_ratio", "afix"):
+            setattr(self, name, getattr(self, name)[keep])
+        riding = self.riding[keep]
+        self.riding = np.where(riding >= 0, new_index[np.maximum(riding, 0)], -1)
+        self.labels = [x for x, k in zip(self.labels, keep) if k]
+        self.elements = [x for x, k in zip(self.elements, keep) if k]
+        self.position_basis = [x for x, k in zip(self.position_basis, keep) if k]
+        self.ustar_basis = [x for x, k in zip(self.ustar_basis, keep) if k]
+        groups = []
+        for g in self.h_groups:
+            if not keep[g.parent]:
+                continue
+            g = _copy_group(g)
+            pairs = [(s, a) for s, a in zip(g.slots, g.atoms) if keep[a]] if g.slots else [(None, a) for a in g.atoms if keep[a]]
+            g.parent = int(new_index[g.parent])
+            g.atoms = [int(new_index[a]) for _, a in pairs]
+            if g.slots:
+                g.slots = [s for s, _ in pairs]
+            g.neighbours = [_reindex(nb, keep, new_index) for nb in g.neighbours]
+            if any(nb is None for nb in g.neighbours):
+                continue
+            if g.reference is not None:
+                g.reference = _reindex(g.reference, keep, new_index)
+            if g.atoms:
+                groups.append(g)
+        self.h_groups = groups
+
+    def add_atom(
+        self,
+        label: str,
+        element: str,
+        xyz: np.ndarray,
+        *,
+        u_iso: float,
+        occupancy: float = 1.0,
+        part: int = 0,
+        riding: int = -1,
+        u_ratio: float = 0.0,
+        afix: int = 0,
+        special_tolerance: float = EXACT_SPECIAL,
+    ) -> int:
+        """Append an isotropic atom (moved onto a special position within tolerance)."""
+        con = self.symmetry.special_position(self.cell, np.asarray(xyz, dtype=np.float64), 2.0 * special_tolerance)
+        x = con.xyz if con.order > 1 else np.asarray(xyz, dtype=np.float64)
+        self.labels.append(label)
+        self.elements.append(normalize_element(element))
+        self.xyz = np.vstack([self.xyz, x[None]])
+        self.u_iso = np.append(self.u_iso, u_iso)
+        self.u_star = np.vstack([self.u_star, np.zeros((1, 6))])
+        self.aniso = np.append(self.aniso, False)
+        self.occupancy = np.append(self.occupancy, occupancy)
+        self.order = np.append(self.order, con.order)
+        self.part = np.append(self.part, part)
+        self.position_basis.append(con.position_basis)
+        self.ustar_basis.append(con.ustar_basis)
+        self.riding = np.append(self.riding, riding)
+        self.u_ratio = np.append(self.u_ratio, u_ratio)
+        self.afix = np.append(self.afix, afix)
+        return self.n - 1
+
+    def unique_label(self, element: str) -> str:
+        """A new label `ElementN` not used yet."""
+        used = set(self.labels)
+        k = 1
+        while f"{element}{k}" in used:
+            k += 1
+        return f"{element}{k}"
+
+    # -- output ------------------------------------------------------------------------
+    def to_structure(self, *, with_su: bool = True) -> Structure:
+        """The model as a Structure (standard uncertainties where known)."""
+        cell = self.cell
+        sites: list[Site] = []
+        su = self.su if with_su else {}
+        for i in range(self.n):
+            u_aniso = None
+            if self.aniso[i]:
+                u_aniso = tuple(float(v) for v in u_star_to_u_cif(cell, self.u_star[i]))
+            riding = self.riding[i] >= 0
+            xyz_su = su.get("xyz", {}).get(i)
+            sites.append(
+                Site(
+                    label=self.labels[i],
+                    element=self.elements[i],
+                    xyz=tuple(float(v) for v in self.xyz[i]),
+                    occupancy=float(self.occupancy[i]),
+                    u_iso=float(self.u_iso[i]),
+                    u_aniso=u_aniso,
+                    calc=bool(riding),
+                    riding_on=self.labels[self.riding[i]] if riding else None,
+                    part=int(self.part[i]),
+                    site_symmetry_order=int(self.order[i]),
+                    afix=int(self.afix[i]),
+                    xyz_su=None if xyz_su is None else tuple(float(v) for v in xyz_su),
+                    occupancy_su=su.get("occupancy", {}).get(i),
+                    u_iso_su=su.get("u_iso", {}).get(i),
+                    u_aniso_su=None
+                    if su.get("u_aniso", {}).get(i) is None
+                    else tuple(float(v) for v in su["u_aniso"][i]),
+                )
+            )
+        return self.structure.model_copy(update={"sites": sites})
+
+    def adp_problems(self) -> list[str]:
+        """Labels of atoms whose ADP is not positive definite in the written model."""
+        out = []
+        for i in range(self.n):
+            if self.aniso[i]:
+                u = u_star_to_u_cif(self.cell, self.u_star[i])
+                if not bool(is_positive_definite(self.cell, u)):
+                    out.append(self.labels[i])
+            elif self.u_iso[i] <= 0:
+                out.append(self.labels[i])
+        return out

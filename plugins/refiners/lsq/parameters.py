@@ -1,0 +1,359 @@
+"""Free parameters of a refinement and their map onto the working model.
+
+The parameter vector is: overall scale; SHELXL extinction x (optional); twin fractions
+(BASF, optional; the inversion-twin fraction is the Flack parameter); then, per site group
+(atoms sharing one position and ADP, e.g. a mixed Ag/Na site), the free coordinate shifts
+in the special-position basis, the ADP (U_iso, or U* in the site-symmetry basis) and, for
+mixed sites, occupancy fractions whose sum is kept.
+
+The Jacobian of the model intensities w.r.t. the free parameters is obtained from the
+engine's per-atom derivatives by a sparse constraint matrix C: raw per-atom derivatives
+(x, y, z, U*11..U*23, occupancy: 10 per atom) times C. Riding H atoms contribute their
+coordinate derivatives to their parent's coordinate parameters (SHELXL's riding model).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+
+from .model import WorkingModel
+
+RAW = 10  # raw derivatives per atom: x, y, z, U*(6), occupancy
+
+#: atoms closer than this (Å) share one site (mixed sites, EXYZ)
+SHARED_SITE_DISTANCE = 0.02
+
+
+@dataclass
+class SiteGroup:
+    """Atoms refined with one position and one ADP (one atom, or a mixed site)."""
+
+    atoms: list[int]
+    free_occupancy: bool = False  # mixed site: fractions refined, their sum kept
+    occupancy_sum: float = 1.0
+    single_occupancy: bool = False  # an isolated atom with its occupancy refined
+    refine_xyz: bool = True
+    refine_adp: bool = True
+
+
+@dataclass
+class ParameterInfo:
+    """What one free parameter is (for logs and shift/su reporting)."""
+
+    kind: str  # scale, extinction, basf, xyz, uiso, ustar, occ
+    group: int = -1
+    atom: int = -1
+    component: int = 0
+
+
+@dataclass
+class Parameterisation:
+    """The free parameters of a model and the constraint matrix mapping them to raw ones."""
+
+    model: WorkingModel
+    groups: list[SiteGroup]
+    refine_extinction: bool = False
+    refine_twin: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    info: list[ParameterInfo] = field(default_factory=list)
+    group_columns: list[np.ndarray] = field(default_factory=list)
+    n_global: int = 0
+    occupancy_cap: float = 1.0
+
+    # -- construction ------------------------------------------------------------------
+    @classmethod
+    def build(
+        cls,
+        model: WorkingModel,
+        *,
+        refine_extinction: bool = False,
+        refine_twin: np.ndarray | None = None,
+        refine_mixed_occupancy: bool = True,
+        refine_partial_occupancy: bool = False,
+        fixed_atoms: set[int] | None = None,
+        occupancy_only: bool = False,
+    ) -> "Parameterisation":
+        """Group atoms into sites and enumerate the free parameters.
+
+        `occupancy_only`: positions and ADPs fixed, one free occupancy per single-atom site
+        (a measure of each site's scattering power, used to assign elements).
+        """
+        groups = site_groups(model)
+        fixed_atoms = fixed_atoms or set()
+        if occupancy_only:
+            for g in groups:
+                g.refine_xyz = g.refine_adp = False
+                g.single_occupancy = len(g.atoms) == 1 and g.atoms[0] not in fixed_atoms
+            twin = np.zeros(len(model.twin_fractions), dtype=bool)
+            p = cls(model=model, groups=groups, refine_extinction=False, refine_twin=twin, occupancy_cap=20.0)
+            p._enumerate()
+            return p
+        for g in groups:
+            elements = {model.elements[i] for i in g.atoms}
+            if len(g.atoms) > 1 and len(elements) > 1 and refine_mixed_occupancy:
+                g.free_occupancy = True
+                g.occupancy_sum = float(sum(model.occupancy[i] for i in g.atoms))
+            elif len(g.atoms) == 1 and refine_partial_occupancy:
+                i = g.atoms[0]
+                if model.part[i] == 0 and model.occupancy[i] < 0.999:
+                    g.single_occupancy = True
+            if all(i in fixed_atoms for i in g.atoms):
+                g.refine_xyz = g.refine_adp = False
+                g.free_occupancy = g.single_occupancy = False
+        twin = np.zeros(len(model.twin_fractions), dtype=bool) if refine_twin is None else np.asarray(refine_twin, bool)
+        p = cls(model=model, groups=groups, refine_extinction=refine_extinction and model.extinction is not None, refine_twin=twin)
+        p._enumerate()
+        return p
+
+    def _enumerate(self) -> None:
+        m = self.model
+        info: list[ParameterInfo] = [ParameterInfo("scale")]
+        if self.refine_extinction:
+            info.append(ParameterInfo("extinction"))
+        for k, on in enumerate(self.refine_twin):
+            if on:
+                info.append(ParameterInfo("basf", component=k))
+        self.n_global = len(info)
+        cols = []
+        for gi, g in enumerate(self.groups):
+            start = len(info)
+            lead = g.atoms[0]
+            if g.refine_xyz:
+                for c in range(m.position_basis[lead].shape[1]):
+                    info.append(ParameterInfo("xyz", gi, lead, c))
+            if g.refine_adp:
+                if m.aniso[lead]:
+                    for c in range(m.ustar_basis[lead].shape[1]):
+                        info.append(ParameterInfo("ustar", gi, lead, c))
+                else:
+                    info.append(ParameterInfo("uiso", gi, lead))
+            if g.free_occupancy:
+                for a in g.atoms[:-1]:
+                    info.append(ParameterInfo("occ", gi, a))
+            elif g.single_occupancy:
+                info.append(ParameterInfo("occ", gi, lead))
+            cols.append(np.arange(start, len(info)))
+        self.info = info
+        self.group_columns = cols
+
+    @property
+    def n(self) -> int:
+        return len(self.info)
+
+    # -- constraint matrix ------------------------------------------------------------------
+    def constraint_matrix(self, group_subset: list[int] | None = None) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray]:
+        """(C, atoms, columns): raw derivatives of `atoms` (RAW each, in that order) times C
+        give the Jacobian columns `columns` of the groups (all, or a subset)."""
+        m = self.model
+        groups = range(len(self.groups)) if group_subset is None else group_subset
+        atoms: list[int] = []
+        for gi in groups:
+            for a in self.groups[gi].atoms:
+                atoms.append(a)
+        riders: dict[int, list[int]] = {}
+        for h in np.nonzero(m.riding >= 0)[0]:
+            riders.setdefault(int(m.riding[h]), []).append(int(h))
+        atom_list = list(atoms)
+        for a in atoms:
+            atom_list.extend(riders.get(a, []))
+        pos = {a: k for k, a in enumerate(atom_list)}
+        columns = np.concatenate([self.group_columns[gi] for gi in groups]) if len(groups) else np.zeros(0, int)
+        col_pos = {int(c): k for k, c in enumerate(columns)}
+        rows, cols, vals = [], [], []
+        g6 = m.metric6
+        for gi in groups:
+            g = self.groups[gi]
+            gcols = self.group_columns[gi]
+            lead = g.atoms[0]
+            k = 0
+            if g.refine_xyz:
+                b = m.position_basis[lead]
+                members = list(g.atoms)
+                for a in g.atoms:
+                    members.extend(riders.get(a, []))
+                for c in range(b.shape[1]):
+                    col = col_pos[int(gcols[k])]
+                    for a in members:
+                        for j in range(3):
+                            if b[j, c] != 0.0:
+                                rows.append(pos[a] * RAW + j)
+                                cols.append(col)
+                                vals.append(b[j, c])
+                    k += 1
+            if g.refine_adp:
+                if m.aniso[lead]:
+                    b = m.ustar_basis[lead]
+                    for c in range(b.shape[1]):
+                        col = col_pos[int(gcols[k])]
+                        for a in g.atoms:
+                            for j in range(6):
+                                if b[j, c] != 0.0:
+                                    rows.append(pos[a] * RAW + 3 + j)
+                                    cols.append(col)
+                                    vals.append(b[j, c])
+                        k += 1
+                else:
+                    col = col_pos[int(gcols[k])]
+                    for a in g.atoms:
+                        for j in range(6):
+                            rows.append(pos[a] * RAW + 3 + j)
+                            cols.append(col)
+                            vals.append(g6[j])
+                    k += 1
+            if g.free_occupancy:
+                last = g.atoms[-1]
+                for a in g.atoms[:-1]:
+                    col = col_pos[int(gcols[k])]
+                    rows += [pos[a] * RAW + 9, pos[last] * RAW + 9]
+                    cols += [col, col]
+                    vals += [1.0, -1.0]
+                    k += 1
+            elif g.single_occupancy:
+                col = col_pos[int(gcols[k])]
+                rows.append(pos[lead] * RAW + 9)
+                cols.append(col)
+                vals.append(1.0)
+                k += 1
+        c = sp.csr_matrix((vals, (rows, cols)), shape=(len(atom_list) * RAW, len(columns)))
+        return c, np.asarray(atom_list, dtype=np.int64), columns
+
+    # -- applying shifts ---------------------------------------------------------------
+    def apply(self, shift: np.ndarray, columns: np.ndarray | None = None) -> WorkingModel:
+        """A new model with `shift` added to the free parameters (`columns` if a subset)."""
+        full = np.zeros(self.n)
+        if columns is None:
+            full[:] = shift
+        else:
+            full[columns] = shift
+        m = self.model.copy()
+        k = 0
+        m.scale = m.scale + full[0]
+        k = 1
+        if self.refine_extinction:
+            m.extinction = float(m.extinction) + full[k]
+            k += 1
+        for j, on in enumerate(self.refine_twin):
+            if on:
+                m.twin_fractions[j] += full[k]
+                k += 1
+        for gi, g in enumerate(self.groups):
+            cols = self.group_columns[gi]
+            d = full[cols]
+            lead = g.atoms[0]
+            k = 0
+            if g.refine_xyz:
+                b = m.position_basis[lead]
+                dx = b @ d[k : k + b.shape[1]]
+                for a in g.atoms:
+                    m.xyz[a] += dx
+                k += b.shape[1]
+            if g.refine_adp:
+                if m.aniso[lead]:
+                    b = m.ustar_basis[lead]
+                    du = b @ d[k : k + b.shape[1]]
+                    for a in g.atoms:
+                        m.u_star[a] += du
+                    k += b.shape[1]
+                else:
+                    for a in g.atoms:
+                        m.u_iso[a] += d[k]
+                    k += 1
+            if g.free_occupancy:
+                last = g.atoms[-1]
+                for a in g.atoms[:-1]:
+                    m.occupancy[a] += d[k]
+                    m.occupancy[last] -= d[k]
+                    k += 1
+                _clip_occupancies(m, g)
+            elif g.single_occupancy:
+                m.occupancy[lead] = float(np.clip(m.occupancy[lead] + d[k], 0.0, self.occupancy_cap))
+                k += 1
+        m.update_u_eq()
+        return m
+
+    # -- groups as blocks ------------------------------------------------------------------
+    def blocks(self, size: int) -> list[list[int]]:
+        """Consecutive site groups in blocks of about `size` parameters."""
+        out: list[list[int]] = []
+        cur: list[int] = []
+        count = 0
+        for gi, cols in enumerate(self.group_columns):
+            if not len(cols):
+                continue
+            if cur and count + len(cols) > size:
+                out.append(cur)
+                cur, count = [], 0
+            cur.append(gi)
+            count += len(cols)
+        if cur:
+            out.append(cur)
+        return out
+
+    def describe(self, j: int) -> str:
+        """A short name of parameter j (e.g. 'O1 y', 'C3 U', 'scale')."""
+        p = self.info[j]
+        if p.kind in ("scale", "extinction"):
+            return p.kind
+        if p.kind == "basf":
+            return f"BASF{p.component + 1}"
+        label = self.model.labels[p.atom]
+        if p.kind == "xyz":
+            b = self.model.position_basis[p.atom][:, p.component]
+            axis = "xyz"[int(np.argmax(np.abs(b)))]
+            return f"{label} {axis}"
+        if p.kind == "uiso":
+            return f"{label} Uiso"
+        if p.kind == "ustar":
+            return f"{label} U{p.component + 1}"
+        return f"{label} occ"
+
+
+def _clip_occupancies(m: WorkingModel, g: SiteGroup) -> None:
+    """Keep every fraction of a mixed site within [0, sum]."""
+    occ = np.array([m.occupancy[a] for a in g.atoms])
+    occ = np.clip(occ, 0.0, g.occupancy_sum)
+    total = occ.sum()
+    occ = occ * (g.occupancy_sum / total) if total > 0 else np.full(len(occ), g.occupancy_sum / len(occ))
+    for a, v in zip(g.atoms, occ):
+        m.occupancy[a] = v
+
+
+def site_groups(model: WorkingModel) -> list[SiteGroup]:
+    """Non-riding atoms grouped by shared position (distance < SHARED_SITE_DISTANCE).
+
+    Atoms of one group must also share their ADP type; riding H atoms are not grouped.
+    """
+    idx = [i for i in range(model.n) if model.riding[i] < 0]
+    if not idx:
+        return []
+    cart = model.cartesian()
+    assigned: dict[int, int] = {}
+    groups: list[SiteGroup] = []
+    for i in idx:
+        if i in assigned:
+            continue
+        members = [i]
+        for j in idx:
+            if j <= i or j in assigned:
+                continue
+            if model.aniso[j] != model.aniso[i]:
+                continue
+            if np.linalg.norm(cart[i] - cart[j]) < SHARED_SITE_DISTANCE:
+                members.append(j)
+        for j in members:
+            assigned[j] = len(groups)
+        groups.append(SiteGroup(atoms=members))
+    return groups
+
+
+def share_site_values(model: WorkingModel, groups: list[SiteGroup]) -> None:
+    """Make members of each group share the lead atom's position and ADP exactly."""
+    for g in groups:
+        lead = g.atoms[0]
+        for a in g.atoms[1:]:
+            model.xyz[a] = model.xyz[lead]
+            model.u_iso[a] = model.u_iso[lead]
+            model.u_star[a] = model.u_star[lead]
+            model.aniso[a] = model.aniso[lead]

@@ -1,0 +1,606 @@
+"""The `lsq` refiner component: stages of a SHELXL-style refinement.
+
+    1. merge the data as SHELXL does (kernel `prepare_observations`, honouring OMIT/SHEL),
+       check them against the space group, fit the scale;
+    2. isotropic refinement (and difference-Fourier completion when asked);
+    3. anisotropic non-H atoms (when the data allow) with riding H placed geometrically
+       and re-placed after every shift;
+    4. SHELXL weights optimised, refinement continued until max shift/su < 0.05;
+    5. standard uncertainties from the inverse normal matrix, the Flack parameter,
+       difference-density peak and hole, agreement figures.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, ClassVar
+
+import numpy as np
+
+from refractor_core.crystal.cell import orthogonalization_matrix, u_cif_to_u_star
+from refractor_core.crystal.formula import cell_contents
+from refractor_core.crystal.observations import prepare_observations, twin_operators
+from refractor_core.crystal.rfactors import agreement, scale_factor
+from refractor_core.crystal.symmetry import SymmetryOps
+from refractor_core.errors import InputError, RefinementError
+from refractor_core.interfaces import BuildContext, Refiner
+from refractor_core.types import Candidate, RefinedCandidate, ReflectionData, RefinementInstructions
+
+from ..configs import LsqConfig
+from . import hydrogens as hyd
+from .driver import Driver, Observed, Settings
+from .least_squares import IntensityCalculator
+from .model import WorkingModel, is_hydrogen, metric6
+from .parameters import Parameterisation, share_site_values, site_groups
+from .weighting import optimise_weights
+
+#: reflections per parameter below which 'auto' keeps ADPs isotropic
+ANISO_DATA_RATIO = 8.0
+#: stage cycle budgets (fractions of max_cycles are not needed: SHELXL-like counts)
+ISO_CYCLES = 15
+ANISO_CYCLES = 25
+WEIGHT_ROUNDS = 3
+WEIGHT_CYCLES = 12
+#: reflections × atoms below which one torch thread is used (threads.auto)
+SMALL_PROBLEM = 5_000_000
+
+
+class LsqRefiner(Refiner):
+    """Least squares on F² with SHELXL weights, constraints, riding H and completion."""
+
+    name: ClassVar[str] = "lsq"
+    version: ClassVar[str] = "0.1.0"
+    Config: ClassVar[type] = LsqConfig
+
+    def __init__(self, config: LsqConfig | None = None, context: BuildContext | None = None):
+        super().__init__(config, context)
+
+    def refine(self, data: ReflectionData, candidate: Candidate) -> RefinedCandidate:
+        """Refine `candidate` against `data`; RefinementError when it cannot proceed."""
+        import torch
+
+        threads = self.config.threads
+        if threads is None:
+            size = data.n * max(len(candidate.structure.sites), 1)
+            threads = 1 if size < SMALL_PROBLEM else torch.get_num_threads()
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            return Refinement(self.config, data, candidate, self.context).run()
+        finally:
+            torch.set_num_threads(before)
+
+
+class Refinement:
+    """One refinement of one candidate (holds the state shared by the stages)."""
+
+    def __init__(self, config: LsqConfig, data: ReflectionData, candidate: Candidate, context: BuildContext | None = None):
+        self.cfg = config
+        self.data = data
+        self.candidate = candidate
+        self.context = context or BuildContext()
+        self.lines: list[str] = []
+        self.warnings: list[str] = []
+        self.meta: dict[str, Any] = {}
+        self.t0 = time.perf_counter()
+        self.cycles = 0
+
+    # -- logging -----------------------------------------------------------------------
+    def log(self, text: str) -> None:
+        self.lines.append(text)
+
+    def warn(self, text: str) -> None:
+        self.warnings.append(text)
+        self.lines.append("warning: " + text)
+
+    # -- setup -------------------------------------------------------------------------
+    def _instructions(self) -> RefinementInstructions:
+        if self.cfg.ignore_instructions:
+            return RefinementInstructions()
+        given = self.candidate.meta.get("instructions")
+        if isinstance(given, dict):
+            given = RefinementInstructions.model_validate(given)
+        return given or self.data.instructions or RefinementInstructions()
+
+    def _check_inputs(self) -> None:
+        data, structure = self.data, self.candidate.structure
+        if data.n == 0:
+            raise RefinementError(f"{data.source or 'the data'}: no reflections to refine against")
+        if data.cell is None:
+            raise InputError("the reflection data have no unit cell", path=data.source)
+        if not structure.sites:
+            raise RefinementError("the starting model has no atoms")
+        a = np.array(data.cell.parameters)
+        b = np.array(structure.cell.parameters)
+        rel = np.abs(a - b) / np.maximum(np.abs(a), 1e-9)
+        if np.any(rel > 0.02):
+            self.warn(
+                f"the model's cell {tuple(round(x, 4) for x in b)} differs from the data's "
+                f"{tuple(round(x, 4) for x in a)}; the data's cell is used"
+            )
+        if np.all(data.intensity <= 0):
+            raise RefinementError(f"{data.source or 'the data'}: every intensity is zero or negative")
+
+    def _space_group_check(self, sym: SymmetryOps) -> None:
+        """Warn when reflections the space group forbids are observed strongly."""
+        absent = sym.is_absent(self.data.hkl)
+        if not absent.any():
+            return
+        i_s = self.data.intensity[absent] / self.data.sigma[absent]
+        strong = int(np.sum(i_s > 5.0))
+        frac = strong / max(int(absent.sum()), 1)
+        self.meta["absence_violations"] = {"n_absent": int(absent.sum()), "n_strong": strong, "mean_i_over_sigma": float(i_s.mean())}
+        if strong >= 3 and frac > 0.05 and float(i_s.mean()) > 3.0:
+            self.warn(
+                f"{strong} of {int(absent.sum())} reflections that space group "
+                f"{self.candidate.structure.space_group.symbol} forbids are observed with I > 5σ(I) "
+                f"(mean I/σ {float(i_s.mean()):.1f}): the space group may disagree with the data"
+            )
+
+    # -- the run -----------------------------------------------------------------------
+    def run(self) -> RefinedCandidate:
+        cfg = self.cfg
+        self._check_inputs()
+        structure = self.candidate.structure
+        if self.data.cell is not None:
+            structure = structure.model_copy(update={"cell": self.data.cell})
+        sym = SymmetryOps.from_space_group(structure.space_group)
+        instr = self._instructions()
+        self._space_group_check(sym)
+        obs = prepare_observations(self.data, sym, instr)
+        if obs.data.n == 0:
+            raise RefinementError(f"{self.data.source or 'the data'}: no reflections left after merging and filtering")
+        fo2, sigma = obs.fo2.copy(), obs.sigma.copy()
+        n_neg = int(np.sum(fo2 < 0))
+        self.log(
+            f"{obs.n_input} reflections merged to {obs.data.n} unique "
+            f"({'Friedel mates merged' if obs.friedel_merged else 'Friedel mates kept apart'}); "
+            f"R_int {obs.merged.r_int:.4f}; {n_neg} with Fo² < 0"
+        )
+        for key, value in obs.dropped.items():
+            if value:
+                self.log(f"  {value} reflections dropped ({key.replace('_', ' ')})")
+        self.obs_data = obs
+        wavelength = self.data.wavelength or structure.wavelength or 0.71073
+
+        model = WorkingModel.from_structure(structure, sym, special_tolerance=cfg.special_tolerance)
+        self._remove_duplicates(model)
+        # twinning, extinction
+        self._setup_twin_and_extinction(model, instr, sym)
+        hydrogens_in = int(model.hydrogen.sum())
+        self.place_h = self._want_riding_h()
+        if self.place_h and hydrogens_in and not cfg.keep_h:
+            model.remove_atoms(model.hydrogen)
+            self.log(f"{hydrogens_in} H atoms of the starting model removed (re-placed as riding H)")
+        elif hydrogens_in:
+            hyd.attach_existing(model)
+        groups = site_groups(model)
+        share_site_values(model, groups)
+
+        # chunks sized so that raw derivative blocks stay near 40 MB
+        n_raw = max(model.n * 2, 20) * 10
+        chunk = int(np.clip(4_000_000 // (n_raw * len(model.twin_ops)), 300, 4000))
+        device = self.context.device if self.context.device in ("cpu", "cuda") else "cpu"
+        self.calc = IntensityCalculator(
+            obs.hkl, structure.cell, sym, wavelength, model.twin_ops,
+            anomalous=cfg.anomalous, chunk=chunk, device=device,
+        )
+        self.fo2, self.sigma = fo2, sigma
+        # scale from the start model
+        fc2c = self.calc.fc2_components(model)
+        _, fcabs = self.calc.model_intensities(_unit_scale(model), fc2c)
+        k = scale_factor(fo2, fcabs, 1.0 / sigma**2)
+        if not (math.isfinite(k) and k > 0):
+            raise RefinementError("the starting model gives no diffracted intensity (scale cannot be fitted)")
+        model.scale = k
+
+        a, b = (cfg.weights if cfg.weights is not None else (0.1, 0.0))
+        self.settings = Settings(
+            scheme=cfg.weighting, a=a, b=b, damping=cfg.damping, matrix="full",
+            block_size=cfg.block_size, convergence=cfg.convergence,
+        )
+        self.refine_occ_mixed = cfg.refine_occupancies in (True, "auto")
+        self.refine_occ_partial = cfg.refine_occupancies is True
+        self.fixed: set[int] = set()
+        driver = Driver(self.calc, Observed(fo2, sigma), self.settings, self._parameters, self._after_shift, self.log)
+        self.driver = driver
+        budget = cfg.max_cycles
+
+        # stage 1: isotropic start (atoms already anisotropic stay so)
+        self._choose_matrix(model)
+        if budget > 0:
+            res = driver.run(model, min(ISO_CYCLES, budget), "iso", convergence=max(cfg.convergence, 0.2))
+            model, budget = res.model, budget - res.cycles
+
+        # completion
+        if self._want_completion(model) and budget > 0:
+            from .completion import complete_model
+
+            model, used = complete_model(self, model, budget)
+            budget -= used
+
+        # stage 2: anisotropic non-H + riding H
+        aniso = self._want_anisotropic(model, len(fo2))
+        if aniso:
+            heavy = ~model.hydrogen & (model.riding < 0)
+            model.make_anisotropic(heavy)
+            self.log(f"anisotropic ADPs for {int(heavy.sum())} non-H atoms")
+        if self.place_h:
+            model = self._place_hydrogens(model)
+        self._choose_matrix(model)
+        converged = False
+        last_shift = math.inf
+        if budget > 0:
+            res = driver.run(model, min(ANISO_CYCLES, budget), "aniso" if aniso else "iso")
+            model, budget = res.model, budget - res.cycles
+            converged, last_shift = res.converged, res.max_shift_su
+
+        # stage 3: SHELXL weights
+        if cfg.weighting == "shelxl" and cfg.weights is None and budget > 0:
+            for _ in range(WEIGHT_ROUNDS):
+                changed = self._optimise_weights(model)
+                if self.place_h and cfg.fit_rotating_groups:
+                    model = hyd.refit_rotating_groups(model, self)
+                if not changed and converged:
+                    break
+                res = driver.run(model, min(WEIGHT_CYCLES, budget), "weights")
+                model, budget = res.model, budget - res.cycles
+                converged, last_shift = res.converged, res.max_shift_su
+                if budget <= 0:
+                    break
+        elif budget > 0 and not converged:
+            res = driver.run(model, budget, "final")
+            model, budget = res.model, budget - res.cycles
+            converged, last_shift = res.converged, res.max_shift_su
+
+        self.cycles = driver.cycle_count
+        if not converged:
+            self.log(f"not converged after {self.cycles} cycles (max shift/su {last_shift:.3f})")
+        return self._finish(model, converged, last_shift, instr, wavelength)
+
+    # -- pieces ------------------------------------------------------------------------
+    def _want_riding_h(self) -> bool:
+        if self.cfg.riding_h is True:
+            return True
+        if self.cfg.riding_h is False:
+            return False
+        formula = self.data.formula
+        if not formula:
+            return False
+        try:
+            from refractor_core.crystal.formula import parse_formula
+
+            return parse_formula(formula).get("H", 0.0) + parse_formula(formula).get("D", 0.0) > 0
+        except InputError:
+            return False
+
+    def _want_anisotropic(self, model: WorkingModel, n_obs: int) -> bool:
+        if self.cfg.anisotropic is True:
+            return True
+        if self.cfg.anisotropic is False:
+            return False
+        trial = model.copy()
+        trial.make_anisotropic(~trial.hydrogen & (trial.riding < 0))
+        n_par = self._parameters(trial).n
+        ratio = n_obs / max(n_par, 1)
+        self.log(f"data/parameter ratio of the anisotropic model: {ratio:.1f}")
+        return ratio >= ANISO_DATA_RATIO
+
+    def _want_completion(self, model: WorkingModel) -> bool:
+        if self.cfg.complete is False or self.cfg.completion_rounds == 0:
+            return False
+        if self.cfg.complete is True:
+            return True
+        expected = expected_asu_counts(self.data, model)
+        if not expected:
+            return False
+        have = sum(model.occupancy[i] / max(model.order[i], 1) for i in range(model.n) if not is_hydrogen(model.elements[i]))
+        want = sum(v for e, v in expected.items() if not is_hydrogen(e))
+        foreign = {e for e in model.elements if e not in expected and not is_hydrogen(e)}
+        return have < want - 0.75 or bool(foreign)
+
+    def _choose_matrix(self, model: WorkingModel) -> None:
+        n = self._parameters(model).n
+        if self.cfg.matrix == "auto":
+            self.settings.matrix = "blocked" if n > self.cfg.full_matrix_limit else "full"
+        else:
+            self.settings.matrix = self.cfg.matrix
+
+    def _parameters(self, model: WorkingModel) -> Parameterisation:
+        return Parameterisation.build(
+            model,
+            refine_extinction=self.refine_extinction,
+            refine_twin=self.refine_twin,
+            refine_mixed_occupancy=self.refine_occ_mixed,
+            refine_partial_occupancy=self.refine_occ_partial,
+            fixed_atoms=self.fixed,
+        )
+
+    def _after_shift(self, model: WorkingModel) -> None:
+        if model.extinction is not None and model.extinction < 0:
+            model.extinction = 0.0
+        model.enforce_adp_limits()
+        if (model.riding >= 0).any():
+            hyd.update_riding(model)
+
+    def _remove_duplicates(self, model: WorkingModel) -> None:
+        """Atoms of one element on top of each other (same part) are merged, with a warning."""
+        cart = model.cartesian()
+        drop = np.zeros(model.n, dtype=bool)
+        for i in range(model.n):
+            if drop[i]:
+                continue
+            d = np.linalg.norm(cart - cart[i], axis=1)
+            for j in np.nonzero((d < 0.1) & (np.arange(model.n) > i))[0]:
+                if model.elements[j] == model.elements[i] and model.part[j] == model.part[i]:
+                    drop[j] = True
+                    self.warn(f"atoms {model.labels[i]} and {model.labels[j]} lie on top of each other ({d[j]:.3f} Å): {model.labels[j]} removed")
+        close = []
+        m = orthogonalization_matrix(model.cell)
+        for i in range(model.n):
+            if drop[i] or is_hydrogen(model.elements[i]):
+                continue
+            dx = model.xyz - model.xyz[i]
+            dx -= np.round(dx)
+            d = np.linalg.norm(dx @ m.T, axis=1)
+            for j in np.nonzero((d < 0.5) & (d >= 0.1) & (np.arange(model.n) > i) & ~drop)[0]:
+                if model.part[i] == model.part[j] and model.part[i] >= 0 and not is_hydrogen(model.elements[j]):
+                    close.append(f"{model.labels[i]}-{model.labels[j]} {d[j]:.2f} Å")
+        if close:
+            self.warn("implausibly short contacts in the starting model: " + ", ".join(close[:10]))
+        if drop.any():
+            model.remove_atoms(drop)
+
+    def _setup_twin_and_extinction(self, model: WorkingModel, instr: RefinementInstructions, sym: SymmetryOps) -> None:
+        cfg = self.cfg
+        self.refine_twin = np.zeros(0, dtype=bool)
+        self.flack_mode = "none"
+        self.inversion_component = None
+        if instr.twin_n or instr.twin_matrix:
+            ops = twin_operators(instr.twin_matrix, instr.twin_n)
+            model.twin_ops = ops
+            basf = list(instr.basf[: len(ops) - 1]) + [0.0] * max(0, len(ops) - 1 - len(instr.basf))
+            model.twin_fractions = np.array(basf, dtype=np.float64)
+            self.refine_twin = np.ones(len(ops) - 1, dtype=bool)
+            for k, op in enumerate(ops[1:]):
+                if np.allclose(op, -np.eye(3)):
+                    self.inversion_component = k
+            self.log(f"twin: {len(ops)} components, BASF {', '.join(f'{x:.3f}' for x in basf)} refined")
+            if self.inversion_component is not None:
+                self.flack_mode = "basf"
+        elif not sym.centrosymmetric and cfg.flack is True:
+            model.twin_ops = [np.eye(3), -np.eye(3)]
+            model.twin_fractions = np.array([0.0])
+            self.refine_twin = np.array([True])
+            self.inversion_component = 0
+            self.flack_mode = "basf"
+            self.log("inversion twin fraction (Flack x) refined")
+        elif not sym.centrosymmetric and cfg.flack == "auto":
+            self.flack_mode = "estimate"
+        self.refine_extinction = False
+        if cfg.extinction is True or (cfg.extinction == "auto" and instr.exti is not None):
+            model.extinction = float(instr.exti or 0.0)
+            self.refine_extinction = True
+            self.log(f"extinction refined (start x = {model.extinction:g})")
+        self.extinction_test = cfg.extinction == "auto" and instr.exti is None and self._no_instructions(instr)
+
+    @staticmethod
+    def _no_instructions(instr: RefinementInstructions) -> bool:
+        return instr == RefinementInstructions()
+
+    def _place_hydrogens(self, model: WorkingModel) -> WorkingModel:
+        expected = expected_asu_counts(self.data, model)
+        n_h = expected.get("H", 0.0) + expected.get("D", 0.0) if expected else None
+        placed = hyd.place_hydrogens(
+            model,
+            expected_h=n_h,
+            distances=self.cfg.h_distances,
+            refinement=self if self.cfg.fit_rotating_groups else None,
+        )
+        self.log(placed.summary())
+        self.meta["hydrogens"] = placed.counts
+        return placed.model
+
+    def _optimise_weights(self, model: WorkingModel) -> bool:
+        fc2c = self.calc.fc2_components(model)
+        _, fcabs = self.calc.model_intensities(model, fc2c)
+        k = model.scale
+        n_par = self._parameters(model).n
+        fit = optimise_weights(self.fo2 / k, self.sigma / k, fcabs, n_par, start=(self.settings.a, self.settings.b))
+        changed = abs(fit.a - self.settings.a) > 0.002 or abs(fit.b - self.settings.b) > 0.05 * max(abs(self.settings.b), 0.02)
+        self.log(
+            f"weights optimised: a = {fit.a:.4f}, b = {fit.b:.4f} (GooF by Fc² group "
+            f"{min(fit.goof_groups_after):.2f}-{max(fit.goof_groups_after):.2f}, was "
+            f"{min(fit.goof_groups_before):.2f}-{max(fit.goof_groups_before):.2f})"
+        )
+        self.settings.a, self.settings.b = fit.a, fit.b
+        self.meta["weight_groups_goof"] = fit.goof_groups_after
+        return changed
+
+    # -- final figures -----------------------------------------------------------------
+    def _finish(self, model: WorkingModel, converged: bool, last_shift: float, instr, wavelength: float) -> RefinedCandidate:
+        from .completion import difference_peaks_and_holes
+
+        model = self._test_extinction(model)
+        params, cov, s2, singular = self.driver.uncertainties(model)
+        if singular:
+            names = ", ".join(params.describe(j) for j in singular[:8])
+            self.warn(f"the normal matrix is singular: parameters {names} are not determined by the data (su set to 0)")
+        self._store_su(model, params, cov)
+        fc2c = self.calc.fc2_components(model)
+        _, fcabs = self.calc.model_intensities(model, fc2c)
+        a, b = (self.settings.a, self.settings.b) if self.settings.scheme == "shelxl" else (0.0, 0.0)
+        ag = agreement(self.fo2, self.sigma, fcabs, n_parameters=params.n, weight_a=a, weight_b=b, scale=model.scale)
+        flack, flack_su = None, None
+        if self.flack_mode == "basf" and self.inversion_component is not None:
+            j = _column_of(params, "basf", self.inversion_component)
+            flack = float(model.twin_fractions[self.inversion_component])
+            flack_su = float(math.sqrt(max(cov[j, j], 0.0))) if j is not None else None
+        elif self.flack_mode == "estimate":
+            from .absolute import flack_estimate
+
+            est = flack_estimate(self, model)
+            if est is not None:
+                flack, flack_su = est
+                self.log(f"Flack x = {flack:.3f}({flack_su:.3f}) (estimated after refinement)")
+        peak, hole, peaks = difference_peaks_and_holes(self, model)
+        ext = model.extinction
+        ext_su = None
+        if self.refine_extinction:
+            j = _column_of(params, "extinction", 0)
+            ext_su = float(math.sqrt(max(cov[j, j], 0.0))) if j is not None else None
+        npd = model.non_positive_definite()
+        if npd:
+            self.warn("ADPs at the positivity limit (not positive definite when refined freely): " + ", ".join(model.labels[i] for i in npd))
+        figures = (ag.R1, ag.wR2, ag.GooF)
+        if not all(math.isfinite(x) for x in figures):
+            raise RefinementError("the refinement produced non-finite agreement figures")
+        refined_structure = model.to_structure()
+        meta = dict(self.meta)
+        meta.update(
+            {
+                "R1_all": ag.R1_all,
+                "instructions": instr.model_dump(mode="json"),
+                "refined_instructions": self._refined_instructions(instr, model, a, b).model_dump(mode="json"),
+                "non_positive_definite": [model.labels[i] for i in npd],
+                "warnings": list(self.warnings),
+                "seconds": time.perf_counter() - self.t0,
+                "matrix": self.settings.matrix,
+                "scale_su": float(math.sqrt(max(cov[0, 0], 0.0))),
+                "extinction_su": ext_su,
+                "twin_fractions": [float(x) for x in model.twin_fractions],
+                "friedel_merged": self.obs_data.friedel_merged,
+                "r_int": self.obs_data.merged.r_int,
+                "difference_peaks": peaks,
+                "n_restraints": 0,
+                "fc2": None,
+            }
+        )
+        self.meta_fcf = (self.obs_data.hkl, self.fo2 / model.scale, self.sigma / model.scale, fcabs)
+        self.log(
+            f"final: R1 {ag.R1:.4f} ({ag.n_gt} Fo > 4σ(Fo)), wR2 {ag.wR2:.4f}, GooF {ag.GooF:.3f}, "
+            f"{ag.n_reflections} reflections, {params.n} parameters, max shift/su {last_shift:.3f}, "
+            f"Δρ {peak:+.2f}/{hole:+.2f} e/Å³"
+        )
+        return RefinedCandidate(
+            structure=refined_structure,
+            candidate=self.candidate,
+            r1=ag.R1,
+            wr2=ag.wR2,
+            goof=ag.GooF,
+            n_reflections=ag.n_reflections,
+            n_gt=ag.n_gt,
+            n_parameters=params.n,
+            cycles=self.cycles,
+            max_shift_su=float(last_shift) if math.isfinite(last_shift) else None,
+            converged=bool(converged),
+            scale=float(model.scale),
+            extinction=float(ext) if ext is not None else None,
+            flack=flack,
+            flack_su=flack_su,
+            weight_a=float(a),
+            weight_b=float(b),
+            diff_peak=float(peak),
+            diff_hole=float(hole),
+            log=list(self.lines),
+            meta=meta,
+        )
+
+    def _refined_instructions(self, instr: RefinementInstructions, model: WorkingModel, a: float, b: float) -> RefinementInstructions:
+        """The instructions that describe this refinement (for the .res writer)."""
+        upd: dict[str, Any] = {"wght": (a, b)}
+        if model.extinction is not None:
+            upd["exti"] = float(model.extinction)
+        if len(model.twin_ops) > 1:
+            upd["basf"] = [float(x) for x in model.twin_fractions]
+        return instr.model_copy(update=upd)
+
+    def _test_extinction(self, model: WorkingModel) -> WorkingModel:
+        """Without instructions, keep an extinction parameter only if it is significant."""
+        if not self.extinction_test or self.cfg.max_cycles == 0:
+            return model
+        trial = model.copy()
+        trial.extinction = 0.0
+        self.refine_extinction = True
+        res = self.driver.run(trial, 6, "extinction")
+        params, cov, _, _ = self.driver.uncertainties(res.model)
+        j = _column_of(params, "extinction", 0)
+        x = float(res.model.extinction or 0.0)
+        su = float(math.sqrt(max(cov[j, j], 0.0))) if j is not None else math.inf
+        if x > 3.0 * su and x > 0:
+            self.log(f"extinction x = {x:.3g}({su:.2g}) is significant: kept")
+            return res.model
+        self.log(f"extinction x = {x:.3g}({su:.2g}) not significant: not refined")
+        self.refine_extinction = False
+        return model
+
+    def _store_su(self, model: WorkingModel, params: Parameterisation, cov: np.ndarray) -> None:
+        """Standard uncertainties of the atoms' parameters from the covariance matrix."""
+        cell = model.cell
+        n_vec = np.sqrt(np.diag(np.linalg.inv(orthogonalization_matrix(cell).T @ orthogonalization_matrix(cell))))
+        ustar_scale = np.array([n_vec[0] ** 2, n_vec[1] ** 2, n_vec[2] ** 2, n_vec[0] * n_vec[1], n_vec[0] * n_vec[2], n_vec[1] * n_vec[2]])
+        m = orthogonalization_matrix(cell)
+        # U_eq = trace(M U* Mᵀ)/3 is linear in U*
+        grad_ueq = np.array([m[:, 0] @ m[:, 0], m[:, 1] @ m[:, 1], m[:, 2] @ m[:, 2], 2 * m[:, 0] @ m[:, 1], 2 * m[:, 0] @ m[:, 2], 2 * m[:, 1] @ m[:, 2]]) / 3.0
+        su: dict[str, dict[int, Any]] = {"xyz": {}, "u_iso": {}, "u_aniso": {}, "occupancy": {}}
+        for gi, g in enumerate(params.groups):
+            cols = params.group_columns[gi]
+            lead = g.atoms[0]
+            k = 0
+            if g.refine_xyz:
+                b = model.position_basis[lead]
+                c = cov[np.ix_(cols[k : k + b.shape[1]], cols[k : k + b.shape[1]])]
+                sx = np.sqrt(np.clip(np.diag(b @ c @ b.T), 0.0, None))
+                for a in g.atoms:
+                    su["xyz"][a] = sx
+                k += b.shape[1]
+            if g.refine_adp:
+                if model.aniso[lead]:
+                    b = model.ustar_basis[lead]
+                    c = b @ cov[np.ix_(cols[k : k + b.shape[1]], cols[k : k + b.shape[1]])] @ b.T
+                    su_cif = np.sqrt(np.clip(np.diag(c), 0.0, None)) / ustar_scale
+                    su_ueq = float(np.sqrt(max(grad_ueq @ c @ grad_ueq, 0.0)))
+                    for a in g.atoms:
+                        su["u_aniso"][a] = su_cif
+                        su["u_iso"][a] = su_ueq
+                    k += b.shape[1]
+                else:
+                    s = float(np.sqrt(max(cov[cols[k], cols[k]], 0.0)))
+                    for a in g.atoms:
+                        su["u_iso"][a] = s
+                    k += 1
+            if g.free_occupancy:
+                occ_cols = cols[k : k + len(g.atoms) - 1]
+                for a, c in zip(g.atoms[:-1], occ_cols):
+                    su["occupancy"][a] = float(np.sqrt(max(cov[c, c], 0.0)))
+                total = cov[np.ix_(occ_cols, occ_cols)].sum()
+                su["occupancy"][g.atoms[-1]] = float(np.sqrt(max(total, 0.0)))
+            elif g.single_occupancy:
+                su["occupancy"][lead] = float(np.sqrt(max(cov[cols[k], cols[k]], 0.0)))
+        model.su = su
+
+
+def _unit_scale(model: WorkingModel) -> WorkingModel:
+    m = model.copy()
+    m.scale = 1.0
+    return m
+
+
+def _column_of(params: Parameterisation, kind: str, component: int) -> int | None:
+    for j, p in enumerate(params.info):
+        if p.kind == kind and (kind != "basf" or p.component == component):
+            return j
+    return None
+
+
+def expected_asu_counts(data: ReflectionData, model: WorkingModel) -> dict[str, float]:
+    """Atoms per asymmetric unit expected from the data's formula and Z (empty if unknown)."""
+    if not data.formula or not data.z:
+        return {}
+    try:
+        contents = cell_contents(data.formula, data.z)
+    except InputError:
+        return {}
+    n_ops = model.symmetry.n
+    return {e: v / n_ops for e, v in contents.items()}
