@@ -104,6 +104,22 @@ def stage_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1)[0] % 2**31)
 
 
+def _call(component: Component, method: str, *args: Any, **kwargs: Any) -> Any:
+    """Call a stage method; an unexpected exception becomes a PluginError naming the component.
+
+    RefractorErrors (bad input, failed refinement, weights...) pass through unchanged.
+    """
+    try:
+        return getattr(component, method)(*args, **kwargs)
+    except RefractorError:
+        raise
+    except Exception as exc:
+        raise PluginError(
+            f"{component.kind} {component.name!r} failed in {method}(): {type(exc).__name__}: {exc}",
+            hint="run with -v for the traceback; report it to the component's authors",
+        ) from exc
+
+
 def _null_progress(description: str, total: int | None = None):
     from .progress import silent
 
@@ -189,7 +205,7 @@ def run_pipeline(
     if encoder is not None:
         t0 = time.perf_counter()
         with progress(f"encoding ({encoder.name})", total=1) as bar:
-            embedding = encoder.encode(data)
+            embedding = _call(encoder, "encode", data)
             bar.update(1)
         _expect("encoder", encoder.name, embedding, Embedding, "an Embedding")
         timings["encoder"] = time.perf_counter() - t0
@@ -199,7 +215,7 @@ def run_pipeline(
     classifier = components["classifier"]
     if classifier is not None:
         with progress(f"space groups ({classifier.name})", total=1) as bar:
-            hypotheses = classifier.classify(data, embedding)
+            hypotheses = _call(classifier, "classify", data, embedding)
             bar.update(1)
         hypotheses = _expect_list("classifier", classifier.name, hypotheses, SpaceGroupHypothesis, "SpaceGroupHypothesis")
         if not hypotheses:
@@ -223,8 +239,8 @@ def run_pipeline(
     with progress(f"generating candidates ({generator.name})", total=len(hypotheses)) as bar:
         for i, hypothesis in enumerate(hypotheses):
             try:
-                got = generator.generate(
-                    data, hypothesis, k=config.candidates_per_hypothesis, embedding=embedding, seed=stage_seed(context.seed, i)
+                got = _call(
+                    generator, "generate", data, hypothesis, k=config.candidates_per_hypothesis, embedding=embedding, seed=stage_seed(context.seed, i)
                 )
             except (RefinementError, InputError) as exc:
                 notes.append(f"generator failed for {hypothesis.space_group.symbol}: {exc}")
@@ -251,7 +267,7 @@ def run_pipeline(
     with progress(f"refining ({refiner.name})", total=len(candidates)) as bar:
         for i, candidate in enumerate(candidates):
             try:
-                r = refiner.refine(data, candidate)
+                r = _call(refiner, "refine", data, candidate)
             except RefinementError as exc:
                 notes.append(f"candidate {i + 1} ({candidate.structure.space_group.symbol}) not refined: {exc}")
                 bar.update(1)
@@ -269,7 +285,7 @@ def run_pipeline(
     ranker = components["ranker"]
     assert ranker is not None
     t0 = time.perf_counter()
-    ranked = _expect_list("ranker", ranker.name, ranker.rank(data, refined), RefinedCandidate, "RefinedCandidate")
+    ranked = _expect_list("ranker", ranker.name, _call(ranker, "rank", data, refined), RefinedCandidate, "RefinedCandidate")
     if len(ranked) != len(refined):
         raise PluginError(f"ranker {ranker.name!r} returned {len(ranked)} candidates for {len(refined)} given")
     timings["ranker"] = time.perf_counter() - t0

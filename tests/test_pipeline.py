@@ -111,6 +111,16 @@ class WrongTypeRanker(Ranker):
         return {"best": refined[0]}
 
 
+class CrashingRanker(Ranker):
+    """A faulty ranker (test only): a bug inside the component."""
+
+    name = "fixture-crashes"
+    Config = ComponentConfig
+
+    def rank(self, data, refined):
+        return sorted(refined, key=lambda r: r.no_such_field)
+
+
 class FaultyRankers:
     distribution = "tests"
 
@@ -118,6 +128,7 @@ class FaultyRankers:
     def refractor_register(self, register):
         register(ComponentSpec(kind="ranker", name="fixture-loses-one", target=f"{__name__}:LosingRanker"))
         register(ComponentSpec(kind="ranker", name="fixture-wrong-type", target=f"{__name__}:WrongTypeRanker"))
+        register(ComponentSpec(kind="ranker", name="fixture-crashes", target=f"{__name__}:CrashingRanker"))
 
 
 def test_misbehaving_components_are_plugin_errors(monkeypatch, data):
@@ -127,6 +138,9 @@ def test_misbehaving_components_are_plugin_errors(monkeypatch, data):
         run_pipeline(data, config(components={"ranker": "fixture-loses-one"}), PipelineContext(registry=registry))
     with pytest.raises(PluginError, match="returned dict"):
         run_pipeline(data, config(components={"ranker": "fixture-wrong-type"}), PipelineContext(registry=registry))
+    with pytest.raises(PluginError, match=r"ranker 'fixture-crashes' failed in rank\(\): AttributeError") as err:
+        run_pipeline(data, config(components={"ranker": "fixture-crashes"}), PipelineContext(registry=registry))
+    assert err.value.exit_code == 3 and isinstance(err.value.__cause__, AttributeError)
 
 
 def test_progress_callback_sees_every_stage(registry, data):
