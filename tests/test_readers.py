@@ -513,3 +513,46 @@ def test_f_to_f2_propagation():
     i, s = f_to_f2(np.array([3.0]), np.array([0.1]))
     assert i[0] == 9.0 and s[0] == pytest.approx(0.6)
     assert math.isclose(f_to_f2(np.array([0.0]), np.array([0.2]))[1][0], 0.04)
+
+
+MMCIF = """data_1ABC
+_cell.length_a 10.000
+_cell.length_b 12.000
+_cell.length_c 14.000
+_cell.angle_alpha 90.00
+_cell.angle_beta 90.00
+_cell.angle_gamma 90.00
+_symmetry.space_group_name_H-M 'P 21 21 21'
+loop_
+_atom_site.group_PDB
+_atom_site.id
+_atom_site.type_symbol
+_atom_site.label_atom_id
+_atom_site.label_seq_id
+_atom_site.Cartn_x
+_atom_site.Cartn_y
+_atom_site.Cartn_z
+_atom_site.occupancy
+_atom_site.B_iso_or_equiv
+ATOM 1 N N 1 1.000 2.400 3.500 1.00 15.79
+ATOM 2 C CA 1 2.000 3.600 4.900 0.50 7.90
+loop_
+_refln.index_h
+_refln.index_k
+_refln.index_l
+_refln.intensity_meas
+_refln.intensity_sigma
+1 0 0 123.0 4.0
+0 1 1 12.5 1.5
+"""
+
+
+def test_mmcif_model_and_reflections(tmp_path):
+    p = tmp_path / "x.cif"
+    p.write_text(MMCIF)
+    b = CifReader().read(p)
+    assert b.space_group.number == 19 and b.reflections.n == 2
+    s = b.structure
+    assert [x.label for x in s.sites] == ["N_1", "CA_1"]
+    assert s.sites[0].xyz == pytest.approx((0.1, 0.2, 0.25))
+    assert s.sites[1].occupancy == 0.5 and s.sites[0].u_iso == pytest.approx(15.79 / (8 * math.pi**2))

@@ -477,7 +477,7 @@ def structure_from_block(block, path, info: dict, riding: dict | None = None) ->
             table, line = t, _tag_line(block, prefix + "label")
             break
     if table is None:
-        return None
+        return _mmcif_structure(block, path, info)
     cell: UnitCell | None = info.get("cell")
     if cell is None:
         raise InputError("atom sites but no unit cell", path=path, line=line)
@@ -581,6 +581,55 @@ def structure_from_block(block, path, info: dict, riding: dict | None = None) ->
         wavelength=info.get("wavelength"),
         meta={"cif_block": block.name},
     )
+
+
+def _mmcif_structure(block, path, info: dict) -> Structure | None:
+    """A model from an mmCIF `_atom_site` loop (Cartesian coordinates), or None."""
+    from gemmi import cif
+
+    from refractor_core.crystal.cell import fractional
+
+    t = block.find(
+        "_atom_site.",
+        ["type_symbol", "Cartn_x", "Cartn_y", "Cartn_z", "?id", "?label_atom_id", "?label_seq_id",
+         "?occupancy", "?B_iso_or_equiv", "?U_iso_or_equiv"],
+    )
+    if len(t) == 0:
+        return None
+    line = _tag_line(block, "_atom_site.Cartn_x")
+    cell: UnitCell | None = info.get("cell")
+    if cell is None:
+        raise InputError("atom sites but no unit cell", path=path, line=line)
+    sg = info.get("space_group") or SpaceGroupRef.from_symbol("P 1")
+    sites = []
+    for n, row in enumerate(t):
+        element = element_or_error(cif.as_string(row[0]), path, line)
+        cart = []
+        for j in (1, 2, 3):
+            p = _num(row[j], "Cartesian coordinate", path, line)
+            if p is None:
+                raise InputError(f"atom {n + 1}: unknown coordinate", path=path, line=line)
+            cart.append(p[0])
+        name = cif.as_string(row[5]) if row.has(5) and not _is_null(row[5]) else element
+        seq = cif.as_string(row[6]) if row.has(6) and not _is_null(row[6]) else ""
+        ident = cif.as_string(row[4]) if row.has(4) and not _is_null(row[4]) else str(n + 1)
+        label = f"{name}_{seq}" if seq else f"{name}_{ident}"
+        occ = _num(row[7], "occupancy", path, line)[0] if row.has(7) and not _is_null(row[7]) else 1.0
+        if row.has(9) and not _is_null(row[9]):
+            u_iso = _num(row[9], "U_iso_or_equiv", path, line)[0]
+        elif row.has(8) and not _is_null(row[8]):
+            u_iso = _num(row[8], "B_iso_or_equiv", path, line)[0] / _EIGHT_PI2
+        else:
+            u_iso = 0.05
+        xyz = tuple(float(v) for v in fractional(cell, np.array(cart)))
+        try:
+            sites.append(Site(label=label, element=element, xyz=xyz, occupancy=occ, u_iso=u_iso))
+        except ValidationError as exc:
+            raise InputError(f"atom {label}: {validation_message(exc)}", path=path, line=line) from None
+    if not sites:
+        return None
+    return Structure(cell=cell, space_group=sg, sites=sites, name=block.name, wavelength=info.get("wavelength"),
+                     meta={"cif_block": block.name, "mmcif": True})
 
 
 #: longest X-H bond taken as the parent of a riding H atom when the file does not say (Å)
