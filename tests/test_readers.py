@@ -556,3 +556,13 @@ def test_mmcif_model_and_reflections(tmp_path):
     assert [x.label for x in s.sites] == ["N_1", "CA_1"]
     assert s.sites[0].xyz == pytest.approx((0.1, 0.2, 0.25))
     assert s.sites[1].occupancy == 0.5 and s.sites[0].u_iso == pytest.approx(15.79 / (8 * math.pi**2))
+
+
+def test_utf16_text_files_are_read(tmp_path):
+    case = next(c for c in REAL_CASES if c.name == "fe_perchlorate_hydrate")
+    hkl = tmp_path / "x.hkl"
+    hkl.write_bytes((case.folder / "2240189.hkl").read_text().encode("utf-16"))
+    res = tmp_path / "x.res"
+    res.write_bytes((case.folder / "2240189.res").read_text().replace("\n", "\r\n").encode("utf-16"))
+    data = load_reflections(hkl)
+    assert data.n == 782 and data.space_group_hint.number == 167

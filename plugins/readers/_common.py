@@ -44,8 +44,13 @@ def read_bytes(path: Path) -> bytes:
     return data
 
 
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+
+
 def looks_binary(data: bytes) -> bool:
     """True for content that is not text (NUL bytes or many control characters)."""
+    if data.startswith(_UTF16_BOMS):
+        return False
     head = data[:65536]
     if b"\x00" in head:
         return True
@@ -60,6 +65,12 @@ def decode_text(data: bytes, path: Path) -> str:
     """
     if looks_binary(data):
         raise InputError("binary content where a text file was expected", path=path)
+    if data.startswith(_UTF16_BOMS):  # e.g. written by a Windows shell redirect
+        try:
+            text = data.decode("utf-16")
+        except UnicodeDecodeError:
+            raise InputError("undecodable UTF-16 text", path=path) from None
+        return text.replace("\r\n", "\n").replace("\r", "\n")
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
     try:
@@ -80,6 +91,8 @@ def head_text(head: bytes) -> str | None:
     """The decoded start of a file for sniffing, or None when it is binary."""
     if not head or looks_binary(head):
         return None
+    if head.startswith(_UTF16_BOMS):
+        return head[: len(head) // 2 * 2].decode("utf-16", errors="replace").replace("\r\n", "\n").replace("\r", "\n")
     return head.decode("latin-1").replace("\r\n", "\n").replace("\r", "\n")
 
 
