@@ -167,3 +167,14 @@ def test_cli_bad_file_exit_code(tmp_path, capsys):
 def test_reflection_file_sigma_and_intensity_arrays_are_clean():
     data = load_reflections(_case("pd_complex_malbac").reflections)
     assert np.all(data.sigma > 0) and data.n_skipped == 8051
+
+
+def test_p4p_companion(tmp_path):
+    (tmp_path / "s.hkl").write_text(HKL)
+    (tmp_path / "S.p4p").write_text(
+        "FILEID SAINT x\nCHEM C12H22O11\nCELL 7.7156 8.6605 10.8035 90.000 102.955 90.000 703.6\n"
+        "CELLSD 0.0011 0.0013 0.0016 0.000 0.004 0.000 0.2\nSOURCE CU 1.54184 1.5406 1.5444\n"
+    )
+    data = load_reflections(tmp_path / "s.hkl")
+    assert data.cell.beta == 102.955 and data.cell.su[4] == 0.004
+    assert data.wavelength == 1.54184 and data.formula == "C12 H22 O11" and data.z is None
