@@ -306,3 +306,17 @@ def test_write_structure_outputs_with_given_fc2(tmp_path):
     with pytest.raises(ValueError):
         write_structure_outputs(refined, data, tmp_path / "x", "nacl", fc2=np.ones(3))
     assert not (tmp_path / "x").exists() or not any((tmp_path / "x").iterdir())
+
+
+def test_hklf5_data_round_trip_through_the_cif(tmp_path):
+    case = next(c for c in REAL_CASES if c.name == "urea")
+    model = _reference(case)
+    data = ReflectionData(
+        hkl=[[1, 0, 0], [1, 0, 0], [2, 0, 0]], intensity=[10.0, 10.0, 5.0], sigma=[1.0, 1.0, 0.5],
+        batch=[-2, 1, 1], hklf=5, cell=model.cell, wavelength=case.wavelength, formula=case.formula, z=case.z,
+    )
+    refined = RefinedCandidate(structure=model, r1=0.1, wr2=0.2, goof=1.0, n_reflections=2, n_gt=2, n_parameters=10)
+    paths = write_structure_outputs(refined, data, tmp_path, "twin", fc2=np.ones(3))
+    assert "\nHKLF 5\n" in paths["res"].read_text()
+    again = load_reflections(paths["cif"])
+    assert again.hklf == 5 and again.batch.tolist() == [-2, 1, 1]

@@ -67,6 +67,7 @@ def write_structure_outputs(
         instructions=data.instructions,
         title=stem,
         hklf_scale=hklf_scale,
+        hklf=data.hklf,
     )
     fcf_text = None
     r1_all = refined.meta.get("r1_all") if refined.meta else None

@@ -155,6 +155,7 @@ def structure_res(
     instructions: RefinementInstructions | None = None,
     title: str | None = None,
     hklf_scale: float = 1.0,
+    hklf: int = 4,
 ) -> str:
     """The .res text of a structure (with a refinement's figures and weights if given)."""
     from ..crystal.formula import parse_formula
@@ -283,7 +284,7 @@ def structure_res(
         lines.append("AFIX 0")
     if part != 0:
         lines.append("PART 0")
-    lines.append("HKLF 4" if hklf_scale == 1.0 else f"HKLF 4 {hklf_scale:g}")
+    lines.append(f"HKLF {hklf}" if hklf_scale == 1.0 else f"HKLF {hklf} {hklf_scale:g}")
     if refined is not None:
         lines.append("")
         lines.append(
