@@ -566,3 +566,27 @@ def test_utf16_text_files_are_read(tmp_path):
     res.write_bytes((case.folder / "2240189.res").read_text().replace("\n", "\r\n").encode("utf-16"))
     data = load_reflections(hkl)
     assert data.n == 782 and data.space_group_hint.number == 167
+
+
+# --------------------------------------------------------------------------------------
+# the conformance kit for the reader the shared samples do not cover (.p4p)
+# --------------------------------------------------------------------------------------
+
+from refractor_core.testing.conformance import ReaderConformance  # noqa: E402
+
+
+class TestP4pReaderConformance(ReaderConformance):
+    component_name = "p4p"
+
+    @pytest.fixture
+    def samples(self, tmp_path):
+        import dataclasses
+
+        from refractor_core.testing.samples import default_samples
+
+        p = tmp_path / "sample.p4p"
+        p.write_text(
+            "FILEID SAINT x\nCHEM C12H22O11\nCELL 7.7156 8.6605 10.8035 90.000 102.955 90.000 703.6\n"
+            "CELLSD 0.0011 0.0013 0.0016 0.000 0.004 0.000 0.2\nSOURCE MO 0.71073 0.7093 0.71359\n"
+        )
+        return dataclasses.replace(default_samples(), reader_files=[p])
