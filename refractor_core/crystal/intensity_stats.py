@@ -111,18 +111,27 @@ def expected_intensity(
     *,
     n_shells: int | None = None,
     floor_fraction: float = 1e-3,
+    at_s2: np.ndarray | None = None,
+    at_epsilon: np.ndarray | None = None,
 ) -> np.ndarray:
     """Σ(h) = ε(h) <I/ε>(s): shell means of I/ε, interpolated linearly in s².
 
-    Shell means are floored at `floor_fraction` of the largest one (negative or zero
-    means from very weak shells would make the Wilson densities meaningless).
+    The means come from the reflections given (`s2`, `intensity`, `epsilon`); Σ is returned
+    for them, or for other reflections (`at_s2`, `at_epsilon`) when given. Shell means are
+    floored at `floor_fraction` of the largest one (zero or negative means from very weak
+    shells would make the Wilson densities meaningless).
     """
     s2 = np.asarray(s2, dtype=np.float64)
     i_obs = np.asarray(intensity, dtype=np.float64)
     eps = np.ones_like(i_obs) if epsilon is None else np.asarray(epsilon, dtype=np.float64)
+    if at_s2 is None:
+        at_s2, at_eps = s2, eps
+    else:
+        at_s2 = np.asarray(at_s2, dtype=np.float64)
+        at_eps = np.ones_like(at_s2) if at_epsilon is None else np.asarray(at_epsilon, dtype=np.float64)
     n = len(s2)
     if n == 0:
-        return np.zeros(0)
+        return np.full(len(at_s2), np.nan)
     n_shells = n_shells or int(np.clip(n // 100, 1, 20))
     shell = shell_index(s2, n_shells)
     counts = np.bincount(shell, minlength=n_shells).astype(np.float64)
@@ -134,7 +143,7 @@ def expected_intensity(
         top = max(float(np.mean(np.abs(i_obs))), 1e-12)
     mean = np.maximum(mean, floor_fraction * top)
     if len(centre) == 1:
-        per = np.full(n, mean[0])
+        per = np.full(len(at_s2), mean[0])
     else:
-        per = np.interp(s2, centre, mean)
-    return eps * per
+        per = np.interp(at_s2, centre, mean)
+    return at_eps * per

@@ -1,0 +1,398 @@
+"""Lattice centring and systematic absences as one likelihood per space-group setting.
+
+Each observed unique reflection h is, under a setting G, either
+
+- present: its intensity follows Wilson's distribution (a 50/50 centric/acentric mixture,
+  so that this test does not pre-empt the centrosymmetry test) with mean
+  Σ(h) = ε(h)·<I/ε> of the reflections G allows at that resolution, convolved with the
+  measurement error σ; or
+- absent: its true intensity is zero or a small leak (κ·Σ: multiple diffraction, λ/2,
+  neighbouring peaks), half and half, measured with σ; a small share are outliers.
+
+LLR_kept(G) = Σ_h w_h [log p(I_h | G) - log p(I_h | P lattice, no absences)].
+
+The centring term is computed once, on the Friedel-merged data, for every candidate; the
+zone and row terms on the data merged under G's Laue group. Every term is counted per
+orbit of the *metric holohedry* (weight w_h = 1 / number of the reflections used that fall
+in h's orbit under all rotations the cell admits), so that hypotheses of different Laue
+groups are judged on the same number of independent observations: a lower Laue group
+splits an orbit into several reflections, which must not multiply its evidence.
+
+Many files carry no absent reflections at all: the processing removed them (or the file is
+a merged, absence-free list). So a second explanation is weighed: the absent reflections of
+G were removed. It is possible only if none is in the file; its extra evidence is the
+improbability of all of them missing by chance, judged against the completeness of the
+reflections G allows *in the same zone or row* (a blind region along an axis removes both
+kinds and then proves nothing):
+
+    LLR(G) = LLR_kept(G) + log(π_kept + π_removed · exp(bonus))   if no absent h is observed
+    LLR(G) = LLR_kept(G) + log π_kept                            otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from refractor_core.crystal.cell import reciprocal_metric, stol
+from refractor_core.crystal.intensity_stats import (
+    expected_intensity,
+    log_acentric_density,
+    log_present_density,
+)
+from refractor_core.crystal.lattice import violates_centring
+from refractor_core.crystal.merging import merge_arrays
+from refractor_core.crystal.spacegroup_tables import SettingInfo
+from refractor_core.crystal.symmetry import SymmetryOps, canonical_keys, hkl_keys, keys_to_hkl
+from refractor_core.types import UnitCell
+
+#: a missing absent reflection counts at most log(1 / (1 - this)) nats for "removed"
+MAX_LOCAL_COMPLETENESS = 0.98
+#: grid points per chunk when enumerating the limiting sphere
+_CHUNK = 400_000
+_IDENTITY = np.eye(3, dtype=np.int64)[None]
+
+
+def orbit_weights(hkl: np.ndarray, holohedry: np.ndarray, others: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """1 / (reflections of `hkl` (and `others`) in the same orbit under `holohedry`).
+
+    Returns the weights of `hkl` and, when given, of `others` (counted together).
+    """
+    k1 = canonical_keys(np.asarray(hkl, dtype=np.int64), holohedry, friedel=True)
+    k2 = None if others is None else canonical_keys(np.asarray(others, dtype=np.int64), holohedry, friedel=True)
+    allk = k1 if k2 is None else np.concatenate([k1, k2])
+    uniq, inv, counts = np.unique(allk, return_inverse=True, return_counts=True)
+    w = 1.0 / counts[inv]
+    if k2 is None:
+        return w, None
+    return w[: len(k1)], w[len(k1) :]
+
+
+def missing_reflections(
+    hkl: np.ndarray, rotations: np.ndarray, cell: UnitCell, d_range: tuple[float, float]
+) -> np.ndarray:
+    """Reflections (canonical under `rotations` with Friedel mates) with d in `d_range`
+    that `hkl` lacks, (M, 3)."""
+    d_min, d_max = d_range
+    lim = (int(math.floor(cell.a / d_min)), int(math.floor(cell.b / d_min)), int(math.floor(cell.c / d_min)))
+    gs = reciprocal_metric(cell)
+    q_hi = 1.0 / d_min**2 * (1 + 1e-9)
+    q_lo = 1.0 / d_max**2 * (1 - 1e-9)
+    have = np.unique(canonical_keys(np.asarray(hkl, dtype=np.int64), rotations, friedel=True))
+    hs = np.arange(0, lim[0] + 1)  # Friedel: the h >= 0 half is enough before canonicalising
+    ks = np.arange(-lim[1], lim[1] + 1)
+    ls = np.arange(-lim[2], lim[2] + 1)
+    per_h = len(ks) * len(ls)
+    step = max(1, _CHUNK // max(per_h, 1))
+    found = []
+    for start in range(0, len(hs), step):
+        hh = hs[start : start + step]
+        grid = np.stack(np.meshgrid(hh, ks, ls, indexing="ij"), axis=-1).reshape(-1, 3)
+        q = np.einsum("ni,ij,nj->n", grid.astype(np.float64), gs, grid.astype(np.float64))
+        grid = grid[(q <= q_hi) & (q >= q_lo)]
+        if not len(grid):
+            continue
+        keys = canonical_keys(grid, rotations, friedel=True)
+        found.append(np.unique(keys[keys == hkl_keys(grid)]))
+    if not found:
+        return np.zeros((0, 3), dtype=np.int64)
+    expected = np.unique(np.concatenate(found))
+    return keys_to_hkl(expected[~np.isin(expected, have)])
+
+
+def _family_codes(hkl: np.ndarray, rotations: np.ndarray) -> np.ndarray:
+    """Bit mask per reflection: which non-identity rotations fix it up to sign (0: general)."""
+    h = np.asarray(hkl, dtype=np.int64)
+    code = np.zeros(len(h), dtype=np.int64)
+    bit = 0
+    eye = np.eye(3, dtype=np.int64)
+    for r in rotations:
+        if np.array_equal(r, eye):
+            continue
+        hr = h @ r
+        fixed = np.all(hr == h, axis=1) | np.all(hr == -h, axis=1)
+        code |= fixed.astype(np.int64) << bit
+        bit += 1
+    return code
+
+
+@dataclass
+class LaueMerged:
+    """Reflections merged under one candidate Laue group, with what the tests need."""
+
+    rotations: np.ndarray  # proper rotations of the Laue group
+    holohedry: np.ndarray  # proper rotations the cell metric admits (orbit weights)
+    symmetry: SymmetryOps  # a centrosymmetric setting with these rotations (ε, merging)
+    cell: UnitCell
+    hkl: np.ndarray
+    intensity: np.ndarray
+    sigma: np.ndarray
+    s2: np.ndarray
+    eps: np.ndarray
+    family: np.ndarray  # int64 bit mask: which rotations fix h up to sign (0: general)
+    r_int: float
+    d_range: tuple[float, float]
+    _missing: tuple | None = field(default=None, repr=False)
+    _weights: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def special(self) -> np.ndarray:
+        return self.family != 0
+
+    def _complete(self) -> None:
+        if self._missing is None:
+            mis = missing_reflections(self.hkl, self.rotations, self.cell, self.d_range)
+            w_obs, w_mis = orbit_weights(self.hkl, self.holohedry, mis)
+            self._missing = (mis, _family_codes(mis, self.rotations), w_mis)
+            self._weights = w_obs
+
+    def missing(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Unique reflections (canonical under L) inside the data's resolution range that
+        the file lacks: (hkl (M, 3), family (M,), orbit weight (M,))."""
+        self._complete()
+        return self._missing
+
+    @property
+    def weights(self) -> np.ndarray:
+        """Orbit weight of each merged reflection (observed and missing counted together)."""
+        self._complete()
+        return self._weights
+
+
+def merge_for_laue(
+    u1_hkl: np.ndarray,
+    u1_intensity: np.ndarray,
+    u1_sigma: np.ndarray,
+    raw_hkl: np.ndarray,
+    raw_intensity: np.ndarray,
+    raw_sigma: np.ndarray,
+    rotations: np.ndarray,
+    holohedry: np.ndarray,
+    representative: SettingInfo,
+    cell: UnitCell,
+) -> LaueMerged:
+    """Merge Friedel-merged data (u1) under a Laue group; R_int from the raw rows."""
+    sym = SymmetryOps.from_space_group(representative.gemmi())
+    merged = merge_arrays(u1_hkl, u1_intensity, u1_sigma, sym, friedel=True, method="gaussian", remove_absences=False)
+    raw = merge_arrays(raw_hkl, raw_intensity, raw_sigma, sym, friedel=True, remove_absences=False)
+    s = stol(cell, merged.hkl)
+    d = 0.5 / np.maximum(s, 1e-12)
+    return LaueMerged(
+        rotations=np.asarray(rotations, dtype=np.int64),
+        holohedry=np.asarray(holohedry, dtype=np.int64),
+        symmetry=sym,
+        cell=cell,
+        hkl=merged.hkl.astype(np.int64),
+        intensity=merged.intensity,
+        sigma=np.maximum(merged.sigma, 1e-12),
+        s2=s**2,
+        eps=sym.epsilon(merged.hkl).astype(np.float64),
+        family=_family_codes(merged.hkl, rotations),
+        r_int=raw.r_int,
+        d_range=(float(d.min()), float(d.max())),
+    )
+
+
+@dataclass
+class AbsenceEvidence:
+    """What the observed (and missing) reflections say about one setting's absences."""
+
+    llr: float
+    llr_kept: float
+    centring_llr: float
+    removed_bonus: float | None
+    n_absent_observed: int
+    n_absent_missing: int | None
+    n_violations: int  # observed absent reflections with I > 3σ
+    worst_i_over_sigma: float
+    mean_i_over_sigma: float
+
+    def as_dict(self) -> dict:
+        def r(x):
+            return None if x is None or not np.isfinite(x) else round(float(x), 3)
+
+        return {
+            "absences_llr": r(self.llr),
+            "absences_llr_kept": r(self.llr_kept),
+            "centring_llr": r(self.centring_llr),
+            "removed_absences_bonus": r(self.removed_bonus),
+            "n_absent_checked": self.n_absent_observed,
+            "n_absent_missing": self.n_absent_missing,
+            "n_absent_violations": self.n_violations,
+            "worst_absent_i_over_sigma": r(self.worst_i_over_sigma),
+            "mean_absent_i_over_sigma": r(self.mean_i_over_sigma),
+        }
+
+
+@dataclass
+class CentringEvidence:
+    """What the Friedel-merged data say about one lattice centring (against P)."""
+
+    llr_kept: float  # intensity evidence, absences kept in the file
+    n_observed: int  # centring-forbidden reflections present in the file
+    n_missing: int  # centring-forbidden reflections of the resolution range the file lacks
+    bonus: float  # evidence that they were removed (all missing while the rest is there)
+
+
+def _log_absent(i, s, sig_present, leak: float, outlier: float, lp_present) -> np.ndarray:
+    """log p(I) of an absent reflection: half exactly zero, half a small leak (κΣ), both
+    measured with σ; plus a small share of arbitrary outliers (present-like)."""
+    zero = -0.5 * (i / s) ** 2 - np.log(s) - 0.5 * math.log(2.0 * math.pi)
+    la = np.logaddexp(zero, log_acentric_density(i, s, leak * sig_present)) + math.log(0.5)
+    if outlier <= 0:
+        return la
+    return np.logaddexp(math.log1p(-outlier) + la, math.log(outlier) + lp_present)
+
+
+def centring_key(vectors: np.ndarray) -> bytes:
+    """Hashable key of a set of centring vectors."""
+    return np.round(np.asarray(vectors, dtype=np.float64), 6).tobytes()
+
+
+def centring_evidence(
+    hkl: np.ndarray,
+    intensity: np.ndarray,
+    sigma: np.ndarray,
+    cell: UnitCell,
+    holohedry: np.ndarray,
+    vectors_by_key: dict[bytes, np.ndarray],
+    *,
+    leak: float = 0.02,
+    outlier_fraction: float = 0.01,
+) -> dict[bytes, CentringEvidence]:
+    """Evidence of each centring (keyed by `centring_key`) from Friedel-merged data.
+
+    Computed once on the same reflections for every candidate, so that hypotheses of
+    different Laue groups compare on one footing.
+    """
+    h = np.asarray(hkl, dtype=np.int64)
+    s2 = stol(cell, h) ** 2
+    base_sigma = expected_intensity(s2, intensity)
+    lp_base = log_present_density(intensity, sigma, base_sigma)
+    d = 0.5 / np.sqrt(np.maximum(s2, 1e-30))
+    d_range = (float(d.min()), float(d.max()))
+    missing = w_obs = w_mis = None
+    out = {}
+    for key, vecs in vectors_by_key.items():
+        if len(vecs) <= 1:
+            out[key] = CentringEvidence(0.0, 0, 0, 0.0)
+            continue
+        viol = violates_centring(h, vecs)
+        ok = ~viol
+        n_obs = int(viol.sum())
+        if missing is None and n_obs == 0:
+            missing = missing_reflections(h, _IDENTITY, cell, d_range)
+            w_obs, w_mis = orbit_weights(h, holohedry, missing)
+        if w_obs is None:
+            w_obs, _ = orbit_weights(h, holohedry)
+        if viol.any() and ok.sum() >= 2:
+            sig_c = expected_intensity(s2[ok], intensity[ok], at_s2=s2)
+            lp_p = log_present_density(intensity, sigma, sig_c)
+            lp_a = _log_absent(intensity[viol], sigma[viol], sig_c[viol], leak, outlier_fraction, lp_p[viol])
+            kept = float((w_obs[viol] * (lp_a - lp_base[viol])).sum() + (w_obs[ok] * (lp_p[ok] - lp_base[ok])).sum())
+        else:
+            kept = 0.0
+        bonus, n_mis = 0.0, 0
+        if n_obs == 0 and len(missing):
+            mis_viol = violates_centring(missing, vecs)
+            n_mis = int(mis_viol.sum())
+            if n_mis:
+                c = (ok.sum() + 1.0) / (ok.sum() + (~mis_viol).sum() + 2.0)
+                bonus = float(w_mis[mis_viol].sum()) * -math.log1p(-min(c, MAX_LOCAL_COMPLETENESS))
+        out[key] = CentringEvidence(kept, n_obs, n_mis, bonus)
+    return out
+
+
+def score_settings(
+    ld: LaueMerged,
+    settings: list[SettingInfo],
+    centring: dict[bytes, CentringEvidence],
+    *,
+    leak: float = 0.02,
+    outlier_fraction: float = 0.01,
+    removed_prior: float = 0.4,
+) -> list[AbsenceEvidence]:
+    """Absence evidence of each setting of Laue group `ld`, relative to a P lattice without
+    absences: the centring term (shared, from `centring_evidence`) plus the zone and row
+    absences judged on the reflections merged under the Laue group."""
+    i_obs, sig = ld.intensity, ld.sigma
+    sp_idx = np.nonzero(ld.special)[0]
+    w = ld.weights
+    z = i_obs / sig
+    log_kept = math.log1p(-removed_prior)
+    log_removed = math.log(removed_prior)
+    zone_cache: dict[bytes, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    out = []
+    for g in settings:
+        ckey = centring_key(g.centring_vectors)
+        cen = centring[ckey]
+        if ckey not in zone_cache:
+            viol = violates_centring(ld.hkl, g.centring_vectors)
+            ok = ~viol
+            sp_ok = sp_idx[ok[sp_idx]]
+            if len(sp_ok):
+                sig_c = expected_intensity(ld.s2[ok], i_obs[ok], ld.eps[ok], at_s2=ld.s2[sp_ok], at_epsilon=ld.eps[sp_ok])
+                lp_p = log_present_density(i_obs[sp_ok], sig[sp_ok], sig_c)
+                lp_a = _log_absent(i_obs[sp_ok], sig[sp_ok], sig_c, leak, outlier_fraction, lp_p)
+            else:
+                lp_p = lp_a = np.zeros(0)
+            zone_cache[ckey] = (sp_ok, w[sp_ok] * (lp_a - lp_p), viol)
+        sp_ok, llr_each, viol = zone_cache[ckey]
+        zone = g.is_absent(ld.hkl[sp_ok]) if len(sp_ok) else np.zeros(0, dtype=bool)
+        zone_llr = float(llr_each[zone].sum())
+        kept = cen.llr_kept + zone_llr
+        absent = viol.copy()
+        absent[sp_ok[zone]] = True
+        za = z[absent]
+        n_zone = int(zone.sum())
+        bonus = None
+        n_missing = None
+        if cen.n_observed + n_zone == 0:
+            zone_bonus, n_zone_missing = _removed_bonus(ld, g)
+            bonus = cen.bonus + zone_bonus
+            n_missing = cen.n_missing + n_zone_missing
+            llr = kept + float(np.logaddexp(log_kept, log_removed + bonus))
+        else:
+            llr = kept + log_kept
+        out.append(
+            AbsenceEvidence(
+                llr=llr,
+                llr_kept=kept,
+                centring_llr=cen.llr_kept,
+                removed_bonus=bonus,
+                n_absent_observed=int(absent.sum()),
+                n_absent_missing=n_missing,
+                n_violations=int((za > 3.0).sum()),
+                worst_i_over_sigma=float(za.max()) if len(za) else float("nan"),
+                mean_i_over_sigma=float(za.mean()) if len(za) else float("nan"),
+            )
+        )
+    return out
+
+
+def _removed_bonus(ld: LaueMerged, g: SettingInfo) -> tuple[float, int]:
+    """log(1/P(all of G's zone and row absences missing by chance)), local completeness.
+
+    Centring-forbidden reflections are left to `centring_evidence`.
+    """
+    mis_hkl, mis_fam, mis_w = ld.missing()
+    special = mis_fam != 0
+    if not special.any():
+        return 0.0, 0
+    mis_hkl, mis_fam, mis_w = mis_hkl[special], mis_fam[special], mis_w[special]
+    mis_allowed = ~violates_centring(mis_hkl, g.centring_vectors)
+    absent_mis = g.is_absent(mis_hkl) & mis_allowed
+    n_abs = int(absent_mis.sum())
+    if n_abs == 0:
+        return 0.0, 0
+    allowed_obs = ~violates_centring(ld.hkl, g.centring_vectors)
+    bonus = 0.0
+    for f in np.unique(mis_fam[absent_mis]):
+        n_obs_f = int(((ld.family == f) & allowed_obs).sum())
+        n_mis_allowed_f = int(((mis_fam == f) & ~absent_mis & mis_allowed).sum())
+        c = (n_obs_f + 1.0) / (n_obs_f + n_mis_allowed_f + 2.0)
+        sel = absent_mis & (mis_fam == f)
+        bonus += float(mis_w[sel].sum()) * -math.log1p(-min(c, MAX_LOCAL_COMPLETENESS))
+    return bonus, n_abs

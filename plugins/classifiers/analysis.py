@@ -1,0 +1,320 @@
+"""The classical space-group analysis: lattice, Laue class, absences, centrosymmetry, priors.
+
+    analyse(data, config) -> SpaceGroupAnalysis
+
+1. Friedel-merge the reflections (P-1) and find the rotations the cell metric admits
+   (`lattice.metric_symmetry`); every gemmi setting whose Laue rotations are among them is
+   a candidate, in the axes of the data (no re-indexing).
+2. Provisional lattice centring (so that the weak centring-forbidden reflections do not
+   feed the agreement test with pairs of zeros), then the per-rotation agreement test and
+   a log-likelihood per Laue group (`laue.py`).
+3. For each Laue group within a window of the best: merge under it, R_int from the raw
+   rows, absence likelihoods of all its settings (`absence_scoring.py`), and E statistics
+   of the general reflections for each centring (`centrosymmetry.py`).
+4. Score = weighted sum of the four log-evidences (weights fitted on simulated data) and
+   the prior; probabilities are the softmax of the scores.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from refractor_core.crystal.cell import stol
+from refractor_core.crystal.intensity_stats import expected_intensity
+from refractor_core.crystal.lattice import (
+    CENTRING_HALL,
+    centring_statistics,
+    centring_vectors,
+    metric_symmetry,
+    violates_centring,
+)
+from refractor_core.crystal.merging import merge_arrays
+from refractor_core.crystal.spacegroup_tables import SettingInfo, compatible_settings, laue_label
+from refractor_core.crystal.symmetry import SymmetryOps
+from refractor_core.crystal.wilson import normalized_e
+from refractor_core.errors import InputError
+from refractor_core.types import ReflectionData, SpaceGroupHypothesis
+
+from .absence_scoring import (
+    AbsenceEvidence,
+    LaueMerged,
+    centring_evidence,
+    centring_key,
+    merge_for_laue,
+    score_settings,
+)
+from .centrosymmetry import CentroEvidence, centrosymmetry_evidence
+from .configs import AbsencesConfig
+from .laue import OperatorEvidence, laue_log_likelihood, score_operators, weak_operators
+from .priors import setting_log_priors
+
+SOURCE = "absences"
+#: fewer unique reflections than this: the analysis refuses
+MIN_REFLECTIONS = 20
+#: a provisional centring is applied to the agreement test when its evidence exceeds this
+PROVISIONAL_CENTRING_LLR = 10.0
+
+
+@dataclass
+class SpaceGroupAnalysis:
+    """Everything the classifier found; `hypotheses` is what `classify` returns."""
+
+    hypotheses: list[SpaceGroupHypothesis]
+    ambiguous: bool
+    laue_groups: list[dict]
+    operators: list[dict]
+    centring: list[dict]
+    warnings: list[str]
+    notes: list[str]
+    n_rows: int
+    n_unique: int
+    seconds: float
+    all_scores: list[tuple[str, int, float]] = field(default_factory=list, repr=False)
+
+    def as_dict(self, top: int | None = None) -> dict:
+        hyps = self.hypotheses if top is None else self.hypotheses[:top]
+        return {
+            "hypotheses": [
+                {
+                    "symbol": h.space_group.symbol,
+                    "number": h.space_group.number,
+                    "hall": h.space_group.hall,
+                    "probability": h.probability,
+                    "evidence": h.evidence,
+                }
+                for h in hyps
+            ],
+            "ambiguous": self.ambiguous,
+            "laue_groups": self.laue_groups,
+            "operators": self.operators,
+            "centring": self.centring,
+            "warnings": self.warnings,
+            "notes": self.notes,
+            "n_rows": self.n_rows,
+            "n_unique": self.n_unique,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def centring_letter(vectors: np.ndarray) -> str:
+    """The lattice type (P, A, B, C, I, F, R, R(rev)) with these centring vectors."""
+    key = {tuple(np.round(v % 1.0, 6)) for v in np.asarray(vectors).reshape(-1, 3)}
+    for kind in CENTRING_HALL:
+        if {tuple(np.round(v % 1.0, 6)) for v in centring_vectors(kind)} == key:
+            return kind
+    return "?"
+
+
+def _representative(settings: list[SettingInfo]) -> SettingInfo:
+    """A centrosymmetric setting (P lattice preferred) of a Laue group, for ε and merging."""
+    ranked = sorted(settings, key=lambda s: (not s.centrosymmetric, s.n_centring, not s.is_reference))
+    return ranked[0]
+
+
+def analyse(data: ReflectionData, config: AbsencesConfig | None = None) -> SpaceGroupAnalysis:
+    """Rank the space-group settings compatible with the data's cell (see the module doc)."""
+    cfg = config or AbsencesConfig()
+    t0 = time.perf_counter()
+    if data.cell is None:
+        raise InputError(
+            "space-group determination needs the unit cell",
+            path=data.source,
+            hint="give --cell A B C ALPHA BETA GAMMA, or an .ins/.p4p/.cif beside the data",
+        )
+    cell = data.cell
+    warnings: list[str] = []
+    notes: list[str] = []
+    keep = np.any(data.hkl != 0, axis=1)
+    hkl_raw = data.hkl[keep].astype(np.int64)
+    i_raw, s_raw = data.intensity[keep], data.sigma[keep]
+    if data.hklf == 5:
+        warnings.append("HKLF 5 data: twin components are treated as one lattice")
+
+    # 1. Friedel-merged data, normalised intensities
+    p1bar = SymmetryOps.from_space_group("P -1")
+    u1 = merge_arrays(hkl_raw, i_raw, s_raw, p1bar, friedel=True, method="gaussian", remove_absences=False)
+    if u1.n < MIN_REFLECTIONS:
+        raise InputError(
+            f"only {u1.n} unique reflections: too few to determine the space group", path=data.source
+        )
+    u1_hkl = u1.hkl.astype(np.int64)
+    u1_sig = np.maximum(u1.sigma, 1e-12)
+    s2_u1 = stol(cell, u1_hkl) ** 2
+
+    # 2. lattice centring (one evidence per centring for every candidate), then the
+    # per-rotation agreement test on the reflections the most likely centring allows
+    metric_rots = metric_symmetry(cell, cfg.metric_tolerance)
+    settings = compatible_settings(metric_rots)
+    vectors = {centring_key(centring_vectors(k)): centring_vectors(k) for k in CENTRING_HALL}
+    for s in settings:
+        vectors.setdefault(centring_key(s.centring_vectors), s.centring_vectors)
+    cen_ev = centring_evidence(
+        u1_hkl, u1.intensity, u1_sig, cell, metric_rots, vectors, leak=cfg.absent_leak, outlier_fraction=cfg.absent_outlier_fraction
+    )
+    use = np.ones(u1.n, dtype=bool)
+    prov_key = max(cen_ev, key=lambda k: cen_ev[k].llr_kept)
+    prov_llr = cen_ev[prov_key].llr_kept
+    if prov_llr > PROVISIONAL_CENTRING_LLR:
+        use = ~violates_centring(u1_hkl, vectors[prov_key])
+        notes.append(
+            f"agreement test on the reflections a {centring_letter(vectors[prov_key])} lattice allows "
+            f"(centring evidence {prov_llr:.0f})"
+        )
+    sigma0 = expected_intensity(s2_u1[use], u1.intensity[use])
+    ops = score_operators(
+        u1_hkl[use],
+        u1.intensity[use] / sigma0,
+        u1_sig[use] / sigma0,
+        metric_rots,
+        systematic_width=cfg.op_systematic_width,
+        outlier_fraction=cfg.op_outlier_fraction,
+        merged_evidence=cfg.merged_in_evidence,
+    )
+    if any(o.status == "merged" for o in ops):
+        names = ", ".join(o.name for o in ops if o.status == "merged")
+        notes.append(f"the file holds one reflection per orbit of {names}: data merged with them")
+
+    groups: dict[frozenset, list[SettingInfo]] = {}
+    for s in settings:
+        groups.setdefault(s.laue_key, []).append(s)
+    laue_ll = {k: laue_log_likelihood(v[0].laue_rotations, ops) for k, v in groups.items()}
+    best_ll = max(cfg.w_laue * v for v in laue_ll.values())
+    window = [k for k in groups if best_ll - cfg.w_laue * laue_ll[k] <= cfg.laue_window]
+
+    # 3. per Laue group: merge, absences, E statistics
+    candidates: list[tuple[SettingInfo, AbsenceEvidence, CentroEvidence, LaueMerged, frozenset]] = []
+    laue_rows = []
+    for key in sorted(window, key=lambda k: -laue_ll[k]):
+        members = groups[key]
+        rep = _representative(members)
+        ld = merge_for_laue(
+            u1_hkl, u1.intensity, u1_sig, hkl_raw, i_raw, s_raw, rep.laue_rotations, metric_rots, rep, cell
+        )
+        abs_ev = score_settings(
+            ld,
+            members,
+            cen_ev,
+            leak=cfg.absent_leak,
+            outlier_fraction=cfg.absent_outlier_fraction,
+            removed_prior=cfg.removed_absences_prior,
+        )
+        centro_cache: dict[bytes, CentroEvidence] = {}
+        for g, ev in zip(members, abs_ev):
+            ckey = np.round(g.centring_vectors, 6).tobytes()
+            if ckey not in centro_cache:
+                centro_cache[ckey] = _centro_for(ld, g, data, cfg)
+            candidates.append((g, ev, centro_cache[ckey], ld, key))
+        laue_rows.append(
+            {
+                "laue": laue_label(key),
+                "llr": round(laue_ll[key], 3),
+                "r_int": round(ld.r_int, 4),
+                "n_unique": int(len(ld.hkl)),
+                "n_settings": len(members),
+            }
+        )
+    for key in sorted(set(groups) - set(window), key=lambda k: -laue_ll[k]):
+        laue_rows.append({"laue": laue_label(key), "llr": round(laue_ll[key], 3), "r_int": None, "n_unique": None, "n_settings": len(groups[key])})
+
+    # 4. scores and probabilities
+    g_list = [c[0] for c in candidates]
+    log_prior = setting_log_priors(g_list) if cfg.use_priors else [0.0] * len(g_list)
+    terms = []
+    for (g, ev, ce, ld, key), lp in zip(candidates, log_prior):
+        centro_term = (0.5 if g.centrosymmetric else -0.5) * ce.llr
+        terms.append((laue_ll[key], ev.llr, centro_term, lp))
+    t = np.array(terms, dtype=np.float64).reshape(-1, 4)
+    w = np.array([cfg.w_laue, cfg.w_absences, cfg.w_centro, cfg.w_prior])
+    scores = t @ w
+    scores -= scores.max()
+    prob = np.exp(scores)
+    prob /= prob.sum()
+    order = np.argsort(-prob, kind="stable")
+
+    hypotheses = []
+    top_p = prob[order[0]]
+    runner = [i for i in order[1:] if prob[i] >= cfg.ambiguity_ratio * top_p]
+    ambiguous = bool(runner)
+    ambiguous_with = [g_list[i].symbol for i in runner]
+    for rank, i in enumerate(order):
+        if rank >= cfg.max_hypotheses or (rank > 0 and prob[i] < cfg.min_probability):
+            break
+        g, ev, ce, ld, key = candidates[i]
+        evidence = {
+            "laue": laue_label(key),
+            "laue_llr": round(float(laue_ll[key]), 3),
+            "r_int": round(float(ld.r_int), 4),
+            "centring": centring_letter(g.centring_vectors),
+            **ev.as_dict(),
+            "centrosymmetric": g.centrosymmetric,
+            "centro_term": round(float(t[i, 2]), 3),
+            "e_statistics": ce.as_dict(),
+            "prior": float(math.exp(t[i, 3])),
+            "score": round(float(scores[i]), 3),
+        }
+        if rank == 0:
+            evidence["ambiguous"] = ambiguous
+            evidence["ambiguous_with"] = ambiguous_with
+        hypotheses.append(
+            SpaceGroupHypothesis(space_group=g.ref(), probability=float(prob[i]), evidence=evidence, source=SOURCE)
+        )
+
+    # warnings about the top hypothesis
+    g0, ev0, ce0, ld0, key0 = candidates[order[0]]
+    weak = weak_operators(g0.laue_rotations, ops)
+    if weak:
+        warnings.append(
+            "Laue group "
+            + laue_label(key0)
+            + " includes rotations the data support only weakly: "
+            + ", ".join(f"{o.name} (CC {o.cc:.2f}, expected {o.cc_expected:.2f})" if np.isfinite(o.cc) else f"{o.name} (untested)" for o in weak)
+        )
+    warnings.extend(ce0.warnings)
+    stats = centring_statistics(u1_hkl, u1.intensity, u1_sig)
+    rev = next(s for s in stats if s.kind == "R(rev)")
+    obv = next(s for s in stats if s.kind == "R")
+    if rev.n_violating and obv.n_violating and rev.mean_i_over_sigma_violating < 1.0 < obv.mean_i_over_sigma_violating:
+        warnings.append("the data look rhombohedral in the reverse setting: re-index (-h,-k,l) to use R settings")
+    if ambiguous:
+        warnings.append("ambiguous: " + ", ".join([g0.symbol] + ambiguous_with) + " are not separable from these data")
+    return SpaceGroupAnalysis(
+        hypotheses=hypotheses,
+        ambiguous=ambiguous,
+        laue_groups=laue_rows,
+        operators=[o.as_dict() for o in ops],
+        centring=[s.as_dict() for s in stats],
+        warnings=warnings,
+        notes=notes,
+        n_rows=int(len(hkl_raw)),
+        n_unique=int(u1.n),
+        seconds=time.perf_counter() - t0,
+        all_scores=[(g_list[i].symbol, g_list[i].number, float(prob[i])) for i in order],
+    )
+
+
+def _centro_for(ld: LaueMerged, g: SettingInfo, data: ReflectionData, cfg: AbsencesConfig) -> CentroEvidence:
+    """E statistics of the general reflections G's centring allows, and their evidence.
+
+    Only general reflections (fixed by no rotation of the Laue group) are normalised and
+    counted: zones and rows hold the absences and the centric reflections.
+    """
+    use = ~violates_centring(ld.hkl, g.centring_vectors) & (ld.family == 0)
+    if use.sum() < 20:
+        return CentroEvidence({"n": int(use.sum())}, 0.0, ["too few general reflections for E statistics"])
+    sub = ReflectionData(
+        hkl=ld.hkl[use],
+        intensity=ld.intensity[use],
+        sigma=ld.sigma[use],
+        cell=ld.cell,
+        formula=data.formula,
+        z=data.z,
+    )
+    try:
+        e = normalized_e(sub, ld.symmetry)
+    except Exception:  # unusable formula: fall back to the volume-based composition
+        e = normalized_e(sub.model_copy(update={"formula": None, "z": None}), ld.symmetry)
+    return centrosymmetry_evidence(e, formula=data.formula, slope=cfg.centro_slope, cap=cfg.centro_cap)

@@ -1,0 +1,99 @@
+"""Centrosymmetry from the distribution of normalised structure factors |E|.
+
+Random-atom theory: <|E²-1|> = 0.968 for centrosymmetric and 0.736 for
+non-centrosymmetric structures (general reflections). The evidence is a bounded, monotone
+function of the observed value,
+
+    LLR = clip((<|E²-1|> - 0.852) / slope, -cap, cap) · n / (n + 50),
+
+halved when heavy atoms dominate the scattering, when there are few reflections, or when
+the statistics look twinned: the cases where E statistics are known to mislead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from refractor_core.crystal.formula import parse_formula
+from refractor_core.crystal.wilson import e_statistics
+
+CENTRIC_VALUE = 0.968
+ACENTRIC_VALUE = 0.736
+MIDPOINT = 0.5 * (CENTRIC_VALUE + ACENTRIC_VALUE)
+#: share of Σ Z² from one element above which the E statistics are flagged
+HEAVY_ATOM_SHARE = 0.5
+#: fewer general reflections than this: flagged
+FEW_REFLECTIONS = 200
+#: <|E²-1|> below this (under the acentric value): twinning or pseudo-symmetry suspected
+TWIN_SUSPECT = 0.65
+
+
+@dataclass
+class CentroEvidence:
+    """E statistics of the general reflections and the centrosymmetry evidence from them."""
+
+    stats: dict
+    llr: float  # log p(centrosymmetric) - log p(non-centrosymmetric), already shrunk
+    warnings: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {**{k: (round(v, 4) if isinstance(v, float) else v) for k, v in self.stats.items()}, "centro_llr": round(self.llr, 3)}
+
+
+def heavy_atom_share(formula: str | None) -> tuple[str, float] | None:
+    """(element, share of Σ Z² over the formula) for the element scattering most, or None."""
+    if not formula:
+        return None
+    try:
+        counts = parse_formula(formula)
+    except Exception:
+        return None
+    import gemmi
+
+    z2 = {}
+    for el, n in counts.items():
+        try:
+            z = gemmi.Element(el).atomic_number
+        except Exception:
+            continue
+        z2[el] = n * z * z
+    total = sum(z2.values())
+    if total <= 0:
+        return None
+    el = max(z2, key=z2.get)
+    return el, z2[el] / total
+
+
+def centrosymmetry_evidence(
+    e: np.ndarray,
+    *,
+    formula: str | None = None,
+    slope: float = 0.116,
+    cap: float = 2.0,
+) -> CentroEvidence:
+    """Evidence for a centre of symmetry from |E| of general (acentric-candidate) reflections."""
+    stats = e_statistics(np.asarray(e, dtype=np.float64))
+    x = stats["mean_abs_e2_minus_1"]
+    n = stats["n"]
+    warnings = []
+    if not np.isfinite(x) or n < 10:
+        return CentroEvidence(stats, 0.0, ["too few general reflections for E statistics"])
+    llr = float(np.clip((x - MIDPOINT) / slope, -cap, cap)) * n / (n + 50.0)
+    heavy = heavy_atom_share(formula)
+    if heavy is not None and heavy[1] > HEAVY_ATOM_SHARE:
+        warnings.append(
+            f"heavy atoms ({heavy[0]}) give {100 * heavy[1]:.0f} % of the scattering: E statistics are "
+            "biased (towards centric for special positions, hypercentric for centrosymmetric pairs)"
+        )
+    if n < FEW_REFLECTIONS:
+        warnings.append(f"only {n} general reflections: E statistics are uncertain")
+    if x < TWIN_SUSPECT or stats["mean_e4"] < 1.75:
+        warnings.append(
+            f"<|E²-1|> = {x:.3f} and <E⁴> = {stats['mean_e4']:.2f} are below acentric values: twinning or "
+            "pseudo-symmetry suspected, centrosymmetry test unreliable"
+        )
+    if warnings:
+        llr *= 0.5
+    return CentroEvidence(stats, llr, warnings)

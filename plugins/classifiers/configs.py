@@ -1,0 +1,52 @@
+"""Configuration models of the built-in classifiers (light: pydantic and refractor_core only)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from refractor_core.interfaces import ComponentConfig
+
+
+class AbsencesConfig(ComponentConfig):
+    """Options of the classical `absences` classifier.
+
+    Evidence weights: every candidate setting G gets the score
+
+        w_laue · LL_Laue(L(G)) + w_absences · LLR_absences(G)
+        + w_centro · (±½ LLR_centrosymmetric) + w_prior · log prior(G)
+
+    and the probabilities are a softmax over the scores. The defaults are the weights fitted
+    by maximum likelihood on the calibration split of the simulated benchmark
+    (`benchmarks/spacegroup.py --calibrate`); the temperature is folded into them.
+
+    metric_tolerance: |ΔG_ij|/sqrt(G_ii G_jj) allowed when deciding which rotations the cell
+    metric admits; absent_leak: mean true intensity of a systematically absent reflection as a
+    fraction of the local mean intensity (multiple diffraction, λ/2, neighbour tails);
+    absent_outlier_fraction: share of absent reflections allowed to be arbitrary outliers;
+    removed_absences_prior: prior probability that the data processing removed the absent
+    reflections from the file (then their *absence from the file* is the evidence);
+    op_systematic_width: allowance (in correlation units) for systematic error and
+    pseudo-symmetry in the per-operator agreement test; centro_slope: ⟨|E²-1|⟩ difference
+    per unit of centrosymmetry evidence; ambiguity_ratio: the top hypothesis is "ambiguous"
+    when the runner-up has at least this fraction of its probability; max_hypotheses and
+    min_probability trim the list returned.
+    """
+
+    metric_tolerance: float = Field(default=0.02, gt=0.0, le=0.2)
+    w_laue: float = Field(default=1.0, ge=0.0)
+    w_absences: float = Field(default=1.0, ge=0.0)
+    w_centro: float = Field(default=2.0, ge=0.0)
+    w_prior: float = Field(default=1.0, ge=0.0)
+    absent_leak: float = Field(default=0.02, gt=0.0, lt=0.5)
+    absent_outlier_fraction: float = Field(default=0.01, ge=0.0, lt=0.5)
+    removed_absences_prior: float = Field(default=0.4, gt=0.0, lt=1.0)
+    op_systematic_width: float = Field(default=0.08, gt=0.0, le=0.5)
+    op_outlier_fraction: float = Field(default=0.01, ge=0.0, lt=1.0)
+    merged_in_evidence: float = Field(default=3.0, ge=0.0)
+    centro_slope: float = Field(default=0.116, gt=0.0)
+    centro_cap: float = Field(default=2.0, gt=0.0)
+    laue_window: float = Field(default=60.0, gt=0.0, description="nats below the best Laue group still analysed")
+    ambiguity_ratio: float = Field(default=0.25, gt=0.0, le=1.0)
+    max_hypotheses: int = Field(default=20, ge=1)
+    min_probability: float = Field(default=1e-4, ge=0.0, lt=1.0)
+    use_priors: bool = True
