@@ -343,8 +343,6 @@ _REFLN_COLUMNS = [
 
 def reflections_from_loop(block, path) -> tuple[ReflectionData, list[str]] | None:
     """Reflections from a `_refln` or `_diffrn_refln` loop, None when there is none."""
-    from gemmi import cif
-
     for prefix in ("_refln_", "_refln.", "_diffrn_refln_", "_diffrn_refln."):
         hcol = block.find_values(prefix + "index_h")
         if hcol is None or len(hcol) == 0:

@@ -72,8 +72,6 @@ def structure_cif(
     r1_all: float | None = None,
 ) -> str:
     """The CIF text of a structure, with refinement figures and embedded files when given."""
-    from ..crystal.formula import format_formula
-
     cell = structure.cell
     sg = structure.space_group
     wavelength = (data.wavelength if data is not None else None) or structure.wavelength
