@@ -76,6 +76,10 @@ class _Model(BaseModel):
 # --------------------------------------------------------------------------------------
 
 
+#: smallest plausible unit-cell volume (Å³); the smallest elemental cells are about 10 Å³
+MIN_CELL_VOLUME = 5.0
+
+
 class UnitCell(_Model):
     """Unit cell: lengths in Å, angles in degrees, optional standard uncertainties."""
 
@@ -103,6 +107,11 @@ class UnitCell(_Model):
             raise ValueError(
                 "impossible cell: these angles do not describe a parallelepiped "
                 f"(alpha={self.alpha}, beta={self.beta}, gamma={self.gamma})"
+            )
+        if self.volume < MIN_CELL_VOLUME:
+            raise ValueError(
+                f"impossible cell: volume {self.volume:.3g} Å³ is below {MIN_CELL_VOLUME} Å³ "
+                "(no crystal has a smaller cell)"
             )
         return self
 
@@ -208,6 +217,8 @@ class RefinementInstructions(_Model):
     wght: tuple[float, ...] | None = None  # (a, b, ...) SHELXL weighting
     fvar: list[float] = Field(default_factory=list)
     hklf: int = 4
+    hklf_scale: float = 1.0  # HKLF s: intensities and sigmas multiplied by s on reading
+    hklf_matrix: tuple[float, ...] | None = None  # HKLF matrix: 9 numbers, indices transformed on reading
     merg: int | None = None
     acta: bool = False
 
@@ -299,8 +310,8 @@ class Site(_Model):
     @field_validator("xyz")
     @classmethod
     def _finite_xyz(cls, v: Vec3) -> Vec3:
-        if not all(math.isfinite(x) for x in v):
-            raise ValueError(f"non-finite coordinates {v}")
+        if not all(math.isfinite(x) and abs(x) <= 1000.0 for x in v):
+            raise ValueError(f"fractional coordinates {v} are not finite numbers of plausible size")
         return v
 
     @model_validator(mode="after")
