@@ -26,7 +26,10 @@ reflections G allows *in the same zone or row* (a blind region along an axis rem
 kinds and then proves nothing):
 
     LLR(G) = LLR_kept(G) + log(π_kept + π_removed · exp(bonus))   if no absent h is observed
-    LLR(G) = LLR_kept(G) + log π_kept                            otherwise.
+    LLR(G) = LLR_kept(G) + log π_kept                            otherwise,
+
+separately for the centring-forbidden reflections (integration programs often never
+integrate them) and for the zone and row absences (often measured, sometimes removed).
 """
 
 from __future__ import annotations
@@ -347,15 +350,23 @@ def score_settings(
         absent[sp_ok[zone]] = True
         za = z[absent]
         n_zone = int(zone.sum())
-        bonus = None
-        n_missing = None
-        if cen.n_observed + n_zone == 0:
-            zone_bonus, n_zone_missing = _removed_bonus(ld, g)
-            bonus = cen.bonus + zone_bonus
-            n_missing = cen.n_missing + n_zone_missing
-            llr = kept + float(np.logaddexp(log_kept, log_removed + bonus))
+        # centring-forbidden reflections are often never integrated while zone absences
+        # are measured: the two removals are judged separately
+        if cen.n_observed == 0:
+            cen_part = float(np.logaddexp(log_kept, log_removed + cen.bonus))
         else:
-            llr = kept + log_kept
+            cen_part = log_kept
+        zone_bonus, n_zone_missing = (0.0, 0)
+        if n_zone == 0:
+            zone_bonus, n_zone_missing = _removed_bonus(ld, g)
+            zone_part = float(np.logaddexp(log_kept, log_removed + zone_bonus))
+        else:
+            zone_part = log_kept
+        llr = kept + cen_part + zone_part
+        bonus = None
+        if cen.n_observed == 0 or n_zone == 0:
+            bonus = (cen.bonus if cen.n_observed == 0 else 0.0) + (zone_bonus if n_zone == 0 else 0.0)
+        n_missing = (cen.n_missing if cen.n_observed == 0 else 0) + (n_zone_missing if n_zone == 0 else 0)
         out.append(
             AbsenceEvidence(
                 llr=llr,

@@ -43,7 +43,11 @@ class CentroEvidence:
 
 
 def heavy_atom_share(formula: str | None) -> tuple[str, float] | None:
-    """(element, share of Σ Z² over the formula) for the element scattering most, or None."""
+    """(heaviest element, share of Σ Z² from atoms much heavier than average), or None.
+
+    "Much heavier" means Z above twice the mean Z of the formula's atoms (H counted);
+    a structure of light atoms has no heavy atoms and gives None.
+    """
     if not formula:
         return None
     try:
@@ -52,18 +56,22 @@ def heavy_atom_share(formula: str | None) -> tuple[str, float] | None:
         return None
     import gemmi
 
-    z2 = {}
+    zs = {}
     for el, n in counts.items():
         try:
-            z = gemmi.Element(el).atomic_number
+            zs[el] = (n, gemmi.Element(el).atomic_number)
         except Exception:
             continue
-        z2[el] = n * z * z
-    total = sum(z2.values())
-    if total <= 0:
+    n_atoms = sum(n for n, _ in zs.values())
+    total = sum(n * z * z for n, z in zs.values())
+    if n_atoms <= 0 or total <= 0:
         return None
-    el = max(z2, key=z2.get)
-    return el, z2[el] / total
+    mean_z = sum(n * z for n, z in zs.values()) / n_atoms
+    heavy = {el: (n, z) for el, (n, z) in zs.items() if z > 2.0 * mean_z}
+    if not heavy:
+        return None
+    share = sum(n * z * z for n, z in heavy.values()) / total
+    return max(heavy, key=lambda el: heavy[el][1]), share
 
 
 def centrosymmetry_evidence(

@@ -40,7 +40,7 @@ class AbsencesConfig(ComponentConfig):
     absent_leak: float = Field(default=0.02, gt=0.0, lt=0.5)
     absent_outlier_fraction: float = Field(default=0.01, ge=0.0, lt=0.5)
     removed_absences_prior: float = Field(default=0.4, gt=0.0, lt=1.0)
-    op_systematic_width: float = Field(default=0.08, gt=0.0, le=0.5)
+    op_systematic_width: float = Field(default=0.05, gt=0.0, le=0.5)
     op_outlier_fraction: float = Field(default=0.01, ge=0.0, lt=1.0)
     merged_in_evidence: float = Field(default=3.0, ge=0.0)
     centro_slope: float = Field(default=0.116, gt=0.0)

@@ -60,7 +60,7 @@ class OperatorEvidence:
 
 
 def rotation_name(r: np.ndarray) -> str:
-    """'2 [010]', '3 [001]', '4 [100]' ...: order and axis (direct-space direction)."""
+    """'2 [010]', '3+ [001]', '4- [100]' ...: order, sense and axis (direct-space direction)."""
     r = np.asarray(r, dtype=np.int64)
     order = {3: 1, -1: 2, 0: 3, 1: 4, 2: 6}.get(int(np.trace(r)), 0)
     if order == 1:
@@ -73,11 +73,36 @@ def rotation_name(r: np.ndarray) -> str:
     ints = ints // max(g, 1)
     if ints[np.nonzero(ints)[0][0]] < 0:
         ints = -ints
-    return f"{order} [{''.join(str(x) if x >= 0 else '-' + str(-x) for x in ints)}]"
+    sense = ""
+    if order > 2:
+        u = ints.astype(np.float64)
+        trial = np.eye(3)[np.argmin(np.abs(u))]
+        perp = trial - u * (trial @ u) / (u @ u)
+        sense = "+" if np.linalg.det(np.stack([u, perp, r @ perp])) > 0 else "-"
+    return f"{order}{sense} [{''.join(str(x) if x >= 0 else '-' + str(-x) for x in ints)}]"
 
 
 def _normal_logpdf(x: float, mu: float, sd: float) -> float:
     return float(-0.5 * ((x - mu) / sd) ** 2 - np.log(sd) - 0.5 * np.log(2 * np.pi))
+
+
+def _operator_llr(cc: float, cc_exp: float, n: int, width: float, outlier: float) -> float:
+    """log p(cc | rotation present) - log p(cc | absent).
+
+    Present: cc scatters about cc_expected (sampling error plus `width` for systematic
+    error). Absent: half of the time near 0 (unrelated reflections), half anywhere between
+    0 and cc_expected (pseudo-symmetry correlates reflections without making them equal).
+    Both carry an `outlier` share spread over [-1, 1].
+    """
+    uniform = np.log(0.5)
+    sd1 = np.sqrt((1.0 - cc_exp**2) ** 2 / n + width**2)
+    sd0 = np.sqrt(1.0 / n + width**2)
+    top = max(cc_exp, 0.3)
+    pseudo = np.log(1.0 / (top + 0.2)) if -0.2 <= cc <= top else -np.inf
+    lp1 = np.logaddexp(np.log1p(-outlier) + _normal_logpdf(cc, cc_exp, sd1), np.log(outlier) + uniform)
+    lp0_core = np.logaddexp(np.log(0.5) + _normal_logpdf(cc, 0.0, sd0), np.log(0.5) + pseudo)
+    lp0 = np.logaddexp(np.log1p(-outlier) + lp0_core, np.log(outlier) + uniform)
+    return float(lp1 - lp0)
 
 
 def score_operators(
@@ -86,8 +111,8 @@ def score_operators(
     sigma_e2: np.ndarray,
     rotations: np.ndarray,
     *,
-    systematic_width: float = 0.08,
-    outlier_fraction: float = 0.05,
+    systematic_width: float = 0.05,
+    outlier_fraction: float = 0.01,
     merged_evidence: float = 3.0,
 ) -> list[OperatorEvidence]:
     """Evidence for each rotation (identity excluded) from Friedel-merged reflections.
@@ -128,12 +153,7 @@ def score_operators(
         cc = float(np.mean((x - x.mean()) * (y - y.mean())) / np.sqrt(vx * vy))
         noise = 0.5 * (np.mean(s_all[i] ** 2) + np.mean(s_all[j] ** 2))
         cc_exp = float(np.clip(1.0 - noise / (0.5 * (vx + vy)), 0.0, 1.0))
-        sd1 = np.sqrt((1.0 - cc_exp**2) ** 2 / n + systematic_width**2)
-        sd0 = np.sqrt(1.0 / n + systematic_width**2)
-        uniform = np.log(0.5)  # density of a correlation uniform on [-1, 1]
-        lp1 = np.logaddexp(np.log1p(-outlier_fraction) + _normal_logpdf(cc, cc_exp, sd1), np.log(outlier_fraction) + uniform)
-        lp0 = np.logaddexp(np.log1p(-outlier_fraction) + _normal_logpdf(cc, 0.0, sd0), np.log(outlier_fraction) + uniform)
-        llr = float(lp1 - lp0)
+        llr = _operator_llr(cc, cc_exp, n, systematic_width, outlier_fraction)
         status = "agree" if llr > 2.0 else ("disagree" if llr < -2.0 else "uncertain")
         out.append(OperatorEvidence(r, n, n_cand, cc, cc_exp, llr, status))
     return out
