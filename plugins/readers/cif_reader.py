@@ -27,7 +27,7 @@ from pydantic import ValidationError
 
 from refractor_core.errors import InputError
 from refractor_core.interfaces import BuildContext, ComponentConfig, DataBundle, HKLReader
-from refractor_core.types import ReflectionData, Site, SpaceGroupRef, Structure, UnitCell
+from refractor_core.types import ReflectionData, RefinementInstructions, Site, SpaceGroupRef, Structure, UnitCell
 
 from .register import CifConfig
 from ._common import (
@@ -701,7 +701,7 @@ def read_cif_bundle(
     res = value(b, "res_file")
     if res is not None and res.text.strip():
         ins = parse_ins(res.text, path, first_line=res.line + 1)
-    instructions = ins.instructions if ins is not None else None
+    instructions = ins.instructions if ins is not None else instructions_from_tags(b)
 
     refl = None
     hkl_text = value(b, "hkl_file")
@@ -765,6 +765,34 @@ def read_cif_bundle(
         source=str(path),
         notes=notes,
     )
+
+
+_WEIGHT_AB = re.compile(r"\(\s*([0-9.]+)\s*P\s*\)\s*\^?2\^?\s*(?:\+\s*([0-9.]+)\s*P)?")
+
+
+def instructions_from_tags(block) -> RefinementInstructions | None:
+    """Refinement details a CIF states without an embedded .res: SHELXL weights, extinction.
+
+    `_refine_ls_weighting_details` such as "w=1/[\\s^2^(Fo^2^)+(0.0348P)^2^+1.2539P]" gives
+    WGHT a b; a refined `_refine_ls_extinction_coef` gives EXTI.
+    """
+    found: dict = {}
+    for tag in ("_refine_ls_weighting_details", "_refine_ls.weighting_details"):
+        text = block.find_value(tag)
+        if text:
+            m = _WEIGHT_AB.search(text.replace("\n", " "))
+            if m:
+                found["wght"] = (float(m.group(1)), float(m.group(2) or 0.0))
+            break
+    for tag in ("_refine_ls_extinction_coef", "_refine_ls.extinction_coef"):
+        text = block.find_value(tag)
+        if text and text not in ("?", "."):
+            try:
+                found["exti"] = float(text.split("(")[0])
+            except ValueError:
+                pass
+            break
+    return RefinementInstructions(**found) if found else None
 
 
 def sniff_cif_text(text: str) -> float:
