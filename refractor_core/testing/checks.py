@@ -221,11 +221,12 @@ def _reader_sample(s: Subject) -> Path:
 
 
 def _garbage_file() -> Path:
-    import tempfile
+    """3000 random bytes named like a reflection file (in the samples' scratch folder)."""
+    from .samples import scratch_dir
 
-    folder = Path(tempfile.mkdtemp(prefix="refractor-conformance-"))
-    p = folder / "garbage.hkl"
-    p.write_bytes(bytes(np.random.default_rng(7).integers(0, 256, 3000, dtype=np.uint8)))
+    p = scratch_dir() / "garbage.hkl"
+    if not p.is_file():
+        p.write_bytes(bytes(np.random.default_rng(7).integers(0, 256, 3000, dtype=np.uint8)))
     return p
 
 

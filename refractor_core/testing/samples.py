@@ -10,6 +10,8 @@ A component author can substitute measured data by overriding the `samples` fixt
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -208,6 +210,14 @@ def write_sample_files(data: ReflectionData, folder: str | Path) -> list[Path]:
     return files
 
 
+@lru_cache(maxsize=1)
+def scratch_dir() -> Path:
+    """A temporary folder for sample files, removed when the process exits."""
+    folder = Path(tempfile.mkdtemp(prefix="refractor-samples-"))
+    atexit.register(shutil.rmtree, folder, True)
+    return folder
+
+
 @lru_cache(maxsize=4)
 def default_samples(d_min: float = 1.0) -> Samples:
     """The sample set the conformance kit uses unless a test overrides it (cached)."""
@@ -221,5 +231,5 @@ def default_samples(d_min: float = 1.0) -> Samples:
         hypothesis=hypothesis,
         candidate=candidate,
         refined=sample_refined(structure),
-        reader_files=real_reader_files() + write_sample_files(data, tempfile.mkdtemp(prefix="refractor-samples-")),
+        reader_files=real_reader_files() + write_sample_files(data, scratch_dir() / "files"),
     )
