@@ -61,71 +61,83 @@ R1_MARGIN = 0.02
 # --------------------------------------------------------------------------------------
 
 
-def _p1_images(structure: Structure) -> tuple[np.ndarray, list[str]]:
+def _p1_images(structure: Structure) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """All distinct images in the cell of the non-H sites: xyz (P, 3), elements, site index."""
     sym = SymmetryOps.from_space_group(structure.space_group)
-    xyz, el = [], []
-    for s in structure.non_hydrogen():
+    xyz, el, owner = [], [], []
+    for i, s in enumerate(structure.non_hydrogen()):
         imgs = np.mod(sym.images(np.array(s.xyz)), 1.0)
-        # drop coincident images (special positions)
-        keep = []
-        for x in imgs:
+        keep: list[np.ndarray] = []
+        for x in imgs:  # coincident images of a special position count once
             if not any(np.allclose(((x - y) + 0.5) % 1.0 - 0.5, 0, atol=1e-3) for y in keep):
                 keep.append(x)
         xyz.extend(keep)
         el.extend([s.element] * len(keep))
-    return np.array(xyz).reshape(-1, 3), el
+        owner.extend([i] * len(keep))
+    return np.array(xyz).reshape(-1, 3), el, np.array(owner, dtype=np.int64)
 
 
 def match_structures(candidate: Structure, reference: Structure, tol: float = MATCH_TOLERANCE) -> dict:
-    """Fraction of the reference's non-H sites with a candidate atom within `tol` Å, best origin/hand."""
-    ref = reference.non_hydrogen()
-    n_ref = len(ref)
+    """Fraction of the reference's non-H sites found by the candidate (best origin and hand).
+
+    A published site counts as found when every one of its images in the cell has a
+    candidate atom (any image) within `tol` Å, so a candidate at a wrong origin of its
+    space group, whose images do not reproduce the cell, is not credited.
+    """
+    ref_sites = reference.non_hydrogen()
+    cand_sites = candidate.non_hydrogen()
+    n_ref = len(ref_sites)
     out = {"found": 0.0, "element": 0.0, "rms": None, "inverted": None, "n_reference": n_ref,
-           "n_candidate": len(candidate.non_hydrogen())}
-    if n_ref == 0 or not candidate.non_hydrogen():
+           "n_candidate": len(cand_sites)}
+    if n_ref == 0 or not cand_sites:
         return out
     m = orthogonalization_matrix(reference.cell)
-    ref_x = np.array([s.xyz for s in ref])
-    ref_el = [s.element for s in ref]
-    cand_x, cand_el = _p1_images(candidate)
-    heavy = sorted(range(len(candidate.non_hydrogen())), key=lambda i: -atomic_number(candidate.non_hydrogen()[i].element))[:3]
-    seeds = np.array([candidate.non_hydrogen()[i].xyz for i in heavy])
+    ref_x, ref_el, ref_owner = _p1_images(reference)
+    cand_x, cand_el, _ = _p1_images(candidate)
+    heavy = sorted(range(len(cand_sites)), key=lambda i: -atomic_number(cand_sites[i].element))[:3]
     csym = SymmetryOps.from_space_group(candidate.space_group)
-    best = (-1, None, None)
+    seeds = np.array([cand_sites[i].xyz for i in heavy])
+    asu_ref = np.array([s.xyz for s in ref_sites])
+
+    def distances(cx: np.ndarray, shift: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        d = (cx[None, :, :] + shift) - ref_x[:, None, :]
+        d -= np.round(d)
+        dist = np.linalg.norm(d @ m.T, axis=-1)
+        j = dist.argmin(axis=1)
+        return dist[np.arange(len(ref_x)), j], j
+
+    best = (-1, None, 1.0)
     for sign in (1.0, -1.0):
         cx = sign * cand_x
         seed_imgs = (sign * csym.images(seeds)).reshape(-1, 3)
-        shifts = (ref_x[None, :, :] - seed_imgs[:, None, :]).reshape(-1, 3)
-        for chunk in np.array_split(shifts, max(1, len(shifts) // 256 + 1)):
+        shifts = (asu_ref[None, :, :] - seed_imgs[:, None, :]).reshape(-1, 3)
+        for chunk in np.array_split(shifts, max(1, len(shifts) // 128 + 1)):
             d = (cx[None, None, :, :] + chunk[:, None, None, :]) - ref_x[None, :, None, :]
             d -= np.round(d)
-            dist = np.linalg.norm(d @ m.T, axis=-1).min(axis=2)  # (shifts, ref)
+            dist = np.linalg.norm(d @ m.T, axis=-1).min(axis=2)  # (shifts, ref images)
             counts = (dist < tol).sum(axis=1)
             i = int(np.argmax(counts))
             if counts[i] > best[0]:
                 best = (int(counts[i]), chunk[i].copy(), sign)
     _, shift, sign = best
     cx = sign * cand_x
-    for _ in range(2):  # refine the shift on matched pairs
-        d = (cx[None, :, :] + shift) - ref_x[:, None, :]
-        d -= np.round(d)
-        dist = np.linalg.norm(d @ m.T, axis=-1)
-        j = dist.argmin(axis=1)
-        ok = dist[np.arange(n_ref), j] < 2 * tol
-        if ok.sum() == 0:
+    for _ in range(2):  # refine the shift on the matched pairs
+        dmin, j = distances(cx, shift)
+        ok = dmin < 2 * tol
+        if not ok.any():
             break
-        shift = shift - d[np.arange(n_ref), j][ok].mean(axis=0)
-    d = (cx[None, :, :] + shift) - ref_x[:, None, :]
-    d -= np.round(d)
-    dist = np.linalg.norm(d @ m.T, axis=-1)
-    j = dist.argmin(axis=1)
-    dmin = dist[np.arange(n_ref), j]
-    found = dmin < tol
-    same = np.array([found[i] and cand_el[j[i]] == ref_el[i] for i in range(n_ref)])
+        d = (cx[j[ok]] + shift) - ref_x[ok]
+        d -= np.round(d)
+        shift = shift - d.mean(axis=0)
+    dmin, j = distances(cx, shift)
+    hit = dmin < tol
+    same = hit & np.array([cand_el[j[i]] == ref_el[i] for i in range(len(ref_x))])
+    found = np.array([hit[ref_owner == i].all() for i in range(n_ref)])
+    right = np.array([same[ref_owner == i].all() for i in range(n_ref)])
     out.update(
         found=float(found.mean()),
-        element=float(same.mean()),
-        rms=float(np.sqrt(np.mean(dmin[found] ** 2))) if found.any() else None,
+        element=float(right.mean()),
+        rms=float(np.sqrt(np.mean(dmin[hit] ** 2))) if hit.any() else None,
         inverted=bool(sign < 0),
     )
     return out

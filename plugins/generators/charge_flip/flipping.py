@@ -148,8 +148,22 @@ def _phase_transition(r: np.ndarray, window: int) -> bool:
     return (level - now) > max(6.0 * spread, 0.04 * level) and stable
 
 
-def run_trial(problem: FlipProblem, settings: FlipSettings, rng: np.random.Generator) -> FlipResult:
-    """One charge-flipping trial from random phases."""
+def run_trial(
+    problem: FlipProblem,
+    settings: FlipSettings,
+    rng: np.random.Generator | None = None,
+    *,
+    start: np.ndarray | None = None,
+    project=None,
+    delta_absolute: float | None = None,
+    start_f000: float = 0.0,
+) -> FlipResult:
+    """One charge-flipping trial from random phases (or from `start`, F in kernel convention).
+
+    `project(c)` is applied to the coefficients after every cycle (e.g. symmetry
+    averaging; it receives and returns grid coefficients, conj(F)); `delta_absolute` fixes
+    δ in map units (no adaptation).
+    """
     t0 = time.perf_counter()
     shape = problem.shape
     half = half_grid_shape(shape)
@@ -162,8 +176,13 @@ def run_trial(problem: FlipProblem, settings: FlipSettings, rng: np.random.Gener
     weak_rot = np.exp(1j * settings.weak_phase_shift)
 
     coeff = np.zeros(int(np.prod(half)), dtype=np.complex128)
-    phases = rng.uniform(0.0, 2.0 * np.pi, size=problem.n)
-    cur = amp * np.exp(1j * phases)
+    if start is not None:
+        cur = np.conj(np.asarray(start, dtype=np.complex128))
+    else:
+        if rng is None:
+            raise ValueError("run_trial needs a random generator or start values")
+        phases = rng.uniform(0.0, 2.0 * np.pi, size=problem.n)
+        cur = amp * np.exp(1j * phases)
 
     def place(values: np.ndarray, f000: float) -> np.ndarray:
         coeff[:] = 0.0
@@ -172,9 +191,12 @@ def run_trial(problem: FlipProblem, settings: FlipSettings, rng: np.random.Gener
         coeff[0] = f000
         return _fft.irfftn(coeff.reshape(half), s=shape, **_FFT_KW)
 
-    rho = place(cur, 0.0)
+    rho = place(cur, start_f000 if start is not None else 0.0)
     sigma = float(rho.std()) or 1.0
-    if settings.delta == "auto":
+    if delta_absolute is not None:
+        delta = float(delta_absolute)
+        adaptive = False
+    elif settings.delta == "auto":
         delta = float(np.quantile(rho, settings.initial_flipped_fraction))
         delta = max(delta, 0.05 * sigma)
         adaptive = True
@@ -183,7 +205,7 @@ def run_trial(problem: FlipProblem, settings: FlipSettings, rng: np.random.Gener
         adaptive = False
 
     r_trace = np.zeros(settings.max_cycles)
-    f000 = 0.0
+    f000 = start_f000 if start is not None else 0.0
     transition: int | None = None
     stop_at = settings.max_cycles
     g_obs = cur
@@ -207,6 +229,8 @@ def run_trial(problem: FlipProblem, settings: FlipSettings, rng: np.random.Gener
         r_trace[n] = float(np.abs(amp - k * mod).sum() / sum_amp)
         unit = np.where(mod > 0, g_obs / np.where(mod > 0, mod, 1.0), 1.0)
         cur = np.where(strong, amp * unit, g_obs * weak_rot * k)
+        if project is not None:
+            cur = project(cur)
         f000 = float(spectrum[0].real / n_grid) * k
         rho = place(cur, f000)
         if transition is None and n + 1 >= settings.min_cycles and _phase_transition(r_trace[: n + 1], settings.window):
@@ -223,6 +247,8 @@ def run_trial(problem: FlipProblem, settings: FlipSettings, rng: np.random.Gener
     charge_ratio = c_tot / c_flip
     flipped_fraction = float(below.mean())
     # final phases: those of the last flipped map, on the observed amplitudes
+    if project is not None:
+        g_obs = project(g_obs)
     mod = np.abs(g_obs)
     unit = np.where(mod > 0, g_obs / np.where(mod > 0, mod, 1.0), 1.0)
     f_grid = amp * unit
@@ -242,3 +268,41 @@ def run_trial(problem: FlipProblem, settings: FlipSettings, rng: np.random.Gener
         seconds=time.perf_counter() - t0,
         r_trace=r_trace[:cycles].copy(),
     )
+
+
+class SymmetryProjector:
+    """Averages P1 coefficients over a space group's operations (origin at the group's origin).
+
+    For grid coefficients C = conj(F): C_sym(h) = (1/n) Σ_ops C(hR)·exp(-2πi h·t). Every hR
+    must be in the problem's reflection set or be the Friedel mate of one (true for data
+    expanded with the group's rotations); missing ones are left out of the average.
+    """
+
+    def __init__(self, problem: FlipProblem, rotations: np.ndarray, translations: np.ndarray):
+        from refractor_core.crystal.symmetry import hkl_keys
+
+        h = problem.hkl
+        keys = hkl_keys(h)
+        order = np.argsort(keys)
+        sorted_keys = keys[order]
+        n_ops = len(rotations)
+        self.index = np.zeros((n_ops, len(h)), dtype=np.int64)
+        self.conj = np.zeros((n_ops, len(h)), dtype=bool)
+        self.valid = np.zeros((n_ops, len(h)), dtype=bool)
+        for m in range(n_ops):
+            hr = h @ rotations[m]
+            for sign, flag in ((1, False), (-1, True)):
+                kk = hkl_keys(sign * hr)
+                pos = np.clip(np.searchsorted(sorted_keys, kk), 0, len(h) - 1)
+                hit = (sorted_keys[pos] == kk) & ~self.valid[m]
+                self.index[m, hit] = order[pos[hit]]
+                self.conj[m, hit] = flag
+                self.valid[m] |= hit
+        self.phase = np.exp(-2j * np.pi * (h.astype(np.float64) @ np.asarray(translations).T).T)
+        self.count = np.maximum(self.valid.sum(axis=0), 1)
+
+    def __call__(self, c: np.ndarray) -> np.ndarray:
+        v = c[self.index]
+        v = np.where(self.conj, np.conj(v), v) * self.phase
+        v = np.where(self.valid, v, 0.0)
+        return v.sum(axis=0) / self.count

@@ -9,7 +9,8 @@ shifted to the origin that best obeys its symmetry (the symmetry-agreement score
 recorded and enters the candidate's score), symmetrised, turned into a map with the
 observed amplitudes, and interpreted into atoms.
 
-Candidate.score (lower is better) = 0.5·R_flip + 0.5·(1 − symmetry agreement).
+Candidate.score (lower is better) = 0.5·R_flip + 0.5·(1 − symmetry agreement)
+− 0.05·(further trials that reached the same solution, up to 4).
 Candidate.meta holds the trial statistics (R, flip ratio, cycles, converged, seconds), the
 origin shift and score, how many trials reached the same solution ("support"), the Z used
 and the peak count.
@@ -36,7 +37,7 @@ from refractor_core.interfaces import Generator
 from refractor_core.types import Candidate, Embedding, ReflectionData, SpaceGroupHypothesis
 from refractor_plugins.generators.configs import ChargeFlipConfig
 
-from .flipping import FlipProblem, FlipResult, FlipSettings, run_trial
+from .flipping import FlipProblem, FlipResult, FlipSettings, SymmetryProjector, run_trial
 from .interpret import expected_contents, peaks_to_structure
 from .origin import P1Lookup, find_origin, solution_similarity, symmetrize
 
@@ -44,6 +45,8 @@ log = logging.getLogger("refractor.generators.charge_flip")
 
 #: two trials whose origin-free phase correlation exceeds this reached the same solution
 SAME_SOLUTION = 0.6
+#: score bonus per further trial that reached the same solution (up to 4)
+SUPPORT_BONUS = 0.05
 
 
 def patterson_symmetry(sym: SymmetryOps) -> SymmetryOps:
@@ -67,6 +70,7 @@ class P1Solutions:
     """The P1 trials for one data set and Patterson group."""
 
     problem: FlipProblem
+    problems: dict[str, FlipProblem]
     trials: list[FlipResult]
     groups: list[list[int]]  # trial indices reaching the same solution, best group first
     seconds: float
@@ -125,8 +129,9 @@ class ChargeFlipGenerator(Generator):
             trial = solutions.trials[group[0]]
             problem = solutions.problem
             origin = find_origin(problem.hkl, trial.f, data.cell, sym)
-            lookup = P1Lookup(problem.hkl, trial.f)
-            f_sym, fom = symmetrize(lookup, hkl_u, sym, origin.shift)
+            f_final, polish = self._symmetric_polish(solutions, trial, sym, origin.shift)
+            lookup = P1Lookup(problem.hkl, f_final)
+            f_sym, fom = symmetrize(lookup, hkl_u, sym, np.zeros(3))
             phase = np.exp(1j * np.angle(f_sym))
             rho = fourier_map(hkl_u, fom * f_obs * phase, data.cell, shape, sym)
             max_peaks = int(np.ceil(contents.total * 1.6)) + 10
@@ -135,7 +140,8 @@ class ChargeFlipGenerator(Generator):
                 peaks, data.cell, sg, sym, contents, u_iso=cfg.u_iso,
                 name=f"charge-flip-{rank + 1}", wavelength=data.wavelength,
             )
-            score = 0.5 * trial.r + 0.5 * (1.0 - origin.score)
+            # a solution reached again from independent random phases is trusted more
+            score = 0.5 * trial.r + 0.5 * (1.0 - origin.score) - SUPPORT_BONUS * min(len(group) - 1, 4)
             meta = trial.stats()
             meta.update(
                 {
@@ -147,6 +153,7 @@ class ChargeFlipGenerator(Generator):
                     "symmetry_agreement": round(float(origin.score), 4),
                     "symmetry_agreement_per_operation": [round(v, 4) for v in origin.per_operation],
                     "mean_fom": round(float(fom.mean()), 4) if len(fom) else 0.0,
+                    "r_symmetric": None if polish is None else round(float(polish.r), 4),
                     "n_peaks": len(peaks),
                     "n_sites": structure.n_sites,
                     "expected_sites_asu": round(contents.total, 3),
@@ -178,6 +185,26 @@ class ChargeFlipGenerator(Generator):
         return candidates[:k]
 
     # ----------------------------------------------------------------------------------
+    def _symmetric_polish(self, solutions: P1Solutions, trial: FlipResult, sym: SymmetryOps, shift: np.ndarray):
+        """Flip on from the origin-shifted solution with the hypothesis' symmetry imposed each cycle.
+
+        Returns the final F (kernel convention, on the problem's reflections, origin at the
+        group's origin) and the polishing run's result (None when no cycles are asked for).
+        """
+        cfg: ChargeFlipConfig = self.config  # type: ignore[assignment]
+        problem = solutions.problems.get(trial.normalization, solutions.problem)
+        h = problem.hkl.astype(np.float64)
+        f_shifted = trial.f * np.exp(-2j * np.pi * (h @ np.asarray(shift, dtype=np.float64)))
+        if cfg.symmetry_cycles <= 0 or sym.n == 1:
+            return f_shifted, None
+        projector = SymmetryProjector(problem, sym.rotations, sym.translations)
+        settings = FlipSettings(max_cycles=cfg.symmetry_cycles, min_cycles=10**9)
+        result = run_trial(
+            problem, settings, start=projector_start(projector, f_shifted), project=projector,
+            delta_absolute=trial.delta, start_f000=trial.f000,
+        )
+        return result.f, result
+
     def _p1_solutions(self, data: ReflectionData, sym: SymmetryOps, *, seed: int, k: int) -> P1Solutions:
         cfg: ChargeFlipConfig = self.config  # type: ignore[assignment]
         patt = patterson_symmetry(sym)
@@ -228,6 +255,7 @@ class ChargeFlipGenerator(Generator):
         groups = _group_solutions(problem, trials)
         out = P1Solutions(
             problem=problem,
+            problems=problems,
             trials=trials,
             groups=groups,
             seconds=time.perf_counter() - t0,
@@ -237,6 +265,11 @@ class ChargeFlipGenerator(Generator):
         )
         self._cache[key] = out
         return out
+
+
+def projector_start(projector: SymmetryProjector, f: np.ndarray) -> np.ndarray:
+    """Symmetry-averaged start values (kernel convention in, kernel convention out)."""
+    return np.conj(projector(np.conj(f)))
 
 
 def _heavy_counts(formula: str) -> dict[str, float]:

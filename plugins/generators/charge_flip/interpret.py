@@ -105,8 +105,6 @@ def assign_elements(peaks: list[Peak], contents: ExpectedContents, *, slack: flo
                 remaining[e] -= share
                 out.append((p, e))
                 break
-        if all(v < slack * 0.0625 for v in remaining.values()):
-            break
     return out
 
 

@@ -92,8 +92,9 @@ def find_origin(
     cell: UnitCell,
     symmetry: SymmetryOps,
     *,
-    spacing: float = 0.25,
+    spacing: float = 0.2,
     strong_fraction: float = 0.6,
+    n_peaks: int = 6,
 ) -> OriginResult:
     """The origin shift that makes a P1 solution best obey `symmetry`, and the agreement.
 
@@ -126,9 +127,14 @@ def find_origin(
     idx_m = np.mod(-k_flat, np.array(shape))
     np.add.at(grid, (idx_m[:, 0], idx_m[:, 1], idx_m[:, 2]), np.conj(t_flat))
     a_map = _fft.fftn(grid, **_FFT_KW).real  # Σ_k W(k) exp(-2πi k·n/N)
-    best = np.array(np.unravel_index(int(np.argmax(a_map)), shape), dtype=np.float64)
-    s = best / np.array(shape)
-    s = _refine_shift(k_flat, t_flat, s, step=0.5 / np.array(shape))
+    # refine the few highest local maxima of the sampled agreement; keep the best
+    s, best_val = np.zeros(3), -np.inf
+    for flat in _top_maxima(a_map, n_peaks):
+        s0 = np.array(np.unravel_index(int(flat), shape), dtype=np.float64) / np.array(shape)
+        s1 = _refine_shift(k_flat, t_flat, s0, step=0.5 / np.array(shape))
+        val = _agreement(np.concatenate([k_flat, -k_flat]).astype(np.float64), np.concatenate([t_flat, np.conj(t_flat)]), s1)
+        if val > best_val:
+            s, best_val = s1, val
     # scores at the best shift, per operation
     ph = np.exp(-2j * np.pi * np.einsum("mnj,j->mn", k.astype(np.float64), s))
     num = np.real(term * ph).sum(axis=1)
@@ -136,6 +142,18 @@ def find_origin(
     per_op = np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
     score = float(num.sum() / den.sum()) if den.sum() > 0 else 0.0
     return OriginResult(shift=np.mod(s, 1.0), score=score, per_operation=[float(x) for x in per_op], n_operations=len(ops))
+
+
+def _top_maxima(a: np.ndarray, n: int) -> np.ndarray:
+    """Flat indices of the `n` highest periodic local maxima of a 3-d array."""
+    mask = np.ones(a.shape, dtype=bool)
+    for ax in range(3):
+        for d in (-1, 1):
+            mask &= a >= np.roll(a, d, axis=ax)
+    idx = np.flatnonzero(mask)
+    if len(idx) == 0:
+        return np.array([int(np.argmax(a))])
+    return idx[np.argsort(-a.reshape(-1)[idx])[:n]]
 
 
 def _refine_shift(k: np.ndarray, term: np.ndarray, s0: np.ndarray, step: np.ndarray, iterations: int = 3) -> np.ndarray:
