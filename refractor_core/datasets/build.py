@@ -5,7 +5,7 @@
 1. Task lists from every source (`sources.py`); `realize` runs per task on the executor.
 2. Records are filtered: failures are counted, not fatal; duplicates by id dropped; cells
    over `max_atoms_cell` atoms dropped; anything resembling a real evaluation case (same
-   non-H elements and cell volume within 3 %, also at 1/2, 1/4, 2, 4 times) is excluded,
+   non-H elements, same space-group type, cell volume within 3 % or at 1/2 or 2 times) is excluded,
    and a `--cif-dir` inside the real-data folder is refused outright.
 3. Splits by structure family (`splits.py`).
 4. `datasets_per_structure` simulated data sets per structure, each a pure function of
@@ -88,8 +88,8 @@ def refuse_real_data(path: Path | None) -> None:
         )
 
 
-def real_fingerprints() -> list[tuple[frozenset[str], float, str]]:
-    """(non-H elements, cell volume, name) of every real case's reference structure."""
+def real_fingerprints() -> list[tuple[frozenset[str], float, int, str]]:
+    """(non-H elements, cell volume, space-group number, name) of every real case's reference."""
     from ..dataio import load_structure
     from ..testing.real_cases import load_cases
 
@@ -101,7 +101,7 @@ def real_fingerprints() -> list[tuple[frozenset[str], float, str]]:
         except Exception:  # a reference the reader cannot load cannot leak either
             continue
         els = frozenset(s.element for s in st.sites if s.element not in ("H", "D"))
-        out.append((els, st.cell.volume, case.name))
+        out.append((els, st.cell.volume, st.space_group.number, case.name))
     return out
 
 
@@ -109,8 +109,9 @@ def matches_real_case(record: StructureRecord, fingerprints) -> str | None:
     """Name of the real case this record resembles, if any."""
     els = frozenset(s.element for s in record.structure.sites if s.element not in ("H", "D"))
     v = record.structure.cell.volume
-    for f_els, f_v, name in fingerprints:
-        if els == f_els and any(abs(v * k / f_v - 1.0) < 0.03 for k in (0.25, 0.5, 1.0, 2.0, 4.0)):
+    sg = record.structure.space_group.number
+    for f_els, f_v, f_sg, name in fingerprints:
+        if els == f_els and sg == f_sg and any(abs(v * k / f_v - 1.0) < 0.03 for k in (0.5, 1.0, 2.0)):
             return name
     return None
 

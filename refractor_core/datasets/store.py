@@ -194,6 +194,17 @@ class Dataset:
                 yield _row_from_dict(row)
                 n += 1
 
+    def row(self, dataset_id: str) -> DataRow:
+        """One data set by id (KeyError if absent)."""
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        for shard in self.shards:
+            t = pq.read_table(shard, filters=[("dataset_id", "=", dataset_id)])
+            if t.num_rows:
+                return _row_from_dict(t.to_pylist()[0])
+        raise KeyError(dataset_id)
+
     def __len__(self) -> int:
         return int(self.index.get("counts", {}).get("datasets", 0))
 
