@@ -1,8 +1,10 @@
 """Progress display on stderr: a rich progress bar on a terminal, plain lines otherwise.
 
 `Progress(verbosity)` is the callable handed to components as `BuildContext.progress`:
-``with progress("refining", total=12) as bar: ... bar.update(1)``. It is silent with
-``-q`` (verbosity < 0) and never writes to stdout, which stays clean for `--json`.
+``with progress("refining", total=12) as bar: ... bar.update(1)``. Calls may nest (a
+component showing its own steps inside a pipeline stage): on a terminal the inner task is
+one more line of the same live display. It is silent with ``-q`` (verbosity < 0) and never
+writes to stdout, which stays clean for `--json`.
 """
 
 from __future__ import annotations
@@ -10,11 +12,11 @@ from __future__ import annotations
 import sys
 import time
 from contextlib import contextmanager
-from typing import IO, Iterator
+from typing import IO, Any, Iterator
 
 
 class _Task:
-    def __init__(self, bar=None, task_id=None):
+    def __init__(self, bar: Any = None, task_id: Any = None):
         self._bar = bar
         self._task_id = task_id
         self.done = 0
@@ -32,6 +34,8 @@ class Progress:
     def __init__(self, verbosity: int = 0, stream: IO[str] | None = None):
         self.verbosity = verbosity
         self.stream = stream if stream is not None else sys.stderr
+        self._live: Any = None  # the rich display while a task is open
+        self._depth = 0
 
     @property
     def enabled(self) -> bool:
@@ -43,36 +47,50 @@ class Progress:
         except (AttributeError, ValueError):
             return False
 
+    def _new_display(self) -> Any:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, SpinnerColumn, TextColumn, TimeElapsedColumn
+        from rich.progress import Progress as RichProgress
+
+        console = Console(file=self.stream, stderr=True)
+        columns = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+        return RichProgress(*columns, console=console, transient=True)
+
     @contextmanager
     def __call__(self, description: str, total: int | None = None) -> Iterator[_Task]:
         if not self.enabled:
             yield _Task()
             return
         start = time.perf_counter()
+        indent = "  " * self._depth
         if self._terminal():
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                SpinnerColumn,
-                TextColumn,
-                TimeElapsedColumn,
-            )
-            from rich.progress import Progress as RichProgress
-
-            console = Console(file=self.stream, stderr=True)
-            columns = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
-            with RichProgress(*columns, console=console, transient=True) as bar:
-                task = _Task(bar, bar.add_task(description, total=total))
-                yield task
-            self.stream.write(f"{description}: done in {time.perf_counter() - start:.1f} s\n")
+            outer = self._live is None
+            if outer:
+                self._live = self._new_display()
+                self._live.start()
+            task_id = self._live.add_task(indent + description, total=total)
+            self._depth += 1
+            try:
+                yield _Task(self._live, task_id)
+            finally:
+                self._depth -= 1
+                self._live.remove_task(task_id)
+                if outer:
+                    self._live.stop()
+                    self._live = None
+            if outer:
+                self.stream.write(f"{description}: done in {time.perf_counter() - start:.1f} s\n")
             return
         task = _Task()
-        self.stream.write(f"{description}...\n")
+        self.stream.write(f"{indent}{description}...\n")
         self.stream.flush()
-        yield task
+        self._depth += 1
+        try:
+            yield task
+        finally:
+            self._depth -= 1
         count = f" ({task.done}/{total})" if total else ""
-        self.stream.write(f"{description}: done{count} in {time.perf_counter() - start:.1f} s\n")
+        self.stream.write(f"{indent}{description}: done{count} in {time.perf_counter() - start:.1f} s\n")
         self.stream.flush()
 
 

@@ -276,3 +276,29 @@ def test_manifest_round_trip(tmp_path):
     path = write_manifest(finish_manifest(m), tmp_path)
     back = read_manifest(path)
     assert back.status == "ok" and back.seed == 3 and back.config.seed == 3 and back.finished
+
+
+# --------------------------------------------------------------------------------------
+# progress display
+# --------------------------------------------------------------------------------------
+
+
+def test_progress_nests_and_is_silent_when_quiet():
+    import io
+
+    from refractor_core.progress import Progress
+
+    stream = io.StringIO()
+    progress = Progress(0, stream=stream)
+    with progress("outer", total=2) as outer:
+        for _ in range(2):
+            with progress("inner", total=3) as inner:
+                inner.update(3)
+            outer.update(1)
+    lines = stream.getvalue().splitlines()
+    assert lines[0] == "outer..." and lines[1] == "  inner..." and lines[2].startswith("  inner: done (3/3)")
+    assert lines[-1].startswith("outer: done (2/2)")
+    quiet = io.StringIO()
+    with Progress(-1, stream=quiet)("outer", total=1) as bar:
+        bar.update(1)
+    assert quiet.getvalue() == ""

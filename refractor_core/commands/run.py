@@ -132,6 +132,9 @@ def command(verbosity: int, **kw: Any) -> None:
       refractor run data.hkl --ranker r1 --refiner-opt cycles=20 --json
     """
     started = time.perf_counter()
+    data_path: Path = kw["data"]
+    if not data_path.is_file():
+        raise UsageError(f"data file {data_path} does not exist")
     from ..manifest import choose_seed, new_manifest, resolve_device
     from ..plugins import get_registry, warn_problems
 
@@ -165,9 +168,6 @@ def command(verbosity: int, **kw: Any) -> None:
     device = resolve_device(config.device)
     config = config.model_copy(update={"seed": seed, "device": device})
 
-    data_path: Path = kw["data"]
-    if not data_path.is_file():
-        raise UsageError(f"data file {data_path} does not exist")
     from ..pipeline import PipelineContext, run_pipeline
     from ..progress import Progress
 
