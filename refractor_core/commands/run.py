@@ -129,7 +129,7 @@ def command(verbosity: int, **kw: Any) -> None:
     Examples:
       refractor run sample.hkl                      (sample.ins beside it)
       refractor run data.hkl --cell 4.49 12.48 6.89 90 106.3 90 --formula "H O5 Pr S"
-      refractor run data.hkl --ranker r1 --refiner-opt cycles=20 --json
+      refractor run data.hkl --ranker r1 --refiner-opt max_cycles=20 --json
     """
     started = time.perf_counter()
     data_path: Path = kw["data"]
