@@ -306,3 +306,17 @@ def test_cuda_request_without_cuda_is_a_usage_error(tmp_path):
         pytest.skip("a CUDA device is present")
     proc = refractor("run", str(EXAMPLE_DATA), *FIXTURE_STAGES, "--device", "cuda", fixtures=("pipeline_plugin",))
     assert proc.returncode == 2 and "CUDA" in proc.stderr
+
+
+def test_a_run_repeats_from_its_manifest(tmp_path):
+    proc = refractor("run", str(EXAMPLE_DATA), *FIXTURE_STAGES, "--candidates", "2", "--output", str(tmp_path / "a"),
+                     "--json", fixtures=("pipeline_plugin",))
+    assert proc.returncode == 0, proc.stderr
+    manifest = tmp_path / "a" / "manifest.json"
+    again = refractor("run", str(EXAMPLE_DATA), "--config", str(manifest), "--output", str(tmp_path / "b"), "--json",
+                      fixtures=("pipeline_plugin",))
+    assert again.returncode == 0, again.stderr
+    a, b = (json.loads((tmp_path / x / "manifest.json").read_text()) for x in "ab")
+    assert a["config"] == b["config"] and a["seed"] == b["seed"]
+    ra, rb = (json.loads((tmp_path / x / "report.json").read_text())["candidates"] for x in "ab")
+    assert ra == rb and len(ra) == 2

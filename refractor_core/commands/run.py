@@ -65,18 +65,35 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def read_config_file(path: Path) -> dict[str, Any]:
+    """A RunConfig as a dict from TOML, from JSON, or from a run's manifest.json."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"{path}, line {exc.lineno}: invalid JSON: {exc.msg}") from None
+        if isinstance(data, dict) and "refractor_version" in data and isinstance(data.get("config"), dict):
+            data = data["config"]  # a manifest: repeat the run it records
+        if not isinstance(data, dict):
+            raise UsageError(f"{path}: expected a JSON object")
+        return data
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"{path}: invalid TOML: {exc}") from None
+
+
 def build_run_config(config_file: Path | None, overrides: dict[str, Any]):
     """A RunConfig from a TOML file (optional) with command-line overrides applied."""
     from ..types import RunConfig
 
     base: dict[str, Any] = {}
     if config_file is not None:
-        try:
-            base = tomllib.loads(config_file.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise UsageError(f"{config_file}: cannot read: {exc.strerror or exc}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise UsageError(f"{config_file}: invalid TOML: {exc}") from None
+        base = read_config_file(config_file)
     components = dict(RunConfig().components)
     components.update(base.get("components", {}))
     components.update(overrides.pop("components", {}))
@@ -118,7 +135,7 @@ def _stage_options_decorator(f):
 @click.option("--candidates", type=click.IntRange(min=1), default=None, help="Candidates per space group (default 4).")
 @click.option("--keep", type=click.IntRange(min=1), default=None, help="Write the best N structures (default 1).")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
-              help="A RunConfig as TOML; command-line options override it.")
+              help="A RunConfig as TOML or JSON, or a manifest.json to repeat a run; options override it.")
 @click.option("--weights", "weights_paths", multiple=True, metavar="NAME=PATH",
               help="Use a local weights file for a learned component (verified against its card).")
 @pass_verbosity
