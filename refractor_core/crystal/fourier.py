@@ -332,25 +332,49 @@ def _local_maxima(rho: np.ndarray, threshold: float) -> np.ndarray:
     return np.flatnonzero(mask)
 
 
+_OFFSETS27 = np.array([[i, j, k] for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1)], dtype=np.int64)
+
+
+def _quadratic_design() -> np.ndarray:
+    """Pseudo-inverse of the 27-point design matrix of a full 3-d quadratic (10 terms)."""
+    x = _OFFSETS27.astype(np.float64)
+    cols = [np.ones(27), x[:, 0], x[:, 1], x[:, 2],
+            x[:, 0] ** 2, x[:, 1] ** 2, x[:, 2] ** 2, x[:, 0] * x[:, 1], x[:, 0] * x[:, 2], x[:, 1] * x[:, 2]]
+    return np.linalg.pinv(np.stack(cols, axis=1))
+
+
+_QUAD_PINV = _quadratic_design()
+
+
 def _subgrid(rho: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Quadratic interpolation of position (grid units) and height along each axis."""
+    """Sub-grid peak position (grid units) and height from a 3-d quadratic fit to the 27 neighbours.
+
+    A full quadratic (with cross terms) follows peaks that are elongated along oblique
+    directions of a non-orthogonal grid; where the fit is not a maximum, or its maximum
+    lies more than one grid step away, the grid point itself is kept.
+    """
     shape = np.array(rho.shape)
     ijk = np.stack(np.unravel_index(idx, rho.shape), axis=-1)
-    centre = rho.reshape(-1)[idx]
+    pts = (ijk[:, None, :] + _OFFSETS27[None, :, :]) % shape
+    vals = rho[pts[..., 0], pts[..., 1], pts[..., 2]]  # (P, 27)
+    c = vals @ _QUAD_PINV.T  # (P, 10)
+    g = c[:, 1:4]
+    h = np.empty((len(idx), 3, 3))
+    h[:, 0, 0], h[:, 1, 1], h[:, 2, 2] = 2 * c[:, 4], 2 * c[:, 5], 2 * c[:, 6]
+    h[:, 0, 1] = h[:, 1, 0] = c[:, 7]
+    h[:, 0, 2] = h[:, 2, 0] = c[:, 8]
+    h[:, 1, 2] = h[:, 2, 1] = c[:, 9]
     offset = np.zeros((len(idx), 3))
-    height = centre.copy()
-    for ax in range(3):
-        lo, hi = ijk.copy(), ijk.copy()
-        lo[:, ax] = (lo[:, ax] - 1) % shape[ax]
-        hi[:, ax] = (hi[:, ax] + 1) % shape[ax]
-        vm = rho[lo[:, 0], lo[:, 1], lo[:, 2]]
-        vp = rho[hi[:, 0], hi[:, 1], hi[:, 2]]
-        curv = vm - 2.0 * centre + vp
-        ok = curv < -1e-12
-        d = np.where(ok, 0.5 * (vm - vp) / np.where(ok, curv, -1.0), 0.0)
-        d = np.clip(d, -0.5, 0.5)
-        offset[:, ax] = d
-        height += np.where(ok, 0.25 * (vp - vm) * d, 0.0)
+    height = vals[:, 13].copy()  # the centre point
+    eig = np.linalg.eigvalsh(h)
+    ok = eig[:, -1] < 0  # negative definite: a maximum
+    if ok.any():
+        d = -np.linalg.solve(h[ok], g[ok][..., None])[..., 0]
+        inside = np.all(np.abs(d) <= 1.0, axis=1)
+        sel = np.nonzero(ok)[0][inside]
+        d = d[inside]
+        offset[sel] = d
+        height[sel] = c[sel, 0] + 0.5 * np.einsum("pi,pi->p", g[sel], d)
     return ijk + offset, height
 
 

@@ -18,6 +18,7 @@ and the peak count.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import time
@@ -199,6 +200,8 @@ class ChargeFlipGenerator(Generator):
             return f_shifted, None
         projector = SymmetryProjector(problem, sym.rotations, sym.translations)
         settings = FlipSettings(max_cycles=cfg.symmetry_cycles, min_cycles=10**9)
+        # near the solution the weak-reflection phase shift only blurs the map: plain flipping
+        problem = dataclasses.replace(problem, weak=np.zeros_like(problem.weak))
         result = run_trial(
             problem, settings, start=projector_start(projector, f_shifted), project=projector,
             delta_absolute=trial.delta, start_f000=trial.f000,
