@@ -135,7 +135,7 @@ class LaueMerged:
     s2: np.ndarray
     eps: np.ndarray
     family: np.ndarray  # int64 bit mask: which rotations fix h up to sign (0: general)
-    r_int: float
+    r_int: float | None  # None when no reflection was measured more than once
     d_range: tuple[float, float]
     _missing: tuple | None = field(default=None, repr=False)
     _weights: np.ndarray | None = field(default=None, repr=False)
@@ -193,7 +193,7 @@ def merge_for_laue(
         s2=s**2,
         eps=sym.epsilon(merged.hkl).astype(np.float64),
         family=_family_codes(merged.hkl, rotations),
-        r_int=raw.r_int,
+        r_int=raw.r_int if bool(np.any(raw.multiplicity > 1)) else None,
         d_range=(float(d.min()), float(d.max())),
     )
 

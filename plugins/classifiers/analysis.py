@@ -73,7 +73,9 @@ class SpaceGroupAnalysis:
     n_rows: int
     n_unique: int
     seconds: float
-    all_scores: list[tuple[str, int, float]] = field(default_factory=list, repr=False)
+    #: every candidate scored: symbol, number, hall, probability and the four raw evidence
+    #: terms (laue, absences, centro, log_prior) before weighting (for calibration)
+    candidates: list[dict] = field(default_factory=list, repr=False)
 
     def as_dict(self, top: int | None = None) -> dict:
         hyps = self.hypotheses if top is None else self.hypotheses[:top]
@@ -212,7 +214,7 @@ def analyse(data: ReflectionData, config: AbsencesConfig | None = None) -> Space
             {
                 "laue": laue_label(key),
                 "llr": round(laue_ll[key], 3),
-                "r_int": round(ld.r_int, 4),
+                "r_int": None if ld.r_int is None else round(ld.r_int, 4),
                 "n_unique": int(len(ld.hkl)),
                 "n_settings": len(members),
             }
@@ -247,7 +249,7 @@ def analyse(data: ReflectionData, config: AbsencesConfig | None = None) -> Space
         evidence = {
             "laue": laue_label(key),
             "laue_llr": round(float(laue_ll[key]), 3),
-            "r_int": round(float(ld.r_int), 4),
+            "r_int": None if ld.r_int is None else round(float(ld.r_int), 4),
             "centring": centring_letter(g.centring_vectors),
             **ev.as_dict(),
             "centrosymmetric": g.centrosymmetric,
@@ -292,7 +294,16 @@ def analyse(data: ReflectionData, config: AbsencesConfig | None = None) -> Space
         n_rows=int(len(hkl_raw)),
         n_unique=int(u1.n),
         seconds=time.perf_counter() - t0,
-        all_scores=[(g_list[i].symbol, g_list[i].number, float(prob[i])) for i in order],
+        candidates=[
+            {
+                "symbol": g_list[i].symbol,
+                "number": g_list[i].number,
+                "hall": g_list[i].hall,
+                "probability": float(prob[i]),
+                "terms": [float(x) for x in t[i]],
+            }
+            for i in order
+        ],
     )
 
 

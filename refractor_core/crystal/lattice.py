@@ -182,3 +182,33 @@ def centring_statistics(
             )
         )
     return out
+
+
+# --------------------------------------------------------------------------------------
+# re-indexing
+# --------------------------------------------------------------------------------------
+
+
+def transform_cell(cell: UnitCell, p: np.ndarray) -> UnitCell:
+    """The cell after a change of basis: new basis vectors = old basis · P (columns)."""
+    import math
+
+    p = np.asarray(p, dtype=np.float64)
+    g = p.T @ metric_tensor(cell) @ p
+    a, b, c = np.sqrt(np.diag(g))
+    return UnitCell(
+        a=float(a),
+        b=float(b),
+        c=float(c),
+        alpha=math.degrees(math.acos(np.clip(g[1, 2] / (b * c), -1, 1))),
+        beta=math.degrees(math.acos(np.clip(g[0, 2] / (a * c), -1, 1))),
+        gamma=math.degrees(math.acos(np.clip(g[0, 1] / (a * b), -1, 1))),
+    )
+
+
+def transform_hkl(hkl: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Miller indices after the change of basis P (h' = h · P); P must be integral."""
+    p = np.asarray(p)
+    if not np.allclose(p, np.rint(p)):
+        raise ValueError("re-indexing needs an integer basis change")
+    return (np.asarray(hkl, dtype=np.int64) @ np.rint(p).astype(np.int64)).astype(np.int32)

@@ -193,3 +193,28 @@ def setting_for(ref: SpaceGroupRef) -> SettingInfo | None:
             ):
                 return s
     return None
+
+
+def transformed_setting(ref: SpaceGroupRef, p: np.ndarray) -> SettingInfo | None:
+    """The table setting a space group takes after the change of basis P (new basis =
+    old basis · P, so h' = h·P and x' = P⁻¹x); None when gemmi's table lacks it."""
+    import gemmi
+
+    p = np.asarray(p, dtype=np.float64)
+    pinv = np.linalg.inv(p)
+    ops = []
+    for op in gemmi.symops_from_hall(ref.hall):
+        r = pinv @ (np.array(op.rot, dtype=np.float64) / 24.0) @ p
+        t = np.mod(pinv @ (np.array(op.tran, dtype=np.float64) / 24.0), 1.0)
+        if not np.allclose(r, np.rint(r)) or not np.allclose(t * 24.0, np.rint(t * 24.0), atol=1e-6):
+            return None
+        new = gemmi.Op()
+        new.rot = (np.rint(r).astype(int) * 24).tolist()
+        new.tran = (np.rint(t * 24.0).astype(int) % 24).tolist()
+        ops.append(new)
+    group = gemmi.GroupOps(ops)
+    group.add_missing_elements()
+    sg = gemmi.find_spacegroup_by_ops(group)
+    if sg is None:
+        return None
+    return setting_for(SpaceGroupRef.from_gemmi(sg))

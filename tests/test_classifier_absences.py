@@ -1,0 +1,228 @@
+"""The classical space-group classifier `absences` on simulated and measured data."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+from refractor_core.crystal.lattice import transform_cell, transform_hkl
+from refractor_core.crystal.observations import model_intensities
+from refractor_core.crystal.spacegroup_tables import transformed_setting
+from refractor_core.errors import InputError
+from refractor_core.simulation import simulate
+from refractor_core.testing.invariance import apply_friedel, shuffle_reflections, to_symmetry_equivalents
+from refractor_core.testing.samples import sample_structure
+from refractor_core.types import ReflectionData, Site, SpaceGroupRef, Structure, UnitCell
+from refractor_plugins.classifiers.absences import AbsencesClassifier
+from refractor_plugins.classifiers.configs import AbsencesConfig
+
+CLASSIFIER = AbsencesClassifier()
+
+
+def measured_everything(structure: Structure, d_min: float = 0.9, seed: int = 0, i_over_sigma: float = 20.0) -> ReflectionData:
+    """Every reflection of the limiting sphere measured once, absences included (raw data)."""
+    cell = structure.cell
+    lim = [int(x / d_min) for x in (cell.a, cell.b, cell.c)]
+    g = np.stack(np.meshgrid(*[np.arange(-m, m + 1) for m in lim], indexing="ij"), axis=-1).reshape(-1, 3)
+    from refractor_core.crystal.cell import inv_d_squared
+
+    q = inv_d_squared(cell, g)
+    hkl = g[(q > 0) & (q <= 1 / d_min**2)]
+    f2 = model_intensities(structure, hkl, wavelength=None)
+    rng = np.random.default_rng(seed)
+    scale = 100.0 / np.median(f2[f2 > 1e-9 * f2.max()])
+    f2 = f2 * scale
+    sigma = np.sqrt(f2 * 100.0 / i_over_sigma**2 + 1.0 + (0.02 * f2) ** 2)
+    return ReflectionData(hkl=hkl, intensity=f2 + rng.standard_normal(len(f2)) * sigma, sigma=sigma, cell=cell, formula=None)
+
+
+def pyxtal_structure(number: int, seed: int, counts=(8, 2, 2)) -> Structure:
+    import gemmi
+    from pyxtal import pyxtal
+
+    mult = len(gemmi.SpaceGroup(number).operations())
+    crystal = pyxtal()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        crystal.from_random(3, number, ["C", "N", "O"], [mult * c for c in counts], factor=1.1, random_state=seed)
+        pm = crystal.to_pymatgen()
+    lat = pm.lattice
+    cell = UnitCell(a=lat.a, b=lat.b, c=lat.c, alpha=lat.alpha, beta=lat.beta, gamma=lat.gamma)
+    sites = [Site(label=f"A{i}", element=str(s.specie), xyz=tuple(s.frac_coords), u_iso=0.02) for i, s in enumerate(pm.sites)]
+    return Structure(cell=cell, space_group=SpaceGroupRef.from_symbol("P 1"), sites=sites)
+
+
+def top(data: ReflectionData, **options):
+    cfg = AbsencesConfig(**options) if options else None
+    hyps = (AbsencesClassifier(cfg) if cfg else CLASSIFIER).classify(data)
+    return hyps
+
+
+@pytest.fixture(scope="module")
+def pr_raw() -> ReflectionData:
+    return measured_everything(sample_structure(), d_min=0.8)
+
+
+def test_p21n_with_measured_absences(pr_raw):
+    hyps = top(pr_raw)
+    assert hyps[0].space_group.symbol == "P 1 21/n 1"
+    assert hyps[0].probability > 0.9
+    ev = hyps[0].evidence
+    assert ev["laue"] == "1 2/m 1" and ev["centring"] == "P"
+    assert ev["n_absent_checked"] > 10 and ev["n_absent_violations"] == 0
+    assert ev["absences_llr"] > 10
+    for key in ("r_int", "e_statistics", "prior", "laue_llr", "worst_absent_i_over_sigma", "centrosymmetric"):
+        assert key in ev
+    probs = [h.probability for h in hyps]
+    assert probs == sorted(probs, reverse=True) and sum(probs) <= 1.0 + 1e-9
+
+
+def test_reindexed_data_give_the_setting_of_their_axes(pr_raw):
+    p = np.array([[0, 0, -1], [0, 1, 0], [1, 0, 1]])  # n-glide cell choice -> c-glide
+    want = transformed_setting(SpaceGroupRef.from_symbol("P 1 21/n 1"), p)
+    assert want.symbol == "P 1 21/c 1"
+    data = pr_raw.model_copy(update={"hkl": transform_hkl(pr_raw.hkl, p), "cell": transform_cell(pr_raw.cell, p)})
+    hyps = top(data)
+    assert hyps[0].space_group.symbol == "P 1 21/c 1"
+    assert hyps[0].space_group.hall == want.hall
+
+
+def test_order_friedel_and_equivalents_do_not_change_the_answer(pr_raw):
+    ref = top(pr_raw)[0]
+    for variant in (shuffle_reflections(pr_raw, seed=3), apply_friedel(pr_raw, fraction=0.5, seed=4)):
+        h = top(variant)[0]
+        assert h.space_group.symbol == ref.space_group.symbol
+        assert h.probability == pytest.approx(ref.probability, abs=1e-6)
+    moved = to_symmetry_equivalents(pr_raw, "P 1 21/n 1", seed=5)
+    assert top(moved)[0].space_group.symbol == ref.space_group.symbol
+
+
+def test_absences_removed_by_the_processing_are_recognised():
+    structure = _in_group(pyxtal_structure(19, seed=5), "P 21 21 21")
+    data = simulate(structure, d_min=0.8, redundancy=3.0, seed=1)
+    hyps = top(data)
+    assert hyps[0].space_group.symbol == "P 21 21 21"
+    ev = hyps[0].evidence
+    assert ev["n_absent_checked"] == 0 and ev["n_absent_missing"] > 0
+    assert ev["removed_absences_bonus"] > 5
+
+
+def test_merged_files_and_merging_note():
+    structure = sample_structure()
+    data = simulate(structure, d_min=0.8, redundancy=1.0, seed=2)
+    c = AbsencesClassifier()
+    analysis = c.analyse(data)
+    assert analysis.hypotheses[0].space_group.symbol == "P 1 21/n 1"
+    assert any("merged" in n for n in analysis.notes)
+
+
+def test_c_centring_and_glide_with_lattice_reflections_never_integrated():
+    structure = _in_group(pyxtal_structure(15, seed=11), "C 1 2/c 1")
+    raw = measured_everything(structure, d_min=0.85, seed=3)
+    hyps = top(raw)
+    assert hyps[0].space_group.number in (15, 9)
+    assert {h.space_group.symbol for h in hyps[:2]} == {"C 1 2/c 1", "C 1 c 1"}
+    assert hyps[0].evidence["centring"] == "C"
+    # drop the C-forbidden reflections, as integration in a C lattice does
+    from refractor_core.crystal.lattice import centring_vectors, violates_centring
+
+    kept = raw.subset(~violates_centring(raw.hkl, centring_vectors("C")))
+    hyps2 = top(kept)
+    assert hyps2[0].space_group.symbol == hyps[0].space_group.symbol
+    assert hyps2[0].evidence["n_absent_checked"] > 0  # the c-glide absences are still measured
+
+
+def test_orthorhombic_axis_permutation():
+    structure = _in_group(pyxtal_structure(33, seed=21), "P n a 21")
+    raw = measured_everything(structure, d_min=0.85, seed=4)
+    p = np.array([[1, 0, 0], [0, 0, -1], [0, 1, 0]])
+    data = raw.model_copy(update={"hkl": transform_hkl(raw.hkl, p), "cell": transform_cell(raw.cell, p)})
+    hyps = top(data)
+    names = [h.space_group.symbol for h in hyps[:2]]
+    assert "P n 21 a" in names  # Pna21 in these axes (Pnma's setting P n m a is its only rival)
+    assert hyps[0].evidence["laue"] == "m m m"
+
+
+def test_monoclinic_data_in_a_metrically_orthorhombic_cell_are_not_promoted():
+    st = _in_group(pyxtal_structure(14, seed=8), "P 1 21/c 1")
+    square = st.model_copy(update={"cell": UnitCell(a=st.cell.a, b=st.cell.b, c=st.cell.c, beta=90.0)})
+    raw = measured_everything(square, d_min=0.85, seed=5)
+    analysis = CLASSIFIER.analyse(raw)
+    best = analysis.hypotheses[0]
+    assert best.evidence["laue"] == "1 2/m 1"
+    assert best.space_group.symbol == "P 1 21/c 1"
+    mmm = next(r for r in analysis.laue_groups if r["laue"] == "m m m")
+    assert mmm["llr"] < best.evidence["laue_llr"]
+    disagree = [o for o in analysis.operators if o["status"] == "disagree"]
+    assert {o["operator"] for o in disagree} == {"2 [100]", "2 [001]"}
+
+
+def test_p21_against_p21m_is_left_to_e_statistics_and_priors():
+    st = _in_group(pyxtal_structure(4, seed=31, counts=(10, 3, 3)), "P 1 21 1")
+    hyps = top(measured_everything(st, d_min=0.8, seed=6))
+    first_two = {h.space_group.symbol for h in hyps[:2]}
+    assert first_two == {"P 1 21 1", "P 1 21/m 1"}
+    assert hyps[0].space_group.symbol == "P 1 21 1"
+    assert hyps[0].evidence["e_statistics"]["mean_abs_e2_minus_1"] < 0.85
+
+
+def test_no_cell_and_too_few_reflections_are_clear_errors(pr_raw):
+    with pytest.raises(InputError, match="unit cell"):
+        CLASSIFIER.classify(pr_raw.model_copy(update={"cell": None}))
+    with pytest.raises(InputError, match="too few"):
+        CLASSIFIER.classify(pr_raw.subset(np.arange(10)))
+
+
+def test_config_trims_the_list(pr_raw):
+    hyps = top(pr_raw, max_hypotheses=2, min_probability=0.0)
+    assert len(hyps) == 2
+
+
+def test_registered_component_builds():
+    from refractor_core.plugins import get_registry
+
+    registry = get_registry()
+    assert "absences" in registry.names("classifier")
+    c = registry.build("classifier", "absences", {"metric_tolerance": 0.03})
+    assert isinstance(c, AbsencesClassifier) and c.config.metric_tolerance == 0.03
+    from refractor_core.errors import RefractorError
+
+    with pytest.raises(RefractorError):
+        registry.build("classifier", "absences", {"no_such_option": 1})
+
+
+def _in_group(p1: Structure, symbol: str) -> Structure:
+    """A P1 atom list relabelled with the group it was generated in (asymmetric unit kept)."""
+    from refractor_core.crystal.cell import orthogonalization_matrix
+    from refractor_core.crystal.symmetry import SymmetryOps
+
+    sg = SpaceGroupRef.from_symbol(symbol)
+    sym = SymmetryOps.from_space_group(sg)
+    m = orthogonalization_matrix(p1.cell)
+    xyz = np.mod(np.array([s.xyz for s in p1.sites]), 1.0)
+    el = np.array([s.element for s in p1.sites])
+    covered = np.zeros(len(xyz), dtype=bool)
+    keep = []
+    for i in range(len(xyz)):
+        if covered[i]:
+            continue
+        keep.append(i)
+        d = sym.images(xyz[i])[:, None, :] - xyz[None, :, :]
+        d -= np.round(d)
+        dist = np.linalg.norm(d @ m.T, axis=-1).min(axis=0)
+        covered |= (dist < 0.05) & (el == el[i])
+    assert len(keep) < len(xyz) or sym.n == 1, "structure lacks the claimed symmetry"
+    return p1.model_copy(update={"space_group": sg, "sites": [p1.sites[i] for i in keep]})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["pr_sulfate_hydroxide", "ethylene_oxide", "cu_cod1501469", "agnafe_molybdate", "fe_perchlorate_hydrate", "urea"])
+def test_real_cases_have_the_published_group_in_the_top_three(name, real_case):
+    from refractor_core.dataio import load_reflections
+
+    case = real_case(name)
+    data = load_reflections(case.reflections).model_copy(update={"space_group_hint": None})
+    hyps = CLASSIFIER.classify(data)
+    assert case.sg_number in [h.space_group.number for h in hyps[:3]]
