@@ -21,12 +21,8 @@ generator  the calibration setting of issue 6: the space group *is* given, the g
 auto       `full` when a classifier, the refiner and a ranker are registered, else
            `generator` (the report says which ran).
 
-Matching (own implementation; `refractor_core.benchmarking.matching` did not exist when
-this was written): both models are expanded to all symmetry images in the cell; trial
-origin shifts superpose an image of one of the candidate's heaviest atoms onto each
-published atom, for the candidate and its inverse (enantiomorph); the shift matching most
-published atoms within 0.3 Å wins and is refined once on the matched pairs. A continuous
-shift covers every permitted origin (and the free origin along polar axes).
+Matching: `refractor_core.benchmarking.matching` (whole-cell origin/enantiomorph/axis
+matcher; a site is found when its images in the cell have a candidate atom within 0.3 Å).
 """
 
 from __future__ import annotations
@@ -46,9 +42,6 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from refractor_core.crystal.cell import orthogonalization_matrix  # noqa: E402
-from refractor_core.crystal.formula import atomic_number  # noqa: E402
-from refractor_core.crystal.symmetry import SymmetryOps  # noqa: E402
 from refractor_core.types import ReflectionData, SpaceGroupHypothesis, Structure  # noqa: E402
 
 MATCH_TOLERANCE = 0.3  # Å
@@ -61,86 +54,25 @@ R1_MARGIN = 0.02
 # --------------------------------------------------------------------------------------
 
 
-def _p1_images(structure: Structure) -> tuple[np.ndarray, list[str], np.ndarray]:
-    """All distinct images in the cell of the non-H sites: xyz (P, 3), elements, site index."""
-    sym = SymmetryOps.from_space_group(structure.space_group)
-    xyz, el, owner = [], [], []
-    for i, s in enumerate(structure.non_hydrogen()):
-        imgs = np.mod(sym.images(np.array(s.xyz)), 1.0)
-        keep: list[np.ndarray] = []
-        for x in imgs:  # coincident images of a special position count once
-            if not any(np.allclose(((x - y) + 0.5) % 1.0 - 0.5, 0, atol=1e-3) for y in keep):
-                keep.append(x)
-        xyz.extend(keep)
-        el.extend([s.element] * len(keep))
-        owner.extend([i] * len(keep))
-    return np.array(xyz).reshape(-1, 3), el, np.array(owner, dtype=np.int64)
-
-
 def match_structures(candidate: Structure, reference: Structure, tol: float = MATCH_TOLERANCE) -> dict:
-    """Fraction of the reference's non-H sites found by the candidate (best origin and hand).
+    """Fraction of the reference's non-H sites found by the candidate, best origin/hand/axes.
 
-    A published site counts as found when every one of its images in the cell has a
-    candidate atom (any image) within `tol` Å, so a candidate at a wrong origin of its
-    space group, whose images do not reproduce the cell, is not credited.
+    Uses the project's whole-cell matcher (`refractor_core.benchmarking.matching`): a
+    published site counts as found when (3/4 of) its images in the cell have a candidate
+    atom within `tol` Å after the best permitted origin shift, enantiomorph and axis choice.
     """
-    ref_sites = reference.non_hydrogen()
-    cand_sites = candidate.non_hydrogen()
-    n_ref = len(ref_sites)
-    out = {"found": 0.0, "element": 0.0, "rms": None, "inverted": None, "n_reference": n_ref,
-           "n_candidate": len(cand_sites)}
-    if n_ref == 0 or not cand_sites:
-        return out
-    m = orthogonalization_matrix(reference.cell)
-    ref_x, ref_el, ref_owner = _p1_images(reference)
-    cand_x, cand_el, _ = _p1_images(candidate)
-    heavy = sorted(range(len(cand_sites)), key=lambda i: -atomic_number(cand_sites[i].element))[:3]
-    csym = SymmetryOps.from_space_group(candidate.space_group)
-    seeds = np.array([cand_sites[i].xyz for i in heavy])
-    asu_ref = np.array([s.xyz for s in ref_sites])
+    from refractor_core.benchmarking.matching import match_structures as whole_cell_match
 
-    def distances(cx: np.ndarray, shift: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        d = (cx[None, :, :] + shift) - ref_x[:, None, :]
-        d -= np.round(d)
-        dist = np.linalg.norm(d @ m.T, axis=-1)
-        j = dist.argmin(axis=1)
-        return dist[np.arange(len(ref_x)), j], j
-
-    best = (-1, None, 1.0)
-    for sign in (1.0, -1.0):
-        cx = sign * cand_x
-        seed_imgs = (sign * csym.images(seeds)).reshape(-1, 3)
-        shifts = (asu_ref[None, :, :] - seed_imgs[:, None, :]).reshape(-1, 3)
-        for chunk in np.array_split(shifts, max(1, len(shifts) // 128 + 1)):
-            d = (cx[None, None, :, :] + chunk[:, None, None, :]) - ref_x[None, :, None, :]
-            d -= np.round(d)
-            dist = np.linalg.norm(d @ m.T, axis=-1).min(axis=2)  # (shifts, ref images)
-            counts = (dist < tol).sum(axis=1)
-            i = int(np.argmax(counts))
-            if counts[i] > best[0]:
-                best = (int(counts[i]), chunk[i].copy(), sign)
-    _, shift, sign = best
-    cx = sign * cand_x
-    for _ in range(2):  # refine the shift on the matched pairs
-        dmin, j = distances(cx, shift)
-        ok = dmin < 2 * tol
-        if not ok.any():
-            break
-        d = (cx[j[ok]] + shift) - ref_x[ok]
-        d -= np.round(d)
-        shift = shift - d.mean(axis=0)
-    dmin, j = distances(cx, shift)
-    hit = dmin < tol
-    same = hit & np.array([cand_el[j[i]] == ref_el[i] for i in range(len(ref_x))])
-    found = np.array([hit[ref_owner == i].all() for i in range(n_ref)])
-    right = np.array([same[ref_owner == i].all() for i in range(n_ref)])
-    out.update(
-        found=float(found.mean()),
-        element=float(right.mean()),
-        rms=float(np.sqrt(np.mean(dmin[hit] ** 2))) if hit.any() else None,
-        inverted=bool(sign < 0),
-    )
-    return out
+    m = whole_cell_match(candidate, reference, tolerance=tol)
+    return {
+        "found": float(m.fraction_matched),
+        "element": float(m.fraction_matched_same_element),
+        "rms": float(m.rms) if m.matched and np.isfinite(m.rms) else None,
+        "inverted": bool(m.inverted),
+        "n_reference": int(m.n_reference),
+        "n_candidate": int(m.n_found),
+        "found_correct": float(m.found_correct),
+    }
 
 
 # --------------------------------------------------------------------------------------

@@ -24,7 +24,9 @@ class ChargeFlipConfig(ComponentConfig):
     interpretation map; time_limit_s: wall-clock budget for all trials of one data set (a
     safety cap: when it stops the trials, results depend on the machine's speed);
     symmetry_cycles: flipping cycles run after the origin search with the hypothesis'
-    symmetry imposed on every cycle (0: none); u_iso: U (Å²) given to the atoms of a candidate; device: where FFTs run.
+    symmetry imposed on every cycle (0: none); extra_fraction: peaks beyond the formula
+    kept as the lightest element, as a fraction of the expected atom count (sites for the
+    refiner to keep or reject); u_iso: U (Å²) given to the atoms of a candidate; device: where FFTs run.
     """
 
     max_trials: int = Field(default=16, ge=1)
@@ -38,5 +40,6 @@ class ChargeFlipConfig(ComponentConfig):
     peak_sampling: float = Field(default=0.33, gt=0.1, le=0.6)
     time_limit_s: float = Field(default=60.0, gt=0.0)
     symmetry_cycles: int = Field(default=60, ge=0)
+    extra_fraction: float = Field(default=0.1, ge=0.0, le=1.0)
     u_iso: float = Field(default=0.04, gt=0.0, lt=0.5)
     device: Literal["auto", "cpu", "cuda"] = "auto"

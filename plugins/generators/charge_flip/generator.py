@@ -138,7 +138,7 @@ class ChargeFlipGenerator(Generator):
             max_peaks = int(np.ceil(contents.total * 1.6)) + 10
             peaks = find_peaks(rho, data.cell, sym, max_peaks=max_peaks, min_distance=0.7)
             structure = peaks_to_structure(
-                peaks, data.cell, sg, sym, contents, u_iso=cfg.u_iso,
+                peaks, data.cell, sg, sym, contents, u_iso=cfg.u_iso, extra_fraction=cfg.extra_fraction,
                 name=f"charge-flip-{rank + 1}", wavelength=data.wavelength,
             )
             # a solution reached again from independent random phases is trusted more
@@ -198,7 +198,8 @@ class ChargeFlipGenerator(Generator):
         f_shifted = trial.f * np.exp(-2j * np.pi * (h @ np.asarray(shift, dtype=np.float64)))
         if cfg.symmetry_cycles <= 0 or sym.n == 1:
             return f_shifted, None
-        projector = SymmetryProjector(problem, sym.rotations, sym.translations)
+        rots, trans = coset_representatives(sym)
+        projector = SymmetryProjector(problem, rots, trans)
         settings = FlipSettings(max_cycles=cfg.symmetry_cycles, min_cycles=10**9)
         # near the solution the weak-reflection phase shift only blurs the map: plain flipping
         problem = dataclasses.replace(problem, weak=np.zeros_like(problem.weak))
@@ -268,6 +269,18 @@ class ChargeFlipGenerator(Generator):
         )
         self._cache[key] = out
         return out
+
+
+def coset_representatives(sym: SymmetryOps) -> tuple[np.ndarray, np.ndarray]:
+    """Rotations and translations of the operations without the centring translations.
+
+    On data that obey the lattice centring (centring-absent reflections removed), the
+    centred copies of an operation repeat its terms, so these suffice for averaging.
+    """
+    ops = sym.gemmi_ops.sym_ops
+    rots = np.array([op.rot for op in ops], dtype=np.int64) // 24
+    trans = np.mod(np.array([op.tran for op in ops], dtype=np.float64) / 24.0, 1.0)
+    return rots, trans
 
 
 def projector_start(projector: SymmetryProjector, f: np.ndarray) -> np.ndarray:

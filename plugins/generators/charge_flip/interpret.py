@@ -2,10 +2,10 @@
 
 Steps: symmetry-unique peaks of the map (`refractor_core.crystal.fourier.find_peaks`);
 drop peaks closer than a bond to a stronger one (or its images); expected contents of the
-asymmetric unit from the formula and Z (Z estimated from the volume when missing);
-elements assigned heaviest first to the peaks with the most integrated density, each
-element limited to its count (a peak on a special position uses up 1/site-order of an
-atom); peaks left over once every atom of the formula is placed are dropped. Hydrogen is
+asymmetric unit from the formula and Z (Z estimated from the volume when missing); the
+highest peaks up to that count (plus a few extra) become atoms; elements are assigned
+heaviest first to the peaks with the most integrated density, each element limited to its
+count (a peak on a special position uses up 1/site-order of an atom). Hydrogen is
 never placed (it is the refiner's job). Sites are then moved to the symmetry image nearest
 to the atoms already placed, so the asymmetric unit comes out as connected fragments.
 """
@@ -89,22 +89,41 @@ def drop_close_peaks(peaks: list[Peak], cell: UnitCell, symmetry: SymmetryOps, m
     return kept
 
 
-def assign_elements(peaks: list[Peak], contents: ExpectedContents, *, slack: float = 0.5) -> list[tuple[Peak, str]]:
-    """Heaviest element first to the densest peaks, each element limited to its count.
+def assign_elements(
+    peaks: list[Peak], contents: ExpectedContents, *, slack: float = 0.5, extra_fraction: float = 0.0
+) -> list[tuple[Peak, str]]:
+    """Choose the atoms by peak height, then give elements by integrated density.
 
-    A peak of site order m uses 1/m of an atom. An element accepts a peak while its
-    remaining count is at least `slack` of that share; peaks beyond the formula are dropped.
+    Peaks are taken highest first until the expected number of atoms is reached (a peak of
+    site order m counts 1/m), plus up to `extra_fraction` of that number more (sites for
+    the refiner to keep or reject: disorder, solvent, a wrong Z). Among the chosen, the
+    heaviest element goes to the densest peaks, each element limited to its count (an
+    element accepts a peak while its remaining count is at least `slack` of the peak's
+    share); chosen peaks left once the formula is used up become the lightest element.
     """
-    remaining = dict(contents.counts)
     order = contents.heaviest_first()
+    if not order:
+        return []
+    budget = contents.total * (1.0 + extra_fraction)
+    chosen: list[Peak] = []
+    used = 0.0
+    for p in sorted(peaks, key=lambda q: -q.height):
+        share = 1.0 / max(p.site_order, 1)
+        if used + slack * share > budget + 1e-9:
+            continue
+        chosen.append(p)
+        used += share
+    remaining = dict(contents.counts)
     out: list[tuple[Peak, str]] = []
-    for p in sorted(peaks, key=lambda q: -q.integrated):
+    for p in sorted(chosen, key=lambda q: -q.integrated):
         share = 1.0 / max(p.site_order, 1)
         for e in order:
             if remaining[e] >= slack * share - 1e-9:
                 remaining[e] -= share
                 out.append((p, e))
                 break
+        else:
+            out.append((p, order[-1]))
     return out
 
 
@@ -139,12 +158,13 @@ def peaks_to_structure(
     *,
     bond_min: float = 1.05,
     u_iso: float = 0.04,
+    extra_fraction: float = 0.0,
     name: str = "charge-flip",
     wavelength: float | None = None,
 ) -> Structure:
     """Interpret peaks as atoms: drop close peaks, assign elements, gather into fragments."""
     clean = drop_close_peaks(peaks, cell, symmetry, bond_min)
-    assigned = assign_elements(clean, contents)
+    assigned = assign_elements(clean, contents, extra_fraction=extra_fraction)
     # heaviest first, then by density, so labels read naturally
     assigned.sort(key=lambda pe: (-atomic_number(pe[1]), -pe[0].integrated))
     xyz = _gather(cell, symmetry, np.array([p.xyz for p, _ in assigned]).reshape(-1, 3))
