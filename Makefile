@@ -10,13 +10,15 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.refractor-stamps
 TORCH  := torch==2.13.0
 DEMO_DATA ?= examples/data/pr_sulfate_hydroxide/2229150.hkl
+# the demo gives only what a chemist knows besides the reflections (see the example's README)
+DEMO_ARGS ?= --cell 4.4891 12.484 6.894 90 106.310 90 --wavelength 0.71073 --formula "H O5 Pr S" --z 4
 DEMO_OUT  ?= demo-output
 PYTEST_ARGS ?= -q
 
 .PHONY: demo test setup clean-stamps
 
 demo: $(STAMP)/project
-	$(VENV)/bin/refractor run $(DEMO_DATA) --output $(DEMO_OUT)
+	$(VENV)/bin/refractor run $(DEMO_DATA) $(DEMO_ARGS) --output $(DEMO_OUT)
 
 test: $(STAMP)/example
 	$(VENV)/bin/pytest $(PYTEST_ARGS) tests examples/refractor-plugin-example/tests

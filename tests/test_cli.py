@@ -15,6 +15,9 @@ from refractor_core import __version__
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures"
 EXAMPLE_DATA = ROOT / "examples" / "data" / "pr_sulfate_hydroxide" / "2229150.hkl"
+#: the bundled example carries no companion file: cell, wavelength, formula and Z are given
+EXAMPLE = (str(EXAMPLE_DATA), "--cell", "4.4891", "12.484", "6.894", "90", "106.310", "90",
+           "--wavelength", "0.71073", "--formula", "H O5 Pr S", "--z", "4")
 FIXTURE_STAGES = ["--classifier", "fixture-fixed", "--generator", "fixture-model", "--refiner", "fixture-evaluate",
                   "--ranker", "fixture-r1"]
 
@@ -118,7 +121,7 @@ def test_broken_plugin_is_listed_and_nothing_else_breaks(tmp_path):
     table = refractor("plugins", fixtures=("broken_plugin",))
     assert table.returncode == 0 and "broken-fixture" in table.stdout and "broken" in table.stdout
 
-    ran = refractor("run", str(EXAMPLE_DATA), *FIXTURE_STAGES, "--output", str(tmp_path / "out"), "--json",
+    ran = refractor("run", *EXAMPLE, *FIXTURE_STAGES, "--output", str(tmp_path / "out"), "--json",
                     fixtures=("broken_plugin", "pipeline_plugin"))
     assert ran.returncode == 0, ran.stderr
     assert "broken-fixture" in ran.stderr and "WARNING" in ran.stderr  # reported as a warning
@@ -171,7 +174,7 @@ def test_plugins_check_unknown_name_suggests():
 
 
 def test_run_unknown_component_lists_available(tmp_path):
-    proc = refractor("run", str(EXAMPLE_DATA), *FIXTURE_STAGES[:-1], "fixture-r2", "--output", str(tmp_path / "o"),
+    proc = refractor("run", *EXAMPLE, *FIXTURE_STAGES[:-1], "fixture-r2", "--output", str(tmp_path / "o"),
                      fixtures=("pipeline_plugin",))
     assert proc.returncode == 2
     assert "unknown ranker 'fixture-r2'" in proc.stderr and "did you mean 'fixture-r1'" in proc.stderr
@@ -180,7 +183,7 @@ def test_run_unknown_component_lists_available(tmp_path):
 
 
 def test_run_unknown_option_key_is_a_usage_error(tmp_path):
-    proc = refractor("run", str(EXAMPLE_DATA), *FIXTURE_STAGES, "--refiner-opt", "anomalus=true",
+    proc = refractor("run", *EXAMPLE, *FIXTURE_STAGES, "--refiner-opt", "anomalus=true",
                      "--output", str(tmp_path / "o"), fixtures=("pipeline_plugin",))
     assert proc.returncode == 2 and "anomalus" in proc.stderr and "valid keys: anomalous" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -189,7 +192,7 @@ def test_run_unknown_option_key_is_a_usage_error(tmp_path):
 def test_run_bad_toml_config_is_a_usage_error(tmp_path):
     cfg = tmp_path / "run.toml"
     cfg.write_text("seed = 1\nmax_hypotheses = 0\n")
-    proc = refractor("run", str(EXAMPLE_DATA), "--config", str(cfg), fixtures=("pipeline_plugin",))
+    proc = refractor("run", *EXAMPLE, "--config", str(cfg), fixtures=("pipeline_plugin",))
     assert proc.returncode == 2 and "max_hypotheses" in proc.stderr and str(cfg) in proc.stderr
 
 
@@ -215,7 +218,7 @@ def test_run_bad_data_exits_1_with_file_named(tmp_path):
 
 def test_run_json_and_outputs(tmp_path):
     out = tmp_path / "out"
-    proc = refractor("run", str(EXAMPLE_DATA), *FIXTURE_STAGES, "--seed", "7", "--device", "cpu", "--keep", "2",
+    proc = refractor("run", *EXAMPLE, *FIXTURE_STAGES, "--seed", "7", "--device", "cpu", "--keep", "2",
                      "--candidates", "3", "--output", str(out), "--json", "--offline", fixtures=("pipeline_plugin",))
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
@@ -234,7 +237,7 @@ def test_run_json_and_outputs(tmp_path):
     assert manifest["versions"]["refractor"] == __version__ and "torch" in manifest["versions"]
     assert manifest["versions"]["refractor-fixture-pipeline"] == "0.1.0"
     inputs = {Path(i["path"]).name: i["sha256"] for i in manifest["inputs"]}
-    assert "2229150.hkl" in inputs and "2229150.cif" in inputs  # the companion read beside the data
+    assert set(inputs) == {"2229150.hkl"}  # no companion: the cell came from the command line
     import hashlib
 
     assert inputs["2229150.hkl"] == hashlib.sha256(EXAMPLE_DATA.read_bytes()).hexdigest()
@@ -245,7 +248,7 @@ def test_run_json_and_outputs(tmp_path):
 def test_run_is_reproducible_from_the_seed(tmp_path):
     runs = []
     for i in range(2):
-        proc = refractor("run", str(EXAMPLE_DATA), *FIXTURE_STAGES, "--seed", "11", "--output", str(tmp_path / f"o{i}"),
+        proc = refractor("run", *EXAMPLE, *FIXTURE_STAGES, "--seed", "11", "--output", str(tmp_path / f"o{i}"),
                          "--json", "-q", fixtures=("pipeline_plugin",))
         assert proc.returncode == 0, proc.stderr
         runs.append(json.loads((tmp_path / f"o{i}" / "report.json").read_text())["candidates"])
@@ -253,7 +256,7 @@ def test_run_is_reproducible_from_the_seed(tmp_path):
 
 
 def test_seed_is_chosen_and_recorded_when_omitted(tmp_path):
-    proc = refractor("run", str(EXAMPLE_DATA), *FIXTURE_STAGES, "--output", str(tmp_path / "o"), "--json",
+    proc = refractor("run", *EXAMPLE, *FIXTURE_STAGES, "--output", str(tmp_path / "o"), "--json",
                      fixtures=("pipeline_plugin",))
     assert proc.returncode == 0, proc.stderr
     seed = json.loads(proc.stdout)["seed"]
@@ -267,10 +270,10 @@ def test_config_file_with_command_line_override(tmp_path):
         'seed = 5\nmax_hypotheses = 1\n[components]\nclassifier = "fixture-fixed"\ngenerator = "fixture-model"\n'
         'refiner = "fixture-evaluate"\nranker = "fixture-r1"\n[options.classifier]\nalternatives = ["P 1 21/c 1"]\n'
     )
-    proc = refractor("run", str(EXAMPLE_DATA), "--config", str(cfg), "--max-hypotheses", "2", "--ranker-opt", "{}=1",
+    proc = refractor("run", *EXAMPLE, "--config", str(cfg), "--max-hypotheses", "2", "--ranker-opt", "{}=1",
                      "--output", str(tmp_path / "o"), fixtures=("pipeline_plugin",))
     assert proc.returncode == 2  # '{}' is not a valid option key of fixture-r1
-    proc = refractor("run", str(EXAMPLE_DATA), "--config", str(cfg), "--max-hypotheses", "2",
+    proc = refractor("run", *EXAMPLE, "--config", str(cfg), "--max-hypotheses", "2",
                      "--output", str(tmp_path / "o"), "--json", fixtures=("pipeline_plugin",))
     assert proc.returncode == 0, proc.stderr
     manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
@@ -281,18 +284,18 @@ def test_config_file_with_command_line_override(tmp_path):
 
 
 def test_progress_goes_to_stderr_and_quiet_silences_it(tmp_path):
-    loud = refractor("run", str(EXAMPLE_DATA), *FIXTURE_STAGES, "--output", str(tmp_path / "a"), "--json",
+    loud = refractor("run", *EXAMPLE, *FIXTURE_STAGES, "--output", str(tmp_path / "a"), "--json",
                      fixtures=("pipeline_plugin",))
     assert "refining (fixture-evaluate)" in loud.stderr
     json.loads(loud.stdout)  # stdout holds only the JSON object
-    quiet = refractor("-q", "run", str(EXAMPLE_DATA), *FIXTURE_STAGES, "--output", str(tmp_path / "b"), "--json",
+    quiet = refractor("-q", "run", *EXAMPLE, *FIXTURE_STAGES, "--output", str(tmp_path / "b"), "--json",
                       fixtures=("pipeline_plugin",))
     assert quiet.returncode == 0 and quiet.stderr.strip() == ""
 
 
 def test_failure_inside_the_pipeline_leaves_no_output(tmp_path):
     out = tmp_path / "out"
-    proc = refractor("run", str(EXAMPLE_DATA), *FIXTURE_STAGES, "--refiner-opt", "fail_above_sites=2",
+    proc = refractor("run", *EXAMPLE, *FIXTURE_STAGES, "--refiner-opt", "fail_above_sites=2",
                      "--output", str(out), fixtures=("pipeline_plugin",))
     assert proc.returncode == 1, proc.stderr
     assert "no candidate could be refined" in proc.stderr
@@ -304,16 +307,16 @@ def test_cuda_request_without_cuda_is_a_usage_error(tmp_path):
 
     if torch.cuda.is_available():
         pytest.skip("a CUDA device is present")
-    proc = refractor("run", str(EXAMPLE_DATA), *FIXTURE_STAGES, "--device", "cuda", fixtures=("pipeline_plugin",))
+    proc = refractor("run", *EXAMPLE, *FIXTURE_STAGES, "--device", "cuda", fixtures=("pipeline_plugin",))
     assert proc.returncode == 2 and "CUDA" in proc.stderr
 
 
 def test_a_run_repeats_from_its_manifest(tmp_path):
-    proc = refractor("run", str(EXAMPLE_DATA), *FIXTURE_STAGES, "--candidates", "2", "--output", str(tmp_path / "a"),
+    proc = refractor("run", *EXAMPLE, *FIXTURE_STAGES, "--candidates", "2", "--output", str(tmp_path / "a"),
                      "--json", fixtures=("pipeline_plugin",))
     assert proc.returncode == 0, proc.stderr
     manifest = tmp_path / "a" / "manifest.json"
-    again = refractor("run", str(EXAMPLE_DATA), "--config", str(manifest), "--output", str(tmp_path / "b"), "--json",
+    again = refractor("run", *EXAMPLE, "--config", str(manifest), "--output", str(tmp_path / "b"), "--json",
                       fixtures=("pipeline_plugin",))
     assert again.returncode == 0, again.stderr
     a, b = (json.loads((tmp_path / x / "manifest.json").read_text()) for x in "ab")

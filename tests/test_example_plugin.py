@@ -69,7 +69,8 @@ def test_plugins_check_passes_the_example():
 
 def test_run_uses_the_example_ranker(tmp_path):
     proc = refractor(
-        "run", str(DATA), "--classifier", "fixture-fixed", "--generator", "fixture-model", "--refiner", "fixture-evaluate",
+        "run", str(DATA), "--cell", "4.4891", "12.484", "6.894", "90", "106.310", "90", "--wavelength", "0.71073",
+        "--formula", "H O5 Pr S", "--z", "4", "--classifier", "fixture-fixed", "--generator", "fixture-model", "--refiner", "fixture-evaluate",
         "--ranker", "wr2", "--ranker-opt", "goof_weight=0.05", "--output", str(tmp_path / "out"), "--json",
         pythonpath=str(FIXTURES / "pipeline_plugin"),
     )
