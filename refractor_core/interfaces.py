@@ -85,8 +85,8 @@ class BuildContext:
     device: str = "cpu"
     seed: int = 0
     offline: bool = False
-    #: resolve_weights(component_name) -> ResolvedWeights; set by the framework.
-    resolve_weights: Callable[[str], Any] | None = None
+    #: resolve_weights(name, kind=None, filename=None) -> ResolvedWeights; set by the framework.
+    resolve_weights: Callable[..., Any] | None = None
     #: progress(description, total) -> context manager with .update(n); may be None.
     progress: Callable[..., Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
