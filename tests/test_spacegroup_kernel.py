@@ -153,3 +153,15 @@ def test_expected_intensity_follows_resolution_falloff():
     assert np.median(np.abs(sig / truth - 1.0)) < 0.1
     at = expected_intensity(s2, i_obs, at_s2=np.array([0.05, 0.35]), at_epsilon=np.array([1.0, 2.0]))
     assert at[1] / 2.0 < at[0]
+
+
+@pytest.mark.parametrize("symbol", ["P 1", "P 1 2/m 1", "P m m m", "P 6/m m m", "R -3 m:R", "F m -3 m"])
+def test_orbit_keys_equal_the_kernel_canonical_keys(symbol):
+    from refractor_core.crystal.orbits import orbit_keys, orbit_representatives
+    from refractor_core.crystal.symmetry import SymmetryOps, canonical_hkl, canonical_keys
+
+    rng = np.random.default_rng(2)
+    h = rng.integers(-60, 61, size=(3000, 3))
+    rots = SymmetryOps.from_space_group(symbol).point_group_rotations()
+    assert np.array_equal(orbit_keys(h, rots), canonical_keys(h, rots, friedel=True))
+    assert np.array_equal(orbit_representatives(h, rots), canonical_hkl(h, rots, friedel=True))

@@ -48,7 +48,8 @@ from refractor_core.crystal.intensity_stats import (
 from refractor_core.crystal.lattice import violates_centring
 from refractor_core.crystal.merging import merge_arrays
 from refractor_core.crystal.spacegroup_tables import SettingInfo
-from refractor_core.crystal.symmetry import SymmetryOps, canonical_keys, hkl_keys, keys_to_hkl
+from refractor_core.crystal.orbits import orbit_keys, orbit_representatives
+from refractor_core.crystal.symmetry import SymmetryOps, hkl_keys, keys_to_hkl
 from refractor_core.types import UnitCell
 
 #: a missing absent reflection counts at most log(1 / (1 - this)) nats for "removed"
@@ -56,21 +57,7 @@ MAX_LOCAL_COMPLETENESS = 0.98
 #: grid points per chunk when enumerating the limiting sphere
 _CHUNK = 400_000
 _IDENTITY = np.eye(3, dtype=np.int64)[None]
-
-
-def orbit_weights(hkl: np.ndarray, holohedry: np.ndarray, others: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-    """1 / (reflections of `hkl` (and `others`) in the same orbit under `holohedry`).
-
-    Returns the weights of `hkl` and, when given, of `others` (counted together).
-    """
-    k1 = canonical_keys(np.asarray(hkl, dtype=np.int64), holohedry, friedel=True)
-    k2 = None if others is None else canonical_keys(np.asarray(others, dtype=np.int64), holohedry, friedel=True)
-    allk = k1 if k2 is None else np.concatenate([k1, k2])
-    uniq, inv, counts = np.unique(allk, return_inverse=True, return_counts=True)
-    w = 1.0 / counts[inv]
-    if k2 is None:
-        return w, None
-    return w[: len(k1)], w[len(k1) :]
+_P1 = SymmetryOps.from_space_group("P 1")
 
 
 def missing_reflections(
@@ -83,7 +70,7 @@ def missing_reflections(
     gs = reciprocal_metric(cell)
     q_hi = 1.0 / d_min**2 * (1 + 1e-9)
     q_lo = 1.0 / d_max**2 * (1 - 1e-9)
-    have = np.unique(canonical_keys(np.asarray(hkl, dtype=np.int64), rotations, friedel=True))
+    have = np.unique(orbit_keys(np.asarray(hkl, dtype=np.int64), rotations))
     hs = np.arange(0, lim[0] + 1)  # Friedel: the h >= 0 half is enough before canonicalising
     ks = np.arange(-lim[1], lim[1] + 1)
     ls = np.arange(-lim[2], lim[2] + 1)
@@ -97,7 +84,7 @@ def missing_reflections(
         grid = grid[(q <= q_hi) & (q >= q_lo)]
         if not len(grid):
             continue
-        keys = canonical_keys(grid, rotations, friedel=True)
+        keys = orbit_keys(grid, rotations)
         found.append(np.unique(keys[keys == hkl_keys(grid)]))
     if not found:
         return np.zeros((0, 3), dtype=np.int64)
@@ -127,7 +114,7 @@ class LaueMerged:
 
     rotations: np.ndarray  # proper rotations of the Laue group
     holohedry: np.ndarray  # proper rotations the cell metric admits (orbit weights)
-    symmetry: SymmetryOps  # a centrosymmetric setting with these rotations (ε, merging)
+    symmetry: SymmetryOps  # a centrosymmetric setting with these rotations (ε)
     cell: UnitCell
     hkl: np.ndarray
     intensity: np.ndarray
@@ -135,51 +122,53 @@ class LaueMerged:
     s2: np.ndarray
     eps: np.ndarray
     family: np.ndarray  # int64 bit mask: which rotations fix h up to sign (0: general)
-    r_int: float | None  # None when no reflection was measured more than once
+    holohedry_keys: np.ndarray  # canonical key of each reflection's orbit under the holohedry
     d_range: tuple[float, float]
+    r_int: float | None = None  # from the raw rows; None: not computed or nothing to merge
     _missing: tuple | None = field(default=None, repr=False)
-    _weights: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def special(self) -> np.ndarray:
         return self.family != 0
 
-    def _complete(self) -> None:
-        if self._missing is None:
-            mis = missing_reflections(self.hkl, self.rotations, self.cell, self.d_range)
-            w_obs, w_mis = orbit_weights(self.hkl, self.holohedry, mis)
-            self._missing = (mis, _family_codes(mis, self.rotations), w_mis)
-            self._weights = w_obs
+    @property
+    def weights(self) -> np.ndarray:
+        """1 / (merged reflections in the same holohedry orbit), per merged reflection."""
+        _, inv, counts = np.unique(self.holohedry_keys, return_inverse=True, return_counts=True)
+        return 1.0 / counts[inv]
 
     def missing(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Unique reflections (canonical under L) inside the data's resolution range that
-        the file lacks: (hkl (M, 3), family (M,), orbit weight (M,))."""
-        self._complete()
+        the file lacks: (hkl (M, 3), family (M,), orbit weight (M,)), the weights counting
+        observed and missing reflections of an orbit together."""
+        if self._missing is None:
+            mis = missing_reflections(self.hkl, self.rotations, self.cell, self.d_range)
+            k_mis = orbit_keys(mis, self.holohedry)
+            allk = np.concatenate([self.holohedry_keys, k_mis])
+            _, inv, counts = np.unique(allk, return_inverse=True, return_counts=True)
+            w_mis = 1.0 / counts[inv[len(self.holohedry_keys) :]]
+            self._missing = (mis, _family_codes(mis, self.rotations), w_mis)
         return self._missing
-
-    @property
-    def weights(self) -> np.ndarray:
-        """Orbit weight of each merged reflection (observed and missing counted together)."""
-        self._complete()
-        return self._weights
 
 
 def merge_for_laue(
     u1_hkl: np.ndarray,
     u1_intensity: np.ndarray,
     u1_sigma: np.ndarray,
-    raw_hkl: np.ndarray,
-    raw_intensity: np.ndarray,
-    raw_sigma: np.ndarray,
+    u1_holohedry_keys: np.ndarray,
     rotations: np.ndarray,
     holohedry: np.ndarray,
     representative: SettingInfo,
     cell: UnitCell,
 ) -> LaueMerged:
-    """Merge Friedel-merged data (u1) under a Laue group; R_int from the raw rows."""
+    """Merge Friedel-merged data (u1, with their holohedry-orbit keys) under a Laue group.
+
+    `representative` is a centrosymmetric setting of the Laue group (its ε is the Laue ε).
+    """
     sym = SymmetryOps.from_space_group(representative.gemmi())
-    merged = merge_arrays(u1_hkl, u1_intensity, u1_sigma, sym, friedel=True, method="gaussian", remove_absences=False)
-    raw = merge_arrays(raw_hkl, raw_intensity, raw_sigma, sym, friedel=True, remove_absences=False)
+    merged = merge_in_orbits(u1_hkl, u1_intensity, u1_sigma, rotations, method="gaussian")
+    keys = np.zeros(merged.n, dtype=np.int64)
+    keys[merged.group] = u1_holohedry_keys  # every member of an L-orbit is in one K-orbit
     s = stol(cell, merged.hkl)
     d = 0.5 / np.maximum(s, 1e-12)
     return LaueMerged(
@@ -193,9 +182,25 @@ def merge_for_laue(
         s2=s**2,
         eps=sym.epsilon(merged.hkl).astype(np.float64),
         family=_family_codes(merged.hkl, rotations),
-        r_int=raw.r_int if bool(np.any(raw.multiplicity > 1)) else None,
+        holohedry_keys=keys,
         d_range=(float(d.min()), float(d.max())),
     )
+
+
+def merge_in_orbits(hkl, intensity, sigma, rotations, *, method: str = "shelx"):
+    """`merge_arrays` under the rotations (and Friedel pairing) of a Laue group.
+
+    Each index is first replaced by its orbit representative (`orbits.orbit_representatives`,
+    one matrix product), so the kernel's merge only has to pair identical indices.
+    """
+    rep = orbit_representatives(hkl, rotations)
+    return merge_arrays(rep, intensity, sigma, _P1, friedel=True, method=method, remove_absences=False)
+
+
+def raw_r_int(ld: LaueMerged, raw_hkl: np.ndarray, raw_intensity: np.ndarray, raw_sigma: np.ndarray) -> float | None:
+    """R_int of the raw rows merged under the Laue group (None: nothing measured twice)."""
+    raw = merge_in_orbits(raw_hkl, raw_intensity, raw_sigma, ld.rotations)
+    return raw.r_int if bool(np.any(raw.multiplicity > 1)) else None
 
 
 @dataclass
@@ -260,6 +265,7 @@ def centring_evidence(
     sigma: np.ndarray,
     cell: UnitCell,
     holohedry: np.ndarray,
+    holohedry_keys: np.ndarray,
     vectors_by_key: dict[bytes, np.ndarray],
     *,
     leak: float = 0.02,
@@ -276,7 +282,9 @@ def centring_evidence(
     lp_base = log_present_density(intensity, sigma, base_sigma)
     d = 0.5 / np.sqrt(np.maximum(s2, 1e-30))
     d_range = (float(d.min()), float(d.max()))
-    missing = w_obs = w_mis = None
+    _, inv, counts = np.unique(holohedry_keys, return_inverse=True, return_counts=True)
+    w_obs = 1.0 / counts[inv]
+    missing = w_mis = None
     out = {}
     for key, vecs in vectors_by_key.items():
         if len(vecs) <= 1:
@@ -287,9 +295,9 @@ def centring_evidence(
         n_obs = int(viol.sum())
         if missing is None and n_obs == 0:
             missing = missing_reflections(h, _IDENTITY, cell, d_range)
-            w_obs, w_mis = orbit_weights(h, holohedry, missing)
-        if w_obs is None:
-            w_obs, _ = orbit_weights(h, holohedry)
+            k_mis = orbit_keys(missing, holohedry)
+            _, inv2, counts2 = np.unique(np.concatenate([holohedry_keys, k_mis]), return_inverse=True, return_counts=True)
+            w_mis = 1.0 / counts2[inv2[len(holohedry_keys) :]]
         if viol.any() and ok.sum() >= 2:
             sig_c = expected_intensity(s2[ok], intensity[ok], at_s2=s2)
             lp_p = log_present_density(intensity, sigma, sig_c)

@@ -34,6 +34,7 @@ from refractor_core.crystal.lattice import (
 )
 from refractor_core.crystal.merging import merge_arrays
 from refractor_core.crystal.spacegroup_tables import SettingInfo, compatible_settings, laue_label
+from refractor_core.crystal.orbits import orbit_keys
 from refractor_core.crystal.symmetry import SymmetryOps
 from refractor_core.crystal.wilson import normalized_e
 from refractor_core.errors import InputError
@@ -45,6 +46,7 @@ from .absence_scoring import (
     centring_evidence,
     centring_key,
     merge_for_laue,
+    raw_r_int,
     score_settings,
 )
 from .centrosymmetry import CentroEvidence, centrosymmetry_evidence
@@ -55,6 +57,8 @@ from .priors import setting_log_priors
 SOURCE = "absences"
 #: fewer unique reflections than this: the analysis refuses
 MIN_REFLECTIONS = 20
+#: R_int from the raw rows is computed for this many of the best Laue groups
+R_INT_GROUPS = 2
 #: a provisional centring is applied to the agreement test when its evidence exceeds this
 PROVISIONAL_CENTRING_LLR = 10.0
 
@@ -112,7 +116,7 @@ def centring_letter(vectors: np.ndarray) -> str:
 
 
 def _representative(settings: list[SettingInfo]) -> SettingInfo:
-    """A centrosymmetric setting (P lattice preferred) of a Laue group, for ε and merging."""
+    """A centrosymmetric setting (P lattice preferred) of a Laue group, for ε."""
     ranked = sorted(settings, key=lambda s: (not s.centrosymmetric, s.n_centring, not s.is_reference))
     return ranked[0]
 
@@ -137,8 +141,8 @@ def analyse(data: ReflectionData, config: AbsencesConfig | None = None) -> Space
         warnings.append("HKLF 5 data: twin components are treated as one lattice")
 
     # 1. Friedel-merged data, normalised intensities
-    p1bar = SymmetryOps.from_space_group("P -1")
-    u1 = merge_arrays(hkl_raw, i_raw, s_raw, p1bar, friedel=True, method="gaussian", remove_absences=False)
+    p1 = SymmetryOps.from_space_group("P 1")
+    u1 = merge_arrays(hkl_raw, i_raw, s_raw, p1, friedel=True, method="gaussian", remove_absences=False)
     if u1.n < MIN_REFLECTIONS:
         raise InputError(
             f"only {u1.n} unique reflections: too few to determine the space group", path=data.source
@@ -151,11 +155,20 @@ def analyse(data: ReflectionData, config: AbsencesConfig | None = None) -> Space
     # per-rotation agreement test on the reflections the most likely centring allows
     metric_rots = metric_symmetry(cell, cfg.metric_tolerance)
     settings = compatible_settings(metric_rots)
-    vectors = {centring_key(centring_vectors(k)): centring_vectors(k) for k in CENTRING_HALL}
+    vectors: dict[bytes, np.ndarray] = {}
     for s in settings:
         vectors.setdefault(centring_key(s.centring_vectors), s.centring_vectors)
+    u1_kkeys = orbit_keys(u1_hkl, metric_rots)
     cen_ev = centring_evidence(
-        u1_hkl, u1.intensity, u1_sig, cell, metric_rots, vectors, leak=cfg.absent_leak, outlier_fraction=cfg.absent_outlier_fraction
+        u1_hkl,
+        u1.intensity,
+        u1_sig,
+        cell,
+        metric_rots,
+        u1_kkeys,
+        vectors,
+        leak=cfg.absent_leak,
+        outlier_fraction=cfg.absent_outlier_fraction,
     )
     use = np.ones(u1.n, dtype=bool)
     prov_key = max(cen_ev, key=lambda k: cen_ev[k].llr_kept)
@@ -193,9 +206,9 @@ def analyse(data: ReflectionData, config: AbsencesConfig | None = None) -> Space
     for key in sorted(window, key=lambda k: -laue_ll[k]):
         members = groups[key]
         rep = _representative(members)
-        ld = merge_for_laue(
-            u1_hkl, u1.intensity, u1_sig, hkl_raw, i_raw, s_raw, rep.laue_rotations, metric_rots, rep, cell
-        )
+        ld = merge_for_laue(u1_hkl, u1.intensity, u1_sig, u1_kkeys, rep.laue_rotations, metric_rots, rep, cell)
+        if len(laue_rows) < R_INT_GROUPS:
+            ld.r_int = raw_r_int(ld, hkl_raw, i_raw, s_raw)
         abs_ev = score_settings(
             ld,
             members,

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from refractor_core.crystal.symmetry import canonical_keys
+from refractor_core.crystal.orbits import orbit_keys
 
 #: E² values above this are clipped before correlating (one huge reflection must not decide)
 E2_CLIP = 12.0
@@ -121,7 +121,7 @@ def score_operators(
     `sigma_e2` the σ of it.
     """
     h = np.asarray(hkl, dtype=np.int64)
-    keys = canonical_keys(h, _IDENTITY, friedel=True)
+    keys = orbit_keys(h, _IDENTITY)
     order = np.argsort(keys)
     sorted_keys = keys[order]
     x_all = np.clip(np.asarray(e2, dtype=np.float64), -E2_CLIP, E2_CLIP)
@@ -131,7 +131,7 @@ def score_operators(
         r = np.asarray(r, dtype=np.int64)
         if np.array_equal(r, _IDENTITY[0]):
             continue
-        k2 = canonical_keys(h @ r, _IDENTITY, friedel=True)
+        k2 = orbit_keys(h @ r, _IDENTITY)
         moved = k2 != keys
         pos = np.clip(np.searchsorted(sorted_keys, k2), 0, len(sorted_keys) - 1)
         found = (sorted_keys[pos] == k2) & moved

@@ -21,10 +21,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.special import gammaln, log_ndtr, logsumexp
+from scipy.special import gammaln, log_ndtr
 
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
-_GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(64)
+#: Gauss-Legendre nodes of the centric quadrature (24 nodes: |error| < 1e-3 in log p)
+_GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(24)
+_LOG_GL_WEIGHTS = np.log(_GL_WEIGHTS)
 
 
 def log_acentric_density(intensity: np.ndarray, sigma: np.ndarray, mean: np.ndarray) -> np.ndarray:
@@ -39,7 +41,7 @@ def log_acentric_density(intensity: np.ndarray, sigma: np.ndarray, mean: np.ndar
 def log_centric_density(intensity: np.ndarray, sigma: np.ndarray, mean: np.ndarray) -> np.ndarray:
     """log p(I) for a centric reflection: χ²₁-shaped Wilson density(mean) ⊛ N(0, σ²).
 
-    Integrated over u = sqrt(J/Σ) with 64-point Gauss-Legendre on an interval around
+    Integrated over u = sqrt(J/Σ) with 24-point Gauss-Legendre on an interval around
     the integrand's mode, in log space (accurate for any I/σ and σ/Σ).
     """
     i, s, m = np.broadcast_arrays(
@@ -64,7 +66,9 @@ def log_centric_density(intensity: np.ndarray, sigma: np.ndarray, mean: np.ndarr
         - _LOG_SQRT_2PI
         - np.log(r)[:, None]
     )
-    log_int = logsumexp(log_f + np.log(_GL_WEIGHTS)[None, :], axis=1) + np.log(np.maximum(half, 1e-300))
+    log_f += _LOG_GL_WEIGHTS[None, :]
+    top = log_f.max(axis=1)
+    log_int = top + np.log(np.exp(log_f - top[:, None]).sum(axis=1)) + np.log(np.maximum(half, 1e-300))
     return (log_int - np.log(m.ravel())).reshape(i.shape)
 
 
