@@ -64,20 +64,25 @@ def perturbed_start(structure, rms: float = RMS, seed: int = 0):
     sym = SymmetryOps.from_space_group(structure.space_group)
     f_m = fractionalization_matrix(structure.cell)
     sites = [s for s in structure.sites if s.element.upper() not in ("H", "D")]
-    shared: dict[tuple, np.ndarray] = {}
+    from refractor_core.crystal.cell import orthogonalization_matrix
+
+    o_m = orthogonalization_matrix(structure.cell)
+    done: list[tuple[np.ndarray, np.ndarray]] = []  # (Cartesian position, displacement)
     out = []
     sigma = rms / np.sqrt(3.0)
     for s in sites:
         x = np.asarray(s.xyz, dtype=np.float64)
-        key = tuple(np.round(x, 4))
-        if key not in shared:
+        c = o_m @ x
+        same = [d for p, d in done if np.linalg.norm(p - c) < 0.05]  # one site shared by several atoms
+        if same:
+            d_frac = same[0]
+        else:
             con = sym.special_position(structure.cell, x, 0.05)
-            d_cart = rng.normal(0.0, sigma, size=3)
-            d_frac = f_m @ d_cart
+            d_frac = f_m @ rng.normal(0.0, sigma, size=3)
             b = con.position_basis
             d_frac = b @ (b.T @ d_frac) if b.shape[1] else np.zeros(3)
-            shared[key] = d_frac
-        new = x + shared[key]
+            done.append((c, d_frac))
+        new = x + d_frac
         out.append(s.model_copy(update={"xyz": tuple(float(v) for v in new), "u_iso": U_START, "u_aniso": None,
                                         "site_symmetry_order": None, "calc": False, "riding_on": None}))
     return structure.model_copy(update={"sites": out})

@@ -148,6 +148,7 @@ class Driver:
                 chi2_start = ne.chi2
             s2 = ne.chi2 / max(n_obs - params.n, 1)
             accepted = None
+            nu = 2.0
             for _ in range(MAX_ATTEMPTS):
                 try:
                     shift = solve_damped(ne.matrix, ne.rhs, self.damping)
@@ -163,11 +164,16 @@ class Driver:
                     val, _ = objective(self.calc, trial, self.obs.fo2, w)
                 except RefinementError:
                     val = math.inf
-                if val <= ne.chi2 * (1.0 + 1e-12):
+                # gain ratio: actual over predicted decrease of the sum of squares (Nielsen)
+                predicted = float(shift @ (2.0 * ne.rhs - ne.matrix @ shift))
+                actual = ne.chi2 - val
+                if math.isfinite(val) and actual >= -1e-12 * ne.chi2:
+                    rho = actual / predicted if predicted > 0 else 1.0
                     accepted = (trial, shift)
-                    self.damping = max(self.damping / 10.0, DAMPING_MIN)
+                    self.damping = max(self.damping * max(1.0 / 3.0, 1.0 - (2.0 * rho - 1.0) ** 3), DAMPING_MIN)
                     break
-                self.damping = min(self.damping * 10.0, DAMPING_MAX)
+                self.damping = min(self.damping * nu, DAMPING_MAX)
+                nu *= 2.0
             if accepted is None:
                 continue  # no step lowers the sum of squares: this block is at its minimum
             model, shift = accepted

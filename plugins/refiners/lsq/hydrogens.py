@@ -57,6 +57,7 @@ SINGLE = {("C", "C"): 1.53, ("C", "N"): 1.47, ("C", "O"): 1.43, ("N", "N"): 1.45
           ("C", "Br"): 1.94, ("N", "S"): 1.68, ("O", "S"): 1.58, ("O", "P"): 1.60, ("N", "P"): 1.70, ("O", "Si"): 1.64}
 BOND_TOLERANCE = 0.45
 MULTIPLE = 0.95  # d / single below this: a multiple (or aromatic) bond
+AROMATIC = 0.93  # below this a bond is clearly multiple (aromatic rings of any size)
 TRIPLE = 0.83
 
 
@@ -345,7 +346,7 @@ def classify(model: WorkingModel, nbmap: dict) -> list[Choice]:
                 ang = _angle(p, pos[0], pos[1])
                 if ang > 165.0:
                     continue
-                sp2 = (ang > 116.0 and min(ratios) < MULTIPLE) or ang > 122.0
+                sp2 = min(ratios) < AROMATIC or ang > 122.0 or (ang > 116.0 and min(ratios) < MULTIPLE)
                 out.append(Choice(i, "ArCH" if sp2 else "CH2", nbs, None, False))
             elif n == 1:
                 r = ratios[0]
@@ -358,7 +359,9 @@ def classify(model: WorkingModel, nbmap: dict) -> list[Choice]:
                 elif r >= 0.90:
                     out.append(Choice(i, "CH3", nbs, reference_of(0), False))
         elif el == "N":
-            if n == 3:
+            if n == 0 and metals:
+                out.append(Choice(i, "NH3", [metals[0][0]], None, True, priority=0.3))  # ammine ligand
+            elif n == 3:
                 planar = sum(_angle(p, pos[a], pos[b]) for a, b in ((0, 1), (0, 2), (1, 2))) > 350.0
                 if not planar and not metals:
                     out.append(Choice(i, "NH-sp3", nbs, None, True, priority=-1.0))
@@ -471,6 +474,7 @@ def place_hydrogens(
         kinds[g.kind] = kinds.get(g.kind, 0) + 1
     m.h_groups = [g for g in groups if g.atoms]
     update_riding(m)
+
     counts = {"n_h": n_h, "groups": kinds, "expected_h": expected_h, "placed_h_asu": _ghost_count(m, m.h_groups, materialised=True)}
     return Placement(m, counts, [])
 
@@ -528,6 +532,23 @@ def _materialise(m: WorkingModel, g: HGroup) -> int:
         g.atoms.append(idx)
         existing_h.append(idx)
         added += 1
+    # a group on a special position whose H do not map onto themselves is disordered over
+    # the site symmetry: share its H between the images
+    if g.atoms:
+        p = m.xyz[g.parent]
+        images = []
+        for a in g.atoms:
+            img = m.symmetry.images(m.xyz[a])
+            dd = img - p
+            dd -= np.round(dd)
+            near = np.linalg.norm(dd @ cell_m.T, axis=1) < 1.3
+            for v in (p + dd[near]):
+                if not any(np.linalg.norm((v - w) @ cell_m.T) < 0.3 for w in images):
+                    images.append(v)
+        if len(images) > N_H[g.kind]:
+            factor = N_H[g.kind] / len(images)
+            for a in g.atoms:
+                m.occupancy[a] = m.occupancy[g.parent] * factor
     return added
 
 
@@ -659,3 +680,99 @@ def _copy_group(g: HGroup) -> HGroup:
     new.slots = list(g.slots)
     new.atoms = list(g.atoms)
     return new
+
+
+# --------------------------------------------------------------------------------------
+# H atoms from difference-map peaks (water, hydroxide, ammonium...)
+# --------------------------------------------------------------------------------------
+
+PEAK_H_RANGE = (0.6, 1.2)
+PEAK_H_SIGMA = 3.0
+
+
+def add_peak_hydrogens(model: WorkingModel, refinement, expected_h: float | None, distances: str = "low-temperature") -> tuple[WorkingModel, int]:
+    """H atoms the geometry cannot place (water, hydroxide, ...) from difference-map peaks.
+
+    Only while the model holds fewer H than the formula asks for; best run once the heavy
+    atoms are refined anisotropically, when H peaks stand out of the map.
+    """
+    if expected_h is None:
+        return model, 0
+    missing = expected_h - _ghost_count(model, model.h_groups, materialised=True)
+    if missing <= 0.4:
+        return model, 0
+    m = model.copy()
+    col = 0 if distances == "low-temperature" else 1
+    added = _peak_hydrogens(m, refinement, neighbours(m), missing, col)
+    return (m, added) if added else (model, 0)
+
+
+def _peak_hydrogens(m: WorkingModel, refinement, nbmap: dict, missing: float, col: int) -> int:
+    """Add up to `missing` H (per asymmetric unit) on O/N atoms without organic neighbours,
+    at difference-map peaks 0.6-1.2 Å away; they ride on their parent at a fixed offset."""
+    from .maps import difference_peaks
+
+    cands = []
+    for i, nbl in nbmap.items():
+        if m.elements[i] not in ("O", "N"):
+            continue
+        if any(not _is_metal(m.elements[nb.atom]) for nb, _, _ in nbl):
+            continue
+        if any(g.parent == i for g in m.h_groups):
+            continue
+        cands.append(i)
+    if not cands:
+        return 0
+    rho, peaks = difference_peaks(refinement, m, max_peaks=80, min_distance=0.5)
+    sigma = float(rho.std())
+    cell_m = orthogonalization_matrix(m.cell)
+    f_m = fractionalization_matrix(m.cell)
+    options = []
+    for p in peaks:
+        if p.height < PEAK_H_SIGMA * sigma:
+            continue
+        img = m.symmetry.images(p.xyz)
+        for i in cands:
+            dd = img - m.xyz[i]
+            dd -= np.round(dd)
+            dist = np.linalg.norm(dd @ cell_m.T, axis=1)
+            k = int(np.argmin(dist))
+            if PEAK_H_RANGE[0] <= dist[k] <= PEAK_H_RANGE[1]:
+                options.append((p.height, i, dd[k] @ cell_m.T))
+    options.sort(key=lambda o: -o[0])
+    per_atom: dict[int, list[np.ndarray]] = {}
+    placed_cart: list[np.ndarray] = []
+    added = 0
+    for height, i, vec in options:
+        w = m.occupancy[i] / max(m.order[i], 1)
+        if missing < 0.5 * w:
+            continue
+        mine = per_atom.setdefault(i, [])
+        if len(mine) >= (2 if m.elements[i] == "O" else 3):
+            continue
+        u = _unit(vec)
+        if any(not (85.0 <= math.degrees(math.acos(float(np.clip(u @ v, -1, 1)))) <= 135.0) for v in mine):
+            continue
+        d = DISTANCES["OH" if m.elements[i] == "O" else "NH"][col]
+        cart = m.xyz[i] @ cell_m.T + d * u
+        frac = cart @ f_m.T
+        clash = False
+        for a in range(m.n):
+            if not is_hydrogen(m.elements[a]):
+                continue
+            dd = m.symmetry.images(m.xyz[a]) - frac
+            dd -= np.round(dd)
+            if np.min(np.linalg.norm(dd @ cell_m.T, axis=1)) < 1.2:
+                clash = True
+                break
+        if clash:
+            continue
+        label = m.unique_label("H")
+        idx = m.add_atom(label, "H", frac, u_iso=1.5 * m.u_iso[i], occupancy=float(m.occupancy[i]),
+                         part=int(m.part[i]), riding=i, u_ratio=1.5, afix=3, special_tolerance=0.15)
+        m.h_groups.append(FixedGroup(parent=i, atoms=[idx], offset=(m.xyz[idx] - m.xyz[i]) @ cell_m.T))
+        mine.append(u)
+        placed_cart.append(cart)
+        missing -= m.occupancy[idx] / max(m.order[idx], 1)
+        added += 1
+    return added

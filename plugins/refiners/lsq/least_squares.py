@@ -285,3 +285,35 @@ def objective(calc: IntensityCalculator, model: WorkingModel, fo2: np.ndarray, w
     if not math.isfinite(val):
         raise RefinementError("the model intensities are not finite (a parameter diverged)")
     return val, fc2c
+
+
+def jacobian(calc: IntensityCalculator, params: Parameterisation) -> np.ndarray:
+    """Dense dM/dp (N, p) of the model intensities w.r.t. all free parameters (for checks)."""
+    ne_cols = None
+    out = np.zeros((calc.n, params.n))
+    model = params.model
+    c_mat, atoms, atom_cols = params.constraint_matrix(None)
+    ct = c_mat.T.tocsr()
+    fr = calc.twin_fractions(model)
+    ng = params.n_global
+    for sl, fc2c, raw in calc.raw_derivatives(model, atoms):
+        fc2 = fr @ fc2c
+        x = model.extinction or 0.0
+        cx = calc.ext_c[sl] * x
+        y = 1.0 / np.sqrt(1.0 + cx * fc2) if x else np.ones_like(fc2)
+        dyf = y * (1.0 + 0.5 * cx * fc2) / (1.0 + cx * fc2) if x else np.ones_like(fc2)
+        k = model.scale
+        out[sl, 0] = y * fc2
+        row = 1
+        if params.refine_extinction:
+            out[sl, row] = -0.5 * k * calc.ext_c[sl] * fc2**2 * y**3
+            row += 1
+        for j, on in enumerate(params.refine_twin):
+            if on:
+                out[sl, row] = k * dyf * (fc2c[j + 1] - fc2c[0])
+                row += 1
+        if len(atom_cols):
+            raw_total = np.tensordot(fr, raw, axes=(0, 0))
+            out[sl, ng:] = ((ct @ raw_total.T) * (k * dyf)[None, :]).T
+    del ne_cols
+    return out

@@ -25,18 +25,26 @@ RAW = 10  # raw derivatives per atom: x, y, z, U*(6), occupancy
 
 #: atoms closer than this (Å) share one site (mixed sites, EXYZ)
 SHARED_SITE_DISTANCE = 0.02
+#: disorder partners (different PARTs) closer than this (Å) share one ADP (EADP)
+SPLIT_DISTANCE = 0.7
 
 
 @dataclass
 class SiteGroup:
-    """Atoms refined with one position and one ADP (one atom, or a mixed site)."""
+    """Atoms refined with one ADP: one atom, a mixed site (one position too), or a split
+    site (disorder partners closer than SPLIT_DISTANCE, own positions: SHELXL's EADP)."""
 
     atoms: list[int]
+    share_xyz: bool = True
     free_occupancy: bool = False  # mixed site: fractions refined, their sum kept
     occupancy_sum: float = 1.0
     single_occupancy: bool = False  # an isolated atom with its occupancy refined
     refine_xyz: bool = True
     refine_adp: bool = True
+
+    def position_sets(self) -> list[list[int]]:
+        """Atoms sharing one set of coordinate parameters."""
+        return [list(self.atoms)] if self.share_xyz else [[a] for a in self.atoms]
 
 
 @dataclass
@@ -121,8 +129,9 @@ class Parameterisation:
             start = len(info)
             lead = g.atoms[0]
             if g.refine_xyz:
-                for c in range(m.position_basis[lead].shape[1]):
-                    info.append(ParameterInfo("xyz", gi, lead, c))
+                for ps in g.position_sets():
+                    for c in range(m.position_basis[ps[0]].shape[1]):
+                        info.append(ParameterInfo("xyz", gi, ps[0], c))
             if g.refine_adp:
                 if m.aniso[lead]:
                     for c in range(m.ustar_basis[lead].shape[1]):
@@ -169,19 +178,20 @@ class Parameterisation:
             lead = g.atoms[0]
             k = 0
             if g.refine_xyz:
-                b = m.position_basis[lead]
-                members = list(g.atoms)
-                for a in g.atoms:
-                    members.extend(riders.get(a, []))
-                for c in range(b.shape[1]):
-                    col = col_pos[int(gcols[k])]
-                    for a in members:
-                        for j in range(3):
-                            if b[j, c] != 0.0:
-                                rows.append(pos[a] * RAW + j)
-                                cols.append(col)
-                                vals.append(b[j, c])
-                    k += 1
+                for ps in g.position_sets():
+                    b = m.position_basis[ps[0]]
+                    members = list(ps)
+                    for a in ps:
+                        members.extend(riders.get(a, []))
+                    for c in range(b.shape[1]):
+                        col = col_pos[int(gcols[k])]
+                        for a in members:
+                            for j in range(3):
+                                if b[j, c] != 0.0:
+                                    rows.append(pos[a] * RAW + j)
+                                    cols.append(col)
+                                    vals.append(b[j, c])
+                        k += 1
             if g.refine_adp:
                 if m.aniso[lead]:
                     b = m.ustar_basis[lead]
@@ -244,11 +254,12 @@ class Parameterisation:
             lead = g.atoms[0]
             k = 0
             if g.refine_xyz:
-                b = m.position_basis[lead]
-                dx = b @ d[k : k + b.shape[1]]
-                for a in g.atoms:
-                    m.xyz[a] += dx
-                k += b.shape[1]
+                for ps in g.position_sets():
+                    b = m.position_basis[ps[0]]
+                    dx = b @ d[k : k + b.shape[1]]
+                    for a in ps:
+                        m.xyz[a] += dx
+                    k += b.shape[1]
             if g.refine_adp:
                 if m.aniso[lead]:
                     b = m.ustar_basis[lead]
@@ -321,9 +332,12 @@ def _clip_occupancies(m: WorkingModel, g: SiteGroup) -> None:
 
 
 def site_groups(model: WorkingModel) -> list[SiteGroup]:
-    """Non-riding atoms grouped by shared position (distance < SHARED_SITE_DISTANCE).
+    """Non-riding atoms grouped into sites.
 
-    Atoms of one group must also share their ADP type; riding H atoms are not grouped.
+    Atoms closer than SHARED_SITE_DISTANCE share position and ADP (a mixed site); single
+    atoms of different positive PARTs closer than SPLIT_DISTANCE (disorder partners, each
+    paired with its nearest partner) share their ADP only. Members of a group have the
+    same ADP type and site-symmetry ADP basis; riding H atoms are not grouped.
     """
     idx = [i for i in range(model.n) if model.riding[i] < 0]
     if not idx:
@@ -331,21 +345,47 @@ def site_groups(model: WorkingModel) -> list[SiteGroup]:
     cart = model.cartesian()
     assigned: dict[int, int] = {}
     groups: list[SiteGroup] = []
+
+    def compatible(i: int, j: int) -> bool:
+        bi, bj = model.ustar_basis[i], model.ustar_basis[j]
+        return bool(model.aniso[j] == model.aniso[i] and bi.shape == bj.shape and np.allclose(bi, bj))
+
     for i in idx:
         if i in assigned:
             continue
         members = [i]
         for j in idx:
-            if j <= i or j in assigned:
-                continue
-            if model.aniso[j] != model.aniso[i]:
+            if j <= i or j in assigned or not compatible(i, j):
                 continue
             if np.linalg.norm(cart[i] - cart[j]) < SHARED_SITE_DISTANCE:
                 members.append(j)
         for j in members:
             assigned[j] = len(groups)
         groups.append(SiteGroup(atoms=members))
-    return groups
+    # disorder partners
+    singles = [gi for gi, g in enumerate(groups) if len(g.atoms) == 1 and model.part[g.atoms[0]] > 0]
+    merged: set[int] = set()
+    for gi in singles:
+        if gi in merged:
+            continue
+        a = groups[gi].atoms[0]
+        best, best_d = None, SPLIT_DISTANCE
+        for gj in singles:
+            if gj == gi or gj in merged:
+                continue
+            b = groups[gj].atoms[0]
+            if model.part[b] == model.part[a] or not compatible(a, b):
+                continue
+            d = float(np.linalg.norm(cart[a] - cart[b]))
+            if d < best_d:
+                best, best_d = gj, d
+        if best is not None:
+            groups[gi].atoms.append(groups[best].atoms[0])
+            groups[gi].share_xyz = False
+            merged.add(gi)
+            merged.add(best)
+            groups[best].atoms = []
+    return [g for g in groups if g.atoms]
 
 
 def share_site_values(model: WorkingModel, groups: list[SiteGroup]) -> None:
@@ -353,7 +393,8 @@ def share_site_values(model: WorkingModel, groups: list[SiteGroup]) -> None:
     for g in groups:
         lead = g.atoms[0]
         for a in g.atoms[1:]:
-            model.xyz[a] = model.xyz[lead]
+            if g.share_xyz:
+                model.xyz[a] = model.xyz[lead]
             model.u_iso[a] = model.u_iso[lead]
             model.u_star[a] = model.u_star[lead]
             model.aniso[a] = model.aniso[lead]

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from typing import Any, ClassVar
@@ -35,10 +36,13 @@ from .model import WorkingModel, is_hydrogen, metric6
 from .parameters import Parameterisation, share_site_values, site_groups
 from .weighting import optimise_weights
 
+_log = logging.getLogger("refractor.lsq")
+
 #: reflections per parameter below which 'auto' keeps ADPs isotropic
 ANISO_DATA_RATIO = 8.0
 #: stage cycle budgets (fractions of max_cycles are not needed: SHELXL-like counts)
-ISO_CYCLES = 15
+ISO_CYCLES = 12
+ISO_CONVERGENCE = 0.5
 ANISO_CYCLES = 25
 WEIGHT_ROUNDS = 3
 WEIGHT_CYCLES = 12
@@ -85,10 +89,14 @@ class Refinement:
         self.meta: dict[str, Any] = {}
         self.t0 = time.perf_counter()
         self.cycles = 0
+        self.bar = None
 
     # -- logging -----------------------------------------------------------------------
     def log(self, text: str) -> None:
         self.lines.append(text)
+        _log.info(text)
+        if self.bar is not None and text.startswith("cycle"):
+            self.bar.update(1)
 
     def warn(self, text: str) -> None:
         self.warnings.append(text)
@@ -140,6 +148,17 @@ class Refinement:
 
     # -- the run -----------------------------------------------------------------------
     def run(self) -> RefinedCandidate:
+        progress = self.context.progress
+        if progress is None:
+            return self._run()
+        with progress(f"refining ({LsqRefiner.name})", total=self.cfg.max_cycles) as bar:
+            self.bar = bar
+            try:
+                return self._run()
+            finally:
+                self.bar = None
+
+    def _run(self) -> RefinedCandidate:
         cfg = self.cfg
         self._check_inputs()
         structure = self.candidate.structure
@@ -207,10 +226,13 @@ class Refinement:
         self.driver = driver
         budget = cfg.max_cycles
 
-        # stage 1: isotropic start (atoms already anisotropic stay so)
+        # stage 1: isotropic start (atoms already anisotropic stay so); extinction and twin
+        # fractions are held at their starting values until the model is close
         self._choose_matrix(model)
+        late = (self.refine_extinction, self.refine_twin.copy())
+        self.refine_extinction, self.refine_twin = False, np.zeros_like(self.refine_twin)
         if budget > 0:
-            res = driver.run(model, min(ISO_CYCLES, budget), "iso", convergence=max(cfg.convergence, 0.2))
+            res = driver.run(model, min(ISO_CYCLES, budget), "iso", convergence=max(cfg.convergence, ISO_CONVERGENCE))
             model, budget = res.model, budget - res.cycles
 
         # completion
@@ -220,6 +242,7 @@ class Refinement:
             model, used = complete_model(self, model, budget)
             budget -= used
 
+        self.refine_extinction, self.refine_twin = late
         # stage 2: anisotropic non-H + riding H
         aniso = self._want_anisotropic(model, len(fo2))
         if aniso:
@@ -235,6 +258,16 @@ class Refinement:
             res = driver.run(model, min(ANISO_CYCLES, budget), "aniso" if aniso else "iso")
             model, budget = res.model, budget - res.cycles
             converged, last_shift = res.converged, res.max_shift_su
+
+        if self.place_h and budget > 0:
+            n_h = self.meta.get("expected_h")
+            model, added = hyd.add_peak_hydrogens(model, self, n_h, self.cfg.h_distances)
+            if added:
+                self.log(f"{added} H atoms placed at difference-map peaks (riding on their O/N atom)")
+                self.meta.setdefault("hydrogens", {})["from_peaks"] = added
+                res = driver.run(model, min(ANISO_CYCLES, budget), "aniso" if aniso else "iso")
+                model, budget = res.model, budget - res.cycles
+                converged, last_shift = res.converged, res.max_shift_su
 
         # stage 3: SHELXL weights
         if cfg.weighting == "shelxl" and cfg.weights is None and budget > 0:
@@ -400,6 +433,7 @@ class Refinement:
         )
         self.log(placed.summary())
         self.meta["hydrogens"] = placed.counts
+        self.meta["expected_h"] = n_h
         return placed.model
 
     def _optimise_weights(self, model: WorkingModel) -> bool:
@@ -423,6 +457,7 @@ class Refinement:
         from .completion import difference_peaks_and_holes
 
         model = self._test_extinction(model)
+        self.cycles = self.driver.cycle_count
         params, cov, s2, singular = self.driver.uncertainties(model)
         if singular:
             names = ", ".join(params.describe(j) for j in singular[:8])
@@ -461,6 +496,7 @@ class Refinement:
         meta.update(
             {
                 "R1_all": ag.R1_all,
+                "r1_all": ag.R1_all,
                 "instructions": instr.model_dump(mode="json"),
                 "refined_instructions": self._refined_instructions(instr, model, a, b).model_dump(mode="json"),
                 "non_positive_definite": [model.labels[i] for i in npd],
@@ -549,12 +585,13 @@ class Refinement:
             lead = g.atoms[0]
             k = 0
             if g.refine_xyz:
-                b = model.position_basis[lead]
-                c = cov[np.ix_(cols[k : k + b.shape[1]], cols[k : k + b.shape[1]])]
-                sx = np.sqrt(np.clip(np.diag(b @ c @ b.T), 0.0, None))
-                for a in g.atoms:
-                    su["xyz"][a] = sx
-                k += b.shape[1]
+                for ps in g.position_sets():
+                    b = model.position_basis[ps[0]]
+                    c = cov[np.ix_(cols[k : k + b.shape[1]], cols[k : k + b.shape[1]])]
+                    sx = np.sqrt(np.clip(np.diag(b @ c @ b.T), 0.0, None))
+                    for a in ps:
+                        su["xyz"][a] = sx
+                    k += b.shape[1]
             if g.refine_adp:
                 if model.aniso[lead]:
                     b = model.ustar_basis[lead]
