@@ -177,6 +177,15 @@ def machine() -> dict:
     return {"platform": platform.platform(), "python": platform.python_version(), "cpu": cpu, "cores": os.cpu_count()}
 
 
+def _describe(exc: BaseException) -> str:
+    """Exception type, message and the innermost frame (file:line) for the record."""
+    import traceback
+
+    tb = traceback.extract_tb(exc.__traceback__)
+    where = f" at {Path(tb[-1].filename).name}:{tb[-1].lineno}" if tb else ""
+    return f"{type(exc).__name__}: {str(exc)[:300]}{where}"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--mode", choices=("auto", "full", "generator"), default="auto")
@@ -208,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 row = run_generator_case(case, data, reference, seed=args.seed, k=args.k)
         except Exception as exc:  # a benchmark records failures and goes on
-            row = {"solved": False, "error": f"{type(exc).__name__}: {exc}", "seconds": round(time.perf_counter() - t0, 2)}
+            row = {"solved": False, "error": _describe(exc), "seconds": round(time.perf_counter() - t0, 2)}
         row.update(
             {
                 "case": case.name,
