@@ -3,9 +3,9 @@
     results = map_tasks(fn, items, executor="dask", workers=2)
 
 `fn` must be a module-level function and each item picklable; results come back in the
-order of `items` whatever order tasks finish in. Every task runs with one torch thread in
-both executors, so floating-point reductions are done in the same order and the results are
-identical. With `executor="dask"` and no `scheduler`, a `dask.distributed.LocalCluster`
+order of `items` whatever order tasks finish in. Every task runs with one torch thread and
+one BLAS thread in both executors, so floating-point reductions are done in the same order
+and the results are identical. With `executor="dask"` and no `scheduler`, a `dask.distributed.LocalCluster`
 (processes, one thread per worker) is started and closed afterwards; with a scheduler
 address (``tcp://host:8786``) the tasks go to that cluster.
 """
@@ -24,18 +24,35 @@ log = logging.getLogger("refractor.executors")
 
 
 def _single_thread(fn: Callable[[Any], Any], item: Any) -> Any:
-    """Run `fn(item)` with one torch/BLAS thread (identical numerics in every executor)."""
+    """Run `fn(item)` with one torch and one BLAS thread (identical numerics in every executor).
+
+    BLAS reductions split over threads sum in a different order, so the thread count must be
+    the same in this process and in Dask workers (which start with one BLAS thread).
+    threadpoolctl limits the BLAS of an already running process; without it the local
+    executor may differ from Dask in the last bits.
+    """
     import torch
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return fn(item)
+        with _blas_single_thread():
+            return fn(item)
     finally:
         torch.set_num_threads(before)
 
 
+def _blas_single_thread():
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # optional: see the docstring of _single_thread
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
 def _dask_client(scheduler: str | None, workers: int | None):
+    for name in ("distributed", "distributed.scheduler", "distributed.core", "distributed.worker", "distributed.nanny"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     try:
         from dask.distributed import Client, LocalCluster
     except ImportError as exc:  # pragma: no cover - dask is a dependency
@@ -47,7 +64,7 @@ def _dask_client(scheduler: str | None, workers: int | None):
             raise UsageError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
     n = workers or max(1, min(os.cpu_count() or 1, 4))
     cluster = LocalCluster(
-        n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=logging.ERROR
+        n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=logging.ERROR
     )
     return Client(cluster), cluster
 
