@@ -1,0 +1,155 @@
+"""Benchmark: the Dask executor against the local one — identical results, speed-up 1 -> 2 workers.
+
+    .venv/bin/python benchmarks/dask_speedup.py [--structures 80] [--cases 4] [--name dask_speedup]
+
+Workload 1 (dataset builder): simulate two data sets for each of N fixed structures (AFLOW
+prototypes and random molecular crystals, built once beforehand, untimed) with
+`refractor_core.datasets.build.simulate_task`, on the local executor, on Dask with one
+worker and on Dask with two workers (LocalCluster, processes, one thread each). Workload 2
+(benchmark harness): `run_case` on a few simulated cases with the default pipeline
+(charge-flip's wall-clock cap lifted, so results cannot depend on machine load).
+
+Identity: every data set (indices, intensities, σ) and every case row (status, R1, wR2,
+space group, matched fraction, seed) must be equal bit for bit across executors. Times
+include starting the cluster. Results go to benchmarks/results/<name>.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.build_dataset import machine  # noqa: E402
+
+
+def digest_rows(results) -> str:
+    h = hashlib.sha256()
+    for r in results:
+        d = r["row"].reflections
+        for arr in (d.hkl, d.intensity, d.sigma):
+            h.update(np.ascontiguousarray(arr).tobytes())
+    return h.hexdigest()[:16]
+
+
+CASE_KEYS = ("case", "status", "r1", "wr2", "goof", "sg_found", "fraction_matched", "element_agreement", "seed")
+
+
+def digest_cases(rows) -> str:
+    h = hashlib.sha256()
+    for r in rows:
+        h.update(json.dumps([r.get(k) if not (isinstance(r.get(k), float) and math.isnan(r.get(k))) else "nan"
+                             for k in CASE_KEYS]).encode())
+    return h.hexdigest()[:16]
+
+
+def timed(fn, *args, **kw):
+    t0 = time.perf_counter()
+    out = fn(*args, **kw)
+    return out, time.perf_counter() - t0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--structures", type=int, default=80)
+    ap.add_argument("--cases", type=int, default=4)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--name", default="dask_speedup")
+    ap.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
+    args = ap.parse_args(argv)
+    warnings.filterwarnings("ignore")
+
+    from refractor_core.benchmarking.executors import map_tasks
+    from refractor_core.benchmarking.runner import CaseOptions, run_case
+    from refractor_core.benchmarking.suites import simulated_specs
+    from refractor_core.datasets import BuildConfig, build_dataset
+    from refractor_core.datasets.build import simulate_task
+    from refractor_core.datasets.sources import aflow_tasks, default_aflow_dir, random_tasks, realize
+    from refractor_core.types import RunConfig
+
+    info = machine()
+    # fixed structures (untimed)
+    n_af = args.structures // 2
+    tasks = aflow_tasks(default_aflow_dir(), args.seed)[::7][:n_af] + random_tasks("random-organic", args.structures - n_af, args.seed)
+    records = []
+    for t in tasks:
+        try:
+            records.append(realize(t).model_copy(update={"split": "train"}))
+        except Exception:  # noqa: BLE001 - a structure pyxtal cannot build is skipped
+            pass
+    jobs = [(r, k, args.seed, 0.3, 25000) for r in records for k in range(2)]
+
+    sim = {}
+    for label, kw in (("local", {"executor": "local"}), ("dask-1", {"executor": "dask", "workers": 1}),
+                      ("dask-2", {"executor": "dask", "workers": 2})):
+        out, sec = timed(map_tasks, simulate_task, jobs, **kw)
+        sim[label] = {"seconds": round(sec, 2), "digest": digest_rows(out),
+                      "failed": sum(r["row"] is None for r in out)}
+        print(label, sim[label], flush=True)
+
+    # benchmark cases from a small dataset built for the purpose
+    tmp = ROOT / "build" / "dask-speedup-ds"
+    build_dataset(BuildConfig(output=tmp, counts={"aflow": 40}, datasets_per_structure=1,
+                              fractions={"train": 0.5, "val": 0.0, "test": 0.5}, seed=args.seed))
+    specs = simulated_specs(tmp, "test", limit=args.cases)
+    config = RunConfig(options={"generator": {"time_limit_s": 1e6}}, components={
+        "classifier": "absences", "generator": "charge-flip", "refiner": "lsq", "ranker": "r1"}, seed=args.seed)
+    cjobs = [(s, config.model_dump(mode="json"), args.seed, CaseOptions(reference_r1=False)) for s in specs]
+    bench = {}
+    for label, kw in (("local", {"executor": "local"}), ("dask-1", {"executor": "dask", "workers": 1}),
+                      ("dask-2", {"executor": "dask", "workers": 2})):
+        rows, sec = timed(map_tasks, run_case, cjobs, **kw)
+        bench[label] = {"seconds": round(sec, 2), "digest": digest_cases(rows),
+                        "statuses": sorted({r["status"] for r in rows})}
+        print(label, bench[label], flush=True)
+
+    def speed(d):
+        return round(d["dask-1"]["seconds"] / d["dask-2"]["seconds"], 2)
+
+    record = {
+        "command": f".venv/bin/python benchmarks/dask_speedup.py --structures {args.structures} --cases {args.cases}",
+        "date": _dt.datetime.now().isoformat(timespec="seconds"),
+        "machine": info | {"load_average_at_end": os.getloadavg()},
+        "note": "2 cores shared with other developers' jobs: speed-ups are noisy; the ideal is 2.0",
+        "simulation": {"jobs": len(jobs), "structures": len(records), **sim,
+                       "identical": len({v["digest"] for v in sim.values()}) == 1, "speedup_1_to_2_workers": speed(sim)},
+        "benchmark": {"cases": len(specs), **bench, "identical": len({v["digest"] for v in bench.values()}) == 1,
+                      "speedup_1_to_2_workers": speed(bench)},
+    }
+    (args.results / f"{args.name}.json").write_text(json.dumps(record, indent=1) + "\n")
+    md = [
+        "# Dask executor: identical results, speed-up from 1 to 2 workers", "",
+        f"- command: `{record['command']}`",
+        f"- date: {record['date']}; machine: {info['cpu']}, {info['cores']} cores; load average "
+        f"{info['load_average_at_start'][0]:.1f} at start, {record['machine']['load_average_at_end'][0]:.1f} at end "
+        "(shared with other jobs: noisy)", "",
+        "| workload | tasks | local s | Dask 1 worker s | Dask 2 workers s | speed-up 1→2 | identical |",
+        "|---|---|---|---|---|---|---|",
+        f"| simulate data sets (data build) | {len(jobs)} | {sim['local']['seconds']} | {sim['dask-1']['seconds']} | "
+        f"{sim['dask-2']['seconds']} | {speed(sim)} | {record['simulation']['identical']} |",
+        f"| benchmark cases (full pipeline) | {len(specs)} | {bench['local']['seconds']} | {bench['dask-1']['seconds']} | "
+        f"{bench['dask-2']['seconds']} | {speed(bench)} | {record['benchmark']['identical']} |", "",
+        "Times include starting the LocalCluster (processes, one thread per worker). Identical = equal digests of "
+        "every data set's indices, intensities and σ / every case's status, R1, wR2, GooF, space group, matched "
+        "fraction and seed.", "",
+    ]
+    (args.results / f"{args.name}.md").write_text("\n".join(md))
+    print("\n".join(md))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
