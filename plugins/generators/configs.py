@@ -13,7 +13,9 @@ class ChargeFlipConfig(ComponentConfig):
     """Options of the `charge-flip` generator.
 
     max_trials: flipping trials from random phases (each with its own seed) at most;
-    min_converged: trials stop early once this many have reached the same solution;
+    min_converged, min_agreement: trials stop early once this many have reached the same
+    solution and it obeys the symmetry of the hypothesis that asked (agreement ≥
+    min_agreement; trials are shared by hypotheses with one Patterson group);
     max_cycles: flipping cycles per trial; delta: "auto" (Superflip-style: adapted to keep
     the total/flipped charge ratio in [0.8, 1]) or a fixed multiple of the map's sigma;
     normalization: flip |E| ("E"), |F| ("F") or alternate trials between the two
@@ -31,6 +33,7 @@ class ChargeFlipConfig(ComponentConfig):
 
     max_trials: int = Field(default=16, ge=1)
     min_converged: int = Field(default=3, ge=1)
+    min_agreement: float = Field(default=0.5, ge=-1.0, le=1.0)
     max_cycles: int = Field(default=600, ge=20)
     delta: Literal["auto"] | float = "auto"
     normalization: Literal["auto", "E", "F"] = "auto"

@@ -9,8 +9,9 @@ shifted to the origin that best obeys its symmetry (the symmetry-agreement score
 recorded and enters the candidate's score), symmetrised, turned into a map with the
 observed amplitudes, and interpreted into atoms.
 
-Candidate.score (lower is better) = 0.5·R_flip + 0.5·(1 − symmetry agreement)
-− 0.05·(further trials that reached the same solution, up to 4).
+Candidate.score (lower is better) = 0.75·(1 − symmetry agreement) + 0.25·R_flip
+− 0.05·(further trials that reached the same solution, up to 4). The symmetry agreement
+weighs most: R_flip is not comparable between |E| and |F| trials.
 Candidate.meta holds the trial statistics (R, flip ratio, cycles, converged, seconds), the
 origin shift and score, how many trials reached the same solution ("support"), the Z used
 and the peak count.
@@ -48,6 +49,8 @@ log = logging.getLogger("refractor.generators.charge_flip")
 SAME_SOLUTION = 0.6
 #: score bonus per further trial that reached the same solution (up to 4)
 SUPPORT_BONUS = 0.05
+#: distinct solutions placed and scored per hypothesis
+MAX_GROUPS_SCORED = 8
 
 
 def patterson_symmetry(sym: SymmetryOps) -> SymmetryOps:
@@ -124,12 +127,20 @@ class ChargeFlipGenerator(Generator):
             data.cell, solutions.d_min, sampling=cfg.peak_sampling, symmetry=sym,
             hkl=expand_indices_to_p1(hkl_u, sym).hkl, max_spacing=0.3,
         )
+        # every distinct solution is placed in this group and scored; the best k are interpreted
+        problem = solutions.problem
+        scored = []
+        for group in solutions.groups[:MAX_GROUPS_SCORED]:
+            trial = solutions.trials[group[0]]
+            origin = find_origin(problem.hkl, trial.f, data.cell, sym)
+            # a solution reached again from independent random phases is trusted more
+            score = 0.75 * (1.0 - origin.score) + 0.25 * trial.r - SUPPORT_BONUS * min(len(group) - 1, 4)
+            scored.append((score, group, origin))
+        scored.sort(key=lambda item: item[0])
         candidates: list[Candidate] = []
-        for rank, group in enumerate(solutions.groups[: max(k, 1)]):
+        for rank, (score, group, origin) in enumerate(scored[: max(k, 1)]):
             tc = time.perf_counter()
             trial = solutions.trials[group[0]]
-            problem = solutions.problem
-            origin = find_origin(problem.hkl, trial.f, data.cell, sym)
             f_final, polish = self._symmetric_polish(solutions, trial, sym, origin.shift)
             lookup = P1Lookup(problem.hkl, f_final)
             f_sym, fom = symmetrize(lookup, hkl_u, sym, np.zeros(3))
@@ -141,8 +152,6 @@ class ChargeFlipGenerator(Generator):
                 peaks, data.cell, sg, sym, contents, u_iso=cfg.u_iso, extra_fraction=cfg.extra_fraction,
                 name=f"charge-flip-{rank + 1}", wavelength=data.wavelength,
             )
-            # a solution reached again from independent random phases is trusted more
-            score = 0.5 * trial.r + 0.5 * (1.0 - origin.score) - SUPPORT_BONUS * min(len(group) - 1, 4)
             meta = trial.stats()
             meta.update(
                 {
@@ -253,9 +262,12 @@ class ChargeFlipGenerator(Generator):
             result.normalization = kind
             trials.append(result)
             groups = _group_solutions(problem, trials)
-            # the same solution reached from independent random starts: it is the answer
+            # the same solution reached again and again from random phases, and obeying the
+            # symmetry of the hypothesis that asked for the trials, is the answer
             if len(groups[0]) >= cfg.min_converged:
-                break
+                agreement = find_origin(problem.hkl, trials[groups[0][0]].f, data.cell, sym).score
+                if agreement >= cfg.min_agreement:
+                    break
         groups = _group_solutions(problem, trials)
         out = P1Solutions(
             problem=problem,
