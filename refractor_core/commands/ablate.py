@@ -92,7 +92,7 @@ def command(verbosity: int, base_file, swaps, suite, dataset, split, cases, limi
     if not specs:
         raise UsageError("the suite has no cases")
     options = CaseOptions(reader=reader, r1_threshold=r1_threshold, match_threshold=match_threshold,
-                          reference_r1=not no_reference_r1, device=device_used, offline=True)
+                          reference_r1=not no_reference_r1, device=device_used, offline=bool(offline))
     out = output or Path(f"ablate-{swap_list[0][0]}")
     for n in notes:
         if verbosity >= 0:

@@ -110,7 +110,7 @@ def command(verbosity: int, **kw: Any) -> None:
     Suites:
       real       the measured cases beside the project (reflections, cell, wavelength,
                  formula and Z only; the space group and model are never given)
-    simulated  a split (default: test) of a dataset built by `refractor data build`
+      simulated  a split (default: test) of a dataset built by `refractor data build`
     """
     from ..benchmarking.harness import resolve_components, run_benchmark
     from ..benchmarking.runner import CaseOptions
@@ -125,7 +125,7 @@ def command(verbosity: int, **kw: Any) -> None:
     if not specs:
         raise UsageError("the suite has no cases")
     options = CaseOptions(reader=kw["reader"], r1_threshold=kw["r1_threshold"], match_threshold=kw["match_threshold"],
-                          reference_r1=not kw["no_reference_r1"], device=device, offline=True)
+                          reference_r1=not kw["no_reference_r1"], device=device, offline=bool(kw["offline"]))
     output = kw["output"] or Path(f"benchmark-{kw['suite']}")
     progress = Progress(verbosity)
     for n in notes:
