@@ -113,13 +113,17 @@ def _settings_matching(cell, xyz: np.ndarray, elements: np.ndarray, number: int,
     return out
 
 
-def _actual_type(lattice: np.ndarray, xyz: np.ndarray, elements: np.ndarray, symprec: float = 0.01) -> int:
-    """The space-group type the atoms really have (spglib)."""
+def _actual_type(lattice: np.ndarray, xyz: np.ndarray, elements: np.ndarray, symprec: float = 0.01) -> tuple[int, float]:
+    """The space-group type the atoms really have and the volume of its conventional cell (spglib)."""
     import spglib
 
     kinds = {e: i for i, e in enumerate(sorted(set(elements)))}
     ds = spglib.get_symmetry_dataset((lattice, xyz, [kinds[e] for e in elements]), symprec=symprec)
-    return int(ds.number)
+    return int(ds.number), cell_volume(ds.std_lattice)
+
+
+def cell_volume(lattice: np.ndarray) -> float:
+    return float(abs(np.linalg.det(np.asarray(lattice, dtype=np.float64))))
 
 
 def _asymmetric_unit(xyz: np.ndarray, elements: np.ndarray, setting, cell) -> list[int]:
@@ -144,8 +148,10 @@ def _asymmetric_unit(xyz: np.ndarray, elements: np.ndarray, setting, cell) -> li
 def pyxtal_structure(number: int, rng: np.random.Generator, attempts: int = 8):
     """A random atomic crystal of this type (pyxtal), organic-like, sometimes a heavy atom.
 
-    Structures whose atoms happen to have a higher symmetry (spglib) are rejected and
-    another one is drawn.
+    All atoms sit on the general position (pyxtal would otherwise put many on special
+    positions, whose extra extinctions no classifier can tell from space-group absences);
+    structures whose atoms happen to have a higher symmetry or a smaller true cell
+    (spglib) are rejected and another one is drawn.
     """
     last = None
     for _ in range(attempts):
@@ -159,10 +165,13 @@ def pyxtal_structure(number: int, rng: np.random.Generator, attempts: int = 8):
 def _pyxtal_once(number: int, rng: np.random.Generator):
     import gemmi
     from pyxtal import pyxtal
+    from pyxtal.symmetry import Group
 
     from refractor_core.types import Site, SpaceGroupRef, Structure, UnitCell
 
     mult = len(gemmi.SpaceGroup(number).operations())
+    general = Group(number)[0]
+    label = f"{general.multiplicity}{general.letter}"
     n_asu = int(rng.integers(6, 22))
     n_asu = max(1, min(n_asu, 320 // mult))
     frac = np.array([0.7, 0.15, 0.15])
@@ -171,12 +180,14 @@ def _pyxtal_once(number: int, rng: np.random.Generator):
     if rng.random() < 0.3 and n_asu >= 4:
         species.append(str(rng.choice(["S", "Cl", "Br", "Fe", "Cu", "Pd", "I"])))
         counts = np.append(counts, 1)
-    species = [s for s, c in zip(species, counts) if c > 0]
-    counts = [int(c) * mult for c in counts if c > 0]
+    species_k = [(sp, int(k)) for sp, k in zip(species, counts) if k > 0]
+    species = [sp for sp, _ in species_k]
+    numbers = [k * mult for _, k in species_k]
+    sites = [[label] * k for _, k in species_k]  # every atom on the general position
     c = pyxtal()
     for attempt in range(6):
         try:
-            c.from_random(3, number, species, counts, factor=1.1 + 0.1 * attempt, random_state=int(rng.integers(1 << 30)))
+            c.from_random(3, number, species, numbers, sites=sites, factor=1.1 + 0.1 * attempt, random_state=int(rng.integers(1 << 30)))
             if c.valid:
                 break
         except Exception:
@@ -188,9 +199,11 @@ def _pyxtal_once(number: int, rng: np.random.Generator):
     cell = UnitCell(a=lat.a, b=lat.b, c=lat.c, alpha=lat.alpha, beta=lat.beta, gamma=lat.gamma)
     xyz = np.mod(np.array([s.frac_coords for s in pm.sites], dtype=np.float64), 1.0)
     el = np.array([str(s.specie) for s in pm.sites])
-    actual = _actual_type(lat.matrix, xyz, el)
+    actual, volume = _actual_type(lat.matrix, xyz, el)
     if actual != number:
         raise RuntimeError(f"pyxtal structure of type {number} has the higher symmetry of type {actual}")
+    if volume < 0.9 * cell_volume(lat.matrix):
+        raise RuntimeError(f"pyxtal structure of type {number} has a smaller true cell (extra translations)")
     matches = _settings_matching(cell, xyz, el, number)
     if not matches:
         raise RuntimeError(f"pyxtal structure of type {number} has no matching gemmi setting")
@@ -501,7 +514,13 @@ def collect_features(split: str, config=None) -> list[dict]:
                 "seconds": dt,
                 "n_rows": res.n_rows,
                 "candidates": [
-                    {"symbol": c["symbol"], "number": c["number"], "terms": c["terms"], "probability": c["probability"]}
+                    {
+                        "symbol": c["symbol"],
+                        "number": c["number"],
+                        "laue_index": c["laue_index"],
+                        "terms": c["terms"],
+                        "probability": c["probability"],
+                    }
                     for c in res.candidates
                 ],
                 "ambiguous": res.ambiguous,
@@ -525,16 +544,13 @@ def features(split: str, refresh: bool = False) -> list[dict]:
     return rows
 
 
-def _probabilities(terms: np.ndarray, w: np.ndarray) -> np.ndarray:
-    s = terms @ w
-    s -= s.max()
-    p = np.exp(s)
-    return p / p.sum()
-
-
 def fit_weights(rows: list[dict]) -> tuple[np.ndarray, dict]:
-    """Maximum-likelihood weights of the four evidence terms (softmax over candidates)."""
+    """Maximum-likelihood weights of the four evidence terms under the classifier's own
+    probability model (`analysis.hypothesis_probabilities`): the truth setting's probability
+    is maximised over the calibration data sets."""
     from scipy.optimize import minimize
+
+    from refractor_plugins.classifiers.analysis import hypothesis_probabilities
 
     sets = []
     skipped = 0
@@ -543,30 +559,26 @@ def fit_weights(rows: list[dict]) -> tuple[np.ndarray, dict]:
             skipped += 1
             continue
         t = np.array([c["terms"] for c in r["candidates"]], dtype=np.float64)
+        idx = np.array([c["laue_index"] for c in r["candidates"]], dtype=np.int64)
         truth = np.array([c["symbol"] == r["meta"]["truth_symbol"] for c in r["candidates"]])
         if not truth.any():
             skipped += 1
             continue
-        sets.append((t, truth))
+        sets.append((t, idx, truth))
 
     def nll(w):
         total = 0.0
-        grad = np.zeros(4)
-        for t, truth in sets:
-            s = t @ w
-            m = s.max()
-            e = np.exp(s - m)
-            z = e.sum()
-            zt = e[truth].sum()
-            total -= math.log(max(zt, 1e-300)) - math.log(z)
-            p = e / z
-            pt = e * truth / max(zt, 1e-300)
-            grad -= (pt[:, None] * t).sum(0) - (p[:, None] * t).sum(0)
-        return total / len(sets), grad / len(sets)
+        for t, idx, truth in sets:
+            p = hypothesis_probabilities(t, idx, w)
+            total -= math.log(max(float(p[truth].sum()), 1e-300))
+        return total / len(sets)
 
-    w0 = np.array([1.0, 1.0, 2.0, 1.0])
-    res = minimize(nll, w0, jac=True, method="L-BFGS-B", bounds=[(0.0, 50.0)] * 4)
-    return res.x, {"nll": float(res.fun), "n_sets": len(sets), "skipped": skipped, "converged": bool(res.success)}
+    best = None
+    for w0 in ([1.0, 1.0, 2.0, 1.0], [0.5, 0.2, 2.0, 0.5], [2.0, 0.5, 4.0, 1.0]):
+        res = minimize(nll, np.array(w0), method="L-BFGS-B", bounds=[(0.0, 50.0)] * 4)
+        if best is None or res.fun < best.fun:
+            best = res
+    return best.x, {"nll": float(best.fun), "nll_default_weights": float(nll(np.array([1.0, 1.0, 2.0, 1.0]))), "n_sets": len(sets), "skipped": skipped, "converged": bool(best.success)}
 
 
 def cmd_calibrate(args) -> int:

@@ -240,8 +240,6 @@ class CentringEvidence:
 
     llr_kept: float  # intensity evidence, absences kept in the file
     n_observed: int  # centring-forbidden reflections present in the file
-    n_missing: int  # centring-forbidden reflections of the resolution range the file lacks
-    bonus: float  # evidence that they were removed (all missing while the rest is there)
 
 
 def _log_absent(i, s, sig_present, leak: float, outlier: float, lp_present) -> np.ndarray:
@@ -273,31 +271,23 @@ def centring_evidence(
 ) -> dict[bytes, CentringEvidence]:
     """Evidence of each centring (keyed by `centring_key`) from Friedel-merged data.
 
-    Computed once on the same reflections for every candidate, so that hypotheses of
-    different Laue groups compare on one footing.
+    The intensity part only (absences kept in the file), computed once on the same
+    reflections for every candidate; the evidence from centring-forbidden reflections
+    missing from the file is judged per Laue group (`score_settings`).
     """
     h = np.asarray(hkl, dtype=np.int64)
     s2 = stol(cell, h) ** 2
     base_sigma = expected_intensity(s2, intensity)
     lp_base = log_present_density(intensity, sigma, base_sigma)
-    d = 0.5 / np.sqrt(np.maximum(s2, 1e-30))
-    d_range = (float(d.min()), float(d.max()))
     _, inv, counts = np.unique(holohedry_keys, return_inverse=True, return_counts=True)
     w_obs = 1.0 / counts[inv]
-    missing = w_mis = None
     out = {}
     for key, vecs in vectors_by_key.items():
         if len(vecs) <= 1:
-            out[key] = CentringEvidence(0.0, 0, 0, 0.0)
+            out[key] = CentringEvidence(0.0, 0)
             continue
         viol = violates_centring(h, vecs)
         ok = ~viol
-        n_obs = int(viol.sum())
-        if missing is None and n_obs == 0:
-            missing = missing_reflections(h, _IDENTITY, cell, d_range)
-            k_mis = orbit_keys(missing, holohedry)
-            _, inv2, counts2 = np.unique(np.concatenate([holohedry_keys, k_mis]), return_inverse=True, return_counts=True)
-            w_mis = 1.0 / counts2[inv2[len(holohedry_keys) :]]
         if viol.any() and ok.sum() >= 2:
             sig_c = expected_intensity(s2[ok], intensity[ok], at_s2=s2)
             lp_p = log_present_density(intensity, sigma, sig_c)
@@ -305,14 +295,7 @@ def centring_evidence(
             kept = float((w_obs[viol] * (lp_a - lp_base[viol])).sum() + (w_obs[ok] * (lp_p[ok] - lp_base[ok])).sum())
         else:
             kept = 0.0
-        bonus, n_mis = 0.0, 0
-        if n_obs == 0 and len(missing):
-            mis_viol = violates_centring(missing, vecs)
-            n_mis = int(mis_viol.sum())
-            if n_mis:
-                c = (ok.sum() + 1.0) / (ok.sum() + (~mis_viol).sum() + 2.0)
-                bonus = float(w_mis[mis_viol].sum()) * -math.log1p(-min(c, MAX_LOCAL_COMPLETENESS))
-        out[key] = CentringEvidence(kept, n_obs, n_mis, bonus)
+        out[key] = CentringEvidence(kept, int(viol.sum()))
     return out
 
 
@@ -335,6 +318,7 @@ def score_settings(
     log_kept = math.log1p(-removed_prior)
     log_removed = math.log(removed_prior)
     zone_cache: dict[bytes, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    bonus_cache: dict[bytes, tuple[float, int]] = {}
     out = []
     for g in settings:
         ckey = centring_key(g.centring_vectors)
@@ -360,8 +344,12 @@ def score_settings(
         n_zone = int(zone.sum())
         # centring-forbidden reflections are often never integrated while zone absences
         # are measured: the two removals are judged separately
+        cen_bonus, n_cen_missing = 0.0, 0
         if cen.n_observed == 0:
-            cen_part = float(np.logaddexp(log_kept, log_removed + cen.bonus))
+            if ckey not in bonus_cache:
+                bonus_cache[ckey] = _centring_removed_bonus(ld, g.centring_vectors)
+            cen_bonus, n_cen_missing = bonus_cache[ckey]
+            cen_part = float(np.logaddexp(log_kept, log_removed + cen_bonus))
         else:
             cen_part = log_kept
         zone_bonus, n_zone_missing = (0.0, 0)
@@ -373,8 +361,8 @@ def score_settings(
         llr = kept + cen_part + zone_part
         bonus = None
         if cen.n_observed == 0 or n_zone == 0:
-            bonus = (cen.bonus if cen.n_observed == 0 else 0.0) + (zone_bonus if n_zone == 0 else 0.0)
-        n_missing = (cen.n_missing if cen.n_observed == 0 else 0) + (n_zone_missing if n_zone == 0 else 0)
+            bonus = cen_bonus + zone_bonus
+        n_missing = n_cen_missing + n_zone_missing
         out.append(
             AbsenceEvidence(
                 llr=llr,
@@ -415,3 +403,27 @@ def _removed_bonus(ld: LaueMerged, g: SettingInfo) -> tuple[float, int]:
         sel = absent_mis & (mis_fam == f)
         bonus += float(mis_w[sel].sum()) * -math.log1p(-min(c, MAX_LOCAL_COMPLETENESS))
     return bonus, n_abs
+
+
+def _centring_removed_bonus(ld: LaueMerged, vectors: np.ndarray) -> tuple[float, int]:
+    """log(1/P(all centring-forbidden reflections missing by chance)), judged on the
+    reflections merged under the Laue group against the completeness of the allowed ones
+    in the same family (general reflections, zones, rows)."""
+    if len(vectors) <= 1:
+        return 0.0, 0
+    mis_hkl, mis_fam, mis_w = ld.missing()
+    if not len(mis_hkl):
+        return 0.0, 0
+    mis_viol = violates_centring(mis_hkl, vectors)
+    n_viol = int(mis_viol.sum())
+    if n_viol == 0:
+        return 0.0, 0
+    obs_allowed = ~violates_centring(ld.hkl, vectors)
+    bonus = 0.0
+    for f in np.unique(mis_fam[mis_viol]):
+        n_obs_f = int(((ld.family == f) & obs_allowed).sum())
+        n_mis_f = int(((mis_fam == f) & ~mis_viol).sum())
+        c = (n_obs_f + 1.0) / (n_obs_f + n_mis_f + 2.0)
+        sel = mis_viol & (mis_fam == f)
+        bonus += float(mis_w[sel].sum()) * -math.log1p(-min(c, MAX_LOCAL_COMPLETENESS))
+    return bonus, n_viol

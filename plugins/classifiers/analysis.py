@@ -11,8 +11,9 @@
 3. For each Laue group within a window of the best: merge under it, R_int from the raw
    rows, absence likelihoods of all its settings (`absence_scoring.py`), and E statistics
    of the general reflections for each centring (`centrosymmetry.py`).
-4. Score = weighted sum of the four log-evidences (weights fitted on simulated data) and
-   the prior; probabilities are the softmax of the scores.
+4. P(G) = P(L) · P(G | L): the Laue group from the agreement of equivalents (and the prior
+   mass of its space groups), the setting within it from absences, E statistics and the
+   prior; the four weights are fitted on simulated data (`hypothesis_probabilities`).
 """
 
 from __future__ import annotations
@@ -106,6 +107,38 @@ class SpaceGroupAnalysis:
         }
 
 
+def _group_logsumexp(values: np.ndarray, index: np.ndarray, n: int) -> np.ndarray:
+    top = np.full(n, -np.inf)
+    np.maximum.at(top, index, values)
+    total = np.zeros(n)
+    np.add.at(total, index, np.exp(values - top[index]))
+    return top + np.log(total)
+
+
+def hypothesis_probabilities(terms: np.ndarray, laue_index: np.ndarray, weights) -> np.ndarray:
+    """P(G) = P(L) · P(G | L) from the raw evidence terms of every candidate setting G.
+
+    `terms` (n, 4): Laue log-likelihood of G's Laue group L, absence log-likelihood ratio,
+    signed centrosymmetry evidence, log prior; `laue_index` numbers the Laue groups.
+
+    P(L) ∝ exp(w_laue · LL_L) · Σ_{G in L} prior(G)^w_prior: the Laue group is decided by
+    the agreement of equivalent reflections (and the prior mass of its space groups), not
+    by how many absences its settings can explain. Within L,
+    P(G | L) ∝ exp(w_absences · LLR_abs + w_centro · centro + w_prior · log prior).
+    """
+    t = np.asarray(terms, dtype=np.float64).reshape(-1, 4)
+    idx = np.asarray(laue_index, dtype=np.int64)
+    w_laue, w_abs, w_centro, w_prior = weights
+    n = int(idx.max()) + 1 if len(idx) else 0
+    within = w_abs * t[:, 1] + w_centro * t[:, 2] + w_prior * t[:, 3]
+    log_g_given_l = within - _group_logsumexp(within, idx, n)[idx]
+    laue_ll = np.zeros(n)
+    laue_ll[idx] = t[:, 0]
+    score_l = w_laue * laue_ll + _group_logsumexp(w_prior * t[:, 3], idx, n)
+    log_l = score_l - np.logaddexp.reduce(score_l)
+    return np.exp(log_l[idx] + log_g_given_l)
+
+
 def centring_letter(vectors: np.ndarray) -> str:
     """The lattice type (P, A, B, C, I, F, R, R(rev)) with these centring vectors."""
     key = {tuple(np.round(v % 1.0, 6)) for v in np.asarray(vectors).reshape(-1, 3)}
@@ -113,6 +146,25 @@ def centring_letter(vectors: np.ndarray) -> str:
         if {tuple(np.round(v % 1.0, 6)) for v in centring_vectors(kind)} == key:
             return kind
     return "?"
+
+
+def _provisional_centring(hkl, vectors: dict, evidence: dict) -> tuple[np.ndarray | None, str]:
+    """The lattice centring to assume before the Laue test, or None (primitive/unclear).
+
+    A centring none of whose forbidden reflections is in the file (integration programs do
+    not integrate them) is taken first, the most restrictive one; otherwise the centring
+    whose forbidden reflections are clearly absent by their intensities.
+    """
+    removed = [(len(v), k) for k, v in vectors.items() if len(v) > 1 and evidence[k].n_observed == 0]
+    if removed and len(hkl) >= 50:
+        key = max(removed)[1]
+        return vectors[key], "none of its forbidden reflections is in the file"
+    kept = [(evidence[k].llr_kept, k) for k, v in vectors.items() if len(v) > 1]
+    if kept:
+        llr, key = max(kept)
+        if llr > PROVISIONAL_CENTRING_LLR:
+            return vectors[key], f"centring evidence {llr:.0f}"
+    return None, ""
 
 
 def _representative(settings: list[SettingInfo]) -> SettingInfo:
@@ -170,15 +222,11 @@ def analyse(data: ReflectionData, config: AbsencesConfig | None = None) -> Space
         leak=cfg.absent_leak,
         outlier_fraction=cfg.absent_outlier_fraction,
     )
+    prov_vectors, prov_reason = _provisional_centring(u1_hkl, vectors, cen_ev)
     use = np.ones(u1.n, dtype=bool)
-    prov_key = max(cen_ev, key=lambda k: cen_ev[k].llr_kept)
-    prov_llr = cen_ev[prov_key].llr_kept
-    if prov_llr > PROVISIONAL_CENTRING_LLR:
-        use = ~violates_centring(u1_hkl, vectors[prov_key])
-        notes.append(
-            f"agreement test on the reflections a {centring_letter(vectors[prov_key])} lattice allows "
-            f"(centring evidence {prov_llr:.0f})"
-        )
+    if prov_vectors is not None:
+        use = ~violates_centring(u1_hkl, prov_vectors)
+        notes.append(f"agreement test on the reflections a {centring_letter(prov_vectors)} lattice allows ({prov_reason})")
     sigma0 = expected_intensity(s2_u1[use], u1.intensity[use])
     ops = score_operators(
         u1_hkl[use],
@@ -188,6 +236,7 @@ def analyse(data: ReflectionData, config: AbsencesConfig | None = None) -> Space
         systematic_width=cfg.op_systematic_width,
         outlier_fraction=cfg.op_outlier_fraction,
         merged_evidence=cfg.merged_in_evidence,
+        centring=prov_vectors,
     )
     if any(o.status == "merged" for o in ops):
         names = ", ".join(o.name for o in ops if o.status == "merged")
@@ -235,19 +284,20 @@ def analyse(data: ReflectionData, config: AbsencesConfig | None = None) -> Space
     for key in sorted(set(groups) - set(window), key=lambda k: -laue_ll[k]):
         laue_rows.append({"laue": laue_label(key), "llr": round(laue_ll[key], 3), "r_int": None, "n_unique": None, "n_settings": len(groups[key])})
 
-    # 4. scores and probabilities
+    # 4. probabilities: P(Laue group) x P(setting | Laue group)
     g_list = [c[0] for c in candidates]
     log_prior = setting_log_priors(g_list) if cfg.use_priors else [0.0] * len(g_list)
     terms = []
+    laue_keys = []
     for (g, ev, ce, ld, key), lp in zip(candidates, log_prior):
         centro_term = (0.5 if g.centrosymmetric else -0.5) * ce.llr
         terms.append((laue_ll[key], ev.llr, centro_term, lp))
+        laue_keys.append(key)
     t = np.array(terms, dtype=np.float64).reshape(-1, 4)
-    w = np.array([cfg.w_laue, cfg.w_absences, cfg.w_centro, cfg.w_prior])
-    scores = t @ w
-    scores -= scores.max()
-    prob = np.exp(scores)
-    prob /= prob.sum()
+    index = {k: i for i, k in enumerate(dict.fromkeys(laue_keys))}
+    laue_index = np.array([index[k] for k in laue_keys], dtype=np.int64)
+    prob = hypothesis_probabilities(t, laue_index, (cfg.w_laue, cfg.w_absences, cfg.w_centro, cfg.w_prior))
+    scores = np.log(np.maximum(prob, 1e-300))
     order = np.argsort(-prob, kind="stable")
 
     hypotheses = []
@@ -269,7 +319,7 @@ def analyse(data: ReflectionData, config: AbsencesConfig | None = None) -> Space
             "centro_term": round(float(t[i, 2]), 3),
             "e_statistics": ce.as_dict(),
             "prior": float(math.exp(t[i, 3])),
-            "score": round(float(scores[i]), 3),
+            "log_probability": round(float(scores[i]), 3),
         }
         if rank == 0:
             evidence["ambiguous"] = ambiguous
@@ -313,6 +363,8 @@ def analyse(data: ReflectionData, config: AbsencesConfig | None = None) -> Space
                 "number": g_list[i].number,
                 "hall": g_list[i].hall,
                 "probability": float(prob[i]),
+                "laue": laue_label(laue_keys[i]),
+                "laue_index": int(laue_index[i]),
                 "terms": [float(x) for x in t[i]],
             }
             for i in order

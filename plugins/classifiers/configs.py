@@ -10,14 +10,14 @@ from refractor_core.interfaces import ComponentConfig
 class AbsencesConfig(ComponentConfig):
     """Options of the classical `absences` classifier.
 
-    Evidence weights: every candidate setting G gets the score
+    Evidence weights: P(G) = P(L) · P(G | L) with
 
-        w_laue · LL_Laue(L(G)) + w_absences · LLR_absences(G)
-        + w_centro · (±½ LLR_centrosymmetric) + w_prior · log prior(G)
+        P(L)     ∝ exp(w_laue · LL_Laue(L)) · Σ_{G in L} prior(G)^w_prior
+        P(G | L) ∝ exp(w_absences · LLR_absences(G) + w_centro · (±½ LLR_centro) + w_prior · log prior(G))
 
-    and the probabilities are a softmax over the scores. The defaults are the weights fitted
-    by maximum likelihood on the calibration split of the simulated benchmark
-    (`benchmarks/spacegroup.py --calibrate`); the temperature is folded into them.
+    (`analysis.hypothesis_probabilities`). The defaults are the weights fitted by maximum
+    likelihood on the calibration split of the simulated benchmark
+    (`python benchmarks/spacegroup.py calibrate`); the temperature is folded into them.
 
     metric_tolerance: |ΔG_ij|/sqrt(G_ii G_jj) allowed when deciding which rotations the cell
     metric admits; absent_leak: mean true intensity of a systematically absent reflection as a
@@ -40,7 +40,7 @@ class AbsencesConfig(ComponentConfig):
     absent_leak: float = Field(default=0.02, gt=0.0, lt=0.5)
     absent_outlier_fraction: float = Field(default=0.01, ge=0.0, lt=0.5)
     removed_absences_prior: float = Field(default=0.4, gt=0.0, lt=1.0)
-    op_systematic_width: float = Field(default=0.05, gt=0.0, le=0.5)
+    op_systematic_width: float = Field(default=0.08, gt=0.0, le=0.5)
     op_outlier_fraction: float = Field(default=0.01, ge=0.0, lt=1.0)
     merged_in_evidence: float = Field(default=3.0, ge=0.0)
     centro_slope: float = Field(default=0.116, gt=0.0)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from refractor_core.crystal.lattice import violates_centring
 from refractor_core.crystal.orbits import orbit_keys
 
 #: E² values above this are clipped before correlating (one huge reflection must not decide)
@@ -111,14 +112,17 @@ def score_operators(
     sigma_e2: np.ndarray,
     rotations: np.ndarray,
     *,
-    systematic_width: float = 0.05,
+    systematic_width: float = 0.08,
     outlier_fraction: float = 0.01,
     merged_evidence: float = 3.0,
+    centring: np.ndarray | None = None,
 ) -> list[OperatorEvidence]:
     """Evidence for each rotation (identity excluded) from Friedel-merged reflections.
 
     `hkl` must hold one row per Friedel-merged reflection; `e2` its normalised intensity and
-    `sigma_e2` the σ of it.
+    `sigma_e2` the σ of it. `centring`: the lattice's centring vectors, when known; a
+    rotation the lattice does not have maps allowed reflections onto forbidden ones, whose
+    absence from the file must not be read as "merged with this rotation".
     """
     h = np.asarray(hkl, dtype=np.int64)
     keys = orbit_keys(h, _IDENTITY)
@@ -131,8 +135,11 @@ def score_operators(
         r = np.asarray(r, dtype=np.int64)
         if np.array_equal(r, _IDENTITY[0]):
             continue
-        k2 = orbit_keys(h @ r, _IDENTITY)
+        hr = h @ r
+        k2 = orbit_keys(hr, _IDENTITY)
         moved = k2 != keys
+        if centring is not None:
+            moved &= ~violates_centring(hr, centring)
         pos = np.clip(np.searchsorted(sorted_keys, k2), 0, len(sorted_keys) - 1)
         found = (sorted_keys[pos] == k2) & moved
         n_cand = int(moved.sum())
