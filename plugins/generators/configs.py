@@ -28,7 +28,8 @@ class ChargeFlipConfig(ComponentConfig):
     symmetry_cycles: flipping cycles run after the origin search with the hypothesis'
     symmetry imposed on every cycle (0: none); extra_fraction: peaks beyond the formula
     kept as the lightest element, as a fraction of the expected atom count (sites for the
-    refiner to keep or reject); u_iso: U (Å²) given to the atoms of a candidate; device: where FFTs run.
+    refiner to keep or reject); u_iso: U (Å²) given to the atoms of a candidate; device: accepted for the
+    pipeline's --device, but this version runs its FFTs on the CPU (scipy/numpy) always.
     """
 
     max_trials: int = Field(default=16, ge=1)

@@ -1,7 +1,9 @@
 """The `charge-flip` generator: ab initio phasing by charge flipping, one candidate per solution.
 
 Route (Superflip's): merge the data in the hypothesis' Patterson group (its rotations and
-lattice centring, no translations; Friedel mates merged), normalise to |E| (or keep |F|),
+lattice centring, no translations; Friedel mates merged; centring absences removed, while
+screw/glide absences stay in as the weak reflections they were measured to be), normalise
+to |E| (or keep |F|),
 expand to P1 and run several charge-flipping trials from random phases (seeded per
 trial). The P1 trials depend only on the Patterson group, so they are computed once and
 reused for every hypothesis sharing it. For a hypothesis, each distinct solution is
