@@ -324,7 +324,14 @@ def main(argv: list[str] | None = None) -> int:
         )
         rows.append(row)
         print(json.dumps(row), flush=True)
+        summary = write_record(rows, args, argv, comps, mode, complete=len(rows) == len(cases))
 
+    print(json.dumps(summary))
+    return 0
+
+
+def write_record(rows: list[dict], args, argv, comps: dict, mode: str, *, complete: bool) -> dict:
+    """Write the JSON and Markdown records (after every case, so a long run leaves partial results)."""
     target = [r for r in rows if r["in_target_set"]]
     summary = {
         "mode": mode,
@@ -343,6 +350,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine(),
         "components_available": comps,
         "mode": mode,
+        "complete": complete,
         "summary": summary,
         "cases": rows,
     }
@@ -350,15 +358,14 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{args.name}.json").write_text(json.dumps(record, indent=1) + "\n")
     (out / f"{args.name}.md").write_text(markdown(record))
-    print(json.dumps(summary))
-    return 0
+    return summary
 
 
 def markdown(record: dict) -> str:
     s = record["summary"]
     mode = record["mode"]
     lines = [
-        f"# solve_real ({mode} mode)",
+        f"# solve_real ({mode} mode)" + ("" if record.get("complete", True) else " — partial: run still in progress or stopped"),
         "",
         f"- command: `{record['command']}`",
         f"- date: {record['date']}",
