@@ -142,6 +142,9 @@ def run_benchmark(
             plots = write_plots(rows, summary, stage.path, title, options.r1_threshold)
             record["plots"] = {k: str(Path(output) / Path(v).name) for k, v in plots.items()}
             md = summary_markdown(summary, title)
+            if command:
+                md = f"command: `{' '.join(command)}`\n\n" + md
+            md += "\ncomponents: " + ", ".join(f"{k}={v}" for k, v in config.components.items() if v) + "\n"
             if notes:
                 md += "\n" + "\n".join(f"- {n}" for n in notes) + "\n"
             atomic_write_text(stage.path / "summary.md", md)

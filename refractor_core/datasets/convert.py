@@ -10,9 +10,9 @@ Two routes:
 - `structure_from_cif(path)`: a CIF through the project's own reader (keeps partial
   occupancies, which spglib cannot represent).
 
-`annotate(structure)` adds what a dataset records per site: Wyckoff letter (in the
-standard setting of the space-group type, from spglib on the expanded cell), site-symmetry
-order and multiplicity (kernel).
+`annotate(structure)` adds what a dataset records per site: Wyckoff letter and oriented
+site-symmetry symbol (in the standard setting of the space-group type, from spglib on the
+expanded cell), site-symmetry order and multiplicity (kernel).
 """
 
 from __future__ import annotations
@@ -207,6 +207,7 @@ class SiteAnnotation:
     wyckoff: str | None
     site_symmetry_order: int
     multiplicity: int
+    site_symmetry: str | None = None  # oriented site-symmetry symbol (spglib), e.g. "-1", "2/m.."
 
 
 def expand_cell(structure: Structure, tol: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
@@ -241,6 +242,7 @@ def annotate(structure: Structure, *, symprec: float = 0.05) -> list[SiteAnnotat
     order = np.atleast_1d(sym.site_symmetry_order(structure.cell, xyz)).astype(int) if len(xyz) else np.zeros(0, int)
     mult = sym.n // np.maximum(order, 1)
     letters: list[str | None] = [None] * len(structure.sites)
+    symbols: list[str | None] = [None] * len(structure.sites)
     try:
         from ..crystal.cell import orthogonalization_matrix
 
@@ -252,6 +254,10 @@ def annotate(structure: Structure, *, symprec: float = 0.05) -> list[SiteAnnotat
             for j, o in enumerate(owner):
                 first.setdefault(int(o), j)
             letters = [ds.wyckoffs[first[i]] if i in first else None for i in range(len(structure.sites))]
+            symbols = [ds.site_symmetry_symbols[first[i]] if i in first else None for i in range(len(structure.sites))]
     except Exception:  # annotation is best effort; the structure itself is valid
         pass
-    return [SiteAnnotation(wyckoff=w, site_symmetry_order=int(o), multiplicity=int(m)) for w, o, m in zip(letters, order, mult)]
+    return [
+        SiteAnnotation(wyckoff=w, site_symmetry_order=int(o), multiplicity=int(m), site_symmetry=y)
+        for w, o, m, y in zip(letters, order, mult, symbols)
+    ]

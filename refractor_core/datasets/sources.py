@@ -52,6 +52,7 @@ class SiteInfo(BaseModel):
     wyckoff: str | None
     site_symmetry_order: int
     multiplicity: int
+    site_symmetry: str | None = None
 
 
 class StructureRecord(BaseModel):
