@@ -89,20 +89,33 @@ def perturbed_start(structure, rms: float = RMS, seed: int = 0):
 
 
 def max_deviation(refined, published) -> tuple[float, str]:
-    """Largest distance (Å) of a refined non-H atom from the published atom of the same label."""
+    """Largest distance (Å) of a refined non-H atom from the published atom of the same label.
+
+    In polar space groups the origin is free along the polar directions: the refined
+    model is first moved along them by the mean offset (the origin choice is arbitrary).
+    """
     from refractor_core.crystal.cell import orthogonalization_matrix
+    from refractor_core.crystal.symmetry import SymmetryOps
+    from refractor_plugins.refiners.lsq.parameters import free_origin_directions
 
     m = orthogonalization_matrix(published.cell)
     ref = {s.label: np.asarray(s.xyz) for s in published.sites if s.element.upper() not in ("H", "D")}
-    worst, who = 0.0, "-"
+    pairs = []
     for s in refined.sites:
         if s.label not in ref or s.element.upper() in ("H", "D"):
             continue
         d = np.asarray(s.xyz) - ref[s.label]
-        d -= np.round(d)
+        pairs.append((s.label, d - np.round(d)))
+    dirs = free_origin_directions(SymmetryOps.from_space_group(published.space_group))
+    if dirs.shape[1] and pairs:
+        mean = np.mean([d for _, d in pairs], axis=0)
+        shift = dirs @ (dirs.T @ mean)
+        pairs = [(label, d - shift) for label, d in pairs]
+    worst, who = 0.0, "-"
+    for label, d in pairs:
         dist = float(np.linalg.norm(m @ d))
         if dist > worst:
-            worst, who = dist, s.label
+            worst, who = dist, label
     return worst, who
 
 

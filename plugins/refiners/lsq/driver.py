@@ -27,6 +27,10 @@ from .weighting import weights_for
 MAX_ATTEMPTS = 8
 DAMPING_MIN = 1e-7
 DAMPING_MAX = 1e8
+#: relative damping below which a step is (nearly) a Gauss-Newton step
+CONVERGED_DAMPING = 0.02
+#: predicted decrease of the sum of squares (relative) below which a cycle is at the minimum
+NEGLIGIBLE = 1e-9
 
 
 @dataclass
@@ -42,6 +46,7 @@ class CycleRecord:
     damping: float
     n_parameters: int
     seconds: float
+    at_minimum: bool = False
 
     def line(self) -> str:
         return (
@@ -114,6 +119,7 @@ class Driver:
         last = math.inf
         converged = False
         done = 0
+        self.damping = self.settings.damping  # a new stage starts undamped
         for _ in range(max_cycles):
             t0 = time.perf_counter()
             model, rec = self.cycle(model, stage)
@@ -122,7 +128,8 @@ class Driver:
             self.log(rec.line())
             done += 1
             last = rec.max_shift_su
-            if last < conv:
+            # small shifts count only when they are Gauss-Newton steps, not damped ones
+            if (last < conv and self.damping <= CONVERGED_DAMPING) or rec.at_minimum:
                 converged = True
                 break
         return StageResult(model, done, converged, last, records)
@@ -141,9 +148,11 @@ class Driver:
             blocks = [None]
         worst_ratio, worst_name = 0.0, "-"
         chi2_start = None
+        at_minimum = True
         for block in blocks:
             params = self.build_parameters(model)
             ne = normal_equations(self.calc, params, self.obs.fo2, w, block)
+            add_origin_restraints(ne, params)
             if chi2_start is None:
                 chi2_start = ne.chi2
             s2 = ne.chi2 / max(n_obs - params.n, 1)
@@ -167,6 +176,10 @@ class Driver:
                 # gain ratio: actual over predicted decrease of the sum of squares (Nielsen)
                 predicted = float(shift @ (2.0 * ne.rhs - ne.matrix @ shift))
                 actual = ne.chi2 - val
+                negligible = 0 <= predicted < NEGLIGIBLE * ne.chi2 and abs(actual) < NEGLIGIBLE * ne.chi2
+                if negligible:
+                    break  # nothing left to gain in this block
+                at_minimum = False
                 if math.isfinite(val) and actual >= -1e-12 * ne.chi2:
                     rho = actual / predicted if predicted > 0 else 1.0
                     accepted = (trial, shift)
@@ -192,7 +205,7 @@ class Driver:
         n_par = self.build_parameters(model).n
         wr2 = float(np.sqrt(chi2 / max(np.sum(w1 * self.obs.fo2**2), 1e-300)))
         goof = float(np.sqrt(chi2 / max(n_obs - n_par, 1)))
-        rec = CycleRecord(self.cycle_count, stage, wr2, goof, worst_ratio, worst_name, self.damping, n_par, 0.0)
+        rec = CycleRecord(self.cycle_count, stage, wr2, goof, worst_ratio, worst_name, self.damping, n_par, 0.0, at_minimum)
         return model, rec
 
     # -- standard uncertainties ----------------------------------------------------------
@@ -211,9 +224,25 @@ class Driver:
         singular: list[int] = []
         for block in blocks:
             ne = normal_equations(self.calc, params, self.obs.fo2, w, block)
+            add_origin_restraints(ne, params)
             if s2 is None:
                 s2 = ne.chi2 / max(n_obs - params.n, 1)
             c, bad = covariance(ne.matrix, s2)
             cov[np.ix_(ne.columns, ne.columns)] = c
             singular.extend(int(ne.columns[b]) for b in bad)
         return params, cov, float(s2 or 0.0), sorted(set(singular))
+
+
+def add_origin_restraints(ne, params: Parameterisation) -> None:
+    """Add the floating-origin restraints of polar space groups to normal equations."""
+    rows = params.origin_restraints()
+    if not rows:
+        return
+    diag_max = float(np.max(np.diag(ne.matrix))) if len(ne.matrix) else 1.0
+    for a in rows:
+        sub = a[ne.columns]
+        norm = float(sub @ sub)
+        if norm <= 0:
+            continue
+        weight = 100.0 * diag_max / norm
+        ne.matrix += weight * np.outer(sub, sub)

@@ -438,6 +438,11 @@ def place_hydrogens(
     for c in certain:
         groups.append(_new_group(m, c, col))
     count = _ghost_count(m, groups)
+    # water (O with no non-metal neighbour) needs two H from the budget: keep them aside
+    reserved = 0.0
+    for i, nbl in nbmap.items():
+        if m.elements[i] == "O" and not any(not _is_metal(m.elements[nb.atom]) for nb, _, _ in nbl):
+            reserved += 2.0 * m.occupancy[i] / max(m.order[i], 1)
     if optional:
         scored = []
         for c in optional:
@@ -454,7 +459,7 @@ def place_hydrogens(
         for score, g, c in scored:
             h_add = N_H[g.kind] * m.occupancy[g.parent] / max(m.order[g.parent], 1)
             if expected_h is not None:
-                if count + 0.5 * h_add > expected_h + 1e-6:
+                if count + 0.5 * h_add > expected_h - reserved + 1e-6:
                     continue
             elif score < 0.5:
                 continue

@@ -284,6 +284,38 @@ class Parameterisation:
         m.update_u_eq()
         return m
 
+    # -- floating origin ---------------------------------------------------------------
+    def origin_restraints(self) -> list[np.ndarray]:
+        """Rows a (length n) of the floating-origin restraints Σ w_i Δx_i·d = 0.
+
+        In polar space groups the origin may move along directions d left fixed by every
+        rotation of the point group; the sum of squares does not change when all atoms
+        move together along d, so the normal matrix is singular. As SHELXL does, the
+        scattering-power-weighted centroid is held fixed along each such direction.
+        """
+        directions = free_origin_directions(self.model.symmetry)
+        if not directions.shape[1]:
+            return []
+        from refractor_core.crystal.formula import atomic_number
+
+        m = self.model
+        rows = []
+        for d in directions.T:
+            a = np.zeros(self.n)
+            for gi, g in enumerate(self.groups):
+                if not g.refine_xyz:
+                    continue
+                cols = self.group_columns[gi]
+                k = 0
+                for ps in g.position_sets():
+                    b = m.position_basis[ps[0]]
+                    w = sum(atomic_number(m.elements[a_]) * m.occupancy[a_] / max(m.order[a_], 1) for a_ in ps)
+                    a[cols[k : k + b.shape[1]]] = w * (b.T @ d)
+                    k += b.shape[1]
+            if np.any(a):
+                rows.append(a)
+        return rows
+
     # -- groups as blocks ------------------------------------------------------------------
     def blocks(self, size: int) -> list[list[int]]:
         """Consecutive site groups in blocks of about `size` parameters."""
@@ -398,3 +430,14 @@ def share_site_values(model: WorkingModel, groups: list[SiteGroup]) -> None:
             model.u_iso[a] = model.u_iso[lead]
             model.u_star[a] = model.u_star[lead]
             model.aniso[a] = model.aniso[lead]
+
+
+def free_origin_directions(symmetry) -> np.ndarray:
+    """(3, k) orthonormal fractional directions along which the origin is not fixed by
+    symmetry (k = 0 for non-polar groups, 1 for P21, 2 for Cc, 3 for P1)."""
+    rots = symmetry.point_group_rotations().astype(np.float64)
+    if np.any(np.all(np.isclose(rots, -np.eye(3)), axis=(1, 2))):
+        return np.zeros((3, 0))
+    proj = rots.mean(axis=0)
+    u, s, _ = np.linalg.svd(proj)
+    return u[:, s > 1e-6]

@@ -213,6 +213,7 @@ class Refinement:
         if not (math.isfinite(k) and k > 0):
             raise RefinementError("the starting model gives no diffracted intensity (scale cannot be fitted)")
         model.scale = k
+        model = self._initial_adp(model)
 
         a, b = (cfg.weights if cfg.weights is not None else (0.1, 0.0))
         self.settings = Settings(
@@ -293,6 +294,36 @@ class Refinement:
         return self._finish(model, converged, last_shift, instr, wavelength)
 
     # -- pieces ------------------------------------------------------------------------
+    def _initial_adp(self, model: WorkingModel) -> WorkingModel:
+        """When every atom carries the same U_iso (a generic start such as 0.05 Å²), replace
+        it by the common U (and scale) that fit the data best: a well-conditioned start."""
+        iso = ~model.aniso & (model.riding < 0)
+        if model.aniso.any() or iso.sum() < 1 or np.ptp(model.u_iso[iso]) > 1e-9:
+            return model
+        best = None
+        for u in np.geomspace(0.003, 0.12, 24):
+            trial = model.copy()
+            trial.u_iso[iso] = u
+            trial.update_u_eq()
+            trial.scale = 1.0
+            _, fcabs = self.calc.model_intensities(trial)
+            w = 1.0 / self.sigma**2
+            k = scale_factor(self.fo2, fcabs, w)
+            if not (math.isfinite(k) and k > 0):
+                continue
+            val = float(np.sum(w * (self.fo2 - k * fcabs) ** 2))
+            if best is None or val < best[0]:
+                best = (val, u, k)
+        if best is None:
+            return model
+        _, u, k = best
+        out = model.copy()
+        out.u_iso[iso] = u
+        out.scale = k
+        out.update_u_eq()
+        self.log(f"common starting U_iso {u:.4f} Å² (all atoms started equal at {model.u_iso[iso][0]:.4f})")
+        return out
+
     def _want_riding_h(self) -> bool:
         if self.cfg.riding_h is True:
             return True

@@ -1,0 +1,117 @@
+"""Riding H placement: SHELXL AFIX geometry on real published models (no refinement)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from refractor_core.dataio import load_bundle
+from refractor_plugins.refiners.lsq import hydrogens as hyd
+from refractor_plugins.refiners.lsq.model import WorkingModel
+
+
+def _heavy_model(real_case, name: str) -> WorkingModel:
+    case = real_case(name)
+    structure = load_bundle(case.reference, block=case.data_block).structure
+    model = WorkingModel.from_structure(structure)
+    model.remove_atoms(model.hydrogen)
+    return model
+
+
+def _placed(model: WorkingModel, expected_h=None, distances="low-temperature") -> WorkingModel:
+    return hyd.place_hydrogens(model, expected_h=expected_h, distances=distances).model
+
+
+def _cart(m: WorkingModel, i: int) -> np.ndarray:
+    return m.cartesian(m.xyz[i][None])[0]
+
+
+def _angle(a, b, c) -> float:
+    u, v = a - b, c - b
+    return math.degrees(math.acos(float(u @ v / np.linalg.norm(u) / np.linalg.norm(v))))
+
+
+def _groups(m: WorkingModel, kind: str):
+    return [g for g in m.h_groups if g.kind == kind]
+
+
+def test_ch2_in_three_ring_and_distances(real_case):
+    """Ethylene oxide: two CH2 (AFIX 23) with C-H 0.99 Å (0.97 at room temperature)."""
+    m = _placed(_heavy_model(real_case, "ethylene_oxide"), expected_h=4.0)
+    groups = _groups(m, "CH2")
+    assert len(groups) == 2 and sum(len(g.atoms) for g in groups) == 4
+    for g in groups:
+        c = _cart(m, g.parent)
+        h1, h2 = (_cart(m, a) for a in g.atoms)
+        assert np.linalg.norm(h1 - c) == pytest.approx(0.99, abs=1e-6)
+        assert 104.0 <= _angle(h1, c, h2) <= 116.5
+        assert m.afix[g.atoms[0]] == 23
+        assert m.u_ratio[g.atoms[0]] == pytest.approx(1.2)
+    room = _placed(_heavy_model(real_case, "ethylene_oxide"), distances="room-temperature")
+    g = _groups(room, "CH2")[0]
+    assert np.linalg.norm(_cart(room, g.atoms[0]) - _cart(room, g.parent)) == pytest.approx(0.97, abs=1e-6)
+
+
+def test_aromatic_ch_lies_in_the_ring_plane(real_case):
+    """Cp ring of CpNa: aromatic CH (AFIX 43), 0.95 Å, on the external bisector."""
+    m = _placed(_heavy_model(real_case, "cpna"), expected_h=7.0)
+    groups = _groups(m, "ArCH")
+    assert len(groups) == 3
+    for g in groups:
+        c = _cart(m, g.parent)
+        h = _cart(m, g.atoms[0])
+        nbs = [hyd.neighbour_position(m, nb) for nb in g.neighbours]
+        assert np.linalg.norm(h - c) == pytest.approx(0.95, abs=1e-6)
+        a1, a2 = _angle(h, c, nbs[0]), _angle(h, c, nbs[1])
+        assert a1 == pytest.approx(a2, abs=0.5)
+        normal = np.cross(nbs[0] - c, nbs[1] - c)
+        assert abs((h - c) @ normal) / np.linalg.norm(normal) < 1e-6  # in the plane
+
+
+def test_methyl_groups_are_tetrahedral_with_1_5_ueq(real_case):
+    """alga amide: CH3 (AFIX 137) C-H 0.98 Å, H-C-H 109.5°, U(H) = 1.5 Ueq(C)."""
+    m = _placed(_heavy_model(real_case, "alga_amide_inversion_twin"), expected_h=20.0)
+    groups = _groups(m, "CH3")
+    assert groups
+    for g in groups:
+        c = _cart(m, g.parent)
+        hs = [_cart(m, a) for a in g.atoms]
+        assert len(hs) == 3
+        for h in hs:
+            assert np.linalg.norm(h - c) == pytest.approx(0.98, abs=1e-6)
+        assert _angle(hs[0], c, hs[1]) == pytest.approx(109.47, abs=0.1)
+        x = hyd.neighbour_position(m, g.neighbours[0])
+        assert _angle(x, c, hs[0]) == pytest.approx(109.47, abs=0.1)
+        assert m.u_iso[g.atoms[0]] == pytest.approx(1.5 * m.u_iso[g.parent])
+
+
+def test_nh2_on_a_mirror_keeps_site_symmetry(real_case):
+    """Urea (P-421m): the NH2 H atoms lie on the mirror with N, 0.88 Å."""
+    m = _placed(_heavy_model(real_case, "urea"), expected_h=1.0)
+    (g,) = _groups(m, "NH2")
+    for a in g.atoms:
+        assert m.order[a] == 2
+        assert np.linalg.norm(_cart(m, a) - _cart(m, g.parent)) == pytest.approx(0.88, abs=1e-6)
+
+
+def test_h_count_follows_the_formula(real_case):
+    """Optional groups (NH, OH) are added only while the formula's H count allows."""
+    model = _heavy_model(real_case, "cpna")
+    full = hyd.place_hydrogens(model, expected_h=7.0)
+    assert full.counts["placed_h_asu"] == pytest.approx(7.0, abs=0.01)
+    fewer = hyd.place_hydrogens(model, expected_h=2.5)  # room for the Cp H only
+    assert fewer.counts["placed_h_asu"] == pytest.approx(2.5, abs=0.01)
+    assert "NH3" not in fewer.counts["groups"]
+
+
+def test_riding_update_follows_the_parent(real_case):
+    """After the parent moves, re-placing keeps the AFIX geometry."""
+    m = _placed(_heavy_model(real_case, "ethylene_oxide"), expected_h=4.0)
+    g = _groups(m, "CH2")[0]
+    m.xyz[g.parent] += np.array([0.01, -0.005, 0.002])
+    hyd.update_riding(m)
+    c = _cart(m, g.parent)
+    for a in g.atoms:
+        assert np.linalg.norm(_cart(m, a) - c) == pytest.approx(0.99, abs=1e-6)

@@ -1,0 +1,209 @@
+"""The `lsq` refiner on real data: convergence, constraints, derivatives, weights, bad input."""
+
+from __future__ import annotations
+
+import math
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from refractor_core.crystal.cell import orthogonalization_matrix
+from refractor_core.crystal.observations import prepare_observations
+from refractor_core.dataio import load_bundle, load_reflections
+from refractor_core.errors import RefinementError
+from refractor_core.testing.real_cases import get_case
+from refractor_core.types import Candidate, Site
+from refractor_plugins.refiners.configs import LsqConfig
+from refractor_plugins.refiners.lsq.least_squares import IntensityCalculator, jacobian
+from refractor_plugins.refiners.lsq.model import WorkingModel
+from refractor_plugins.refiners.lsq.parameters import Parameterisation, site_groups
+from refractor_plugins.refiners.lsq.refiner import LsqRefiner
+from refractor_plugins.refiners.lsq.weighting import group_goof, optimise_weights
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from refine_real import max_deviation, perturbed_start  # noqa: E402
+
+
+def _load(name):
+    case = get_case(name)
+    data = load_reflections(case.reflections)
+    bundle = load_bundle(case.reference, block=case.data_block)
+    return case, data, bundle.structure, bundle.instructions
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Small problems run fastest on one thread (and the CI machine is shared)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _candidate(structure, instructions=None):
+    meta = {"instructions": instructions.model_dump()} if instructions is not None else {}
+    return Candidate(structure=structure, generator="test", meta=meta)
+
+
+@pytest.fixture(scope="module")
+def pr_sulfate():
+    return _load("pr_sulfate_hydroxide")
+
+
+@pytest.fixture(scope="module")
+def pr_refined(pr_sulfate):
+    case, data, published, instr = pr_sulfate
+    start = perturbed_start(published, 0.2, seed=zlib.crc32(b"pr_sulfate"))
+    refined = LsqRefiner(LsqConfig(anisotropic=True)).refine(data, _candidate(start, instr))
+    return start, refined
+
+
+def test_perturbed_model_comes_back(pr_sulfate, pr_refined):
+    """0.2 Å RMS displacements and U_iso 0.05: R1 and positions return to the published ones."""
+    case, data, published, _ = pr_sulfate
+    start, r = pr_refined
+    assert max_deviation(start, published)[0] > 0.15
+    assert r.r1 <= case.published_r1 + 0.005
+    assert 0.8 <= r.goof <= 1.5
+    assert r.converged and r.max_shift_su < 0.05
+    dev, who = max_deviation(r.structure, published)
+    assert dev < 0.02, who
+    assert all(s.u_aniso is not None for s in r.structure.sites if s.element != "H")
+    # standard uncertainties from the inverse normal matrix, no NaN anywhere
+    pr = next(s for s in r.structure.sites if s.label == "Pr")
+    assert pr.xyz_su is not None and all(0 < v < 1e-3 for v in pr.xyz_su)
+    assert pr.u_aniso_su is not None and all(v > 0 for v in pr.u_aniso_su)
+    assert all(math.isfinite(v) for v in (r.r1, r.wr2, r.goof, r.diff_peak, r.diff_hole))
+    assert any("max shift/su" in line for line in r.log)
+
+
+def test_analytic_jacobian_matches_finite_differences(pr_sulfate):
+    """dM/dp through the constraint matrix equals numerical derivatives (special positions,
+    anisotropic ADPs, extinction, inversion-twin fraction)."""
+    _, data, published, _ = pr_sulfate
+    heavy = published.model_copy(update={"sites": [s for s in published.sites if s.element != "H"]})
+    model = WorkingModel.from_structure(heavy)
+    model.make_anisotropic(np.ones(model.n, dtype=bool))
+    model.extinction = 0.02
+    model.twin_ops = [np.eye(3), -np.eye(3)]
+    model.twin_fractions = np.array([0.2])
+    obs = prepare_observations(data, model.symmetry)
+    calc = IntensityCalculator(obs.hkl[:60], model.cell, model.symmetry, data.wavelength, model.twin_ops)
+    params = Parameterisation.build(model, refine_extinction=True, refine_twin=np.array([True]))
+    jac = jacobian(calc, params)
+    h = 1e-6
+    for j in range(params.n):
+        step = np.zeros(params.n)
+        step[j] = h
+        up = calc.model_intensities(params.apply(step))[0]
+        down = calc.model_intensities(params.apply(-step))[0]
+        num = (up - down) / (2 * h)
+        scale = max(np.abs(num).max(), 1e-9)
+        if params.info[j].kind == "basf":
+            continue  # centrosymmetric: F²(h) = F²(-h), the derivative vanishes
+        assert np.abs(num - jac[:, j]).max() / scale < 1e-4, params.describe(j)
+
+
+def test_special_positions_keep_their_symmetry():
+    """NaCl (Fm-3m): atoms stay on their sites, U stays isotropic in form; a perturbed
+    CpNa model keeps its mirror atoms exactly on y = 3/4."""
+    _, data, published, instr = _load("nacl")
+    r = LsqRefiner(LsqConfig(anisotropic=True)).refine(data, _candidate(published, instr))
+    for s, p in zip(r.structure.sites, published.sites):
+        assert np.allclose(s.xyz, p.xyz, atol=1e-12)
+        u = s.u_aniso
+        assert u[0] == pytest.approx(u[1], rel=1e-10) and u[1] == pytest.approx(u[2], rel=1e-10)
+        assert max(abs(v) for v in u[3:]) < 1e-12
+    assert r.r1 <= 0.012
+
+    case, data, published, instr = _load("cpna")
+    start = perturbed_start(published, 0.2, seed=7)
+    cfg = LsqConfig(anisotropic=False, riding_h=False, max_cycles=8, weighting="sigma")
+    r = LsqRefiner(cfg).refine(data, _candidate(start, instr))
+    on_mirror = [s for s in published.sites if s.element != "H" and abs(s.xyz[1] - 0.75) < 1e-6]
+    assert len(on_mirror) == 3
+    for s in r.structure.sites:
+        if s.label in {m.label for m in on_mirror}:
+            assert s.xyz[1] == pytest.approx(0.75, abs=1e-12)
+            assert s.site_symmetry_order == 2
+
+
+def test_atoms_near_a_special_position_are_moved_onto_it(pr_sulfate):
+    """An atom 0.08 Å off an inversion centre is snapped onto it (SHELXL-like tolerance)."""
+    _, _, published, _ = pr_sulfate
+    cell = published.cell
+    off = np.linalg.solve(orthogonalization_matrix(cell), np.array([0.08, 0.0, 0.0]))
+    site = Site(label="X1", element="O", xyz=tuple(np.array([0.5, 0.5, 0.5]) + off), u_iso=0.02)
+    s = published.model_copy(update={"sites": [site]})
+    model = WorkingModel.from_structure(s)
+    assert model.order[0] == 2
+    assert np.allclose(model.xyz[0], [0.5, 0.5, 0.5])
+    assert model.position_basis[0].shape[1] == 0
+
+
+def test_mixed_site_shares_position_and_keeps_the_occupancy_sum():
+    """Ag/Na on one site: one position, one ADP, fractions refined with their sum kept."""
+    case, data, published, instr = _load("agnafe_molybdate")
+    model = WorkingModel.from_structure(published)
+    groups = site_groups(model)
+    mixed = [g for g in groups if len(g.atoms) == 2]
+    assert len(mixed) == 1 and {model.elements[a] for a in mixed[0].atoms} == {"Ag", "Na"}
+    start = published.model_copy(update={"sites": [
+        s.model_copy(update={"occupancy": 0.5}) if s.element in ("Ag", "Na") else s for s in published.sites
+    ]})
+    r = LsqRefiner(LsqConfig(max_cycles=20, riding_h=False)).refine(data, _candidate(start, instr))
+    occ = {s.element: s.occupancy for s in r.structure.sites if s.element in ("Ag", "Na")}
+    assert occ["Ag"] + occ["Na"] == pytest.approx(1.0, abs=1e-9)
+    assert occ["Ag"] == pytest.approx(0.597, abs=0.03)
+    ag = next(s for s in r.structure.sites if s.element == "Ag")
+    assert ag.occupancy_su is not None and 0 < ag.occupancy_su < 0.02
+    assert r.r1 <= case.published_r1 + 0.003
+
+
+def test_weight_optimisation_flattens_goof():
+    """Errors growing with intensity: the optimised a, b make the group GooF flat near 1."""
+    rng = np.random.default_rng(3)
+    fc2 = rng.exponential(1000.0, size=4000)
+    sigma = np.sqrt(fc2 + 25.0)
+    true_sd = np.sqrt(sigma**2 + (0.05 * fc2) ** 2 + 3.0 * fc2)
+    fo2 = fc2 + rng.normal(size=fc2.size) * true_sd
+    before = group_goof(fo2, sigma, fc2, 0.0, 0.0, 10)
+    fit = optimise_weights(fo2, sigma, fc2, 10)
+    after = np.array(fit.goof_groups_after)
+    assert before.max() - before.min() > 1.0
+    assert after.max() - after.min() < 0.35
+    assert 0.9 < fit.goof_after < 1.1
+    assert fit.a == pytest.approx(0.05, abs=0.03)
+
+
+def test_bad_inputs_give_warnings_or_errors_never_nan(pr_sulfate):
+    """Duplicate atoms, a zero-occupancy atom (singular matrix), negative Fo², a space
+    group the data contradict, and data without any positive intensity."""
+    case, data, published, instr = pr_sulfate
+    heavy = [s for s in published.sites if s.element != "H"]
+    dup = heavy[1].model_copy(update={"label": "S9"})
+    ghost = Site(label="O9", element="O", xyz=(0.1, 0.2, 0.3), occupancy=0.0, u_iso=0.03)
+    start = published.model_copy(update={"sites": heavy + [dup, ghost]})
+    noisy = data.model_copy(update={"intensity": np.where(np.arange(data.n) % 7 == 0, -np.abs(data.intensity) * 0.1, data.intensity)})
+    cfg = LsqConfig(max_cycles=6, riding_h=False, anisotropic=False)
+    r = LsqRefiner(cfg).refine(noisy, _candidate(start, instr))
+    text = " ".join(r.meta["warnings"])
+    assert "on top of each other" in text and "S9" in text
+    assert "singular" in text and "O9" in text
+    assert all(math.isfinite(v) for v in (r.r1, r.wr2, r.goof))
+    for s in r.structure.sites:
+        assert all(math.isfinite(v) for v in s.xyz)
+
+    wrong = published.model_copy(update={"space_group": published.space_group.from_symbol("P 1 21/c 1")})
+    r = LsqRefiner(cfg).refine(data, _candidate(wrong))
+    assert any("space group" in w for w in r.meta["warnings"])
+    assert math.isfinite(r.r1)
+
+    empty = data.model_copy(update={"intensity": -np.abs(data.intensity)})
+    with pytest.raises(RefinementError):
+        LsqRefiner(cfg).refine(empty, _candidate(published))

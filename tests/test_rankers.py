@@ -1,0 +1,99 @@
+"""The `r1` and `composite` rankers: orders, reported scores and plausibility penalties."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from refractor_core.crystal.cell import fractional
+from refractor_core.plugins import get_registry
+from refractor_core.testing.samples import default_samples
+from refractor_core.types import RefinedCandidate, Site, SpaceGroupRef, Structure, UnitCell
+from refractor_plugins.rankers.plausibility import formula_mismatch, short_contacts
+
+
+def _refined(structure: Structure, r1: float, tag: int, **kw) -> RefinedCandidate:
+    fields = dict(structure=structure, r1=r1, wr2=2.5 * r1, goof=1.05, n_reflections=800, n_gt=700,
+                  n_parameters=60, converged=True, meta={"tag": tag})
+    fields.update(kw)
+    return RefinedCandidate(**fields)
+
+
+@pytest.fixture(scope="module")
+def samples():
+    return default_samples()
+
+
+def _ranker(name: str, **options):
+    return get_registry().build("ranker", name, options)
+
+
+def test_r1_ranker_orders_by_r1_and_reports_it(samples):
+    s = samples.structure
+    items = [_refined(s, 0.09, 0), _refined(s, 0.03, 1), _refined(s, 0.06, 2)]
+    out = _ranker("r1").rank(samples.reflections, items)
+    assert [r.meta["tag"] for r in out] == [1, 2, 0]
+    assert [r.score for r in out] == [0.03, 0.06, 0.09]
+    assert out[0].score_details["R1"] == 0.03 and out[0].score_details["ranker"] == "r1"
+    shuffled = _ranker("r1").rank(samples.reflections, [items[2], items[0], items[1]])
+    assert [r.meta["tag"] for r in shuffled] == [1, 2, 0]
+
+
+def test_composite_penalises_short_contacts(samples):
+    """An extra atom 0.6 Å from O1 costs more than a slightly higher R1."""
+    s = samples.structure
+    o1 = next(x for x in s.sites if x.label == "O1")
+    offset = fractional(s.cell, np.array([0.6, 0.0, 0.0]))
+    crowded = s.model_copy(update={"sites": s.sites + [o1.model_copy(update={"label": "O9", "xyz": tuple(np.array(o1.xyz) + offset)})]})
+    contacts = short_contacts(crowded)
+    assert any({c.a, c.b} == {"O1", "O9"} for c in contacts)
+    assert not short_contacts(s)
+    bad, good = _refined(crowded, 0.030, 0), _refined(s, 0.035, 1)
+    out = _ranker("composite").rank(samples.reflections, [bad, good])
+    assert [r.meta["tag"] for r in out] == [1, 0]
+    details = out[1].score_details
+    assert details["n_short_contacts"] >= 1 and details["penalties"]["short_contacts"] > 0
+    assert out[1].score == pytest.approx(0.030 + details["penalties"]["short_contacts"] + details["penalties"]["formula"])
+
+
+def test_composite_penalises_formula_mismatch_and_npd_adps(samples):
+    s = samples.structure
+    data = samples.reflections
+    assert formula_mismatch(s, data.formula, data.z) == pytest.approx(0.0, abs=1e-9)
+    wrong = s.model_copy(update={"sites": [x.model_copy(update={"element": "O"}) if x.label == "S" else x for x in s.sites]})
+    assert formula_mismatch(wrong, data.formula, data.z) > 0.2
+    npd = s.model_copy(update={"sites": [
+        x.model_copy(update={"u_aniso": (0.01, -0.002, 0.01, 0.0, 0.0, 0.0)}) if x.label == "O2" else x for x in s.sites
+    ]})
+    items = [_refined(wrong, 0.030, 0), _refined(npd, 0.031, 1), _refined(s, 0.034, 2)]
+    out = _ranker("composite").rank(data, items)
+    assert out[0].meta["tag"] == 2
+    by_tag = {r.meta["tag"]: r for r in out}
+    assert by_tag[0].score_details["penalties"]["formula"] > 0
+    assert by_tag[1].score_details["non_positive_definite"] == ["O2"]
+    assert all(np.isfinite(r.score) for r in out)
+
+
+def test_composite_penalises_flack_near_one_half(samples):
+    """In a non-centrosymmetric group, x = 0.5(5) costs a penalty, x = 0.02(5) does not."""
+    cell = UnitCell(a=5.56, b=5.56, c=4.68)
+    s = Structure(cell=cell, space_group=SpaceGroupRef.from_symbol("P -4 21 m"), sites=[
+        Site(label="C", element="C", xyz=(0.0, 0.5, 0.328), u_iso=0.02),
+        Site(label="O", element="O", xyz=(0.0, 0.5, 0.597), u_iso=0.02),
+        Site(label="N", element="N", xyz=(0.145, 0.645, 0.179), u_iso=0.02),
+    ])
+    half = _refined(s, 0.030, 0, flack=0.5, flack_su=0.05)
+    zero = _refined(s, 0.032, 1, flack=0.02, flack_su=0.05)
+    out = _ranker("composite").rank(samples.reflections, [half, zero])
+    assert [r.meta["tag"] for r in out] == [1, 0]
+    assert out[1].score_details["penalties"]["flack"] > 0
+    assert out[0].score_details["penalties"]["flack"] == 0
+
+
+def test_composite_options_are_validated():
+    from refractor_core.errors import UsageError
+
+    with pytest.raises(UsageError):
+        get_registry().validate_options("ranker", "composite", {"no_such_weight": 1})
+    cfg = get_registry().validate_options("ranker", "composite", {"short_contact": 0.0})
+    assert cfg.short_contact == 0.0

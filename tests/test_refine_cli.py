@@ -1,0 +1,72 @@
+"""`refractor refine DATA --model MODEL`, run as users run it (a fresh interpreter)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "data" / "pr_sulfate_hydroxide"
+
+
+def refractor(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "refractor_core.cli", *args], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("refine")
+    shutil.copy(EXAMPLE / "2229150.hkl", d / "2229150.hkl")
+    shutil.copy(EXAMPLE / "reference" / "2229150.cif", d / "2229150.cif")  # found beside the data too
+    return d
+
+
+@pytest.fixture(scope="module")
+def refined(workdir):
+    proc = refractor("refine", "2229150.hkl", "--model", "2229150.cif", "--json", "--output", "out",
+                     "--refiner-opt", "max_cycles=30", cwd=workdir)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout), proc
+
+
+def test_refine_json_and_outputs(workdir, refined):
+    out, proc = refined
+    for key in ("R1", "wR2", "GooF", "cycles", "max_shift_su", "cif"):
+        assert key in out
+    assert out["R1"] < 0.04 and 0.8 < out["GooF"] < 1.5 and out["max_shift_su"] < 0.05
+    cif = Path(out["cif"])
+    assert cif.is_file() and cif.parent == workdir / "out"
+    text = cif.read_text()
+    assert "_refine_ls_R_factor_gt" in text and "_refine_ls_goodness_of_fit_ref" in text
+    assert f"{out['R1']:.4f}" in text
+    for name in ("2229150.res", "2229150.fcf", "refine.json", "manifest.json", "refine.log"):
+        assert (workdir / "out" / name).is_file()
+    assert "cycle" in (workdir / "out" / "refine.log").read_text()
+    assert "refining" in proc.stderr  # progress on stderr, stdout holds only the JSON
+
+
+def test_refined_res_refines_again_to_the_same_figures(workdir, refined):
+    """The written .res is a valid start model: refining it changes little."""
+    out, _ = refined
+    proc = refractor("refine", "2229150.hkl", "--model", "out/2229150.res", "--json", "--output", "again",
+                     "--refiner-opt", "max_cycles=10", cwd=workdir)
+    assert proc.returncode == 0, proc.stderr
+    again = json.loads(proc.stdout)
+    assert again["R1"] == pytest.approx(out["R1"], abs=0.002)
+
+
+def test_refine_usage_errors(workdir):
+    proc = refractor("refine", "2229150.hkl", "--model", "2229150.cif", "--refiner-opt", "no_such_key=1", cwd=workdir)
+    assert proc.returncode == 2 and "no_such_key" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    proc = refractor("refine", "2229150.hkl", "--model", "missing.res", cwd=workdir)
+    assert proc.returncode == 2 and "missing.res" in proc.stderr
+    assert not list(workdir.glob("missing_refined*"))
