@@ -133,7 +133,8 @@ def match_any_anchor(candidate: Structure, reference: Structure, tol: float = MA
         cx = sign * cand_x
         seed_imgs = (sign * csym.images(seeds)).reshape(-1, 3)
         shifts = (asu_ref[None, :, :] - seed_imgs[:, None, :]).reshape(-1, 3)
-        for chunk in np.array_split(shifts, max(1, len(shifts) // 128 + 1)):
+        per_shift = max(len(ref_x) * len(cx), 1)  # keep each distance block near 16 M entries
+        for chunk in np.array_split(shifts, max(1, int(len(shifts) * per_shift // 16_000_000) + 1)):
             d = (cx[None, None, :, :] + chunk[:, None, None, :]) - ref_x[None, :, None, :]
             d -= np.round(d)
             dist = np.linalg.norm(d @ m.T, axis=-1).min(axis=2)  # (shifts, ref images)
