@@ -106,14 +106,21 @@ def max_deviation(refined, published) -> tuple[float, str]:
             continue
         d = np.asarray(s.xyz) - ref[s.label]
         pairs.append((s.label, d - np.round(d)))
-    dirs = free_origin_directions(SymmetryOps.from_space_group(published.space_group))
+    dirs = free_origin_directions(SymmetryOps.from_space_group(published.space_group))  # polar axes
     if dirs.shape[1] and pairs:
         mean = np.mean([d for _, d in pairs], axis=0)
         shift = dirs @ (dirs.T @ mean)
         pairs = [(label, d - shift) for label, d in pairs]
+    sym = SymmetryOps.from_space_group(published.space_group)
     worst, who = 0.0, "-"
     for label, d in pairs:
-        dist = float(np.linalg.norm(m @ d))
+        # an atom may come back as a symmetry image of its published position (disorder
+        # across a symmetry element): the nearest image counts
+        x_ref = ref[label]
+        x_new = x_ref + d
+        img = sym.images(x_ref) - x_new
+        img -= np.round(img)
+        dist = float(np.min(np.linalg.norm(img @ m.T, axis=1)))
         if dist > worst:
             worst, who = dist, label
     return worst, who

@@ -50,6 +50,11 @@ class LsqConfig(ComponentConfig):
         "after refinement (non-centrosymmetric groups only); True always refines it as an "
         "inversion-twin fraction; False skips it.",
     )
+    restraints: bool | Auto = Field(
+        "auto",
+        description="Automatic restraints for disorder components (similar 1,2/1,3 distances "
+        "between components, rigid-bond ADPs); 'auto' and True: where the model has PARTs.",
+    )
     complete: bool | Auto = Field(
         "auto",
         description="Difference-Fourier model completion (add missing atoms, drop spurious "
@@ -67,7 +72,7 @@ class LsqConfig(ComponentConfig):
     matrix: Literal["auto", "full", "blocked"] = Field(
         "auto", description="Normal matrix: full, or blocked by atom groups; 'auto': blocked above full_matrix_limit parameters."
     )
-    full_matrix_limit: int = Field(600, ge=10, description="Largest parameter count refined full-matrix with matrix='auto'.")
+    full_matrix_limit: int = Field(1500, ge=10, description="Largest parameter count refined full-matrix with matrix='auto'.")
     block_size: int = Field(240, ge=20, description="Approximate parameters per block in blocked refinement.")
     convergence: float = Field(0.05, gt=0.0, description="Stop when the largest |shift|/su is below this.")
     special_tolerance: float = Field(

@@ -173,6 +173,7 @@ def complete_model(refinement, model: WorkingModel, budget: int) -> tuple[Workin
         changed = changed or added > 0
         if not changed:
             break
+        refinement._update_restraints(m)
         res = driver.run(m, min(ROUND_CYCLES, budget - used), "complete", convergence=0.2)
         used += res.cycles
         model = res.model

@@ -19,6 +19,7 @@ import numpy as np
 
 from refractor_core.errors import RefinementError
 
+from . import restraints
 from .least_squares import IntensityCalculator, covariance, normal_equations, objective, solve_damped
 from .model import WorkingModel
 from .parameters import Parameterisation
@@ -104,6 +105,7 @@ class Driver:
         self.log = log
         self.damping = settings.damping
         self.cycle_count = 0
+        self.restraints: list = []
 
     # -- weights -----------------------------------------------------------------------
     def weights(self, model: WorkingModel, fc2c: np.ndarray | None = None) -> np.ndarray:
@@ -153,6 +155,7 @@ class Driver:
             params = self.build_parameters(model)
             ne = normal_equations(self.calc, params, self.obs.fo2, w, block)
             add_origin_restraints(ne, params)
+            restraints.add_to_normal_equations(ne, params, self.restraints)
             if chi2_start is None:
                 chi2_start = ne.chi2
             s2 = ne.chi2 / max(n_obs - params.n, 1)
@@ -171,6 +174,7 @@ class Driver:
                 self.after_shift(trial)
                 try:
                     val, _ = objective(self.calc, trial, self.obs.fo2, w)
+                    val += restraints.sum_of_squares(trial, self.restraints)
                 except RefinementError:
                     val = math.inf
                 # gain ratio: actual over predicted decrease of the sum of squares (Nielsen)
@@ -225,6 +229,7 @@ class Driver:
         for block in blocks:
             ne = normal_equations(self.calc, params, self.obs.fo2, w, block)
             add_origin_restraints(ne, params)
+            restraints.add_to_normal_equations(ne, params, self.restraints)
             if s2 is None:
                 s2 = ne.chi2 / max(n_obs - params.n, 1)
             c, bad = covariance(ne.matrix, s2)

@@ -16,7 +16,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.linalg as sla
 import torch
 
 from refractor_core.crystal.cell import stol as stol_of
@@ -135,7 +134,7 @@ class IntensityCalculator:
 
     # -- derivatives -------------------------------------------------------------------
     def raw_derivatives(self, model: WorkingModel, atoms_index: np.ndarray):
-        """Per chunk: (slice, Fc² components (C, Nc), raw dFc²/dp (C, Nc, len(atoms)·RAW)).
+        """Per chunk: (slice, Fc² components (C, Nc), raw dFc²/dp (C, len(atoms)·RAW, Nc)).
 
         Raw parameters per atom: x, y, z, U*11, U*22, U*33, U*12, U*13, U*23, occupancy.
         """
@@ -147,7 +146,7 @@ class IntensityCalculator:
             for ch in self.chunks:
                 nc = ch.sl.stop - ch.sl.start
                 fc2c = np.zeros((self.n_components, nc))
-                raw = np.zeros((self.n_components, nc, na * RAW))
+                raw = np.zeros((self.n_components, na * RAW, nc))
                 for c, comp in enumerate(ch.components):
                     if comp.engine is None:
                         continue
@@ -157,8 +156,11 @@ class IntensityCalculator:
                     gx = 2.0 * (fr[..., None] * d.d_xyz.real + fi[..., None] * d.d_xyz.imag)
                     gu = 2.0 * (fr[..., None] * d.d_ustar.real + fi[..., None] * d.d_ustar.imag)
                     go = 2.0 * (fr * d.d_occ.real + fi * d.d_occ.imag)
-                    g = torch.cat([gx, gu, go[..., None]], dim=-1).reshape(f.shape[0], na * RAW)
-                    raw[c, comp.ok] = g.cpu().numpy()
+                    g = torch.cat([gx, gu, go[..., None]], dim=-1).reshape(f.shape[0], na * RAW).T.contiguous()
+                    if comp.ok.all():
+                        raw[c] = g.cpu().numpy()
+                    else:
+                        raw[c][:, comp.ok] = g.cpu().numpy()
                     fc2c[c, comp.ok] = (f.real**2 + f.imag**2).cpu().numpy()
                 yield ch.sl, fc2c, raw
 
@@ -213,13 +215,16 @@ def normal_equations(
                 jt[row] = k * dyf * (fc2c[j + 1] - fc2c[0])
                 row += 1
         if len(atom_cols):
-            raw_total = np.tensordot(fr, raw, axes=(0, 0))  # (Nc, R)
-            jt[ng:] = (ct @ raw_total.T) * (k * dyf)[None, :]
+            raw_total = raw[0] if len(fr) == 1 else np.tensordot(fr, raw, axes=(0, 0))  # (R, Nc)
+            jt[ng:] = (ct @ raw_total) * (k * dyf)[None, :]
         w = weights[sl]
         r = fo2[sl] - m
-        jw = jt * w[None, :]
-        nmat += jw @ jt.T
-        rhs += jw @ r
+        # the products run in torch: its thread setting applies (numpy's BLAS threads
+        # oversubscribe shared CPUs)
+        jt_t = torch.from_numpy(jt)
+        jw_t = jt_t * torch.from_numpy(w)[None, :]
+        nmat += (jw_t @ jt_t.T).numpy()
+        rhs += (jw_t @ torch.from_numpy(r)).numpy()
         chi2 += float(np.sum(w * r * r))
     return NormalEquations(nmat, rhs, chi2, columns, fc2c_all)
 
@@ -240,8 +245,13 @@ def solve_damped(nmat: np.ndarray, rhs: np.ndarray, damping: float) -> np.ndarra
     da = d[active]
     ns = nmat[np.ix_(active, active)] / np.outer(da, da)
     ns[np.diag_indices_from(ns)] += damping
-    cf = sla.cho_factor(ns, lower=False, check_finite=True)
-    shift[active] = sla.cho_solve(cf, rhs[active] / da) / da
+    if not np.all(np.isfinite(ns)):
+        raise np.linalg.LinAlgError("non-finite normal matrix")
+    lower, info = torch.linalg.cholesky_ex(torch.from_numpy(ns))
+    if int(info) != 0:
+        raise np.linalg.LinAlgError("normal matrix not positive definite")
+    sol = torch.cholesky_solve(torch.from_numpy(rhs[active] / da)[:, None], lower)[:, 0].numpy()
+    shift[active] = sol / da
     return shift
 
 
@@ -257,14 +267,14 @@ def covariance(nmat: np.ndarray, scale2: float) -> tuple[np.ndarray, list[int]]:
         return cov, bad
     da = d[active]
     ns = nmat[np.ix_(active, active)] / np.outer(da, da)
-    try:
-        cf = sla.cho_factor(ns, lower=False)
-        inv = sla.cho_solve(cf, np.eye(len(da)))
-        cond_ok = np.all(np.isfinite(inv)) and np.max(np.abs(np.diag(inv))) < 1e10
-    except (np.linalg.LinAlgError, ValueError):
-        cond_ok = False
+    lower, info = torch.linalg.cholesky_ex(torch.from_numpy(ns))
+    cond_ok = int(info) == 0
+    if cond_ok:
+        inv = torch.cholesky_inverse(lower).numpy()
+        cond_ok = bool(np.all(np.isfinite(inv)) and np.max(np.abs(np.diag(inv))) < 1e10)
     if not cond_ok:
-        w, v = np.linalg.eigh(ns)
+        wt, vt = torch.linalg.eigh(torch.from_numpy(ns))
+        w, v = wt.numpy(), vt.numpy()
         tiny = w < 1e-10 * max(w.max(), 1e-300)
         if tiny.any():
             act_idx = np.nonzero(active)[0]
@@ -313,7 +323,7 @@ def jacobian(calc: IntensityCalculator, params: Parameterisation) -> np.ndarray:
                 out[sl, row] = k * dyf * (fc2c[j + 1] - fc2c[0])
                 row += 1
         if len(atom_cols):
-            raw_total = np.tensordot(fr, raw, axes=(0, 0))
-            out[sl, ng:] = ((ct @ raw_total.T) * (k * dyf)[None, :]).T
+            raw_total = raw[0] if len(fr) == 1 else np.tensordot(fr, raw, axes=(0, 0))
+            out[sl, ng:] = ((ct @ raw_total) * (k * dyf)[None, :]).T
     del ne_cols
     return out

@@ -386,11 +386,12 @@ def site_groups(model: WorkingModel) -> list[SiteGroup]:
         if i in assigned:
             continue
         members = [i]
-        for j in idx:
-            if j <= i or j in assigned or not compatible(i, j):
+        near = np.nonzero(np.linalg.norm(cart - cart[i], axis=1) < SHARED_SITE_DISTANCE)[0]
+        for j in near:
+            j = int(j)
+            if j <= i or j in assigned or model.riding[j] >= 0 or not compatible(i, j):
                 continue
-            if np.linalg.norm(cart[i] - cart[j]) < SHARED_SITE_DISTANCE:
-                members.append(j)
+            members.append(j)
         for j in members:
             assigned[j] = len(groups)
         groups.append(SiteGroup(atoms=members))
@@ -406,10 +407,10 @@ def site_groups(model: WorkingModel) -> list[SiteGroup]:
             if gj == gi or gj in merged:
                 continue
             b = groups[gj].atoms[0]
-            if model.part[b] == model.part[a] or not compatible(a, b):
+            if model.part[b] == model.part[a]:
                 continue
             d = float(np.linalg.norm(cart[a] - cart[b]))
-            if d < best_d:
+            if d < best_d and compatible(a, b):
                 best, best_d = gj, d
         if best is not None:
             groups[gi].atoms.append(groups[best].atoms[0])
@@ -435,6 +436,20 @@ def share_site_values(model: WorkingModel, groups: list[SiteGroup]) -> None:
 def free_origin_directions(symmetry) -> np.ndarray:
     """(3, k) orthonormal fractional directions along which the origin is not fixed by
     symmetry (k = 0 for non-polar groups, 1 for P21, 2 for Cc, 3 for P1)."""
+    return _free_origin_directions(symmetry.hall or repr(symmetry.rotations.tolist()), symmetry).copy()
+
+
+_ORIGIN_CACHE: dict[str, np.ndarray] = {}
+
+
+def _free_origin_directions(key: str, symmetry) -> np.ndarray:
+    if key in _ORIGIN_CACHE:
+        return _ORIGIN_CACHE[key]
+    _ORIGIN_CACHE[key] = out = _origin_directions(symmetry)
+    return out
+
+
+def _origin_directions(symmetry) -> np.ndarray:
     rots = symmetry.point_group_rotations().astype(np.float64)
     if np.any(np.all(np.isclose(rots, -np.eye(3)), axis=(1, 2))):
         return np.zeros((3, 0))

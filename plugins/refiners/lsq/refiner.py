@@ -252,6 +252,7 @@ class Refinement:
             self.log(f"anisotropic ADPs for {int(heavy.sum())} non-H atoms")
         if self.place_h:
             model = self._place_hydrogens(model)
+        self._update_restraints(model)
         self._choose_matrix(model)
         converged = False
         last_shift = math.inf
@@ -323,6 +324,20 @@ class Refinement:
         out.update_u_eq()
         self.log(f"common starting U_iso {u:.4f} Å² (all atoms started equal at {model.u_iso[iso][0]:.4f})")
         return out
+
+    def _update_restraints(self, model: WorkingModel) -> None:
+        """(Re)generate the automatic restraints of disorder components."""
+        if self.cfg.restraints is False:
+            self.driver.restraints = []
+            return
+        from . import restraints
+
+        rs = restraints.generate(model)
+        if rs and len(rs) != len(self.driver.restraints):
+            n_same = sum(r.kind == "same" for r in rs)
+            self.log(f"restraints for disorder components: {n_same} similar distances, {len(rs) - n_same} rigid bonds")
+        self.driver.restraints = rs
+        self.meta["n_restraints"] = len(rs)
 
     def _want_riding_h(self) -> bool:
         if self.cfg.riding_h is True:
@@ -540,7 +555,7 @@ class Refinement:
                 "friedel_merged": self.obs_data.friedel_merged,
                 "r_int": self.obs_data.merged.r_int,
                 "difference_peaks": peaks,
-                "n_restraints": 0,
+                "n_restraints": len(self.driver.restraints),
                 "fc2": None,
             }
         )

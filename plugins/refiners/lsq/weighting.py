@@ -31,19 +31,32 @@ class WeightFit:
     goof_after: float
 
 
-def group_goof(fo2: np.ndarray, sigma: np.ndarray, fc2: np.ndarray, a: float, b: float, n_parameters: int) -> np.ndarray:
+def _group_labels(fc2: np.ndarray) -> np.ndarray:
+    """Index (0..9) of the Fc²-ordered group of equal size each reflection falls in."""
+    n = len(fc2)
+    order = np.argsort(fc2, kind="stable")
+    labels = np.empty(n, dtype=np.int64)
+    for k, g in enumerate(np.array_split(order, min(N_GROUPS, max(n, 1)))):
+        labels[g] = k
+    return labels
+
+
+def group_goof(fo2: np.ndarray, sigma: np.ndarray, fc2: np.ndarray, a: float, b: float, n_parameters: int,
+               labels: np.ndarray | None = None) -> np.ndarray:
     """GooF of each of ten Fc²-ordered groups of equal size (degrees of freedom shared)."""
+    labels = _group_labels(fc2) if labels is None else labels
     w = shelxl_weights(fo2, sigma, fc2, a, b)
     d2 = w * (fo2 - fc2) ** 2
     n = len(fo2)
-    order = np.argsort(fc2, kind="stable")
-    groups = np.array_split(order, min(N_GROUPS, max(n, 1)))
+    k = int(labels.max()) + 1 if n else 1
+    sums = np.bincount(labels, weights=d2, minlength=k)
+    counts = np.maximum(np.bincount(labels, minlength=k), 1)
     frac = max(1.0 - n_parameters / max(n, 1), 0.05)
-    return np.array([np.sqrt(d2[g].sum() / (len(g) * frac)) if len(g) else 1.0 for g in groups])
+    return np.sqrt(sums / (counts * frac))
 
 
-def _loss(fo2, sigma, fc2, a, b, n_parameters) -> float:
-    s = group_goof(fo2, sigma, fc2, a, b, n_parameters)
+def _loss(fo2, sigma, fc2, a, b, n_parameters, labels=None) -> float:
+    s = group_goof(fo2, sigma, fc2, a, b, n_parameters, labels)
     return float(np.mean(np.log(np.maximum(s, 1e-6)) ** 2))
 
 
@@ -62,7 +75,8 @@ def optimise_weights(
     fo2 = np.asarray(fo2, dtype=np.float64)
     sigma = np.asarray(sigma, dtype=np.float64)
     fc2 = np.asarray(fc2, dtype=np.float64)
-    before = group_goof(fo2, sigma, fc2, *start, n_parameters)
+    labels = _group_labels(fc2)
+    before = group_goof(fo2, sigma, fc2, *start, n_parameters, labels)
     p_mean = float(np.mean((np.maximum(fo2, 0) + 2 * fc2) / 3.0)) or 1.0
     # coarse grid in (a, b), b scaled to the data (b P comparable to σ²)
     a_grid = np.concatenate([[0.0], np.geomspace(0.005, A_MAX, 30)])
@@ -73,7 +87,7 @@ def optimise_weights(
     best = (np.inf, start[0], start[1])
     for a in a_grid:
         for b in b_grid:
-            v = _loss(fo2, sigma, fc2, a, b, n_parameters)
+            v = _loss(fo2, sigma, fc2, a, b, n_parameters, labels)
             if v < best[0]:
                 best = (v, a, b)
     _, a0, b0 = best
@@ -82,13 +96,13 @@ def optimise_weights(
         a, b = z[0] ** 2, z[1] ** 2
         if a > A_MAX or b > B_MAX:
             return 1e6
-        return _loss(fo2, sigma, fc2, a, b, n_parameters)
+        return _loss(fo2, sigma, fc2, a, b, n_parameters, labels)
 
     res = minimize(f, x0=[np.sqrt(a0), np.sqrt(b0)], method="Nelder-Mead", options={"xatol": 1e-5, "fatol": 1e-9, "maxiter": 400})
     a, b = float(res.x[0] ** 2), float(res.x[1] ** 2)
     if not (np.isfinite(a) and np.isfinite(b)) or f(res.x) > best[0]:
         a, b = float(a0), float(b0)
-    after = group_goof(fo2, sigma, fc2, a, b, n_parameters)
+    after = group_goof(fo2, sigma, fc2, a, b, n_parameters, labels)
     w = shelxl_weights(fo2, sigma, fc2, a, b)
     dof = max(len(fo2) - n_parameters, 1)
     goof = float(np.sqrt(np.sum(w * (fo2 - fc2) ** 2) / dof))
