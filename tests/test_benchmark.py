@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 
-import numpy as np
 import pytest
 
 from refractor_core.benchmarking.harness import resolve_components, rows_to_csv, run_benchmark

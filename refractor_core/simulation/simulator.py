@@ -28,7 +28,7 @@ from ..crystal.cell import reciprocal_metric, stol as stol_of
 from ..crystal.observations import model_intensities
 from ..crystal.rfactors import extinction_factor
 from ..crystal.symmetry import SymmetryOps
-from ..types import RefinementInstructions, ReflectionData, Site, Structure
+from ..types import RefinementInstructions, ReflectionData, Structure
 from .composition import formula_and_z
 from .noise import NoiseModel, add_outliers, observe
 from .reflections import expand_equivalents, reachable_d_min, unique_reflections
