@@ -77,7 +77,7 @@ def structures(n_organic: int, n_aflow: int, seed: int, max_sites: int):
 
 def run_one(rec, source: str, *, d_min: float, seed: int, refine: bool, time_limit: float) -> dict:
     from refractor_core.simulation import simulate
-    from refractor_core.types import Candidate, SpaceGroupHypothesis
+    from refractor_core.types import SpaceGroupHypothesis
     from refractor_plugins.generators.charge_flip.generator import ChargeFlipGenerator
     from refractor_plugins.generators.configs import ChargeFlipConfig
     from solve_real import match_structures
