@@ -128,20 +128,26 @@ def match_any_anchor(candidate: Structure, reference: Structure, tol: float = MA
         j = dist.argmin(axis=1)
         return dist[np.arange(len(ref_x)), j], j
 
-    best = (-1, None, 1.0)
+    # stage 1: rank trial shifts on the published asymmetric unit only (cheap); stage 2:
+    # score the best few on every image in the cell
+    ranked = []
     for sign in (1.0, -1.0):
         cx = sign * cand_x
         seed_imgs = (sign * csym.images(seeds)).reshape(-1, 3)
         shifts = (asu_ref[None, :, :] - seed_imgs[:, None, :]).reshape(-1, 3)
-        per_shift = max(len(ref_x) * len(cx), 1)  # keep each distance block near 16 M entries
-        for chunk in np.array_split(shifts, max(1, int(len(shifts) * per_shift // 16_000_000) + 1)):
-            d = (cx[None, None, :, :] + chunk[:, None, None, :]) - ref_x[None, :, None, :]
+        per_shift = max(len(asu_ref) * len(cx), 1)
+        for chunk in np.array_split(shifts, max(1, int(len(shifts) * per_shift // 8_000_000) + 1)):
+            d = (cx[None, None, :, :] + chunk[:, None, None, :]) - asu_ref[None, :, None, :]
             d -= np.round(d)
-            dist = np.linalg.norm(d @ m.T, axis=-1).min(axis=2)  # (shifts, ref images)
-            counts = (dist < tol).sum(axis=1)
-            i = int(np.argmax(counts))
-            if counts[i] > best[0]:
-                best = (int(counts[i]), chunk[i].copy(), sign)
+            counts = (np.linalg.norm(d @ m.T, axis=-1).min(axis=2) < tol).sum(axis=1)
+            ranked += [(int(c), sign, x) for c, x in zip(counts, chunk)]
+    ranked.sort(key=lambda item: -item[0])
+    best = (-1, None, 1.0)
+    for _, sign, shift0 in ranked[:24]:
+        dmin0, _ = distances(sign * cand_x, shift0)
+        count = int((dmin0 < tol).sum())
+        if count > best[0]:
+            best = (count, shift0.copy(), sign)
     _, shift, sign = best
     cx = sign * cand_x
     for _ in range(2):  # refine the shift on the matched pairs
