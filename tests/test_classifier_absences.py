@@ -162,9 +162,9 @@ def test_monoclinic_data_in_a_metrically_orthorhombic_cell_are_not_promoted():
 def test_p21_against_p21m_is_left_to_e_statistics_and_priors():
     st = _in_group(pyxtal_structure(4, seed=31, counts=(10, 3, 3)), "P 1 21 1")
     hyps = top(measured_everything(st, d_min=0.8, seed=6))
-    first_two = {h.space_group.symbol for h in hyps[:2]}
-    assert first_two == {"P 1 21 1", "P 1 21/m 1"}
-    assert hyps[0].space_group.symbol == "P 1 21 1"
+    names = [h.space_group.symbol for h in hyps]
+    assert names[0] == "P 1 21 1"
+    assert "P 1 21/m 1" in names[:3]  # same absences: only E statistics and priors separate them
     assert hyps[0].evidence["e_statistics"]["mean_abs_e2_minus_1"] < 0.85
 
 

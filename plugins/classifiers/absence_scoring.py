@@ -6,8 +6,8 @@ Each observed unique reflection h is, under a setting G, either
   so that this test does not pre-empt the centrosymmetry test) with mean
   Σ(h) = ε(h)·<I/ε> of the reflections G allows at that resolution, convolved with the
   measurement error σ; or
-- absent: its true intensity is zero or a small leak (κ·Σ: multiple diffraction, λ/2,
-  neighbouring peaks), half and half, measured with σ; a small share are outliers.
+- absent: its true intensity is zero (80 %) or a small leak (κ·Σ: multiple diffraction,
+  λ/2, neighbouring peaks), measured with σ; a small share are outliers.
 
 LLR_kept(G) = Σ_h w_h [log p(I_h | G) - log p(I_h | P lattice, no absences)].
 
@@ -242,11 +242,18 @@ class CentringEvidence:
     n_observed: int  # centring-forbidden reflections present in the file
 
 
+#: share of absent reflections given a small true intensity (the rest are exactly zero)
+LEAK_SHARE = 0.2
+
+
 def _log_absent(i, s, sig_present, leak: float, outlier: float, lp_present) -> np.ndarray:
-    """log p(I) of an absent reflection: half exactly zero, half a small leak (κΣ), both
-    measured with σ; plus a small share of arbitrary outliers (present-like)."""
+    """log p(I) of an absent reflection: mostly exactly zero, a share (`LEAK_SHARE`) a small
+    leak (κΣ), both measured with σ; plus a small share of arbitrary outliers.
+
+    A class of reflections that are weak but clearly not zero (pseudo-centring, heavy atoms
+    on special positions) is thus not taken for absent."""
     zero = -0.5 * (i / s) ** 2 - np.log(s) - 0.5 * math.log(2.0 * math.pi)
-    la = np.logaddexp(zero, log_acentric_density(i, s, leak * sig_present)) + math.log(0.5)
+    la = np.logaddexp(math.log1p(-LEAK_SHARE) + zero, math.log(LEAK_SHARE) + log_acentric_density(i, s, leak * sig_present))
     if outlier <= 0:
         return la
     return np.logaddexp(math.log1p(-outlier) + la, math.log(outlier) + lp_present)

@@ -34,7 +34,7 @@ from refractor_core.crystal.lattice import (
     violates_centring,
 )
 from refractor_core.crystal.merging import merge_arrays
-from refractor_core.crystal.spacegroup_tables import SettingInfo, compatible_settings, laue_label
+from refractor_core.crystal.spacegroup_tables import SettingInfo, compatible_settings, laue_label, preserves_centring
 from refractor_core.crystal.orbits import orbit_keys
 from refractor_core.crystal.symmetry import SymmetryOps
 from refractor_core.crystal.wilson import normalized_e
@@ -52,12 +52,14 @@ from .absence_scoring import (
 )
 from .centrosymmetry import CentroEvidence, centrosymmetry_evidence
 from .configs import AbsencesConfig
-from .laue import OperatorEvidence, laue_log_likelihood, score_operators, weak_operators
-from .priors import setting_log_priors
+from .laue import MIN_SCALE_PAIRS, OperatorEvidence, error_scale, laue_log_likelihood, score_operators, weak_operators
+from .priors import setting_log_shares, type_log_priors
 
 SOURCE = "absences"
 #: fewer unique reflections than this: the analysis refuses
 MIN_REFLECTIONS = 20
+#: evidence terms per candidate (see `hypothesis_probabilities`)
+N_TERMS = 6
 #: R_int from the raw rows is computed for this many of the best Laue groups
 R_INT_GROUPS = 2
 #: a provisional centring is applied to the agreement test when its evidence exceeds this
@@ -115,28 +117,45 @@ def _group_logsumexp(values: np.ndarray, index: np.ndarray, n: int) -> np.ndarra
     return top + np.log(total)
 
 
-def hypothesis_probabilities(terms: np.ndarray, laue_index: np.ndarray, weights) -> np.ndarray:
+def hypothesis_probabilities(
+    terms: np.ndarray, laue_index: np.ndarray, weights, robust: float = 0.0, temper: float = 0.05
+) -> np.ndarray:
     """P(G) = P(L) · P(G | L) from the raw evidence terms of every candidate setting G.
 
-    `terms` (n, 4): Laue log-likelihood of G's Laue group L, absence log-likelihood ratio,
-    signed centrosymmetry evidence, log prior; `laue_index` numbers the Laue groups.
+    `terms` (n, 6): log-likelihood of the tested rotations of G's Laue group L, absence
+    log-likelihood ratio, signed centrosymmetry evidence, log prior of G's type, log share
+    of G among its type's settings, number of L's rotations the data were merged with;
+    `laue_index` numbers the Laue groups; `weights` (w_laue, w_absences, w_centro,
+    w_prior, w_merged).
 
-    P(L) ∝ exp(w_laue · LL_L) · Σ_{G in L} prior(G)^w_prior: the Laue group is decided by
-    the agreement of equivalent reflections (and the prior mass of its space groups), not
-    by how many absences its settings can explain. Within L,
-    P(G | L) ∝ exp(w_absences · LLR_abs + w_centro · centro + w_prior · log prior).
+    P(L) ∝ exp(w_laue · LL_L + w_merged · n_merged) · Σ_{G in L} prior(G): the Laue group
+    is decided by the agreement of equivalent reflections (and the prior mass of its
+    space groups), not by how many absences its settings can explain. Within L,
+    P(G | L) ∝ exp(w_absences · LLR_abs + w_centro · centro) · prior(G), with
+    log prior(G) = w_prior · log P(type) + log P(setting | type).
+
+    `robust` ε mixes in a tempered copy of the same ranking, p = (1 - ε) p_ev + ε q with
+    q ∝ p_ev^temper: the share of data sets whose evidence misleads (pseudo-symmetry,
+    structural extinctions), fitted with the weights. No hypothesis is then more certain
+    than about 1 - ε, and the order of the hypotheses is kept.
     """
-    t = np.asarray(terms, dtype=np.float64).reshape(-1, 4)
+    t = np.asarray(terms, dtype=np.float64).reshape(-1, N_TERMS)
     idx = np.asarray(laue_index, dtype=np.int64)
-    w_laue, w_abs, w_centro, w_prior = weights
+    w_laue, w_abs, w_centro, w_prior, w_merged = weights
     n = int(idx.max()) + 1 if len(idx) else 0
-    within = w_abs * t[:, 1] + w_centro * t[:, 2] + w_prior * t[:, 3]
+    log_prior = w_prior * t[:, 3] + t[:, 4]
+    within = w_abs * t[:, 1] + w_centro * t[:, 2] + log_prior
     log_g_given_l = within - _group_logsumexp(within, idx, n)[idx]
-    laue_ll = np.zeros(n)
-    laue_ll[idx] = t[:, 0]
-    score_l = w_laue * laue_ll + _group_logsumexp(w_prior * t[:, 3], idx, n)
+    laue_score = np.zeros(n)
+    laue_score[idx] = w_laue * t[:, 0] + w_merged * t[:, 5]
+    score_l = laue_score + _group_logsumexp(log_prior, idx, n)
     log_l = score_l - np.logaddexp.reduce(score_l)
-    return np.exp(log_l[idx] + log_g_given_l)
+    p = np.exp(log_l[idx] + log_g_given_l)
+    if robust > 0.0:
+        log_q = temper * np.log(np.maximum(p, 1e-300))
+        q = np.exp(log_q - np.logaddexp.reduce(log_q))
+        p = (1.0 - robust) * p + robust * q
+    return p
 
 
 def centring_letter(vectors: np.ndarray) -> str:
@@ -224,20 +243,37 @@ def analyse(data: ReflectionData, config: AbsencesConfig | None = None) -> Space
     )
     prov_vectors, prov_reason = _provisional_centring(u1_hkl, vectors, cen_ev)
     use = np.ones(u1.n, dtype=bool)
+    lattice_rots = metric_rots
     if prov_vectors is not None:
         use = ~violates_centring(u1_hkl, prov_vectors)
-        notes.append(f"agreement test on the reflections a {centring_letter(prov_vectors)} lattice allows ({prov_reason})")
+        letter = centring_letter(prov_vectors)
+        notes.append(f"{letter} lattice assumed for the Laue test ({prov_reason})")
+        # rotations of the metric that are not symmetries of the centred lattice (the
+        # 6-fold of an R lattice in hexagonal axes) cannot belong to its Laue group
+        lattice_rots = np.array([r for r in metric_rots if preserves_centring(r, prov_vectors)])
+        if len(lattice_rots) < len(metric_rots):
+            settings = compatible_settings(lattice_rots)
+            notes.append(f"{len(metric_rots) - len(lattice_rots)} rotations of the cell metric are not symmetries of the {letter} lattice")
     sigma0 = expected_intensity(s2_u1[use], u1.intensity[use])
+    k_scale, n_scale = error_scale(hkl_raw, i_raw, s_raw)
+    d_u1 = 0.5 / np.sqrt(np.maximum(s2_u1, 1e-30))
+    sphere = 4.0 * math.pi / 3.0 * (d_u1.min() ** -3 - d_u1.max() ** -3) * cell.volume / 2.0
+    coverage = float(min(1.0, u1.n / max(sphere, 1.0)))
     ops = score_operators(
         u1_hkl[use],
+        u1.intensity[use],
+        u1_sig[use],
         u1.intensity[use] / sigma0,
-        u1_sig[use] / sigma0,
-        metric_rots,
+        s2_u1[use],
+        lattice_rots,
+        scale=k_scale,
         systematic_width=cfg.op_systematic_width,
         outlier_fraction=cfg.op_outlier_fraction,
-        merged_evidence=cfg.merged_in_evidence,
         centring=prov_vectors,
+        coverage=coverage,
     )
+    if n_scale >= MIN_SCALE_PAIRS:
+        notes.append(f"repeated measurements and Friedel mates scatter {k_scale:.2f} times their σ ({n_scale} pairs)")
     if any(o.status == "merged" for o in ops):
         names = ", ".join(o.name for o in ops if o.status == "merged")
         notes.append(f"the file holds one reflection per orbit of {names}: data merged with them")
@@ -245,14 +281,17 @@ def analyse(data: ReflectionData, config: AbsencesConfig | None = None) -> Space
     groups: dict[frozenset, list[SettingInfo]] = {}
     for s in settings:
         groups.setdefault(s.laue_key, []).append(s)
-    laue_ll = {k: laue_log_likelihood(v[0].laue_rotations, ops) for k, v in groups.items()}
-    best_ll = max(cfg.w_laue * v for v in laue_ll.values())
-    window = [k for k in groups if best_ll - cfg.w_laue * laue_ll[k] <= cfg.laue_window]
+    laue_eval = {k: laue_log_likelihood(v[0].laue_rotations, ops) for k, v in groups.items()}
+    laue_ll = {k: v[0] for k, v in laue_eval.items()}
+    laue_merged = {k: v[1] for k, v in laue_eval.items()}
+    laue_score = {k: cfg.w_laue * laue_ll[k] + cfg.w_merged * laue_merged[k] for k in groups}
+    best_ll = max(laue_score.values())
+    window = [k for k in groups if best_ll - laue_score[k] <= cfg.laue_window]
 
     # 3. per Laue group: merge, absences, E statistics
     candidates: list[tuple[SettingInfo, AbsenceEvidence, CentroEvidence, LaueMerged, frozenset]] = []
     laue_rows = []
-    for key in sorted(window, key=lambda k: -laue_ll[k]):
+    for key in sorted(window, key=lambda k: -laue_score[k]):
         members = groups[key]
         rep = _representative(members)
         ld = merge_for_laue(u1_hkl, u1.intensity, u1_sig, u1_kkeys, rep.laue_rotations, metric_rots, rep, cell)
@@ -276,27 +315,40 @@ def analyse(data: ReflectionData, config: AbsencesConfig | None = None) -> Space
             {
                 "laue": laue_label(key),
                 "llr": round(laue_ll[key], 3),
+                "n_merged": laue_merged[key],
                 "r_int": None if ld.r_int is None else round(ld.r_int, 4),
                 "n_unique": int(len(ld.hkl)),
                 "n_settings": len(members),
             }
         )
-    for key in sorted(set(groups) - set(window), key=lambda k: -laue_ll[k]):
-        laue_rows.append({"laue": laue_label(key), "llr": round(laue_ll[key], 3), "r_int": None, "n_unique": None, "n_settings": len(groups[key])})
+    for key in sorted(set(groups) - set(window), key=lambda k: -laue_score[k]):
+        laue_rows.append(
+            {
+                "laue": laue_label(key),
+                "llr": round(laue_ll[key], 3),
+                "n_merged": laue_merged[key],
+                "r_int": None,
+                "n_unique": None,
+                "n_settings": len(groups[key]),
+            }
+        )
 
     # 4. probabilities: P(Laue group) x P(setting | Laue group)
     g_list = [c[0] for c in candidates]
-    log_prior = setting_log_priors(g_list) if cfg.use_priors else [0.0] * len(g_list)
+    type_prior = type_log_priors(g_list) if cfg.use_priors else [0.0] * len(g_list)
+    share = setting_log_shares(g_list)
     terms = []
     laue_keys = []
-    for (g, ev, ce, ld, key), lp in zip(candidates, log_prior):
+    for (g, ev, ce, ld, key), lp, ls in zip(candidates, type_prior, share):
         centro_term = (0.5 if g.centrosymmetric else -0.5) * ce.llr
-        terms.append((laue_ll[key], ev.llr, centro_term, lp))
+        terms.append((laue_ll[key], ev.llr, centro_term, lp, ls, laue_merged[key]))
         laue_keys.append(key)
-    t = np.array(terms, dtype=np.float64).reshape(-1, 4)
+    t = np.array(terms, dtype=np.float64).reshape(-1, N_TERMS)
     index = {k: i for i, k in enumerate(dict.fromkeys(laue_keys))}
     laue_index = np.array([index[k] for k in laue_keys], dtype=np.int64)
-    prob = hypothesis_probabilities(t, laue_index, (cfg.w_laue, cfg.w_absences, cfg.w_centro, cfg.w_prior))
+    prob = hypothesis_probabilities(
+        t, laue_index, (cfg.w_laue, cfg.w_absences, cfg.w_centro, cfg.w_prior, cfg.w_merged), cfg.robust, cfg.robust_temper
+    )
     scores = np.log(np.maximum(prob, 1e-300))
     order = np.argsort(-prob, kind="stable")
 
@@ -312,13 +364,14 @@ def analyse(data: ReflectionData, config: AbsencesConfig | None = None) -> Space
         evidence = {
             "laue": laue_label(key),
             "laue_llr": round(float(laue_ll[key]), 3),
+            "laue_merged_rotations": int(laue_merged[key]),
             "r_int": None if ld.r_int is None else round(float(ld.r_int), 4),
             "centring": centring_letter(g.centring_vectors),
             **ev.as_dict(),
             "centrosymmetric": g.centrosymmetric,
             "centro_term": round(float(t[i, 2]), 3),
             "e_statistics": ce.as_dict(),
-            "prior": float(math.exp(t[i, 3])),
+            "prior": float(math.exp(t[i, 3] + t[i, 4])),
             "log_probability": round(float(scores[i]), 3),
         }
         if rank == 0:
@@ -336,7 +389,7 @@ def analyse(data: ReflectionData, config: AbsencesConfig | None = None) -> Space
             "Laue group "
             + laue_label(key0)
             + " includes rotations the data support only weakly: "
-            + ", ".join(f"{o.name} (CC {o.cc:.2f}, expected {o.cc_expected:.2f})" if np.isfinite(o.cc) else f"{o.name} (untested)" for o in weak)
+            + ", ".join(f"{o.name} (agreement {o.agreement:.2f})" if np.isfinite(o.agreement) else f"{o.name} (untested)" for o in weak)
         )
     warnings.extend(ce0.warnings)
     stats = centring_statistics(u1_hkl, u1.intensity, u1_sig)
@@ -393,4 +446,4 @@ def _centro_for(ld: LaueMerged, g: SettingInfo, data: ReflectionData, cfg: Absen
         e = normalized_e(sub, ld.symmetry)
     except Exception:  # unusable formula: fall back to the volume-based composition
         e = normalized_e(sub.model_copy(update={"formula": None, "z": None}), ld.symmetry)
-    return centrosymmetry_evidence(e, formula=data.formula, slope=cfg.centro_slope, cap=cfg.centro_cap)
+    return centrosymmetry_evidence(e, formula=data.formula, z=data.z, slope=cfg.centro_slope, cap=cfg.centro_cap)

@@ -7,7 +7,8 @@ function of the observed value,
     LLR = clip((<|E²-1|> - 0.852) / slope, -cap, cap) · n / (n + 50),
 
 halved when heavy atoms dominate the scattering, when there are few reflections, or when
-the statistics look twinned: the cases where E statistics are known to mislead.
+the statistics look twinned, and cut further when the cell holds few atoms (the central
+limit behind Wilson's distributions fails): the cases where E statistics mislead.
 """
 
 from __future__ import annotations
@@ -28,6 +29,19 @@ HEAVY_ATOM_SHARE = 0.5
 FEW_REFLECTIONS = 200
 #: <|E²-1|> below this (under the acentric value): twinning or pseudo-symmetry suspected
 TWIN_SUSPECT = 0.65
+#: fewer atoms (H excluded) in the cell than this: Wilson statistics do not hold
+FEW_ATOMS = 20
+
+
+def atoms_in_cell(formula: str | None, z: float | None) -> float | None:
+    """Non-hydrogen atoms in the cell from the formula and Z, or None."""
+    if not formula or not z:
+        return None
+    try:
+        counts = parse_formula(formula)
+    except Exception:
+        return None
+    return float(z) * sum(n for el, n in counts.items() if el.upper() not in ("H", "D"))
 
 
 @dataclass
@@ -78,6 +92,7 @@ def centrosymmetry_evidence(
     e: np.ndarray,
     *,
     formula: str | None = None,
+    z: float | None = None,
     slope: float = 0.116,
     cap: float = 2.0,
 ) -> CentroEvidence:
@@ -102,6 +117,13 @@ def centrosymmetry_evidence(
             f"<|E²-1|> = {x:.3f} and <E⁴> = {stats['mean_e4']:.2f} are below acentric values: twinning or "
             "pseudo-symmetry suspected, centrosymmetry test unreliable"
         )
+    n_atoms = atoms_in_cell(formula, z)
+    if n_atoms is not None and n_atoms < FEW_ATOMS:
+        warnings.append(
+            f"only {n_atoms:.0f} non-H atoms in the cell: random-atom (Wilson) statistics do not hold, "
+            "the centrosymmetry test says little"
+        )
+        llr *= 0.25
     if warnings:
         llr *= 0.5
     return CentroEvidence(stats, llr, warnings)

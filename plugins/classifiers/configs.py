@@ -12,12 +12,18 @@ class AbsencesConfig(ComponentConfig):
 
     Evidence weights: P(G) = P(L) · P(G | L) with
 
-        P(L)     ∝ exp(w_laue · LL_Laue(L)) · Σ_{G in L} prior(G)^w_prior
-        P(G | L) ∝ exp(w_absences · LLR_absences(G) + w_centro · (±½ LLR_centro) + w_prior · log prior(G))
+        P(L)     ∝ exp(w_laue · LL_Laue(L) + w_merged · n_merged(L)) · Σ_{G in L} prior(G)
+        P(G | L) ∝ exp(w_absences · LLR_absences(G) + w_centro · (±½ LLR_centro)) · prior(G)
+        log prior(G) = w_prior · log P(type) + log P(setting | type)
 
-    (`analysis.hypothesis_probabilities`). The defaults are the weights fitted by maximum
-    likelihood on the calibration split of the simulated benchmark
-    (`python benchmarks/spacegroup.py calibrate`); the temperature is folded into them.
+    (`analysis.hypothesis_probabilities`). w_laue, w_merged, w_absences, w_centro and the
+    robust share are fitted by
+    maximum likelihood on the calibration split of the simulated benchmark, whose
+    space-group types are drawn uniformly, with the type prior switched off
+    (`python benchmarks/spacegroup.py calibrate`): they make the evidence calibrated
+    likelihood ratios (the temperature is folded into them). The type prior
+    (space-group frequencies, `priors.py`) then enters with weight w_prior = 1, as Bayes'
+    rule has it for data drawn from the published population.
 
     metric_tolerance: |ΔG_ij|/sqrt(G_ii G_jj) allowed when deciding which rotations the cell
     metric admits; absent_leak: mean true intensity of a systematically absent reflection as a
@@ -25,26 +31,28 @@ class AbsencesConfig(ComponentConfig):
     absent_outlier_fraction: share of absent reflections allowed to be arbitrary outliers;
     removed_absences_prior: prior probability that the data processing removed the absent
     reflections from the file (then their *absence from the file* is the evidence);
-    op_systematic_width: allowance (in correlation units) for systematic error and
-    pseudo-symmetry in the per-operator agreement test; centro_slope: ⟨|E²-1|⟩ difference
+    op_systematic_width: allowance for systematic error in the per-operator agreement
+    (1 = equal within the data's errors, 0 = unrelated); centro_slope: ⟨|E²-1|⟩ difference
     per unit of centrosymmetry evidence; ambiguity_ratio: the top hypothesis is "ambiguous"
     when the runner-up has at least this fraction of its probability; max_hypotheses and
     min_probability trim the list returned.
     """
 
     metric_tolerance: float = Field(default=0.02, gt=0.0, le=0.2)
-    w_laue: float = Field(default=1.0, ge=0.0)
-    w_absences: float = Field(default=1.0, ge=0.0)
-    w_centro: float = Field(default=2.0, ge=0.0)
+    w_laue: float = Field(default=5.0, ge=0.0)
+    w_absences: float = Field(default=0.702, ge=0.0)
+    w_centro: float = Field(default=5.666, ge=0.0)
     w_prior: float = Field(default=1.0, ge=0.0)
+    w_merged: float = Field(default=6.938, ge=0.0, description="evidence per rotation the file was merged with")
+    robust: float = Field(default=0.0615, ge=0.0, lt=1.0, description="share of misleading evidence (see hypothesis_probabilities)")
+    robust_temper: float = Field(default=0.05, ge=0.0, le=1.0)
     absent_leak: float = Field(default=0.02, gt=0.0, lt=0.5)
     absent_outlier_fraction: float = Field(default=0.01, ge=0.0, lt=0.5)
     removed_absences_prior: float = Field(default=0.4, gt=0.0, lt=1.0)
-    op_systematic_width: float = Field(default=0.08, gt=0.0, le=0.5)
+    op_systematic_width: float = Field(default=0.04, gt=0.0, le=0.5)
     op_outlier_fraction: float = Field(default=0.01, ge=0.0, lt=1.0)
-    merged_in_evidence: float = Field(default=3.0, ge=0.0)
     centro_slope: float = Field(default=0.116, gt=0.0)
-    centro_cap: float = Field(default=2.0, gt=0.0)
+    centro_cap: float = Field(default=4.0, gt=0.0)
     laue_window: float = Field(default=60.0, gt=0.0, description="nats below the best Laue group still analysed")
     ambiguity_ratio: float = Field(default=0.25, gt=0.0, le=1.0)
     max_hypotheses: int = Field(default=20, ge=1)

@@ -1,16 +1,29 @@
 """Laue class from the agreement of reflections related by each candidate rotation.
 
 For every proper rotation R the cell metric admits (beside the identity), the reflections
-h and hR both measured are paired, and the correlation of their normalised intensities
-E² is compared with what a true symmetry would give (`cc_expected`, from the σ of the
-pairs: the correlation measurement noise allows) and with what an unrelated pair gives
-(0). Each rotation so gets a log-likelihood ratio "present vs absent"; a Laue group's
-log-likelihood is the sum over its rotations (Pointless's per-operator idea, our own model).
+h and hR both measured are paired and their normalised differences
+
+    z = (I_h - I_hR) / sqrt(σ_h² + σ_hR²)
+
+are compared with two references measured on the same data:
+
+- *present*: a true symmetry makes z a measurement error, <|z|> = 0.798·k, with k
+  the error scale of this data set (from repeated measurements and Friedel mates: it
+  absorbs misestimated σ and anomalous differences);
+- *absent*: unrelated reflections of similar resolution (random pairs within resolution
+  shells), whose mean clipped |z| is m₀.
+
+The agreement a = (m₀ - <|z|>) / (m₀ - 0.798·k), with |z| clipped at 6k so that an outlier
+counts but boundedly, is 1 for a symmetry and 0 for none, whatever the intensity scale. Each rotation gets a
+log-likelihood ratio "present vs absent" from a (absent rotations may show any partial
+agreement: pseudo-symmetry); a Laue group's log-likelihood is the sum over its rotations
+(Pointless's per-operator idea, with our own statistic). The Pearson correlation of E² is
+reported beside it.
 
 Data already merged in some group hold one reflection per orbit: no pairs exist for the
 rotations of that group. When the pairs a rotation should find are almost all missing,
-the rotation is reported as "merged" and counted as moderate evidence for it (the data
-processing used it).
+the rotation is reported as "merged"; how much that says for it (the processing used it,
+or merely stored one asymmetric unit) is a weight of its own, fitted with the others.
 """
 
 from __future__ import annotations
@@ -26,9 +39,16 @@ from refractor_core.crystal.orbits import orbit_keys
 E2_CLIP = 12.0
 #: fewer pairs than this: the rotation is not tested
 MIN_PAIRS = 8
-#: a rotation whose pairs are found for less than this fraction of candidates was merged
-MERGED_FRACTION = 0.02
+#: a rotation finding partners for less than this fraction of the reflections that chance
+#: would give (the file's coverage) was merged
+MERGED_FRACTION = 0.25
 MIN_CANDIDATES_MERGED = 30
+#: |z| is clipped at this many error scales (outliers count, but boundedly)
+Z_CLIP = 6.0
+#: mean of min(|z|, Z_CLIP) for a standard normal variate
+MEAN_ABS_NORMAL = 0.797885
+#: pairs needed to measure the error scale k
+MIN_SCALE_PAIRS = 30
 
 _IDENTITY = np.eye(3, dtype=np.int64)[None]
 
@@ -40,8 +60,8 @@ class OperatorEvidence:
     rotation: np.ndarray  # (3, 3) int, acting on fractional coordinates
     n_pairs: int
     n_candidates: int
-    cc: float
-    cc_expected: float
+    agreement: float  # 1: equal within errors, 0: as unrelated reflections
+    cc: float  # Pearson correlation of E² (reported)
     llr: float  # log p(data | present) - log p(data | absent)
     status: str  # agree, disagree, uncertain, merged, untested
 
@@ -50,11 +70,14 @@ class OperatorEvidence:
         return rotation_name(self.rotation)
 
     def as_dict(self) -> dict:
+        def r(x, d=4):
+            return None if not np.isfinite(x) else round(float(x), d)
+
         return {
             "operator": self.name,
             "n_pairs": self.n_pairs,
-            "cc": None if not np.isfinite(self.cc) else round(float(self.cc), 4),
-            "cc_expected": None if not np.isfinite(self.cc_expected) else round(float(self.cc_expected), 4),
+            "agreement": r(self.agreement),
+            "cc": r(self.cc),
             "llr": round(float(self.llr), 3),
             "status": self.status,
         }
@@ -87,49 +110,103 @@ def _normal_logpdf(x: float, mu: float, sd: float) -> float:
     return float(-0.5 * ((x - mu) / sd) ** 2 - np.log(sd) - 0.5 * np.log(2 * np.pi))
 
 
-def _operator_llr(cc: float, cc_exp: float, n: int, width: float, outlier: float) -> float:
-    """log p(cc | rotation present) - log p(cc | absent).
+def error_scale(hkl: np.ndarray, intensity: np.ndarray, sigma: np.ndarray) -> tuple[float, int]:
+    """k = median |z| / 0.674 over pairs of rows of one Friedel class (repeats and mates).
 
-    Present: cc scatters about cc_expected (sampling error plus `width` for systematic
-    error). Absent: half of the time near 0 (unrelated reflections), half anywhere between
-    0 and cc_expected (pseudo-symmetry correlates reflections without making them equal).
-    Both carry an `outlier` share spread over [-1, 1].
+    1 when the σ describe the scatter of repeated measurements (anomalous differences,
+    when present, enlarge k: a rotation relating Bijvoet mates is judged with them).
+    Returns (k, pairs used); k = 1 when fewer than `MIN_SCALE_PAIRS` pairs exist.
+    """
+    keys = orbit_keys(np.asarray(hkl, dtype=np.int64), _IDENTITY)
+    order = np.argsort(keys, kind="stable")
+    k = keys[order]
+    same = np.nonzero(k[1:] == k[:-1])[0]
+    # one pair per class: the first two rows
+    first = same[np.r_[True, k[same[1:]] != k[same[:-1]]]] if len(same) else same
+    a, b = order[first], order[first + 1]
+    n = len(a)
+    if n < MIN_SCALE_PAIRS:
+        return 1.0, n
+    z = (intensity[a] - intensity[b]) / np.sqrt(sigma[a] ** 2 + sigma[b] ** 2)
+    return float(max(np.median(np.abs(z)) / 0.6745, 0.5)), n
+
+
+def unrelated_level(intensity: np.ndarray, sigma: np.ndarray, s2: np.ndarray, clip: float, n_shells: int = 20) -> float:
+    """Mean of min(|z|, clip) over pairs of unrelated reflections of similar resolution.
+
+    Reflections are paired at random within resolution shells (a fixed seed: the answer
+    depends on the data only); equivalents, which share their resolution exactly, would
+    pair up if neighbours in sin θ/λ were taken instead.
+    """
+    from refractor_core.crystal.intensity_stats import shell_index
+
+    n = len(intensity)
+    if n < 4:
+        return float("nan")
+    shell = shell_index(s2, min(n_shells, max(n // 50, 1)))
+    rng = np.random.default_rng(12345)
+    order = np.lexsort((rng.random(n), shell))
+    a, b = order[0:-1:2], order[1::2]
+    same = shell[a] == shell[b]
+    a, b = a[same], b[same]
+    z = (intensity[a] - intensity[b]) / np.sqrt(sigma[a] ** 2 + sigma[b] ** 2)
+    return float(np.minimum(np.abs(z), clip).mean()) if len(z) else float("nan")
+
+
+def _operator_llr(a: float, se: float, width: float, outlier: float) -> float:
+    """log p(a | rotation present) - log p(a | absent) for the agreement a.
+
+    Present: a scatters about 1 (sampling error `se` plus `width` for systematic error).
+    Absent: half of the time near 0 (unrelated reflections), half anywhere between 0 and 1
+    (pseudo-symmetry makes reflections similar without making them equal). Both carry an
+    `outlier` share spread over [-0.5, 1.5].
     """
     uniform = np.log(0.5)
-    sd1 = np.sqrt((1.0 - cc_exp**2) ** 2 / n + width**2)
-    sd0 = np.sqrt(1.0 / n + width**2)
-    top = max(cc_exp, 0.3)
-    pseudo = np.log(1.0 / (top + 0.2)) if -0.2 <= cc <= top else -np.inf
-    lp1 = np.logaddexp(np.log1p(-outlier) + _normal_logpdf(cc, cc_exp, sd1), np.log(outlier) + uniform)
-    lp0_core = np.logaddexp(np.log(0.5) + _normal_logpdf(cc, 0.0, sd0), np.log(0.5) + pseudo)
+    sd1 = np.sqrt(se**2 + width**2)
+    sd0 = np.sqrt(se**2 + width**2)
+    pseudo = 0.0 if 0.0 <= a <= 1.0 else -np.inf  # log of the U(0, 1) density
+    lp1 = np.logaddexp(np.log1p(-outlier) + _normal_logpdf(a, 1.0, sd1), np.log(outlier) + uniform)
+    lp0_core = np.logaddexp(np.log(0.5) + _normal_logpdf(a, 0.0, sd0), np.log(0.5) + pseudo)
     lp0 = np.logaddexp(np.log1p(-outlier) + lp0_core, np.log(outlier) + uniform)
     return float(lp1 - lp0)
 
 
 def score_operators(
     hkl: np.ndarray,
+    intensity: np.ndarray,
+    sigma: np.ndarray,
     e2: np.ndarray,
-    sigma_e2: np.ndarray,
+    s2: np.ndarray,
     rotations: np.ndarray,
     *,
-    systematic_width: float = 0.08,
+    scale: float = 1.0,
+    systematic_width: float = 0.04,
     outlier_fraction: float = 0.01,
-    merged_evidence: float = 3.0,
     centring: np.ndarray | None = None,
+    coverage: float = 1.0,
 ) -> list[OperatorEvidence]:
     """Evidence for each rotation (identity excluded) from Friedel-merged reflections.
 
-    `hkl` must hold one row per Friedel-merged reflection; `e2` its normalised intensity and
-    `sigma_e2` the σ of it. `centring`: the lattice's centring vectors, when known; a
-    rotation the lattice does not have maps allowed reflections onto forbidden ones, whose
-    absence from the file must not be read as "merged with this rotation".
+    `hkl`, `intensity`, `sigma`: one row per Friedel-merged reflection; `e2` their
+    normalised intensities (for the reported correlation), `s2` their sin²θ/λ²; `scale`
+    the data's error scale k (`error_scale`). `centring`: the lattice's centring vectors,
+    when known; a rotation the lattice does not have maps allowed reflections onto
+    forbidden ones, whose absence from the file must not be read as "merged with it".
+    `coverage`: the fraction of the Friedel-unique reflections of the resolution range the
+    file holds; an unrelated rotation finds partners about that often, a rotation the
+    data were merged with (one reflection kept per orbit) almost never.
     """
     h = np.asarray(hkl, dtype=np.int64)
+    i_all = np.asarray(intensity, dtype=np.float64)
+    s_all = np.asarray(sigma, dtype=np.float64)
     keys = orbit_keys(h, _IDENTITY)
     order = np.argsort(keys)
     sorted_keys = keys[order]
     x_all = np.clip(np.asarray(e2, dtype=np.float64), -E2_CLIP, E2_CLIP)
-    s_all = np.asarray(sigma_e2, dtype=np.float64)
+    clip = Z_CLIP * scale
+    m0 = unrelated_level(i_all, s_all, np.asarray(s2, dtype=np.float64), clip)
+    m1 = MEAN_ABS_NORMAL * scale
+    span = m0 - m1
     out = []
     for r in rotations:
         r = np.asarray(r, dtype=np.int64)
@@ -146,36 +223,55 @@ def score_operators(
         i = np.nonzero(found)[0]
         j = order[pos[found]]
         n = len(i)
-        if n_cand >= MIN_CANDIDATES_MERGED and n < MERGED_FRACTION * n_cand:
-            out.append(OperatorEvidence(r, n, n_cand, float("nan"), float("nan"), merged_evidence, "merged"))
+        nan = float("nan")
+        if n_cand >= MIN_CANDIDATES_MERGED and n < MERGED_FRACTION * max(coverage, 0.05) * n_cand:
+            out.append(OperatorEvidence(r, n, n_cand, nan, nan, 0.0, "merged"))
             continue
-        if n < MIN_PAIRS:
-            out.append(OperatorEvidence(r, n, n_cand, float("nan"), float("nan"), 0.0, "untested"))
+        if n < MIN_PAIRS or not np.isfinite(span):
+            out.append(OperatorEvidence(r, n, n_cand, nan, nan, 0.0, "untested"))
             continue
+        z = np.minimum(np.abs(i_all[i] - i_all[j]) / np.sqrt(s_all[i] ** 2 + s_all[j] ** 2), clip)
+        m = float(z.mean())
         x, y = x_all[i], x_all[j]
-        vx, vy = x.var(), y.var()
-        if vx <= 0 or vy <= 0:
-            out.append(OperatorEvidence(r, n, n_cand, float("nan"), float("nan"), 0.0, "untested"))
+        cc = float(np.corrcoef(x, y)[0, 1]) if x.std() > 0 and y.std() > 0 else nan
+        if span <= 0.05 * m1:
+            # unrelated reflections differ no more than their errors: no information
+            out.append(OperatorEvidence(r, n, n_cand, nan, cc, 0.0, "untested"))
             continue
-        cc = float(np.mean((x - x.mean()) * (y - y.mean())) / np.sqrt(vx * vy))
-        noise = 0.5 * (np.mean(s_all[i] ** 2) + np.mean(s_all[j] ** 2))
-        cc_exp = float(np.clip(1.0 - noise / (0.5 * (vx + vy)), 0.0, 1.0))
-        llr = _operator_llr(cc, cc_exp, n, systematic_width, outlier_fraction)
+        a = float(np.clip((m0 - m) / span, -0.5, 1.5))
+        se = float(z.std()) / np.sqrt(n) / span
+        llr = _operator_llr(a, se, systematic_width, outlier_fraction)
         status = "agree" if llr > 2.0 else ("disagree" if llr < -2.0 else "uncertain")
-        out.append(OperatorEvidence(r, n, n_cand, cc, cc_exp, llr, status))
+        out.append(OperatorEvidence(r, n, n_cand, a, cc, llr, status))
     return out
 
 
-def laue_log_likelihood(laue_rotations: np.ndarray, evidence: list[OperatorEvidence]) -> float:
-    """Σ of the evidence of the rotations in a Laue group (relative to -1)."""
-    by_key = {e.rotation.tobytes(): e.llr for e in evidence}
-    total = 0.0
+def laue_log_likelihood(laue_rotations: np.ndarray, evidence: list[OperatorEvidence]) -> tuple[float, int]:
+    """(Σ of the evidence of the tested rotations in a Laue group, relative to -1; number
+    of its rotations the data were merged with)."""
+    by_key = {e.rotation.tobytes(): e for e in evidence}
+    total, merged = 0.0, 0
     for r in laue_rotations:
-        total += by_key.get(np.asarray(r, dtype=np.int64).tobytes(), 0.0)
-    return total
+        e = by_key.get(np.asarray(r, dtype=np.int64).tobytes())
+        if e is None:
+            continue
+        total += e.llr
+        merged += e.status == "merged"
+    return total, merged
 
 
 def weak_operators(laue_rotations: np.ndarray, evidence: list[OperatorEvidence], threshold: float = 1.0) -> list[OperatorEvidence]:
     """Rotations of a Laue group whose own evidence is weak or against them."""
     keys = {np.asarray(r, dtype=np.int64).tobytes() for r in laue_rotations}
     return [e for e in evidence if e.rotation.tobytes() in keys and e.llr < threshold and e.status != "merged"]
+
+
+__all__ = [
+    "OperatorEvidence",
+    "error_scale",
+    "laue_log_likelihood",
+    "rotation_name",
+    "score_operators",
+    "unrelated_level",
+    "weak_operators",
+]

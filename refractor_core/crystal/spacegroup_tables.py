@@ -142,10 +142,27 @@ def all_settings() -> tuple[SettingInfo, ...]:
     return tuple(entries)
 
 
+@lru_cache(maxsize=None)
+def reference_setting(number: int) -> SettingInfo:
+    """The ITA reference setting of a space-group type (as in gemmi's table)."""
+    for s in all_settings():
+        if s.number == number and s.is_reference:
+            return s
+    return next(s for s in all_settings() if s.number == number)
+
+
 def compatible_settings(metric_rotations: np.ndarray) -> list[SettingInfo]:
     """Settings whose Laue rotations all belong to `metric_rotations` (proper, (m, 3, 3))."""
     allowed = rotation_key(metric_rotations)
     return [s for s in all_settings() if s.laue_key <= allowed]
+
+
+def preserves_centring(rotation: np.ndarray, vectors: np.ndarray) -> bool:
+    """Whether a rotation maps the centring translations onto themselves (mod lattice)."""
+    r = np.asarray(rotation, dtype=np.float64)
+    v = np.mod(np.asarray(vectors, dtype=np.float64).reshape(-1, 3), 1.0)
+    key = {tuple(np.round(x, 6) % 1.0) for x in v}
+    return all(tuple(np.round(np.mod(r @ x, 1.0), 6) % 1.0) in key for x in v)
 
 
 @lru_cache(maxsize=None)
