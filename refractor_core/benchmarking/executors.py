@@ -78,15 +78,21 @@ def map_tasks(
     workers: int | None = None,
     progress: Callable[..., Any] | None = None,
     description: str = "tasks",
+    on_result: Callable[[int, Any], None] | None = None,
 ) -> list[Any]:
-    """`[fn(x) for x in items]`, locally or on Dask, with a progress bar (see module doc)."""
+    """`[fn(x) for x in items]`, locally or on Dask, with a progress bar (see module doc).
+
+    `on_result(index, result)` is called as each task finishes (in completion order).
+    """
     items = list(items)
     bar_factory = progress or _silent
     if executor == "local":
         out = []
         with bar_factory(description, total=len(items)) as bar:
-            for item in items:
+            for i, item in enumerate(items):
                 out.append(_single_thread(fn, item))
+                if on_result is not None:
+                    on_result(i, out[-1])
                 bar.update(1)
         return out
     if executor != "dask":
@@ -96,8 +102,11 @@ def map_tasks(
     client, cluster = _dask_client(scheduler, workers)
     try:
         futures = client.map(_single_thread, [fn] * len(items), items, pure=False)
+        position = {f.key: i for i, f in enumerate(futures)}
         with bar_factory(f"{description} (dask, {len(client.scheduler_info()['workers'])} workers)", total=len(items)) as bar:
-            for _ in as_completed(futures):
+            for future in as_completed(futures):
+                if on_result is not None:
+                    on_result(position[future.key], future.result())
                 bar.update(1)
         return client.gather(futures)
     finally:

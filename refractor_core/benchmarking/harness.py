@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import math
 import time
 from dataclasses import asdict
@@ -27,6 +28,8 @@ from ..types import RunConfig
 from .executors import map_tasks
 from .runner import CaseOptions, run_case, summarize, summary_markdown
 from .suites import CaseSpec
+
+log = logging.getLogger("refractor.benchmark")
 
 #: preferred fallbacks when a default component is missing (first installed wins)
 PREFERRED = {"ranker": ("composite", "r1", "wr2"), "refiner": ("lsq",), "generator": ("charge-flip",),
@@ -112,8 +115,15 @@ def run_benchmark(
     started = time.perf_counter()
     manifest = new_manifest(config, seed=seed, device=options.device, command=command)
     jobs = [(spec, config.model_dump(mode="json"), seed, options) for spec in specs]
+    done = [0]
+
+    def report(index: int, row: dict[str, Any]) -> None:
+        done[0] += 1
+        log.info("[%d/%d] %s: %s, R1 %s, %.0f s", done[0], len(jobs), row.get("case"), row.get("status"),
+                 f"{row.get('r1', float('nan')):.4f}", row.get("seconds", 0.0))
+
     rows = map_tasks(run_case, jobs, executor=executor, scheduler=scheduler, workers=workers,
-                     progress=progress, description=f"benchmark {suite}")
+                     progress=progress, description=f"benchmark {suite}", on_result=report)
     summary = summarize(rows)
     wall = time.perf_counter() - started
     title = title or f"refractor benchmark --suite {suite}"
