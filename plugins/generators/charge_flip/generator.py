@@ -13,7 +13,8 @@ observed amplitudes, and interpreted into atoms.
 
 Candidate.score (lower is better) = 0.75·(1 − symmetry agreement) + 0.25·R_flip
 − 0.05·(further trials that reached the same solution, up to 4). The symmetry agreement
-weighs most: R_flip is not comparable between |E| and |F| trials.
+weighs most (R_flip is not comparable between |E| and |F| trials); P1, with no operation
+to test, counts as 0.5, so a solution that does obey a higher group scores better there.
 Candidate.meta holds the trial statistics (R, flip ratio, cycles, converged, seconds), the
 origin shift and score, how many trials reached the same solution ("support"), the Z used
 and the peak count.
@@ -51,6 +52,8 @@ log = logging.getLogger("refractor.generators.charge_flip")
 SAME_SOLUTION = 0.6
 #: score bonus per further trial that reached the same solution (up to 4)
 SUPPORT_BONUS = 0.05
+#: symmetry agreement counted for a group with no operation to test (P1)
+NEUTRAL_AGREEMENT = 0.5
 #: distinct solutions placed and scored per hypothesis
 MAX_GROUPS_SCORED = 8
 
@@ -136,7 +139,10 @@ class ChargeFlipGenerator(Generator):
             trial = solutions.trials[group[0]]
             origin = find_origin(problem.hkl, trial.f, data.cell, sym)
             # a solution reached again from independent random phases is trusted more
-            score = 0.75 * (1.0 - origin.score) + 0.25 * trial.r - SUPPORT_BONUS * min(len(group) - 1, 4)
+            # P1 has no operation to test: neutral evidence, so that a group whose symmetry
+            # the solution does obey (P-1 against P1) scores better than P1
+            agreement = origin.score if origin.n_operations else NEUTRAL_AGREEMENT
+            score = 0.75 * (1.0 - agreement) + 0.25 * trial.r - SUPPORT_BONUS * min(len(group) - 1, 4)
             scored.append((score, group, origin))
         scored.sort(key=lambda item: item[0])
         candidates: list[Candidate] = []
@@ -162,7 +168,7 @@ class ChargeFlipGenerator(Generator):
                     "trials_run": len(solutions.trials),
                     "trials_converged": int(sum(t.converged for t in solutions.trials)),
                     "origin_shift": [round(float(v), 5) for v in origin.shift],
-                    "symmetry_agreement": round(float(origin.score), 4),
+                    "symmetry_agreement": round(float(origin.score), 4) if origin.n_operations else None,
                     "symmetry_agreement_per_operation": [round(v, 4) for v in origin.per_operation],
                     "mean_fom": round(float(fom.mean()), 4) if len(fom) else 0.0,
                     "r_symmetric": None if polish is None else round(float(polish.r), 4),
