@@ -227,6 +227,7 @@ class Refinement:
         self.driver = driver
         budget = cfg.max_cycles
 
+        self._update_restraints(model)
         # stage 1: isotropic start (atoms already anisotropic stay so); extinction and twin
         # fractions are held at their starting values until the model is close
         self._choose_matrix(model)
@@ -334,8 +335,11 @@ class Refinement:
 
         rs = restraints.generate(model)
         if rs and len(rs) != len(self.driver.restraints):
-            n_same = sum(r.kind == "same" for r in rs)
-            self.log(f"restraints for disorder components: {n_same} similar distances, {len(rs) - n_same} rigid bonds")
+            kinds = {k: sum(r.kind == k for r in rs) for k in ("same", "rigu", "simu", "isor")}
+            self.log(
+                f"restraints for disorder components: {kinds['same']} similar distances, {kinds['rigu']} rigid "
+                f"bonds, {kinds['simu']} similar-ADP and {kinds['isor']} near-isotropic ADP components"
+            )
         self.driver.restraints = rs
         self.meta["n_restraints"] = len(rs)
 

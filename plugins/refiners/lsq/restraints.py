@@ -8,7 +8,15 @@ started from a rough model needs them even more. For atoms in disorder component
   the corresponding distance of the other components (atoms matched to their nearest
   partner of the same element, within 1.6 Å); σ 0.02 Å (1,2) and 0.04 Å (1,3);
 - *rigid bond* (RIGU-like): for bonded pairs involving a disordered atom, both
-  anisotropic, the mean-square displacements along the bond are equal; σ 0.004 Å².
+  anisotropic, the mean-square displacements along the bond are equal; σ 0.004 Å²;
+- *similar ADPs* (SIMU-like): bonded atoms involving a disordered atom have similar
+  Cartesian U components; σ 0.04 Å² (0.08 Å² for terminal atoms);
+- *approximately isotropic* (ISOR-like) ADPs for disordered atoms with occupancy below
+  one half; σ 0.1 Å².
+
+Disordered atoms are those of a PART other than 0 (negative PARTs, disorder across a
+symmetry element, get the ADP restraints; the similar-geometry restraint needs two
+numbered components).
 
 Each restraint is a pseudo-observation (target 0, weight 1/σ²) added to the normal
 equations and to the sum of squares, exactly as SHELXL adds restraints to Σ w Δ².
@@ -28,6 +36,8 @@ from .parameters import RAW, Parameterisation
 SIGMA_12 = 0.02
 SIGMA_13 = 0.04
 SIGMA_RIGU = 0.004
+SIGMA_SIMU = 0.04
+SIGMA_ISOR = 0.1
 PARTNER_DISTANCE = 1.6
 #: distances of two components differing more than this (Å) are not taken as equivalent
 MAX_MISMATCH = 0.2
@@ -44,10 +54,49 @@ class Image:
 
 @dataclass(frozen=True)
 class Restraint:
-    kind: str  # "same" (d1 - d2 = 0) or "rigu"
+    kind: str  # "same" (d1 - d2 = 0), "rigu", "simu" or "isor" (one U component each)
     pair1: tuple[Image, Image]
     pair2: tuple[Image, Image] | None
     sigma: float
+    component: int = 0  # Cartesian U component (11, 22, 33, 12, 13, 23) for simu/isor
+
+
+_PAIRS = [(0, 0), (1, 1), (2, 2), (0, 1), (0, 2), (1, 2)]
+
+
+def _ucart_map(model: WorkingModel, im: Image, m: np.ndarray) -> np.ndarray:
+    """(6, 6) matrix taking an atom's U* (CIF order) to the Cartesian U of its image."""
+    a = m @ model.symmetry.rotations[im.op].astype(np.float64)
+    out = np.zeros((6, 6))
+    for r, (p, q) in enumerate(_PAIRS):
+        for c, (k, l) in enumerate(_PAIRS):
+            v = a[p, k] * a[q, l]
+            if k != l:
+                v += a[p, l] * a[q, k]
+            out[r, c] = v
+    return out
+
+
+def _adp_terms(model: WorkingModel, r: "Restraint", m: np.ndarray):
+    """Value and U* gradients {atom: (6,)} of a simu/isor restraint (None if not applicable)."""
+    us = model.u_star_all()
+    if r.kind == "simu":
+        a, b = r.pair1
+        if not (model.aniso[a.atom] and model.aniso[b.atom]):
+            return None
+        ma, mb = _ucart_map(model, a, m), _ucart_map(model, b, m)
+        k = r.component
+        value = float(ma[k] @ us[a.atom] - mb[k] @ us[b.atom])
+        return value, {a.atom: ma[k], b.atom: -mb[k]}
+    a = r.pair1[0]
+    if not model.aniso[a.atom]:
+        return None
+    ma = _ucart_map(model, a, m)
+    k = r.component
+    row = ma[k].copy()
+    if k < 3:
+        row -= (ma[0] + ma[1] + ma[2]) / 3.0
+    return float(row @ us[a.atom]), {a.atom: row}
 
 
 def _frac(model: WorkingModel, im: Image) -> np.ndarray:
@@ -88,15 +137,22 @@ def generate(model: WorkingModel) -> list[Restraint]:
     from .hydrogens import neighbours
 
     heavy = np.array([i for i in range(model.n) if not is_hydrogen(model.elements[i]) and model.riding[i] < 0])
-    disordered = [int(i) for i in heavy if model.part[i] > 0]
+    disordered = [int(i) for i in heavy if model.part[i] != 0]
     if not disordered:
         return []
     nb = neighbours(model, heavy)
+    cart = model.cartesian()
     bonds: dict[int, list[Image]] = {}
     for i, lst in nb.items():
-        bonds[i] = [Image(n.atom, n.op, tuple(n.shift)) for n, _, _ in lst if not is_hydrogen(model.elements[n.atom])]
-    cart = model.cartesian()
-    parts = sorted({int(model.part[i]) for i in disordered})
+        bonds[i] = []
+        for n, pos, _ in lst:
+            if is_hydrogen(model.elements[n.atom]):
+                continue
+            if np.linalg.norm(pos - cart[n.atom]) < 0.01:
+                bonds[i].append(Image(n.atom))  # the atom itself, reached through site symmetry
+            else:
+                bonds[i].append(Image(n.atom, n.op, tuple(n.shift)))
+    parts = sorted({int(model.part[i]) for i in disordered if model.part[i] > 0})
 
     def nearest(a: int, q: int) -> int | None:
         cands = [j for j in heavy if model.part[j] == q and model.elements[j] == model.elements[a]]
@@ -106,12 +162,45 @@ def generate(model: WorkingModel) -> list[Restraint]:
         k = int(np.argmin(d))
         return int(cands[k]) if d[k] < PARTNER_DISTANCE else None
 
+    direct_nb: dict[int, set[int]] = {
+        int(i): {b.atom for b in lst if b.op == 0 and b.shift == (0, 0, 0)} for i, lst in bonds.items()
+    }
+    matches: dict[tuple[int, int], int] = {}  # (atom, other part) -> partner
+
+    def match_parts(p: int, q: int) -> None:
+        """Partners between components p and q: mutual nearest atoms of one element, then
+        propagated through the bonds (an unmatched atom bonded to a matched one takes the
+        only unmatched atom of its element bonded to the partner)."""
+        in_p = [int(i) for i in heavy if model.part[i] == p]
+        in_q = [int(i) for i in heavy if model.part[i] == q]
+        for a in in_p:
+            b = nearest(a, q)
+            if b is not None and nearest(b, p) == a:
+                matches[(a, q)] = b
+                matches[(b, p)] = a
+        changed = True
+        while changed:
+            changed = False
+            for a in in_p:
+                if (a, q) in matches:
+                    continue
+                for nbr in direct_nb.get(a, ()):
+                    nb_partner = nbr if model.part[nbr] == 0 else matches.get((nbr, q))
+                    if nb_partner is None:
+                        continue
+                    cands = [c for c in direct_nb.get(nb_partner, ()) if c in in_q and (c, p) not in matches
+                             and model.elements[c] == model.elements[a]]
+                    if len(cands) == 1:
+                        matches[(a, q)] = cands[0]
+                        matches[(cands[0], p)] = a
+                        changed = True
+                        break
+
     def partner(a: int, q: int) -> int | None:
-        """a itself (PART 0) or its mutual nearest atom of the same element in part q."""
+        """a itself (PART 0) or its matched atom in component q."""
         if model.part[a] == 0:
             return a
-        b = nearest(a, q)
-        return b if b is not None and nearest(b, int(model.part[a])) == a else None
+        return matches.get((a, q))
 
     direct_bonds = {(int(i), b.atom) for i, lst in bonds.items() for b in lst if b.op == 0 and b.shift == (0, 0, 0)}
 
@@ -122,6 +211,10 @@ def generate(model: WorkingModel) -> list[Restraint]:
 
     out: list[Restraint] = []
     seen: set = set()
+    for p in parts:
+        for q in parts:
+            if q > p:
+                match_parts(p, q)
     for p in parts:
         members = [i for i in heavy if model.part[i] in (0, p)]
         for q in parts:
@@ -163,6 +256,13 @@ def generate(model: WorkingModel) -> list[Restraint]:
                 continue
             seen.add((int(i), j))
             out.append(Restraint("rigu", (Image(int(i)), b), None, SIGMA_RIGU))
+            terminal = len(bonds.get(int(i), [])) <= 1 or len(bonds.get(j, [])) <= 1
+            for k in range(6):
+                out.append(Restraint("simu", (Image(int(i)), b), None, 2 * SIGMA_SIMU if terminal else SIGMA_SIMU, k))
+    for i in disordered:
+        if model.occupancy[i] < 0.5:
+            for k in range(6):
+                out.append(Restraint("isor", (Image(i), Image(i)), None, SIGMA_ISOR, k))
     return out
 
 
@@ -177,12 +277,15 @@ def residuals(model: WorkingModel, restraints: list[Restraint]) -> tuple[np.ndar
             d1, _, _ = _distance_and_gradient(model, *r.pair1, m)
             d2, _, _ = _distance_and_gradient(model, *r.pair2, m)
             vals.append(d1 - d2)
-        else:
+        elif r.kind == "rigu":
             a, b = r.pair1
             if not (model.aniso[a.atom] and model.aniso[b.atom]):
                 vals.append(0.0)
             else:
                 vals.append(_rigu_terms(model, a, b, m)[0])
+        else:
+            res = _adp_terms(model, r, m)
+            vals.append(0.0 if res is None else res[0])
         sig.append(r.sigma)
     return np.array(vals), np.array(sig)
 
@@ -214,13 +317,20 @@ def add_to_normal_equations(ne, params: Parameterisation, restraints: list[Restr
             for im, g, sign in ((r.pair1[0], g1a, 1.0), (r.pair1[1], g1b, 1.0), (r.pair2[0], g2a, -1.0), (r.pair2[1], g2b, -1.0)):
                 v = raw.setdefault(im.atom, np.zeros(RAW))
                 v[:3] += sign * g
-        else:
+        elif r.kind == "rigu":
             a, b = r.pair1
             if not (model.aniso[a.atom] and model.aniso[b.atom]):
                 continue
             value, ga, gb = _rigu_terms(model, a, b, m)
             raw.setdefault(a.atom, np.zeros(RAW))[3:9] += ga
             raw.setdefault(b.atom, np.zeros(RAW))[3:9] += gb
+        else:
+            res = _adp_terms(model, r, m)
+            if res is None:
+                continue
+            value, grads = res
+            for atom, g in grads.items():
+                raw.setdefault(atom, np.zeros(RAW))[3:9] += g
         grad_cols = np.zeros(len(atom_cols))
         for atom, g in raw.items():
             k = pos.get(atom)
