@@ -27,6 +27,7 @@ import numpy as np
 from refractor_core.crystal.cell import stol
 from refractor_core.crystal.intensity_stats import expected_intensity
 from refractor_core.crystal.lattice import (
+    rotation_key,
     CENTRING_HALL,
     centring_statistics,
     centring_vectors,
@@ -52,7 +53,15 @@ from .absence_scoring import (
 )
 from .centrosymmetry import CentroEvidence, centrosymmetry_evidence
 from .configs import AbsencesConfig
-from .laue import MIN_SCALE_PAIRS, OperatorEvidence, error_scale, laue_log_likelihood, score_operators, weak_operators
+from .laue import (
+    MIN_SCALE_PAIRS,
+    OperatorEvidence,
+    error_scale,
+    laue_log_likelihood,
+    merge_group,
+    score_operators,
+    weak_operators,
+)
 from .priors import setting_log_shares, type_log_priors
 
 SOURCE = "absences"
@@ -259,6 +268,10 @@ def analyse(data: ReflectionData, config: AbsencesConfig | None = None) -> Space
     d_u1 = 0.5 / np.sqrt(np.maximum(s2_u1, 1e-30))
     sphere = 4.0 * math.pi / 3.0 * (d_u1.min() ** -3 - d_u1.max() ** -3) * cell.volume / 2.0
     coverage = float(min(1.0, u1.n / max(sphere, 1.0)))
+    laue_candidates = {s.laue_key: s.laue_rotations for s in settings}
+    merged_with = merge_group(u1_hkl[use], list(laue_candidates.values()))
+    if merged_with is not None:
+        notes.append(f"the file holds one reflection per orbit of the Laue group {laue_label(rotation_key(merged_with))}: merged with it")
     ops = score_operators(
         u1_hkl[use],
         u1.intensity[use],
@@ -271,12 +284,13 @@ def analyse(data: ReflectionData, config: AbsencesConfig | None = None) -> Space
         outlier_fraction=cfg.op_outlier_fraction,
         centring=prov_vectors,
         coverage=coverage,
+        merge_group=merged_with,
     )
     if n_scale >= MIN_SCALE_PAIRS:
         notes.append(f"repeated measurements and Friedel mates scatter {k_scale:.2f} times their σ ({n_scale} pairs)")
-    if any(o.status == "merged" for o in ops):
+    if merged_with is None and any(o.status == "merged" for o in ops):
         names = ", ".join(o.name for o in ops if o.status == "merged")
-        notes.append(f"the file holds one reflection per orbit of {names}: data merged with them")
+        notes.append(f"no equivalents under {names} in the file: data merged with them?")
 
     groups: dict[frozenset, list[SettingInfo]] = {}
     for s in settings:

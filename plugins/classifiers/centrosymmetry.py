@@ -30,7 +30,7 @@ FEW_REFLECTIONS = 200
 #: <|E²-1|> below this (under the acentric value): twinning or pseudo-symmetry suspected
 TWIN_SUSPECT = 0.65
 #: fewer atoms (H excluded) in the cell than this: Wilson statistics do not hold
-FEW_ATOMS = 20
+FEW_ATOMS = 10
 
 
 def atoms_in_cell(formula: str | None, z: float | None) -> float | None:

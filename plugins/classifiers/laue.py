@@ -184,6 +184,7 @@ def score_operators(
     outlier_fraction: float = 0.01,
     centring: np.ndarray | None = None,
     coverage: float = 1.0,
+    merge_group: np.ndarray | None = None,
 ) -> list[OperatorEvidence]:
     """Evidence for each rotation (identity excluded) from Friedel-merged reflections.
 
@@ -195,11 +196,16 @@ def score_operators(
     `coverage`: the fraction of the Friedel-unique reflections of the resolution range the
     file holds; an unrelated rotation finds partners about that often, a rotation the
     data were merged with (one reflection kept per orbit) almost never.
+    `merge_group`: rotations the file was merged with (`merge_group`), when found. Each
+    reflection then stands for its orbit under them, and a rotation outside the group is
+    tested against whichever member of the image's orbit the file kept; a rotation inside
+    the group maps every orbit onto itself and is reported "merged".
     """
     h = np.asarray(hkl, dtype=np.int64)
     i_all = np.asarray(intensity, dtype=np.float64)
     s_all = np.asarray(sigma, dtype=np.float64)
-    keys = orbit_keys(h, _IDENTITY)
+    group = _IDENTITY if merge_group is None else np.asarray(merge_group, dtype=np.int64)
+    keys = orbit_keys(h, group)
     order = np.argsort(keys)
     sorted_keys = keys[order]
     x_all = np.clip(np.asarray(e2, dtype=np.float64), -E2_CLIP, E2_CLIP)
@@ -213,8 +219,12 @@ def score_operators(
         if np.array_equal(r, _IDENTITY[0]):
             continue
         hr = h @ r
-        k2 = orbit_keys(hr, _IDENTITY)
+        k2 = orbit_keys(hr, group)
         moved = k2 != keys
+        if merge_group is not None and moved.sum() < 0.5 * len(h):
+            # the rotation maps the orbits of the merge group onto themselves: in the group
+            out.append(OperatorEvidence(r, 0, int(moved.sum()), float("nan"), float("nan"), 0.0, "merged"))
+            continue
         if centring is not None:
             moved &= ~violates_centring(hr, centring)
         pos = np.clip(np.searchsorted(sorted_keys, k2), 0, len(sorted_keys) - 1)
@@ -224,7 +234,7 @@ def score_operators(
         j = order[pos[found]]
         n = len(i)
         nan = float("nan")
-        if n_cand >= MIN_CANDIDATES_MERGED and n < MERGED_FRACTION * max(coverage, 0.05) * n_cand:
+        if merge_group is None and n_cand >= MIN_CANDIDATES_MERGED and n < MERGED_FRACTION * max(coverage, 0.05) * n_cand:
             out.append(OperatorEvidence(r, n, n_cand, nan, nan, 0.0, "merged"))
             continue
         if n < MIN_PAIRS or not np.isfinite(span):
@@ -244,6 +254,35 @@ def score_operators(
         status = "agree" if llr > 2.0 else ("disagree" if llr < -2.0 else "uncertain")
         out.append(OperatorEvidence(r, n, n_cand, a, cc, llr, status))
     return out
+
+
+#: a group whose orbits share reflections for at most this fraction of the file's
+#: reflections is one the data were merged with (a few boundary quirks allowed)
+MERGE_GROUP_PAIRS = 0.003
+
+
+def merge_group(hkl: np.ndarray, candidates: list[np.ndarray]) -> np.ndarray | None:
+    """The largest of the candidate rotation groups under which (nearly) no two reflections
+    of the file are equivalent: the group the file was merged with, or None.
+
+    A file merged under L0 keeps one reflection per L0-orbit: every subgroup of L0 shows
+    no equivalent pairs, every group reaching beyond L0 does. Identity-only groups do not
+    count.
+    """
+    h = np.asarray(hkl, dtype=np.int64)
+    best, best_rank = None, None
+    for rots in candidates:
+        rots = np.asarray(rots, dtype=np.int64)
+        if len(rots) < 2:
+            continue
+        keys = orbit_keys(h, rots)
+        shared = len(keys) - len(np.unique(keys))
+        if shared > MERGE_GROUP_PAIRS * len(keys):
+            continue
+        rank = (-len(rots), shared)  # the largest group, then the cleanest
+        if best_rank is None or rank < best_rank:
+            best, best_rank = rots, rank
+    return best
 
 
 def laue_log_likelihood(laue_rotations: np.ndarray, evidence: list[OperatorEvidence]) -> tuple[float, int]:
