@@ -226,3 +226,38 @@ def test_real_cases_have_the_published_group_in_the_top_three(name, real_case):
     data = load_reflections(case.reflections).model_copy(update={"space_group_hint": None})
     hyps = CLASSIFIER.classify(data)
     assert case.sg_number in [h.space_group.number for h in hyps[:3]]
+
+
+def test_probability_model_is_normalised_and_keeps_the_order():
+    from refractor_plugins.classifiers.analysis import N_TERMS, hypothesis_probabilities
+
+    rng = np.random.default_rng(0)
+    terms = rng.normal(size=(12, N_TERMS))
+    laue = np.repeat(np.arange(3), 4)
+    terms[:, 0] = np.repeat([5.0, 1.0, 0.0], 4)  # one Laue log-likelihood per group
+    p0 = hypothesis_probabilities(terms, laue, (1.0, 1.0, 1.0, 1.0, 1.0))
+    p1 = hypothesis_probabilities(terms, laue, (1.0, 1.0, 1.0, 1.0, 1.0), robust=0.1)
+    assert p0.sum() == pytest.approx(1.0) and p1.sum() == pytest.approx(1.0)
+    assert np.array_equal(np.argsort(-p0), np.argsort(-p1))
+    assert p1.max() < p0.max()
+    # the Laue group with the best agreement carries most of the probability
+    assert p0[:4].sum() > p0[4:].sum()
+
+
+def test_merge_group_is_found_in_merged_files():
+    from refractor_core.crystal.lattice import metric_symmetry
+    from refractor_core.crystal.spacegroup_tables import compatible_settings, laue_label
+    from refractor_core.crystal.lattice import rotation_key
+    from refractor_plugins.classifiers.laue import merge_group
+
+    structure = sample_structure()
+    merged = simulate(structure, d_min=0.8, redundancy=1.0, anomalous=False, seed=4)
+    unmerged = simulate(structure, d_min=0.8, redundancy=3.0, anomalous=False, seed=4)
+    groups = [s.laue_rotations for s in compatible_settings(metric_symmetry(structure.cell))]
+    found = merge_group(merged.hkl, groups)
+    assert found is not None and laue_label(rotation_key(found)) == "1 2/m 1"
+    # Friedel-merge the unmerged file first, as the classifier does: equivalents remain
+    from refractor_core.crystal.orbits import orbit_representatives
+
+    friedel = np.unique(orbit_representatives(unmerged.hkl, np.eye(3, dtype=np.int64)[None]), axis=0)
+    assert merge_group(friedel, groups) is None

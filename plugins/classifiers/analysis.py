@@ -280,7 +280,9 @@ def analyse(data: ReflectionData, config: AbsencesConfig | None = None) -> Space
         s2_u1[use],
         lattice_rots,
         scale=k_scale,
-        systematic_width=cfg.op_systematic_width,
+        # without repeated measurements or Friedel mates the error scale is unknown (and
+        # anomalous differences between kept Bijvoet mates cannot be measured): wider
+        systematic_width=cfg.op_systematic_width if n_scale >= MIN_SCALE_PAIRS else cfg.op_unscaled_width,
         outlier_fraction=cfg.op_outlier_fraction,
         centring=prov_vectors,
         coverage=coverage,
