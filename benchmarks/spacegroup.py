@@ -822,6 +822,16 @@ def markdown(r: dict) -> str:
             f"{c['n_sets']} data sets): " + ", ".join(f"{k} {v:.3f}" for k, v in c["weights"].items()) + "."
         )
         lines.append("")
+    lines += [
+        "Notes: the probabilities are P(Laue) x P(setting | Laue) with weights fitted on the calibration split",
+        "(types drawn uniformly, type prior off); the classifier as deployed (and evaluated here) adds the",
+        "CSD/ICSD type prior, which is right for published structures but penalises rare types in this",
+        "uniform test set (e.g. P1 against P-1). Enantiomorphic pairs (P41212/P43212, P3121/P3221) cannot be",
+        "told apart from intensities: the second columns count them as right. `raw` files are simulated here",
+        "with every reflection measured (absences included), `processed`/`merged` with",
+        "`refractor_core.simulation.simulate` (absences removed by the processing).",
+        "",
+    ]
     if "real" in r:
         rr = r["real"]
         lines += [
@@ -888,6 +898,7 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--skip-real", action="store_true")
     e.add_argument("--skip-speed", action="store_true")
     e.add_argument("--skip-simulated", action="store_true")
+    sub.add_parser("report", help="rewrite spacegroup.md from spacegroup.json")
     a = sub.add_parser("all", help="generate, calibrate, evaluate")
     a.add_argument("--n-test", type=int, default=27)
     a.add_argument("--n-calib", type=int, default=9)
@@ -898,6 +909,10 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_calibrate(args)
     if args.cmd == "evaluate":
         return cmd_evaluate(args)
+    if args.cmd == "report":
+        result = json.loads((RESULTS / "spacegroup.json").read_text())
+        (RESULTS / "spacegroup.md").write_text(markdown(result))
+        return 0
     args.refresh = True
     args.skip_real = args.skip_speed = args.skip_simulated = False
     return cmd_generate(args) or cmd_calibrate(args) or cmd_evaluate(args)
