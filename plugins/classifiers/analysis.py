@@ -55,7 +55,6 @@ from .centrosymmetry import CentroEvidence, centrosymmetry_evidence
 from .configs import AbsencesConfig
 from .laue import (
     MIN_SCALE_PAIRS,
-    OperatorEvidence,
     error_scale,
     laue_log_likelihood,
     merge_group,
