@@ -86,7 +86,10 @@ def test_formula_parsing_and_unknown_elements():
     assert parse_formula("CH4N2O") == {"C": 1, "H": 4, "N": 2, "O": 1}
     assert parse_formula("Ag0.6 Fe Mo2 Na0.4 O8")["Ag"] == pytest.approx(0.6)
     assert format_formula({"O": 11, "C": 12, "H": 22}) == "C12 H22 O11"
-    for bad in ("C12 Xx3", "Q2", "", "C-1"):
+    assert parse_formula("Ca3(PO4)2") == {"Ca": 3, "P": 2, "O": 8}
+    assert parse_formula("[Fe(H2O)6]Cl3") == {"Fe": 1, "H": 12, "O": 6, "Cl": 3}
+    assert parse_formula("K Al2 (Si3 Al) O10 (OH)2")["O"] == 12
+    for bad in ("C12 Xx3", "Q2", "", "C-1", "(CH2", "C12)", "C0"):
         with pytest.raises(InputError):
             parse_formula(bad)
 

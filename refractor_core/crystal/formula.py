@@ -41,41 +41,69 @@ def atomic_number(symbol: str) -> int:
 
 
 def parse_formula(text: str) -> dict[str, float]:
-    """Parse 'C12 H22 O11', 'CH4N2O' or 'Ag0.6 Fe Mo2 Na0.4 O8' into {element: count}.
+    """Parse 'C12 H22 O11', 'CH4N2O', 'Ag0.6 Fe Mo2 Na0.4 O8' or 'Ca3(PO4)2 (H2O)2' into counts.
 
-    Raises InputError for unknown elements, negative or malformed counts, or leftovers.
+    Parenthesised or bracketed groups with a multiplier are expanded. Raises InputError
+    for unknown elements, negative or malformed counts, unbalanced brackets or leftovers.
     """
     if text is None or not str(text).strip():
         raise InputError("empty chemical formula")
-    s = str(text).strip().strip("'\"")
+    s = re.sub(r"\s+", " ", str(text).strip().strip("'\""))
+    counts, pos = _parse_group(s, 0, text, closing=None)
+    if pos != len(s):
+        raise InputError(f"cannot read chemical formula {text!r} at {s[pos:]!r}", hint='write it like "C12 H22 O11"')
+    if not counts:
+        raise InputError(f"no elements in chemical formula {text!r}")
+    return counts
+
+
+_NUMBER = re.compile(r"\s*([0-9]*\.?[0-9]+|[0-9]+\.?)")
+_CLOSE = {"(": ")", "[": "]"}
+
+
+def _parse_group(s: str, pos: int, text: str, closing: str | None) -> tuple[dict[str, float], int]:
     counts: dict[str, float] = {}
-    pos = 0
-    compact = re.sub(r"\s+", " ", s)
-    while pos < len(compact):
-        if compact[pos] == " ":
+    while pos < len(s):
+        ch = s[pos]
+        if ch == " ":
             pos += 1
             continue
-        m = _TOKEN.match(compact, pos)
-        if not m or m.end() == pos:
-            raise InputError(
-                f"cannot read chemical formula {text!r} at {compact[pos:]!r}",
-                hint='write it like "C12 H22 O11"',
-            )
-        sym, num = m.group(1), m.group(2)
+        if closing is not None and ch == closing:
+            return counts, pos + 1
+        if ch in _CLOSE:
+            inner, pos = _parse_group(s, pos + 1, text, _CLOSE[ch])
+            n, pos = _count(s, pos, text, "group")
+            for e, c in inner.items():
+                counts[e] = counts.get(e, 0.0) + c * n
+            continue
+        m = _TOKEN.match(s, pos)
+        if not m or m.end() == pos or not m.group(1):
+            raise InputError(f"cannot read chemical formula {text!r} at {s[pos:]!r}", hint='write it like "C12 H22 O11"')
+        sym = m.group(1)
         element = normalize_element(sym)
-        if sym != element and not (sym == "D" and element == "D"):
-            # e.g. "Xx" partially matched as "X": reject rather than guess
-            if sym.capitalize() != element:
-                raise InputError(f"unknown element {sym!r} in formula {text!r}")
-        try:
-            n = float(num) if num not in ("", ".") else 1.0
-        except ValueError:
-            raise InputError(f"bad count {num!r} for {sym} in formula {text!r}") from None
-        if not n > 0:
-            raise InputError(f"count of {sym} must be positive in formula {text!r}")
+        if sym.capitalize() != element and not (sym == "D" and element == "D"):
+            raise InputError(f"unknown element {sym!r} in formula {text!r}")
+        n, pos = _count(s, pos + len(sym), text, sym)
         counts[element] = counts.get(element, 0.0) + n
-        pos = m.end()
-    return counts
+    if closing is not None:
+        raise InputError(f"unbalanced brackets in chemical formula {text!r}")
+    return counts, pos
+
+
+def _count(s: str, pos: int, text: str, what: str) -> tuple[float, int]:
+    """An optional count after an element or a group (1 when absent)."""
+    if pos < len(s) and s[pos] == "-":
+        raise InputError(f"count of {what} must be positive in formula {text!r}")
+    m = _NUMBER.match(s, pos)
+    if not m:
+        return 1.0, pos
+    try:
+        n = float(m.group(1))
+    except ValueError:
+        raise InputError(f"bad count {m.group(1)!r} for {what} in formula {text!r}") from None
+    if not n > 0:
+        raise InputError(f"count of {what} must be positive in formula {text!r}")
+    return n, m.end()
 
 
 def format_formula(counts: dict[str, float]) -> str:

@@ -241,30 +241,28 @@ def keys_to_hkl(keys: np.ndarray) -> np.ndarray:
     return np.stack([k2 // _KEY_BASE, k2 % _KEY_BASE, l], axis=-1) - _KEY_OFFSET
 
 
-def canonical_hkl(hkl: np.ndarray, rotations: np.ndarray, friedel: bool = True) -> np.ndarray:
-    """A canonical representative of each reflection's equivalence class, (N, 3).
-
-    The class is {h R : R in rotations} (and their Friedel mates when `friedel`); the
-    representative is the member with the largest `hkl_keys` value. Vectorised.
-    """
-    h = np.asarray(hkl, dtype=np.int64)
-    if h.size == 0:
-        return h.reshape(0, 3)
-    eq = np.einsum("ni,mij->nmj", h, np.asarray(rotations, dtype=np.int64))
-    if friedel:
-        eq = np.concatenate([eq, -eq], axis=1)
-    keys = hkl_keys(eq)
-    best = np.argmax(keys, axis=1)
-    return eq[np.arange(len(h)), best]
+#: hkl_keys is affine in h: key(h) = h·_KEY_WEIGHTS + _KEY_ORIGIN
+_KEY_WEIGHTS = np.array([float(_KEY_BASE * _KEY_BASE), float(_KEY_BASE), 1.0])
+_KEY_ORIGIN = (_KEY_OFFSET * _KEY_BASE + _KEY_OFFSET) * _KEY_BASE + _KEY_OFFSET
 
 
 def canonical_keys(hkl: np.ndarray, rotations: np.ndarray, friedel: bool = True) -> np.ndarray:
-    """`hkl_keys(canonical_hkl(...))`, cheaper when only the grouping is needed."""
-    h = np.asarray(hkl, dtype=np.int64)
-    if h.size == 0:
+    """Key of the canonical representative of each reflection's equivalence class, (N,).
+
+    The class is {h R : R in rotations} (and their Friedel mates when `friedel`); the
+    representative is the member with the largest `hkl_keys` value. Because the key is
+    affine in h, key(±hR) = ±h·(R w) + c, so one matrix product finds it without
+    materialising the equivalents (exact in float64 for |h| < 512).
+    """
+    h = np.asarray(hkl, dtype=np.float64).reshape(-1, 3)
+    if not len(h):
         return np.zeros(0, dtype=np.int64)
-    eq = np.einsum("ni,mij->nmj", h, np.asarray(rotations, dtype=np.int64))
-    keys = hkl_keys(eq)
-    if friedel:
-        keys = np.concatenate([keys, hkl_keys(-eq)], axis=1)
-    return keys.max(axis=1)
+    proj = np.asarray(rotations, dtype=np.float64).reshape(-1, 3, 3) @ _KEY_WEIGHTS  # (m, 3)
+    values = h @ proj.T
+    best = np.abs(values).max(axis=1) if friedel else values.max(axis=1)
+    return np.rint(best).astype(np.int64) + _KEY_ORIGIN
+
+
+def canonical_hkl(hkl: np.ndarray, rotations: np.ndarray, friedel: bool = True) -> np.ndarray:
+    """The canonical representative of each reflection's equivalence class, (N, 3)."""
+    return keys_to_hkl(canonical_keys(hkl, rotations, friedel))
