@@ -23,8 +23,10 @@ class ChargeFlipConfig(ComponentConfig):
     exp(+B s²) to the flipped amplitudes (negative damps); weak_fraction: weakest fraction
     of reflections whose phase is shifted by π/2 instead of being given |A|; grid_sampling:
     flipping grid spacing as a fraction of d_min; peak_sampling: the same for the
-    interpretation map; time_limit_s: wall-clock budget for all trials of one data set (a
-    safety cap: when it stops the trials, results depend on the machine's speed);
+    interpretation map; work_budget: total flipping work for all trials of one data set, in
+    grid points × cycles (a deterministic cap: the same data and seed always run the same
+    trials, whatever the machine); time_limit_s: an optional wall-clock cap on top (off by
+    default; when it stops the trials, results depend on the machine's speed);
     symmetry_cycles: flipping cycles run after the origin search with the hypothesis'
     symmetry imposed on every cycle (0: none); extra_fraction: peaks beyond the formula
     kept as the lightest element, as a fraction of the expected atom count (sites for the
@@ -42,7 +44,8 @@ class ChargeFlipConfig(ComponentConfig):
     weak_fraction: float = Field(default=0.2, ge=0.0, lt=1.0)
     grid_sampling: float = Field(default=0.5, gt=0.1, le=0.6)
     peak_sampling: float = Field(default=0.33, gt=0.1, le=0.6)
-    time_limit_s: float = Field(default=60.0, gt=0.0)
+    work_budget: float = Field(default=2.0e9, gt=0.0)
+    time_limit_s: float | None = Field(default=None, gt=0.0)
     symmetry_cycles: int = Field(default=60, ge=0)
     extra_fraction: float = Field(default=0.1, ge=0.0, le=1.0)
     u_iso: float = Field(default=0.04, gt=0.0, lt=0.5)

@@ -258,15 +258,24 @@ class ChargeFlipGenerator(Generator):
         problem = problems[kinds[0]]
         settings = FlipSettings(max_cycles=cfg.max_cycles, delta=cfg.delta)
         trials: list[FlipResult] = []
+        n_grid = float(np.prod(problem.shape))
+        work_done = 0.0
         for i in range(cfg.max_trials):
             rng = np.random.default_rng([int(seed), i])
-            remaining = cfg.time_limit_s - (time.perf_counter() - t0)
-            if remaining <= 0:
-                log.warning("charge-flip: time limit %.0f s reached after %d trials", cfg.time_limit_s, i)
+            cycles_left = int((cfg.work_budget - work_done) // n_grid)
+            if cycles_left < settings.min_cycles:
+                log.warning("charge-flip: work budget spent after %d trials", i)
                 break
-            settings.time_limit_s = remaining
+            if cfg.time_limit_s is not None:
+                remaining = cfg.time_limit_s - (time.perf_counter() - t0)
+                if remaining <= 0:
+                    log.warning("charge-flip: time limit %.0f s reached after %d trials", cfg.time_limit_s, i)
+                    break
+                settings.time_limit_s = remaining
+            settings.max_cycles = min(cfg.max_cycles, cycles_left)
             kind = kinds[i % len(kinds)]
             result = run_trial(problems[kind], settings, rng)
+            work_done += result.cycles * n_grid
             result.normalization = kind
             trials.append(result)
             groups = _group_solutions(problem, trials)
