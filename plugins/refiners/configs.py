@@ -87,8 +87,8 @@ class LsqConfig(ComponentConfig):
     anomalous: bool = Field(True, description="Include anomalous dispersion (f′, f″) for the data's wavelength.")
     threads: int | None = Field(
         None, ge=1, le=256,
-        description="torch threads while refining; None: one thread for small problems "
-        "(faster than several on shared CPUs), torch's default for large ones.",
+        description="torch threads while refining; None: one thread unless the problem is very "
+        "large (unique reflections × atoms above 2e7), where torch's default is used.",
     )
     fit_rotating_groups: bool = Field(
         True, description="Fit CH3/NH3/OH torsions to the difference density (else staggered)."

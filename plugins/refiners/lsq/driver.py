@@ -96,6 +96,7 @@ class Driver:
         build_parameters: Callable[[WorkingModel], Parameterisation],
         after_shift: Callable[[WorkingModel], None],
         log: Callable[[str], None],
+        after_cycle: Callable[[WorkingModel], bool] | None = None,
     ):
         self.calc = calc
         self.obs = obs
@@ -106,6 +107,7 @@ class Driver:
         self.damping = settings.damping
         self.cycle_count = 0
         self.restraints: list = []
+        self.after_cycle = after_cycle
 
     # -- weights -----------------------------------------------------------------------
     def weights(self, model: WorkingModel, fc2c: np.ndarray | None = None) -> np.ndarray:
@@ -130,6 +132,9 @@ class Driver:
             self.log(rec.line())
             done += 1
             last = rec.max_shift_su
+            if self.after_cycle is not None and self.after_cycle(model):
+                self.damping = self.settings.damping  # the parameters changed: start afresh
+                continue
             # small shifts count only when they are Gauss-Newton steps, not damped ones
             if (last < conv and self.damping <= CONVERGED_DAMPING) or rec.at_minimum:
                 converged = True
@@ -173,6 +178,10 @@ class Driver:
                 trial = params.apply(shift, ne.columns)
                 self.after_shift(trial)
                 try:
+                    if not trial.plausible():
+                        # a step through a (near-)singular direction: phases reduced mod 1
+                        # can make a wild step look good, so it is refused outright
+                        raise RefinementError("implausible step")
                     val, _ = objective(self.calc, trial, self.obs.fo2, w)
                     val += restraints.sum_of_squares(trial, self.restraints)
                 except RefinementError:

@@ -781,3 +781,45 @@ def _peak_hydrogens(m: WorkingModel, refinement, nbmap: dict, missing: float, co
         missing -= m.occupancy[idx] / max(m.order[idx], 1)
         added += 1
     return added
+
+
+# --------------------------------------------------------------------------------------
+# derivatives of the riding positions (the chain rule of the riding model)
+# --------------------------------------------------------------------------------------
+
+
+def riding_jacobians(model: WorkingModel, step: float = 1e-6) -> dict[int, list[tuple[int, np.ndarray]]]:
+    """For each riding H: [(defining atom, ∂x_H/∂x_atom (3, 3) in fractional units), ...].
+
+    A geometric H moves with its parent and turns with the parent's neighbours (and the
+    torsion reference); the derivatives are taken numerically from the placement geometry,
+    which is cheap. A fixed-offset H moves with its parent only (identity).
+    """
+    out: dict[int, list[tuple[int, np.ndarray]]] = {}
+    f_m = fractionalization_matrix(model.cell)
+    for g in model.h_groups:
+        if g.kind == "fixed":
+            for a in g.atoms:
+                out[a] = [(g.parent, np.eye(3))]
+            continue
+        defining = [g.parent] + [nb.atom for nb in g.neighbours]
+        if g.reference is not None:
+            defining.append(g.reference.atom)
+        defining = list(dict.fromkeys(defining))
+        derivs = {a: [] for a in g.atoms}
+        for d in defining:
+            cols = []
+            for k in range(3):
+                saved = model.xyz[d, k]
+                model.xyz[d, k] = saved + step
+                up = group_positions(model, g)
+                model.xyz[d, k] = saved - step
+                down = group_positions(model, g)
+                model.xyz[d, k] = saved
+                cols.append(((up - down) / (2.0 * step)) @ f_m.T)  # (n_slots, 3) fractional
+            jac = np.stack(cols, axis=-1)  # (n_slots, 3, 3): d x_H / d x_d
+            for slot, a in zip(g.slots, g.atoms):
+                if np.any(np.abs(jac[slot]) > 1e-9):
+                    derivs[a].append((d, jac[slot]))
+        out.update(derivs)
+    return out

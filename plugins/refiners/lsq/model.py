@@ -33,6 +33,9 @@ from refractor_core.types import Site, Structure
 EXACT_SPECIAL = 0.05
 #: smallest eigenvalue (Å²) kept in an anisotropic U, and smallest U_iso
 U_FLOOR = 1e-4
+#: largest |fractional coordinate| and U (Å²) a refinement step may produce
+MAX_PLAUSIBLE_XYZ = 4.0
+MAX_PLAUSIBLE_U = 10.0
 
 
 def metric6(cell) -> np.ndarray:
@@ -84,6 +87,7 @@ class WorkingModel:
     twin_fractions: np.ndarray = field(default_factory=lambda: np.zeros(0))  # BASF of components 2..
     su: dict = field(default_factory=dict)  # filled after refinement
     h_groups: list = field(default_factory=list)  # riding-H groups (hydrogens.HGroup)
+    group_cache: tuple | None = None  # (signature, site groups): fixed while atoms do not change
 
     # -- construction ------------------------------------------------------------------
     @classmethod
@@ -256,6 +260,15 @@ class WorkingModel:
         self.update_u_eq()
         return fixed
 
+    def plausible(self) -> bool:
+        """Finite parameters, coordinates within a few cells of the origin and ADPs below
+        MAX_PLAUSIBLE_U (Å²): what any least-squares step must keep."""
+        if not (np.all(np.isfinite(self.xyz)) and np.all(np.isfinite(self.u_iso)) and np.all(np.isfinite(self.u_star))):
+            return False
+        if self.n and np.abs(self.xyz).max() > MAX_PLAUSIBLE_XYZ:
+            return False
+        return not (self.n and np.max(self.u_iso) > MAX_PLAUSIBLE_U)
+
     def non_positive_definite(self) -> list[int]:
         """Atoms whose ADP is at the floor or not positive definite."""
         bad = []
@@ -289,6 +302,7 @@ class WorkingModel:
     # -- editing -----------------------------------------------------------------------
     def remove_atoms(self, drop: np.ndarray) -> None:
         """Delete atoms (boolean mask); riding H of deleted parents go too."""
+        self.group_cache = None
         drop = np.asarray(drop, dtype=bool).copy()
         changed = True
         while changed:
@@ -341,6 +355,7 @@ class WorkingModel:
         special_tolerance: float = EXACT_SPECIAL,
     ) -> int:
         """Append an isotropic atom (moved onto a special position within tolerance)."""
+        self.group_cache = None
         con = self.symmetry.special_position(self.cell, np.asarray(xyz, dtype=np.float64), 2.0 * special_tolerance)
         x = con.xyz if con.order > 1 else np.asarray(xyz, dtype=np.float64)
         self.labels.append(label)

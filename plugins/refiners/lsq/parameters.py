@@ -27,6 +27,8 @@ RAW = 10  # raw derivatives per atom: x, y, z, U*(6), occupancy
 SHARED_SITE_DISTANCE = 0.02
 #: disorder partners (different PARTs) closer than this (Å) share one ADP (EADP)
 SPLIT_DISTANCE = 0.7
+#: partners of different elements share an ADP (and their occupancy sum) only this close (Å)
+SPLIT_MIXED_DISTANCE = 0.3
 
 
 @dataclass
@@ -69,6 +71,7 @@ class Parameterisation:
     group_columns: list[np.ndarray] = field(default_factory=list)
     n_global: int = 0
     occupancy_cap: float = 1.0
+    _riding_jac: dict | None = None
 
     # -- construction ------------------------------------------------------------------
     @classmethod
@@ -88,7 +91,7 @@ class Parameterisation:
         `occupancy_only`: positions and ADPs fixed, one free occupancy per single-atom site
         (a measure of each site's scattering power, used to assign elements).
         """
-        groups = site_groups(model)
+        groups = cached_site_groups(model)
         fixed_atoms = fixed_atoms or set()
         if occupancy_only:
             for g in groups:
@@ -168,6 +171,7 @@ class Parameterisation:
         for a in atoms:
             atom_list.extend(riders.get(a, []))
         pos = {a: k for k, a in enumerate(atom_list)}
+        riding_jac = self.riding_jacobians()
         columns = np.concatenate([self.group_columns[gi] for gi in groups]) if len(groups) else np.zeros(0, int)
         col_pos = {int(c): k for k, c in enumerate(columns)}
         rows, cols, vals = [], [], []
@@ -180,12 +184,9 @@ class Parameterisation:
             if g.refine_xyz:
                 for ps in g.position_sets():
                     b = m.position_basis[ps[0]]
-                    members = list(ps)
-                    for a in ps:
-                        members.extend(riders.get(a, []))
                     for c in range(b.shape[1]):
                         col = col_pos[int(gcols[k])]
-                        for a in members:
+                        for a in ps:
                             for j in range(3):
                                 if b[j, c] != 0.0:
                                     rows.append(pos[a] * RAW + j)
@@ -226,8 +227,76 @@ class Parameterisation:
                 cols.append(col)
                 vals.append(1.0)
                 k += 1
+        # riding H: coordinates follow every atom that defines them (chain rule), U_iso(H)
+        # follows the parent's U_eq
+        xyz_cols, adp_cols = self._atom_columns(groups)
+        g6 = m.metric6
+        grad_ueq = _ueq_gradient(m)
+        for h, pairs in riding_jac.items():
+            if h not in pos:
+                continue
+            for d, dmat in pairs:
+                if d not in xyz_cols:
+                    continue
+                pcols, b = xyz_cols[d]
+                contrib = dmat @ b  # (3, k)
+                for c, pc in enumerate(pcols):
+                    if int(pc) not in col_pos:
+                        continue
+                    for j in range(3):
+                        if contrib[j, c] != 0.0:
+                            rows.append(pos[h] * RAW + j)
+                            cols.append(col_pos[int(pc)])
+                            vals.append(contrib[j, c])
+            parent = int(m.riding[h])
+            if parent in adp_cols and not m.aniso[h]:
+                pcols, basis = adp_cols[parent]
+                ratio = m.u_ratio[h]
+                for c, pc in enumerate(pcols):
+                    if int(pc) not in col_pos:
+                        continue
+                    dueq = 1.0 if basis is None else float(grad_ueq @ basis[:, c])
+                    for j in range(6):
+                        rows.append(pos[h] * RAW + 3 + j)
+                        cols.append(col_pos[int(pc)])
+                        vals.append(ratio * g6[j] * dueq)
         c = sp.csr_matrix((vals, (rows, cols)), shape=(len(atom_list) * RAW, len(columns)))
         return c, np.asarray(atom_list, dtype=np.int64), columns
+
+    def riding_jacobians(self) -> dict[int, list[tuple[int, np.ndarray]]]:
+        """∂x_H/∂x_atom of every riding H (computed once per parameterisation)."""
+        if self._riding_jac is None:
+            from .hydrogens import riding_jacobians
+
+            self._riding_jac = riding_jacobians(self.model) if self.model.h_groups else {}
+        return self._riding_jac
+
+    def _atom_columns(self, groups) -> tuple[dict, dict]:
+        """atom -> (xyz columns, position basis) and atom -> (ADP columns, U* basis or None)."""
+        m = self.model
+        xyz, adp = {}, {}
+        for gi in groups:
+            g = self.groups[gi]
+            gcols = self.group_columns[gi]
+            k = 0
+            if g.refine_xyz:
+                for ps in g.position_sets():
+                    b = m.position_basis[ps[0]]
+                    for a in ps:
+                        xyz[a] = (gcols[k : k + b.shape[1]], b)
+                    k += b.shape[1]
+            if g.refine_adp:
+                lead = g.atoms[0]
+                if m.aniso[lead]:
+                    b = m.ustar_basis[lead]
+                    for a in g.atoms:
+                        adp[a] = (gcols[k : k + b.shape[1]], b)
+                    k += b.shape[1]
+                else:
+                    for a in g.atoms:
+                        adp[a] = (gcols[k : k + 1], None)
+                    k += 1
+        return xyz, adp
 
     # -- applying shifts ---------------------------------------------------------------
     def apply(self, shift: np.ndarray, columns: np.ndarray | None = None) -> WorkingModel:
@@ -410,7 +479,11 @@ def site_groups(model: WorkingModel) -> list[SiteGroup]:
             if model.part[b] == model.part[a]:
                 continue
             d = float(np.linalg.norm(cart[a] - cart[b]))
-            if d < best_d and compatible(a, b):
+            # partners of one element (a disordered atom), or a split mixed-metal site
+            same_kind = model.elements[a] == model.elements[b] or (
+                d < SPLIT_MIXED_DISTANCE and _is_metal(model.elements[a]) and _is_metal(model.elements[b])
+            )
+            if d < best_d and same_kind and compatible(a, b):
                 best, best_d = gj, d
         if best is not None:
             groups[gi].atoms.append(groups[best].atoms[0])
@@ -419,6 +492,15 @@ def site_groups(model: WorkingModel) -> list[SiteGroup]:
             merged.add(best)
             groups[best].atoms = []
     return [g for g in groups if g.atoms]
+
+
+def cached_site_groups(model: WorkingModel) -> list[SiteGroup]:
+    """`site_groups`, computed once and reused while the atoms (and their ADP types and
+    riding flags) stay the same, so that the grouping cannot flicker during a stage."""
+    signature = (model.n, tuple(model.aniso.tolist()), tuple((model.riding >= 0).tolist()))
+    if model.group_cache is None or model.group_cache[0] != signature:
+        model.group_cache = (signature, site_groups(model))
+    return [SiteGroup(atoms=list(g.atoms), share_xyz=g.share_xyz) for g in model.group_cache[1]]
 
 
 def share_site_values(model: WorkingModel, groups: list[SiteGroup]) -> None:
@@ -456,3 +538,18 @@ def _origin_directions(symmetry) -> np.ndarray:
     proj = rots.mean(axis=0)
     u, s, _ = np.linalg.svd(proj)
     return u[:, s > 1e-6]
+
+
+def _ueq_gradient(model: WorkingModel) -> np.ndarray:
+    """∂U_eq/∂U* (6,): U_eq = trace(M U* Mᵀ)/3 is linear in U*."""
+    from refractor_core.crystal.cell import orthogonalization_matrix
+
+    m = orthogonalization_matrix(model.cell)
+    return np.array([m[:, 0] @ m[:, 0], m[:, 1] @ m[:, 1], m[:, 2] @ m[:, 2],
+                     2 * m[:, 0] @ m[:, 1], 2 * m[:, 0] @ m[:, 2], 2 * m[:, 1] @ m[:, 2]]) / 3.0
+
+
+def _is_metal(element: str) -> bool:
+    import gemmi
+
+    return bool(gemmi.Element(element).is_metal)

@@ -47,7 +47,7 @@ ANISO_CYCLES = 25
 WEIGHT_ROUNDS = 3
 WEIGHT_CYCLES = 12
 #: reflections × atoms below which one torch thread is used (threads.auto)
-SMALL_PROBLEM = 5_000_000
+SMALL_PROBLEM = 20_000_000
 
 
 class LsqRefiner(Refiner):
@@ -66,7 +66,9 @@ class LsqRefiner(Refiner):
 
         threads = self.config.threads
         if threads is None:
-            size = data.n * max(len(candidate.structure.sites), 1)
+            # unique reflections are about a quarter of the rows of typical unmerged data;
+            # below this size one thread beats several (and never oversubscribes shared CPUs)
+            size = max(data.n // 4, 1) * max(len(candidate.structure.sites), 1)
             threads = 1 if size < SMALL_PROBLEM else torch.get_num_threads()
         before = torch.get_num_threads()
         torch.set_num_threads(threads)
@@ -90,6 +92,7 @@ class Refinement:
         self.t0 = time.perf_counter()
         self.cycles = 0
         self.bar = None
+        self._npd_count: dict[str, int] = {}
 
     # -- logging -----------------------------------------------------------------------
     def log(self, text: str) -> None:
@@ -223,7 +226,8 @@ class Refinement:
         self.refine_occ_mixed = cfg.refine_occupancies in (True, "auto")
         self.refine_occ_partial = cfg.refine_occupancies is True
         self.fixed: set[int] = set()
-        driver = Driver(self.calc, Observed(fo2, sigma), self.settings, self._parameters, self._after_shift, self.log)
+        driver = Driver(self.calc, Observed(fo2, sigma), self.settings, self._parameters, self._after_shift, self.log,
+                        after_cycle=self._after_cycle)
         self.driver = driver
         budget = cfg.max_cycles
 
@@ -406,6 +410,31 @@ class Refinement:
         model.enforce_adp_limits()
         if (model.riding >= 0).any():
             hyd.update_riding(model)
+
+    def _after_cycle(self, model: WorkingModel) -> bool:
+        """Atoms whose anisotropic U sits at the positivity limit are made isotropic (as a
+        crystallographer would); True when the model changed."""
+        at_limit = {model.labels[i] for i in model.non_positive_definite() if model.aniso[i]}
+        counts = {lab: self._npd_count.get(lab, 0) + 1 for lab in at_limit}
+        self._npd_count = counts
+        bad = [i for i in range(model.n) if counts.get(model.labels[i], 0) >= 2]
+        if not bad:
+            return False
+        mask = np.zeros(model.n, dtype=bool)
+        mask[bad] = True
+        # a whole site group changes together (shared ADPs)
+        from .parameters import cached_site_groups
+
+        for g in cached_site_groups(model):
+            if any(mask[a] for a in g.atoms):
+                mask[g.atoms] = True
+        model.make_isotropic(mask)
+        model.u_iso[mask] = np.maximum(model.u_iso[mask], 0.01)
+        model.update_u_eq()
+        names = ", ".join(model.labels[i] for i in np.nonzero(mask)[0])
+        self.warn(f"ADP not positive definite: {names} refined isotropically")
+        self.meta.setdefault("made_isotropic", []).extend(model.labels[i] for i in np.nonzero(mask)[0])
+        return True
 
     def _remove_duplicates(self, model: WorkingModel) -> None:
         """Atoms of one element on top of each other (same part) are merged, with a warning."""

@@ -244,11 +244,17 @@ def generate(model: WorkingModel) -> list[Restraint]:
                         continue
                     seen.add(key)
                     out.append(Restraint("same", (Image(a), Image(b)), (Image(pa), Image(pb)), sigma))
-    # rigid bond for bonds touching disorder
+    # ADP restraints for bonds touching disorder (not for atoms whose ADP is already shared
+    # with a disorder partner: that constraint is stronger)
+    from .parameters import cached_site_groups
+
+    shared = {a for g in cached_site_groups(model) if len(g.atoms) > 1 for a in g.atoms}
     for i in heavy:
+        if int(i) in shared:
+            continue
         for b in bonds.get(int(i), []):
             j = b.atom
-            if (j, i) in seen or (int(i), j) in seen:
+            if (j, i) in seen or (int(i), j) in seen or j in shared:
                 continue
             if model.part[i] == 0 and model.part[j] == 0:
                 continue
@@ -260,7 +266,7 @@ def generate(model: WorkingModel) -> list[Restraint]:
             for k in range(6):
                 out.append(Restraint("simu", (Image(int(i)), b), None, 2 * SIGMA_SIMU if terminal else SIGMA_SIMU, k))
     for i in disordered:
-        if model.occupancy[i] < 0.5:
+        if model.occupancy[i] < 0.5 and i not in shared:
             for k in range(6):
                 out.append(Restraint("isor", (Image(i), Image(i)), None, SIGMA_ISOR, k))
     return out

@@ -1,0 +1,84 @@
+"""Difference-Fourier completion, element assignment and the blocked normal matrix."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from refractor_core.crystal.cell import orthogonalization_matrix
+from refractor_core.crystal.symmetry import SymmetryOps
+from refractor_core.dataio import load_bundle, load_reflections
+from refractor_core.testing.real_cases import get_case
+from refractor_core.types import Candidate
+from refractor_plugins.refiners.configs import LsqConfig
+from refractor_plugins.refiners.lsq.refiner import LsqRefiner
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def pr_sulfate():
+    case = get_case("pr_sulfate_hydroxide")
+    data = load_reflections(case.reflections)
+    structure = load_bundle(case.reference, block=case.data_block).structure
+    return case, data, structure
+
+
+def _nearest_image_distance(structure, xyz, target) -> float:
+    sym = SymmetryOps.from_space_group(structure.space_group)
+    m = orthogonalization_matrix(structure.cell)
+    d = sym.images(np.asarray(target)) - np.asarray(xyz)
+    d -= np.round(d)
+    return float(np.min(np.linalg.norm(d @ m.T, axis=1)))
+
+
+def test_completion_adds_missing_atoms_and_fixes_elements(pr_sulfate):
+    """Two O atoms removed and S given as O: the data put S back and find both O atoms."""
+    case, data, published = pr_sulfate
+    removed = {s.label: s for s in published.sites if s.label in ("O3", "O4")}
+    sites = [
+        s.model_copy(update={"element": "O" if s.label == "S" else s.element, "u_iso": 0.05, "u_aniso": None})
+        for s in published.sites
+        if s.element != "H" and s.label not in removed
+    ]
+    start = published.model_copy(update={"sites": sites})
+    cfg = LsqConfig(anisotropic=False, riding_h=False, max_cycles=40)  # complete="auto": atoms are missing
+    r = LsqRefiner(cfg).refine(data, Candidate(structure=start, generator="test"))
+    heavy = [s for s in r.structure.sites if s.element != "H"]
+    assert sorted(s.element for s in heavy) == sorted(["Pr", "S", "O", "O", "O", "O", "O"])
+    assert any("completion round" in line and "added" in line for line in r.log)
+    new = [s for s in heavy if s.label not in {x.label for x in sites}]
+    assert len(new) == 2
+    for s in new:
+        assert min(_nearest_image_distance(published, s.xyz, t.xyz) for t in removed.values()) < 0.1
+    assert r.r1 < 0.05
+
+
+def test_completion_leaves_a_complete_model_alone(pr_sulfate):
+    """With every atom present and right, 'auto' does no completion rounds."""
+    case, data, published = pr_sulfate
+    r = LsqRefiner(LsqConfig(max_cycles=6, riding_h=False)).refine(data, Candidate(structure=published))
+    assert not any("completion round" in line for line in r.log)
+    assert sorted(s.element for s in r.structure.sites if s.element != "H") == sorted(
+        s.element for s in published.sites if s.element != "H")
+
+
+def test_blocked_matrix_reaches_the_full_matrix_result(pr_sulfate):
+    """Alternating blocks (SHELXL BLOC-like) converge to the same model as the full matrix."""
+    case, data, published = pr_sulfate
+    start = published.model_copy(update={"sites": [s for s in published.sites if s.element != "H"]})
+    common = dict(anisotropic=True, riding_h=False, extinction=False, weights=(0.04, 2.0), max_cycles=40)
+    full = LsqRefiner(LsqConfig(matrix="full", **common)).refine(data, Candidate(structure=start))
+    blocked = LsqRefiner(LsqConfig(matrix="blocked", block_size=20, **common)).refine(data, Candidate(structure=start))
+    assert blocked.meta["matrix"] == "blocked" and full.meta["matrix"] == "full"
+    assert blocked.r1 == pytest.approx(full.r1, abs=2e-4)
+    for a, b in zip(full.structure.sites, blocked.structure.sites):
+        assert np.allclose(a.xyz, b.xyz, atol=2e-4)
