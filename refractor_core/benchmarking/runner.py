@@ -45,6 +45,10 @@ class CaseOptions:
     reference_r1: bool = True
     device: str = "cpu"
     offline: bool = True
+    #: the data state the true space group (as a .ins would); meant for runs without a classifier
+    given_space_group: bool = False
+    #: simulated suite: re-simulate each stored experiment with the systematic absences kept
+    keep_absences: bool = False
 
 
 def case_seed(seed: int, name: str) -> int:
@@ -66,7 +70,8 @@ def run_case(job: tuple[CaseSpec, dict[str, Any], int, CaseOptions]) -> dict[str
     t0 = time.perf_counter()
     row: dict[str, Any] = {"case": spec.name, "suite": spec.suite, "status": "ok", "error": ""}
     try:
-        case = load_case(spec, options.reader)
+        case = load_case(spec, options.reader, given_space_group=options.given_space_group,
+                         keep_absences=options.keep_absences)
     except Exception as exc:  # a case that cannot be loaded is a result too
         row.update(status="load-error", error=f"{type(exc).__name__}: {exc}"[:500], seconds=time.perf_counter() - t0)
         return row

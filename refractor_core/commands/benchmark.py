@@ -41,7 +41,14 @@ def suite_options(f):
                      help="Dataset folder for --suite simulated (refractor data build)."),
         click.option("--split", default="test", show_default=True, help="Split of the dataset to run."),
         click.option("--cases", default=None, metavar="NAME,...", help="Only these real cases."),
-        click.option("--limit", type=click.IntRange(min=1), default=None, help="At most N cases."),
+        click.option("--limit", type=click.IntRange(min=1), default=None,
+                     help="At most N cases (simulated: a deterministic random sample)."),
+        click.option("--max-atoms", type=click.IntRange(min=1), default=None,
+                     help="Only cases whose reference has at most N non-H sites in the asymmetric unit."),
+        click.option("--given-space-group", is_flag=True,
+                     help="Give the pipeline the true space group, as a .ins would (use with --classifier none)."),
+        click.option("--keep-absences", is_flag=True,
+                     help="Simulated suite: re-simulate each data set with its systematic absences kept."),
         click.option("--r1-threshold", type=float, default=0.10, show_default=True,
                      help="Solved: best R1 at most this ..."),
         click.option("--match-threshold", type=float, default=0.8, show_default=True,
@@ -56,21 +63,22 @@ def suite_options(f):
     return f
 
 
-def make_specs(suite: str, dataset: Path | None, split: str, cases: str | None, limit: int | None, reader: str | None):
-    """The case specs of a suite."""
+def make_specs(suite: str, dataset: Path | None, split: str, cases: str | None, limit: int | None, reader: str | None,
+               max_atoms: int | None = None):
+    """The case specs of a suite (`max_atoms` filters before `limit`)."""
     from ..benchmarking.suites import real_specs, simulated_specs
 
     if suite == "real":
         if dataset is not None:
             raise UsageError("--dataset is for --suite simulated")
         names = [c.strip() for c in cases.split(",") if c.strip()] if cases else None
-        specs = real_specs(names, reader)
+        specs = real_specs(names, reader, max_atoms)
         return specs[:limit] if limit else specs
     if dataset is None:
         raise UsageError("--suite simulated needs --dataset DIR", hint="build one with: refractor data build -o DIR")
     if cases:
         raise UsageError("--cases names real cases; use --limit with --suite simulated")
-    return simulated_specs(dataset, split, limit)
+    return simulated_specs(dataset, split, limit, max_atoms)
 
 
 def config_from_options(kw: dict[str, Any]):
@@ -121,18 +129,21 @@ def command(verbosity: int, **kw: Any) -> None:
     seed = choose_seed(config.seed)
     device = resolve_device(config.device)
     config, notes = resolve_components(config.model_copy(update={"seed": seed}), explicit)
-    specs = make_specs(kw["suite"], kw["dataset"], kw["split"], kw["cases"], kw["limit"], kw["reader"])
+    if kw["keep_absences"] and kw["suite"] != "simulated":
+        raise UsageError("--keep-absences re-simulates data sets: it is for --suite simulated")
+    specs = make_specs(kw["suite"], kw["dataset"], kw["split"], kw["cases"], kw["limit"], kw["reader"], kw["max_atoms"])
     if not specs:
         raise UsageError("the suite has no cases")
     options = CaseOptions(reader=kw["reader"], r1_threshold=kw["r1_threshold"], match_threshold=kw["match_threshold"],
-                          reference_r1=not kw["no_reference_r1"], device=device, offline=bool(kw["offline"]))
+                          reference_r1=not kw["no_reference_r1"], device=device, offline=bool(kw["offline"]),
+                          given_space_group=kw["given_space_group"], keep_absences=kw["keep_absences"])
     output = kw["output"] or Path(f"benchmark-{kw['suite']}")
     progress = Progress(verbosity)
     for n in notes:
         if verbosity >= 0:
             click.echo(f"note: {n}", err=True)
     extra = {"dataset": str(kw["dataset"]) if kw["dataset"] else None, "split": kw["split"] if kw["suite"] == "simulated" else None,
-             "n_cases": len(specs)}
+             "n_cases": len(specs), "max_atoms": kw["max_atoms"], "limit": kw["limit"]}
     record = run_benchmark(
         specs, config, options, output=output, suite=kw["suite"], executor=kw["executor"], scheduler=kw["scheduler"],
         workers=kw["workers"], progress=progress, command=["refractor", *sys.argv[1:]], notes=notes, extra=extra,
