@@ -212,6 +212,11 @@ class Refiner(Component):
     def refine(self, data: ReflectionData, candidate: Candidate) -> RefinedCandidate:
         """Refined structure with R1, wR2, GooF and refinement statistics."""
 
+    def screen(self, data: ReflectionData, candidate: Candidate) -> RefinedCandidate:
+        """A quick refinement that is enough to rank candidates (the pipeline screens all
+        candidates and refines only the best fully). Default: the full `refine`."""
+        return self.refine(data, candidate)
+
 
 class Ranker(Component):
     """Orders refined candidates, best first, setting `score` and `score_details`."""

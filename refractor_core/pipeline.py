@@ -1,7 +1,12 @@
 """The pipeline: stages wired through the typed models, each swappable by name.
 
     [encoder] -> classifier (top `max_hypotheses`) -> generator (`candidates_per_hypothesis`
-    per hypothesis) -> refiner (each candidate) -> ranker
+    per hypothesis) -> refiner -> ranker
+
+With more candidates than `refine_top`, the refiner first screens every candidate (its quick
+`screen` refinement), the ranker orders them, and only the best (one per space group first)
+are refined fully; the others follow the fully refined ones in the ranking, marked
+`meta["screened"]`.
 
 `run_pipeline(data, config, context)` builds the components named in a `RunConfig` from
 the plugin registry, runs them and returns a `PipelineResult`. It reads and writes no
@@ -138,6 +143,65 @@ def _expect_list(kind: str, name: str, value: Any, typ: type, what: str) -> list
     return value
 
 
+#: screened candidates worse than the best by more than this R1 are not refined fully
+SCREEN_R1_MARGIN = 0.10
+
+
+def select_for_refinement(screened: list[RefinedCandidate], n: int) -> list[RefinedCandidate]:
+    """The screened candidates (ranked, best first) worth refining fully: the best of each
+    space group first, then the next best, at most `n`, none whose R1 is more than
+    SCREEN_R1_MARGIN above the best one's."""
+    if not screened:
+        return []
+    best_r1 = screened[0].r1 if np.isfinite(screened[0].r1) else np.inf
+    worth = [r for r in screened if np.isfinite(r.r1) and r.r1 <= best_r1 + SCREEN_R1_MARGIN] or screened[:1]
+    chosen: list[RefinedCandidate] = []
+    groups: set[str] = set()
+    for r in worth:
+        if len(chosen) < n and r.structure.space_group.hall not in groups:
+            chosen.append(r)
+            groups.add(r.structure.space_group.hall)
+    for r in worth:
+        if len(chosen) < n and not any(r is c for c in chosen):
+            chosen.append(r)
+    return chosen
+
+
+def _rank(ranker: Component, data: ReflectionData, refined: list[RefinedCandidate]) -> list[RefinedCandidate]:
+    """The ranker's order, checked to hold exactly the candidates given."""
+    ranked = _expect_list("ranker", ranker.name, _call(ranker, "rank", data, refined), RefinedCandidate, "RefinedCandidate")
+    if len(ranked) != len(refined):
+        raise PluginError(f"ranker {ranker.name!r} returned {len(ranked)} candidates for {len(refined)} given")
+    return ranked
+
+
+def _refine_all(
+    refiner: Component,
+    method: str,
+    data: ReflectionData,
+    candidates: list[Candidate],
+    progress: Callable[..., Any],
+    notes: list[str],
+    what: str,
+) -> list[RefinedCandidate]:
+    """`refiner.<method>` on every candidate; a candidate that cannot be refined is noted."""
+    out: list[RefinedCandidate] = []
+    with progress(f"{what} ({refiner.name})", total=len(candidates)) as bar:
+        for i, candidate in enumerate(candidates):
+            try:
+                r = _call(refiner, method, data, candidate)
+            except RefinementError as exc:
+                notes.append(f"candidate {i + 1} ({candidate.structure.space_group.symbol}) not refined ({method}): {exc}")
+                bar.update(1)
+                continue
+            _expect("refiner", refiner.name, r, RefinedCandidate, "a RefinedCandidate")
+            if r.candidate is None:
+                r = r.model_copy(update={"candidate": candidate})
+            out.append(r)
+            bar.update(1)
+    return out
+
+
 def build_components(
     config: RunConfig, context: PipelineContext
 ) -> tuple[dict[str, Component | None], list[ComponentRecord]]:
@@ -259,35 +323,34 @@ def run_pipeline(
             + (f" ({'; '.join(notes)})" if notes else "")
         )
 
-    # refiner
+    # refiner: everything fully when there are few candidates; else screen all, refine the best
     refiner = components["refiner"]
     assert refiner is not None
-    refined: list[RefinedCandidate] = []
+    ranker = components["ranker"]
+    assert ranker is not None
     t0 = time.perf_counter()
-    with progress(f"refining ({refiner.name})", total=len(candidates)) as bar:
-        for i, candidate in enumerate(candidates):
-            try:
-                r = _call(refiner, "refine", data, candidate)
-            except RefinementError as exc:
-                notes.append(f"candidate {i + 1} ({candidate.structure.space_group.symbol}) not refined: {exc}")
-                bar.update(1)
-                continue
-            _expect("refiner", refiner.name, r, RefinedCandidate, "a RefinedCandidate")
-            if r.candidate is None:
-                r = r.model_copy(update={"candidate": candidate})
-            refined.append(r)
-            bar.update(1)
+    screened_only: list[RefinedCandidate] = []
+    if len(candidates) > config.refine_top:
+        screened = _refine_all(refiner, "screen", data, candidates, progress, notes, "screening")
+        timings["screening"] = time.perf_counter() - t0
+        if not screened:
+            raise RefinementError("no candidate could be refined: " + "; ".join(notes))
+        order = _rank(ranker, data, screened)
+        chosen = select_for_refinement(order, config.refine_top)
+        screened_only = [r for r in order if not any(r is c for c in chosen)]
+        starts = [r.candidate.model_copy(update={"structure": r.structure}) for r in chosen]  # type: ignore[union-attr]
+        t1 = time.perf_counter()
+        refined = _refine_all(refiner, "refine", data, starts, progress, notes, "refining")
+        timings["refinement"] = time.perf_counter() - t1
+    else:
+        refined = _refine_all(refiner, "refine", data, candidates, progress, notes, "refining")
     timings["refiner"] = time.perf_counter() - t0
     if not refined:
         raise RefinementError("no candidate could be refined: " + "; ".join(notes))
 
-    # ranker
-    ranker = components["ranker"]
-    assert ranker is not None
+    # ranker: fully refined candidates first, then those only screened
     t0 = time.perf_counter()
-    ranked = _expect_list("ranker", ranker.name, _call(ranker, "rank", data, refined), RefinedCandidate, "RefinedCandidate")
-    if len(ranked) != len(refined):
-        raise PluginError(f"ranker {ranker.name!r} returned {len(ranked)} candidates for {len(refined)} given")
+    ranked = _rank(ranker, data, refined) + screened_only
     timings["ranker"] = time.perf_counter() - t0
 
     return PipelineResult(

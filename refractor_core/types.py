@@ -433,6 +433,9 @@ class RunConfig(_Model):
     offline: bool = False
     max_hypotheses: int = Field(default=3, ge=1)
     candidates_per_hypothesis: int = Field(default=4, ge=1)
+    #: candidates refined fully; when there are more, all are screened first (a quick
+    #: isotropic refinement) and the best are refined fully, one per space group first
+    refine_top: int = Field(default=3, ge=1)
     keep: int = Field(default=1, ge=1)
 
     @field_validator("components")

@@ -33,6 +33,13 @@ def registry(monkeypatch):
     return load_registry()
 
 
+@pytest.fixture(scope="module")
+def samples_structure():
+    from refractor_core.testing.samples import default_samples
+
+    return default_samples().structure
+
+
 @pytest.fixture
 def data():
     return default_samples().reflections
@@ -160,8 +167,36 @@ def test_progress_callback_sees_every_stage(registry, data):
             seen[-1][2] += n
 
     run_pipeline(data, config(), PipelineContext(registry=registry, progress=Recorder))
+    # four candidates, three refined fully: all are screened first
+    assert [s[0].split(" (")[0] for s in seen] == ["space groups", "generating candidates", "screening", "refining"]
+    assert seen[-2][1] == seen[-2][2] == 4
+    assert seen[-1][1] == seen[-1][2] == 3
+    seen.clear()
+    result = run_pipeline(data, config(refine_top=4), PipelineContext(registry=registry, progress=Recorder))
     assert [s[0].split(" (")[0] for s in seen] == ["space groups", "generating candidates", "refining"]
     assert seen[-1][1] == seen[-1][2] == 4
+    assert not any(r.meta.get("screened") for r in result.ranked)
+
+
+def test_screened_candidates_follow_the_fully_refined_ones(registry, data):
+    result = run_pipeline(data, config(candidates_per_hypothesis=5, refine_top=2), PipelineContext(registry=registry, seed=1))
+    assert result.n_candidates == 5 and len(result.ranked) == 5
+    assert "screening" in result.timings and "refinement" in result.timings
+    assert result.best is not None
+
+
+def test_selection_for_full_refinement_takes_one_per_space_group_first(samples_structure):
+    from refractor_core.pipeline import select_for_refinement
+    from refractor_core.types import RefinedCandidate, SpaceGroupRef
+
+    def item(symbol, r1):
+        s = samples_structure.model_copy(update={"space_group": SpaceGroupRef.from_symbol(symbol)})
+        return RefinedCandidate(structure=s, r1=r1, wr2=2 * r1, goof=1.0, n_reflections=100, n_gt=90, n_parameters=10)
+
+    ranked = [item("P 1 21/c 1", 0.10), item("P 1 21/c 1", 0.11), item("P 1", 0.15), item("P -1", 0.40)]
+    chosen = select_for_refinement(ranked, 3)
+    assert chosen == [ranked[0], ranked[2], ranked[1]]  # P-1 is 0.30 worse: not worth it
+    assert select_for_refinement(ranked, 1) == [ranked[0]]
 
 
 # --------------------------------------------------------------------------------------

@@ -97,3 +97,42 @@ def test_composite_options_are_validated():
         get_registry().validate_options("ranker", "composite", {"no_such_weight": 1})
     cfg = get_registry().validate_options("ranker", "composite", {"short_contact": 0.0})
     assert cfg.short_contact == 0.0
+
+
+# --------------------------------------------------------------------------------------
+# higher symmetry preferred unless the lower fits significantly better (Hamilton)
+# --------------------------------------------------------------------------------------
+
+
+def _one_atom(symbol: str) -> Structure:
+    cell = UnitCell(a=9.0, b=10.0, c=11.0, alpha=90, beta=100, gamma=90)
+    site = Site(label="Cu1", element="Cu", xyz=(0.1, 0.2, 0.3), u_iso=0.02)
+    return Structure(cell=cell, space_group=SpaceGroupRef.from_symbol(symbol), sites=[site])
+
+
+def test_composite_prefers_the_supergroup_when_the_subgroup_is_not_significantly_better(samples):
+    data = samples.reflections.model_copy(update={"formula": None})  # no formula penalty
+    low = _refined(_one_atom("P 1"), 0.040, 0, wr2=0.100, n_parameters=120, n_reflections=3000)
+    high = _refined(_one_atom("P -1"), 0.041, 1, wr2=0.101, n_parameters=60, n_reflections=3000)
+    out = _ranker("composite").rank(data, [low, high])
+    assert [r.meta["tag"] for r in out] == [1, 0]
+    pref = out[0].score_details["symmetry_preference"]
+    assert pref["preferred_over"] == "P 1" and pref["wR2_ratio"] < pref["critical_ratio"]
+    assert out[0].score < out[1].score
+    # a clearly better fit in the subgroup keeps it first; the r1 ranker never reorders
+    worse = high.model_copy(update={"wr2": 0.130, "r1": 0.055})
+    assert [r.meta["tag"] for r in _ranker("composite").rank(data, [low, worse])] == [0, 1]
+    assert [r.meta["tag"] for r in _ranker("r1").rank(data, [low, high])] == [0, 1]
+    off = _ranker("composite", prefer_higher_symmetry=False).rank(data, [low, high])
+    assert [r.meta["tag"] for r in off] == [0, 1]
+
+
+def test_subgroup_relation_is_origin_independent():
+    from refractor_core.crystal.symmetry import SymmetryOps
+
+    ops = {s: SymmetryOps.from_space_group(SpaceGroupRef.from_symbol(s)) for s in ("C 1 c 1", "C 1 2/c 1", "P 1", "P -1", "F 4 3 2", "F m -3 m", "P 1 21/c 1")}
+    assert ops["C 1 c 1"].is_proper_subgroup_of(ops["C 1 2/c 1"])
+    assert ops["P 1"].is_proper_subgroup_of(ops["P -1"]) and ops["P 1"].is_proper_subgroup_of(ops["P 1 21/c 1"])
+    assert ops["F 4 3 2"].is_proper_subgroup_of(ops["F m -3 m"])
+    assert not ops["C 1 2/c 1"].is_proper_subgroup_of(ops["C 1 c 1"])
+    assert not ops["C 1 2/c 1"].is_proper_subgroup_of(ops["P 1 21/c 1"])

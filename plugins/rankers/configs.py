@@ -26,3 +26,10 @@ class CompositeConfig(ComponentConfig):
         0.02, ge=0.0, description="Penalty when the Flack parameter is close to 0.5 (racemic twin or missed inversion centre)."
     )
     max_penalty: float = Field(0.5, ge=0.0, description="Cap of each penalty term.")
+    prefer_higher_symmetry: bool = Field(
+        True,
+        description="A candidate in a supergroup of a better-scored candidate's space group "
+        "(C2/c over Cc, P-1 over P1) ranks first unless Hamilton's R-ratio test finds the "
+        "lower symmetry significantly better.",
+    )
+    hamilton_alpha: float = Field(0.01, gt=0.0, lt=0.5, description="Significance level of Hamilton's test.")

@@ -16,6 +16,7 @@ from refractor_core.types import RefinedCandidate, ReflectionData
 
 from .configs import CompositeConfig, R1Config
 from .plausibility import formula_mismatch, non_positive_adps, short_contacts
+from .symmetry_preference import prefer_higher_symmetry
 
 
 def _digest(r: RefinedCandidate) -> str:
@@ -55,7 +56,9 @@ class CompositeRanker(Ranker):
     """R1 plus penalties for chemically impossible models.
 
     score = R1 + w_c·(short contacts) + w_adp·(non-positive-definite ADPs)
-                + w_f·(relative formula mismatch) + w_x·[Flack ≈ 0.5], each term capped.
+                + w_f·(relative formula mismatch) + w_x·[Flack ≈ 0.5], each term capped;
+    then a candidate in a higher-symmetry supergroup goes first unless Hamilton's test
+    finds the lower symmetry significantly better (see symmetry_preference).
     """
 
     name: ClassVar[str] = "composite"
@@ -68,7 +71,11 @@ class CompositeRanker(Ranker):
             r = r.model_copy(deep=False)
             r.score, r.score_details = self.score(data, r)
             out.append(r)
-        return _order(out)
+        ordered = _order(out)
+        cfg: CompositeConfig = self.config  # type: ignore[assignment]
+        if cfg.prefer_higher_symmetry:
+            ordered = prefer_higher_symmetry(ordered, cfg.hamilton_alpha)
+        return ordered
 
     def score(self, data: ReflectionData, r: RefinedCandidate) -> tuple[float, dict]:
         """The composite score and its terms."""

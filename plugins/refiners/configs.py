@@ -62,6 +62,14 @@ class LsqConfig(ComponentConfig):
         "formula asks for or came from a generator.",
     )
     completion_rounds: int = Field(6, ge=0, le=50, description="Largest number of completion rounds.")
+    screen_cycles: int = Field(
+        12, ge=1, le=200,
+        description="Screening (the quick refinement that ranks candidates before the best are "
+        "refined fully): largest number of cycles; isotropic, no H, σ weights.",
+    )
+    screen_completion_rounds: int = Field(
+        2, ge=0, le=50, description="Screening: largest number of difference-Fourier completion rounds."
+    )
     weighting: Literal["shelxl", "sigma"] = Field(
         "shelxl", description="'shelxl': w = 1/[σ² + (aP)² + bP] with a, b optimised; 'sigma': w = 1/σ²."
     )

@@ -87,6 +87,16 @@ class SymmetryOps:
         """Distinct rotation parts (the point group), (m, 3, 3) int."""
         return _unique_rotations(self.rotations)
 
+    def is_proper_subgroup_of(self, other: "SymmetryOps") -> bool:
+        """True when this group's point group lies in `other`'s and `other` has more
+        operations per cell (origin-independent: translations are not compared), e.g.
+        Cc in C2/c, P1 in P-1, F432 in Fm-3m."""
+        if self.n >= other.n or self.n_centring > other.n_centring:
+            return False
+        mine = {r.tobytes() for r in self.point_group_rotations()}
+        theirs = {r.tobytes() for r in other.point_group_rotations()}
+        return mine <= theirs
+
     def laue_rotations(self) -> np.ndarray:
         """The Laue group: point group plus inversion, (m, 3, 3) int."""
         pg = self.point_group_rotations()

@@ -77,6 +77,24 @@ class LsqRefiner(Refiner):
         finally:
             torch.set_num_threads(before)
 
+    def screen(self, data: ReflectionData, candidate: Candidate) -> RefinedCandidate:
+        """Quick isotropic refinement (no H, σ weights, short completion) to rank candidates."""
+        cfg = self.config
+        quick = cfg.model_copy(
+            update={
+                "max_cycles": min(cfg.screen_cycles, cfg.max_cycles),
+                "completion_rounds": min(cfg.screen_completion_rounds, cfg.completion_rounds),
+                "anisotropic": False,
+                "riding_h": False,
+                "weighting": "sigma",
+                "extinction": False,
+                "flack": False,
+                "fit_rotating_groups": False,
+            }
+        )
+        r = LsqRefiner(quick, self.context).refine(data, candidate)
+        return r.model_copy(update={"meta": {**r.meta, "screened": True}})
+
 
 class Refinement:
     """One refinement of one candidate (holds the state shared by the stages)."""
