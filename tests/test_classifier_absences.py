@@ -261,3 +261,24 @@ def test_merge_group_is_found_in_merged_files():
 
     friedel = np.unique(orbit_representatives(unmerged.hkl, np.eye(3, dtype=np.int64)[None]), axis=0)
     assert merge_group(friedel, groups) is None
+
+
+def test_merged_file_of_an_acentric_crystal_keeping_bijvoet_mates():
+    """P4₁2₁2 merged under 422 with Friedel mates apart (the usual merged file of an
+    acentric crystal): the merging is recognised on the file's rows, not promoted to mmm."""
+    from refractor_core.crystal.lattice import metric_symmetry, rotation_key
+    from refractor_core.crystal.spacegroup_tables import compatible_settings, laue_label
+    from refractor_plugins.classifiers.laue import bijvoet_merge_group
+
+    structure = _in_group(pyxtal_structure(92, seed=3, counts=(6, 1, 1)), "P 41 21 2")
+    structure = structure.model_copy(update={"sites": [*structure.sites[:-1], structure.sites[-1].model_copy(update={"element": "Br"})]})
+    merged = simulate(structure, d_min=0.8, redundancy=1.0, seed=5)
+    unmerged = simulate(structure, d_min=0.8, redundancy=3.0, seed=5)
+    settings = [s for s in compatible_settings(metric_symmetry(structure.cell)) if not s.centrosymmetric]
+    pgs = list({rotation_key(s.point_group): (s.point_group, s.laue_rotations) for s in settings}.values())
+    found = bijvoet_merge_group(merged.hkl, pgs)
+    assert found is not None and laue_label(rotation_key(found)) == "4/m m m"
+    assert bijvoet_merge_group(unmerged.hkl, pgs) is None
+    hyps = top(merged)
+    assert hyps[0].space_group.number in (92, 96)  # the enantiomorph cannot be told apart
+    assert {h.space_group.number for h in hyps[:2]} == {92, 96}

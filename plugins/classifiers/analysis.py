@@ -55,6 +55,7 @@ from .centrosymmetry import CentroEvidence, centrosymmetry_evidence
 from .configs import AbsencesConfig
 from .laue import (
     MIN_SCALE_PAIRS,
+    bijvoet_merge_group,
     error_scale,
     laue_log_likelihood,
     merge_group,
@@ -269,6 +270,15 @@ def analyse(data: ReflectionData, config: AbsencesConfig | None = None) -> Space
     coverage = float(min(1.0, u1.n / max(sphere, 1.0)))
     laue_candidates = {s.laue_key: s.laue_rotations for s in settings}
     merged_with = merge_group(u1_hkl[use], list(laue_candidates.values()))
+    # merged under a point group's rotations with the Bijvoet mates kept apart (the usual
+    # merged file of a non-centrosymmetric crystal): Friedel-merging pairs them up, so only
+    # the file's own rows show it; the larger of the two groups found is the one
+    raw_use = np.ones(len(hkl_raw), dtype=bool) if prov_vectors is None else ~violates_centring(hkl_raw, prov_vectors)
+    acentric_pgs = {rotation_key(s.point_group): (s.point_group, s.laue_rotations) for s in settings if not s.centrosymmetric}
+    friedel_order = 2 * (1 if merged_with is None else len(merged_with))
+    bijvoet_merged = bijvoet_merge_group(hkl_raw[raw_use], list(acentric_pgs.values()), min_order=friedel_order)
+    if bijvoet_merged is not None and (merged_with is None or len(bijvoet_merged) > len(merged_with)):
+        merged_with = bijvoet_merged
     if merged_with is not None:
         notes.append(f"the file holds one reflection per orbit of the Laue group {laue_label(rotation_key(merged_with))}: merged with it")
     ops = score_operators(

@@ -267,7 +267,8 @@ def merge_group(hkl: np.ndarray, candidates: list[np.ndarray]) -> np.ndarray | N
 
     A file merged under L0 keeps one reflection per L0-orbit: every subgroup of L0 shows
     no equivalent pairs, every group reaching beyond L0 does. Identity-only groups do not
-    count.
+    count. `hkl` are Friedel-merged reflections (see `bijvoet_merge_group` for files that
+    keep Bijvoet mates apart).
     """
     h = np.asarray(hkl, dtype=np.int64)
     best, best_rank = None, None
@@ -283,6 +284,41 @@ def merge_group(hkl: np.ndarray, candidates: list[np.ndarray]) -> np.ndarray | N
         if best_rank is None or rank < best_rank:
             best, best_rank = rots, rank
     return best
+
+
+def bijvoet_merge_group(
+    hkl: np.ndarray, point_groups: list[tuple[np.ndarray, np.ndarray]], min_order: int = 2
+) -> np.ndarray | None:
+    """Proper rotations of the Laue group whose non-centrosymmetric point group the file's
+    own rows were merged with, Bijvoet mates kept apart (the usual merged file of a
+    non-centrosymmetric crystal), or None.
+
+    `point_groups`: (point-group matrices, proper rotations of its Laue group) of the
+    candidate non-centrosymmetric point groups. A file merged under P holds one row per
+    P-orbit (Friedel mates not paired): no two rows are equivalent under P, while any larger
+    group joins orbits. The Friedel-merged reflections cannot show this (they pair Bijvoet
+    mates up). Groups of the same order may both look merged when the kept representatives
+    happen to agree; then only the rotations common to their Laue groups are returned.
+    Only point groups of more than `min_order` operations count: a file merged under a
+    centrosymmetric Laue group of that order (Friedel mates paired) may look merged under
+    an acentric group of the same order for the same reason.
+    """
+    h = np.asarray(hkl, dtype=np.int64)
+    best_order, found = 0, []
+    for pg, laue in point_groups:
+        pg = np.asarray(pg, dtype=np.int64)
+        if len(pg) <= min_order or len(pg) < best_order:
+            continue
+        keys = orbit_keys(h, pg, friedel=False)
+        if len(keys) - len(np.unique(keys)) > MERGE_GROUP_PAIRS * len(keys):
+            continue
+        if len(pg) > best_order:
+            best_order, found = len(pg), []
+        found.append(np.asarray(laue, dtype=np.int64))
+    if not found:
+        return None
+    common = [r for r in found[0] if all(any(np.array_equal(r, q) for q in other) for other in found[1:])]
+    return np.array(common, dtype=np.int64) if len(common) >= 2 else None
 
 
 def laue_log_likelihood(laue_rotations: np.ndarray, evidence: list[OperatorEvidence]) -> tuple[float, int]:
@@ -308,7 +344,9 @@ def weak_operators(laue_rotations: np.ndarray, evidence: list[OperatorEvidence],
 __all__ = [
     "OperatorEvidence",
     "error_scale",
+    "bijvoet_merge_group",
     "laue_log_likelihood",
+    "merge_group",
     "rotation_name",
     "score_operators",
     "unrelated_level",

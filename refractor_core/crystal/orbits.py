@@ -11,9 +11,10 @@ import numpy as np
 from .symmetry import canonical_hkl, canonical_keys
 
 
-def orbit_keys(hkl: np.ndarray, rotations: np.ndarray) -> np.ndarray:
-    """Canonical key of each reflection's orbit under `rotations` and Friedel pairing."""
-    return canonical_keys(hkl, rotations, friedel=True)
+def orbit_keys(hkl: np.ndarray, rotations: np.ndarray, friedel: bool = True) -> np.ndarray:
+    """Canonical key of each reflection's orbit under `rotations` and (when `friedel`)
+    Friedel pairing."""
+    return canonical_keys(hkl, rotations, friedel=friedel)
 
 
 def orbit_representatives(hkl: np.ndarray, rotations: np.ndarray) -> np.ndarray:
