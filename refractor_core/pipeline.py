@@ -162,9 +162,20 @@ def select_for_refinement(screened: list[RefinedCandidate], n: int) -> list[Refi
             chosen.append(r)
             groups.add(r.structure.space_group.hall)
     for r in worth:
-        if len(chosen) < n and not any(r is c for c in chosen):
+        if len(chosen) < n and not any(r is c or _same_result(r, c) for c in chosen):
             chosen.append(r)
     return chosen
+
+
+def _same_result(a: RefinedCandidate, b: RefinedCandidate) -> bool:
+    """Two screened candidates that refined to the same figures in the same group (trials
+    that found one solution): refining both fully would repeat the work."""
+    return (
+        a.structure.space_group.hall == b.structure.space_group.hall
+        and len(a.structure.sites) == len(b.structure.sites)
+        and abs(a.r1 - b.r1) < 1e-4
+        and abs(a.wr2 - b.wr2) < 1e-4
+    )
 
 
 def _rank(ranker: Component, data: ReflectionData, refined: list[RefinedCandidate]) -> list[RefinedCandidate]:

@@ -42,9 +42,10 @@ def hamilton_test(low: RefinedCandidate, high: RefinedCandidate, alpha: float) -
     if not (math.isfinite(low.wr2) and math.isfinite(high.wr2)) or low.wr2 <= 0 or n - m < 1:
         return None
     ratio = high.wr2 / low.wr2
-    if b <= 0:  # no extra parameters: the lower symmetry must simply fit better
-        return HamiltonTest(ratio, 1.0, b)
-    critical = math.sqrt(1.0 + b / (n - m) * float(f_dist.ppf(1.0 - alpha, b, n - m)))
+    # at least one degree of freedom: models with equal parameter counts (atoms on special
+    # positions of both groups) differ at least by the choice of group
+    dof = max(b, 1)
+    critical = math.sqrt(1.0 + dof / (n - m) * float(f_dist.ppf(1.0 - alpha, dof, n - m)))
     return HamiltonTest(ratio, critical, b)
 
 
