@@ -115,8 +115,9 @@ def find_origin(
     else:
         h_use, f_use = h, f
     k, term, norm = _terms(lookup, h_use, f_use, symmetry, ops)
-    k_flat = k.reshape(-1, 3)
-    t_flat = term.reshape(-1)
+    # A(s) depends on the terms only through their sum per distinct k: combine them once
+    # (exact; many (operation, h) pairs share a k, more so in high-symmetry groups)
+    k_flat, t_flat = _combine_by_k(k.reshape(-1, 3), term.reshape(-1))
     # Friedel mates contribute the conjugate term at -k: A(s) is real
     shape = tuple(
         good_grid_size(max(int(np.ceil(1.0 / (rl * spacing))), 4)) for rl in reciprocal_lengths(cell)
@@ -142,6 +143,22 @@ def find_origin(
     per_op = np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
     score = float(num.sum() / den.sum()) if den.sum() > 0 else 0.0
     return OriginResult(shift=np.mod(s, 1.0), score=score, per_operation=[float(x) for x in per_op], n_operations=len(ops))
+
+
+def _combine_by_k(k: np.ndarray, term: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct rows of `k` (n, 3) int and the sum of `term` over each."""
+    if len(k) == 0:
+        return k, term
+    lo = k.min(axis=0)
+    span = k.max(axis=0) - lo + 1
+    key = ((k[:, 0] - lo[0]) * span[1] + (k[:, 1] - lo[1])) * span[2] + (k[:, 2] - lo[2])
+    uniq, inv = np.unique(key, return_inverse=True)
+    summed = np.bincount(inv, weights=term.real, minlength=len(uniq)) + 1j * np.bincount(
+        inv, weights=term.imag, minlength=len(uniq)
+    )
+    first = np.zeros(len(uniq), dtype=np.int64)
+    first[inv] = np.arange(len(k))
+    return k[first], summed
 
 
 def _top_maxima(a: np.ndarray, n: int) -> np.ndarray:
