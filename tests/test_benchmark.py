@@ -122,3 +122,27 @@ def test_case_results_do_not_depend_on_order_or_executor(tiny_dataset):
         for k in keys:
             va, vb = ra.get(k), rb.get(k)
             assert (va == vb) or (isinstance(va, float) and math.isnan(va) and math.isnan(vb)), (k, va, vb)
+
+
+def test_case_selection_given_space_group_and_kept_absences(tiny_dataset):
+    from refractor_core.crystal.symmetry import SymmetryOps
+
+    small = real_specs(max_atoms=3)
+    assert small and {s.name for s in small} <= {"nacl", "urea", "ethylene_oxide"}
+    assert "sucrose" not in {s.name for s in real_specs(max_atoms=20)}
+    specs = simulated_specs(tiny_dataset, "test")
+    few = simulated_specs(tiny_dataset, "test", max_atoms=3)
+    assert len(few) < len(specs) and all(len(load_case(s).reference.sites) <= 3 for s in few)
+    with_absences = 0
+    for spec in specs:
+        plain, kept = load_case(spec), load_case(spec, keep_absences=True, given_space_group=True)
+        assert plain.data.space_group_hint is None
+        assert kept.data.space_group_hint.number == plain.true_space_group.number
+        sym = SymmetryOps.from_space_group(plain.true_space_group)
+        n_absent = int(sym.is_absent(kept.data.hkl).sum())
+        assert not sym.is_absent(plain.data.hkl).any()
+        # the stored experiment, re-simulated with the absences (incompleteness and the
+        # choice of equivalents are drawn afresh over the larger set, so counts agree closely)
+        assert abs(kept.data.n - n_absent - plain.data.n) <= 0.05 * plain.data.n
+        with_absences += n_absent > 0
+    assert with_absences

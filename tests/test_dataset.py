@@ -78,6 +78,9 @@ def test_sources_realize_to_annotated_records():
     assert org.kind in ("organic", "metal-organic") and "C" in org.elements
     inorg = realize(StructureTask("random-inorganic", "random-inorganic-00001", 777))
     assert inorg.kind == "inorganic" and inorg.structure.n_sites >= 2
+    # a task is a pure recipe: pyxtal's own generator is seeded too (it is fresh and unseeded otherwise)
+    assert realize(StructureTask("random-organic", "random-organic-00001", 12345)).structure == org.structure
+    assert realize(StructureTask("random-inorganic", "random-inorganic-00001", 777)).structure == inorg.structure
 
 
 def test_real_cases_are_refused_and_recognised(real_dir):
@@ -154,3 +157,25 @@ def test_dask_and_local_executors_agree():
         ra, rb = a["row"].reflections, b["row"].reflections
         assert np.array_equal(ra.hkl, rb.hkl) and np.array_equal(ra.intensity, rb.intensity)
         assert np.array_equal(ra.sigma, rb.sigma)
+
+
+def test_some_data_sets_keep_their_absences():
+    from refractor_core.crystal.symmetry import SymmetryOps
+    from refractor_core.datasets.build import keeps_absences
+
+    st = Structure(
+        cell=UnitCell(a=6.1, b=7.3, c=8.2), space_group=SpaceGroupRef.from_symbol("P 21 21 21"), name="p212121",
+        sites=[Site(label="Br1", element="Br", xyz=(0.11, 0.23, 0.31), u_iso=0.03),
+               Site(label="C1", element="C", xyz=(0.31, 0.12, 0.05), u_iso=0.04)],
+    )
+    rec = make_record(st, StructureTask("cif-dir", "p212121", 3), group="formula", origin="test")
+    plain = simulate_task((rec, 0, 5, 0.0, 5000))["row"]
+    kept = simulate_task((rec, 0, 5, 0.0, 5000, 1.0))["row"]
+    assert not plain.params["keep_absences"] and kept.params["keep_absences"]
+    # the same experiment otherwise: only the absences are added
+    assert {k: v for k, v in plain.params.items() if k != "keep_absences"} == \
+        {k: v for k, v in kept.params.items() if k != "keep_absences"}
+    sym = SymmetryOps.from_space_group(st.space_group)
+    assert not sym.is_absent(plain.reflections.hkl).any() and sym.is_absent(kept.reflections.hkl).any()
+    draws = [keeps_absences(0, rec.id, k, 0.3) for k in range(400)]
+    assert 0.2 < np.mean(draws) < 0.4 and not any(keeps_absences(0, rec.id, k, 0.0) for k in range(50))

@@ -220,3 +220,26 @@ def test_formula_and_z_with_special_positions():
     )
     formula, z, contents = formula_and_z(st)
     assert formula == "Cl Na" and z == 4.0 and contents == {"Na": 4.0, "Cl": 4.0}
+
+
+def test_systematic_absences_can_be_kept_with_their_noise():
+    st = _acentric()  # P 21 21 21: h00, 0k0, 00l absent for odd indices
+    sym = SymmetryOps.from_space_group(st.space_group)
+    kw = dict(d_min=0.9, b_wilson=2.0, seed=5, noise={"median_i_over_sigma": 15.0})
+    plain = simulate_detailed(st, SimulationParams(**kw))
+    kept = simulate_detailed(st, SimulationParams(**kw, keep_absences=True))
+    assert not sym.is_absent(plain.data.hkl).any()  # default: none written
+    absent = sym.is_absent(kept.data.hkl)
+    assert 5 <= absent.sum() < 0.05 * len(absent)
+    # the allowed reflections are the default set; absences are all the extra rows
+    assert len(kept.data.hkl) - absent.sum() == len(plain.data.hkl)
+    assert np.array_equal(kept.unique_hkl[~sym.is_absent(kept.unique_hkl)], plain.unique_hkl)
+    # true F² of an absence is zero; observed values are noise around zero on the file scale
+    assert np.all(kept.unique_f2[sym.is_absent(kept.unique_hkl)] == 0.0)
+    i_abs, s_abs = kept.data.intensity[absent], kept.data.sigma[absent]
+    assert np.all(s_abs > 0) and np.median(np.abs(i_abs / s_abs)) < 2.0
+    i_ok, s_ok = kept.data.intensity[~absent], kept.data.sigma[~absent]
+    assert np.median(i_ok / s_ok) > 5.0
+    # the count level is set on the allowed reflections: it does not move when absences are kept
+    assert kept.counts_per_f2 == pytest.approx(plain.counts_per_f2, rel=1e-9)
+    assert simulate(st, **kw, keep_absences=True).n == kept.data.n

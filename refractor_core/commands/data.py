@@ -59,13 +59,16 @@ def command() -> None:
               help="Split fractions (by structure family).")
 @click.option("--max-reflections", type=click.IntRange(min=100), default=25000, show_default=True,
               help="Shrink the limiting sphere of larger data sets to about this many unique reflections.")
+@click.option("--keep-absences", "absences_fraction", type=click.FloatRange(0.0, 1.0), default=0.0, show_default=True,
+              metavar="FRACTION", help="Share of data sets that keep their systematic absences (noise only), as measured data do.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the whole build.")
 @click.option("--json", "as_json", is_flag=True, help="Print the index (without id lists) as JSON.")
 @click.option("--force", is_flag=True, help="Write into a folder that already holds a dataset.")
 @executor_options
 @pass_verbosity
 def build(verbosity: int, output: Path, cif_dir, aflow_dir, sources: str, n_aflow, n_inorg, n_org, n_sub, limit,
-          per_structure: int, fractions: str, max_reflections: int, seed: int, as_json: bool, force: bool,
+          per_structure: int, fractions: str, max_reflections: int, absences_fraction: float, seed: int, as_json: bool,
+          force: bool,
           executor: str, scheduler, workers) -> None:
     """Build a dataset: structures, leak-free splits and simulated HKL data."""
     from ..datasets.build import BuildConfig, build_dataset
@@ -93,6 +96,7 @@ def build(verbosity: int, output: Path, cif_dir, aflow_dir, sources: str, n_aflo
     config = BuildConfig(
         output=output, cif_dir=cif_dir, counts=counts, datasets_per_structure=per_structure,
         fractions=dict(zip(("train", "val", "test"), fr)), seed=seed, max_reflections=max_reflections,
+        absences_fraction=absences_fraction,
         **({"aflow_dir": aflow_dir} if aflow_dir is not None else {}),
     )
     index = build_dataset(config, executor=executor, scheduler=scheduler, workers=workers,

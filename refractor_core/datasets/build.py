@@ -60,6 +60,8 @@ class BuildConfig(BaseModel):
     max_atoms_cell: int = 600
     max_reflections: int = 25000
     unmerged_fraction: float = Field(0.3, ge=0.0, le=1.0)
+    #: share of data sets written with their systematic absences (noise only), as measured data have them
+    absences_fraction: float = Field(0.0, ge=0.0, le=1.0)
     shard_size: int = Field(250, ge=1)
 
 
@@ -139,11 +141,21 @@ def _estimated_unique(record: StructureRecord, d_min: float, friedel: bool) -> f
     return n if friedel else 2.0 * n
 
 
-def simulate_task(job: tuple[StructureRecord, int, int, float, int]) -> dict[str, Any]:
-    """One simulated data set of a record: {'row': DataRow | None, 'error', 'seconds'}."""
+def keeps_absences(seed: int, record_id: str, k: int, fraction: float) -> bool:
+    """Whether data set k of a record keeps its systematic absences: a stable draw of its own,
+    so the other parameters of the data set do not depend on `fraction`."""
+    return fraction > 0 and (stable_seed(seed, "absences", record_id, k) % 1_000_000) < fraction * 1_000_000
+
+
+def simulate_task(job: tuple) -> dict[str, Any]:
+    """One simulated data set of a record: {'row': DataRow | None, 'error', 'seconds'}.
+
+    `job` = (record, k, seed, unmerged_fraction, max_reflections[, absences_fraction]).
+    """
     from ..simulation.simulator import simulate_detailed
 
-    record, k, seed, unmerged_fraction, max_reflections = job
+    record, k, seed, unmerged_fraction, max_reflections, *rest = job
+    absences_fraction = float(rest[0]) if rest else 0.0
     t0 = time.perf_counter()
     try:
         s = stable_seed(seed, "simulate", record.id, k)
@@ -160,6 +172,8 @@ def simulate_task(job: tuple[StructureRecord, int, int, float, int]) -> dict[str
             n_est = max_reflections
         if n_est * params.redundancy > 2 * max_reflections:
             params = params.model_copy(update={"redundancy": max(1.0, 2 * max_reflections / n_est)})
+        if keeps_absences(seed, record.id, k, absences_fraction):
+            params = params.model_copy(update={"keep_absences": True})
         res = simulate_detailed(record.structure, params)
         stored = res.params.model_dump(mode="json")
         stored["d_min_used"] = res.d_min
@@ -269,7 +283,7 @@ def build_dataset(
     if leaks:  # cannot happen by construction; a bug if it does
         raise RuntimeError(f"split leakage for keys {leaks[:5]}")
 
-    jobs = [(r, k, config.seed, config.unmerged_fraction, config.max_reflections)
+    jobs = [(r, k, config.seed, config.unmerged_fraction, config.max_reflections, config.absences_fraction)
             for r in records for k in range(config.datasets_per_structure)]
     t0 = time.perf_counter()
     simulated = map_tasks(simulate_task, jobs, executor=executor, scheduler=scheduler, workers=workers,

@@ -295,8 +295,8 @@ def _random_inorganic(task: StructureTask) -> StructureRecord:
                 continue
             crystal = pyxtal()
             try:
-                _seed_global(rng)
-                crystal.from_random(3, sg, list(comp), num, factor=float(rng.uniform(1.0, 1.3)))
+                s = _seed_global(rng)
+                crystal.from_random(3, sg, list(comp), num, factor=float(rng.uniform(1.0, 1.3)), random_state=s)
             except Exception:  # pyxtal: incompatible Wyckoff counts or no packing found
                 continue
             if not crystal.valid:
@@ -307,13 +307,18 @@ def _random_inorganic(task: StructureTask) -> StructureRecord:
     raise RuntimeError(f"{task.key}: no random inorganic crystal after 12 compositions")
 
 
-def _seed_global(rng: np.random.Generator) -> None:
-    """pyxtal draws from numpy's and Python's global generators: seed both from `rng`."""
+def _seed_global(rng: np.random.Generator) -> int:
+    """A seed drawn from `rng`; numpy's and Python's global generators are seeded with it.
+
+    pyxtal draws from the global generators and from its own `random_state` (a fresh,
+    unseeded generator unless one is passed): pass the returned seed as `random_state`.
+    """
     import random
 
     s = int(rng.integers(0, 2**31 - 1))
     np.random.seed(s)
     random.seed(s)
+    return s
 
 
 # -- random organic ----------------------------------------------------------------------
@@ -388,8 +393,9 @@ def _random_organic(task: StructureTask) -> StructureRecord:
             numbers.append(max(mult // 2, 1))
         crystal = pyxtal(molecular=True)
         try:
-            _seed_global(rng)
-            crystal.from_random(3, sg, [pyxtal_molecule(m) for m in molecules], numbers, factor=float(rng.uniform(1.0, 1.2)))
+            s = _seed_global(rng)
+            crystal.from_random(3, sg, [pyxtal_molecule(m, random_state=s) for m in molecules], numbers,
+                                factor=float(rng.uniform(1.0, 1.2)), random_state=s)
         except Exception:  # pyxtal could not pack these molecules in this group
             continue
         if not crystal.valid:

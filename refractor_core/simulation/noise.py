@@ -75,10 +75,15 @@ def calibrate_counts(f2: np.ndarray, model: NoiseModel) -> tuple[float, float, f
 
 
 def observe(
-    f2: np.ndarray, model: NoiseModel, rng: np.random.Generator
+    f2: np.ndarray, model: NoiseModel, rng: np.random.Generator, calibrate: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray, float]:
-    """Noisy intensities and σ (counts scale) of true F² values; also the count level c."""
-    c, b, p = calibrate_counts(f2, model)
+    """Noisy intensities and σ (counts scale) of true F² values; also the count level c.
+
+    `calibrate` (bool mask) chooses the rows whose median I/σ sets the count level (e.g.
+    the allowed reflections when systematic absences are kept); default all rows.
+    """
+    f2_cal = f2 if calibrate is None or not np.any(calibrate) else np.asarray(f2)[calibrate]
+    c, b, p = calibrate_counts(f2_cal, model)
     n = c * np.maximum(np.asarray(f2, dtype=np.float64), 0.0)
     e1 = rng.standard_normal(len(n))
     e2 = rng.standard_normal(len(n))

@@ -1,7 +1,8 @@
 """Which reflections a diffractometer measures: the limiting sphere, the unique set, equivalents.
 
 `unique_reflections` lists one representative (the kernel's canonical index) of every
-symmetry-independent reflection with d >= d_min, systematic absences removed. Friedel mates
+symmetry-independent reflection with d >= d_min, systematic absences removed (or kept, as a
+diffractometer measures them, with `keep_absent`). Friedel mates
 are kept apart (`friedel=False`) when anomalous differences matter. `expand_equivalents`
 turns the unique set into unmerged observations: each reflection is measured a random
 number of times, each time as a random symmetry equivalent.
@@ -39,8 +40,10 @@ def unique_reflections(
     *,
     friedel: bool = True,
     d_max: float | None = None,
+    keep_absent: bool = False,
 ) -> np.ndarray:
-    """Symmetry-unique, non-absent reflections with d_min <= d (<= d_max), (N, 3) int.
+    """Symmetry-unique reflections with d_min <= d (<= d_max), (N, 3) int; systematic
+    absences are removed unless `keep_absent`.
 
     The representative of each class is the kernel's canonical index (`canonical_keys`), so
     the set agrees with what `merge` produces. Sorted by resolution, then index.
@@ -68,7 +71,8 @@ def unique_reflections(
         out.append(grid[canon])
     hkl = np.concatenate(out) if out else np.zeros((0, 3), dtype=np.int64)
     if len(hkl):
-        hkl = hkl[~symmetry.is_absent(hkl)]
+        if not keep_absent:
+            hkl = hkl[~symmetry.is_absent(hkl)]
         q = inv_d_squared(cell, hkl)
         order = np.lexsort((hkl[:, 2], hkl[:, 1], hkl[:, 0], np.round(q, 10)))
         hkl = hkl[order]

@@ -3,7 +3,8 @@
     simulate(structure, d_min=0.8, wavelength="Mo", b_wilson=3.0, seed=1) -> ReflectionData
 
 Steps: the symmetry-unique reflections inside the limiting sphere (systematic absences
-removed; Friedel mates kept apart when anomalous dispersion makes them differ); F² from the
+removed, or kept with `keep_absences` as a diffractometer measures them: true F² = 0, so
+they carry only noise; Friedel mates kept apart when anomalous dispersion makes them differ); F² from the
 kernel (`model_intensities`: structure factors with f′/f″ for the wavelength, an optional
 inversion twin); optional SHELXL-type extinction; incompleteness (a blind cone plus random
 losses); unmerged equivalents when `redundancy` > 1; counting noise (`noise.py`); outliers;
@@ -71,6 +72,7 @@ class SimulationParams(BaseModel):
     twin_fraction: float = Field(0.0, ge=0.0, le=0.5, description="inversion-twin fraction (BASF)")
     max_intensity: float = Field(9999.0, gt=1.0, le=99999.0)
     reveal_space_group: bool = False
+    keep_absences: bool = Field(False, description="keep systematically absent reflections (F² = 0, noise only)")
     seed: int = 0
 
     @field_validator("wavelength", mode="before")
@@ -179,21 +181,24 @@ def simulate_detailed(structure: Structure, params: SimulationParams | None = No
         notes.append(f"d_min {d_min:.3f} Å is beyond 2θ max at λ={p.wavelength}; using {reach:.3f} Å")
         d_min = reach
     friedel = sym.centrosymmetric or not p.anomalous
-    hkl = unique_reflections(structure.cell, sym, d_min, friedel=friedel)
+    hkl = unique_reflections(structure.cell, sym, d_min, friedel=friedel, keep_absent=p.keep_absences)
     if not len(hkl):
         raise ValueError(f"no reflections inside d_min = {d_min} Å for this cell")
     wl = p.wavelength if p.anomalous else None
     instr = None
     if p.twin_fraction > 0:
         instr = RefinementInstructions(twin_n=2, basf=[p.twin_fraction])
-    f2 = model_intensities(structure, hkl, wavelength=wl, instructions=instr, extinction=0.0)
+    # absent reflections have F² = 0 exactly (the engine would give rounding residue)
+    present = ~sym.is_absent(hkl) if p.keep_absences else np.ones(len(hkl), dtype=bool)
+    f2 = np.zeros(len(hkl))
+    f2[present] = model_intensities(structure, hkl[present], wavelength=wl, instructions=instr, extinction=0.0)
     if p.extinction > 0:
         f2 = f2 * extinction_factor(f2, p.extinction, stol_of(structure.cell, hkl), p.wavelength)
     if p.completeness < 1.0:
         lost = _blind_region(hkl, structure, 1.0 - p.completeness, rng)
         hkl, f2 = hkl[~lost], f2[~lost]
     obs_hkl, parent = expand_equivalents(hkl, sym, p.redundancy, rng, friedel=friedel)
-    i_obs, sigma, c = observe(f2[parent], p.noise, rng)
+    i_obs, sigma, c = observe(f2[parent], p.noise, rng, calibrate=present[parent])
     i_obs, outlier = add_outliers(i_obs, sigma, p.outliers, rng)
     top = float(np.max(np.abs(i_obs))) if len(i_obs) else 1.0
     scale = p.max_intensity / max(top, 1e-12)
@@ -244,6 +249,7 @@ def simulate(
     anomalous: bool = True,
     max_intensity: float = 9999.0,
     reveal_space_group: bool = False,
+    keep_absences: bool = False,
     seed: int = 0,
 ) -> ReflectionData:
     """Simulated F² with σ of `structure`, as a diffractometer and its software would give.
@@ -252,7 +258,10 @@ def simulate(
     of random equivalents. `b_wilson` (Å²) replaces the structure's ADPs by isotropic ones
     around B/8π²; None keeps them. `completeness` < 1 removes a blind cone and random
     reflections. `twin_fraction` adds an inversion twin, `extinction` SHELXL's EXTI x.
-    Deterministic for a given seed.
+    `keep_absences` keeps the systematically absent reflections (true F² = 0: background
+    noise only, outliers possible), as measured data have them; the count level is set on
+    the allowed reflections, so the noise of those does not change. Deterministic for a
+    given seed.
     """
     params = SimulationParams(
         d_min=d_min,
@@ -267,6 +276,7 @@ def simulate(
         anomalous=anomalous,
         max_intensity=max_intensity,
         reveal_space_group=reveal_space_group,
+        keep_absences=keep_absences,
         seed=seed,
     )
     return simulate_detailed(structure, params).data
