@@ -403,7 +403,7 @@ class Refinement:
         have = sum(model.occupancy[i] / max(model.order[i], 1) for i in range(model.n) if not is_hydrogen(model.elements[i]))
         want = sum(v for e, v in expected.items() if not is_hydrogen(e))
         foreign = {e for e in model.elements if e not in expected and not is_hydrogen(e)}
-        return have < want - 0.75 or bool(foreign)
+        return have < want - 0.75 or bool(foreign) or bool(self.candidate.generator)
 
     def _choose_matrix(self, model: WorkingModel) -> None:
         n = self._parameters(model).n
@@ -455,7 +455,8 @@ class Refinement:
         return True
 
     def _remove_duplicates(self, model: WorkingModel) -> None:
-        """Atoms of one element on top of each other (same part) are merged, with a warning."""
+        """Atoms of one element on top of each other (same part) are merged, with a warning;
+        in a generated model, of two non-H atoms closer than 0.5 Å the lighter is removed."""
         cart = model.cartesian()
         drop = np.zeros(model.n, dtype=bool)
         for i in range(model.n):
@@ -466,7 +467,7 @@ class Refinement:
                 if model.elements[j] == model.elements[i] and model.part[j] == model.part[i]:
                     drop[j] = True
                     self.warn(f"atoms {model.labels[i]} and {model.labels[j]} lie on top of each other ({d[j]:.3f} Å): {model.labels[j]} removed")
-        close = []
+        close, close_pairs = [], []
         m = orthogonalization_matrix(model.cell)
         for i in range(model.n):
             if drop[i] or is_hydrogen(model.elements[i]):
@@ -477,7 +478,22 @@ class Refinement:
             for j in np.nonzero((d < 0.5) & (d >= 0.1) & (np.arange(model.n) > i) & ~drop)[0]:
                 if model.part[i] == model.part[j] and model.part[i] >= 0 and not is_hydrogen(model.elements[j]):
                     close.append(f"{model.labels[i]}-{model.labels[j]} {d[j]:.2f} Å")
-        if close:
+                    close_pairs.append((i, int(j)))
+        if close and self.candidate.generator:
+            # a generated model: of two atoms this close, the lighter is a false peak
+            import gemmi
+
+            z = np.array([gemmi.Element(e).atomic_number for e in model.elements])
+            gone = []
+            for i, j in close_pairs:
+                if drop[i] or drop[j]:
+                    continue
+                k = j if z[j] * model.occupancy[j] <= z[i] * model.occupancy[i] else i
+                drop[k] = True
+                gone.append(model.labels[k])
+            self.warn("implausibly short contacts in the generated model: " + ", ".join(close[:10])
+                      + f"; removed {', '.join(gone)}")
+        elif close:
             self.warn("implausibly short contacts in the starting model: " + ", ".join(close[:10]))
         if drop.any():
             model.remove_atoms(drop)
