@@ -110,7 +110,7 @@ def plot_subsets(rows: list[dict[str, Any]], summary: dict[str, Any], path: Path
 
 def plot_sg_accuracy(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(8, 4.4), dpi=120)
+    fig, ax = plt.subplots(figsize=(8.5, 4.8), dpi=120)
     systems = [s for s in CRYSTAL_SYSTEMS if any(r.get("crystal_system") == s for r in rows)]
     acc, ns, top3 = [], [], []
     for s in systems:
@@ -120,16 +120,17 @@ def plot_sg_accuracy(rows: list[dict[str, Any]], path: Path, title: str) -> Path
         top3.append(100 * sum(1 for r in sel if 0 < int(r.get("sg_rank") or 0) <= 3) / len(sel))
     x = np.arange(len(systems))
     ax.bar(x - 0.2, acc, 0.4, label="best candidate's group = true", color="#4477aa")
-    ax.bar(x + 0.2, top3, 0.4, label="true group among hypotheses", color="#88ccee")
-    for i, n in enumerate(ns):
-        ax.text(i, max(acc[i], top3[i]) + 2, f"n={n}", ha="center", fontsize=8)
+    ax.bar(x + 0.2, top3, 0.4, label="true group among the top-3 hypotheses", color="#88ccee")
+    for i in range(len(systems)):
+        ax.text(i - 0.2, acc[i] + 1.5, f"{acc[i]:.0f}", ha="center", fontsize=8)
+        ax.text(i + 0.2, top3[i] + 1.5, f"{top3[i]:.0f}", ha="center", fontsize=8)
     total = 100 * sum(bool(r.get("sg_correct")) for r in rows) / max(len(rows), 1)
     ax.set_xticks(x)
-    ax.set_xticklabels(systems, rotation=20)
-    ax.set_ylim(0, 115)
+    ax.set_xticklabels([f"{s}\nn = {n}" for s, n in zip(systems, ns)], fontsize=9)
+    ax.set_ylim(0, 110)
     ax.set_ylabel("cases (%)")
-    ax.set_title(f"{title}: space-group accuracy {total:.0f} % overall", fontsize=10)
-    ax.legend(fontsize=8, loc="upper right")
+    ax.set_title(f"{title}: space-group accuracy {total:.0f} % overall", fontsize=10, pad=26)
+    ax.legend(fontsize=8, ncol=2, loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -141,13 +142,11 @@ def plot_time(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
     order = sorted(rows, key=lambda r: r.get("seconds", 0.0))
     n = len(order)
     fig, ax = plt.subplots(figsize=(max(7.5, min(0.32 * n + 3, 18)), 4.8), dpi=120)
-    stages = ["build", "encoder", "classifier", "generator", "refiner", "ranker"]
     bottom = np.zeros(n)
     x = np.arange(n)
-    for st in stages:
-        vals = np.array([float(r.get(f"t_{st}", 0.0) or 0.0) for r in order])
+    for st, label, colour, vals in _stage_times(order):
         if vals.sum() > 0:
-            ax.bar(x, vals, bottom=bottom, color=STAGE_COLOURS[st], label=st, width=0.85)
+            ax.bar(x, vals, bottom=bottom, color=colour, label=label, width=0.85)
             bottom += vals
     other = np.array([max(float(r.get("seconds", 0.0)) - b, 0.0) for r, b in zip(order, bottom)])
     ax.bar(x, other, bottom=bottom, color=STAGE_COLOURS["other"], label="loading, reference R1, matching", width=0.85)
@@ -167,6 +166,24 @@ def plot_time(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def _stage_times(rows: list[dict[str, Any]]):
+    """(stage, label, colour, seconds per row) in pipeline order; the refiner's time split
+    into screening, full refinement and the rest when the pipeline reports them."""
+    def t(key: str) -> np.ndarray:
+        return np.array([float(r.get(f"t_{key}", 0.0) or 0.0) for r in rows])
+
+    out = []
+    for st in ("build", "encoder", "classifier", "generator", "refiner", "ranker"):
+        if st == "refiner" and (t("screening").sum() > 0 or t("refinement").sum() > 0):
+            screening, full = t("screening"), t("refinement")
+            out.append(("screening", "refiner: screening", "#eedd88", screening))
+            out.append(("refinement", "refiner: full refinement", STAGE_COLOURS["refiner"], full))
+            out.append(("refiner", "refiner: other", "#999933", np.maximum(t("refiner") - screening - full, 0.0)))
+            continue
+        out.append((st, st, STAGE_COLOURS[st], t(st)))
+    return out
 
 
 def write_plots(rows, summary, folder: Path, title: str, r1_threshold: float) -> dict[str, str]:
