@@ -7,7 +7,9 @@ prototypes and random molecular crystals, built once beforehand, untimed) with
 `refractor_core.datasets.build.simulate_task`, on the local executor, on Dask with one
 worker and on Dask with two workers (LocalCluster, processes, one thread each). Workload 2
 (benchmark harness): `run_case` on a few simulated cases with the default pipeline
-(charge-flip's wall-clock cap lifted, so results cannot depend on machine load).
+(charge-flip stops on a deterministic work budget, not on wall-clock time, so results
+cannot depend on machine load). The 1-minute load average is recorded before and after
+every timed run: on a shared machine the speed-up is only as good as those numbers.
 
 Identity: every data set (indices, intensities, σ) and every case row (status, R1, wR2,
 space group, matched fraction, seed) must be equal bit for bit across executors. Times
@@ -56,10 +58,16 @@ def digest_cases(rows) -> str:
     return h.hexdigest()[:16]
 
 
+def _finite(v):
+    return None if isinstance(v, float) and not math.isfinite(v) else v
+
+
 def timed(fn, *args, **kw):
+    """(result, seconds, (load average before, after)) of fn(*args, **kw)."""
+    before = os.getloadavg()[0]
     t0 = time.perf_counter()
     out = fn(*args, **kw)
-    return out, time.perf_counter() - t0
+    return out, time.perf_counter() - t0, (round(before, 2), round(os.getloadavg()[0], 2))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,9 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     sim = {}
     for label, kw in (("local", {"executor": "local"}), ("dask-1", {"executor": "dask", "workers": 1}),
                       ("dask-2", {"executor": "dask", "workers": 2})):
-        out, sec = timed(map_tasks, simulate_task, jobs, **kw)
+        out, sec, load = timed(map_tasks, simulate_task, jobs, **kw)
         sim[label] = {"seconds": round(sec, 2), "digest": digest_rows(out),
-                      "failed": sum(r["row"] is None for r in out)}
+                      "failed": sum(r["row"] is None for r in out), "load_average_before_after": load}
         print(label, sim[label], flush=True)
 
     # benchmark cases from a small dataset built for the purpose
@@ -105,15 +113,16 @@ def main(argv: list[str] | None = None) -> int:
     build_dataset(BuildConfig(output=tmp, counts={"aflow": 40}, datasets_per_structure=1,
                               fractions={"train": 0.5, "val": 0.0, "test": 0.5}, seed=args.seed))
     specs = simulated_specs(tmp, "test", limit=args.cases)
-    config = RunConfig(options={"generator": {"time_limit_s": 1e6}}, components={
+    config = RunConfig(components={
         "classifier": "absences", "generator": "charge-flip", "refiner": "lsq", "ranker": "r1"}, seed=args.seed)
     cjobs = [(s, config.model_dump(mode="json"), args.seed, CaseOptions(reference_r1=False)) for s in specs]
     bench = {}
     for label, kw in (("local", {"executor": "local"}), ("dask-1", {"executor": "dask", "workers": 1}),
                       ("dask-2", {"executor": "dask", "workers": 2})):
-        rows, sec = timed(map_tasks, run_case, cjobs, **kw)
+        rows, sec, load = timed(map_tasks, run_case, cjobs, **kw)
         bench[label] = {"seconds": round(sec, 2), "digest": digest_cases(rows),
-                        "statuses": sorted({r["status"] for r in rows})}
+                        "statuses": sorted({r["status"] for r in rows}), "load_average_before_after": load,
+                        "rows": [{k: _finite(r.get(k)) for k in CASE_KEYS} for r in rows]}
         print(label, bench[label], flush=True)
 
     def speed(d):
@@ -123,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         "command": f".venv/bin/python benchmarks/dask_speedup.py --structures {args.structures} --cases {args.cases}",
         "date": _dt.datetime.now().isoformat(timespec="seconds"),
         "machine": info | {"load_average_at_end": os.getloadavg()},
-        "note": "2 cores shared with other developers' jobs: speed-ups are noisy; the ideal is 2.0",
+        "note": "2 cores shared with other developers' jobs: speed-ups are noisy (see the load averages "
+                "before/after each timed run); the ideal is 2.0",
         "simulation": {"jobs": len(jobs), "structures": len(records), **sim,
                        "identical": len({v["digest"] for v in sim.values()}) == 1, "speedup_1_to_2_workers": speed(sim)},
         "benchmark": {"cases": len(specs), **bench, "identical": len({v["digest"] for v in bench.values()}) == 1,
@@ -142,6 +152,12 @@ def main(argv: list[str] | None = None) -> int:
         f"{sim['dask-2']['seconds']} | {speed(sim)} | {record['simulation']['identical']} |",
         f"| benchmark cases (full pipeline) | {len(specs)} | {bench['local']['seconds']} | {bench['dask-1']['seconds']} | "
         f"{bench['dask-2']['seconds']} | {speed(bench)} | {record['benchmark']['identical']} |", "",
+        "1-minute load average before → after each timed run (2 cores; anything above ~2 means other jobs "
+        "competed for the cores, so the speed-up understates what 2 free cores give):", "",
+        "| workload | local | Dask 1 worker | Dask 2 workers |", "|---|---|---|---|",
+        *(f"| {name} | " + " | ".join(f"{d[k]['load_average_before_after'][0]} → {d[k]['load_average_before_after'][1]}"
+                                      for k in ("local", "dask-1", "dask-2")) + " |"
+          for name, d in (("simulate", sim), ("benchmark", bench))), "",
         "Times include starting the LocalCluster (processes, one thread per worker). Identical = equal digests of "
         "every data set's indices, intensities and σ / every case's status, R1, wR2, GooF, space group, matched "
         "fraction and seed.", "",
