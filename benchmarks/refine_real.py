@@ -163,6 +163,7 @@ def run_case(case, options: dict) -> dict:
         "diff_hole": r.diff_hole,
         "matrix": r.meta.get("matrix"),
         "warnings": r.meta.get("warnings", []),
+        "load_average_1min": os.getloadavg()[0],
     }
 
 
@@ -189,9 +190,21 @@ def summarise(rows: list[dict]) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", default=None, help="comma-separated case names (default: all)")
+    parser.add_argument("--exclude", default=None, help="comma-separated case names to leave out")
+    parser.add_argument(
+        "--update", action="store_true",
+        help="merge the rows of this run into the existing refine_real.json/.md (rows of the same "
+        "case replaced), e.g. to run a slow case separately",
+    )
     parser.add_argument("--ablation", action="store_true", help="also refine iso/aniso with and without riding H")
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument("-v", "--verbose", action="store_true", help="print the refinement logs (with times) to stderr")
     args = parser.parse_args()
+    if args.verbose:
+        import logging
+
+        logging.basicConfig(format="%(asctime)s %(message)s", datefmt="%H:%M:%S", level=logging.WARNING)
+        logging.getLogger("refractor.lsq").setLevel(logging.INFO)
 
     from refractor_core.testing.real_cases import load_cases
 
@@ -199,6 +212,9 @@ def main() -> int:
     if args.cases:
         wanted = set(args.cases.split(","))
         cases = [c for c in cases if c.name in wanted]
+    if args.exclude:
+        unwanted = set(args.exclude.split(","))
+        cases = [c for c in cases if c.name not in unwanted]
     variants = VARIANTS if args.ablation else {"aniso+H": VARIANTS["aniso+H"]}
     results: dict[str, list[dict]] = {v: [] for v in variants}
     for case in cases:
@@ -220,7 +236,11 @@ def main() -> int:
                 )
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    command = "python benchmarks/refine_real.py" + (" --ablation" if args.ablation else "") + (f" --cases {args.cases}" if args.cases else "")
+    command = (
+        "python benchmarks/refine_real.py" + (" --ablation" if args.ablation else "")
+        + (f" --cases {args.cases}" if args.cases else "") + (f" --exclude {args.exclude}" if args.exclude else "")
+        + (" --update" if args.update else "")
+    )
     header = {
         "command": command,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -228,8 +248,15 @@ def main() -> int:
         "start": f"published model, non-H xyz perturbed {RMS} Å RMS (seed {SEED}+crc32(case)), U_iso {U_START}, H removed",
     }
     main_rows = results["aniso+H"]
+    stem = "refine_real" if not args.cases or args.update else "refine_real_subset"
+    if args.update and (out / f"{stem}.json").exists():
+        previous = json.loads((out / f"{stem}.json").read_text())
+        mine = {r["case"] for r in main_rows}
+        order = [c.name for c in load_cases()]
+        kept = [r for r in previous.get("cases", []) if r["case"] not in mine]
+        main_rows = sorted(kept + main_rows, key=lambda r: order.index(r["case"]) if r["case"] in order else len(order))
+        header["command"] = previous.get("command", "") + "; then " + command
     summary = {**header, "summary": summarise(main_rows), "cases": main_rows}
-    stem = "refine_real" if not args.cases else "refine_real_subset"
     (out / f"{stem}.json").write_text(json.dumps(summary, indent=2, default=str))
     (out / f"{stem}.md").write_text(_markdown(summary))
     if args.ablation:
