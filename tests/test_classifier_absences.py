@@ -235,8 +235,8 @@ def test_probability_model_is_normalised_and_keeps_the_order():
     terms = rng.normal(size=(12, N_TERMS))
     laue = np.repeat(np.arange(3), 4)
     terms[:, 0] = np.repeat([5.0, 1.0, 0.0], 4)  # one Laue log-likelihood per group
-    p0 = hypothesis_probabilities(terms, laue, (1.0, 1.0, 1.0, 1.0, 1.0))
-    p1 = hypothesis_probabilities(terms, laue, (1.0, 1.0, 1.0, 1.0, 1.0), robust=0.1)
+    p0 = hypothesis_probabilities(terms, laue, (1.0, 1.0, 1.0, 1.0, 1.0, 1.0))
+    p1 = hypothesis_probabilities(terms, laue, (1.0, 1.0, 1.0, 1.0, 1.0, 1.0), robust=0.1)
     assert p0.sum() == pytest.approx(1.0) and p1.sum() == pytest.approx(1.0)
     assert np.array_equal(np.argsort(-p0), np.argsort(-p1))
     assert p1.max() < p0.max()
@@ -282,3 +282,33 @@ def test_merged_file_of_an_acentric_crystal_keeping_bijvoet_mates():
     hyps = top(merged)
     assert hyps[0].space_group.number in (92, 96)  # the enantiomorph cannot be told apart
     assert {h.space_group.number for h in hyps[:2]} == {92, 96}
+
+
+def test_bijvoet_differences_speak_for_a_missing_centre_only_when_predicted():
+    """Friedel mates of an acentric crystal with a heavy anomalous scatterer differ; those
+    of a centrosymmetric one do not; without a formula nothing is predicted."""
+    from refractor_core.crystal.symmetry import SymmetryOps
+    from refractor_plugins.classifiers.absence_scoring import _family_codes
+    from refractor_plugins.classifiers.bijvoet import bijvoet_evidence, friedel_pairs
+
+    def with_heavy(structure: Structure, element: str) -> Structure:
+        sites = [*structure.sites[:-1], structure.sites[-1].model_copy(update={"element": element})]
+        return structure.model_copy(update={"sites": sites})
+
+    def evidence(structure: Structure, formula: str | None = "auto"):
+        from refractor_core.simulation import NoiseModel
+
+        data = simulate(structure, d_min=0.8, redundancy=3.0, noise=NoiseModel(median_i_over_sigma=40.0), seed=7)
+        pairs = friedel_pairs(data.hkl, data.intensity, data.sigma)
+        laue = SymmetryOps.from_space_group(structure.space_group).laue_rotations()
+        proper = np.array([r if round(np.linalg.det(r)) > 0 else -r for r in laue])
+        general = _family_codes(pairs.hkl, np.unique(proper, axis=0)) == 0
+        f = data.formula if formula == "auto" else formula
+        return bijvoet_evidence(pairs, general, data.cell, f, data.wavelength)
+
+    acentric = with_heavy(_in_group(pyxtal_structure(19, seed=5, counts=(4, 1, 1)), "P 21 21 21"), "Cu")
+    centric = with_heavy(_in_group(pyxtal_structure(14, seed=2, counts=(4, 1, 1)), "P 1 21/c 1"), "Cu")
+    ev_a, ev_c = evidence(acentric), evidence(centric)
+    assert ev_a.stats["predicted_signal"] > 0.5 and ev_a.llr < -2.0, ev_a.as_dict()
+    assert ev_c.llr > 0.5, ev_c.as_dict()
+    assert evidence(acentric, formula=None).llr == 0.0

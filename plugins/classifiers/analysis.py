@@ -45,12 +45,14 @@ from refractor_core.types import ReflectionData, SpaceGroupHypothesis
 from .absence_scoring import (
     AbsenceEvidence,
     LaueMerged,
+    _family_codes,
     centring_evidence,
     centring_key,
     merge_for_laue,
     raw_r_int,
     score_settings,
 )
+from .bijvoet import BijvoetEvidence, bijvoet_evidence, friedel_pairs
 from .centrosymmetry import CentroEvidence, centrosymmetry_evidence
 from .configs import AbsencesConfig
 from .laue import (
@@ -68,7 +70,7 @@ SOURCE = "absences"
 #: fewer unique reflections than this: the analysis refuses
 MIN_REFLECTIONS = 20
 #: evidence terms per candidate (see `hypothesis_probabilities`)
-N_TERMS = 6
+N_TERMS = 7
 #: R_int from the raw rows is computed for this many of the best Laue groups
 R_INT_GROUPS = 2
 #: a provisional centring is applied to the agreement test when its evidence exceeds this
@@ -131,16 +133,17 @@ def hypothesis_probabilities(
 ) -> np.ndarray:
     """P(G) = P(L) · P(G | L) from the raw evidence terms of every candidate setting G.
 
-    `terms` (n, 6): log-likelihood of the tested rotations of G's Laue group L, absence
-    log-likelihood ratio, signed centrosymmetry evidence, log prior of G's type, log share
-    of G among its type's settings, number of L's rotations the data were merged with;
+    `terms` (n, 7): log-likelihood of the tested rotations of G's Laue group L, absence
+    log-likelihood ratio, signed centrosymmetry evidence from E statistics, log prior of
+    G's type, log share of G among its type's settings, number of L's rotations the data
+    were merged with, signed centrosymmetry evidence from Bijvoet differences;
     `laue_index` numbers the Laue groups; `weights` (w_laue, w_absences, w_centro,
-    w_prior, w_merged).
+    w_prior, w_merged, w_bijvoet).
 
     P(L) ∝ exp(w_laue · LL_L + w_merged · n_merged) · Σ_{G in L} prior(G): the Laue group
     is decided by the agreement of equivalent reflections (and the prior mass of its
     space groups), not by how many absences its settings can explain. Within L,
-    P(G | L) ∝ exp(w_absences · LLR_abs + w_centro · centro) · prior(G), with
+    P(G | L) ∝ exp(w_absences · LLR_abs + w_centro · centro + w_bijvoet · bijvoet) · prior(G), with
     log prior(G) = w_prior · log P(type) + log P(setting | type).
 
     `robust` ε mixes in a tempered copy of the same ranking, p = (1 - ε) p_ev + ε q with
@@ -150,10 +153,10 @@ def hypothesis_probabilities(
     """
     t = np.asarray(terms, dtype=np.float64).reshape(-1, N_TERMS)
     idx = np.asarray(laue_index, dtype=np.int64)
-    w_laue, w_abs, w_centro, w_prior, w_merged = weights
+    w_laue, w_abs, w_centro, w_prior, w_merged, w_bijvoet = weights
     n = int(idx.max()) + 1 if len(idx) else 0
     log_prior = w_prior * t[:, 3] + t[:, 4]
-    within = w_abs * t[:, 1] + w_centro * t[:, 2] + log_prior
+    within = w_abs * t[:, 1] + w_centro * t[:, 2] + w_bijvoet * t[:, 6] + log_prior
     log_g_given_l = within - _group_logsumexp(within, idx, n)[idx]
     laue_score = np.zeros(n)
     laue_score[idx] = w_laue * t[:, 0] + w_merged * t[:, 5]
@@ -313,8 +316,10 @@ def analyse(data: ReflectionData, config: AbsencesConfig | None = None) -> Space
     best_ll = max(laue_score.values())
     window = [k for k in groups if best_ll - laue_score[k] <= cfg.laue_window]
 
-    # 3. per Laue group: merge, absences, E statistics
+    # 3. per Laue group: merge, absences, E statistics, Bijvoet differences
+    pairs = friedel_pairs(hkl_raw, i_raw, s_raw)
     candidates: list[tuple[SettingInfo, AbsenceEvidence, CentroEvidence, LaueMerged, frozenset]] = []
+    bijvoet: dict[frozenset, BijvoetEvidence] = {}
     laue_rows = []
     for key in sorted(window, key=lambda k: -laue_score[k]):
         members = groups[key]
@@ -329,6 +334,10 @@ def analyse(data: ReflectionData, config: AbsencesConfig | None = None) -> Space
             leak=cfg.absent_leak,
             outlier_fraction=cfg.absent_outlier_fraction,
             removed_prior=cfg.removed_absences_prior,
+        )
+        general = _family_codes(pairs.hkl, rep.laue_rotations) == 0
+        bijvoet[key] = bijvoet_evidence(
+            pairs, general, cell, data.formula, data.wavelength, twin_share=cfg.bijvoet_twin_share, cap=cfg.bijvoet_cap
         )
         centro_cache: dict[bytes, CentroEvidence] = {}
         for g, ev in zip(members, abs_ev):
@@ -365,14 +374,18 @@ def analyse(data: ReflectionData, config: AbsencesConfig | None = None) -> Space
     terms = []
     laue_keys = []
     for (g, ev, ce, ld, key), lp, ls in zip(candidates, type_prior, share):
-        centro_term = (0.5 if g.centrosymmetric else -0.5) * ce.llr
-        terms.append((laue_ll[key], ev.llr, centro_term, lp, ls, laue_merged[key]))
+        sign = 0.5 if g.centrosymmetric else -0.5
+        terms.append((laue_ll[key], ev.llr, sign * ce.llr, lp, ls, laue_merged[key], sign * bijvoet[key].llr))
         laue_keys.append(key)
     t = np.array(terms, dtype=np.float64).reshape(-1, N_TERMS)
     index = {k: i for i, k in enumerate(dict.fromkeys(laue_keys))}
     laue_index = np.array([index[k] for k in laue_keys], dtype=np.int64)
     prob = hypothesis_probabilities(
-        t, laue_index, (cfg.w_laue, cfg.w_absences, cfg.w_centro, cfg.w_prior, cfg.w_merged), cfg.robust, cfg.robust_temper
+        t,
+        laue_index,
+        (cfg.w_laue, cfg.w_absences, cfg.w_centro, cfg.w_prior, cfg.w_merged, cfg.w_bijvoet),
+        cfg.robust,
+        cfg.robust_temper,
     )
     scores = np.log(np.maximum(prob, 1e-300))
     order = np.argsort(-prob, kind="stable")
@@ -396,6 +409,8 @@ def analyse(data: ReflectionData, config: AbsencesConfig | None = None) -> Space
             "centrosymmetric": g.centrosymmetric,
             "centro_term": round(float(t[i, 2]), 3),
             "e_statistics": ce.as_dict(),
+            "bijvoet_term": round(float(t[i, 6]), 3),
+            "bijvoet": bijvoet[key].as_dict(),
             "prior": float(math.exp(t[i, 3] + t[i, 4])),
             "log_probability": round(float(scores[i]), 3),
         }

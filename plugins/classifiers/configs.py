@@ -13,10 +13,11 @@ class AbsencesConfig(ComponentConfig):
     Evidence weights: P(G) = P(L) · P(G | L) with
 
         P(L)     ∝ exp(w_laue · LL_Laue(L) + w_merged · n_merged(L)) · Σ_{G in L} prior(G)
-        P(G | L) ∝ exp(w_absences · LLR_absences(G) + w_centro · (±½ LLR_centro)) · prior(G)
+        P(G | L) ∝ exp(w_absences · LLR_absences(G) + w_centro · (±½ LLR_centro)
+                       + w_bijvoet · (±½ LLR_bijvoet)) · prior(G)
         log prior(G) = w_prior · log P(type) + log P(setting | type)
 
-    (`analysis.hypothesis_probabilities`). w_laue, w_merged, w_absences, w_centro and the
+    (`analysis.hypothesis_probabilities`). w_laue, w_merged, w_absences, w_centro, w_bijvoet and the
     robust share are fitted by
     maximum likelihood on the calibration split of the simulated benchmark, whose
     space-group types are drawn uniformly, with the type prior switched off
@@ -40,11 +41,14 @@ class AbsencesConfig(ComponentConfig):
 
     metric_tolerance: float = Field(default=0.02, gt=0.0, le=0.2)
     w_laue: float = Field(default=5.0, ge=0.0)
-    w_absences: float = Field(default=0.725, ge=0.0)
-    w_centro: float = Field(default=5.759, ge=0.0)
+    w_absences: float = Field(default=0.707, ge=0.0)
+    w_centro: float = Field(default=5.439, ge=0.0)
     w_prior: float = Field(default=1.0, ge=0.0)
     w_merged: float = Field(default=10.0, ge=0.0, description="evidence per rotation the file was merged with")
-    robust: float = Field(default=0.0719, ge=0.0, lt=1.0, description="share of misleading evidence (see hypothesis_probabilities)")
+    w_bijvoet: float = Field(default=1.555, ge=0.0, description="weight of the Bijvoet-difference centrosymmetry evidence")
+    bijvoet_twin_share: float = Field(default=0.15, gt=0.0, lt=1.0, description="share of acentric crystals without Bijvoet differences (inversion twins)")
+    bijvoet_cap: float = Field(default=30.0, gt=0.0, description="largest Bijvoet evidence against a centre (nats, before weighting)")
+    robust: float = Field(default=0.0666, ge=0.0, lt=1.0, description="share of misleading evidence (see hypothesis_probabilities)")
     robust_temper: float = Field(default=0.05, ge=0.0, le=1.0)
     absent_leak: float = Field(default=0.02, gt=0.0, lt=0.5)
     absent_outlier_fraction: float = Field(default=0.01, ge=0.0, lt=0.5)

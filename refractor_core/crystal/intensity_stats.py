@@ -151,3 +151,32 @@ def expected_intensity(
     else:
         per = np.interp(at_s2, centre, mean)
     return at_eps * per
+
+
+def bijvoet_ratio(composition: dict[str, float], wavelength: float, stol: np.ndarray) -> np.ndarray:
+    """ρ²(s) of a non-centrosymmetric structure of this composition (element: count).
+
+    For an acentric reflection of intensity I and mean intensity Σ at its resolution, the
+    Bijvoet difference ΔI = I(h) - I(-h) = 4 Im(F_N F_A*) has, for randomly placed atoms,
+
+        Var(ΔI | I) ≈ 8 ρ² I Σ,   ρ² = Σ_{e<e'} n_e n_e' (f_e f''_e' - f_e' f''_e)² / (Σ_e n_e f_e²)²
+
+    with f = f0(s) + f' and f'' per element e (n_e atoms). Atoms of one element alone give
+    no difference (their anomalous part is in phase with their normal scattering). The
+    atomic displacement factors cancel in the ratio; so does the number of formula units.
+    """
+    from .scattering import anomalous_terms, form_factors
+
+    els = [e for e, n in composition.items() if n > 0]
+    s = np.asarray(stol, dtype=np.float64)
+    if len(els) < 2:
+        return np.zeros_like(s)
+    n = np.array([composition[e] for e in els], dtype=np.float64)
+    fp, fpp = anomalous_terms(els, wavelength)
+    f = form_factors(els, s) + fp[:, None]  # (E, N)
+    total = (n[:, None] * f**2).sum(axis=0)
+    num = np.zeros_like(s)
+    for a in range(len(els)):
+        for b in range(a + 1, len(els)):
+            num += n[a] * n[b] * (f[a] * fpp[b] - f[b] * fpp[a]) ** 2
+    return num / np.maximum(total, 1e-12) ** 2
