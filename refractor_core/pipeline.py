@@ -3,10 +3,10 @@
     [encoder] -> classifier (top `max_hypotheses`) -> generator (`candidates_per_hypothesis`
     per hypothesis) -> refiner -> ranker
 
-With more candidates than `refine_top`, the refiner first screens every candidate (its quick
-`screen` refinement), the ranker orders them, and only the best (one per space group first)
-are refined fully; the others follow the fully refined ones in the ranking, marked
-`meta["screened"]`.
+With `screen` (the default) and several candidates, the refiner first screens every
+candidate (its quick `screen` refinement), the ranker orders them, and only the best
+`refine_top` (one per space group first, none far worse than the best) are refined fully;
+the others follow the fully refined ones in the ranking, marked `meta["screened"]`.
 
 `run_pipeline(data, config, context)` builds the components named in a `RunConfig` from
 the plugin registry, runs them and returns a `PipelineResult`. It reads and writes no
@@ -341,7 +341,7 @@ def run_pipeline(
     assert ranker is not None
     t0 = time.perf_counter()
     screened_only: list[RefinedCandidate] = []
-    if len(candidates) > config.refine_top:
+    if config.screen and len(candidates) > 1:
         screened = _refine_all(refiner, "screen", data, candidates, progress, notes, "screening")
         timings["screening"] = time.perf_counter() - t0
         if not screened:

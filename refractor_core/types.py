@@ -433,8 +433,10 @@ class RunConfig(_Model):
     offline: bool = False
     max_hypotheses: int = Field(default=3, ge=1)
     candidates_per_hypothesis: int = Field(default=4, ge=1)
-    #: candidates refined fully; when there are more, all are screened first (a quick
-    #: isotropic refinement) and the best are refined fully, one per space group first
+    #: screen every candidate first (the refiner's quick refinement) and refine fully only
+    #: the best `refine_top` (one per space group first, none far worse than the best);
+    #: False: refine every candidate fully
+    screen: bool = True
     refine_top: int = Field(default=3, ge=1)
     keep: int = Field(default=1, ge=1)
 

@@ -167,12 +167,12 @@ def test_progress_callback_sees_every_stage(registry, data):
             seen[-1][2] += n
 
     run_pipeline(data, config(), PipelineContext(registry=registry, progress=Recorder))
-    # four candidates, three refined fully: all are screened first
+    # four candidates: all are screened first, three refined fully
     assert [s[0].split(" (")[0] for s in seen] == ["space groups", "generating candidates", "screening", "refining"]
     assert seen[-2][1] == seen[-2][2] == 4
     assert seen[-1][1] == seen[-1][2] == 3
     seen.clear()
-    result = run_pipeline(data, config(refine_top=4), PipelineContext(registry=registry, progress=Recorder))
+    result = run_pipeline(data, config(screen=False), PipelineContext(registry=registry, progress=Recorder))
     assert [s[0].split(" (")[0] for s in seen] == ["space groups", "generating candidates", "refining"]
     assert seen[-1][1] == seen[-1][2] == 4
     assert not any(r.meta.get("screened") for r in result.ranked)

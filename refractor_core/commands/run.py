@@ -134,7 +134,9 @@ def _stage_options_decorator(f):
 @click.option("--max-hypotheses", type=click.IntRange(min=1), default=None, help="Space groups to try (default 3).")
 @click.option("--candidates", type=click.IntRange(min=1), default=None, help="Candidates per space group (default 4).")
 @click.option("--refine-top", type=click.IntRange(min=1), default=None,
-              help="Candidates refined fully (default 3); when there are more, all are screened first.")
+              help="Candidates refined fully after all are screened (default 3).")
+@click.option("--no-screen", "no_screen", is_flag=True, default=False,
+              help="Refine every candidate fully instead of screening them first.")
 @click.option("--keep", type=click.IntRange(min=1), default=None, help="Write the best N structures (default 1).")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
               help="A RunConfig as TOML or JSON, or a manifest.json to repeat a run; options override it.")
@@ -166,6 +168,7 @@ def command(verbosity: int, **kw: Any) -> None:
         "max_hypotheses": kw["max_hypotheses"],
         "candidates_per_hypothesis": kw["candidates"],
         "refine_top": kw["refine_top"],
+        "screen": False if kw["no_screen"] else None,
         "keep": kw["keep"],
     }
     if kw["reader"]:
