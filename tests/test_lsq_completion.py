@@ -82,3 +82,15 @@ def test_blocked_matrix_reaches_the_full_matrix_result(pr_sulfate):
     assert blocked.r1 == pytest.approx(full.r1, abs=2e-4)
     for a, b in zip(full.structure.sites, blocked.structure.sites):
         assert np.allclose(a.xyz, b.xyz, atol=2e-4)
+
+
+def test_mixed_site_pair_from_complementary_fractional_counts():
+    from refractor_plugins.refiners.lsq.completion import mixed_site_pair
+
+    a, b, fa = mixed_site_pair("Ag0.6 Fe Mo2 Na0.4 O8")
+    assert (a, b) == ("Ag", "Na") and fa == pytest.approx(0.6)
+    a, b, fa = mixed_site_pair("C8 H25 Al0.84 Ga1.16 N3")
+    assert (a, b) == ("Ga", "Al") and fa == pytest.approx(0.58)
+    assert mixed_site_pair("C10 H8 N2 O4") is None  # whole counts
+    assert mixed_site_pair("Ag0.6 Na0.3 O2") is None  # do not add up to a whole site
+    assert mixed_site_pair(None) is None

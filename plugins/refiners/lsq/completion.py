@@ -216,3 +216,66 @@ def _add_peaks(refinement, m: WorkingModel, expected: dict[str, float], u_common
     if added:
         refinement.log(f"completion round {rnd + 1}: added {', '.join(added)}")
     return len(added)
+
+
+# --------------------------------------------------------------------------------------
+# mixed sites from a formula with complementary fractional counts
+# --------------------------------------------------------------------------------------
+
+#: a count within this of an integer counts as whole
+WHOLE = 0.02
+
+
+def mixed_site_pair(formula: str | None) -> tuple[str, str, float] | None:
+    """(A, B, fraction of A) when a formula holds exactly two non-H elements with
+    non-integral counts that add up to a whole number (Ag0.6 ... Na0.4, Al0.84 Ga1.16):
+    such elements share sites. None otherwise."""
+    if not formula:
+        return None
+    from refractor_core.crystal.formula import parse_formula
+
+    try:
+        counts = parse_formula(formula)
+    except Exception:  # noqa: BLE001 - an unparsable formula simply has no mixed sites
+        return None
+    frac = {e: v for e, v in counts.items() if not is_hydrogen(e) and abs(v - round(v)) > WHOLE}
+    if len(frac) != 2:
+        return None
+    (a, va), (b, vb) = sorted(frac.items(), key=lambda t: -atomic_number(t[0]))
+    total = va + vb
+    if abs(total - round(total)) > WHOLE or round(total) < 1:
+        return None
+    return a, b, va / total
+
+
+def split_mixed_sites(refinement, model: WorkingModel) -> list[str]:
+    """Make every site of either element of the formula's mixed pair an A/B site (same
+    position and ADP, occupancies in the formula's ratio; the refiner refines the split).
+    Returns log lines."""
+    pair = mixed_site_pair(refinement.data.formula)
+    if pair is None:
+        return []
+    a, b, fa = pair
+    lines = []
+    for i in range(model.n):
+        e = model.elements[i]
+        if e not in (a, b) or model.part[i] != 0 or model.riding[i] >= 0:
+            continue
+        partner = b if e == a else a
+        if _has_partner(model, i, partner):
+            continue
+        occ = float(model.occupancy[i])
+        f_e = fa if e == a else 1.0 - fa
+        model.occupancy[i] = occ * f_e
+        label = model.unique_label(partner)
+        model.add_atom(label, partner, model.xyz[i], u_iso=float(model.u_iso[i]), occupancy=occ * (1.0 - f_e))
+        lines.append(f"{model.labels[i]}/{label} mixed {e}/{partner} site ({f_e:.2f}/{1 - f_e:.2f})")
+    return lines
+
+
+def _has_partner(model: WorkingModel, i: int, element: str) -> bool:
+    cart = model.cartesian()
+    for j in range(model.n):
+        if j != i and model.elements[j] == element and np.linalg.norm(cart[j] - cart[i]) < 0.02:
+            return True
+    return False

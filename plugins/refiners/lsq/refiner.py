@@ -265,6 +265,10 @@ class Refinement:
 
             model, used = complete_model(self, model, budget)
             budget -= used
+            from .completion import split_mixed_sites
+
+            for line in split_mixed_sites(self, model):
+                self.log(line)
 
         self.refine_extinction, self.refine_twin = late
         # stage 2: anisotropic non-H + riding H
