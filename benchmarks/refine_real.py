@@ -135,7 +135,8 @@ def run_case(case, options: dict) -> dict:
     seed = SEED + zlib.crc32(case.name.encode())
     start = perturbed_start(published, RMS, seed)
     meta = {"instructions": instructions.model_dump()} if instructions is not None else {}
-    candidate = Candidate(structure=start, generator="benchmark-perturbed", seed=seed, meta=meta)
+    # a published model, refined as a user's model would be (`refractor refine --model`)
+    candidate = Candidate(structure=start, generator="user-model", seed=seed, meta=meta)
     t0 = time.perf_counter()
     refiner = LsqRefiner(LsqConfig(**options))
     r = refiner.refine(data, candidate)

@@ -207,3 +207,65 @@ def test_bad_inputs_give_warnings_or_errors_never_nan(pr_sulfate):
     empty = data.model_copy(update={"intensity": -np.abs(data.intensity)})
     with pytest.raises(RefinementError):
         LsqRefiner(cfg).refine(empty, _candidate(published))
+
+
+def test_structure_factor_cache_follows_the_model(pr_sulfate):
+    """The calculator reuses F of an unchanged model (also F left by the derivative pass),
+    and any change of the atoms gives freshly computed values."""
+    _, data, published, _ = pr_sulfate
+    heavy = published.model_copy(update={"sites": [s for s in published.sites if s.element != "H"]})
+    model = WorkingModel.from_structure(heavy)
+    obs = prepare_observations(data, model.symmetry)
+    calc = IntensityCalculator(obs.hkl[:200], model.cell, model.symmetry, data.wavelength, model.twin_ops)
+    fresh = IntensityCalculator(obs.hkl[:200], model.cell, model.symmetry, data.wavelength, model.twin_ops)
+    first = calc.structure_factors(model)
+    assert calc.structure_factors(model) is first
+    moved = model.copy()
+    moved.xyz[2] += 0.01
+    assert not np.allclose(calc.structure_factors(moved), first)
+    # atoms in a permuted order (as the normal equations visit them): F from that pass
+    order = np.arange(model.n)[::-1].copy()
+    for _ in calc.raw_derivatives(moved, order):
+        pass
+    cached = calc.structure_factors(moved)
+    assert np.allclose(cached, fresh.structure_factors(moved), rtol=1e-10, atol=1e-8)
+    hotter = moved.copy()
+    hotter.occupancy[0] *= 0.9
+    assert not np.allclose(calc.structure_factors(hotter), cached)
+
+
+def test_shift_cut_back_at_a_bound_counts_as_the_move_made(pr_sulfate):
+    """A step driving a U_iso negative is held at the floor: the effective shift is the
+    move actually made (what shift/su and the gain ratio use), the others are unchanged."""
+    from refractor_plugins.refiners.lsq.model import U_FLOOR
+
+    _, _, published, _ = pr_sulfate
+    heavy = published.model_copy(update={"sites": [s for s in published.sites if s.element != "H"]})
+    model = WorkingModel.from_structure(heavy)
+    model.make_isotropic(np.ones(model.n, dtype=bool))
+    params = Parameterisation.build(model)
+    step = np.zeros(params.n)
+    uiso = [j for j, p in enumerate(params.info) if p.kind == "uiso"]
+    xyz = [j for j, p in enumerate(params.info) if p.kind == "xyz"]
+    step[uiso[0]] = -1.0
+    step[xyz[0]] = 0.003
+    step[0] = 0.1
+    trial = params.apply(step)
+    trial.enforce_adp_limits()
+    eff = params.effective_shift(trial)
+    lead = params.info[uiso[0]].atom
+    assert eff[uiso[0]] == pytest.approx(U_FLOOR - model.u_iso[lead])
+    assert eff[xyz[0]] == pytest.approx(0.003)
+    assert eff[0] == pytest.approx(0.1)
+    assert np.count_nonzero(eff) == 3
+
+
+def test_a_user_model_is_refined_as_given():
+    """`refractor refine --model` candidates are not generated ones: no completion rounds
+    or false-peak removal unless atoms are missing."""
+    from refractor_plugins.refiners.lsq.refiner import USER_MODEL, is_generated
+
+    structure = _load("nacl")[2]
+    assert not is_generated(Candidate(structure=structure, generator=USER_MODEL))
+    assert not is_generated(Candidate(structure=structure, generator=""))
+    assert is_generated(Candidate(structure=structure, generator="charge-flip"))

@@ -186,6 +186,9 @@ class Driver:
                     val += restraints.sum_of_squares(trial, self.restraints)
                 except RefinementError:
                     val = math.inf
+                # the step actually taken (a parameter held at a bound moved less)
+                if math.isfinite(val):
+                    shift = params.effective_shift(trial)[ne.columns]
                 # gain ratio: actual over predicted decrease of the sum of squares (Nielsen)
                 predicted = float(shift @ (2.0 * ne.rhs - ne.matrix @ shift))
                 actual = ne.chi2 - val

@@ -12,7 +12,9 @@ cycle. Structure factors and per-atom derivatives come from the kernel's
 
 from __future__ import annotations
 
+import hashlib
 import math
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +30,8 @@ from .model import WorkingModel
 from .parameters import RAW, Parameterisation
 
 CHUNK = 2500
+#: structure-factor sets kept by the calculator (a cycle evaluates the same model several times)
+CACHE_SIZE = 4
 
 
 @dataclass
@@ -86,6 +90,23 @@ class IntensityCalculator:
                     )
                 comps.append(_Component(eng, ok))
             self.chunks.append(_Chunk(sl, comps))
+        self._cache: OrderedDict[bytes, np.ndarray] = OrderedDict()
+
+    # -- cache -------------------------------------------------------------------------
+    @staticmethod
+    def model_key(model: WorkingModel) -> bytes:
+        """A digest of everything the structure factors depend on (atoms only)."""
+        h = hashlib.blake2b(digest_size=16)
+        for a in (model.xyz, model.u_iso, model.u_star, model.aniso, model.occupancy, model.order):
+            h.update(np.ascontiguousarray(a).tobytes())
+        h.update("\0".join(model.elements).encode())
+        return h.digest()
+
+    def _remember(self, key: bytes, f: np.ndarray) -> None:
+        self._cache[key] = f
+        self._cache.move_to_end(key)
+        while len(self._cache) > CACHE_SIZE:
+            self._cache.popitem(last=False)
 
     @property
     def n_components(self) -> int:
@@ -93,7 +114,15 @@ class IntensityCalculator:
 
     # -- forward -----------------------------------------------------------------------
     def structure_factors(self, model: WorkingModel) -> np.ndarray:
-        """Complex F (C, N) of every twin component (0 where the index is not integral)."""
+        """Complex F (C, N) of every twin component (0 where the index is not integral).
+
+        The last few results are cached by a digest of the model's atoms: a cycle asks for
+        the same model's structure factors several times (weights, objective, record)."""
+        key = self.model_key(model)
+        hit = self._cache.get(key)
+        if hit is not None:
+            self._cache.move_to_end(key)
+            return hit
         atoms = model.atom_tensors(device=self.device)
         out = np.zeros((self.n_components, self.n), dtype=np.complex128)
         with torch.no_grad():
@@ -105,6 +134,8 @@ class IntensityCalculator:
                     tmp = np.zeros(ch.sl.stop - ch.sl.start, dtype=np.complex128)
                     tmp[comp.ok] = f
                     out[c, ch.sl] = tmp
+        out.setflags(write=False)
+        self._remember(key, out)
         return out
 
     def fc2_components(self, model: WorkingModel) -> np.ndarray:
@@ -140,8 +171,10 @@ class IntensityCalculator:
         """
         all_atoms = model.atom_tensors(device=self.device)
         sub = model.atom_tensors(atoms_index, device=self.device)
-        everything = len(atoms_index) == model.n and np.array_equal(atoms_index, np.arange(model.n))
+        # every atom, in any order: F is the sum of the derivative pass's atoms
+        everything = len(atoms_index) == model.n and len(np.unique(atoms_index)) == model.n
         na = len(atoms_index)
+        f_full = np.zeros((self.n_components, self.n), dtype=np.complex128) if everything else None
         with torch.no_grad():
             for ch in self.chunks:
                 nc = ch.sl.stop - ch.sl.start
@@ -162,7 +195,12 @@ class IntensityCalculator:
                     else:
                         raw[c][:, comp.ok] = g.cpu().numpy()
                     fc2c[c, comp.ok] = (f.real**2 + f.imag**2).cpu().numpy()
+                    if f_full is not None:
+                        f_full[c, ch.sl][comp.ok] = f.cpu().numpy()
                 yield ch.sl, fc2c, raw
+        if f_full is not None:
+            f_full.setflags(write=False)
+            self._remember(self.model_key(model), f_full)
 
 
 @dataclass

@@ -353,6 +353,50 @@ class Parameterisation:
         m.update_u_eq()
         return m
 
+    def effective_shift(self, new: WorkingModel) -> np.ndarray:
+        """The shifts of the free parameters that took `self.model` to `new` (n,).
+
+        Differs from the solved shift where a step was cut back after solving (an ADP
+        held at its positivity limit, an occupancy clipped): such a parameter moved only
+        as far as its bound allows, and it is this actual move that counts for shift/su
+        and for the predicted decrease of the sum of squares."""
+        old = self.model
+        out = np.zeros(self.n)
+        out[0] = new.scale - old.scale
+        k = 1
+        if self.refine_extinction:
+            out[k] = float(new.extinction or 0.0) - float(old.extinction or 0.0)
+            k += 1
+        for j, on in enumerate(self.refine_twin):
+            if on:
+                out[k] = new.twin_fractions[j] - old.twin_fractions[j]
+                k += 1
+        for gi, g in enumerate(self.groups):
+            cols = self.group_columns[gi]
+            lead = g.atoms[0]
+            k = 0
+            if g.refine_xyz:
+                for ps in g.position_sets():
+                    b = old.position_basis[ps[0]]
+                    out[cols[k : k + b.shape[1]]] = b.T @ (new.xyz[ps[0]] - old.xyz[ps[0]])
+                    k += b.shape[1]
+            if g.refine_adp:
+                if old.aniso[lead]:
+                    b = old.ustar_basis[lead]
+                    out[cols[k : k + b.shape[1]]] = b.T @ (new.u_star[lead] - old.u_star[lead])
+                    k += b.shape[1]
+                else:
+                    out[cols[k]] = new.u_iso[lead] - old.u_iso[lead]
+                    k += 1
+            if g.free_occupancy:
+                for a in g.atoms[:-1]:
+                    out[cols[k]] = new.occupancy[a] - old.occupancy[a]
+                    k += 1
+            elif g.single_occupancy:
+                out[cols[k]] = new.occupancy[lead] - old.occupancy[lead]
+                k += 1
+        return out
+
     # -- floating origin ---------------------------------------------------------------
     def origin_restraints(self) -> list[np.ndarray]:
         """Rows a (length n) of the floating-origin restraints Σ w_i Δx_i·d = 0.

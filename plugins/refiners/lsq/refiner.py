@@ -48,6 +48,14 @@ WEIGHT_ROUNDS = 3
 WEIGHT_CYCLES = 12
 #: reflections × atoms below which one torch thread is used (threads.auto)
 SMALL_PROBLEM = 20_000_000
+#: Candidate.generator of a model a user supplied (`refractor refine --model`): not generated
+USER_MODEL = "user-model"
+
+
+def is_generated(candidate: Candidate) -> bool:
+    """True for a generator's candidate (completion rounds, false-peak removal), False for
+    a model a user supplied (refined as given unless atoms are missing)."""
+    return bool(candidate.generator) and candidate.generator != USER_MODEL
 
 
 class LsqRefiner(Refiner):
@@ -265,6 +273,8 @@ class Refinement:
 
             model, used = complete_model(self, model, budget)
             budget -= used
+        if is_generated(self.candidate) and self.cfg.complete is not False and budget > 0:
+            # (only with cycles left to refine the split: a quick screen may have none)
             from .completion import split_mixed_sites
 
             for line in split_mixed_sites(self, model):
@@ -407,7 +417,9 @@ class Refinement:
         have = sum(model.occupancy[i] / max(model.order[i], 1) for i in range(model.n) if not is_hydrogen(model.elements[i]))
         want = sum(v for e, v in expected.items() if not is_hydrogen(e))
         foreign = {e for e in model.elements if e not in expected and not is_hydrogen(e)}
-        return have < want - 0.75 or bool(foreign) or bool(self.candidate.generator)
+        # (not for every generated model: re-assigning the elements of a complete generated
+        # model from refined occupancies turned the N of cpna's NH3 ligands into C)
+        return have < want - 0.75 or bool(foreign)
 
     def _choose_matrix(self, model: WorkingModel) -> None:
         n = self._parameters(model).n
@@ -483,7 +495,7 @@ class Refinement:
                 if model.part[i] == model.part[j] and model.part[i] >= 0 and not is_hydrogen(model.elements[j]):
                     close.append(f"{model.labels[i]}-{model.labels[j]} {d[j]:.2f} Å")
                     close_pairs.append((i, int(j)))
-        if close and self.candidate.generator:
+        if close and is_generated(self.candidate):
             # a generated model: of two atoms this close, the lighter is a false peak
             import gemmi
 
