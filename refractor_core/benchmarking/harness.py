@@ -170,3 +170,16 @@ def run_benchmark(
 def load_rows(folder: Path) -> list[dict[str, Any]]:
     """The per-case rows of a benchmark output folder."""
     return json.loads((Path(folder) / "cases.json").read_text())
+
+
+def replot(folder: Path) -> dict[str, str]:
+    """Redraw the figures of a benchmark output folder from its cases.json and summary.json
+    (after a change to the figures; the results themselves are not touched)."""
+    from .plots import write_plots
+    from .runner import summarize
+
+    folder = Path(folder)
+    rows = load_rows(folder)
+    record = json.loads((folder / "summary.json").read_text())
+    threshold = float(record.get("case_options", {}).get("r1_threshold", 0.10))
+    return write_plots(rows, summarize(rows), folder, record.get("title", "benchmark"), threshold)

@@ -5,7 +5,7 @@
 - `subsets.png`: success rate, median R1 and R1 box plots for all cases and the subsets
   low-symmetry (triclinic/monoclinic), light-atom only (Z <= 10) and heavy-atom (Z > 36).
 - `sg_accuracy.png`: space group found = true, per crystal system.
-- `time.png`: seconds per case split by pipeline stage.
+- `time.png`: seconds per case (one horizontal bar each) split by pipeline stage.
 """
 
 from __future__ import annotations
@@ -83,6 +83,8 @@ def plot_subsets(rows: list[dict[str, Any]], summary: dict[str, Any], path: Path
     for i, m in enumerate(med):
         ax.text(i, (m if math.isfinite(m) else 0) + 0.005, "–" if not math.isfinite(m) else f"{m:.3f}", ha="center", fontsize=9)
     ax.axhline(0.05, color="#228833", ls=":", lw=1)
+    finite_med = [m for m in med if math.isfinite(m)]
+    ax.set_ylim(0, max([0.06] + [1.25 * m + 0.01 for m in finite_med]))
     ax.set_ylabel("median R1 (cases with a result)")
     ax.set_xticks(x)
     ax.set_xticklabels(labels, fontsize=8)
@@ -137,31 +139,36 @@ def plot_sg_accuracy(rows: list[dict[str, Any]], path: Path, title: str) -> Path
     return path
 
 
+def _short(name: str, width: int = 38) -> str:
+    return name if len(name) <= width else name[: width - 1] + "…"
+
+
 def plot_time(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
+    """Horizontal stacked bars, one per case (slowest at the top), split by pipeline stage."""
     plt = _plt()
     order = sorted(rows, key=lambda r: r.get("seconds", 0.0))
     n = len(order)
-    fig, ax = plt.subplots(figsize=(max(7.5, min(0.32 * n + 3, 18)), 4.8), dpi=120)
-    bottom = np.zeros(n)
-    x = np.arange(n)
+    fig, ax = plt.subplots(figsize=(10, max(3.2, 0.24 * n + 1.9)), dpi=120)
+    left = np.zeros(n)
+    y = np.arange(n)
     for st, label, colour, vals in _stage_times(order):
         if vals.sum() > 0:
-            ax.bar(x, vals, bottom=bottom, color=colour, label=label, width=0.85)
-            bottom += vals
-    other = np.array([max(float(r.get("seconds", 0.0)) - b, 0.0) for r, b in zip(order, bottom)])
-    ax.bar(x, other, bottom=bottom, color=STAGE_COLOURS["other"], label="loading, reference R1, matching", width=0.85)
-    if n <= 40:
-        ax.set_xticks(x)
-        ax.set_xticklabels([r["case"] for r in order], rotation=70, ha="right", fontsize=7)
+            ax.barh(y, vals, left=left, color=colour, label=label, height=0.8)
+            left += vals
+    other = np.array([max(float(r.get("seconds", 0.0)) - b, 0.0) for r, b in zip(order, left)])
+    ax.barh(y, other, left=left, color=STAGE_COLOURS["other"], label="loading, reference R1, matching", height=0.8)
+    if n <= 80:
+        ax.set_yticks(y)
+        ax.set_yticklabels([_short(str(r["case"])) for r in order], fontsize=7 if n > 25 else 8)
     else:
-        ax.set_xlabel("cases (sorted by time)")
+        ax.set_ylabel("cases (sorted by time)")
+    ax.set_ylim(-0.6, n - 0.4)
     secs = [r.get("seconds", 0.0) for r in rows]
-    ax.set_ylabel("seconds per case")
-    ax.set_yscale("log" if secs and max(secs) > 30 * max(min(secs), 1e-3) else "linear")
+    ax.set_xlabel("seconds per case")
+    ax.grid(axis="x", alpha=0.3)
     ax.set_title(f"{title}: time per case (median {np.median(secs) if secs else 0:.1f} s, total {sum(secs):.0f} s)",
                  fontsize=10)
-    ax.legend(fontsize=7, ncol=4, loc="lower center", bbox_to_anchor=(0.5, 1.08), frameon=False)
-    ax.title.set_position((0.5, 1.16))
+    ax.legend(fontsize=7, loc="lower right", framealpha=0.9)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
