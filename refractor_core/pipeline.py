@@ -5,7 +5,8 @@
 
 With `screen` (the default) and several candidates, the refiner first screens every
 candidate (its quick `screen` refinement), the ranker orders them, and only the best
-`refine_top` (one per space group first, none far worse than the best) are refined fully;
+`refine_top` (one per space group first; more of one group only while none refines to R1 ≤
+GOOD_R1; none far worse than the best) are refined fully;
 the others follow the fully refined ones in the ranking, marked `meta["screened"]`.
 
 `run_pipeline(data, config, context)` builds the components named in a `RunConfig` from
@@ -145,26 +146,37 @@ def _expect_list(kind: str, name: str, value: Any, typ: type, what: str) -> list
 
 #: screened candidates worse than the best by more than this R1 are not refined fully
 SCREEN_R1_MARGIN = 0.10
+#: once a fully refined candidate reaches this R1, no further candidate of a space group
+#: already tried is refined fully
+GOOD_R1 = 0.10
 
 
-def select_for_refinement(screened: list[RefinedCandidate], n: int) -> list[RefinedCandidate]:
-    """The screened candidates (ranked, best first) worth refining fully: the best of each
-    space group first, then the next best, at most `n`, none whose R1 is more than
-    SCREEN_R1_MARGIN above the best one's."""
+def select_for_refinement(
+    screened: list[RefinedCandidate], n: int
+) -> tuple[list[RefinedCandidate], list[RefinedCandidate]]:
+    """From screened candidates (ranked, best first), those worth refining fully: (the best
+    of each space group, the others in order as a reserve), at most `n` in all, none whose
+    R1 is more than SCREEN_R1_MARGIN above the best one's and no repeat of a result."""
     if not screened:
-        return []
+        return [], []
     best_r1 = screened[0].r1 if np.isfinite(screened[0].r1) else np.inf
     worth = [r for r in screened if np.isfinite(r.r1) and r.r1 <= best_r1 + SCREEN_R1_MARGIN] or screened[:1]
-    chosen: list[RefinedCandidate] = []
+    first: list[RefinedCandidate] = []
     groups: set[str] = set()
     for r in worth:
-        if len(chosen) < n and r.structure.space_group.hall not in groups:
-            chosen.append(r)
+        if len(first) < n and r.structure.space_group.hall not in groups:
+            first.append(r)
             groups.add(r.structure.space_group.hall)
+    reserve: list[RefinedCandidate] = []
     for r in worth:
-        if len(chosen) < n and not any(r is c or _same_result(r, c) for c in chosen):
-            chosen.append(r)
-    return chosen
+        if len(first) + len(reserve) < n and not any(r is c or _same_result(r, c) for c in first + reserve):
+            reserve.append(r)
+    return first, reserve
+
+
+def _starts(screened: list[RefinedCandidate]) -> list[Candidate]:
+    """Candidates for full refinement, starting from their screened structures."""
+    return [r.candidate.model_copy(update={"structure": r.structure}) for r in screened]  # type: ignore[union-attr]
 
 
 def _same_result(a: RefinedCandidate, b: RefinedCandidate) -> bool:
@@ -347,12 +359,16 @@ def run_pipeline(
         if not screened:
             raise RefinementError("no candidate could be refined: " + "; ".join(notes))
         order = _rank(ranker, data, screened)
-        chosen = select_for_refinement(order, config.refine_top)
-        screened_only = [r for r in order if not any(r is c for c in chosen)]
-        starts = [r.candidate.model_copy(update={"structure": r.structure}) for r in chosen]  # type: ignore[union-attr]
+        first, reserve = select_for_refinement(order, config.refine_top)
         t1 = time.perf_counter()
-        refined = _refine_all(refiner, "refine", data, starts, progress, notes, "refining")
+        refined = _refine_all(refiner, "refine", data, _starts(first), progress, notes, "refining")
+        chosen = list(first)
+        # further candidates of a group already tried only while nothing refines well
+        if reserve and not any(np.isfinite(r.r1) and r.r1 <= GOOD_R1 for r in refined):
+            refined += _refine_all(refiner, "refine", data, _starts(reserve), progress, notes, "refining further")
+            chosen += reserve
         timings["refinement"] = time.perf_counter() - t1
+        screened_only = [r for r in order if not any(r is c for c in chosen)]
     else:
         refined = _refine_all(refiner, "refine", data, candidates, progress, notes, "refining")
     timings["refiner"] = time.perf_counter() - t0

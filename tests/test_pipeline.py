@@ -167,10 +167,11 @@ def test_progress_callback_sees_every_stage(registry, data):
             seen[-1][2] += n
 
     run_pipeline(data, config(), PipelineContext(registry=registry, progress=Recorder))
-    # four candidates: all are screened first, three refined fully
+    # four candidates of one space group: all are screened first; the best is refined fully
+    # and, as it refines well (R1 <= GOOD_R1), no other
     assert [s[0].split(" (")[0] for s in seen] == ["space groups", "generating candidates", "screening", "refining"]
     assert seen[-2][1] == seen[-2][2] == 4
-    assert seen[-1][1] == seen[-1][2] == 3
+    assert seen[-1][1] == seen[-1][2] == 1
     seen.clear()
     result = run_pipeline(data, config(screen=False), PipelineContext(registry=registry, progress=Recorder))
     assert [s[0].split(" (")[0] for s in seen] == ["space groups", "generating candidates", "refining"]
@@ -194,9 +195,9 @@ def test_selection_for_full_refinement_takes_one_per_space_group_first(samples_s
         return RefinedCandidate(structure=s, r1=r1, wr2=2 * r1, goof=1.0, n_reflections=100, n_gt=90, n_parameters=10)
 
     ranked = [item("P 1 21/c 1", 0.10), item("P 1 21/c 1", 0.11), item("P 1", 0.15), item("P -1", 0.40)]
-    chosen = select_for_refinement(ranked, 3)
-    assert chosen == [ranked[0], ranked[2], ranked[1]]  # P-1 is 0.30 worse: not worth it
-    assert select_for_refinement(ranked, 1) == [ranked[0]]
+    first, reserve = select_for_refinement(ranked, 3)
+    assert first == [ranked[0], ranked[2]] and reserve == [ranked[1]]  # P-1 is 0.30 worse: not worth it
+    assert select_for_refinement(ranked, 1) == ([ranked[0]], [])
 
 
 # --------------------------------------------------------------------------------------

@@ -49,4 +49,9 @@ class ChargeFlipConfig(ComponentConfig):
     symmetry_cycles: int = Field(default=60, ge=0)
     extra_fraction: float = Field(default=0.1, ge=0.0, le=1.0)
     u_iso: float = Field(default=0.04, gt=0.0, lt=0.5)
+    resolution_limit: float | None = Field(
+        default=0.7, gt=0.0,
+        description="Phase with reflections of d ≥ this (Å) only: data beyond atomic resolution "
+        "slow the FFTs down (grid ∝ 1/d³) and add little to the solution; None: all data.",
+    )
     device: Literal["auto", "cpu", "cuda"] = "auto"
