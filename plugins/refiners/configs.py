@@ -59,13 +59,19 @@ class LsqConfig(ComponentConfig):
         "auto",
         description="Difference-Fourier model completion (add missing atoms, drop spurious "
         "ones, reassign elements); 'auto': when the model has fewer non-H atoms than the "
-        "formula asks for or came from a generator.",
+        "formula asks for or holds elements the formula does not. A generated model's sites "
+        "of a mixed pair in the formula (Ag0.6 ... Na0.4) become mixed sites unless False.",
     )
     completion_rounds: int = Field(6, ge=0, le=50, description="Largest number of completion rounds.")
     screen_cycles: int = Field(
         12, ge=1, le=200,
         description="Screening (the quick refinement that ranks candidates before the best are "
         "refined fully): largest number of cycles; isotropic, no H, σ weights.",
+    )
+    screen_resolution: float | None = Field(
+        0.8, gt=0.0,
+        description="Screening: refine against reflections with d ≥ this (Å) only (enough to "
+        "rank candidates, and fast on high-resolution data); None: all data.",
     )
     screen_completion_rounds: int = Field(
         2, ge=0, le=50, description="Screening: largest number of difference-Fourier completion rounds."

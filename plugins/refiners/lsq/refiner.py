@@ -100,8 +100,15 @@ class LsqRefiner(Refiner):
                 "fit_rotating_groups": False,
             }
         )
+        limit = cfg.screen_resolution
+        if limit is not None and data.hklf != 5 and data.cell is not None:
+            from refractor_core.crystal.cell import d_spacing
+
+            keep = d_spacing(data.cell, data.hkl) >= limit
+            if not keep.all() and keep.sum() >= 50:
+                data = data.subset(keep)
         r = LsqRefiner(quick, self.context).refine(data, candidate)
-        return r.model_copy(update={"meta": {**r.meta, "screened": True}})
+        return r.model_copy(update={"meta": {**r.meta, "screened": True, "screen_resolution": limit}})
 
 
 class Refinement:
