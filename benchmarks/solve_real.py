@@ -303,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cases:
         wanted = {c.strip() for c in args.cases.split(",") if c.strip()}
         cases = [c for c in cases if c.name in wanted]
+    cases = sorted(cases, key=lambda c: (c.non_h_sites, c.name))  # the target set finishes first
     comps = available_components()
     mode = args.mode
     if mode == "auto":
