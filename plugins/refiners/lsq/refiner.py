@@ -424,9 +424,9 @@ class Refinement:
         have = sum(model.occupancy[i] / max(model.order[i], 1) for i in range(model.n) if not is_hydrogen(model.elements[i]))
         want = sum(v for e, v in expected.items() if not is_hydrogen(e))
         foreign = {e for e in model.elements if e not in expected and not is_hydrogen(e)}
-        # (not for every generated model: re-assigning the elements of a complete generated
-        # model from refined occupancies turned the N of cpna's NH3 ligands into C)
-        return have < want - 0.75 or bool(foreign)
+        # a generated model always: its extra peaks (the generator keeps a few beyond the
+        # formula) are kept or rejected here
+        return have < want - 0.75 or bool(foreign) or is_generated(self.candidate)
 
     def _choose_matrix(self, model: WorkingModel) -> None:
         n = self._parameters(model).n
