@@ -110,9 +110,12 @@ def _num(x, d=4) -> str:
 
 
 def comparison_markdown(result: dict[str, Any]) -> str:
-    """One row per variant (overall figures; subsets are in each variant's summary)."""
-    lines = [f"### ablation over {result['n_cases']} {result['suite']} cases", "",
-             "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    """One row per variant (overall figures; subsets are in each variant's summary), then
+    one row per case with each variant's R1, space group and matched fraction."""
+    lines = [f"### ablation over {result['n_cases']} {result['suite']} cases", ""]
+    if result.get("command"):
+        lines += [f"command: `{' '.join(result['command'])}`", ""]
+    lines += ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for v in result["variants"]:
         if v["status"] != "ok":
             msg = v.get("error", "").split("\n")[0][:80]
@@ -124,7 +127,34 @@ def comparison_markdown(result: dict[str, Any]) -> str:
             f"{_num(s['median_r1'])} | {_pct(s['sg_accuracy'])} | {_num(s['median_fraction_matched'], 2)} | "
             f"{_num(s['median_seconds'], 1)} | {s['failed']} |"
         )
+    lines += _per_case_lines(result)
     return "\n".join(lines) + "\n"
+
+
+def _per_case_lines(result: dict[str, Any]) -> list[str]:
+    """Per case: R1 / space group found / fraction matched of every variant that ran."""
+    ran = [v for v in result["variants"] if v.get("status") == "ok" and v.get("folder")]
+    per_variant = {}
+    for v in ran:
+        try:
+            per_variant[v["variant"]] = {r["case"]: r for r in json.loads((Path(v["folder"]) / "cases.json").read_text())}
+        except (OSError, ValueError):
+            return []
+    if not per_variant:
+        return []
+    cases = list(next(iter(per_variant.values())))
+    lines = ["", "Per case: R1 · space group found · fraction of reference atoms matched (✓ solved)", "",
+             "| case | " + " | ".join(per_variant) + " |", "|---|" + "---|" * len(per_variant)]
+    for c in cases:
+        cells = []
+        for rows in per_variant.values():
+            r = rows.get(c, {})
+            r1 = r.get("r1")
+            cells.append("–" if r1 is None or not math.isfinite(r1) else
+                         f"{r1:.4f} · {r.get('sg_found') or '?'} · {r.get('fraction_matched', 0.0):.2f}"
+                         + (" ✓" if r.get("solved") else ""))
+        lines.append(f"| {c} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _safe(obj):
