@@ -10,11 +10,12 @@ seconds, the published R1, and the largest distance of a non-H atom from its pub
 position.
 
     python benchmarks/refine_real.py                       # the main benchmark
-    python benchmarks/refine_real.py --ablation            # also iso/aniso x with/without riding H
+    python benchmarks/refine_real.py --variants            # also iso/aniso x with/without riding H
     python benchmarks/refine_real.py --cases urea,sucrose  # a subset
 
-Writes benchmarks/results/refine_real.json and .md (and refine_real_ablation.* with
---ablation).
+Writes benchmarks/results/refine_real.json and .md; with --variants the same starting models
+are also refined without riding H and/or with isotropic ADPs, written to
+refine_real_variants.json and .md (R1, wR2, GooF per case and variant).
 """
 
 from __future__ import annotations
@@ -88,11 +89,13 @@ def perturbed_start(structure, rms: float = RMS, seed: int = 0):
     return structure.model_copy(update={"sites": out})
 
 
-def max_deviation(refined, published) -> tuple[float, str]:
-    """Largest distance (Å) of a refined non-H atom from the published atom of the same label.
+def deviations(refined, published) -> list[tuple[str, float]]:
+    """(label, distance Å) of every refined non-H atom from the published atom of that label.
 
     In polar space groups the origin is free along the polar directions: the refined
     model is first moved along them by the mean offset (the origin choice is arbitrary).
+    An atom may come back as a symmetry image of its published position (disorder across
+    a symmetry element): the nearest image counts.
     """
     from refractor_core.crystal.cell import orthogonalization_matrix
     from refractor_core.crystal.symmetry import SymmetryOps
@@ -106,24 +109,51 @@ def max_deviation(refined, published) -> tuple[float, str]:
             continue
         d = np.asarray(s.xyz) - ref[s.label]
         pairs.append((s.label, d - np.round(d)))
-    dirs = free_origin_directions(SymmetryOps.from_space_group(published.space_group))  # polar axes
+    sym = SymmetryOps.from_space_group(published.space_group)
+    dirs = free_origin_directions(sym)  # polar axes
     if dirs.shape[1] and pairs:
         mean = np.mean([d for _, d in pairs], axis=0)
         shift = dirs @ (dirs.T @ mean)
         pairs = [(label, d - shift) for label, d in pairs]
-    sym = SymmetryOps.from_space_group(published.space_group)
-    worst, who = 0.0, "-"
+    out = []
     for label, d in pairs:
-        # an atom may come back as a symmetry image of its published position (disorder
-        # across a symmetry element): the nearest image counts
         x_ref = ref[label]
-        x_new = x_ref + d
-        img = sym.images(x_ref) - x_new
+        img = sym.images(x_ref) - (x_ref + d)
         img -= np.round(img)
-        dist = float(np.min(np.linalg.norm(img @ m.T, axis=1)))
+        out.append((label, float(np.min(np.linalg.norm(img @ m.T, axis=1)))))
+    return out
+
+
+def max_deviation(refined, published) -> tuple[float, str]:
+    """Largest distance (Å) of a refined non-H atom from its published position (see
+    `deviations`), and that atom's label."""
+    worst, who = 0.0, "-"
+    for label, dist in deviations(refined, published):
         if dist > worst:
             worst, who = dist, label
     return worst, who
+
+
+def deviation_su(refined, published) -> dict[str, tuple[float, float | None]]:
+    """label -> (distance Å, distance / su) with su the length of the refined positional
+    su vector (Å; None without an su): how significant the distance is."""
+    cell = refined.cell
+    abc = np.array([cell.a, cell.b, cell.c])
+    su = {s.label: float(np.linalg.norm(np.asarray(s.xyz_su) * abc)) for s in refined.sites if s.xyz_su is not None}
+    out = {}
+    for label, dist in deviations(refined, published):
+        sigma = su.get(label)
+        out[label] = (dist, dist / sigma if sigma else None)
+    return out
+
+
+def atoms_off(refined, published, tolerance: float = 0.05, n_su: float = 3.0) -> list[str]:
+    """Atoms farther than `tolerance` Å from their published position and more than
+    `n_su` su from it (or without an su)."""
+    return [
+        label for label, (dist, ratio) in deviation_su(refined, published).items()
+        if dist > tolerance and (ratio is None or ratio > n_su)
+    ]
 
 
 def run_case(case, options: dict) -> dict:
@@ -142,6 +172,9 @@ def run_case(case, options: dict) -> dict:
     r = refiner.refine(data, candidate)
     seconds = time.perf_counter() - t0
     dev, who = max_deviation(r.structure, published)
+    per_atom = deviation_su(r.structure, published)
+    off = atoms_off(r.structure, published)
+    worst_su = max(((ratio, label) for label, (_, ratio) in per_atom.items() if ratio is not None), default=(None, "-"))
     return {
         "case": case.name,
         "R1": r.r1,
@@ -156,6 +189,9 @@ def run_case(case, options: dict) -> dict:
         "n_parameters": r.n_parameters,
         "max_deviation_A": dev,
         "worst_atom": who,
+        "max_deviation_su": worst_su[0],
+        "worst_atom_su": worst_su[1],
+        "atoms_beyond_0.05A_and_3su": off,
         "n_h_placed": sum(1 for s in r.structure.sites if s.calc),
         "flack": r.flack,
         "flack_su": r.flack_su,
@@ -184,6 +220,7 @@ def summarise(rows: list[dict]) -> dict:
         "fraction_R1_ok": len(ok_r1) / max(len(with_pub), 1),
         "goof_in_0.8_1.5": sum(0.8 <= r["GooF"] <= 1.5 for r in good),
         "all_atoms_within_0.05A": sum(r["max_deviation_A"] <= 0.05 for r in good),
+        "all_atoms_within_0.05A_or_3su": sum(not r.get("atoms_beyond_0.05A_and_3su", [None]) for r in good),
         "total_seconds": sum(r.get("seconds", 0.0) for r in rows),
     }
 
@@ -197,7 +234,10 @@ def main() -> int:
         help="merge the rows of this run into the existing refine_real.json/.md (rows of the same "
         "case replaced), e.g. to run a slow case separately",
     )
-    parser.add_argument("--ablation", action="store_true", help="also refine iso/aniso with and without riding H")
+    parser.add_argument(
+        "--variants", "--ablation", dest="variants", action="store_true",
+        help="also refine the same starts isotropic/anisotropic, with/without riding H",
+    )
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results"))
     parser.add_argument("-v", "--verbose", action="store_true", help="print the refinement logs (with times) to stderr")
     args = parser.parse_args()
@@ -216,7 +256,7 @@ def main() -> int:
     if args.exclude:
         unwanted = set(args.exclude.split(","))
         cases = [c for c in cases if c.name not in unwanted]
-    variants = VARIANTS if args.ablation else {"aniso+H": VARIANTS["aniso+H"]}
+    variants = VARIANTS if args.variants else {"aniso+H": VARIANTS["aniso+H"]}
     results: dict[str, list[dict]] = {v: [] for v in variants}
     for case in cases:
         for vname, opts in variants.items():
@@ -238,7 +278,7 @@ def main() -> int:
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     command = (
-        "python benchmarks/refine_real.py" + (" --ablation" if args.ablation else "")
+        "python benchmarks/refine_real.py" + (" --variants" if args.variants else "")
         + (f" --cases {args.cases}" if args.cases else "") + (f" --exclude {args.exclude}" if args.exclude else "")
         + (" --update" if args.update else "")
     )
@@ -260,10 +300,11 @@ def main() -> int:
     summary = {**header, "summary": summarise(main_rows), "cases": main_rows}
     (out / f"{stem}.json").write_text(json.dumps(summary, indent=2, default=str))
     (out / f"{stem}.md").write_text(_markdown(summary))
-    if args.ablation:
+    if args.variants:
         abl = {**header, "variants": {v: {"summary": summarise(rows), "cases": rows} for v, rows in results.items()}}
-        (out / f"{stem}_ablation.json").write_text(json.dumps(abl, indent=2, default=str))
-        (out / f"{stem}_ablation.md").write_text(_ablation_markdown(abl))
+        vstem = "refine_real_variants"
+        (out / f"{vstem}.json").write_text(json.dumps(abl, indent=2, default=str))
+        (out / f"{vstem}.md").write_text(_variants_markdown(abl))
     print(json.dumps(summary["summary"], indent=2))
     return 0
 
@@ -280,11 +321,12 @@ def _markdown(summary: dict) -> str:
         "",
         f"R1 ≤ published + 0.01: {s['R1_within_0.01_of_published']}/{s['with_published_R1']} cases with a published R1; "
         f"GooF in 0.8-1.5: {s['goof_in_0.8_1.5']}/{s['cases']}; every non-H atom within 0.05 Å of the published "
-        f"position: {s['all_atoms_within_0.05A']}/{s['cases']}; failed: {', '.join(s['failed']) or 'none'}; "
+        f"position: {s['all_atoms_within_0.05A']}/{s['cases']} (within 0.05 Å or 3 su: "
+        f"{s.get('all_atoms_within_0.05A_or_3su', '-')}/{s['cases']}); failed: {', '.join(s['failed']) or 'none'}; "
         f"total {s['total_seconds']:.0f} s.",
         "",
-        "| case | R1 | published R1 | wR2 | GooF | cycles | max shift/su | max dev. (Å) | H placed | parameters | matrix | s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| case | R1 | published R1 | wR2 | GooF | cycles | max shift/su | max dev. (Å) | max dev./su | H placed | parameters | matrix | s | load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in summary["cases"]:
         if "error" in r:
@@ -293,22 +335,33 @@ def _markdown(summary: dict) -> str:
         lines.append(
             f"| {r['case']} | {r['R1']:.4f} | {_fmt(r['published_R1'], '.4f')} | {r['wR2']:.4f} | {r['GooF']:.3f} | "
             f"{r['cycles']} | {_fmt(r['max_shift_su'], '.3f')} | {r['max_deviation_A']:.3f} ({r['worst_atom']}) | "
-            f"{r['n_h_placed']} | {r['n_parameters']} | {r['matrix']} | {r['seconds']:.1f} |"
+            f"{_fmt(r.get('max_deviation_su'), '.1f')} ({r.get('worst_atom_su', '-')}) | "
+            f"{r['n_h_placed']} | {r['n_parameters']} | {r['matrix']} | {r['seconds']:.1f} | "
+            f"{_fmt(r.get('load_average_1min'), '.1f')} |"
         )
     return "\n".join(lines) + "\n"
 
 
-def _ablation_markdown(abl: dict) -> str:
+def _variants_markdown(abl: dict) -> str:
     names = list(abl["variants"])
+    descr = {
+        "aniso+H": "anisotropic non-H, riding H",
+        "aniso": "anisotropic non-H, no H",
+        "iso+H": "isotropic non-H, riding H",
+        "iso": "isotropic non-H, no H",
+    }
     lines = [
         "# What anisotropic ADPs and riding H contribute (same perturbed starts)",
         "",
-        f"Command: `{abl['command']}`; date {abl['date']}.",
+        f"Command: `{abl['command']}`; date {abl['date']}; {abl['machine']['platform']}, "
+        f"{abl['machine']['cpus']} CPUs ({abl['machine']['note']}).",
         "",
-        "R1 / wR2 per variant:",
+        f"Start: {abl['start']}. Variants: " + "; ".join(f"{v} = {descr.get(v, v)}" for v in names) + ".",
         "",
-        "| case | " + " | ".join(names) + " |",
-        "|---|" + "---|" * len(names),
+        "R1 / wR2 / GooF per variant:",
+        "",
+        "| case | published R1 | " + " | ".join(names) + " |",
+        "|---|---|" + "---|" * len(names),
     ]
     by_case: dict[str, dict[str, dict]] = {}
     for v, block in abl["variants"].items():
@@ -316,16 +369,25 @@ def _ablation_markdown(abl: dict) -> str:
             by_case.setdefault(r["case"], {})[v] = r
     for case, per in by_case.items():
         cells = []
+        pub = next((r.get("published_R1") for r in per.values() if r.get("published_R1") is not None), None)
         for v in names:
             r = per.get(v)
-            cells.append("error" if r is None or "error" in r else f"{r['R1']:.4f} / {r['wR2']:.4f}")
-        lines.append(f"| {case} | " + " | ".join(cells) + " |")
-    lines += ["", "| variant | R1 ≤ pub + 0.01 | GooF 0.8-1.5 | atoms within 0.05 Å | mean R1 |", "|---|---|---|---|---|"]
+            cells.append("error" if r is None or "error" in r else f"{r['R1']:.4f} / {r['wR2']:.4f} / {r['GooF']:.2f}")
+        lines.append(f"| {case} | {_fmt(pub, '.4f')} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "| variant | R1 ≤ pub + 0.01 | GooF 0.8-1.5 | atoms within 0.05 Å | mean R1 | mean wR2 | mean parameters | total s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for v in names:
         s = abl["variants"][v]["summary"]
         good = [r for r in abl["variants"][v]["cases"] if "error" not in r]
-        mean_r1 = sum(r["R1"] for r in good) / max(len(good), 1)
-        lines.append(f"| {v} | {s['R1_within_0.01_of_published']}/{s['with_published_R1']} | {s['goof_in_0.8_1.5']}/{s['cases']} | {s['all_atoms_within_0.05A']}/{s['cases']} | {mean_r1:.4f} |")
+        n = max(len(good), 1)
+        lines.append(
+            f"| {v} | {s['R1_within_0.01_of_published']}/{s['with_published_R1']} | {s['goof_in_0.8_1.5']}/{s['cases']} | "
+            f"{s['all_atoms_within_0.05A']}/{s['cases']} | {sum(r['R1'] for r in good) / n:.4f} | "
+            f"{sum(r['wR2'] for r in good) / n:.4f} | {sum(r['n_parameters'] for r in good) / n:.0f} | {s['total_seconds']:.0f} |"
+        )
     return "\n".join(lines) + "\n"
 
 

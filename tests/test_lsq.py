@@ -269,3 +269,31 @@ def test_a_user_model_is_refined_as_given():
     assert not is_generated(Candidate(structure=structure, generator=USER_MODEL))
     assert not is_generated(Candidate(structure=structure, generator=""))
     assert is_generated(Candidate(structure=structure, generator="charge-flip"))
+
+
+def test_blocked_normal_equations_count_every_restraint():
+    """A block's normal equations carry the whole sum of squares (data and every
+    restraint, also those outside the block), so that a trial step is compared with the
+    same figure; otherwise no block step is ever accepted."""
+    from refractor_plugins.refiners.lsq import restraints
+    from refractor_plugins.refiners.lsq.least_squares import normal_equations, objective
+    from refractor_plugins.refiners.lsq.weighting import weights_for
+
+    _, data, published, instr = _load("thpp")
+    heavy = published.model_copy(update={"sites": [s for s in published.sites if s.element != "H"]})
+    model = WorkingModel.from_structure(heavy)
+    model.make_anisotropic(np.ones(model.n, dtype=bool))
+    rs = restraints.generate(model)
+    assert len(rs) > 5
+    obs = prepare_observations(data, model.symmetry, instr)
+    calc = IntensityCalculator(obs.hkl[:400], model.cell, model.symmetry, data.wavelength, model.twin_ops)
+    fo2 = obs.fo2[:400]
+    model.scale = float(np.sum(fo2) / np.sum(calc.model_intensities(model)[0]))
+    w = weights_for(fo2, obs.sigma[:400], calc.model_intensities(model)[0], model.scale, 0.1, 0.0, "shelxl")
+    params = Parameterisation.build(model)
+    total = objective(calc, model, fo2, w)[0] + restraints.sum_of_squares(model, rs)
+    assert restraints.sum_of_squares(model, rs) > 0
+    for block in params.blocks(30):
+        ne = normal_equations(calc, params, fo2, w, block)
+        restraints.add_to_normal_equations(ne, params, rs)
+        assert ne.chi2 == pytest.approx(total, rel=1e-9)

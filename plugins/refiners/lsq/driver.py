@@ -30,6 +30,8 @@ DAMPING_MIN = 1e-7
 DAMPING_MAX = 1e8
 #: relative damping below which a step is (nearly) a Gauss-Newton step
 CONVERGED_DAMPING = 0.02
+#: smallest factor by which λ shrinks after a step the linear model predicted well
+FAST_DECREASE = 0.1
 #: predicted decrease of the sum of squares (relative) below which a cycle is at the minimum
 NEGLIGIBLE = 1e-9
 
@@ -156,6 +158,7 @@ class Driver:
         worst_ratio, worst_name = 0.0, "-"
         chi2_start = None
         at_minimum = True
+        any_accepted = False
         for block in blocks:
             params = self.build_parameters(model)
             ne = normal_equations(self.calc, params, self.obs.fo2, w, block)
@@ -199,13 +202,18 @@ class Driver:
                 if math.isfinite(val) and actual >= -1e-12 * ne.chi2:
                     rho = actual / predicted if predicted > 0 else 1.0
                     accepted = (trial, shift)
-                    self.damping = max(self.damping * max(1.0 / 3.0, 1.0 - (2.0 * rho - 1.0) ** 3), DAMPING_MIN)
+                    # Nielsen's update, but a step the linear model predicted well (ρ near 1)
+                    # cuts λ up to tenfold: damping left over from a hard stretch (a model
+                    # change, a bad start) would otherwise take many cycles to decay
+                    floor = FAST_DECREASE if rho > 0.75 else 1.0 / 3.0
+                    self.damping = max(self.damping * max(floor, 1.0 - (2.0 * rho - 1.0) ** 3), DAMPING_MIN)
                     break
                 self.damping = min(self.damping * nu, DAMPING_MAX)
                 nu *= 2.0
             if accepted is None:
                 continue  # no step lowers the sum of squares: this block is at its minimum
             model, shift = accepted
+            any_accepted = True
             cov, _ = covariance(ne.matrix, s2)
             su = np.sqrt(np.clip(np.diag(cov), 0.0, None))
             ratio = np.where(su > 0, np.abs(shift) / np.where(su > 0, su, 1.0), 0.0)
@@ -221,6 +229,9 @@ class Driver:
         n_par = self.build_parameters(model).n
         wr2 = float(np.sqrt(chi2 / max(np.sum(w1 * self.obs.fo2**2), 1e-300)))
         goof = float(np.sqrt(chi2 / max(n_obs - n_par, 1)))
+        # no block found a step lowering the sum of squares, even heavily damped: the
+        # model is at its minimum (numerically); more cycles would repeat the same attempts
+        at_minimum = at_minimum or not any_accepted
         rec = CycleRecord(self.cycle_count, stage, wr2, goof, worst_ratio, worst_name, self.damping, n_par, 0.0, at_minimum)
         return model, rec
 

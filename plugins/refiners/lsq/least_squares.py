@@ -169,12 +169,13 @@ class IntensityCalculator:
 
         Raw parameters per atom: x, y, z, U*11, U*22, U*33, U*12, U*13, U*23, occupancy.
         """
-        all_atoms = model.atom_tensors(device=self.device)
         sub = model.atom_tensors(atoms_index, device=self.device)
-        # every atom, in any order: F is the sum of the derivative pass's atoms
+        # every atom, in any order: F is the sum of the derivative pass's atoms; a subset
+        # (a block): F of the whole model from the cache (or computed once for all chunks)
         everything = len(atoms_index) == model.n and len(np.unique(atoms_index)) == model.n
         na = len(atoms_index)
         f_full = np.zeros((self.n_components, self.n), dtype=np.complex128) if everything else None
+        f_model = None if everything else self.structure_factors(model)
         with torch.no_grad():
             for ch in self.chunks:
                 nc = ch.sl.stop - ch.sl.start
@@ -184,7 +185,10 @@ class IntensityCalculator:
                     if comp.engine is None:
                         continue
                     d = comp.engine.with_derivatives(sub)
-                    f = d.fc if everything else comp.engine.fc(all_atoms)
+                    if everything:
+                        f = d.fc
+                    else:
+                        f = torch.from_numpy(np.ascontiguousarray(f_model[c, ch.sl][comp.ok])).to(d.fc)
                     fr, fi = f.real[:, None], f.imag[:, None]
                     gx = 2.0 * (fr[..., None] * d.d_xyz.real + fi[..., None] * d.d_xyz.imag)
                     gu = 2.0 * (fr[..., None] * d.d_ustar.real + fi[..., None] * d.d_ustar.imag)

@@ -343,11 +343,13 @@ def add_to_normal_equations(ne, params: Parameterisation, restraints: list[Restr
             if k is None:
                 continue
             grad_cols += c_csr[k * RAW:(k + 1) * RAW].T @ g
+        w = 1.0 / r.sigma**2
+        # every restraint counts in the sum of squares, also one whose atoms are outside
+        # this block: the sum must equal what `sum_of_squares` gives for a trial model
+        ne.chi2 += w * value * value
         row = np.zeros(len(ne.columns))
         row[keep] = grad_cols[sel[keep]]
         if not np.any(row):
             continue
-        w = 1.0 / r.sigma**2
         ne.matrix += w * np.outer(row, row)
         ne.rhs += w * row * (-value)
-        ne.chi2 += w * value * value
