@@ -320,3 +320,22 @@ def test_hklf5_data_round_trip_through_the_cif(tmp_path):
     assert "\nHKLF 5\n" in paths["res"].read_text()
     again = load_reflections(paths["cif"])
     assert again.hklf == 5 and again.batch.tolist() == [-2, 1, 1]
+
+
+def test_a_best_attempt_that_is_not_a_solution_is_marked(tmp_path):
+    """`refractor run` flags its best candidate with meta["solved"]; an unsolved one is marked
+    in the CIF (comment and _refine_special_details) and the .res (REM), and stays readable."""
+    import gemmi
+
+    case = next(c for c in REAL_CASES if c.name == "pr_sulfate_hydroxide")
+    structure = load_structure(case.reference)
+    refined = RefinedCandidate(structure=structure, r1=0.41, wr2=0.8, goof=3.0, n_reflections=800, n_gt=700,
+                               n_parameters=30, meta={"solved": False})
+    cif = structure_cif(structure, refined=refined, name="attempt")
+    assert cif.startswith("# NOT SOLVED") and "R1 = 0.4100" in cif
+    block = gemmi.cif.read_string(cif).sole_block()
+    assert "NOT SOLVED" in block.find_value("_refine_special_details")
+    assert "REM NOT SOLVED" in structure_res(structure, refined=refined)
+    solved = refined.model_copy(update={"r1": 0.03, "meta": {"solved": True}})
+    assert "NOT SOLVED" not in structure_cif(structure, refined=solved, name="x")
+    assert "NOT SOLVED" not in structure_res(structure, refined=solved)

@@ -286,10 +286,15 @@ def _write_structure(writer, refined, data, folder: Path, stem: str) -> dict[str
 
 def write_run_outputs(result, data, output: Path, stem: str, config, manifest, inputs, registry, started: float) -> dict[str, Any]:
     """Write structures, report.json and manifest.json atomically; return the summary."""
+    import math
+
     from ..atomic import OutputFolder, atomic_write_json
     from ..manifest import finish_manifest, input_records, library_versions, write_manifest
+    from ..pipeline import SOLVED_R1
 
     best = result.best
+    if best is not None:  # the writers mark a best attempt that is not a solution
+        best = best.model_copy(update={"meta": {**best.meta, "solved": result.solved}})
     keep = min(config.keep, len(result.ranked))
     previous = signal.getsignal(signal.SIGTERM)
 
@@ -308,6 +313,8 @@ def write_run_outputs(result, data, output: Path, stem: str, config, manifest, i
             for i, refined in enumerate(result.ranked[1:keep], start=2):
                 sub = stage.path / f"candidate_{i}"
                 sub.mkdir()
+                solved = bool(math.isfinite(refined.r1) and refined.r1 <= SOLVED_R1)
+                refined = refined.model_copy(update={"meta": {**refined.meta, "solved": solved}})
                 written = _write_structure(writer, refined, data, sub, stem)
                 extra.append({"rank": i, "files": {k: str(_final_path(Path(v), stage.path, output)) for k, v in written.items()}})
             final_files = {k: str(_final_path(Path(v), stage.path, output)) for k, v in files.items()}

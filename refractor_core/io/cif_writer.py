@@ -59,6 +59,16 @@ def _formula_weight(formula: str) -> float | None:
     return sum(gemmi.Element(e if e != "D" else "H").weight * n for e, n in counts.items())
 
 
+def not_solved_warning(refined: RefinedCandidate | None) -> str | None:
+    """The line that marks a best attempt that is not a solution (`meta["solved"]` False)."""
+    if refined is None or (refined.meta or {}).get("solved") is not False:
+        return None
+    return (
+        f"NOT SOLVED: best attempt of refractor, R1 = {refined.r1:.4f} above the threshold of a "
+        "solution; this model is not a structure solution"
+    )
+
+
 def structure_cif(
     structure: Structure,
     *,
@@ -85,10 +95,15 @@ def structure_cif(
         else:
             out.append(f"{tag:<39} {value}")
 
+    warning = not_solved_warning(refined)
+    if warning:
+        out.append(f"# {warning}")
     out.append(f"data_{block_name(name or structure.name)}")
     out.append("")
     pair("_audit_creation_method", cif_string(f"refractor {__version__}"))
     pair("_audit_creation_date", _dt.date.today().isoformat())
+    if warning:
+        pair("_refine_special_details", f";\n{warning}\n;")
     if formula:
         pair("_chemical_formula_sum", cif_string(formula))
         fw = _formula_weight(formula)

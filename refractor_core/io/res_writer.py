@@ -165,6 +165,11 @@ def structure_res(
     sg = structure.space_group
     lines: list[str] = []
     lines.append(f"TITL {title or structure.name} in {sg.symbol}")
+    from .cif_writer import not_solved_warning
+
+    warning = not_solved_warning(refined)
+    if warning:
+        lines.append(f"REM {warning}")
     lines.append(
         "CELL {:.5f} {} {} {} {} {} {}".format(
             wl, *(_fmt(v, 5) if i < 3 else _fmt(v, 4) for i, v in enumerate(cell.parameters))
