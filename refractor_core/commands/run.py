@@ -256,6 +256,19 @@ def _formula(data, refined) -> str | None:
         return " ".join(f"{el}{n:g}" for el, n in sorted(counts.items()))
 
 
+def _formula_found(data, refined) -> str | None:
+    """The model's contents per formula unit (per cell when Z is unknown), H included."""
+    try:
+        from ..crystal.formula import format_formula
+        from ..io.res_writer import cell_contents_from_sites
+
+        counts = cell_contents_from_sites(refined.structure)
+    except Exception:  # noqa: BLE001 - a summary field, never worth failing a run over
+        return None
+    z = data.z or 1.0
+    return format_formula({e: n / z for e, n in counts.items() if n > 1e-6})
+
+
 def _final_path(path: Path, staging: Path, output: Path) -> Path:
     """Where a file written into the staging folder ends up."""
     try:
@@ -328,6 +341,8 @@ def write_run_outputs(result, data, output: Path, stem: str, config, manifest, i
                 "wR2": best.wr2,
                 "GooF": best.goof,
                 "formula": _formula(data, best),
+                "formula_given": data.formula,
+                "formula_found": _formula_found(data, best),
                 "cif": cif,
                 "seconds": seconds,
                 "output": str(output),
@@ -345,6 +360,7 @@ def write_run_outputs(result, data, output: Path, stem: str, config, manifest, i
                 "candidates": [
                     {"rank": i + 1, "space_group": r.structure.space_group.symbol, "R1": r.r1, "wR2": r.wr2,
                      "GooF": r.goof, "score": r.score, "converged": r.converged,
+                     "screened_only": bool(r.meta.get("screened")),
                      "generator": r.candidate.generator if r.candidate else None}
                     for i, r in enumerate(result.ranked)
                 ],
@@ -380,6 +396,9 @@ def print_summary(summary: dict[str, Any], verbosity: int) -> None:
         f"R1 = {summary['R1']:.4f}, wR2 = {summary['wR2']:.4f}, GooF = {summary['GooF']:.3f} "
         f"[{summary['seconds']:.1f} s, seed {summary['seed']}]"
     )
+    if summary.get("formula_found"):
+        given = summary.get("formula_given")
+        click.echo(f"formula found: {summary['formula_found']}" + (f" (given: {given})" if given else ""))
     if summary["cif"]:
         click.echo(f"CIF: {summary['cif']}")
     click.echo(f"output: {summary['output']}")
