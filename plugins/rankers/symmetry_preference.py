@@ -1,5 +1,10 @@
 """Prefer the higher symmetry unless the lower one fits significantly better.
 
+Two tests, either of which keeps the higher symmetry: the model refined in the subgroup
+itself obeys the higher group (ADDSYM-style, `refractor_core.crystal.addsym`; a model that
+has the symmetry must be described in it, even if its extra parameters fit systematic
+errors "significantly"), or Hamilton's test finds its better fit not significant.
+
 A structure refined in a subgroup (Cc instead of C2/c, P1 instead of P-1) always fits a
 little better, because it has more parameters. Crystallographers keep the higher symmetry
 unless the improvement is significant; Hamilton's R-factor ratio test (Acta Cryst. 18
@@ -15,8 +20,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
+from refractor_core.crystal.addsym import find_missed_symmetry
 from refractor_core.crystal.symmetry import SymmetryOps
 from refractor_core.types import RefinedCandidate
+
+#: the higher-symmetry model may refine this much worse in R1 and still be preferred when
+#: the lower-symmetry model is found to obey the higher group (its extra freedom fits noise)
+ADDSYM_R1_MARGIN = 0.03
 
 
 @dataclass(frozen=True)
@@ -47,6 +59,15 @@ def hamilton_test(low: RefinedCandidate, high: RefinedCandidate, alpha: float) -
     dof = max(b, 1)
     critical = math.sqrt(1.0 + dof / (n - m) * float(f_dist.ppf(1.0 - alpha, dof, n - m)))
     return HamiltonTest(ratio, critical, b)
+
+
+def _missed_symmetry(low: RefinedCandidate, low_ops: SymmetryOps, high_ops: SymmetryOps):
+    """ADDSYM-style check: the lower-symmetry model's non-H atoms obey the higher group."""
+    sites = [s for s in low.structure.sites if s.element != "H" and (s.part == 0 or s.occupancy > 0.5)]
+    if not sites:
+        return None
+    xyz = np.array([s.xyz for s in sites], dtype=np.float64)
+    return find_missed_symmetry(xyz, [s.element for s in sites], low.structure.cell, low_ops, high_ops)
 
 
 def _penalty(r: RefinedCandidate) -> float:
@@ -84,19 +105,27 @@ def prefer_higher_symmetry(ordered: list[RefinedCandidate], alpha: float) -> lis
                 if _penalty(high) > _penalty(low) + 1e-9:
                     continue  # the higher symmetry makes the model implausible
                 test = hamilton_test(low, high, alpha)
-                if test is None or test.lower_is_better:
+                missed = None
+                if high.r1 <= low.r1 + ADDSYM_R1_MARGIN:
+                    missed = _missed_symmetry(low, sym(low), sym(high))
+                if missed is None and (test is None or test.lower_is_better):
                     continue
-                high = high.model_copy(deep=False)
-                high.score_details = {
-                    **high.score_details,
-                    "symmetry_preference": {
-                        "preferred_over": low.structure.space_group.symbol,
+                reason = {"preferred_over": low.structure.space_group.symbol, "alpha": alpha}
+                if test is not None:
+                    reason.update({
                         "wR2_ratio": round(test.ratio, 4),
                         "critical_ratio": round(test.critical, 4),
                         "extra_parameters_of_lower": test.extra_parameters,
-                        "alpha": alpha,
-                    },
-                }
+                        "hamilton_lower_significantly_better": test.lower_is_better,
+                    })
+                if missed is not None:
+                    reason["missed_symmetry"] = {
+                        "origin_shift": [round(float(v), 4) for v in missed.shift],
+                        "fraction_matched": round(missed.fraction, 3),
+                        "max_distance": round(missed.max_distance, 3),
+                    }
+                high = high.model_copy(deep=False)
+                high.score_details = {**high.score_details, "symmetry_preference": reason}
                 if low.score is not None:
                     high.score = low.score - 1e-6
                 del out[j]

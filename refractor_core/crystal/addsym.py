@@ -1,0 +1,114 @@
+"""Missed symmetry: does a model refined in a subgroup obey a higher space group?
+
+The check behind PLATON's ADDSYM and Marsh's corrections, in its simplest form: expand the
+model's non-H atoms to the whole cell, then look for an origin shift p under which every
+operation (R, t) of the higher group, moved to that origin (x -> R x + t + (I - R) p), maps
+each atom onto an atom of the same element within a tolerance. The shifts tried are those
+that map one atom of the rarest element onto each of its images under one operation the
+subgroup lacks (the one that fixes most of the shift), so the search is small.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+
+from .cell import orthogonalization_matrix
+from .symmetry import SymmetryOps
+
+#: largest distance (Å) between an atom's image and an atom of the same element that counts
+#: as a match
+DEFAULT_TOLERANCE = 0.35
+#: fraction of the non-H atoms that must match (minor disorder may not)
+DEFAULT_FRACTION = 0.95
+
+
+@dataclass(frozen=True)
+class MissedSymmetry:
+    """The origin shift (fractional) under which the model obeys the higher group, the
+    fraction of non-H atoms that match, and the largest matched distance (Å)."""
+
+    shift: np.ndarray
+    fraction: float
+    max_distance: float
+
+
+def _cell_atoms(xyz: np.ndarray, elements: list[str], ops: SymmetryOps) -> tuple[np.ndarray, np.ndarray]:
+    """All images in the unit cell (duplicates on special positions kept), with elements."""
+    images = np.einsum("mij,nj->nmi", ops.rotations.astype(np.float64), xyz) + ops.translations[None]
+    images = np.mod(images, 1.0).reshape(-1, 3)
+    labels = np.repeat(np.asarray(elements), ops.n)
+    return images, labels
+
+
+def find_missed_symmetry(
+    xyz: np.ndarray,
+    elements: list[str],
+    cell,
+    lower: SymmetryOps,
+    higher: SymmetryOps,
+    *,
+    tolerance: float = DEFAULT_TOLERANCE,
+    min_fraction: float = DEFAULT_FRACTION,
+) -> MissedSymmetry | None:
+    """The origin shift that makes the model (non-H `xyz`, `elements` in `lower`'s
+    asymmetric unit) obey `higher`, or None when there is none."""
+    xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
+    if len(xyz) == 0:
+        return None
+    orth = orthogonalization_matrix(cell)
+    cell_xyz, cell_el = _cell_atoms(xyz, elements, lower)
+    mine = {r.tobytes() for r in lower.point_group_rotations()}
+    extra = [i for i in range(higher.n) if higher.rotations[i].astype(np.int64).tobytes() not in mine]
+    if not extra:
+        return None
+    # the operation that fixes most of the shift (an inversion fixes all of it); along the
+    # directions it leaves free, shifts that are multiples of 1/8 (those between the
+    # conventional origins of a group and its subgroups) are tried
+    k = max(extra, key=lambda i: (np.linalg.matrix_rank(np.eye(3) - higher.rotations[i]), -i))
+    r_k, t_k = higher.rotations[k].astype(np.float64), higher.translations[k]
+    pinv = np.linalg.pinv(np.eye(3) - r_k)
+    _, sv, vt = np.linalg.svd(np.eye(3) - r_k)
+    free = vt[sv < 1e-9]
+    offsets = [sum((c / 8.0) * v for c, v in zip(cs, free)) for cs in itertools.product(range(8), repeat=len(free))]
+    counts = {e: int(np.sum(cell_el == e)) for e in set(elements)}
+    anchor = min(range(len(elements)), key=lambda i: (counts[elements[i]], i))
+    targets = cell_xyz[cell_el == elements[anchor]]
+    best: MissedSymmetry | None = None
+    tried: list[np.ndarray] = []
+    for b in targets:
+        d = b - r_k @ xyz[anchor] - t_k
+        for n, off in itertools.product(itertools.product((0.0, 1.0), repeat=3), offsets):
+            p = np.mod(pinv @ (d + np.array(n)) + off, 1.0)
+            if any(np.allclose(_wrap(p - q), 0.0, atol=1e-6) for q in tried):
+                continue
+            tried.append(p)
+            fraction, worst = _agreement(xyz, elements, cell_xyz, cell_el, higher, p, orth, tolerance)
+            if fraction >= min_fraction and (best is None or fraction > best.fraction):
+                best = MissedSymmetry(shift=p, fraction=fraction, max_distance=worst)
+                if fraction >= 1.0:
+                    return best
+    return best
+
+
+def _wrap(d: np.ndarray) -> np.ndarray:
+    return d - np.round(d)
+
+
+def _agreement(xyz, elements, cell_xyz, cell_el, higher: SymmetryOps, p: np.ndarray, orth: np.ndarray,
+               tolerance: float) -> tuple[float, float]:
+    """(fraction of atoms all of whose images under `higher` at origin p land on an atom of
+    the same element within `tolerance`, largest such distance among the matched atoms)."""
+    shifts = np.einsum("mij,j->mi", np.eye(3)[None] - higher.rotations.astype(np.float64), p)
+    matched, worst = 0, 0.0
+    for x, e in zip(xyz, elements):
+        imgs = np.einsum("mij,j->mi", higher.rotations.astype(np.float64), x) + higher.translations + shifts
+        pool = cell_xyz[cell_el == e]
+        diff = _wrap(imgs[:, None, :] - pool[None, :, :]) @ orth.T
+        dist = np.linalg.norm(diff, axis=-1).min(axis=1)  # nearest same-element atom per image
+        if dist.max() <= tolerance:
+            matched += 1
+            worst = max(worst, float(dist.max()))
+    return matched / len(xyz), worst
