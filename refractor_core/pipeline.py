@@ -174,6 +174,61 @@ def select_for_refinement(
     return first, reserve
 
 
+#: a refined candidate in the higher group this close in R1 to the best makes a symmetry
+#: upgrade pointless (the ranker's own symmetry preference decides between them)
+UPGRADE_R1_MARGIN = 0.005
+
+
+def _symmetry_upgrade(
+    ranked: list[RefinedCandidate],
+    hypotheses: list[SpaceGroupHypothesis],
+    refiner: Component,
+    data: ReflectionData,
+    progress: Callable[..., Any],
+    notes: list[str],
+) -> RefinedCandidate | None:
+    """When the atoms of the model with the lowest R1 obey a hypothesised supergroup of its
+    space group (an ADDSYM-style check) and no candidate in that group refined as well, that
+    model written in the higher group, refined fully; else None."""
+    from .crystal.addsym import find_missed_symmetry, structure_in_higher_group
+    from .crystal.symmetry import SymmetryOps
+
+    finite = [r for r in ranked if np.isfinite(r.r1)]
+    if not finite:
+        return None
+    best = min(finite, key=lambda r: r.r1)  # the best fit, whichever group the ranker prefers
+    if best.r1 > SOLVED_R1:
+        return None
+    low_ops = SymmetryOps.from_space_group(best.structure.space_group)
+    sites = [s for s in best.structure.sites if s.element.upper() not in ("H", "D") and (s.part == 0 or s.occupancy > 0.5)]
+    if not sites:
+        return None
+    xyz = np.array([s.xyz for s in sites], dtype=np.float64)
+    for hyp in hypotheses:
+        sg = hyp.space_group
+        high_ops = SymmetryOps.from_space_group(sg)
+        if not low_ops.is_proper_subgroup_of(high_ops):
+            continue
+        if any(r.structure.space_group.hall == sg.hall and r.r1 <= best.r1 + UPGRADE_R1_MARGIN for r in ranked):
+            continue
+        missed = find_missed_symmetry(xyz, [s.element for s in sites], best.structure.cell, low_ops, high_ops)
+        if missed is None:
+            continue
+        structure = structure_in_higher_group(best.structure, sg, missed)
+        origin = best.candidate
+        candidate = Candidate(
+            structure=structure,
+            generator=origin.generator if origin is not None else "",
+            hypothesis=hyp,
+            seed=origin.seed if origin is not None else None,
+            meta={"symmetry_upgrade": {"from": best.structure.space_group.symbol, "origin_shift": [float(v) for v in missed.shift]}},
+        )
+        notes.append(f"the best model ({best.structure.space_group.symbol}) obeys {sg.symbol}: refined in it too")
+        got = _refine_all(refiner, "refine", data, [candidate], progress, notes, f"refining in {sg.symbol}")
+        return got[0] if got else None
+    return None
+
+
 def _starts(screened: list[RefinedCandidate]) -> list[Candidate]:
     """Candidates for full refinement, starting from their screened structures."""
     return [r.candidate.model_copy(update={"structure": r.structure}) for r in screened]  # type: ignore[union-attr]
@@ -375,10 +430,19 @@ def run_pipeline(
     if not refined:
         raise RefinementError("no candidate could be refined: " + "; ".join(notes))
 
-    # ranker: fully refined candidates first, then those only screened
+    # ranker: fully refined candidates first, then those only screened; a best model that
+    # obeys a higher hypothesised group is re-refined in it (and ranked with the others)
     t0 = time.perf_counter()
-    ranked = _rank(ranker, data, refined) + screened_only
+    ranked = _rank(ranker, data, refined)
     timings["ranker"] = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    upgraded = _symmetry_upgrade(ranked, hypotheses, refiner, data, progress, notes)
+    if upgraded is not None:
+        timings["symmetry_upgrade"] = time.perf_counter() - t1
+        refined.append(upgraded)
+        ranked = _rank(ranker, data, refined)
+    ranked = ranked + screened_only
+    timings["ranker"] += time.perf_counter() - t1 - timings.get("symmetry_upgrade", 0.0)
 
     return PipelineResult(
         ranked=ranked,

@@ -338,3 +338,40 @@ def test_progress_nests_and_is_silent_when_quiet():
     with Progress(-1, stream=quiet)("outer", total=1) as bar:
         bar.update(1)
     assert quiet.getvalue() == ""
+
+
+def test_a_best_model_that_obeys_a_hypothesised_supergroup_is_refined_in_it():
+    """Ethylene oxide written in P1 (origin moved) with P21/n among the hypotheses: the
+    upgrade finds the missed symmetry and refines the model in P21/n against the data."""
+    import numpy as np
+
+    from refractor_core.crystal.symmetry import SymmetryOps
+    from refractor_core.dataio import load_bundle, load_reflections
+    from refractor_core.pipeline import _null_progress, _symmetry_upgrade
+    from refractor_core.plugins import get_registry
+    from refractor_core.testing.real_cases import get_case
+    from refractor_core.types import Candidate, RefinedCandidate, Site, SpaceGroupHypothesis, SpaceGroupRef
+
+    case = get_case("ethylene_oxide")
+    data = load_reflections(case.reflections)
+    ref = load_bundle(case.reference, block=case.data_block).structure
+    ops = SymmetryOps.from_space_group(ref.space_group)
+    heavy = [s for s in ref.sites if s.element != "H"]
+    sites = []
+    for s in heavy:
+        for k, (r, t) in enumerate(zip(ops.rotations, ops.translations)):
+            x = np.mod(r @ np.array(s.xyz) + t + np.array([0.11, 0.27, 0.05]), 1.0)
+            sites.append(Site(label=f"{s.label}_{k}", element=s.element, xyz=tuple(x), u_iso=0.04))
+    p1 = ref.model_copy(update={"space_group": SpaceGroupRef.from_symbol("P 1"), "sites": sites})
+    low = RefinedCandidate(structure=p1, candidate=Candidate(structure=p1, generator="charge-flip"),
+                           r1=0.05, wr2=0.12, goof=1.0, n_reflections=2000, n_gt=1800, n_parameters=60)
+    hypotheses = [SpaceGroupHypothesis(space_group=ref.space_group, probability=0.9),
+                  SpaceGroupHypothesis(space_group=SpaceGroupRef.from_symbol("P 1"), probability=0.1)]
+    refiner = get_registry().build("refiner", "lsq", {"max_cycles": 20})
+    notes: list[str] = []
+    up = _symmetry_upgrade([low], hypotheses, refiner, data, _null_progress, notes)
+    assert up is not None and up.structure.space_group.number == 14
+    assert len([s for s in up.structure.sites if s.element != "H"]) == len(heavy)
+    assert up.r1 < 0.08 and any("obeys P 1 21/n 1" in n for n in notes)
+    # nothing to upgrade when the supergroup is not among the hypotheses
+    assert _symmetry_upgrade([low], hypotheses[1:], refiner, data, _null_progress, notes) is None

@@ -112,3 +112,37 @@ def _agreement(xyz, elements, cell_xyz, cell_el, higher: SymmetryOps, p: np.ndar
             matched += 1
             worst = max(worst, float(dist.max()))
     return matched / len(xyz), worst
+
+
+def structure_in_higher_group(structure, space_group, missed: MissedSymmetry, *, tolerance: float = DEFAULT_TOLERANCE):
+    """The non-H sites of a subgroup model written in `space_group` (a Structure): origin
+    moved by the found shift, one site per orbit of the higher group, isotropic U (Ueq)."""
+    from ..types import Site, Structure
+
+    higher = SymmetryOps.from_space_group(space_group)
+    orth = orthogonalization_matrix(structure.cell)
+    kept: list = []
+    kept_xyz: list[np.ndarray] = []
+    for s in structure.sites:
+        if s.element.upper() in ("H", "D") or (s.part != 0 and s.occupancy <= 0.5):
+            continue
+        y = np.mod(np.asarray(s.xyz, dtype=np.float64) - missed.shift, 1.0)
+        images = np.einsum("mij,j->mi", higher.rotations.astype(np.float64), y) + higher.translations
+        duplicate = False
+        for x in kept_xyz:
+            d = _wrap(images - x) @ orth.T
+            if np.linalg.norm(d, axis=1).min() <= tolerance:
+                duplicate = True
+                break
+        if duplicate:
+            continue
+        kept_xyz.append(y)
+        u = s.u_iso if s.u_iso is not None else 0.03
+        if s.u_aniso is not None:
+            from .cell import u_equiv
+
+            u = float(u_equiv(structure.cell, np.asarray(s.u_aniso)))
+        kept.append(Site(label=s.label, element=s.element, xyz=tuple(float(v) for v in y),
+                         occupancy=s.occupancy if s.part == 0 else 1.0, u_iso=max(float(u), 0.005)))
+    return Structure(cell=structure.cell, space_group=space_group, sites=kept,
+                     name=structure.name, wavelength=structure.wavelength)
