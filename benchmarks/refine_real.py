@@ -301,8 +301,15 @@ def main() -> int:
     (out / f"{stem}.json").write_text(json.dumps(summary, indent=2, default=str))
     (out / f"{stem}.md").write_text(_markdown(summary))
     if args.variants:
-        abl = {**header, "variants": {v: {"summary": summarise(rows), "cases": rows} for v, rows in results.items()}}
         vstem = "refine_real_variants"
+        if args.update and (out / f"{vstem}.json").exists():
+            previous = json.loads((out / f"{vstem}.json").read_text())
+            order = [c.name for c in load_cases()]
+            for v, rows in results.items():
+                mine = {r["case"] for r in rows}
+                kept = [r for r in previous.get("variants", {}).get(v, {}).get("cases", []) if r["case"] not in mine]
+                results[v] = sorted(kept + rows, key=lambda r: order.index(r["case"]) if r["case"] in order else len(order))
+        abl = {**header, "variants": {v: {"summary": summarise(rows), "cases": rows} for v, rows in results.items()}}
         (out / f"{vstem}.json").write_text(json.dumps(abl, indent=2, default=str))
         (out / f"{vstem}.md").write_text(_variants_markdown(abl))
     print(json.dumps(summary["summary"], indent=2))
