@@ -43,16 +43,18 @@ def plot_r1_histogram(rows: list[dict[str, Any]], path: Path, title: str, r1_thr
     r1 = _r1(rows)
     finite = r1[np.isfinite(r1)]
     fig, ax = plt.subplots(figsize=(7.5, 4.6), dpi=120)
-    hi = max(0.6, float(np.max(finite)) if len(finite) else 0.6)
-    hi = min(hi, 1.0)
+    hi = min(1.0, max(0.2, 1.1 * float(np.max(finite)) if len(finite) else 0.6))
     ax.axvspan(0, 0.05, color="#228833", alpha=0.18, label="R1 < 5 %")
-    bins = np.linspace(0, hi, 31)
+    bins = np.linspace(0, hi, int(round(hi / 0.01)) + 1 if hi <= 0.3 else 31)  # 0.01 wide when it fits
     ax.hist(np.clip(finite, 0, hi), bins=bins, color="#4477aa", edgecolor="white", label="cases")
     ax.axvline(r1_threshold, color="#cc3311", ls="--", lw=1.2, label=f"solved if R1 ≤ {r1_threshold:g} and atoms match")
     n_fail = int(np.sum(~np.isfinite(r1)))
     below = int(np.sum(finite < 0.05))
     ax.set_xlabel("R1 of the best refined candidate (I > 2σ)")
     ax.set_ylabel("cases")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title(f"{title}\n{len(rows)} cases: {below} with R1 < 5 %, {n_fail} without a result", fontsize=10)
     ax.legend(fontsize=8, loc="upper right")
     fig.tight_layout()
@@ -187,7 +189,7 @@ def _stage_times(rows: list[dict[str, Any]]):
             screening, full = t("screening"), t("refinement")
             out.append(("screening", "refiner: screening", "#eedd88", screening))
             out.append(("refinement", "refiner: full refinement", STAGE_COLOURS["refiner"], full))
-            out.append(("refiner", "refiner: other", "#999933", np.maximum(t("refiner") - screening - full, 0.0)))
+            out.append(("refiner", "refiner: not split by step", "#999933", np.maximum(t("refiner") - screening - full, 0.0)))
             continue
         out.append((st, st, STAGE_COLOURS[st], t(st)))
     return out
