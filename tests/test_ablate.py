@@ -38,8 +38,7 @@ def test_ablate_command(tmp_path, capsys):
     base.write_text(
         'seed = 5\nmax_hypotheses = 1\ncandidates_per_hypothesis = 1\n'
         '[components]\nclassifier = "absences"\ngenerator = "charge-flip"\nrefiner = "lsq"\n'
-        '[options.generator]\ntime_limit_s = 1000000.0\n'
-        f'[benchmark]\nsuite = "simulated"\ndataset = "{ds}"\nlimit = 1\n'
+        f'[benchmark]\nsuite = "simulated"\ndataset = "{ds}"\nlimit = 1\nmax_atoms = 60\n'
     )
     out = tmp_path / "abl"
     code = main(["-q", "ablate", "--base", str(base), "--swap", "ranker=wr2,no-such-ranker", "--no-reference-r1",
@@ -52,5 +51,7 @@ def test_ablate_command(tmp_path, capsys):
     assert (out / "ranker-wr2" / "manifest.json").is_file() and (out / "ranker-wr2" / "cases.csv").is_file()
     md = (out / "ablation.md").read_text()
     assert "ranker=wr2 | ok | 1 |" in md
+    case = json.loads((out / "ranker-wr2" / "cases.json").read_text())[0]["case"]
+    assert "Per case" in md and any(line.startswith(f"| {case} | ") for line in md.splitlines())
     manifest = json.loads((out / "ranker-wr2" / "manifest.json").read_text())
     assert manifest["config"]["components"]["ranker"] == "wr2"

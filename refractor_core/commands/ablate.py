@@ -4,7 +4,7 @@
     refractor ablate --swap ranker=wr2,r1,composite --suite simulated --dataset build/ds --limit 40
 
 The base TOML is a RunConfig (as `refractor run --config`), optionally with a [benchmark]
-table (suite, dataset, split, cases, limit) that command-line options override. Each
+table (suite, dataset, split, cases, limit, max_atoms) that command-line options override. Each
 variant writes its own folder with manifest.json; the comparison goes to ablation.md and
 ablation.json and is printed (markdown, or JSON with --json).
 """
@@ -37,7 +37,7 @@ def _read_base(path: Path | None) -> tuple[dict[str, Any], dict[str, Any]]:
     bench = doc.pop("benchmark", {})
     if not isinstance(bench, dict):
         raise UsageError(f"{path}: [benchmark] must be a table")
-    unknown = set(bench) - {"suite", "dataset", "split", "cases", "limit"}
+    unknown = set(bench) - {"suite", "dataset", "split", "cases", "limit", "max_atoms"}
     if unknown:
         raise UsageError(f"{path}: unknown [benchmark] keys {sorted(unknown)}")
     return doc, bench
@@ -53,13 +53,15 @@ def _read_base(path: Path | None) -> tuple[dict[str, Any], dict[str, Any]]:
 @click.option("--split", default=None, help="Dataset split (default test).")
 @click.option("--cases", default=None, metavar="NAME,...", help="Only these real cases.")
 @click.option("--limit", type=click.IntRange(min=1), default=None)
+@click.option("--max-atoms", type=click.IntRange(min=1), default=None,
+              help="Only cases whose reference has at most N non-H sites in the asymmetric unit.")
 @click.option("--r1-threshold", type=float, default=0.10, show_default=True)
 @click.option("--match-threshold", type=float, default=0.8, show_default=True)
 @click.option("--no-reference-r1", is_flag=True)
 @executor_options
 @run_options
 @pass_verbosity
-def command(verbosity: int, base_file, swaps, suite, dataset, split, cases, limit, r1_threshold, match_threshold,
+def command(verbosity: int, base_file, swaps, suite, dataset, split, cases, limit, max_atoms, r1_threshold, match_threshold,
             no_reference_r1, executor, scheduler, workers, seed, device, output, as_json, offline) -> None:
     """Swap one component at a time into a base configuration and compare the benchmarks."""
     from ..benchmarking.ablation import parse_swaps, run_ablation
@@ -76,6 +78,7 @@ def command(verbosity: int, base_file, swaps, suite, dataset, split, cases, limi
     split = split or bench.get("split", "test")
     cases = cases or (",".join(bench["cases"]) if isinstance(bench.get("cases"), list) else bench.get("cases"))
     limit = limit or bench.get("limit")
+    max_atoms = max_atoms or bench.get("max_atoms")
     overrides: dict[str, Any] = {"seed": seed, "device": device if device != "auto" else None,
                                  "offline": True if offline else None}
     # the base file's RunConfig keys, with command-line values taking precedence
@@ -88,7 +91,7 @@ def command(verbosity: int, base_file, swaps, suite, dataset, split, cases, limi
     device_used = resolve_device(base.device)
     base, notes = resolve_components(base, explicit - {s for s, _ in swap_list})
     reader = base.components.get("reader")
-    specs = make_specs(suite, dataset, split, cases, limit, reader)
+    specs = make_specs(suite, dataset, split, cases, limit, reader, max_atoms)
     if not specs:
         raise UsageError("the suite has no cases")
     options = CaseOptions(reader=reader, r1_threshold=r1_threshold, match_threshold=match_threshold,
