@@ -156,14 +156,14 @@ def atoms_off(refined, published, tolerance: float = 0.05, n_su: float = 3.0) ->
     ]
 
 
-def run_case(case, options: dict) -> dict:
+def run_case(case, options: dict, rms: float = RMS) -> dict:
     from refractor_core.types import Candidate
     from refractor_plugins.refiners.configs import LsqConfig
     from refractor_plugins.refiners.lsq.refiner import LsqRefiner
 
     data, published, instructions = load_case(case)
     seed = SEED + zlib.crc32(case.name.encode())
-    start = perturbed_start(published, RMS, seed)
+    start = perturbed_start(published, rms, seed)
     meta = {"instructions": instructions.model_dump()} if instructions is not None else {}
     # a published model, refined as a user's model would be (`refractor refine --model`)
     candidate = Candidate(structure=start, generator="user-model", seed=seed, meta=meta)
@@ -239,6 +239,11 @@ def main() -> int:
         help="also refine the same starts isotropic/anisotropic, with/without riding H",
     )
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument(
+        "--rms", type=float, default=RMS,
+        help=f"coordinate perturbation (Å RMS, default {RMS}); another value writes refine_real_rms<value>.*: "
+        "--rms 0 refines from the published positions, to tell perturbation effects from model differences",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="print the refinement logs (with times) to stderr")
     args = parser.parse_args()
     if args.verbose:
@@ -261,7 +266,7 @@ def main() -> int:
     for case in cases:
         for vname, opts in variants.items():
             try:
-                row = run_case(case, opts)
+                row = run_case(case, opts, args.rms)
             except Exception as exc:  # a benchmark reports failures and goes on
                 row = {"case": case.name, "error": f"{type(exc).__name__}: {exc}", "published_R1": case.published_r1}
             row["variant"] = vname
@@ -280,16 +285,18 @@ def main() -> int:
     command = (
         "python benchmarks/refine_real.py" + (" --variants" if args.variants else "")
         + (f" --cases {args.cases}" if args.cases else "") + (f" --exclude {args.exclude}" if args.exclude else "")
-        + (" --update" if args.update else "")
+        + (" --update" if args.update else "") + (f" --rms {args.rms:g}" if args.rms != RMS else "")
     )
     header = {
         "command": command,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "note": "2 shared cores; timings noisy"},
-        "start": f"published model, non-H xyz perturbed {RMS} Å RMS (seed {SEED}+crc32(case)), U_iso {U_START}, H removed",
+        "start": f"published model, non-H xyz perturbed {args.rms:g} Å RMS (seed {SEED}+crc32(case)), U_iso {U_START}, H removed",
     }
     main_rows = results["aniso+H"]
     stem = "refine_real" if not args.cases or args.update else "refine_real_subset"
+    if args.rms != RMS:
+        stem = f"refine_real_rms{args.rms:g}"
     if args.update and (out / f"{stem}.json").exists():
         previous = json.loads((out / f"{stem}.json").read_text())
         mine = {r["case"] for r in main_rows}
