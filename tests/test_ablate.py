@@ -41,12 +41,15 @@ def test_ablate_command(tmp_path, capsys):
         f'[benchmark]\nsuite = "simulated"\ndataset = "{ds}"\nlimit = 1\nmax_atoms = 60\n'
     )
     out = tmp_path / "abl"
-    code = main(["-q", "ablate", "--base", str(base), "--swap", "ranker=wr2,no-such-ranker", "--no-reference-r1",
-                 "-o", str(out), "--json"])
+    code = main(["-q", "ablate", "--base", str(base), "--swap", "ranker=wr2,no-such-ranker", "--swap", "classifier=none",
+                 "--given-space-group", "--no-reference-r1", "-o", str(out), "--json"])
     assert code == 0
     result = json.loads(capsys.readouterr().out)
     status = {v["variant"]: v["status"] for v in result["variants"]}
-    assert status == {"ranker=wr2": "ok", "ranker=no-such-ranker": "unavailable"}
+    assert status == {"ranker=wr2": "ok", "ranker=no-such-ranker": "unavailable", "classifier=none": "ok"}
+    # without a classifier the given (true) space group is the only hypothesis
+    row = json.loads((out / "classifier-none" / "cases.json").read_text())[0]
+    assert row["status"] == "ok" and row["sg_rank"] == 1
     assert result["base"]["seed"] == 5 and result["n_cases"] == 1
     assert (out / "ranker-wr2" / "manifest.json").is_file() and (out / "ranker-wr2" / "cases.csv").is_file()
     md = (out / "ablation.md").read_text()

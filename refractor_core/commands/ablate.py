@@ -2,9 +2,10 @@
 
     refractor ablate --base run.toml --swap generator=symmcd,flow,wyckoff-ar,charge-flip --suite real
     refractor ablate --swap ranker=wr2,r1,composite --suite simulated --dataset build/ds --limit 40
+    refractor ablate --base run.toml --swap classifier=absences,none --given-space-group --suite real
 
 The base TOML is a RunConfig (as `refractor run --config`), optionally with a [benchmark]
-table (suite, dataset, split, cases, limit, max_atoms) that command-line options override. Each
+table (suite, dataset, split, cases, limit, max_atoms, given_space_group) that command-line options override. Each
 variant writes its own folder with manifest.json; the comparison goes to ablation.md and
 ablation.json and is printed (markdown, or JSON with --json).
 """
@@ -37,7 +38,7 @@ def _read_base(path: Path | None) -> tuple[dict[str, Any], dict[str, Any]]:
     bench = doc.pop("benchmark", {})
     if not isinstance(bench, dict):
         raise UsageError(f"{path}: [benchmark] must be a table")
-    unknown = set(bench) - {"suite", "dataset", "split", "cases", "limit", "max_atoms"}
+    unknown = set(bench) - {"suite", "dataset", "split", "cases", "limit", "max_atoms", "given_space_group"}
     if unknown:
         raise UsageError(f"{path}: unknown [benchmark] keys {sorted(unknown)}")
     return doc, bench
@@ -55,13 +56,16 @@ def _read_base(path: Path | None) -> tuple[dict[str, Any], dict[str, Any]]:
 @click.option("--limit", type=click.IntRange(min=1), default=None)
 @click.option("--max-atoms", type=click.IntRange(min=1), default=None,
               help="Only cases whose reference has at most N non-H sites in the asymmetric unit.")
+@click.option("--given-space-group", is_flag=True, default=None,
+              help="Give the true space group as a .ins would (for --swap classifier=absences,none).")
 @click.option("--r1-threshold", type=float, default=0.10, show_default=True)
 @click.option("--match-threshold", type=float, default=0.8, show_default=True)
 @click.option("--no-reference-r1", is_flag=True)
 @executor_options
 @run_options
 @pass_verbosity
-def command(verbosity: int, base_file, swaps, suite, dataset, split, cases, limit, max_atoms, r1_threshold, match_threshold,
+def command(verbosity: int, base_file, swaps, suite, dataset, split, cases, limit, max_atoms, given_space_group,
+            r1_threshold, match_threshold,
             no_reference_r1, executor, scheduler, workers, seed, device, output, as_json, offline) -> None:
     """Swap one component at a time into a base configuration and compare the benchmarks."""
     from ..benchmarking.ablation import parse_swaps, run_ablation
@@ -79,6 +83,7 @@ def command(verbosity: int, base_file, swaps, suite, dataset, split, cases, limi
     cases = cases or (",".join(bench["cases"]) if isinstance(bench.get("cases"), list) else bench.get("cases"))
     limit = limit or bench.get("limit")
     max_atoms = max_atoms or bench.get("max_atoms")
+    given_space_group = bool(given_space_group or bench.get("given_space_group", False))
     overrides: dict[str, Any] = {"seed": seed, "device": device if device != "auto" else None,
                                  "offline": True if offline else None}
     # the base file's RunConfig keys, with command-line values taking precedence
@@ -95,7 +100,8 @@ def command(verbosity: int, base_file, swaps, suite, dataset, split, cases, limi
     if not specs:
         raise UsageError("the suite has no cases")
     options = CaseOptions(reader=reader, r1_threshold=r1_threshold, match_threshold=match_threshold,
-                          reference_r1=not no_reference_r1, device=device_used, offline=bool(offline))
+                          reference_r1=not no_reference_r1, device=device_used, offline=bool(offline),
+                          given_space_group=given_space_group)
     out = output or Path(f"ablate-{swap_list[0][0]}")
     for n in notes:
         if verbosity >= 0:
