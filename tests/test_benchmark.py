@@ -145,3 +145,20 @@ def test_case_selection_given_space_group_and_kept_absences(tiny_dataset):
         assert abs(kept.data.n - n_absent - plain.data.n) <= 0.05 * plain.data.n
         with_absences += n_absent > 0
     assert with_absences
+
+
+def test_local_cluster_workers_keep_default_malloc_and_one_thread():
+    import os
+
+    from dask.distributed import Client
+
+    from refractor_core.benchmarking.executors import local_cluster
+
+    cluster = local_cluster(1)
+    client = Client(cluster)
+    try:
+        env = list(client.run(lambda: (os.environ.get("MALLOC_TRIM_THRESHOLD_"), os.environ.get("OMP_NUM_THREADS"))).values())
+    finally:
+        client.close()
+        cluster.close()
+    assert env == [(None, "1")]

@@ -192,6 +192,11 @@ def _stage_times(rows: list[dict[str, Any]]):
             out.append(("refiner", "refiner: not split by step", "#999933", np.maximum(t("refiner") - screening - full, 0.0)))
             continue
         out.append((st, st, STAGE_COLOURS[st], t(st)))
+    # steps a newer pipeline reports that are not part of the stages above (e.g. symmetry_upgrade)
+    known = {"build", "encoder", "classifier", "generator", "refiner", "ranker", "screening", "refinement"}
+    extra = sorted({k[2:] for r in rows for k in r if k.startswith("t_") and k[2:] not in known})
+    for key, colour in zip(extra, ("#77aadd", "#ee8866", "#44bb99", "#dddddd", "#bbcc33")):
+        out.append((key, key.replace("_", " "), colour, t(key)))
     return out
 
 
