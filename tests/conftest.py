@@ -22,3 +22,14 @@ def real_dir():
 def real_case():
     """Factory: real_case('sucrose') -> RealCase."""
     return get_case
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Small refinements run fastest on one torch thread (and the CI machine is shared)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

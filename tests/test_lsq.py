@@ -34,15 +34,7 @@ def _load(name):
     return case, data, bundle.structure, bundle.instructions
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Small problems run fastest on one thread (and the CI machine is shared)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _candidate(structure, instructions=None):

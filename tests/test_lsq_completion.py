@@ -14,14 +14,7 @@ from refractor_plugins.refiners.configs import LsqConfig
 from refractor_plugins.refiners.lsq.refiner import LsqRefiner
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -231,7 +231,7 @@ class Parameterisation:
         # follows the parent's U_eq
         xyz_cols, adp_cols = self._atom_columns(groups)
         g6 = m.metric6
-        grad_ueq = _ueq_gradient(m)
+        grad_ueq = ueq_gradient(m.cell)
         for h, pairs in riding_jac.items():
             if h not in pos:
                 continue
@@ -584,11 +584,11 @@ def _origin_directions(symmetry) -> np.ndarray:
     return u[:, s > 1e-6]
 
 
-def _ueq_gradient(model: WorkingModel) -> np.ndarray:
+def ueq_gradient(cell) -> np.ndarray:
     """∂U_eq/∂U* (6,): U_eq = trace(M U* Mᵀ)/3 is linear in U*."""
     from refractor_core.crystal.cell import orthogonalization_matrix
 
-    m = orthogonalization_matrix(model.cell)
+    m = orthogonalization_matrix(cell)
     return np.array([m[:, 0] @ m[:, 0], m[:, 1] @ m[:, 1], m[:, 2] @ m[:, 2],
                      2 * m[:, 0] @ m[:, 1], 2 * m[:, 0] @ m[:, 2], 2 * m[:, 1] @ m[:, 2]]) / 3.0
 

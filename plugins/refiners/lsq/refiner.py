@@ -33,7 +33,7 @@ from . import hydrogens as hyd
 from .driver import Driver, Observed, Settings
 from .least_squares import IntensityCalculator
 from .model import WorkingModel, is_hydrogen, metric6
-from .parameters import Parameterisation, share_site_values, site_groups
+from .parameters import Parameterisation, share_site_values, site_groups, ueq_gradient
 from .weighting import optimise_weights
 
 _log = logging.getLogger("refractor.lsq")
@@ -712,9 +712,7 @@ class Refinement:
         cell = model.cell
         n_vec = np.sqrt(np.diag(np.linalg.inv(orthogonalization_matrix(cell).T @ orthogonalization_matrix(cell))))
         ustar_scale = np.array([n_vec[0] ** 2, n_vec[1] ** 2, n_vec[2] ** 2, n_vec[0] * n_vec[1], n_vec[0] * n_vec[2], n_vec[1] * n_vec[2]])
-        m = orthogonalization_matrix(cell)
-        # U_eq = trace(M U* Mᵀ)/3 is linear in U*
-        grad_ueq = np.array([m[:, 0] @ m[:, 0], m[:, 1] @ m[:, 1], m[:, 2] @ m[:, 2], 2 * m[:, 0] @ m[:, 1], 2 * m[:, 0] @ m[:, 2], 2 * m[:, 1] @ m[:, 2]]) / 3.0
+        grad_ueq = ueq_gradient(cell)  # U_eq is linear in U*
         su: dict[str, dict[int, Any]] = {"xyz": {}, "u_iso": {}, "u_aniso": {}, "occupancy": {}}
         for gi, g in enumerate(params.groups):
             cols = params.group_columns[gi]
