@@ -6,8 +6,10 @@
 With `screen` (the default) and several candidates, the refiner first screens every
 candidate (its quick `screen` refinement), the ranker orders them, and only the best
 `refine_top` (one per space group first; more of one group only while none refines to R1 ≤
-GOOD_R1; none far worse than the best) are refined fully;
-the others follow the fully refined ones in the ranking, marked `meta["screened"]`.
+GOOD_R1; none far worse than the best) are refined fully; the others follow the fully
+refined ones in the ranking, marked `meta["screened"]`. When the best-fitting model obeys a
+hypothesised supergroup of its space group (`crystal.addsym`), it is also refined in that
+group and ranked with the others.
 
 `run_pipeline(data, config, context)` builds the components named in a `RunConfig` from
 the plugin registry, runs them and returns a `PipelineResult`. It reads and writes no
