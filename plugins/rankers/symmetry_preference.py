@@ -71,7 +71,12 @@ def _missed_symmetry(low: RefinedCandidate, low_ops: SymmetryOps, high_ops: Symm
 
 
 def _penalty(r: RefinedCandidate) -> float:
-    """What the ranker added to R1 (0 when it set no score)."""
+    """The ranker's penalties for impossible geometry (short contacts, non-positive-definite
+    ADPs); where it gave no breakdown, all it added to R1. A formula mismatch does not count:
+    models in a group and its subgroup differ in completeness, not in plausibility."""
+    terms = (r.score_details or {}).get("penalties")
+    if isinstance(terms, dict):
+        return float(terms.get("short_contacts", 0.0)) + float(terms.get("adp", 0.0))
     if r.score is None or not math.isfinite(r.score) or not math.isfinite(r.r1):
         return 0.0
     return max(r.score - r.r1, 0.0)
@@ -80,7 +85,7 @@ def _penalty(r: RefinedCandidate) -> float:
 def prefer_higher_symmetry(ordered: list[RefinedCandidate], alpha: float) -> list[RefinedCandidate]:
     """Reorder (best first): a candidate in a supergroup of a better-ranked candidate's group
     moves in front of it unless Hamilton's test says the lower symmetry fits significantly
-    better (or the ranker penalised the higher-symmetry model more). Scores are adjusted so that they stay in order; the decision is recorded in
+    better (or the ranker penalised the higher-symmetry model's geometry more). Scores are adjusted so that they stay in order; the decision is recorded in
     `score_details["symmetry_preference"]`."""
     out = list(ordered)
     ops = {}
