@@ -169,7 +169,7 @@ class SymmetryOps:
         # U* -> R U* R^T averaged over the stabilizer, acting on the 6 components
         u_proj = np.zeros((6, 6))
         for r in rots:
-            u_proj += _u_transform_matrix(r)
+            u_proj += u_transform_matrix(r)
         u_proj /= len(rots)
         u_basis = _column_basis(u_proj)
         return SiteConstraint(
@@ -202,8 +202,9 @@ def _column_basis(proj: np.ndarray, tol: float = 1e-6) -> np.ndarray:
     return u[:, s > tol]
 
 
-def _u_transform_matrix(r: np.ndarray) -> np.ndarray:
-    """6x6 matrix of U -> R U R^T on (11, 22, 33, 12, 13, 23) components."""
+def u_transform_matrix(r: np.ndarray) -> np.ndarray:
+    """6x6 matrix of U -> R U R^T on (11, 22, 33, 12, 13, 23) components (any 3x3 R: a
+    rotation, or the orthogonalisation matrix times one to go to Cartesian U)."""
     idx = [(0, 0), (1, 1), (2, 2), (0, 1), (0, 2), (1, 2)]
     t = np.zeros((6, 6))
     for a, (i, j) in enumerate(idx):

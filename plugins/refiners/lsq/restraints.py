@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from refractor_core.crystal.cell import orthogonalization_matrix
+from refractor_core.crystal.symmetry import u_transform_matrix
 
 from .model import WorkingModel, is_hydrogen
 from .parameters import RAW, Parameterisation
@@ -61,20 +62,9 @@ class Restraint:
     component: int = 0  # Cartesian U component (11, 22, 33, 12, 13, 23) for simu/isor
 
 
-_PAIRS = [(0, 0), (1, 1), (2, 2), (0, 1), (0, 2), (1, 2)]
-
-
 def _ucart_map(model: WorkingModel, im: Image, m: np.ndarray) -> np.ndarray:
     """(6, 6) matrix taking an atom's U* (CIF order) to the Cartesian U of its image."""
-    a = m @ model.symmetry.rotations[im.op].astype(np.float64)
-    out = np.zeros((6, 6))
-    for r, (p, q) in enumerate(_PAIRS):
-        for c, (k, l) in enumerate(_PAIRS):
-            v = a[p, k] * a[q, l]
-            if k != l:
-                v += a[p, l] * a[q, k]
-            out[r, c] = v
-    return out
+    return u_transform_matrix(m @ model.symmetry.rotations[im.op].astype(np.float64))
 
 
 def _adp_terms(model: WorkingModel, r: "Restraint", m: np.ndarray):
