@@ -176,61 +176,45 @@ class Parameterisation:
         col_pos = {int(c): k for k, c in enumerate(columns)}
         rows, cols, vals = [], [], []
         g6 = m.metric6
-        for gi in groups:
+        xyz_cols, adp_cols, occ_cols = self._atom_columns(groups)
+        for a, (pcols, b) in xyz_cols.items():
+            for c, pc in enumerate(pcols):
+                col = col_pos[int(pc)]
+                for j in range(3):
+                    if b[j, c] != 0.0:
+                        rows.append(pos[a] * RAW + j)
+                        cols.append(col)
+                        vals.append(b[j, c])
+        for a, (pcols, b) in adp_cols.items():
+            if b is None:  # isotropic: U* = U_iso G*
+                col = col_pos[int(pcols[0])]
+                for j in range(6):
+                    rows.append(pos[a] * RAW + 3 + j)
+                    cols.append(col)
+                    vals.append(g6[j])
+                continue
+            for c, pc in enumerate(pcols):
+                col = col_pos[int(pc)]
+                for j in range(6):
+                    if b[j, c] != 0.0:
+                        rows.append(pos[a] * RAW + 3 + j)
+                        cols.append(col)
+                        vals.append(b[j, c])
+        for gi, ocols in occ_cols.items():
             g = self.groups[gi]
-            gcols = self.group_columns[gi]
-            lead = g.atoms[0]
-            k = 0
-            if g.refine_xyz:
-                for ps in g.position_sets():
-                    b = m.position_basis[ps[0]]
-                    for c in range(b.shape[1]):
-                        col = col_pos[int(gcols[k])]
-                        for a in ps:
-                            for j in range(3):
-                                if b[j, c] != 0.0:
-                                    rows.append(pos[a] * RAW + j)
-                                    cols.append(col)
-                                    vals.append(b[j, c])
-                        k += 1
-            if g.refine_adp:
-                if m.aniso[lead]:
-                    b = m.ustar_basis[lead]
-                    for c in range(b.shape[1]):
-                        col = col_pos[int(gcols[k])]
-                        for a in g.atoms:
-                            for j in range(6):
-                                if b[j, c] != 0.0:
-                                    rows.append(pos[a] * RAW + 3 + j)
-                                    cols.append(col)
-                                    vals.append(b[j, c])
-                        k += 1
-                else:
-                    col = col_pos[int(gcols[k])]
-                    for a in g.atoms:
-                        for j in range(6):
-                            rows.append(pos[a] * RAW + 3 + j)
-                            cols.append(col)
-                            vals.append(g6[j])
-                    k += 1
-            if g.free_occupancy:
+            if g.free_occupancy:  # fractions of a mixed site, their sum kept
                 last = g.atoms[-1]
-                for a in g.atoms[:-1]:
-                    col = col_pos[int(gcols[k])]
+                for a, pc in zip(g.atoms[:-1], ocols):
+                    col = col_pos[int(pc)]
                     rows += [pos[a] * RAW + 9, pos[last] * RAW + 9]
                     cols += [col, col]
                     vals += [1.0, -1.0]
-                    k += 1
             elif g.single_occupancy:
-                col = col_pos[int(gcols[k])]
-                rows.append(pos[lead] * RAW + 9)
-                cols.append(col)
+                rows.append(pos[g.atoms[0]] * RAW + 9)
+                cols.append(col_pos[int(ocols[0])])
                 vals.append(1.0)
-                k += 1
         # riding H: coordinates follow every atom that defines them (chain rule), U_iso(H)
         # follows the parent's U_eq
-        xyz_cols, adp_cols = self._atom_columns(groups)
-        g6 = m.metric6
         grad_ueq = ueq_gradient(m.cell)
         for h, pairs in riding_jac.items():
             if h not in pos:
@@ -271,10 +255,11 @@ class Parameterisation:
             self._riding_jac = riding_jacobians(self.model) if self.model.h_groups else {}
         return self._riding_jac
 
-    def _atom_columns(self, groups) -> tuple[dict, dict]:
-        """atom -> (xyz columns, position basis) and atom -> (ADP columns, U* basis or None)."""
+    def _atom_columns(self, groups) -> tuple[dict, dict, dict]:
+        """The groups' parameter columns: atom -> (xyz columns, position basis), atom -> (ADP
+        columns, U* basis or None for U_iso) and group -> its occupancy columns."""
         m = self.model
-        xyz, adp = {}, {}
+        xyz, adp, occ = {}, {}, {}
         for gi in groups:
             g = self.groups[gi]
             gcols = self.group_columns[gi]
@@ -296,7 +281,9 @@ class Parameterisation:
                     for a in g.atoms:
                         adp[a] = (gcols[k : k + 1], None)
                     k += 1
-        return xyz, adp
+            if g.free_occupancy or g.single_occupancy:
+                occ[gi] = gcols[k:]
+        return xyz, adp, occ
 
     # -- applying shifts ---------------------------------------------------------------
     def apply(self, shift: np.ndarray, columns: np.ndarray | None = None) -> WorkingModel:
