@@ -192,7 +192,7 @@ def _symmetry_upgrade(
     """When the atoms of the model with the lowest R1 obey a hypothesised supergroup of its
     space group (an ADDSYM-style check) and no candidate in that group refined as well, that
     model written in the higher group, refined fully; else None."""
-    from .crystal.addsym import find_missed_symmetry, structure_in_higher_group
+    from .crystal.addsym import missed_symmetry, structure_in_higher_group
     from .crystal.symmetry import SymmetryOps
 
     finite = [r for r in ranked if np.isfinite(r.r1)]
@@ -202,10 +202,6 @@ def _symmetry_upgrade(
     if best.r1 > SOLVED_R1:
         return None
     low_ops = SymmetryOps.from_space_group(best.structure.space_group)
-    sites = [s for s in best.structure.sites if s.element.upper() not in ("H", "D") and (s.part == 0 or s.occupancy > 0.5)]
-    if not sites:
-        return None
-    xyz = np.array([s.xyz for s in sites], dtype=np.float64)
     for hyp in hypotheses:
         sg = hyp.space_group
         high_ops = SymmetryOps.from_space_group(sg)
@@ -213,7 +209,7 @@ def _symmetry_upgrade(
             continue
         if any(r.structure.space_group.hall == sg.hall and r.r1 <= best.r1 + UPGRADE_R1_MARGIN for r in ranked):
             continue
-        missed = find_missed_symmetry(xyz, [s.element for s in sites], best.structure.cell, low_ops, high_ops)
+        missed = missed_symmetry(best.structure, sg)
         if missed is None:
             continue
         structure = structure_in_higher_group(best.structure, sg, missed)

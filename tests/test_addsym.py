@@ -21,7 +21,7 @@ def _expanded(name: str, lower: str, shift, noise: float, seed: int = 0):
     low = SymmetryOps.from_space_group(SpaceGroupRef.from_symbol(lower))
     heavy = [s for s in ref.sites if s.element != "H"]
     xyz = np.array([s.xyz for s in heavy])
-    images = (np.einsum("mij,nj->nmi", high.rotations.astype(float), xyz) + high.translations).reshape(-1, 3)
+    images = high.images(xyz).reshape(-1, 3)
     rng = np.random.default_rng(seed)
     images = np.mod(images + np.asarray(shift) + rng.normal(0.0, noise, images.shape), 1.0)
     elements = list(np.repeat([s.element for s in heavy], high.n))

@@ -20,9 +20,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
-
-from refractor_core.crystal.addsym import find_missed_symmetry
+from refractor_core.crystal.addsym import missed_symmetry
 from refractor_core.crystal.symmetry import SymmetryOps
 from refractor_core.types import RefinedCandidate
 
@@ -59,15 +57,6 @@ def hamilton_test(low: RefinedCandidate, high: RefinedCandidate, alpha: float) -
     dof = max(b, 1)
     critical = math.sqrt(1.0 + dof / (n - m) * float(f_dist.ppf(1.0 - alpha, dof, n - m)))
     return HamiltonTest(ratio, critical, b)
-
-
-def _missed_symmetry(low: RefinedCandidate, low_ops: SymmetryOps, high_ops: SymmetryOps):
-    """ADDSYM-style check: the lower-symmetry model's non-H atoms obey the higher group."""
-    sites = [s for s in low.structure.sites if s.element != "H" and (s.part == 0 or s.occupancy > 0.5)]
-    if not sites:
-        return None
-    xyz = np.array([s.xyz for s in sites], dtype=np.float64)
-    return find_missed_symmetry(xyz, [s.element for s in sites], low.structure.cell, low_ops, high_ops)
 
 
 def _penalty(r: RefinedCandidate) -> float:
@@ -112,7 +101,7 @@ def prefer_higher_symmetry(ordered: list[RefinedCandidate], alpha: float) -> lis
                 test = hamilton_test(low, high, alpha)
                 missed = None
                 if high.r1 <= low.r1 + ADDSYM_R1_MARGIN:
-                    missed = _missed_symmetry(low, sym(low), sym(high))
+                    missed = missed_symmetry(low.structure, high.structure.space_group)
                 if missed is None and (test is None or test.lower_is_better):
                     continue
                 reason = {"preferred_over": low.structure.space_group.symbol, "alpha": alpha}

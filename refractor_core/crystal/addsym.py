@@ -37,8 +37,7 @@ class MissedSymmetry:
 
 def _cell_atoms(xyz: np.ndarray, elements: list[str], ops: SymmetryOps) -> tuple[np.ndarray, np.ndarray]:
     """All images in the unit cell (duplicates on special positions kept), with elements."""
-    images = np.einsum("mij,nj->nmi", ops.rotations.astype(np.float64), xyz) + ops.translations[None]
-    images = np.mod(images, 1.0).reshape(-1, 3)
+    images = np.mod(ops.images(xyz), 1.0).reshape(-1, 3)
     labels = np.repeat(np.asarray(elements), ops.n)
     return images, labels
 
@@ -93,6 +92,23 @@ def find_missed_symmetry(
     return best
 
 
+def major_sites(structure) -> list:
+    """The non-H sites the check compares: minor disorder components (a PART other than 0
+    with occupancy ≤ 0.5) are left out."""
+    return [s for s in structure.non_hydrogen() if s.part == 0 or s.occupancy > 0.5]
+
+
+def missed_symmetry(structure, space_group, **kwargs) -> MissedSymmetry | None:
+    """`find_missed_symmetry` for a Structure (its major non-H sites) and a higher group."""
+    sites = major_sites(structure)
+    if not sites:
+        return None
+    return find_missed_symmetry(
+        np.array([s.xyz for s in sites], dtype=np.float64), [s.element for s in sites], structure.cell,
+        SymmetryOps.from_space_group(structure.space_group), SymmetryOps.from_space_group(space_group), **kwargs,
+    )
+
+
 def _wrap(d: np.ndarray) -> np.ndarray:
     return d - np.round(d)
 
@@ -101,10 +117,9 @@ def _agreement(xyz, elements, cell_xyz, cell_el, higher: SymmetryOps, p: np.ndar
                tolerance: float) -> tuple[float, float]:
     """(fraction of atoms all of whose images under `higher` at origin p land on an atom of
     the same element within `tolerance`, largest such distance among the matched atoms)."""
-    shifts = np.einsum("mij,j->mi", np.eye(3)[None] - higher.rotations.astype(np.float64), p)
     matched, worst = 0, 0.0
     for x, e in zip(xyz, elements):
-        imgs = np.einsum("mij,j->mi", higher.rotations.astype(np.float64), x) + higher.translations + shifts
+        imgs = higher.images(x - p) + p  # R x + t + (I - R) p: the operations at origin p
         pool = cell_xyz[cell_el == e]
         diff = _wrap(imgs[:, None, :] - pool[None, :, :]) @ orth.T
         dist = np.linalg.norm(diff, axis=-1).min(axis=1)  # nearest same-element atom per image
@@ -123,11 +138,9 @@ def structure_in_higher_group(structure, space_group, missed: MissedSymmetry, *,
     orth = orthogonalization_matrix(structure.cell)
     kept: list = []
     kept_xyz: list[np.ndarray] = []
-    for s in structure.sites:
-        if s.element.upper() in ("H", "D") or (s.part != 0 and s.occupancy <= 0.5):
-            continue
+    for s in major_sites(structure):
         y = np.mod(np.asarray(s.xyz, dtype=np.float64) - missed.shift, 1.0)
-        images = np.einsum("mij,j->mi", higher.rotations.astype(np.float64), y) + higher.translations
+        images = higher.images(y)
         duplicate = False
         for x in kept_xyz:
             d = _wrap(images - x) @ orth.T
