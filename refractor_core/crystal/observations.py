@@ -108,6 +108,18 @@ def prepare_observations(
     )
 
 
+def to_resolution(data: ReflectionData, d_min: float | None, *, min_keep: int) -> ReflectionData:
+    """The reflections with d ≥ `d_min`; `data` itself when there is no limit or cell,
+    nothing would be cut, fewer than `min_keep` would remain, or for HKLF 5 (whose rows
+    form overlap groups)."""
+    if d_min is None or data.hklf == 5 or data.cell is None:
+        return data
+    keep = d_spacing(data.cell, data.hkl) >= d_min
+    if keep.all() or keep.sum() < min_keep:
+        return data
+    return data.subset(keep)
+
+
 def twin_operators(matrix: tuple[float, ...] | None, n: int | None) -> list[np.ndarray]:
     """Index transformations of the twin components (SHELXL TWIN semantics).
 

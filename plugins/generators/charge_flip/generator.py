@@ -33,7 +33,7 @@ import numpy as np
 from refractor_core.crystal.cell import d_spacing, stol as stol_of
 from refractor_core.crystal.fourier import expand_indices_to_p1, find_peaks, fourier_map, grid_shape
 from refractor_core.crystal.merging import merge
-from refractor_core.crystal.observations import prepare_observations
+from refractor_core.crystal.observations import prepare_observations, to_resolution
 from refractor_core.crystal.symmetry import SymmetryOps
 from refractor_core.crystal.wilson import normalized_e, wilson_plot
 from refractor_core.crystal.formula import cell_contents
@@ -118,7 +118,7 @@ class ChargeFlipGenerator(Generator):
         cfg: ChargeFlipConfig = self.config  # type: ignore[assignment]
         sg = hypothesis.space_group
         sym = SymmetryOps.from_space_group(sg)
-        data = self._resolution_cut(data)
+        data = to_resolution(data, cfg.resolution_limit, min_keep=10)  # phase at atomic resolution
         solutions = self._p1_solutions(data, sym, seed=seed, k=k)
         contents = expected_contents(data.formula, data.z if data.z else None, data.cell, sym)
         if data.z is None and data.formula:
@@ -204,16 +204,6 @@ class ChargeFlipGenerator(Generator):
         return candidates[:k]
 
     # ----------------------------------------------------------------------------------
-    def _resolution_cut(self, data: ReflectionData) -> ReflectionData:
-        """The data with d ≥ resolution_limit (unchanged for HKLF 5, whose rows form groups)."""
-        limit = self.config.resolution_limit  # type: ignore[attr-defined]
-        if limit is None or data.hklf == 5 or data.cell is None:
-            return data
-        keep = d_spacing(data.cell, data.hkl) >= limit
-        if keep.all() or keep.sum() < 10:
-            return data
-        return data.subset(keep)
-
     def _symmetric_polish(self, solutions: P1Solutions, trial: FlipResult, sym: SymmetryOps, shift: np.ndarray):
         """Flip on from the origin-shifted solution with the hypothesis' symmetry imposed each cycle.
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from refractor_core.crystal.cell import orthogonalization_matrix, u_cif_to_u_star
 from refractor_core.crystal.formula import cell_contents
-from refractor_core.crystal.observations import prepare_observations, twin_operators
+from refractor_core.crystal.observations import prepare_observations, to_resolution, twin_operators
 from refractor_core.crystal.rfactors import agreement, scale_factor
 from refractor_core.crystal.symmetry import SymmetryOps
 from refractor_core.errors import InputError, RefinementError
@@ -100,15 +100,9 @@ class LsqRefiner(Refiner):
                 "fit_rotating_groups": False,
             }
         )
-        limit = cfg.screen_resolution
-        if limit is not None and data.hklf != 5 and data.cell is not None:
-            from refractor_core.crystal.cell import d_spacing
-
-            keep = d_spacing(data.cell, data.hkl) >= limit
-            if not keep.all() and keep.sum() >= 50:
-                data = data.subset(keep)
+        data = to_resolution(data, cfg.screen_resolution, min_keep=50)
         r = LsqRefiner(quick, self.context).refine(data, candidate)
-        return r.model_copy(update={"meta": {**r.meta, "screened": True, "screen_resolution": limit}})
+        return r.model_copy(update={"meta": {**r.meta, "screened": True, "screen_resolution": cfg.screen_resolution}})
 
 
 class Refinement:
