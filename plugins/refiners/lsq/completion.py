@@ -238,10 +238,11 @@ def mixed_site_pair(formula: str | None) -> tuple[str, str, float] | None:
     if not formula:
         return None
     from refractor_core.crystal.formula import parse_formula
+    from refractor_core.errors import InputError
 
     try:
         counts = parse_formula(formula)
-    except Exception:  # noqa: BLE001 - an unparsable formula simply has no mixed sites
+    except InputError:  # an unparsable formula simply has no mixed sites
         return None
     frac = {e: v for e, v in counts.items() if not is_hydrogen(e) and abs(v - round(v)) > WHOLE}
     if len(frac) != 2:

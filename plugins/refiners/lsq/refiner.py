@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from refractor_core.crystal.cell import orthogonalization_matrix, u_cif_to_u_star
-from refractor_core.crystal.formula import cell_contents
+from refractor_core.crystal.formula import atomic_number, cell_contents
 from refractor_core.crystal.observations import prepare_observations, to_resolution, twin_operators
 from refractor_core.crystal.rfactors import agreement, scale_factor
 from refractor_core.crystal.symmetry import SymmetryOps
@@ -498,9 +498,7 @@ class Refinement:
                     close_pairs.append((i, int(j)))
         if close and is_generated(self.candidate):
             # a generated model: of two atoms this close, the lighter is a false peak
-            import gemmi
-
-            z = np.array([gemmi.Element(e).atomic_number for e in model.elements])
+            z = np.array([atomic_number(e) for e in model.elements])
             gone = []
             for i, j in close_pairs:
                 if drop[i] or drop[j]:
