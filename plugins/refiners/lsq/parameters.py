@@ -50,6 +50,22 @@ class SiteGroup:
 
 
 @dataclass
+class Segment:
+    """A run of a site group's free-parameter columns and what they move.
+
+    kind: "xyz" (atoms: one position set; basis: its position basis, 3 x k), "u_aniso"
+    (atoms: the group; basis: the lead atom's U* basis, 6 x k), "u_iso" (one column),
+    "occ_mixed" (fractions of all atoms but the last, whose occupancy keeps the sum) or
+    "occ_single" (the lead atom's occupancy)."""
+
+    kind: str
+    group: int
+    atoms: list[int]
+    columns: np.ndarray
+    basis: np.ndarray | None = None
+
+
+@dataclass
 class ParameterInfo:
     """What one free parameter is (for logs and shift/su reporting)."""
 
@@ -255,34 +271,46 @@ class Parameterisation:
             self._riding_jac = riding_jacobians(self.model) if self.model.h_groups else {}
         return self._riding_jac
 
-    def _atom_columns(self, groups) -> tuple[dict, dict, dict]:
-        """The groups' parameter columns: atom -> (xyz columns, position basis), atom -> (ADP
-        columns, U* basis or None for U_iso) and group -> its occupancy columns."""
+    def segments(self, groups=None):
+        """The groups' (all, or a subset) parameter columns in order, as Segments: the one
+        walk over group_columns that every user of the columns shares."""
         m = self.model
-        xyz, adp, occ = {}, {}, {}
-        for gi in groups:
+        for gi in range(len(self.groups)) if groups is None else groups:
             g = self.groups[gi]
             gcols = self.group_columns[gi]
+            lead = g.atoms[0]
             k = 0
             if g.refine_xyz:
                 for ps in g.position_sets():
                     b = m.position_basis[ps[0]]
-                    for a in ps:
-                        xyz[a] = (gcols[k : k + b.shape[1]], b)
+                    yield Segment("xyz", gi, list(ps), gcols[k : k + b.shape[1]], b)
                     k += b.shape[1]
             if g.refine_adp:
-                lead = g.atoms[0]
                 if m.aniso[lead]:
                     b = m.ustar_basis[lead]
-                    for a in g.atoms:
-                        adp[a] = (gcols[k : k + b.shape[1]], b)
+                    yield Segment("u_aniso", gi, list(g.atoms), gcols[k : k + b.shape[1]], b)
                     k += b.shape[1]
                 else:
-                    for a in g.atoms:
-                        adp[a] = (gcols[k : k + 1], None)
+                    yield Segment("u_iso", gi, list(g.atoms), gcols[k : k + 1])
                     k += 1
-            if g.free_occupancy or g.single_occupancy:
-                occ[gi] = gcols[k:]
+            if g.free_occupancy:
+                yield Segment("occ_mixed", gi, list(g.atoms), gcols[k : k + len(g.atoms) - 1])
+            elif g.single_occupancy:
+                yield Segment("occ_single", gi, [lead], gcols[k : k + 1])
+
+    def _atom_columns(self, groups) -> tuple[dict, dict, dict]:
+        """The groups' parameter columns: atom -> (xyz columns, position basis), atom -> (ADP
+        columns, U* basis or None for U_iso) and group -> its occupancy columns."""
+        xyz, adp, occ = {}, {}, {}
+        for seg in self.segments(groups):
+            if seg.kind == "xyz":
+                for a in seg.atoms:
+                    xyz[a] = (seg.columns, seg.basis)
+            elif seg.kind in ("u_aniso", "u_iso"):
+                for a in seg.atoms:
+                    adp[a] = (seg.columns, seg.basis)
+            else:
+                occ[seg.group] = seg.columns
         return xyz, adp, occ
 
     # -- applying shifts ---------------------------------------------------------------
@@ -304,39 +332,28 @@ class Parameterisation:
             if on:
                 m.twin_fractions[j] += full[k]
                 k += 1
-        for gi, g in enumerate(self.groups):
-            cols = self.group_columns[gi]
-            d = full[cols]
-            lead = g.atoms[0]
-            k = 0
-            if g.refine_xyz:
-                for ps in g.position_sets():
-                    b = m.position_basis[ps[0]]
-                    dx = b @ d[k : k + b.shape[1]]
-                    for a in ps:
-                        m.xyz[a] += dx
-                    k += b.shape[1]
-            if g.refine_adp:
-                if m.aniso[lead]:
-                    b = m.ustar_basis[lead]
-                    du = b @ d[k : k + b.shape[1]]
-                    for a in g.atoms:
-                        m.u_star[a] += du
-                    k += b.shape[1]
-                else:
-                    for a in g.atoms:
-                        m.u_iso[a] += d[k]
-                    k += 1
-            if g.free_occupancy:
-                last = g.atoms[-1]
-                for a in g.atoms[:-1]:
-                    m.occupancy[a] += d[k]
-                    m.occupancy[last] -= d[k]
-                    k += 1
-                _clip_occupancies(m, g)
-            elif g.single_occupancy:
-                m.occupancy[lead] = float(np.clip(m.occupancy[lead] + d[k], 0.0, self.occupancy_cap))
-                k += 1
+        for seg in self.segments():
+            d = full[seg.columns]
+            if seg.kind == "xyz":
+                dx = seg.basis @ d
+                for a in seg.atoms:
+                    m.xyz[a] += dx
+            elif seg.kind == "u_aniso":
+                du = seg.basis @ d
+                for a in seg.atoms:
+                    m.u_star[a] += du
+            elif seg.kind == "u_iso":
+                for a in seg.atoms:
+                    m.u_iso[a] += d[0]
+            elif seg.kind == "occ_mixed":
+                last = seg.atoms[-1]
+                for a, da in zip(seg.atoms[:-1], d):
+                    m.occupancy[a] += da
+                    m.occupancy[last] -= da
+                _clip_occupancies(m, self.groups[seg.group])
+            else:
+                lead = seg.atoms[0]
+                m.occupancy[lead] = float(np.clip(m.occupancy[lead] + d[0], 0.0, self.occupancy_cap))
         m.update_u_eq()
         return m
 
@@ -358,30 +375,19 @@ class Parameterisation:
             if on:
                 out[k] = new.twin_fractions[j] - old.twin_fractions[j]
                 k += 1
-        for gi, g in enumerate(self.groups):
-            cols = self.group_columns[gi]
-            lead = g.atoms[0]
-            k = 0
-            if g.refine_xyz:
-                for ps in g.position_sets():
-                    b = old.position_basis[ps[0]]
-                    out[cols[k : k + b.shape[1]]] = b.T @ (new.xyz[ps[0]] - old.xyz[ps[0]])
-                    k += b.shape[1]
-            if g.refine_adp:
-                if old.aniso[lead]:
-                    b = old.ustar_basis[lead]
-                    out[cols[k : k + b.shape[1]]] = b.T @ (new.u_star[lead] - old.u_star[lead])
-                    k += b.shape[1]
-                else:
-                    out[cols[k]] = new.u_iso[lead] - old.u_iso[lead]
-                    k += 1
-            if g.free_occupancy:
-                for a in g.atoms[:-1]:
-                    out[cols[k]] = new.occupancy[a] - old.occupancy[a]
-                    k += 1
-            elif g.single_occupancy:
-                out[cols[k]] = new.occupancy[lead] - old.occupancy[lead]
-                k += 1
+        for seg in self.segments():
+            cols, lead = seg.columns, seg.atoms[0]
+            if seg.kind == "xyz":
+                out[cols] = seg.basis.T @ (new.xyz[lead] - old.xyz[lead])
+            elif seg.kind == "u_aniso":
+                out[cols] = seg.basis.T @ (new.u_star[lead] - old.u_star[lead])
+            elif seg.kind == "u_iso":
+                out[cols[0]] = new.u_iso[lead] - old.u_iso[lead]
+            elif seg.kind == "occ_mixed":
+                for a, c in zip(seg.atoms[:-1], cols):
+                    out[c] = new.occupancy[a] - old.occupancy[a]
+            else:
+                out[cols[0]] = new.occupancy[lead] - old.occupancy[lead]
         return out
 
     # -- floating origin ---------------------------------------------------------------
@@ -399,19 +405,13 @@ class Parameterisation:
         from refractor_core.crystal.formula import atomic_number
 
         m = self.model
+        positions = [seg for seg in self.segments() if seg.kind == "xyz"]
         rows = []
         for d in directions.T:
             a = np.zeros(self.n)
-            for gi, g in enumerate(self.groups):
-                if not g.refine_xyz:
-                    continue
-                cols = self.group_columns[gi]
-                k = 0
-                for ps in g.position_sets():
-                    b = m.position_basis[ps[0]]
-                    w = sum(atomic_number(m.elements[a_]) * m.occupancy[a_] / max(m.order[a_], 1) for a_ in ps)
-                    a[cols[k : k + b.shape[1]]] = w * (b.T @ d)
-                    k += b.shape[1]
+            for seg in positions:
+                w = sum(atomic_number(m.elements[a_]) * m.occupancy[a_] / max(m.order[a_], 1) for a_ in seg.atoms)
+                a[seg.columns] = w * (seg.basis.T @ d)
             if np.any(a):
                 rows.append(a)
         return rows

@@ -706,41 +706,30 @@ class Refinement:
         ustar_scale = np.array([n_vec[0] ** 2, n_vec[1] ** 2, n_vec[2] ** 2, n_vec[0] * n_vec[1], n_vec[0] * n_vec[2], n_vec[1] * n_vec[2]])
         grad_ueq = ueq_gradient(cell)  # U_eq is linear in U*
         su: dict[str, dict[int, Any]] = {"xyz": {}, "u_iso": {}, "u_aniso": {}, "occupancy": {}}
-        for gi, g in enumerate(params.groups):
-            cols = params.group_columns[gi]
-            lead = g.atoms[0]
-            k = 0
-            if g.refine_xyz:
-                for ps in g.position_sets():
-                    b = model.position_basis[ps[0]]
-                    c = cov[np.ix_(cols[k : k + b.shape[1]], cols[k : k + b.shape[1]])]
-                    sx = np.sqrt(np.clip(np.diag(b @ c @ b.T), 0.0, None))
-                    for a in ps:
-                        su["xyz"][a] = sx
-                    k += b.shape[1]
-            if g.refine_adp:
-                if model.aniso[lead]:
-                    b = model.ustar_basis[lead]
-                    c = b @ cov[np.ix_(cols[k : k + b.shape[1]], cols[k : k + b.shape[1]])] @ b.T
-                    su_cif = np.sqrt(np.clip(np.diag(c), 0.0, None)) / ustar_scale
-                    su_ueq = float(np.sqrt(max(grad_ueq @ c @ grad_ueq, 0.0)))
-                    for a in g.atoms:
-                        su["u_aniso"][a] = su_cif
-                        su["u_iso"][a] = su_ueq
-                    k += b.shape[1]
-                else:
-                    s = float(np.sqrt(max(cov[cols[k], cols[k]], 0.0)))
-                    for a in g.atoms:
-                        su["u_iso"][a] = s
-                    k += 1
-            if g.free_occupancy:
-                occ_cols = cols[k : k + len(g.atoms) - 1]
-                for a, c in zip(g.atoms[:-1], occ_cols):
+        for seg in params.segments():
+            cols, b = seg.columns, seg.basis
+            if seg.kind == "xyz":
+                sx = np.sqrt(np.clip(np.diag(b @ cov[np.ix_(cols, cols)] @ b.T), 0.0, None))
+                for a in seg.atoms:
+                    su["xyz"][a] = sx
+            elif seg.kind == "u_aniso":
+                c = b @ cov[np.ix_(cols, cols)] @ b.T
+                su_cif = np.sqrt(np.clip(np.diag(c), 0.0, None)) / ustar_scale
+                su_ueq = float(np.sqrt(max(grad_ueq @ c @ grad_ueq, 0.0)))
+                for a in seg.atoms:
+                    su["u_aniso"][a] = su_cif
+                    su["u_iso"][a] = su_ueq
+            elif seg.kind == "u_iso":
+                s = float(np.sqrt(max(cov[cols[0], cols[0]], 0.0)))
+                for a in seg.atoms:
+                    su["u_iso"][a] = s
+            elif seg.kind == "occ_mixed":
+                for a, c in zip(seg.atoms[:-1], cols):
                     su["occupancy"][a] = float(np.sqrt(max(cov[c, c], 0.0)))
-                total = cov[np.ix_(occ_cols, occ_cols)].sum()
-                su["occupancy"][g.atoms[-1]] = float(np.sqrt(max(total, 0.0)))
-            elif g.single_occupancy:
-                su["occupancy"][lead] = float(np.sqrt(max(cov[cols[k], cols[k]], 0.0)))
+                total = cov[np.ix_(cols, cols)].sum()
+                su["occupancy"][seg.atoms[-1]] = float(np.sqrt(max(total, 0.0)))
+            else:
+                su["occupancy"][seg.atoms[0]] = float(np.sqrt(max(cov[cols[0], cols[0]], 0.0)))
         model.su = su
 
 
