@@ -63,6 +63,13 @@ class LsqConfig(ComponentConfig):
         "of a mixed pair in the formula (Ag0.6 ... Na0.4) become mixed sites unless False.",
     )
     completion_rounds: int = Field(6, ge=0, le=50, description="Largest number of completion rounds.")
+    split_disorder: bool | Auto = Field(
+        "auto",
+        description="Model disorder seen in the difference map after the anisotropic "
+        "refinement: peaks next to atoms become minor components (PART 1/2 with a refined "
+        "free occupancy), kept only when the fit improves significantly; 'auto': for "
+        "generated models (a user's model is refined as given).",
+    )
     screen_cycles: int = Field(
         12, ge=1, le=200,
         description="Screening (the quick refinement that ranks candidates before the best are "

@@ -10,6 +10,10 @@ The Jacobian of the model intensities w.r.t. the free parameters is obtained fro
 engine's per-atom derivatives by a sparse constraint matrix C: raw per-atom derivatives
 (x, y, z, U*11..U*23, occupancy: 10 per atom) times C. Riding H atoms contribute their
 coordinate derivatives to their parent's coordinate parameters (SHELXL's riding model).
+
+A two-component disorder assembly (PART 2k-1 against PART 2k) can have one free
+occupancy, SHELXL's free variable: its first component has occupancy p, its second 1 - p
+(riding H follow their parents). It is a site group of its own that moves occupancies only.
 """
 
 from __future__ import annotations
@@ -43,6 +47,8 @@ class SiteGroup:
     single_occupancy: bool = False  # an isolated atom with its occupancy refined
     refine_xyz: bool = True
     refine_adp: bool = True
+    #: a disorder assembly's free variable: +1 for atoms whose occupancy is p, -1 for 1 - p
+    occupancy_signs: list[float] | None = None
 
     def position_sets(self) -> list[list[int]]:
         """Atoms sharing one set of coordinate parameters."""
@@ -55,8 +61,9 @@ class Segment:
 
     kind: "xyz" (atoms: one position set; basis: its position basis, 3 x k), "u_aniso"
     (atoms: the group; basis: the lead atom's U* basis, 6 x k), "u_iso" (one column),
-    "occ_mixed" (fractions of all atoms but the last, whose occupancy keeps the sum) or
-    "occ_single" (the lead atom's occupancy)."""
+    "occ_mixed" (fractions of all atoms but the last, whose occupancy keeps the sum),
+    "occ_single" (the lead atom's occupancy) or "occ_free" (a disorder assembly's free
+    variable: the atoms' occupancies move by ±δ as their group's occupancy_signs say)."""
 
     kind: str
     group: int
@@ -101,11 +108,14 @@ class Parameterisation:
         refine_partial_occupancy: bool = False,
         fixed_atoms: set[int] | None = None,
         occupancy_only: bool = False,
+        refine_disorder_occupancy: bool = False,
     ) -> "Parameterisation":
         """Group atoms into sites and enumerate the free parameters.
 
         `occupancy_only`: positions and ADPs fixed, one free occupancy per single-atom site
         (a measure of each site's scattering power, used to assign elements).
+        `refine_disorder_occupancy`: one free variable per disorder assembly (see
+        `disorder_assemblies`).
         """
         groups = cached_site_groups(model)
         fixed_atoms = fixed_atoms or set()
@@ -129,6 +139,12 @@ class Parameterisation:
             if all(i in fixed_atoms for i in g.atoms):
                 g.refine_xyz = g.refine_adp = False
                 g.free_occupancy = g.single_occupancy = False
+        if refine_disorder_occupancy:
+            for first, second in disorder_assemblies(model):
+                if any(i in fixed_atoms for i in first + second):
+                    continue
+                groups.append(SiteGroup(atoms=first + second, refine_xyz=False, refine_adp=False,
+                                        occupancy_signs=[1.0] * len(first) + [-1.0] * len(second)))
         twin = np.zeros(len(model.twin_fractions), dtype=bool) if refine_twin is None else np.asarray(refine_twin, bool)
         p = cls(model=model, groups=groups, refine_extinction=refine_extinction and model.extinction is not None, refine_twin=twin)
         p._enumerate()
@@ -160,7 +176,7 @@ class Parameterisation:
             if g.free_occupancy:
                 for a in g.atoms[:-1]:
                     info.append(ParameterInfo("occ", gi, a))
-            elif g.single_occupancy:
+            elif g.single_occupancy or g.occupancy_signs is not None:
                 info.append(ParameterInfo("occ", gi, lead))
             cols.append(np.arange(start, len(info)))
         self.info = info
@@ -177,9 +193,10 @@ class Parameterisation:
         m = self.model
         groups = range(len(self.groups)) if group_subset is None else group_subset
         atoms: list[int] = []
-        for gi in groups:
+        for gi in groups:  # (an assembly's atoms also belong to their own site groups)
             for a in self.groups[gi].atoms:
-                atoms.append(a)
+                if a not in atoms:
+                    atoms.append(a)
         riders: dict[int, list[int]] = {}
         for h in np.nonzero(m.riding >= 0)[0]:
             riders.setdefault(int(m.riding[h]), []).append(int(h))
@@ -229,6 +246,16 @@ class Parameterisation:
                 rows.append(pos[g.atoms[0]] * RAW + 9)
                 cols.append(col_pos[int(ocols[0])])
                 vals.append(1.0)
+            elif g.occupancy_signs is not None:  # free variable: riding H follow their parents
+                col = col_pos[int(ocols[0])]
+                for a, sign in zip(g.atoms, g.occupancy_signs):
+                    rows.append(pos[a] * RAW + 9)
+                    cols.append(col)
+                    vals.append(sign)
+                    for h in riders.get(a, []):
+                        rows.append(pos[h] * RAW + 9)
+                        cols.append(col)
+                        vals.append(sign * _rider_share(m, h, a))
         # riding H: coordinates follow every atom that defines them (chain rule), U_iso(H)
         # follows the parent's U_eq
         grad_ueq = ueq_gradient(m.cell)
@@ -297,6 +324,8 @@ class Parameterisation:
                 yield Segment("occ_mixed", gi, list(g.atoms), gcols[k : k + len(g.atoms) - 1])
             elif g.single_occupancy:
                 yield Segment("occ_single", gi, [lead], gcols[k : k + 1])
+            elif g.occupancy_signs is not None:
+                yield Segment("occ_free", gi, list(g.atoms), gcols[k : k + 1])
 
     def _atom_columns(self, groups) -> tuple[dict, dict, dict]:
         """The groups' parameter columns: atom -> (xyz columns, position basis), atom -> (ADP
@@ -351,6 +380,8 @@ class Parameterisation:
                     m.occupancy[a] += da
                     m.occupancy[last] -= da
                 _clip_occupancies(m, self.groups[seg.group])
+            elif seg.kind == "occ_free":
+                _shift_free_variable(m, self.groups[seg.group], d[0])
             else:
                 lead = seg.atoms[0]
                 m.occupancy[lead] = float(np.clip(m.occupancy[lead] + d[0], 0.0, self.occupancy_cap))
@@ -451,6 +482,39 @@ class Parameterisation:
         if p.kind == "ustar":
             return f"{label} U{p.component + 1}"
         return f"{label} occ"
+
+
+def _rider_share(m: WorkingModel, h: int, parent: int) -> float:
+    """Occupancy of riding H per unit occupancy of its parent."""
+    return float(m.occupancy[h] / m.occupancy[parent]) if m.occupancy[parent] > 0 else 1.0
+
+
+def _shift_free_variable(m: WorkingModel, g: SiteGroup, delta: float) -> None:
+    """Move a disorder assembly's free variable p by delta (p kept within [0.01, 0.99])."""
+    lead = g.atoms[0]
+    p = float(m.occupancy[lead])
+    delta = float(np.clip(p + delta, 0.01, 0.99)) - p
+    riders: dict[int, list[int]] = {}
+    for h in np.nonzero(m.riding >= 0)[0]:
+        riders.setdefault(int(m.riding[h]), []).append(int(h))
+    for a, sign in zip(g.atoms, g.occupancy_signs or []):
+        for h in riders.get(a, []):
+            m.occupancy[h] += sign * delta * _rider_share(m, h, a)
+        m.occupancy[a] += sign * delta
+
+
+def disorder_assemblies(model: WorkingModel) -> list[tuple[list[int], list[int]]]:
+    """(atoms of PART 2k-1, atoms of PART 2k) for every k with both components present:
+    the two-component disorder assemblies that can share one free occupancy. Riding H are
+    left out (they follow their parents)."""
+    out = []
+    parts = {int(p) for p, r in zip(model.part, model.riding) if p > 0 and r < 0}
+    for p in sorted(parts):
+        if p % 2 == 1 and p + 1 in parts:
+            first = [i for i in range(model.n) if model.part[i] == p and model.riding[i] < 0]
+            second = [i for i in range(model.n) if model.part[i] == p + 1 and model.riding[i] < 0]
+            out.append((first, second))
+    return out
 
 
 def _clip_occupancies(m: WorkingModel, g: SiteGroup) -> None:

@@ -4,7 +4,9 @@
        check them against the space group, fit the scale;
     2. isotropic refinement (and difference-Fourier completion when asked);
     3. anisotropic non-H atoms (when the data allow) with riding H placed geometrically
-       and re-placed after every shift;
+       and re-placed after every shift; for a generated model, disorder split from the
+       difference map (`disorder.py`: PART 1/2 with a refined free occupancy, kept only
+       when significant);
     4. SHELXL weights optimised, refinement continued until max shift/su < 0.05;
     5. standard uncertainties from the inverse normal matrix, the Flack parameter,
        difference-density peak and hole, agreement figures.
@@ -252,6 +254,8 @@ class Refinement:
         )
         self.refine_occ_mixed = cfg.refine_occupancies in (True, "auto")
         self.refine_occ_partial = cfg.refine_occupancies is True
+        # disorder assemblies' free occupancies: on request, or for the splits found here
+        self.refine_occ_disorder = cfg.refine_occupancies is True
         self.fixed: set[int] = set()
         driver = Driver(self.calc, Observed(fo2, sigma), self.settings, self._parameters, self._after_shift, self.log,
                         after_cycle=self._after_cycle)
@@ -308,6 +312,14 @@ class Refinement:
                 res = driver.run(model, min(ANISO_CYCLES, budget), "aniso" if aniso else "iso")
                 model, budget = res.model, budget - res.cycles
                 converged, last_shift = res.converged, res.max_shift_su
+
+        if self._want_disorder_split(aniso) and budget > 0:
+            from .disorder import split_disorder
+
+            model, used, split = split_disorder(self, model, budget)
+            budget -= used
+            if split is not None:
+                converged, last_shift = split.converged, split.max_shift_su
 
         # stage 3: SHELXL weights
         if cfg.weighting == "shelxl" and cfg.weights is None and budget > 0:
@@ -407,6 +419,11 @@ class Refinement:
         self.log(f"data/parameter ratio of the anisotropic model: {ratio:.1f}")
         return ratio >= ANISO_DATA_RATIO
 
+    def _want_disorder_split(self, anisotropic: bool) -> bool:
+        if self.cfg.split_disorder is True:
+            return True
+        return bool(self.cfg.split_disorder == "auto" and anisotropic and is_generated(self.candidate))
+
     def _want_completion(self, model: WorkingModel) -> bool:
         if self.cfg.complete is False or self.cfg.completion_rounds == 0:
             return False
@@ -437,6 +454,7 @@ class Refinement:
             refine_mixed_occupancy=self.refine_occ_mixed,
             refine_partial_occupancy=self.refine_occ_partial,
             fixed_atoms=self.fixed,
+            refine_disorder_occupancy=self.refine_occ_disorder,
         )
 
     def _after_shift(self, model: WorkingModel) -> None:
@@ -728,6 +746,9 @@ class Refinement:
                     su["occupancy"][a] = float(np.sqrt(max(cov[c, c], 0.0)))
                 total = cov[np.ix_(cols, cols)].sum()
                 su["occupancy"][seg.atoms[-1]] = float(np.sqrt(max(total, 0.0)))
+            elif seg.kind == "occ_free":  # p and 1 - p share one su
+                for a in seg.atoms:
+                    su["occupancy"][a] = float(np.sqrt(max(cov[cols[0], cols[0]], 0.0)))
             else:
                 su["occupancy"][seg.atoms[0]] = float(np.sqrt(max(cov[cols[0], cols[0]], 0.0)))
         model.su = su

@@ -1,0 +1,289 @@
+"""Disorder from the difference map: split sites with a refined free occupancy.
+
+After the anisotropic refinement with riding H, the minor component of a disordered
+fragment is left in the difference map as peaks about 0.5-1.3 Å from the major atoms,
+bonded to the major atoms' neighbours. A crystallographer models them as PART 1 / PART 2
+with one free variable (occupancies p and 1 - p); this module does the same:
+
+1. *Candidates*: symmetry-unique difference peaks of at least PEAK_SIGMA × the map's rms,
+   0.5-1.3 Å from a fully occupied non-H atom on a general position (the major atom),
+   not in a bond between two atoms (bonding density), not at a riding H, and at a
+   bonding distance from another atom or another candidate.
+2. *Assemblies*: candidates whose major atoms are 1,2 or 1,3 neighbours share one free
+   variable (a whole fragment moves together).
+3. *Trial*: each major atom goes to PART 2k-1 with occupancy 0.8, a minor atom of its
+   element (isotropic) is added in PART 2k with 0.2; the free variables, positions and
+   ADPs are refined (with the automatic disorder restraints).
+4. *Decision*: assemblies whose minor occupancy leaves [0.05, 0.5], or whose minor atom
+   falls onto its major one, are undone; the rest is kept only if the fit to the data is
+   better by an F-test at the 0.1 % level (σ weights, the added parameters counted) and
+   R1 drops. Otherwise the model is left as it was.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from refractor_core.crystal.cell import orthogonalization_matrix
+
+from .maps import difference_peaks
+from .model import WorkingModel, is_hydrogen
+
+PEAK_SIGMA = 4.0
+SPLIT_MIN, SPLIT_MAX = 0.5, 1.3  # Å from the major atom
+MIDPOINT_SLACK = 0.3  # Å: a peak this close to the line between two bonded atoms is bonding density
+NEAR_H = 0.6  # Å
+BOND_TOLERANCE = 0.45  # Å beyond the covalent radii
+BOND_SHORTEST = 0.75  # × the covalent radii
+ASSEMBLY_DISTANCE = 2.7  # Å between major atoms of one assembly (1,2 and 1,3 neighbours)
+MAX_SPLITS = 8
+START_MINOR = 0.2
+MIN_MINOR, MAX_MINOR = 0.05, 0.5
+MIN_SEPARATION = 0.35  # Å: a minor atom closer than this to its major one is not a split
+SPLIT_CYCLES = 10
+SIGNIFICANCE = 1e-3
+
+
+@dataclass
+class SplitCandidate:
+    """A difference peak read as the minor position of atom `major`."""
+
+    major: int
+    xyz: np.ndarray
+    height: float
+    distance: float
+
+
+def _distances(model: WorkingModel, xyz: np.ndarray, atoms: np.ndarray) -> np.ndarray:
+    """Shortest distance (Å) from a fractional point to any image of each atom."""
+    if not len(atoms):
+        return np.zeros(0)
+    m = orthogonalization_matrix(model.cell)
+    d = model.symmetry.images(model.xyz[atoms]) - np.asarray(xyz)[None, None, :]
+    d -= np.round(d)
+    return np.linalg.norm(d @ m.T, axis=-1).min(axis=1)
+
+
+def _radius(element: str) -> float:
+    from .hydrogens import _radius as covalent_radius
+
+    return covalent_radius(element)
+
+
+def split_candidates(refinement, model: WorkingModel) -> list[SplitCandidate]:
+    """Difference peaks that look like the minor positions of disordered atoms."""
+    rho, peaks = difference_peaks(refinement, model, max_peaks=4 * MAX_SPLITS + 10, min_distance=0.5)
+    threshold = PEAK_SIGMA * float(rho.std())
+    heavy = np.array([i for i in range(model.n) if not is_hydrogen(model.elements[i])], dtype=np.int64)
+    hyd = np.array([i for i in range(model.n) if is_hydrogen(model.elements[i])], dtype=np.int64)
+    if not len(heavy):
+        return []
+    major_ok = {int(i) for i in heavy
+                if model.riding[i] < 0 and model.part[i] == 0 and model.occupancy[i] > 0.99 and model.order[i] == 1}
+    first: list[SplitCandidate] = []
+    for p in peaks:
+        if p.height < threshold:
+            break
+        if p.site_order != 1:
+            continue
+        dist = _distances(model, p.xyz, heavy)
+        k = int(np.argmin(dist))
+        x = int(heavy[k])
+        if x not in major_ok or not (SPLIT_MIN <= dist[k] <= SPLIT_MAX):
+            continue
+        if len(hyd) and _distances(model, p.xyz, hyd).min() < NEAR_H:
+            continue
+        if _bonding_density(model, p.xyz, x, dist[k], heavy, dist):
+            continue
+        if any(c.major == x for c in first):
+            continue  # one minor position per atom: the highest peak
+        first.append(SplitCandidate(x, np.asarray(p.xyz, dtype=np.float64), float(p.height), float(dist[k])))
+    # a minor atom is bonded: to an atom other than its major one, or to another candidate
+    m = orthogonalization_matrix(model.cell)
+    out = []
+    for c in first:
+        r = _radius(model.elements[c.major])
+        dist = _distances(model, c.xyz, heavy)
+        bonded = False
+        for j, d in zip(heavy, dist):
+            if j == c.major:
+                continue
+            rr = r + _radius(model.elements[j])
+            if BOND_SHORTEST * rr <= d <= rr + BOND_TOLERANCE:
+                bonded = True
+                break
+        if not bonded:
+            for o in first:
+                if o is c:
+                    continue
+                dd = (o.xyz - c.xyz) - np.round(o.xyz - c.xyz)
+                rr = r + _radius(model.elements[o.major])
+                if BOND_SHORTEST * rr <= float(np.linalg.norm(m @ dd)) <= rr + BOND_TOLERANCE:
+                    bonded = True
+                    break
+        if bonded:
+            out.append(c)
+    return out[:MAX_SPLITS]
+
+
+def _bonding_density(model: WorkingModel, xyz, major: int, d_major: float, heavy: np.ndarray, dist: np.ndarray) -> bool:
+    """True when the peak lies on the line between the major atom and an atom near it."""
+    for j, d in zip(heavy, dist):
+        if j == major or d >= 1.0:
+            continue
+        d_pair = _distances(model, model.xyz[major], np.array([j]))[0]
+        if d_major + d < d_pair + MIDPOINT_SLACK:
+            return True
+    return False
+
+
+def group_assemblies(model: WorkingModel, cands: list[SplitCandidate]) -> list[list[SplitCandidate]]:
+    """Candidates whose major atoms are within ASSEMBLY_DISTANCE, joined transitively."""
+    n = len(cands)
+    parent = list(range(n))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i in range(n):
+        for j in range(i + 1, n):
+            d = _distances(model, model.xyz[cands[i].major], np.array([cands[j].major]))[0]
+            if d <= ASSEMBLY_DISTANCE:
+                parent[find(i)] = find(j)
+    groups: dict[int, list[SplitCandidate]] = {}
+    for i in range(n):
+        groups.setdefault(find(i), []).append(cands[i])
+    return list(groups.values())
+
+
+def _riders(model: WorkingModel, atom: int) -> list[int]:
+    return [int(h) for h in np.nonzero(model.riding == atom)[0]]
+
+
+def _apply_split(model: WorkingModel, assembly: list[SplitCandidate], part: int) -> list[int]:
+    """Major atoms to PART `part`, minor atoms added in PART part + 1; returns the minors."""
+    minors = []
+    for c in assembly:
+        x = c.major
+        for a in [x] + _riders(model, x):
+            model.occupancy[a] *= 1.0 - START_MINOR
+            model.part[a] = part
+        label = model.unique_label(model.elements[x])
+        minors.append(model.add_atom(label, model.elements[x], c.xyz, u_iso=float(model.u_iso[x]),
+                                     occupancy=START_MINOR, part=part + 1))
+    return minors
+
+
+def _undo_split(model: WorkingModel, majors: list[int], minors: list[int]) -> None:
+    """Majors back to PART 0 with full occupancy, minors removed."""
+    for x in majors:
+        share = 1.0 / model.occupancy[x] if model.occupancy[x] > 0 else 1.0
+        for a in [x] + _riders(model, x):
+            model.occupancy[a] = min(1.0, model.occupancy[a] * share)
+            model.part[a] = 0
+    drop = np.zeros(model.n, dtype=bool)
+    drop[minors] = True
+    model.remove_atoms(drop)
+
+
+def data_fit(refinement, model: WorkingModel) -> tuple[float, float]:
+    """(Σ ((Fo² - M)/σ)², R1) of a model against the refined observations."""
+    from refractor_core.crystal.rfactors import agreement
+
+    fc2c = refinement.calc.fc2_components(model)
+    mod, fcabs = refinement.calc.model_intensities(model, fc2c)
+    chi2 = float(np.sum(((refinement.fo2 - mod) / refinement.sigma) ** 2))
+    ag = agreement(refinement.fo2, refinement.sigma, fcabs, n_parameters=0, scale=model.scale)
+    return chi2, float(ag.R1)
+
+
+def split_disorder(refinement, model: WorkingModel, budget: int):
+    """Try split sites from the difference map (module docstring); returns (model, cycles
+    used, the last stage result or None when the model is unchanged)."""
+    from scipy.stats import f as f_dist
+
+    cands = split_candidates(refinement, model)
+    if not cands or budget <= 0:
+        return model, 0, None
+    base_chi2, base_r1 = data_fit(refinement, model)
+    n_params_base = refinement._parameters(model).n
+    trial = model.copy()
+    first_part = int(max(trial.part.max(initial=0), 0))
+    first_part += 1 if first_part % 2 == 0 else 2
+    assemblies = group_assemblies(trial, cands)
+    splits = []  # (majors, minors) per assembly
+    for k, assembly in enumerate(assemblies):
+        minors = _apply_split(trial, assembly, first_part + 2 * k)
+        splits.append(([c.major for c in assembly], minors))
+    names = "; ".join(
+        ", ".join(f"{trial.labels[c.major]}/{trial.labels[mi]} ({c.height:.2f} e/Å³, {c.distance:.2f} Å)"
+                  for c, mi in zip(a, s[1]))
+        for a, s in zip(assemblies, splits)
+    )
+    refinement.log(f"disorder: trying split sites {names}")
+    was = refinement.refine_occ_disorder
+    refinement.refine_occ_disorder = True
+    used = 0
+
+    def refine(m: WorkingModel):
+        nonlocal used
+        refinement._update_restraints(m)
+        refinement._choose_matrix(m)
+        res = refinement.driver.run(m, max(1, min(SPLIT_CYCLES, budget - used)), "disorder")
+        used += res.cycles
+        return res
+
+    res = refine(trial)
+    trial = res.model
+    m = orthogonalization_matrix(trial.cell)
+    undo = []
+    for k, (majors, minors) in enumerate(splits):
+        minor_occ = 1.0 - float(trial.occupancy[majors[0]])
+        sep = []
+        for x, mi in zip(majors, minors):
+            dd = trial.xyz[mi] - trial.xyz[x]
+            sep.append(float(np.linalg.norm(m @ (dd - np.round(dd)))))
+        if not (MIN_MINOR <= minor_occ <= MAX_MINOR) or min(sep) < MIN_SEPARATION or trial.u_iso[minors].max() > 0.2:
+            undo.append(k)
+            refinement.log(f"disorder: split of {', '.join(trial.labels[x] for x in majors)} undone "
+                           f"(minor occupancy {minor_occ:.2f}, separation {min(sep):.2f} Å)")
+    if undo:
+        all_majors = [x for k in undo for x in splits[k][0]]
+        all_minors = [x for k in undo for x in splits[k][1]]
+        kept = [([trial.labels[x] for x in s[0]], [trial.labels[x] for x in s[1]])
+                for k, s in enumerate(splits) if k not in undo]
+        _undo_split(trial, all_majors, all_minors)
+        splits = [([trial.labels.index(x) for x in a], [trial.labels.index(x) for x in b]) for a, b in kept]
+        if splits and used < budget:
+            res = refine(trial)
+            trial = res.model
+    accepted = False
+    if splits:
+        chi2, r1 = data_fit(refinement, trial)
+        n_obs = len(refinement.fo2)
+        q = max(refinement._parameters(trial).n - n_params_base, 1)
+        dof = max(n_obs - refinement._parameters(trial).n, 1)
+        stat = ((base_chi2 - chi2) / q) / (chi2 / dof) if chi2 > 0 else math.inf
+        p_value = float(f_dist.sf(stat, q, dof)) if stat > 0 else 1.0
+        accepted = p_value < SIGNIFICANCE and r1 < base_r1
+        occ = ", ".join(f"{1.0 - trial.occupancy[s[0][0]]:.2f}" for s in splits)
+        refinement.log(
+            f"disorder: R1 {base_r1:.4f} -> {r1:.4f}, F = {stat:.1f} for {q} parameters (p = {p_value:.1e}), "
+            f"minor occupancies {occ}: {'kept' if accepted else 'rejected'}"
+        )
+    if not accepted:
+        refinement.refine_occ_disorder = was
+        refinement._update_restraints(model)
+        refinement._choose_matrix(model)
+        return model, used, None
+    refinement.meta["disorder_splits"] = [
+        {"major": trial.labels[x], "minor": trial.labels[mi], "minor_occupancy": float(trial.occupancy[mi])}
+        for majors, minors in splits for x, mi in zip(majors, minors)
+    ]
+    return trial, used, res

@@ -1,0 +1,103 @@
+"""Disorder assemblies: the free occupancy of PART 1 / PART 2 and split sites found in the
+difference map (measured data: difluoro_6ring_pna21, whose published model has a 0.8/0.2
+disordered CH2-CH2 bridge)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from refractor_core.crystal.cell import orthogonalization_matrix
+from refractor_core.crystal.observations import prepare_observations
+from refractor_core.crystal.symmetry import SymmetryOps
+from refractor_core.dataio import load_bundle, load_reflections
+from refractor_core.testing.real_cases import get_case
+from refractor_core.types import Candidate
+from refractor_plugins.refiners.configs import LsqConfig
+from refractor_plugins.refiners.lsq import hydrogens as hyd
+from refractor_plugins.refiners.lsq.least_squares import IntensityCalculator, jacobian
+from refractor_plugins.refiners.lsq.model import WorkingModel
+from refractor_plugins.refiners.lsq.parameters import Parameterisation, disorder_assemblies
+from refractor_plugins.refiners.lsq.refiner import LsqRefiner
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def difluoro():
+    case = get_case("difluoro_6ring_pna21")
+    data = load_reflections(case.reflections)
+    bundle = load_bundle(case.reference, block=case.data_block)
+    return case, data, bundle.structure
+
+
+def _distance(structure, xyz, target) -> float:
+    """Shortest distance (Å) from fractional xyz to any symmetry image of target."""
+    sym = SymmetryOps.from_space_group(structure.space_group)
+    d = sym.images(np.asarray(target, dtype=float)) - np.asarray(xyz, dtype=float)
+    d -= np.round(d)
+    return float(np.linalg.norm(d @ orthogonalization_matrix(structure.cell).T, axis=1).min())
+
+
+def test_free_variable_derivative_and_sum(difluoro):
+    """One free occupancy for PART 1 (p) against PART 2 (1 - p): its Jacobian column equals
+    finite differences, riding H follow their parents, and p + (1 - p) stays 1."""
+    _, data, published = difluoro
+    model = WorkingModel.from_structure(published)
+    hyd.attach_existing(model)
+    assert [(len(a), len(b)) for a, b in disorder_assemblies(model)] == [(2, 2)]
+    params = Parameterisation.build(model, refine_disorder_occupancy=True)
+    col = next(j for j, p in enumerate(params.info) if p.kind == "occ")
+    obs = prepare_observations(data, model.symmetry)
+    calc = IntensityCalculator(obs.hkl[:80], model.cell, model.symmetry, data.wavelength, model.twin_ops)
+    jac = jacobian(calc, params)[:, col]
+    h = 1e-5
+    step = np.zeros(params.n)
+    step[col] = h
+    up, down = params.apply(step), params.apply(-step)
+    num = (calc.model_intensities(up)[0] - calc.model_intensities(down)[0]) / (2 * h)
+    assert np.abs(num - jac).max() / np.abs(num).max() < 1e-5
+    step[col] = 0.05
+    moved = params.apply(step)
+    first, second = disorder_assemblies(model)[0]
+    assert moved.occupancy[first] == pytest.approx([0.85, 0.85])
+    assert moved.occupancy[second] == pytest.approx([0.15, 0.15])
+    riders = np.nonzero(moved.riding >= 0)[0]
+    for h_atom in riders:
+        assert moved.occupancy[h_atom] == pytest.approx(moved.occupancy[moved.riding[h_atom]])
+    # without the option the occupancies are not parameters
+    assert not any(p.kind == "occ" for p in Parameterisation.build(model).info)
+
+
+def test_split_sites_found_in_the_difference_map(difluoro):
+    """The published model without its minor component, as a generated model: the refiner
+    finds both minor atoms in the difference map, refines their occupancy near the
+    published 0.2, and R1 drops to the published value."""
+    case, data, published = difluoro
+    sites = [s for s in published.sites if s.element != "H" and s.part != 2]
+    sites = [s.model_copy(update={"part": 0, "occupancy": 1.0}) for s in sites]
+    start = published.model_copy(update={"sites": sites})
+    minors = [s for s in published.sites if s.part == 2 and s.element != "H"]
+    cand = Candidate(structure=start, generator="test")
+    split = LsqRefiner(LsqConfig(split_disorder=True)).refine(data, cand)
+    plain = LsqRefiner(LsqConfig(split_disorder=False)).refine(data, cand)
+    found = [s for s in split.structure.sites if s.part % 2 == 0 and s.part > 0 and s.element != "H"]
+    assert len(found) == 2
+    for m in minors:
+        assert min(_distance(split.structure, s.xyz, m.xyz) for s in found) < 0.3
+    for s in found:
+        assert 0.1 <= s.occupancy <= 0.3
+        assert s.occupancy_su is not None and s.occupancy_su > 0
+    assert split.r1 < plain.r1 - 0.01
+    assert split.r1 <= case.published_r1 + 0.005
+    assert any("kept" in line for line in split.log if line.startswith("disorder"))
+
+
+def test_an_ordered_structure_is_not_split():
+    """Ordered pr_sulfate_hydroxide: no split survives the occupancy and F tests."""
+    case = get_case("pr_sulfate_hydroxide")
+    data = load_reflections(case.reflections)
+    published = load_bundle(case.reference, block=case.data_block).structure
+    r = LsqRefiner(LsqConfig(split_disorder=True)).refine(data, Candidate(structure=published, generator="test"))
+    assert all(s.part == 0 for s in r.structure.sites)
+    assert r.r1 <= case.published_r1 + 0.003
