@@ -312,3 +312,31 @@ def test_bijvoet_differences_speak_for_a_missing_centre_only_when_predicted():
     assert ev_a.stats["predicted_signal"] > 0.5 and ev_a.llr < -2.0, ev_a.as_dict()
     assert ev_c.llr > 0.5, ev_c.as_dict()
     assert evidence(acentric, formula=None).llr == 0.0
+
+
+def test_special_position_pseudo_centring_is_not_taken_for_a_centred_lattice():
+    """Pb on the special positions 2a and 2d of P2₁/c sit on an F-centred sublattice: the
+    C-centring-violating reflections come from the light atoms only (a few % of the mean)
+    but are clearly measured. Modelled as a systematically weak, present class they stop
+    voting for C2/c; without that alternative the per-reflection leak explains them."""
+    rng = np.random.default_rng(3)
+    sites = [Site(label="Pb1", element="Pb", xyz=(0, 0, 0), u_iso=0.02), Site(label="Pb2", element="Pb", xyz=(0.5, 0, 0.5), u_iso=0.02)]
+    sites += [Site(label=f"C{i}", element="C", xyz=tuple(rng.uniform(0, 1, 3)), u_iso=0.03) for i in range(6)]
+    structure = Structure(
+        cell=UnitCell(a=7.1, b=9.3, c=10.2, alpha=90, beta=101, gamma=90),
+        space_group=SpaceGroupRef.from_symbol("P 1 21/c 1"),
+        sites=sites,
+    )
+    data = measured_everything(structure, d_min=0.8, i_over_sigma=30)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        keep_all = {"max_hypotheses": 10_000, "min_probability": 0.0}
+        weak = AbsencesClassifier(AbsencesConfig(**keep_all)).analyse(data)
+        no_weak = AbsencesClassifier(AbsencesConfig(weak_class_share=0.0, **keep_all)).analyse(data)
+
+    def centring_llr(analysis):
+        return next(h for h in analysis.hypotheses if h.space_group.symbol == "C 1 2/c 1").evidence["centring_llr"]
+
+    assert weak.hypotheses[0].space_group.symbol == "P 1 21/c 1"
+    assert centring_llr(no_weak) > 100.0  # the per-reflection leak alone takes the class for absent
+    assert centring_llr(weak) < 0.0

@@ -11,6 +11,17 @@ Each observed unique reflection h is, under a setting G, either
 
 LLR_kept(G) = Σ_h w_h [log p(I_h | G) - log p(I_h | P lattice, no absences)].
 
+"Present" is judged per class of reflections, not per reflection: heavy atoms on special
+positions or a pseudo-symmetric arrangement make a whole class (say h+k odd, or 0k0 with k
+odd) systematically weak -- a few percent of Σ, but measured -- without any space-group
+operation behind it. Per reflection the absent model's small leak explains such values
+better than Wilson's density at the full Σ, so every weak reflection would vote for the
+glide or centring. So a class is present with all its reflections at Σ, or (prior share
+`weak_share`) all at one common fraction κΣ (κ from 0.03 to 0.5), and the absent model
+must beat that. The classes are the reflections no candidate tells apart (the same
+absence signature over all candidates), so every candidate's absent set is a union of
+whole classes and the candidates are compared on the same likelihood.
+
 The centring term is computed once, on the Friedel-merged data, for every candidate; the
 zone and row terms on the data merged under G's Laue group. Every term is counted per
 orbit of the *metric holohedry* (weight w_h = 1 / number of the reflections used that fall
@@ -244,6 +255,41 @@ class CentringEvidence:
 
 #: share of absent reflections given a small true intensity (the rest are exactly zero)
 LEAK_SHARE = 0.2
+#: mean intensities (fractions of Σ) of a reflection class that is present but
+#: systematically weak -- atoms on special positions or a pseudo-symmetric arrangement
+#: extinguish it in part, not by a space-group operation -- with equal prior weight
+WEAK_SCALES = np.array([0.03, 0.06, 0.12, 0.25, 0.5])
+
+
+def _weak_log_densities(i, s, sig_present) -> np.ndarray:
+    """log p(I) of each reflection for each `WEAK_SCALES` fraction of Σ, (K, n)."""
+    return np.stack([log_present_density(i, s, k * sig_present) for k in WEAK_SCALES]) if len(i) else np.zeros((len(WEAK_SCALES), 0))
+
+
+def signature_classes(absent: np.ndarray) -> np.ndarray:
+    """Class id of each reflection from its absence signature, (n,): `absent` (H, n) says
+    which of H hypotheses make each reflection absent; reflections no hypothesis tells apart
+    form one class, so every hypothesis's absent set is a union of whole classes."""
+    absent = np.asarray(absent, dtype=bool)
+    if absent.shape[1] == 0:
+        return np.zeros(0, dtype=np.int64)
+    packed = np.packbits(absent, axis=0)
+    return np.unique(packed.T, axis=0, return_inverse=True)[1].reshape(-1).astype(np.int64)
+
+
+def classes_present_log_likelihood(ids: np.ndarray, lp_full: np.ndarray, lp_weak: np.ndarray, weak_share: float) -> float:
+    """Σ over the classes `ids` of log p(class | present): all the class's reflections at
+    the local mean Σ, or (prior share `weak_share`) all at one common fraction κΣ of it,
+    κ from `WEAK_SCALES`. `lp_full` (n,) and `lp_weak` (K, n): weighted log densities."""
+    if not len(ids):
+        return 0.0
+    if weak_share <= 0.0:
+        return float(np.sum(lp_full))
+    _, inv = np.unique(ids, return_inverse=True)
+    full = np.bincount(inv, weights=lp_full)
+    weak = np.stack([np.bincount(inv, weights=row) for row in lp_weak])
+    weak = np.logaddexp.reduce(weak, axis=0) - math.log(len(WEAK_SCALES))
+    return float(np.logaddexp(math.log1p(-weak_share) + full, math.log(weak_share) + weak).sum())
 
 
 def _log_absent(i, s, sig_present, leak: float, outlier: float, lp_present) -> np.ndarray:
@@ -251,7 +297,7 @@ def _log_absent(i, s, sig_present, leak: float, outlier: float, lp_present) -> n
     leak (κΣ), both measured with σ; plus a small share of arbitrary outliers.
 
     A class of reflections that are weak but clearly not zero (pseudo-centring, heavy atoms
-    on special positions) is thus not taken for absent."""
+    on special positions) is weighed against it by `classes_present_log_likelihood`."""
     zero = -0.5 * (i / s) ** 2 - np.log(s) - 0.5 * math.log(2.0 * math.pi)
     la = np.logaddexp(math.log1p(-LEAK_SHARE) + zero, math.log(LEAK_SHARE) + log_acentric_density(i, s, leak * sig_present))
     if outlier <= 0:
@@ -275,6 +321,7 @@ def centring_evidence(
     *,
     leak: float = 0.02,
     outlier_fraction: float = 0.01,
+    weak_share: float = 0.0,
 ) -> dict[bytes, CentringEvidence]:
     """Evidence of each centring (keyed by `centring_key`) from Friedel-merged data.
 
@@ -288,18 +335,27 @@ def centring_evidence(
     lp_base = log_present_density(intensity, sigma, base_sigma)
     _, inv, counts = np.unique(holohedry_keys, return_inverse=True, return_counts=True)
     w_obs = 1.0 / counts[inv]
+    viol_by_key = {key: violates_centring(h, vecs) for key, vecs in vectors_by_key.items() if len(vecs) > 1}
+    if weak_share > 0 and viol_by_key:
+        classes = signature_classes(np.array(list(viol_by_key.values())))
+        w_lp_weak = _weak_log_densities(intensity, sigma, base_sigma) * w_obs
     out = {}
     for key, vecs in vectors_by_key.items():
         if len(vecs) <= 1:
             out[key] = CentringEvidence(0.0, 0)
             continue
-        viol = violates_centring(h, vecs)
+        viol = viol_by_key[key]
         ok = ~viol
         if viol.any() and ok.sum() >= 2:
             sig_c = expected_intensity(s2[ok], intensity[ok], at_s2=s2)
             lp_p = log_present_density(intensity, sigma, sig_c)
             lp_a = _log_absent(intensity[viol], sigma[viol], sig_c[viol], leak, outlier_fraction, lp_p[viol])
-            kept = float((w_obs[viol] * (lp_a - lp_base[viol])).sum() + (w_obs[ok] * (lp_p[ok] - lp_base[ok])).sum())
+            wv = w_obs[viol]
+            if weak_share > 0:
+                present = classes_present_log_likelihood(classes[viol], wv * lp_base[viol], w_lp_weak[:, viol], weak_share)
+            else:
+                present = float((wv * lp_base[viol]).sum())
+            kept = float((wv * lp_a).sum() - present + (w_obs[ok] * (lp_p[ok] - lp_base[ok])).sum())
         else:
             kept = 0.0
         out[key] = CentringEvidence(kept, int(viol.sum()))
@@ -314,6 +370,7 @@ def score_settings(
     leak: float = 0.02,
     outlier_fraction: float = 0.01,
     removed_prior: float = 0.4,
+    weak_share: float = 0.0,
 ) -> list[AbsenceEvidence]:
     """Absence evidence of each setting of Laue group `ld`, relative to a P lattice without
     absences: the centring term (shared, from `centring_evidence`) plus the zone and row
@@ -324,8 +381,11 @@ def score_settings(
     z = i_obs / sig
     log_kept = math.log1p(-removed_prior)
     log_removed = math.log(removed_prior)
-    zone_cache: dict[bytes, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    zone_cache: dict[bytes, tuple] = {}
     bonus_cache: dict[bytes, tuple[float, int]] = {}
+    classes = np.full(len(ld.hkl), -1, dtype=np.int64)
+    if weak_share > 0 and len(sp_idx):
+        classes[sp_idx] = signature_classes(np.array([g.is_absent(ld.hkl[sp_idx]) for g in settings]))
     out = []
     for g in settings:
         ckey = centring_key(g.centring_vectors)
@@ -338,12 +398,19 @@ def score_settings(
                 sig_c = expected_intensity(ld.s2[ok], i_obs[ok], ld.eps[ok], at_s2=ld.s2[sp_ok], at_epsilon=ld.eps[sp_ok])
                 lp_p = log_present_density(i_obs[sp_ok], sig[sp_ok], sig_c)
                 lp_a = _log_absent(i_obs[sp_ok], sig[sp_ok], sig_c, leak, outlier_fraction, lp_p)
+                lp_w = _weak_log_densities(i_obs[sp_ok], sig[sp_ok], sig_c) * w[sp_ok] if weak_share > 0 else None
             else:
                 lp_p = lp_a = np.zeros(0)
-            zone_cache[ckey] = (sp_ok, w[sp_ok] * (lp_a - lp_p), viol)
-        sp_ok, llr_each, viol = zone_cache[ckey]
+                lp_w = None
+            zone_cache[ckey] = (sp_ok, w[sp_ok] * lp_a, w[sp_ok] * lp_p, lp_w, viol)
+        sp_ok, wlp_a, wlp_p, wlp_weak, viol = zone_cache[ckey]
         zone = g.is_absent(ld.hkl[sp_ok]) if len(sp_ok) else np.zeros(0, dtype=bool)
-        zone_llr = float(llr_each[zone].sum())
+        if wlp_weak is None:
+            zone_llr = float((wlp_a[zone] - wlp_p[zone]).sum())
+        else:
+            zone_llr = float(wlp_a[zone].sum()) - classes_present_log_likelihood(
+                classes[sp_ok][zone], wlp_p[zone], wlp_weak[:, zone], weak_share
+            )
         kept = cen.llr_kept + zone_llr
         absent = viol.copy()
         absent[sp_ok[zone]] = True

@@ -252,6 +252,7 @@ def analyse(data: ReflectionData, config: AbsencesConfig | None = None) -> Space
         vectors,
         leak=cfg.absent_leak,
         outlier_fraction=cfg.absent_outlier_fraction,
+        weak_share=cfg.weak_class_share,
     )
     prov_vectors, prov_reason = _provisional_centring(u1_hkl, vectors, cen_ev)
     use = np.ones(u1.n, dtype=bool)
@@ -334,6 +335,7 @@ def analyse(data: ReflectionData, config: AbsencesConfig | None = None) -> Space
             leak=cfg.absent_leak,
             outlier_fraction=cfg.absent_outlier_fraction,
             removed_prior=cfg.removed_absences_prior,
+            weak_share=cfg.weak_class_share,
         )
         general = _family_codes(pairs.hkl, rep.laue_rotations) == 0
         bijvoet[key] = bijvoet_evidence(

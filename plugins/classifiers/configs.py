@@ -30,6 +30,8 @@ class AbsencesConfig(ComponentConfig):
     metric admits; absent_leak: mean true intensity of a systematically absent reflection as a
     fraction of the local mean intensity (multiple diffraction, λ/2, neighbour tails);
     absent_outlier_fraction: share of absent reflections allowed to be arbitrary outliers;
+    weak_class_share: prior share of reflection classes present but systematically weak
+    (special positions, pseudo-symmetry; `absence_scoring`), so they are not taken for absent;
     removed_absences_prior: prior probability that the data processing removed the absent
     reflections from the file (then their *absence from the file* is the evidence);
     op_systematic_width: allowance for systematic error in the per-operator agreement
@@ -41,17 +43,18 @@ class AbsencesConfig(ComponentConfig):
 
     metric_tolerance: float = Field(default=0.02, gt=0.0, le=0.2)
     w_laue: float = Field(default=5.0, ge=0.0)
-    w_absences: float = Field(default=0.707, ge=0.0)
-    w_centro: float = Field(default=5.439, ge=0.0)
+    w_absences: float = Field(default=1.525, ge=0.0)
+    w_centro: float = Field(default=5.933, ge=0.0)
     w_prior: float = Field(default=1.0, ge=0.0)
     w_merged: float = Field(default=10.0, ge=0.0, description="evidence per rotation the file was merged with")
-    w_bijvoet: float = Field(default=1.555, ge=0.0, description="weight of the Bijvoet-difference centrosymmetry evidence")
+    w_bijvoet: float = Field(default=1.528, ge=0.0, description="weight of the Bijvoet-difference centrosymmetry evidence")
     bijvoet_twin_share: float = Field(default=0.15, gt=0.0, lt=1.0, description="share of acentric crystals without Bijvoet differences (inversion twins)")
     bijvoet_cap: float = Field(default=30.0, gt=0.0, description="largest Bijvoet evidence against a centre (nats, before weighting)")
-    robust: float = Field(default=0.0666, ge=0.0, lt=1.0, description="share of misleading evidence (see hypothesis_probabilities)")
+    robust: float = Field(default=0.0653, ge=0.0, lt=1.0, description="share of misleading evidence (see hypothesis_probabilities)")
     robust_temper: float = Field(default=0.05, ge=0.0, le=1.0)
     absent_leak: float = Field(default=0.02, gt=0.0, lt=0.5)
     absent_outlier_fraction: float = Field(default=0.01, ge=0.0, lt=0.5)
+    weak_class_share: float = Field(default=0.1, ge=0.0, lt=1.0, description="prior share of reflection classes that are present but systematically weak (special positions, pseudo-symmetry)")
     removed_absences_prior: float = Field(default=0.4, gt=0.0, lt=1.0)
     op_systematic_width: float = Field(default=0.04, gt=0.0, le=0.5)
     op_outlier_fraction: float = Field(default=0.01, ge=0.0, lt=1.0)
