@@ -340,3 +340,24 @@ def test_special_position_pseudo_centring_is_not_taken_for_a_centred_lattice():
     assert weak.hypotheses[0].space_group.symbol == "P 1 21/c 1"
     assert centring_llr(no_weak) > 100.0  # the per-reflection leak alone takes the class for absent
     assert centring_llr(weak) < 0.0
+
+
+def test_e_statistics_far_from_both_random_atom_values_say_little_about_the_centre():
+    """Centric and acentric Wilson |E| give clear evidence; a hypercentric distribution (a
+    product of two centric variables, as special positions and rational coordinates give)
+    and a sub-acentric one are far from both random-atom values and count for ~nothing."""
+    from refractor_plugins.classifiers.centrosymmetry import centrosymmetry_evidence, random_atom_plausibility
+
+    rng = np.random.default_rng(5)
+    n = 3000
+    centric = np.abs(rng.standard_normal(n))
+    acentric = np.sqrt(rng.exponential(size=n))
+    hyper = np.abs(rng.standard_normal(n) * rng.standard_normal(n))
+    hyper /= np.sqrt(np.mean(hyper**2))
+    flat = np.sqrt(rng.uniform(0.7, 1.3, size=n))
+    assert centrosymmetry_evidence(centric).llr > 0.5
+    assert centrosymmetry_evidence(acentric).llr < -0.5
+    assert abs(centrosymmetry_evidence(hyper).llr) < 0.05
+    assert abs(centrosymmetry_evidence(flat).llr) < 0.05
+    assert random_atom_plausibility(0.74, 500, 0.05, 0.9) > 0.9
+    assert random_atom_plausibility(0.74, 500, 0.05, 1.0) == 1.0

@@ -488,4 +488,12 @@ def _centro_for(ld: LaueMerged, g: SettingInfo, data: ReflectionData, cfg: Absen
         e = normalized_e(sub, ld.symmetry)
     except Exception:  # unusable formula: fall back to the volume-based composition
         e = normalized_e(sub.model_copy(update={"formula": None, "z": None}), ld.symmetry)
-    return centrosymmetry_evidence(e, formula=data.formula, z=data.z, slope=cfg.centro_slope, cap=cfg.centro_cap)
+    return centrosymmetry_evidence(
+        e,
+        formula=data.formula,
+        z=data.z,
+        slope=cfg.centro_slope,
+        cap=cfg.centro_cap,
+        spread=cfg.centro_spread,
+        random_share=cfg.centro_random_share,
+    )

@@ -2,10 +2,17 @@
 
 Random-atom theory: <|E²-1|> = 0.968 for centrosymmetric and 0.736 for
 non-centrosymmetric structures (general reflections). The evidence is a bounded, monotone
-function of the observed value,
+function of the observed value x, times the probability that x comes from random-atom
+statistics at all,
 
-    LLR = clip((<|E²-1|> - 0.852) / slope, -cap, cap) · n / (n + 50),
+    LLR = clip((x - 0.852) / slope, -cap, cap) · n / (n + 50) · ρ(x),
 
+    ρ(x) = r·q(x) / (r·q(x) + (1 - r)·u),   q = ½ N(x; 0.736, s_a²) + ½ N(x; 0.968, s_c²),
+
+with s² = spread² + var(|E²-1|) / n and u a flat density over 0.2-1.8: a share 1 - r of
+structures (atoms on special positions, rational coordinates, pseudo-symmetry) give values
+far from both expectations -- hypercentric or below the acentric value -- which then say
+nothing about the centre instead of voting for the nearer side. The evidence is further
 halved when heavy atoms dominate the scattering, when there are few reflections, or when
 the statistics look twinned, and cut further when the cell holds few atoms (the central
 limit behind Wilson's distributions fails): the cases where E statistics mislead.
@@ -13,6 +20,7 @@ limit behind Wilson's distributions fails): the cases where E statistics mislead
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,6 +39,24 @@ FEW_REFLECTIONS = 200
 TWIN_SUSPECT = 0.65
 #: fewer atoms (H excluded) in the cell than this: Wilson statistics do not hold
 FEW_ATOMS = 10
+#: variance of |E²-1| of one reflection (acentric: E² exponential; centric: χ²₁)
+SINGLE_VARIANCE = (1.0 - ACENTRIC_VALUE**2, 2.0 - CENTRIC_VALUE**2)
+#: width of the range of <|E²-1|> over which non-random structures spread (flat density)
+BROAD_WIDTH = 1.6
+
+
+def random_atom_plausibility(x: float, n: int, spread: float, random_share: float) -> float:
+    """ρ(x): probability that <|E²-1|> = x over n general reflections comes from random-atom
+    (Wilson) statistics, centric or acentric, rather than from a non-random structure."""
+    if random_share >= 1.0:
+        return 1.0
+
+    def normal(mu, var_one):
+        var = spread**2 + var_one / max(n, 1)
+        return math.exp(-0.5 * (x - mu) ** 2 / var) / math.sqrt(2.0 * math.pi * var)
+
+    q = 0.5 * normal(ACENTRIC_VALUE, SINGLE_VARIANCE[0]) + 0.5 * normal(CENTRIC_VALUE, SINGLE_VARIANCE[1])
+    return random_share * q / (random_share * q + (1.0 - random_share) / BROAD_WIDTH)
 
 
 def atoms_in_cell(formula: str | None, z: float | None) -> float | None:
@@ -95,6 +121,8 @@ def centrosymmetry_evidence(
     z: float | None = None,
     slope: float = 0.116,
     cap: float = 2.0,
+    spread: float = 0.05,
+    random_share: float = 0.9,
 ) -> CentroEvidence:
     """Evidence for a centre of symmetry from |E| of general (acentric-candidate) reflections."""
     stats = e_statistics(np.asarray(e, dtype=np.float64))
@@ -103,7 +131,9 @@ def centrosymmetry_evidence(
     warnings = []
     if not np.isfinite(x) or n < 10:
         return CentroEvidence(stats, 0.0, ["too few general reflections for E statistics"])
-    llr = float(np.clip((x - MIDPOINT) / slope, -cap, cap)) * n / (n + 50.0)
+    rho = random_atom_plausibility(x, n, spread, random_share)
+    stats["random_atom_plausibility"] = rho
+    llr = float(np.clip((x - MIDPOINT) / slope, -cap, cap)) * n / (n + 50.0) * rho
     heavy = heavy_atom_share(formula)
     if heavy is not None and heavy[1] > HEAVY_ATOM_SHARE:
         warnings.append(

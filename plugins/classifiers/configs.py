@@ -36,21 +36,23 @@ class AbsencesConfig(ComponentConfig):
     reflections from the file (then their *absence from the file* is the evidence);
     op_systematic_width: allowance for systematic error in the per-operator agreement
     (1 = equal within the data's errors, 0 = unrelated); centro_slope: ⟨|E²-1|⟩ difference
-    per unit of centrosymmetry evidence; ambiguity_ratio: the top hypothesis is "ambiguous"
+    per unit of centrosymmetry evidence; centro_spread, centro_random_share: how far from
+    the random-atom values ⟨|E²-1|⟩ may lie before it stops counting (`centrosymmetry.py`);
+    ambiguity_ratio: the top hypothesis is "ambiguous"
     when the runner-up has at least this fraction of its probability; max_hypotheses and
     min_probability trim the list returned.
     """
 
     metric_tolerance: float = Field(default=0.02, gt=0.0, le=0.2)
     w_laue: float = Field(default=5.0, ge=0.0)
-    w_absences: float = Field(default=1.525, ge=0.0)
-    w_centro: float = Field(default=5.933, ge=0.0)
+    w_absences: float = Field(default=1.286, ge=0.0)
+    w_centro: float = Field(default=5.658, ge=0.0)
     w_prior: float = Field(default=1.0, ge=0.0)
     w_merged: float = Field(default=10.0, ge=0.0, description="evidence per rotation the file was merged with")
-    w_bijvoet: float = Field(default=1.528, ge=0.0, description="weight of the Bijvoet-difference centrosymmetry evidence")
+    w_bijvoet: float = Field(default=1.902, ge=0.0, description="weight of the Bijvoet-difference centrosymmetry evidence")
     bijvoet_twin_share: float = Field(default=0.15, gt=0.0, lt=1.0, description="share of acentric crystals without Bijvoet differences (inversion twins)")
     bijvoet_cap: float = Field(default=30.0, gt=0.0, description="largest Bijvoet evidence against a centre (nats, before weighting)")
-    robust: float = Field(default=0.0653, ge=0.0, lt=1.0, description="share of misleading evidence (see hypothesis_probabilities)")
+    robust: float = Field(default=0.0445, ge=0.0, lt=1.0, description="share of misleading evidence (see hypothesis_probabilities)")
     robust_temper: float = Field(default=0.05, ge=0.0, le=1.0)
     absent_leak: float = Field(default=0.02, gt=0.0, lt=0.5)
     absent_outlier_fraction: float = Field(default=0.01, ge=0.0, lt=0.5)
@@ -61,6 +63,8 @@ class AbsencesConfig(ComponentConfig):
     op_unscaled_width: float = Field(default=0.15, gt=0.0, le=0.5, description="op_systematic_width when the error scale cannot be measured")
     centro_slope: float = Field(default=0.116, gt=0.0)
     centro_cap: float = Field(default=4.0, gt=0.0)
+    centro_spread: float = Field(default=0.05, gt=0.0, le=0.5, description="spread of <|E²-1|> between random-atom structures of one kind")
+    centro_random_share: float = Field(default=0.9, gt=0.0, le=1.0, description="share of structures whose E statistics follow random-atom theory (1: all)")
     laue_window: float = Field(default=60.0, gt=0.0, description="nats below the best Laue group still analysed")
     ambiguity_ratio: float = Field(default=0.25, gt=0.0, le=1.0)
     max_hypotheses: int = Field(default=20, ge=1)
