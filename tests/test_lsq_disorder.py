@@ -71,8 +71,8 @@ def test_free_variable_derivative_and_sum(difluoro):
 
 def test_split_sites_found_in_the_difference_map(difluoro):
     """The published model without its minor component, as a generated model: the refiner
-    finds both minor atoms in the difference map, refines their occupancy near the
-    published 0.2, and R1 drops to the published value."""
+    finds both minor atoms in the difference map, gives them riding H, refines their
+    occupancy near the published 0.2, and R1 drops to the published value."""
     case, data, published = difluoro
     sites = [s for s in published.sites if s.element != "H" and s.part != 2]
     sites = [s.model_copy(update={"part": 0, "occupancy": 1.0}) for s in sites]
@@ -88,6 +88,10 @@ def test_split_sites_found_in_the_difference_map(difluoro):
     for s in found:
         assert 0.1 <= s.occupancy <= 0.3
         assert s.occupancy_su is not None and s.occupancy_su > 0
+    # the minor CH2 groups carry their own riding H, in their part and at their occupancy
+    minor_h = [s for s in split.structure.sites if s.element == "H" and s.part == found[0].part]
+    assert len(minor_h) == 4
+    assert all(h.occupancy == pytest.approx(found[0].occupancy, abs=1e-6) for h in minor_h)
     assert split.r1 < plain.r1 - 0.01
     assert split.r1 <= case.published_r1 + 0.005
     assert any("kept" in line for line in split.log if line.startswith("disorder"))

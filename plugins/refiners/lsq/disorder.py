@@ -5,8 +5,10 @@ fragment is left in the difference map as peaks about 0.5-1.3 Å from the major 
 bonded to the major atoms' neighbours. A crystallographer models them as PART 1 / PART 2
 with one free variable (occupancies p and 1 - p); this module does the same:
 
-1. *Candidates*: symmetry-unique difference peaks of at least PEAK_SIGMA × the map's rms,
-   0.5-1.3 Å from a fully occupied non-H atom on a general position (the major atom),
+1. *Candidates*: symmetry-unique difference peaks of at least PEAK_SIGMA × the map's rms
+   and at least MIN_PEAK_FRACTION of the major atom's own peak in the model map (a minor
+   component of that occupancy or more), 0.5-1.3 Å from a fully occupied non-H atom on a
+   general position (the major atom),
    not in a bond between two atoms (bonding density), not at a riding H, and at a
    bonding distance from another atom or another candidate.
 2. *Assemblies*: candidates whose major atoms are 1,2 or 1,3 neighbours share one free
@@ -29,10 +31,11 @@ import numpy as np
 
 from refractor_core.crystal.cell import orthogonalization_matrix
 
-from .maps import difference_peaks
+from .maps import difference_peaks, model_density_at
 from .model import WorkingModel, is_hydrogen
 
 PEAK_SIGMA = 4.0
+MIN_PEAK_FRACTION = 0.06
 SPLIT_MIN, SPLIT_MAX = 0.5, 1.3  # Å from the major atom
 MIDPOINT_SLACK = 0.3  # Å: a peak this close to the line between two bonded atoms is bonding density
 NEAR_H = 0.6  # Å
@@ -55,6 +58,7 @@ class SplitCandidate:
     xyz: np.ndarray
     height: float
     distance: float
+    fraction: float = 0.0  # height / the major atom's own peak
 
 
 def _distances(model: WorkingModel, xyz: np.ndarray, atoms: np.ndarray) -> np.ndarray:
@@ -84,6 +88,7 @@ def split_candidates(refinement, model: WorkingModel) -> list[SplitCandidate]:
     major_ok = {int(i) for i in heavy
                 if model.riding[i] < 0 and model.part[i] == 0 and model.occupancy[i] > 0.99 and model.order[i] == 1}
     first: list[SplitCandidate] = []
+    own_peak = None  # each atom's own peak in the model map (computed when first needed)
     for p in peaks:
         if p.height < threshold:
             break
@@ -100,7 +105,12 @@ def split_candidates(refinement, model: WorkingModel) -> list[SplitCandidate]:
             continue
         if any(c.major == x for c in first):
             continue  # one minor position per atom: the highest peak
-        first.append(SplitCandidate(x, np.asarray(p.xyz, dtype=np.float64), float(p.height), float(dist[k])))
+        if own_peak is None:
+            own_peak = dict(zip(heavy.tolist(), model_density_at(refinement, model, heavy).tolist()))
+        fraction = p.height / max(own_peak[x], 1e-6)
+        if fraction < MIN_PEAK_FRACTION:
+            continue
+        first.append(SplitCandidate(x, _image_next_to(model, p.xyz, x), float(p.height), float(dist[k]), float(fraction)))
     # a minor atom is bonded: to an atom other than its major one, or to another candidate
     m = orthogonalization_matrix(model.cell)
     out = []
@@ -127,6 +137,17 @@ def split_candidates(refinement, model: WorkingModel) -> list[SplitCandidate]:
         if bonded:
             out.append(c)
     return out[:MAX_SPLITS]
+
+
+def _image_next_to(model: WorkingModel, xyz, atom: int) -> np.ndarray:
+    """The symmetry image of a fractional position closest to an atom (in its cell frame),
+    so that a minor atom and its major one share one frame (restraints, riding H)."""
+    m = orthogonalization_matrix(model.cell)
+    img = model.symmetry.images(np.asarray(xyz, dtype=np.float64)[None, :])[0]
+    d = img - model.xyz[atom]
+    d -= np.round(d)
+    k = int(np.argmin(np.linalg.norm(d @ m.T, axis=1)))
+    return model.xyz[atom] + d[k]
 
 
 def _bonding_density(model: WorkingModel, xyz, major: int, d_major: float, heavy: np.ndarray, dist: np.ndarray) -> bool:
@@ -177,6 +198,10 @@ def _apply_split(model: WorkingModel, assembly: list[SplitCandidate], part: int)
         label = model.unique_label(model.elements[x])
         minors.append(model.add_atom(label, model.elements[x], c.xyz, u_iso=float(model.u_iso[x]),
                                      occupancy=START_MINOR, part=part + 1))
+    if model.h_groups:
+        from .hydrogens import add_partner_hydrogens
+
+        add_partner_hydrogens(model, {c.major: mi for c, mi in zip(assembly, minors)})
     return minors
 
 
@@ -222,7 +247,7 @@ def split_disorder(refinement, model: WorkingModel, budget: int):
         minors = _apply_split(trial, assembly, first_part + 2 * k)
         splits.append(([c.major for c in assembly], minors))
     names = "; ".join(
-        ", ".join(f"{trial.labels[c.major]}/{trial.labels[mi]} ({c.height:.2f} e/Å³, {c.distance:.2f} Å)"
+        ", ".join(f"{trial.labels[c.major]}/{trial.labels[mi]} ({c.height:.2f} e/Å³ = {c.fraction:.2f} of its atom, {c.distance:.2f} Å)"
                   for c, mi in zip(a, s[1]))
         for a, s in zip(assemblies, splits)
     )

@@ -516,6 +516,8 @@ def _materialise(m: WorkingModel, g: HGroup) -> int:
         # a duplicate of an H already present (through symmetry)?
         dup = False
         for a in existing_h:
+            if m.part[a] > 0 and m.part[g.parent] > 0 and m.part[a] != m.part[g.parent]:
+                continue  # the other component of a disorder
             img = m.symmetry.images(m.xyz[a])
             dd = img - frac
             dd -= np.round(dd)
@@ -554,6 +556,28 @@ def _materialise(m: WorkingModel, g: HGroup) -> int:
             factor = N_H[g.kind] / len(images)
             for a in g.atoms:
                 m.occupancy[a] = m.occupancy[g.parent] * factor
+    return added
+
+
+def add_partner_hydrogens(m: WorkingModel, partners: dict[int, int]) -> int:
+    """Riding H for the minor atoms of split sites (`partners`: major atom -> minor atom):
+    each major atom's riding groups copied onto its minor atom, their defining neighbours
+    swapped for those neighbours' own minor atoms where they have one. Returns H added."""
+    added = 0
+    for g in list(m.h_groups):
+        if g.parent not in partners or not g.neighbours:
+            continue  # (H found in the map have no geometry to copy)
+
+        def swap(nb: Neighbour | None) -> Neighbour | None:
+            return None if nb is None else Neighbour(partners.get(nb.atom, nb.atom), nb.op, nb.shift)
+
+        new = HGroup(parent=partners[g.parent], kind=g.kind, neighbours=[swap(nb) for nb in g.neighbours],
+                     reference=swap(g.reference), torsion=g.torsion, distance=g.distance)
+        added += _materialise(m, new)
+        if new.atoms:
+            m.h_groups.append(new)
+    if added:
+        update_riding(m)
     return added
 
 

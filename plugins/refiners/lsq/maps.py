@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from refractor_core.crystal.cell import d_spacing
-from refractor_core.crystal.fourier import Peak, difference_map, find_peaks, grid_shape
+from refractor_core.crystal.fourier import Peak, difference_map, find_peaks, fourier_map, grid_shape
 
 from .model import WorkingModel
 
@@ -58,3 +58,14 @@ def difference_peaks(refinement, model: WorkingModel, max_peaks: int = 30, min_d
     peaks = find_peaks(rho, model.cell, model.symmetry, max_peaks=max_peaks, min_distance=min_distance,
                        threshold=float(rho.mean() + 2.0 * rho.std()))
     return rho, peaks
+
+
+def model_density_at(refinement, model: WorkingModel, atoms: np.ndarray) -> np.ndarray:
+    """The model's own density (Fc synthesis over the refined reflections, e/Å³ above the
+    mean) at the grid point nearest each atom: an atom's peak height at the resolution of
+    the data, the yardstick for difference peaks beside it."""
+    c = coefficients(refinement, model)
+    shape = map_shape(refinement, model, c.hkl)
+    rho = fourier_map(c.hkl, c.f_calc, model.cell, shape, model.symmetry)
+    idx = np.mod(np.rint(model.xyz[np.asarray(atoms, dtype=np.int64)] * np.array(shape)), np.array(shape)).astype(np.int64)
+    return rho[idx[:, 0], idx[:, 1], idx[:, 2]]
