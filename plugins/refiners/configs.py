@@ -22,7 +22,8 @@ class LsqConfig(ComponentConfig):
     anisotropic: bool | Auto = Field(
         "auto",
         description="Anisotropic ADPs for non-H atoms; 'auto': when there are at least "
-        "8 reflections per parameter of the anisotropic model.",
+        "8 reflections per parameter of the anisotropic model, and with 4-8 when they fit "
+        "significantly better than isotropic ones (F-test at 0.1 %, no ADP at its limit).",
     )
     riding_h: bool | Auto = Field(
         "auto", description="Place riding H atoms geometrically; 'auto': when the formula contains H."

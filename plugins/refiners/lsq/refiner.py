@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
@@ -42,6 +43,10 @@ _log = logging.getLogger("refractor.lsq")
 
 #: reflections per parameter below which 'auto' keeps ADPs isotropic
 ANISO_DATA_RATIO = 8.0
+#: between this and ANISO_DATA_RATIO reflections per parameter, anisotropic ADPs are
+#: refined and kept only if significantly better (F-test at ANISO_SIGNIFICANCE)
+ANISO_TEST_RATIO = 4.0
+ANISO_SIGNIFICANCE = 1e-3
 #: stage cycle budgets (fractions of max_cycles are not needed: SHELXL-like counts)
 ISO_CYCLES = 12
 ISO_CONVERGENCE = 0.5
@@ -288,30 +293,21 @@ class Refinement:
         self.refine_extinction, self.refine_twin = late
         # stage 2: anisotropic non-H + riding H
         aniso = self._want_anisotropic(model, len(fo2))
-        if aniso:
-            heavy = ~model.hydrogen & (model.riding < 0)
-            model.make_anisotropic(heavy)
-            self.log(f"anisotropic ADPs for {int(heavy.sum())} non-H atoms")
-        if self.place_h:
-            model = self._place_hydrogens(model)
-        self._update_restraints(model)
-        self._choose_matrix(model)
-        converged = False
-        last_shift = math.inf
-        if budget > 0:
-            res = driver.run(model, min(ANISO_CYCLES, budget), "aniso" if aniso else "iso")
-            model, budget = res.model, budget - res.cycles
-            converged, last_shift = res.converged, res.max_shift_su
-
-        if self.place_h and budget > 0:
-            n_h = self.meta.get("expected_h")
-            model, added = hyd.add_peak_hydrogens(model, self, n_h, self.cfg.h_distances)
-            if added:
-                self.log(f"{added} H atoms placed at difference-map peaks (riding on their O/N atom)")
-                self.meta.setdefault("hydrogens", {})["from_peaks"] = added
-                res = driver.run(model, min(ANISO_CYCLES, budget), "aniso" if aniso else "iso")
-                model, budget = res.model, budget - res.cycles
-                converged, last_shift = res.converged, res.max_shift_su
+        if aniso == "test":
+            # few data per parameter: anisotropic ADPs only if they fit significantly better
+            meta = copy.deepcopy(self.meta)
+            iso_run = self._adp_and_hydrogen_stage(model, False, budget)
+            iso_meta, self.meta = self.meta, meta
+            aniso_run = self._adp_and_hydrogen_stage(model, True, budget)
+            aniso = self._anisotropic_significant(iso_run[0], aniso_run[0])
+            if not aniso:
+                self.meta = iso_meta
+            model, _, converged, last_shift = aniso_run if aniso else iso_run
+            budget = iso_run[1] + aniso_run[1] - budget  # both runs' cycles count
+            self._update_restraints(model)
+            self._choose_matrix(model)
+        else:
+            model, budget, converged, last_shift = self._adp_and_hydrogen_stage(model, aniso, budget)
 
         if self._want_disorder_split(aniso) and budget > 0:
             from .disorder import split_disorder
@@ -345,6 +341,59 @@ class Refinement:
         return self._finish(model, converged, last_shift, instr, wavelength)
 
     # -- pieces ------------------------------------------------------------------------
+    def _adp_and_hydrogen_stage(self, model: WorkingModel, aniso: bool, budget: int):
+        """Stage 2 from `model`: anisotropic non-H (when asked) and riding H, refined; H
+        atoms of O/N from difference peaks. Returns (model, budget left, converged, max shift/su)."""
+        driver = self.driver
+        model = model.copy()
+        if aniso:
+            heavy = ~model.hydrogen & (model.riding < 0)
+            model.make_anisotropic(heavy)
+            self.log(f"anisotropic ADPs for {int(heavy.sum())} non-H atoms")
+        if self.place_h:
+            model = self._place_hydrogens(model)
+        self._update_restraints(model)
+        self._choose_matrix(model)
+        converged, last_shift = False, math.inf
+        if budget > 0:
+            res = driver.run(model, min(ANISO_CYCLES, budget), "aniso" if aniso else "iso")
+            model, budget = res.model, budget - res.cycles
+            converged, last_shift = res.converged, res.max_shift_su
+        if self.place_h and budget > 0:
+            n_h = self.meta.get("expected_h")
+            model, added = hyd.add_peak_hydrogens(model, self, n_h, self.cfg.h_distances)
+            if added:
+                self.log(f"{added} H atoms placed at difference-map peaks (riding on their O/N atom)")
+                self.meta.setdefault("hydrogens", {})["from_peaks"] = added
+                res = driver.run(model, min(ANISO_CYCLES, budget), "aniso" if aniso else "iso")
+                model, budget = res.model, budget - res.cycles
+                converged, last_shift = res.converged, res.max_shift_su
+        return model, budget, converged, last_shift
+
+    def _anisotropic_significant(self, iso: WorkingModel, aniso: WorkingModel) -> bool:
+        """True when the anisotropic model fits the data better by an F-test at the 0.1 %
+        level (σ weights, the extra ADP parameters counted) and has no ADP at its
+        positivity limit."""
+        from scipy.stats import f as f_dist
+
+        from .disorder import data_fit
+
+        chi_iso, r1_iso = data_fit(self, iso)
+        chi_an, r1_an = data_fit(self, aniso)
+        n_iso, n_an = self._parameters(iso).n, self._parameters(aniso).n
+        q = max(n_an - n_iso, 1)
+        dof = max(len(self.fo2) - n_an, 1)
+        stat = ((chi_iso - chi_an) / q) / (chi_an / dof) if chi_an > 0 else math.inf
+        p_value = float(f_dist.sf(stat, q, dof)) if stat > 0 else 1.0
+        npd = [aniso.labels[i] for i in aniso.non_positive_definite() if aniso.aniso[i]]
+        keep = p_value < ANISO_SIGNIFICANCE and r1_an < r1_iso and not npd
+        self.log(
+            f"anisotropic test: R1 {r1_iso:.4f} (isotropic) vs {r1_an:.4f}, F = {stat:.1f} for {q} parameters "
+            f"(p = {p_value:.1e}){', ADPs at the limit: ' + ', '.join(npd) if npd else ''}: "
+            f"{'anisotropic' if keep else 'isotropic'} kept"
+        )
+        return keep
+
     def _initial_adp(self, model: WorkingModel) -> WorkingModel:
         """When every atom carries the same U_iso (a generic start such as 0.05 Å²), replace
         it by the common U (and scale) that fit the data best: a well-conditioned start."""
@@ -407,7 +456,8 @@ class Refinement:
         except InputError:
             return False
 
-    def _want_anisotropic(self, model: WorkingModel, n_obs: int) -> bool:
+    def _want_anisotropic(self, model: WorkingModel, n_obs: int) -> bool | str:
+        """True, False, or "test" (refine both ways and keep the significantly better)."""
         if self.cfg.anisotropic is True:
             return True
         if self.cfg.anisotropic is False:
@@ -417,7 +467,9 @@ class Refinement:
         n_par = self._parameters(trial).n
         ratio = n_obs / max(n_par, 1)
         self.log(f"data/parameter ratio of the anisotropic model: {ratio:.1f}")
-        return ratio >= ANISO_DATA_RATIO
+        if ratio >= ANISO_DATA_RATIO:
+            return True
+        return "test" if ratio >= ANISO_TEST_RATIO else False
 
     def _want_disorder_split(self, anisotropic: bool) -> bool:
         if self.cfg.split_disorder is True:
