@@ -361,3 +361,15 @@ def test_e_statistics_far_from_both_random_atom_values_say_little_about_the_cent
     assert abs(centrosymmetry_evidence(flat).llr) < 0.05
     assert random_atom_plausibility(0.74, 500, 0.05, 0.9) > 0.9
     assert random_atom_plausibility(0.74, 500, 0.05, 1.0) == 1.0
+
+
+def test_a_row_and_the_zone_perpendicular_to_it_are_different_families():
+    """Under 2/m (b unique) 0k0 lies on the 2-fold axis and h0l in the plane it reverses:
+    the local completeness of one (a blind cone along b*) must not be judged by the other."""
+    from refractor_core.crystal.spacegroup_tables import setting_for
+    from refractor_plugins.classifiers.absence_scoring import _family_codes
+
+    rots = setting_for(SpaceGroupRef.from_symbol("P 1 21/c 1")).laue_rotations
+    codes = _family_codes(np.array([[0, 3, 0], [2, 0, -1], [1, 2, 3]]), rots)
+    assert codes[2] == 0
+    assert codes[0] != 0 and codes[1] != 0 and codes[0] != codes[1]

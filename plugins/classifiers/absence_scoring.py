@@ -104,7 +104,10 @@ def missing_reflections(
 
 
 def _family_codes(hkl: np.ndarray, rotations: np.ndarray) -> np.ndarray:
-    """Bit mask per reflection: which non-identity rotations fix it up to sign (0: general)."""
+    """Bit mask per reflection: which non-identity rotations fix it, and which reverse it
+    (two bits per rotation; 0: general). A row along a rotation axis (h R = h) and the zone
+    perpendicular to it (h R = -h) are different families: they lie in different regions of
+    reciprocal space, so a blind region can empty one and not the other."""
     h = np.asarray(hkl, dtype=np.int64)
     code = np.zeros(len(h), dtype=np.int64)
     bit = 0
@@ -113,9 +116,9 @@ def _family_codes(hkl: np.ndarray, rotations: np.ndarray) -> np.ndarray:
         if np.array_equal(r, eye):
             continue
         hr = h @ r
-        fixed = np.all(hr == h, axis=1) | np.all(hr == -h, axis=1)
-        code |= fixed.astype(np.int64) << bit
-        bit += 1
+        code |= np.all(hr == h, axis=1).astype(np.int64) << bit
+        code |= np.all(hr == -h, axis=1).astype(np.int64) << (bit + 1)
+        bit += 2
     return code
 
 
@@ -132,7 +135,7 @@ class LaueMerged:
     sigma: np.ndarray
     s2: np.ndarray
     eps: np.ndarray
-    family: np.ndarray  # int64 bit mask: which rotations fix h up to sign (0: general)
+    family: np.ndarray  # int64 bit mask: which rotations fix or reverse h (0: general)
     holohedry_keys: np.ndarray  # canonical key of each reflection's orbit under the holohedry
     d_range: tuple[float, float]
     r_int: float | None = None  # from the raw rows; None: not computed or nothing to merge
