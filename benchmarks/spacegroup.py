@@ -843,6 +843,12 @@ def markdown(r: dict) -> str:
         "so the test averages over such errors and counts only a predicted signal well above them: its gain",
         "on these simulated sets is an upper bound of what it gives on measured data.",
         "",
+        "Reflections made systematically weak by atoms on special positions or pseudo-symmetry are modelled:",
+        "a class of reflections no candidate tells apart may be present at one common fraction of the local",
+        "mean intensity (prior share `weak_class_share`), so a weak but measured class does not count as",
+        "absent; and the E-statistics evidence is weighted by the probability that <|E²-1|> comes from",
+        "random-atom statistics at all (hypercentric or sub-acentric values say little about the centre).",
+        "",
     ]
     if "real" in r:
         rr = r["real"]
