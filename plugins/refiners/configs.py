@@ -64,6 +64,12 @@ class LsqConfig(ComponentConfig):
         "of a mixed pair in the formula (Ag0.6 ... Na0.4) become mixed sites unless False.",
     )
     completion_rounds: int = Field(6, ge=0, le=50, description="Largest number of completion rounds.")
+    swap_elements: bool | Auto = Field(
+        "auto",
+        description="After the anisotropic refinement, test count-preserving swaps of "
+        "elements 1-3 electrons apart (C/N/O, P/S/Cl) against the data and keep those that "
+        "fit better; 'auto': for generated models.",
+    )
     split_disorder: bool | Auto = Field(
         "auto",
         description="Model disorder seen in the difference map after the anisotropic "

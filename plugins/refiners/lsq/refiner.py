@@ -309,6 +309,15 @@ class Refinement:
         else:
             model, budget, converged, last_shift = self._adp_and_hydrogen_stage(model, aniso, budget)
 
+        if self._want_element_swaps() and budget > 0:
+            from .element_swaps import swap_elements
+
+            model, swaps = swap_elements(self, model)
+            if swaps:
+                self.log("elements swapped on the data's evidence: " + "; ".join(swaps))
+                self.meta["element_swaps"] = swaps
+                model, budget, converged, last_shift = self._adp_and_hydrogen_stage(model, bool(aniso), budget)
+
         if self._want_disorder_split(aniso) and budget > 0:
             from .disorder import split_disorder
 
@@ -470,6 +479,11 @@ class Refinement:
         if ratio >= ANISO_DATA_RATIO:
             return True
         return "test" if ratio >= ANISO_TEST_RATIO else False
+
+    def _want_element_swaps(self) -> bool:
+        if self.cfg.swap_elements is True:
+            return True
+        return bool(self.cfg.swap_elements == "auto" and is_generated(self.candidate))
 
     def _want_disorder_split(self, anisotropic: bool) -> bool:
         if self.cfg.split_disorder is True:

@@ -1,0 +1,112 @@
+"""Data-driven element check: swap two atoms' elements when the data say so.
+
+Electron counts from a map or from occupancies cannot tell neighbours in the periodic
+table apart reliably (C/N/O, P/S/Cl differ by 1-2 electrons out of 6-17), so a generated
+model may hold, for example, a P where the Cl is and the Cl where the P is. After the
+anisotropic refinement this module asks the data directly:
+
+1. *Single relabels*: every fully occupied non-H atom of an element whose neighbour in
+   the formula (1-3 electrons away) exists is given that neighbour's element and its own
+   position and ADP are refined for a few cycles, everything else fixed; the drop of
+   Σ((Fo² - M)/σ)² is that atom's evidence for the other element.
+2. *Pairs*: an atom with evidence for element B and an atom of element B make a
+   count-preserving swap, scored by their summed evidence; the best PAIRS_TESTED pairs
+   are refined jointly, and the best of them is kept when Σ((Fo² - M)/σ)² drops by at
+   least MIN_GAIN of itself and R1 drops. Up to MAX_SWAPS rounds.
+
+The model's counts of each element are kept, so the formula found stays the formula given.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from refractor_core.crystal.formula import atomic_number
+
+from .driver import Driver, Observed
+from .model import WorkingModel, is_hydrogen
+from .parameters import Parameterisation
+
+MAX_Z_GAP = 3
+PROBE_CYCLES = 3
+MAX_SWAPS = 3
+PAIRS_TESTED = 3
+MIN_GAIN = 1e-3
+
+
+def _neighbour_elements(elements: list[str]) -> dict[str, list[str]]:
+    """Each element -> the formula's elements 1..MAX_Z_GAP electrons away."""
+    out: dict[str, list[str]] = {}
+    for a in elements:
+        za = atomic_number(a)
+        out[a] = [b for b in elements if b != a and 0 < abs(atomic_number(b) - za) <= MAX_Z_GAP]
+    return out
+
+
+def _probe(refinement, model: WorkingModel, atoms: list[int]) -> tuple[WorkingModel, float, float]:
+    """Refine only `atoms` (positions, ADPs) a few cycles; returns (model, χ², R1)."""
+    from .disorder import data_fit
+
+    keep = set(atoms)
+    fixed = {i for i in range(model.n) if i not in keep}
+
+    def build(m: WorkingModel) -> Parameterisation:
+        return Parameterisation.build(m, fixed_atoms=fixed)
+
+    drv = Driver(refinement.calc, Observed(refinement.fo2, refinement.sigma), refinement.settings, build,
+                 refinement._after_shift, lambda s: None)
+    res = drv.run(model.copy(), PROBE_CYCLES, "element test", convergence=0.1)
+    chi2, r1 = data_fit(refinement, res.model)
+    return res.model, chi2, r1
+
+
+def swap_elements(refinement, model: WorkingModel) -> tuple[WorkingModel, list[str]]:
+    """Count-preserving element swaps the data support (module docstring); returns the
+    model (unchanged when none) and the swaps made, as log text."""
+    from .disorder import data_fit
+    from .refiner import expected_asu_counts
+
+    expected = expected_asu_counts(refinement.data, model)
+    formula_elements = [e for e, v in expected.items() if not is_hydrogen(e) and v > 0] if expected else []
+    neighbours = _neighbour_elements(formula_elements)
+    made: list[str] = []
+    for _ in range(MAX_SWAPS):
+        movable = [i for i in range(model.n)
+                   if not is_hydrogen(model.elements[i]) and model.riding[i] < 0 and model.part[i] == 0
+                   and model.occupancy[i] > 0.99 and neighbours.get(model.elements[i])]
+        if len({model.elements[i] for i in movable}) < 2:
+            break
+        base_chi2, base_r1 = data_fit(refinement, model)
+        gains: dict[tuple[int, str], float] = {}  # (atom, element) -> drop of χ² (may be < 0)
+        for i in movable:
+            for e in neighbours[model.elements[i]]:
+                trial = model.copy()
+                trial.elements[i] = e
+                _, chi2, _ = _probe(refinement, trial, [i])
+                gains[(i, e)] = base_chi2 - chi2
+        # count-preserving pairs: an atom that gains by becoming B, with an atom of B
+        # becoming the first one's element (which alone may even lose: the pair is judged)
+        pairs = sorted(
+            ((gi + gains[(j, model.elements[i])], i, j)
+             for (i, e), gi in gains.items() if gi > 0
+             for j in movable if model.elements[j] == e and (j, model.elements[i]) in gains),
+            reverse=True,
+        )
+        best = None
+        for score, i, j in pairs[:PAIRS_TESTED]:
+            if score <= 0:
+                break
+            trial = model.copy()
+            trial.elements[i], trial.elements[j] = model.elements[j], model.elements[i]
+            trial, chi2, r1 = _probe(refinement, trial, [i, j])
+            if chi2 < (1.0 - MIN_GAIN) * base_chi2 and r1 < base_r1 and (best is None or chi2 < best[1]):
+                best = (trial, chi2, r1, i, j)
+        if best is None:
+            break
+        trial, chi2, r1, i, j = best
+        for k in (i, j):  # labels follow the element (riding H are re-placed afterwards)
+            trial.labels[k] = trial.unique_label(trial.elements[k])
+        made.append(f"{model.labels[i]} -> {trial.labels[i]}, {model.labels[j]} -> {trial.labels[j]} "
+                    f"(χ² {base_chi2:.0f} -> {chi2:.0f}, R1 {base_r1:.4f} -> {r1:.4f})")
+        model = trial
+    return model, made
