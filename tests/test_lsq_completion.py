@@ -87,3 +87,25 @@ def test_mixed_site_pair_from_complementary_fractional_counts():
     assert mixed_site_pair("C10 H8 N2 O4") is None  # whole counts
     assert mixed_site_pair("Ag0.6 Na0.3 O2") is None  # do not add up to a whole site
     assert mixed_site_pair(None) is None
+
+
+def test_swapped_neighbouring_elements_are_put_back():
+    """A generated model of cpna (C5 H14 N3 Na) with one N and one C exchanged (1 electron
+    apart, below what the electron count resolves): the data-driven swap test restores both
+    elements, and R1 returns to that of the right model."""
+    case = get_case("cpna")
+    data = load_reflections(case.reflections)
+    published = load_bundle(case.reference, block=case.data_block).structure
+    heavy = [s for s in published.sites if s.element != "H"]
+    n = next(s for s in heavy if s.element == "N")
+    c = next(s for s in heavy if s.element == "C" and s.site_symmetry_order == n.site_symmetry_order)
+    swapped = [s.model_copy(update={"element": "C" if s is n else "N"}) if s in (n, c) else s for s in heavy]
+    start = published.model_copy(update={"sites": swapped})
+    r = LsqRefiner(LsqConfig()).refine(data, Candidate(structure=start, generator="test"))
+    assert any(line.startswith("elements swapped") for line in r.log)
+    found = {}
+    for s in r.structure.non_hydrogen():
+        found[min(heavy, key=lambda p: _nearest_image_distance(published, s.xyz, p.xyz)).label] = s.element
+    assert found[n.label] == "N" and found[c.label] == "C"
+    right = LsqRefiner(LsqConfig()).refine(data, Candidate(structure=published.model_copy(update={"sites": heavy}), generator="test"))
+    assert r.r1 <= right.r1 + 0.002
