@@ -24,7 +24,6 @@ with one free variable (occupancies p and 1 - p); this module does the same:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,6 +32,7 @@ from refractor_core.crystal.cell import orthogonalization_matrix
 
 from .maps import difference_peaks, model_density_at
 from .model import WorkingModel, is_hydrogen
+from .significance import data_fit, f_test
 
 PEAK_SIGMA = 4.0
 MIN_PEAK_FRACTION = 0.06
@@ -220,22 +220,9 @@ def _undo_split(model: WorkingModel, majors: list[int], minors: list[int]) -> No
     model.remove_atoms(drop)
 
 
-def data_fit(refinement, model: WorkingModel) -> tuple[float, float]:
-    """(Σ ((Fo² - M)/σ)², R1) of a model against the refined observations."""
-    from refractor_core.crystal.rfactors import agreement
-
-    fc2c = refinement.calc.fc2_components(model)
-    mod, fcabs = refinement.calc.model_intensities(model, fc2c)
-    chi2 = float(np.sum(((refinement.fo2 - mod) / refinement.sigma) ** 2))
-    ag = agreement(refinement.fo2, refinement.sigma, fcabs, n_parameters=0, scale=model.scale)
-    return chi2, float(ag.R1)
-
-
 def split_disorder(refinement, model: WorkingModel, budget: int):
     """Try split sites from the difference map (module docstring); returns (model, cycles
     used, the last stage result or None when the model is unchanged)."""
-    from scipy.stats import f as f_dist
-
     cands = split_candidates(refinement, model)
     if not cands or budget <= 0:
         return model, 0, None
@@ -294,11 +281,9 @@ def split_disorder(refinement, model: WorkingModel, budget: int):
     accepted = False
     if splits:
         chi2, r1 = data_fit(refinement, trial)
-        n_obs = len(refinement.fo2)
-        q = max(refinement._parameters(trial).n - n_params_base, 1)
-        dof = max(n_obs - refinement._parameters(trial).n, 1)
-        stat = ((base_chi2 - chi2) / q) / (chi2 / dof) if chi2 > 0 else math.inf
-        p_value = float(f_dist.sf(stat, q, dof)) if stat > 0 else 1.0
+        n_params = refinement._parameters(trial).n
+        q = n_params - n_params_base
+        stat, p_value = f_test(base_chi2, chi2, n_params_base, n_params, len(refinement.fo2))
         accepted = p_value < SIGNIFICANCE and r1 < (1.0 - MIN_R1_GAIN) * base_r1
         occ = ", ".join(f"{1.0 - trial.occupancy[s[0][0]]:.2f}" for s in splits)
         refinement.log(

@@ -19,13 +19,13 @@ The model's counts of each element are kept, so the formula found stays the form
 
 from __future__ import annotations
 
-import numpy as np
 
 from refractor_core.crystal.formula import atomic_number
 
 from .driver import Driver, Observed
 from .model import WorkingModel, is_hydrogen
 from .parameters import Parameterisation
+from .significance import data_fit
 
 MAX_Z_GAP = 3
 PROBE_CYCLES = 3
@@ -45,8 +45,6 @@ def _neighbour_elements(elements: list[str]) -> dict[str, list[str]]:
 
 def _probe(refinement, model: WorkingModel, atoms: list[int]) -> tuple[WorkingModel, float, float]:
     """Refine only `atoms` (positions, ADPs) a few cycles; returns (model, χ², R1)."""
-    from .disorder import data_fit
-
     keep = set(atoms)
     fixed = {i for i in range(model.n) if i not in keep}
 
@@ -63,7 +61,6 @@ def _probe(refinement, model: WorkingModel, atoms: list[int]) -> tuple[WorkingMo
 def swap_elements(refinement, model: WorkingModel) -> tuple[WorkingModel, list[str]]:
     """Count-preserving element swaps the data support (module docstring); returns the
     model (unchanged when none) and the swaps made, as log text."""
-    from .disorder import data_fit
     from .refiner import expected_asu_counts
 
     expected = expected_asu_counts(refinement.data, model)

@@ -383,17 +383,13 @@ class Refinement:
         """True when the anisotropic model fits the data better by an F-test at the 0.1 %
         level (σ weights, the extra ADP parameters counted) and has no ADP at its
         positivity limit."""
-        from scipy.stats import f as f_dist
-
-        from .disorder import data_fit
+        from .significance import data_fit, f_test
 
         chi_iso, r1_iso = data_fit(self, iso)
         chi_an, r1_an = data_fit(self, aniso)
         n_iso, n_an = self._parameters(iso).n, self._parameters(aniso).n
-        q = max(n_an - n_iso, 1)
-        dof = max(len(self.fo2) - n_an, 1)
-        stat = ((chi_iso - chi_an) / q) / (chi_an / dof) if chi_an > 0 else math.inf
-        p_value = float(f_dist.sf(stat, q, dof)) if stat > 0 else 1.0
+        q = n_an - n_iso
+        stat, p_value = f_test(chi_iso, chi_an, n_iso, n_an, len(self.fo2))
         npd = [aniso.labels[i] for i in aniso.non_positive_definite() if aniso.aniso[i]]
         keep = p_value < ANISO_SIGNIFICANCE and r1_an < r1_iso and not npd
         self.log(
