@@ -18,7 +18,7 @@ from refractor_plugins.refiners.lsq import hydrogens as hyd
 from refractor_plugins.refiners.lsq.least_squares import IntensityCalculator, jacobian
 from refractor_plugins.refiners.lsq.model import WorkingModel
 from refractor_plugins.refiners.lsq.parameters import Parameterisation, disorder_assemblies
-from refractor_plugins.refiners.lsq.refiner import LsqRefiner
+from refractor_plugins.refiners.lsq.refiner import USER_MODEL, LsqRefiner
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -105,3 +105,18 @@ def test_an_ordered_structure_is_not_split():
     r = LsqRefiner(LsqConfig(split_disorder=True)).refine(data, Candidate(structure=published, generator="test"))
     assert all(s.part == 0 for s in r.structure.sites)
     assert r.r1 <= case.published_r1 + 0.003
+
+
+def test_user_model_parts_get_one_free_occupancy_on_request(difluoro):
+    """`refine_occupancies=True` on a user's model with PART 1/2 at 0.5/0.5: the free
+    variable returns to the published 0.8/0.2, and the parts still sum to one."""
+    case, data, published = difluoro
+    half = [s.model_copy(update={"occupancy": 0.5}) if s.part in (1, 2) else s for s in published.sites]
+    start = published.model_copy(update={"sites": half})
+    r = LsqRefiner(LsqConfig(refine_occupancies=True)).refine(data, Candidate(structure=start, generator=USER_MODEL))
+    major = [s.occupancy for s in r.structure.sites if s.part == 1]
+    minor = [s.occupancy for s in r.structure.sites if s.part == 2]
+    assert major and minor
+    assert max(major) - min(major) < 1e-9 and max(minor) - min(minor) < 1e-9
+    assert major[0] + minor[0] == pytest.approx(1.0, abs=1e-9)
+    assert major[0] == pytest.approx(0.8, abs=0.05)
