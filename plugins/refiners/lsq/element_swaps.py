@@ -5,10 +5,11 @@ table apart reliably (C/N/O, P/S/Cl differ by 1-2 electrons out of 6-17), so a g
 model may hold, for example, a P where the Cl is and the Cl where the P is. After the
 anisotropic refinement this module asks the data directly:
 
-1. *Single relabels*: every fully occupied non-H atom of an element whose neighbour in
-   the formula (1-3 electrons away) exists is given that neighbour's element and its own
-   position and ADP are refined for a few cycles, everything else fixed; the drop of
-   Σ((Fo² - M)/σ)² is that atom's evidence for the other element.
+1. *Single relabels*: every fully occupied non-H atom of an element with a neighbour in
+   the formula 1-3 electrons away is given that neighbour's element, and Σ((Fo² - M)/σ)²
+   is computed with nothing refined; for the MAX_PROBED most promising relabels the atom's
+   own position and ADP are then refined for a few cycles, everything else fixed; the drop
+   of Σ((Fo² - M)/σ)² is that atom's evidence for the other element.
 2. *Pairs*: an atom with evidence for element B and an atom of element B make a
    count-preserving swap, scored by their summed evidence; the best PAIRS_TESTED pairs
    are refined jointly, and the best of them is kept when Σ((Fo² - M)/σ)² drops by at
@@ -20,6 +21,8 @@ The model's counts of each element are kept, so the formula found stays the form
 from __future__ import annotations
 
 
+import numpy as np
+
 from refractor_core.crystal.formula import atomic_number
 
 from .driver import Driver, Observed
@@ -29,7 +32,8 @@ from .significance import data_fit
 
 MAX_Z_GAP = 3
 PROBE_CYCLES = 3
-MAX_SWAPS = 3
+MAX_SWAPS = 2
+MAX_PROBED = 16
 PAIRS_TESTED = 3
 MIN_GAIN = 1e-3
 
@@ -74,13 +78,20 @@ def swap_elements(refinement, model: WorkingModel) -> tuple[WorkingModel, list[s
         if len({model.elements[i] for i in movable}) < 2:
             break
         base_chi2, base_r1 = data_fit(refinement, model)
-        gains: dict[tuple[int, str], float] = {}  # (atom, element) -> drop of χ² (may be < 0)
+        # screen: every relabel with nothing refined; then the most promising, refined
+        quick = []
         for i in movable:
             for e in neighbours[model.elements[i]]:
                 trial = model.copy()
                 trial.elements[i] = e
-                _, chi2, _ = _probe(refinement, trial, [i])
-                gains[(i, e)] = base_chi2 - chi2
+                quick.append((data_fit(refinement, trial)[0], i, e))
+        quick.sort()
+        gains: dict[tuple[int, str], float] = {}  # (atom, element) -> drop of χ² (may be < 0)
+        for _, i, e in quick[:MAX_PROBED]:
+            trial = model.copy()
+            trial.elements[i] = e
+            _, chi2, _ = _probe(refinement, trial, [i])
+            gains[(i, e)] = base_chi2 - chi2
         # count-preserving pairs: an atom that gains by becoming B, with an atom of B
         # becoming the first one's element (which alone may even lose: the pair is judged)
         pairs = sorted(
