@@ -3,10 +3,11 @@
     1. merge the data as SHELXL does (kernel `prepare_observations`, honouring OMIT/SHEL),
        check them against the space group, fit the scale;
     2. isotropic refinement (and difference-Fourier completion when asked);
-    3. anisotropic non-H atoms (when the data allow) with riding H placed geometrically
-       and re-placed after every shift; for a generated model, disorder split from the
-       difference map (`disorder.py`: PART 1/2 with a refined free occupancy, kept only
-       when significant);
+    3. anisotropic non-H atoms (when the data allow; with 4-8 reflections per parameter
+       only if significantly better than isotropic) with riding H placed geometrically
+       and re-placed after every shift; for a generated model, element swaps the data
+       support (`element_swaps.py`) and disorder split from the difference map
+       (`disorder.py`: PART 1/2 with a refined free occupancy, kept only when significant);
     4. SHELXL weights optimised, refinement continued until max shift/su < 0.05;
     5. standard uncertainties from the inverse normal matrix, the Flack parameter,
        difference-density peak and hole, agreement figures.
