@@ -54,16 +54,23 @@ def difference_peaks_and_holes(refinement, model: WorkingModel, max_peaks: int =
     return float(rho.max()), float(rho.min()), out
 
 
+def image_distances(model: WorkingModel, xyz: np.ndarray, atoms: np.ndarray) -> np.ndarray:
+    """Shortest distance (Å) from a fractional position to any image of each atom."""
+    idx = np.asarray(atoms, dtype=np.int64)
+    if len(idx) == 0:
+        return np.zeros(0)
+    m = orthogonalization_matrix(model.cell)
+    d = model.symmetry.images(model.xyz[idx]) - np.asarray(xyz)[None, None, :]  # (n, s, 3)
+    d -= np.round(d)
+    return np.linalg.norm(d @ m.T, axis=-1).min(axis=1)
+
+
 def nearest_atom(model: WorkingModel, xyz: np.ndarray, atoms: np.ndarray | None = None) -> tuple[int, float]:
     """(index, distance Å) of the nearest atom image to a fractional position."""
     idx = np.arange(model.n) if atoms is None else np.asarray(atoms, dtype=np.int64)
     if len(idx) == 0:
         return -1, math.inf
-    m = orthogonalization_matrix(model.cell)
-    img = model.symmetry.images(model.xyz[idx])  # (n, s, 3)
-    d = img - np.asarray(xyz)[None, None, :]
-    d -= np.round(d)
-    dist = np.linalg.norm(d @ m.T, axis=-1).min(axis=1)
+    dist = image_distances(model, xyz, idx)
     k = int(np.argmin(dist))
     return int(idx[k]), float(dist[k])
 

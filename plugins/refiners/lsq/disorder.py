@@ -30,6 +30,8 @@ import numpy as np
 
 from refractor_core.crystal.cell import orthogonalization_matrix
 
+from .completion import MAX_U, image_distances
+from .hydrogens import BOND_TOLERANCE, add_partner_hydrogens, covalent_radius
 from .maps import difference_peaks, model_density_at
 from .model import WorkingModel, is_hydrogen
 from .significance import data_fit, f_test
@@ -39,7 +41,6 @@ MIN_PEAK_FRACTION = 0.06
 SPLIT_MIN, SPLIT_MAX = 0.5, 1.3  # Å from the major atom
 MIDPOINT_SLACK = 0.3  # Å: a peak this close to the line between two bonded atoms is bonding density
 NEAR_H = 0.6  # Å
-BOND_TOLERANCE = 0.45  # Å beyond the covalent radii
 BOND_SHORTEST = 0.75  # × the covalent radii
 ASSEMBLY_DISTANCE = 2.7  # Å between major atoms of one assembly (1,2 and 1,3 neighbours)
 MAX_SPLITS = 8
@@ -64,22 +65,6 @@ class SplitCandidate:
     fraction: float = 0.0  # height / the major atom's own peak
 
 
-def _distances(model: WorkingModel, xyz: np.ndarray, atoms: np.ndarray) -> np.ndarray:
-    """Shortest distance (Å) from a fractional point to any image of each atom."""
-    if not len(atoms):
-        return np.zeros(0)
-    m = orthogonalization_matrix(model.cell)
-    d = model.symmetry.images(model.xyz[atoms]) - np.asarray(xyz)[None, None, :]
-    d -= np.round(d)
-    return np.linalg.norm(d @ m.T, axis=-1).min(axis=1)
-
-
-def _radius(element: str) -> float:
-    from .hydrogens import _radius as covalent_radius
-
-    return covalent_radius(element)
-
-
 def split_candidates(refinement, model: WorkingModel) -> list[SplitCandidate]:
     """Difference peaks that look like the minor positions of disordered atoms."""
     rho, peaks = difference_peaks(refinement, model, max_peaks=4 * MAX_SPLITS + 10, min_distance=0.5)
@@ -97,12 +82,12 @@ def split_candidates(refinement, model: WorkingModel) -> list[SplitCandidate]:
             break
         if p.site_order != 1:
             continue
-        dist = _distances(model, p.xyz, heavy)
+        dist = image_distances(model, p.xyz, heavy)
         k = int(np.argmin(dist))
         x = int(heavy[k])
         if x not in major_ok or not (SPLIT_MIN <= dist[k] <= SPLIT_MAX):
             continue
-        if len(hyd) and _distances(model, p.xyz, hyd).min() < NEAR_H:
+        if len(hyd) and image_distances(model, p.xyz, hyd).min() < NEAR_H:
             continue
         if _bonding_density(model, p.xyz, x, dist[k], heavy, dist):
             continue
@@ -118,13 +103,13 @@ def split_candidates(refinement, model: WorkingModel) -> list[SplitCandidate]:
     m = orthogonalization_matrix(model.cell)
     out = []
     for c in first:
-        r = _radius(model.elements[c.major])
-        dist = _distances(model, c.xyz, heavy)
+        r = covalent_radius(model.elements[c.major])
+        dist = image_distances(model, c.xyz, heavy)
         bonded = False
         for j, d in zip(heavy, dist):
             if j == c.major:
                 continue
-            rr = r + _radius(model.elements[j])
+            rr = r + covalent_radius(model.elements[j])
             if BOND_SHORTEST * rr <= d <= rr + BOND_TOLERANCE:
                 bonded = True
                 break
@@ -133,7 +118,7 @@ def split_candidates(refinement, model: WorkingModel) -> list[SplitCandidate]:
                 if o is c:
                     continue
                 dd = (o.xyz - c.xyz) - np.round(o.xyz - c.xyz)
-                rr = r + _radius(model.elements[o.major])
+                rr = r + covalent_radius(model.elements[o.major])
                 if BOND_SHORTEST * rr <= float(np.linalg.norm(m @ dd)) <= rr + BOND_TOLERANCE:
                     bonded = True
                     break
@@ -158,7 +143,7 @@ def _bonding_density(model: WorkingModel, xyz, major: int, d_major: float, heavy
     for j, d in zip(heavy, dist):
         if j == major or d >= 1.0:
             continue
-        d_pair = _distances(model, model.xyz[major], np.array([j]))[0]
+        d_pair = image_distances(model, model.xyz[major], np.array([j]))[0]
         if d_major + d < d_pair + MIDPOINT_SLACK:
             return True
     return False
@@ -177,7 +162,7 @@ def group_assemblies(model: WorkingModel, cands: list[SplitCandidate]) -> list[l
 
     for i in range(n):
         for j in range(i + 1, n):
-            d = _distances(model, model.xyz[cands[i].major], np.array([cands[j].major]))[0]
+            d = image_distances(model, model.xyz[cands[i].major], np.array([cands[j].major]))[0]
             if d <= ASSEMBLY_DISTANCE:
                 parent[find(i)] = find(j)
     groups: dict[int, list[SplitCandidate]] = {}
@@ -186,24 +171,18 @@ def group_assemblies(model: WorkingModel, cands: list[SplitCandidate]) -> list[l
     return list(groups.values())
 
 
-def _riders(model: WorkingModel, atom: int) -> list[int]:
-    return [int(h) for h in np.nonzero(model.riding == atom)[0]]
-
-
 def _apply_split(model: WorkingModel, assembly: list[SplitCandidate], part: int) -> list[int]:
     """Major atoms to PART `part`, minor atoms added in PART part + 1; returns the minors."""
     minors = []
     for c in assembly:
         x = c.major
-        for a in [x] + _riders(model, x):
+        for a in [x] + model.riders().get(x, []):
             model.occupancy[a] *= 1.0 - START_MINOR
             model.part[a] = part
         label = model.unique_label(model.elements[x])
         minors.append(model.add_atom(label, model.elements[x], c.xyz, u_iso=float(model.u_iso[x]),
                                      occupancy=START_MINOR, part=part + 1))
     if model.h_groups:
-        from .hydrogens import add_partner_hydrogens
-
         add_partner_hydrogens(model, {c.major: mi for c, mi in zip(assembly, minors)})
     return minors
 
@@ -212,7 +191,7 @@ def _undo_split(model: WorkingModel, majors: list[int], minors: list[int]) -> No
     """Majors back to PART 0 with full occupancy, minors removed."""
     for x in majors:
         share = 1.0 / model.occupancy[x] if model.occupancy[x] > 0 else 1.0
-        for a in [x] + _riders(model, x):
+        for a in [x] + model.riders().get(x, []):
             model.occupancy[a] = min(1.0, model.occupancy[a] * share)
             model.part[a] = 0
     drop = np.zeros(model.n, dtype=bool)
@@ -264,7 +243,7 @@ def split_disorder(refinement, model: WorkingModel, budget: int):
         for x, mi in zip(majors, minors):
             dd = trial.xyz[mi] - trial.xyz[x]
             sep.append(float(np.linalg.norm(m @ (dd - np.round(dd)))))
-        if not (MIN_MINOR <= minor_occ <= MAX_MINOR) or min(sep) < MIN_SEPARATION or trial.u_iso[minors].max() > 0.2:
+        if not (MIN_MINOR <= minor_occ <= MAX_MINOR) or min(sep) < MIN_SEPARATION or trial.u_iso[minors].max() > MAX_U:
             undo.append(k)
             refinement.log(f"disorder: split of {', '.join(trial.labels[x] for x in majors)} undone "
                            f"(minor occupancy {minor_occ:.2f}, separation {min(sep):.2f} Å)")

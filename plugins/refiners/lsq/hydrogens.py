@@ -106,7 +106,8 @@ class Placement:
 # --------------------------------------------------------------------------------------
 
 
-def _radius(element: str) -> float:
+def covalent_radius(element: str) -> float:
+    """Covalent radius (Å) of an element (gemmi's table)."""
     import gemmi
 
     return float(gemmi.Element(element).covalent_r)
@@ -123,7 +124,7 @@ def single_bond(a: str, b: str) -> float:
     key = tuple(sorted((a, b)))
     if key in SINGLE:
         return SINGLE[key]
-    return _radius(a) + _radius(b) + 0.05
+    return covalent_radius(a) + covalent_radius(b) + 0.05
 
 
 def neighbours(model: WorkingModel, atoms: np.ndarray | None = None) -> dict[int, list[tuple[Neighbour, np.ndarray, float]]]:
@@ -139,7 +140,7 @@ def neighbours(model: WorkingModel, atoms: np.ndarray | None = None) -> dict[int
     out: dict[int, list] = {int(i): [] for i in atoms}
     if len(heavy) == 0:
         return out
-    radii = np.array([_radius(model.elements[i]) for i in heavy])
+    radii = np.array([covalent_radius(model.elements[i]) for i in heavy])
     # images of all heavy atoms, wrapped into [0,1) plus neighbouring cells
     img = np.einsum("sij,nj->sni", sym.rotations.astype(np.float64), model.xyz[heavy]) + sym.translations[:, None, :]
     base = np.floor(img)
@@ -163,7 +164,7 @@ def neighbours(model: WorkingModel, atoms: np.ndarray | None = None) -> dict[int
         off = np.floor(xi)
         ci0 = (xi - off) @ cell_m.T
         hits = tree.query_ball_point(ci0, max_r)
-        ri = _radius(model.elements[i])
+        ri = covalent_radius(model.elements[i])
         for h in hits:
             j = int(idx_atom[h])
             d = float(np.linalg.norm(cart_all[h] - ci0))

@@ -179,6 +179,13 @@ class WorkingModel:
     def cell(self):
         return self.structure.cell
 
+    def riders(self) -> dict[int, list[int]]:
+        """Riding H of each parent atom: {parent index: [H indices]}."""
+        out: dict[int, list[int]] = {}
+        for h in np.nonzero(self.riding >= 0)[0]:
+            out.setdefault(int(self.riding[h]), []).append(int(h))
+        return out
+
     @property
     def hydrogen(self) -> np.ndarray:
         return np.array([is_hydrogen(e) for e in self.elements], dtype=bool)

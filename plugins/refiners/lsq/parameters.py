@@ -197,9 +197,7 @@ class Parameterisation:
             for a in self.groups[gi].atoms:
                 if a not in atoms:
                     atoms.append(a)
-        riders: dict[int, list[int]] = {}
-        for h in np.nonzero(m.riding >= 0)[0]:
-            riders.setdefault(int(m.riding[h]), []).append(int(h))
+        riders = m.riders()
         atom_list = list(atoms)
         for a in atoms:
             atom_list.extend(riders.get(a, []))
@@ -494,9 +492,7 @@ def _shift_free_variable(m: WorkingModel, g: SiteGroup, delta: float) -> None:
     lead = g.atoms[0]
     p = float(m.occupancy[lead])
     delta = float(np.clip(p + delta, 0.01, 0.99)) - p
-    riders: dict[int, list[int]] = {}
-    for h in np.nonzero(m.riding >= 0)[0]:
-        riders.setdefault(int(m.riding[h]), []).append(int(h))
+    riders = m.riders()
     for a, sign in zip(g.atoms, g.occupancy_signs or []):
         for h in riders.get(a, []):
             m.occupancy[h] += sign * delta * _rider_share(m, h, a)
