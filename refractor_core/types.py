@@ -199,8 +199,37 @@ class SpaceGroupRef(_Model):
 # --------------------------------------------------------------------------------------
 
 
+class AtomRef(_Model):
+    """An atom named by a restraint: its label in the model and, for a symmetry
+    equivalent (SHELX EQIV), the operator as an x,y,z triplet."""
+
+    label: str
+    symop: str | None = None
+
+
+class RestraintInstruction(_Model):
+    """One geometric or ADP restraint (or an EADP/EXYZ constraint) of a user's model, with
+    SHELXL's meaning (SHELX names and numbers, defaults filled in).
+
+    `kind` is the SHELXL keyword (DFIX, DANG, SADI, SAME, FLAT, CHIV, DELU, RIGU, SIMU,
+    ISOR, EADP, EXYZ); `values` its numbers (DFIX/DANG: d, s; SADI: s; SAME: s1, s2;
+    FLAT: s; CHIV: V, s; DELU/RIGU: s1, s2; SIMU: s, st, dmax; ISOR: s, st); `atoms` the
+    atoms it names, residues and ranges resolved; for SAME, `reference` holds the atoms
+    the named ones correspond to, in order. `text` is the instruction as written (for the
+    .res writer) and `line` where it was read.
+    """
+
+    kind: str
+    values: list[float] = Field(default_factory=list)
+    atoms: list[AtomRef] = Field(default_factory=list)
+    reference: list[AtomRef] = Field(default_factory=list)
+    text: str = ""
+    line: int | None = None
+
+
 class RefinementInstructions(_Model):
-    """Instructions of a published refinement that change which data count (SHELX names).
+    """Instructions of a published refinement that change which data count (SHELX names),
+    and the restraints and constraints it put on the model.
 
     Read from a .res/.ins (or a CIF's embedded `_shelx_res_file`); honoured when computing
     R factors of a published model and by the refiner.
@@ -221,6 +250,7 @@ class RefinementInstructions(_Model):
     hklf_matrix: tuple[float, ...] | None = None  # HKLF matrix: 9 numbers, indices transformed on reading
     merg: int | None = None
     acta: bool = False
+    restraints: list[RestraintInstruction] = Field(default_factory=list)
 
 
 class ReflectionData(_Model):

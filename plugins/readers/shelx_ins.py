@@ -34,6 +34,7 @@ from refractor_core.types import (
 )
 
 from .register import ShelxInsConfig
+from .shelx_restraints import ResidueAtom, RestraintReader
 from ._common import (
     element_or_error,
     guarded,
@@ -85,6 +86,9 @@ class InsAtom:
     u_parent: str | None  # the previous atom whose U is not riding (for negative Uiso)
     explicit_sof: bool = True
     sof_decimals: int = 5  # decimals written for the sof (its rounding error)
+    name: str = ""  # the name as written (label without the residue suffix added here)
+    residue: int = 0  # RESI number
+    residue_class: str | None = None
 
 
 @dataclass
@@ -374,7 +378,8 @@ def parse_ins(text: str, path: Path | str | None = None, *, first_line: int = 1)
     last_atom: str | None = None
     last_u_parent: str | None = None
     in_frag = False
-    resi: str | None = None
+    residue, residue_class = 0, None
+    restraint_reader = RestraintReader()
     labels_seen: set[str] = set()
     unknown: set[str] = set()
     saw_cell = False
@@ -542,7 +547,16 @@ def parse_ins(text: str, path: Path | str | None = None, *, first_line: int = 1)
             part = to_int(args[0], "PART", path, lineno) if args else 0
             part_sof = to_float(args[1], "PART", path, lineno) if len(args) > 1 else None
         elif key == "RESI":
-            resi = " ".join(args) or None
+            # RESI class number or RESI number class (either order); RESI 0 ends residues
+            numbers = [t for t in args if re.fullmatch(r"[+-]?\d+", t)]
+            names = [t for t in args if not re.fullmatch(r"[+-]?\d+", t)]
+            residue = int(numbers[0]) if numbers else 0
+            residue_class = names[0].upper() if names else None
+        elif key == "EQIV":
+            restraint_reader.add_eqiv(args, lineno)
+        elif RestraintReader.keyword_of(tokens[0]) is not None:
+            word, suffix = RestraintReader.keyword_of(tokens[0])
+            restraint_reader.add(word, suffix, args, lineno, line.strip(), residue, len(ins.atoms))
         elif key == "FRAG":
             in_frag = True
         elif key in KEYWORDS:
@@ -568,8 +582,9 @@ def parse_ins(text: str, path: Path | str | None = None, *, first_line: int = 1)
                 explicit = nn >= 4
                 sof = numbers[3] if explicit else (part_sof if part_sof is not None else 11.0)
                 u = tuple(numbers[4:]) if nn >= 5 else (0.05,)
-                if resi is not None and label.upper() in labels_seen:
-                    label = f"{label}_{resi.split()[-1]}"
+                name = label
+                if residue and label.upper() in labels_seen:
+                    label = f"{label}_{residue}"
                 labels_seen.add(label.upper())
                 riding_u = len(u) == 1 and -5.0 <= u[0] <= -0.5
                 ins.atoms.append(
@@ -586,6 +601,9 @@ def parse_ins(text: str, path: Path | str | None = None, *, first_line: int = 1)
                         u_parent=last_u_parent,
                         explicit_sof=explicit,
                         sof_decimals=len(tokens[5].partition(".")[2]) if explicit else 5,
+                        name=name,
+                        residue=residue,
+                        residue_class=residue_class,
                     )
                 )
                 if afix == 0:
@@ -605,6 +623,14 @@ def parse_ins(text: str, path: Path | str | None = None, *, first_line: int = 1)
             line=ins.unit_line,
         )
     instr["fvar"] = list(ins.fvar)
+    instr["restraints"] = restraint_reader.resolve(
+        [
+            ResidueAtom(label=a.label, name=a.name or a.label, residue=a.residue, residue_class=a.residue_class,
+                        element=ins.sfac[a.sfac - 1] if 1 <= a.sfac <= len(ins.sfac) else "", index=k)
+            for k, a in enumerate(ins.atoms)
+        ]
+    )
+    ins.notes.extend(restraint_reader.notes)
     try:
         ins.instructions = RefinementInstructions(**instr)
     except ValidationError as exc:

@@ -2,9 +2,11 @@
 
 TITL, CELL, ZERR, LATT, SYMM (the space group's operators: centring and a centre of
 symmetry at the origin encoded in LATT, as SHELX does), SFAC, UNIT, refinement
-instructions, WGHT, FVAR, the atoms (site occupation factors including the site-symmetry
-multiplicity, fixed with +10; U in SHELX order U11 U22 U33 U23 U13 U12), riding hydrogen
-atoms after their parent inside AFIX groups, HKLF 4 and END.
+instructions, the user's restraints and EADP/EXYZ constraints (resolved to the written
+atom names, symmetry equivalents through EQIV; SAME just before the atoms it applies to),
+WGHT, FVAR, the atoms (site occupation factors including the site-symmetry multiplicity,
+fixed with +10; U in SHELX order U11 U22 U33 U23 U13 U12), riding hydrogen atoms after
+their parent inside AFIX groups, HKLF 4 and END.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import re
 
 import numpy as np
 
-from ..types import RefinedCandidate, RefinementInstructions, Site, SpaceGroupRef, Structure
+from ..types import RefinedCandidate, RefinementInstructions, RestraintInstruction, Site, SpaceGroupRef, Structure
 
 #: centring vectors (in 24ths) of each SHELX LATT type
 _LATT_CENTRING = {
@@ -246,8 +248,12 @@ def structure_res(
     renamed = [(s.label, lab) for s, lab in zip(structure.sites, labels) if s.label != lab]
     for old, new in renamed:
         lines.append(f"REM atom {old} written as {new}")
+    written_heavy = [label_of[structure.sites[i].label] for i in order if structure.sites[i].element not in ("H", "D")]
+    restraint_text, before_atom = _restraint_lines(instr, label_of, written_heavy)
+    lines.extend(restraint_text)
     for i in order:
         site = structure.sites[i]
+        lines.extend(before_atom.get(label_of[site.label], []))
         if site.part != part:
             lines.append(f"PART {site.part}")
             part = site.part
@@ -299,6 +305,66 @@ def structure_res(
         lines.append(f"REM {refined.n_parameters} parameters refined")
     lines.append("END")
     return "\n".join(lines) + "\n"
+
+
+def _restraint_lines(
+    instr: RefinementInstructions | None, label_of: dict[str, str], written_heavy: list[str]
+) -> tuple[list[str], dict[str, list[str]]]:
+    """(EQIV and restraint lines, SAME lines keyed by the atom they must precede).
+
+    `written_heavy`: the written names of the non-H atoms in the order they are written."""
+    if instr is None or not instr.restraints:
+        return [], {}
+    names = {k.upper(): v for k, v in label_of.items()}
+    eqiv: dict[str, int] = {}
+    body: list[str] = []
+    before: dict[str, list[str]] = {}
+    dropped = 0
+
+    def name(ref) -> str | None:
+        written = names.get(ref.label.upper())
+        if written is None:
+            return None
+        if ref.symop is None:
+            return written
+        code = eqiv.setdefault(ref.symop, len(eqiv) + 1)
+        return f"{written}_${code}"
+
+    for r in instr.restraints:
+        atoms = [name(a) for a in r.atoms]
+        reference = [name(a) for a in r.reference]
+        if any(a is None for a in atoms + reference) or not atoms:
+            dropped += 1
+            continue
+        # SAME names its reference atoms; the atoms it applies to are those written after it
+        text = _wrapped(" ".join([r.kind, *(f"{v:g}" for v in r.values), *(reference if r.kind == "SAME" else atoms)]))
+        if r.kind != "SAME":
+            body.extend(text)
+            continue
+        # SAME applies to the non-H atoms that follow it: they must be written in that order
+        start = written_heavy.index(atoms[0]) if atoms[0] in written_heavy else -1
+        if start < 0 or written_heavy[start:start + len(atoms)] != atoms:
+            dropped += 1
+            continue
+        before.setdefault(atoms[0], []).extend(text)
+    head = [f"EQIV ${k} {op}" for op, k in sorted(eqiv.items(), key=lambda t: t[1])]
+    if dropped:
+        head.append(f"REM {dropped} restraints of the starting model name atoms not written here: dropped")
+    return head + body, before
+
+
+def _wrapped(text: str, width: int = 78) -> list[str]:
+    """A SHELX instruction split into continuation lines ('=' at the end, blank-led next line)."""
+    words = text.split()
+    out, line = [], words[0]
+    for w in words[1:]:
+        if len(line) + 1 + len(w) > width - 2:
+            out.append(line + " =")
+            line = "   " + w
+        else:
+            line += " " + w
+    out.append(line)
+    return out
 
 
 def _unit(n: float) -> str:

@@ -88,6 +88,9 @@ class WorkingModel:
     su: dict = field(default_factory=dict)  # filled after refinement
     h_groups: list = field(default_factory=list)  # riding-H groups (hydrogens.HGroup)
     group_cache: tuple | None = None  # (signature, site groups): fixed while atoms do not change
+    #: the user's EADP/EXYZ constraints: (labels, shared position too?); None when the user
+    #: gave no restraints or constraints (sites and ADPs are then shared automatically)
+    user_sites: list[tuple[tuple[str, ...], bool]] | None = None
 
     # -- construction ------------------------------------------------------------------
     @classmethod

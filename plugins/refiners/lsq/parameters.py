@@ -526,10 +526,13 @@ def _clip_occupancies(m: WorkingModel, g: SiteGroup) -> None:
 def site_groups(model: WorkingModel) -> list[SiteGroup]:
     """Non-riding atoms grouped into sites.
 
-    Atoms closer than SHARED_SITE_DISTANCE share position and ADP (a mixed site); single
+    The user's EADP/EXYZ sets (`model.user_sites`) come first: their atoms share one ADP
+    (and, for EXYZ, their position). Without such instructions (`user_sites` None), atoms
+    closer than SHARED_SITE_DISTANCE share position and ADP (a mixed site), and single
     atoms of different positive PARTs closer than SPLIT_DISTANCE (disorder partners, each
     paired with its nearest partner) share their ADP only. Members of a group have the
-    same ADP type and site-symmetry ADP basis; riding H atoms are not grouped.
+    same ADP type and site-symmetry ADP basis;
+    riding H atoms are not grouped.
     """
     idx = [i for i in range(model.n) if model.riding[i] < 0]
     if not idx:
@@ -542,11 +545,22 @@ def site_groups(model: WorkingModel) -> list[SiteGroup]:
         bi, bj = model.ustar_basis[i], model.ustar_basis[j]
         return bool(model.aniso[j] == model.aniso[i] and bi.shape == bj.shape and np.allclose(bi, bj))
 
+    index = {label.upper(): i for i, label in enumerate(model.labels)}
+    user = model.user_sites is not None
+    for labels, together in model.user_sites or []:
+        members = [index[x.upper()] for x in labels if x.upper() in index]
+        members = [i for i in members if model.riding[i] < 0 and i not in assigned]
+        members = [i for i in members if compatible(members[0], i)] if members else []
+        if len(members) < 2:
+            continue
+        for i in members:
+            assigned[i] = len(groups)
+        groups.append(SiteGroup(atoms=members, share_xyz=together))
     for i in idx:
         if i in assigned:
             continue
         members = [i]
-        near = np.nonzero(np.linalg.norm(cart - cart[i], axis=1) < SHARED_SITE_DISTANCE)[0]
+        near = [] if user else np.nonzero(np.linalg.norm(cart - cart[i], axis=1) < SHARED_SITE_DISTANCE)[0]
         for j in near:
             j = int(j)
             if j <= i or j in assigned or model.riding[j] >= 0 or not compatible(i, j):
@@ -557,6 +571,8 @@ def site_groups(model: WorkingModel) -> list[SiteGroup]:
         groups.append(SiteGroup(atoms=members))
     # disorder partners
     singles = [gi for gi, g in enumerate(groups) if len(g.atoms) == 1 and model.part[g.atoms[0]] > 0]
+    if user:
+        singles = []
     merged: set[int] = set()
     for gi in singles:
         if gi in merged:
@@ -588,7 +604,7 @@ def site_groups(model: WorkingModel) -> list[SiteGroup]:
 def cached_site_groups(model: WorkingModel) -> list[SiteGroup]:
     """`site_groups`, computed once and reused while the atoms (and their ADP types and
     riding flags) stay the same, so that the grouping cannot flicker during a stage."""
-    signature = (model.n, tuple(model.aniso.tolist()), tuple((model.riding >= 0).tolist()))
+    signature = (model.n, tuple(model.aniso.tolist()), tuple((model.riding >= 0).tolist()), tuple(model.user_sites or ()), model.user_sites is not None)
     if model.group_cache is None or model.group_cache[0] != signature:
         model.group_cache = (signature, site_groups(model))
     return [SiteGroup(atoms=list(g.atoms), share_xyz=g.share_xyz) for g in model.group_cache[1]]

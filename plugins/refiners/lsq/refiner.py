@@ -34,6 +34,7 @@ from refractor_core.types import Candidate, RefinedCandidate, ReflectionData, Re
 
 from ..configs import LsqConfig
 from . import hydrogens as hyd
+from . import user_restraints
 from .driver import Driver, Observed, Settings
 from .least_squares import IntensityCalculator
 from .model import WorkingModel, is_hydrogen, metric6
@@ -128,6 +129,8 @@ class Refinement:
         self.cycles = 0
         self.bar = None
         self._npd_count: dict[str, int] = {}
+        self.instr: RefinementInstructions | None = None
+        self._reported_restraints: set[str] = set()
 
     # -- logging -----------------------------------------------------------------------
     def log(self, text: str) -> None:
@@ -232,6 +235,12 @@ class Refinement:
             self.log(f"{hydrogens_in} H atoms of the starting model removed (re-placed as riding H)")
         elif hydrogens_in:
             hyd.attach_existing(model)
+        # restraints name atoms: only the candidate's own instructions may carry them (the
+        # data's instructions belong to another model, whose labels mean other atoms)
+        self.instr = instr if self.candidate.meta.get("instructions") is not None and not cfg.ignore_instructions else None
+        model.user_sites = user_restraints.user_site_sets(model, self.instr) if cfg.restraints is not False else None
+        if model.user_sites:
+            self.log(f"EADP/EXYZ: {len(model.user_sites)} sets of atoms share one ADP (and, for EXYZ, one position)")
         groups = site_groups(model)
         share_site_values(model, groups)
 
@@ -431,9 +440,22 @@ class Refinement:
         return out
 
     def _update_restraints(self, model: WorkingModel) -> None:
-        """(Re)generate the automatic restraints of disorder components."""
+        """(Re)build the restraints: the user's own SHELXL restraints when the instructions
+        carry any, else the automatic restraints of disorder components."""
         if self.cfg.restraints is False:
             self.driver.restraints = []
+            return
+        if user_restraints.has_restraints(self.instr):
+            built = user_restraints.build(model, self.instr)
+            if len(built.restraints) != len(self.driver.restraints):
+                counts = ", ".join(f"{v} {k}" for k, v in sorted(built.counts().items()))
+                self.log(f"the model's own restraints: {counts or 'none left'}")
+                for text in built.skipped:
+                    if text not in self._reported_restraints:
+                        self._reported_restraints.add(text)
+                        self.log("  restraint " + text)
+            self.driver.restraints = built.restraints
+            self.meta["n_restraints"] = len(built.restraints)
             return
         from . import restraints
 
@@ -754,7 +776,8 @@ class Refinement:
 
     def _refined_instructions(self, instr: RefinementInstructions, model: WorkingModel, a: float, b: float) -> RefinementInstructions:
         """The instructions that describe this refinement (for the .res writer)."""
-        upd: dict[str, Any] = {"wght": (a, b)}
+        # restraints belong to the model they were written for: kept only for that model
+        upd: dict[str, Any] = {"wght": (a, b), "restraints": instr.restraints if self.instr is not None else []}
         if model.extinction is not None:
             upd["exti"] = float(model.extinction)
         if len(model.twin_ops) > 1:

@@ -18,6 +18,17 @@ Disordered atoms are those of a PART other than 0 (negative PARTs, disorder acro
 symmetry element, get the ADP restraints; the similar-geometry restraint needs two
 numbered components).
 
+A user's own SHELXL restraints (DFIX, SADI, SAME, FLAT, DELU, RIGU, SIMU, ISOR) are turned
+into the same kinds of pseudo-observation by `user_restraints.py`; the kinds are:
+
+- "same": d(pair1) - d(pair2); "distances": Σ c_k d(pair_k) - target (DFIX, DANG, SADI:
+  each distance against the mean of its set), one-sided for an anti-bumping DFIX;
+- "flat": the distance of one atom from the least-squares plane of its set;
+- "rigu": one component of the difference of two atoms' U in a frame along their bond
+  (component 0: along the bond, DELU and RIGU; 1 and 2: the two cross terms with the bond
+  direction, RIGU only);
+- "simu" / "isor": one Cartesian U component of a difference / of the anisotropic part.
+
 Each restraint is a pseudo-observation (target 0, weight 1/σ²) added to the normal
 equations and to the sum of squares, exactly as SHELXL adds restraints to Σ w Δ².
 """
@@ -55,11 +66,22 @@ class Image:
 
 @dataclass(frozen=True)
 class Restraint:
-    kind: str  # "same" (d1 - d2 = 0), "rigu", "simu" or "isor" (one U component each)
-    pair1: tuple[Image, Image]
+    kind: str  # "same", "distances", "flat", "rigu", "simu" or "isor" (see the module docstring)
+    pair1: tuple[Image, Image] | None
     pair2: tuple[Image, Image] | None
     sigma: float
-    component: int = 0  # Cartesian U component (11, 22, 33, 12, 13, 23) for simu/isor
+    component: int = 0  # simu/isor: Cartesian U component (11, 22, 33, 12, 13, 23); rigu: see above; flat: atom
+    pairs: tuple[tuple[Image, Image], ...] = ()  # "distances": the distances combined
+    coefficients: tuple[float, ...] = ()  # "distances": their coefficients
+    target: float = 0.0  # "distances": the target of the combination
+    one_sided: bool = False  # "distances": only values below the target count (anti-bumping)
+    atoms: tuple[Image, ...] = ()  # "flat": the atoms of the plane
+
+    def distance_terms(self) -> tuple[tuple[tuple[Image, Image], ...], tuple[float, ...]]:
+        """The pairs and coefficients of a distance restraint ("same" or "distances")."""
+        if self.kind == "same":
+            return (self.pair1, self.pair2), (1.0, -1.0)
+        return self.pairs, self.coefficients
 
 
 def _ucart_map(model: WorkingModel, im: Image, m: np.ndarray) -> np.ndarray:
@@ -105,21 +127,64 @@ def _distance_and_gradient(model: WorkingModel, a: Image, b: Image, m: np.ndarra
     return d, ra.T @ g, -(rb.T @ g)
 
 
-def _rigu_terms(model: WorkingModel, a: Image, b: Image, m: np.ndarray):
-    """n·U_a·n - n·U_b·n (Cartesian, along a-b) and its gradients w.r.t. U* of a and b."""
-    d_frac = _frac(model, a) - _frac(model, b)
-    v = m @ d_frac
+def _bond_frame(v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Unit vectors (along v, two perpendicular to it)."""
     n = v / max(np.linalg.norm(v), 1e-9)
+    helper = np.eye(3)[int(np.argmin(np.abs(n)))]
+    p1 = np.cross(n, helper)
+    p1 /= np.linalg.norm(p1)
+    return n, p1, np.cross(n, p1)
+
+
+def _rigu_terms(model: WorkingModel, a: Image, b: Image, m: np.ndarray, component: int = 0):
+    """e1·U_a·e2 - e1·U_b·e2 (Cartesian U, frame along a-b: component 0 is n·U·n, 1 and 2
+    the cross terms of n with the two perpendicular directions) and its gradients w.r.t.
+    U* of a and b."""
+    d_frac = _frac(model, a) - _frac(model, b)
+    n, p1, p2 = _bond_frame(m @ d_frac)
+    e1, e2 = (n, n) if component == 0 else ((p1, n) if component == 1 else (p2, n))
     us = model.u_star_all()
     out = []
     for im in (a, b):
         r = model.symmetry.rotations[im.op].astype(np.float64)
-        q = r.T @ (m.T @ n)  # n·(M R U* Rᵀ Mᵀ)·n = qᵀ U* q
-        coef = np.array([q[0] ** 2, q[1] ** 2, q[2] ** 2, 2 * q[0] * q[1], 2 * q[0] * q[2], 2 * q[1] * q[2]])
+        q1, q2 = r.T @ (m.T @ e1), r.T @ (m.T @ e2)  # e1·(M R U* Rᵀ Mᵀ)·e2 = q1ᵀ U* q2
+        coef = np.array([q1[0] * q2[0], q1[1] * q2[1], q1[2] * q2[2], q1[0] * q2[1] + q1[1] * q2[0],
+                         q1[0] * q2[2] + q1[2] * q2[0], q1[1] * q2[2] + q1[2] * q2[1]])
         u = us[im.atom]
         out.append((float(coef @ u), coef))
     (va, ga), (vb, gb) = out
     return va - vb, ga, -gb
+
+
+def _distance_terms(model: WorkingModel, r: Restraint, m: np.ndarray):
+    """Value and xyz gradients {atom: (3,)} of a "same" or "distances" restraint."""
+    pairs, coefs = r.distance_terms()
+    value = -r.target
+    grads: dict[int, np.ndarray] = {}
+    for (a, b), c in zip(pairs, coefs):
+        d, ga, gb = _distance_and_gradient(model, a, b, m)
+        value += c * d
+        grads[a.atom] = grads.get(a.atom, 0.0) + c * ga
+        grads[b.atom] = grads.get(b.atom, 0.0) + c * gb
+    if r.one_sided and value > 0.0:
+        return 0.0, {}
+    return value, grads
+
+
+def _flat_terms(model: WorkingModel, r: Restraint, m: np.ndarray):
+    """Distance of atom `component` of the set from the set's least-squares plane, and its
+    xyz gradients (the plane held fixed: exact for the sum of squares at the plane's optimum)."""
+    pts = np.array([m @ _frac(model, im) for im in r.atoms])
+    centre = pts.mean(axis=0)
+    normal = np.linalg.svd(pts - centre)[2][-1]
+    k = r.component
+    value = float(normal @ (pts[k] - centre))
+    grads: dict[int, np.ndarray] = {}
+    for j, im in enumerate(r.atoms):
+        g_cart = normal * ((1.0 if j == k else 0.0) - 1.0 / len(r.atoms))
+        rot = model.symmetry.rotations[im.op].astype(np.float64)
+        grads[im.atom] = grads.get(im.atom, 0.0) + rot.T @ (m.T @ g_cart)
+    return value, grads
 
 
 def generate(model: WorkingModel) -> list[Restraint]:
@@ -269,16 +334,16 @@ def residuals(model: WorkingModel, restraints: list[Restraint]) -> tuple[np.ndar
     m = orthogonalization_matrix(model.cell)
     vals, sig = [], []
     for r in restraints:
-        if r.kind == "same":
-            d1, _, _ = _distance_and_gradient(model, *r.pair1, m)
-            d2, _, _ = _distance_and_gradient(model, *r.pair2, m)
-            vals.append(d1 - d2)
+        if r.kind in ("same", "distances"):
+            vals.append(_distance_terms(model, r, m)[0])
+        elif r.kind == "flat":
+            vals.append(_flat_terms(model, r, m)[0])
         elif r.kind == "rigu":
             a, b = r.pair1
             if not (model.aniso[a.atom] and model.aniso[b.atom]):
                 vals.append(0.0)
             else:
-                vals.append(_rigu_terms(model, a, b, m)[0])
+                vals.append(_rigu_terms(model, a, b, m, r.component)[0])
         else:
             res = _adp_terms(model, r, m)
             vals.append(0.0 if res is None else res[0])
@@ -306,18 +371,15 @@ def add_to_normal_equations(ne, params: Parameterisation, restraints: list[Restr
     keep = sel >= 0
     for r in restraints:
         raw = {}
-        if r.kind == "same":
-            d1, g1a, g1b = _distance_and_gradient(model, *r.pair1, m)
-            d2, g2a, g2b = _distance_and_gradient(model, *r.pair2, m)
-            value = d1 - d2
-            for im, g, sign in ((r.pair1[0], g1a, 1.0), (r.pair1[1], g1b, 1.0), (r.pair2[0], g2a, -1.0), (r.pair2[1], g2b, -1.0)):
-                v = raw.setdefault(im.atom, np.zeros(RAW))
-                v[:3] += sign * g
+        if r.kind in ("same", "distances", "flat"):
+            value, grads = _distance_terms(model, r, m) if r.kind != "flat" else _flat_terms(model, r, m)
+            for atom, g in grads.items():
+                raw.setdefault(atom, np.zeros(RAW))[:3] += g
         elif r.kind == "rigu":
             a, b = r.pair1
             if not (model.aniso[a.atom] and model.aniso[b.atom]):
                 continue
-            value, ga, gb = _rigu_terms(model, a, b, m)
+            value, ga, gb = _rigu_terms(model, a, b, m, r.component)
             raw.setdefault(a.atom, np.zeros(RAW))[3:9] += ga
             raw.setdefault(b.atom, np.zeros(RAW))[3:9] += gb
         else:

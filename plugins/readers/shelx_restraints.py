@@ -1,0 +1,276 @@
+"""SHELXL restraints and ADP constraints of a .ins/.res, resolved to atom labels.
+
+Read: DFIX, DANG, SADI, SAME, FLAT, CHIV, DELU, RIGU, SIMU, ISOR (restraints) and EADP,
+EXYZ (constraints), with SHELXL's defaults for omitted numbers, and the EQIV operators
+their atoms may name (`O1_$1`). Atom names are resolved the way SHELXL resolves them:
+
+- a plain name is looked up in the residue the instruction stands in (RESI), then in
+  residue 0; `name_n` names residue n; `name_*` every residue holding that name; `$C`
+  every atom of element C;
+- `A > B` (`A < B`) is every non-H atom from A to B in the order of the atom list;
+- a residue suffix on the keyword (`SADI_CCF3`, `DFIX_3`, `SIMU_*`) applies the
+  instruction to every residue of that class (or to residue 3, or to all residues);
+- SAME pairs its atoms with the same number of non-H atoms that follow the instruction in
+  the atom list; `SAME_class` makes every residue of the class like the first one.
+
+Each resolved instruction becomes a `RestraintInstruction`; what cannot be resolved (an
+unknown atom, a range that runs backwards) is skipped with a note, as the refiner cannot
+honour it, rather than failing the whole file.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from refractor_core.types import AtomRef, RestraintInstruction
+
+#: keyword -> default numbers (SHELXL-2018); None marks a number without default (DFIX d)
+DEFAULTS: dict[str, tuple[float | None, ...]] = {
+    "DFIX": (None, 0.02),
+    "DANG": (None, 0.04),
+    "SADI": (0.02,),
+    "SAME": (0.02, 0.04),
+    "FLAT": (0.1,),
+    "CHIV": (0.0, 0.1),
+    "DELU": (0.01, 0.01),
+    "RIGU": (0.004, 0.004),
+    "SIMU": (0.04, 0.08, 2.0),
+    "ISOR": (0.1, 0.2),
+    "EADP": (),
+    "EXYZ": (),
+}
+#: instructions whose second number defaults to twice the first when only the first is given
+DOUBLED_SECOND = frozenset({"SAME", "SIMU", "ISOR"})
+#: instructions that, with no atoms named, apply to every non-H atom
+ALL_WHEN_EMPTY = frozenset({"DELU", "RIGU", "SIMU", "ISOR"})
+#: instructions whose atoms come in pairs
+PAIRWISE = frozenset({"DFIX", "DANG", "SADI"})
+
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+_PART_MARK = re.compile(r"\^[A-Za-z]$")
+
+
+@dataclass
+class ResidueAtom:
+    """An atom of the list as the resolver needs it."""
+
+    label: str  # the label given to the model's site
+    name: str  # the name as written (without residue suffix)
+    element: str
+    residue: int
+    residue_class: str | None
+    index: int  # position in the atom list
+
+
+@dataclass
+class RawRestraint:
+    """A restraint instruction as read, before its atoms are resolved."""
+
+    keyword: str  # e.g. SADI
+    suffix: str | None  # text after '_' on the keyword: a class, a number or '*'
+    tokens: list[str]
+    line: int
+    text: str
+    residue: int  # residue (RESI) the instruction stands in
+    atoms_before: int  # atoms read before it (SAME pairs with the atoms that follow)
+
+
+@dataclass
+class RestraintReader:
+    """Collects restraint instructions and EQIV operators while a .ins is parsed."""
+
+    raw: list[RawRestraint] = field(default_factory=list)
+    eqiv: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @staticmethod
+    def keyword_of(token: str) -> tuple[str, str | None] | None:
+        """(keyword, residue suffix) when `token` is a restraint instruction, else None."""
+        word, _, suffix = token.upper().partition("_")
+        if word not in DEFAULTS:
+            return None
+        return word, (suffix or None)
+
+    def add(self, keyword: str, suffix: str | None, tokens: list[str], line: int, text: str,
+            residue: int, atoms_before: int) -> None:
+        self.raw.append(RawRestraint(keyword, suffix, tokens, line, text, residue, atoms_before))
+
+    def add_eqiv(self, tokens: list[str], line: int) -> None:
+        """EQIV $n operator."""
+        if len(tokens) < 2 or not tokens[0].startswith("$"):
+            self.notes.append(f"line {line}: EQIV needs $n and an operator; ignored")
+            return
+        self.eqiv[tokens[0].upper()] = " ".join(tokens[1:]).replace(" ", "")
+
+    def resolve(self, atoms: list[ResidueAtom]) -> list[RestraintInstruction]:
+        """Every collected instruction with its atoms resolved (unresolvable ones noted)."""
+        out: list[RestraintInstruction] = []
+        for raw in self.raw:
+            try:
+                out.extend(self._resolve_one(raw, atoms))
+            except _Unresolved as exc:
+                self.notes.append(f"line {raw.line}: {raw.keyword} ignored: {exc}")
+        return out
+
+    # -- one instruction -----------------------------------------------------------
+    def _resolve_one(self, raw: RawRestraint, atoms: list[ResidueAtom]) -> list[RestraintInstruction]:
+        numbers: list[float] = []
+        names = list(raw.tokens)
+        while names and _NUMBER.match(names[0]):
+            numbers.append(float(names.pop(0)))
+        values = _with_defaults(raw.keyword, numbers)
+        if raw.keyword == "SAME":
+            return self._same(raw, values, names, atoms)
+        residues = _residues_for(raw, atoms)
+        out = []
+        for residue in residues:
+            refs = self._expand(names, residue, atoms, pairwise=raw.keyword in PAIRWISE)
+            if not refs:
+                if raw.keyword in ALL_WHEN_EMPTY and not names:
+                    refs = [AtomRef(label=a.label) for a in atoms
+                            if a.element not in ("H", "D") and (raw.suffix is None or a.residue == residue)]
+                else:
+                    continue
+            if raw.keyword in PAIRWISE and len(refs) % 2:
+                raise _Unresolved(f"an odd number of atoms ({len(refs)}) where pairs are needed")
+            out.append(RestraintInstruction(kind=raw.keyword, values=values, atoms=refs, text=raw.text, line=raw.line))
+        if not out and residues:
+            raise _Unresolved("no atom of it is in the model")
+        return out
+
+    def _same(self, raw: RawRestraint, values: list[float], names: list[str], atoms: list[ResidueAtom]):
+        heavy = [a for a in atoms if a.element not in ("H", "D")]
+        if raw.suffix is not None and not raw.suffix.isdigit() and raw.suffix != "*":
+            members = [r for r in _residue_numbers(atoms) if _class_of(r, atoms) == raw.suffix]
+            if len(members) < 2:
+                raise _Unresolved(f"fewer than two residues of class {raw.suffix}")
+            lists = [self._expand(names, r, atoms, pairwise=False) for r in members]
+            out = []
+            for lst in lists[1:]:
+                if len(lst) != len(lists[0]):
+                    raise _Unresolved("residues of the class hold different atoms")
+                out.append(RestraintInstruction(kind="SAME", values=values, atoms=lst, reference=lists[0],
+                                                text=raw.text, line=raw.line))
+            return out
+        named = self._expand(names, raw.residue, atoms, pairwise=False)
+        following = [a for a in heavy if a.index >= raw.atoms_before][: len(named)]
+        if len(following) < len(named) or not named:
+            raise _Unresolved("fewer atoms follow it than it names")
+        return [RestraintInstruction(kind="SAME", values=values, atoms=[AtomRef(label=a.label) for a in following],
+                                     reference=named, text=raw.text, line=raw.line)]
+
+    def _expand(self, names: list[str], residue: int, atoms: list[ResidueAtom], *, pairwise: bool) -> list[AtomRef]:
+        """Atom tokens -> AtomRefs in `residue` context (ranges, $element, _*, _$n)."""
+        out: list[AtomRef] = []
+        i = 0
+        while i < len(names):
+            tok = _PART_MARK.sub("", names[i])  # `N4A^a`: the atom itself (SHELXL's part mark)
+            if tok in (">", "<"):
+                if not out or i + 1 >= len(names):
+                    raise _Unresolved(f"'{tok}' needs an atom on each side")
+                first = _find(out[-1].label, atoms)
+                last = self._lookup(names[i + 1], residue, atoms)[0]
+                lo, hi = (first.index, last.index) if tok == ">" else (last.index, first.index)
+                if hi < lo:
+                    raise _Unresolved(f"the range {first.name} {tok} {last.name} runs backwards")
+                span = [a for a in atoms[lo:hi + 1] if a.element not in ("H", "D")]
+                if tok == "<":
+                    span = span[::-1]
+                out.extend(AtomRef(label=a.label) for a in span[1:])
+                i += 2
+                continue
+            if tok.startswith("$") and not pairwise:
+                element = tok[1:].capitalize()
+                out.extend(AtomRef(label=a.label) for a in atoms if a.element == element)
+                i += 1
+                continue
+            name, symop = tok, None
+            if "_$" in tok.upper():
+                name, _, code = tok.partition("_$")
+                symop = self.eqiv.get("$" + code.upper())
+                if symop is None:
+                    raise _Unresolved(f"{tok}: no EQIV ${code}")
+            if name.endswith("_*"):
+                found = [a for a in atoms if a.name.upper() == name[:-2].upper()]
+                if not found:
+                    raise _Unresolved(f"no atom {name[:-2]} in any residue")
+                if pairwise:
+                    # the pair is repeated for every residue: partner first, then each residue's atom
+                    partner = out.pop() if len(out) % 2 else None
+                    for a in found:
+                        if partner is not None:
+                            out.append(partner)
+                        out.append(AtomRef(label=a.label, symop=symop))
+                else:
+                    out.extend(AtomRef(label=a.label, symop=symop) for a in found)
+                i += 1
+                continue
+            for a in self._lookup(name, residue, atoms):
+                out.append(AtomRef(label=a.label, symop=symop))
+            i += 1
+        return out
+
+    @staticmethod
+    def _lookup(name: str, residue: int, atoms: list[ResidueAtom]) -> list[ResidueAtom]:
+        base, _, suffix = name.partition("_")
+        if suffix and suffix.lstrip("+-").isdigit():
+            if suffix in ("+", "-"):
+                residue = residue + (1 if suffix == "+" else -1)
+            else:
+                residue = int(suffix)
+        elif suffix:
+            base = name  # an underscore that is part of the label
+        for pool in ([a for a in atoms if a.residue == residue], [a for a in atoms if a.residue == 0], atoms):
+            hit = [a for a in pool if a.name.upper() == base.upper() or a.label.upper() == name.upper()]
+            if hit:
+                return hit[:1]
+        raise _Unresolved(f"no atom {name}")
+
+
+class _Unresolved(Exception):
+    pass
+
+
+def _with_defaults(keyword: str, numbers: list[float]) -> list[float]:
+    defaults = DEFAULTS[keyword]
+    values = list(numbers[: len(defaults)]) if defaults else []
+    if keyword in DOUBLED_SECOND and len(numbers) == 1:
+        values.append(2.0 * numbers[0])
+    for k in range(len(values), len(defaults)):
+        if defaults[k] is None:
+            raise _Unresolved("a required number is missing")
+        values.append(float(defaults[k]))
+    return values
+
+
+def _residue_numbers(atoms: list[ResidueAtom]) -> list[int]:
+    return sorted({a.residue for a in atoms})
+
+
+def _class_of(residue: int, atoms: list[ResidueAtom]) -> str | None:
+    for a in atoms:
+        if a.residue == residue:
+            return (a.residue_class or "").upper() or None
+    return None
+
+
+def _residues_for(raw: RawRestraint, atoms: list[ResidueAtom]) -> list[int]:
+    """Residues an instruction applies to (its keyword suffix, else where it stands)."""
+    if raw.suffix is None:
+        return [raw.residue]
+    if raw.suffix == "*":
+        return _residue_numbers(atoms)
+    if raw.suffix.isdigit():
+        return [int(raw.suffix)]
+    members = [r for r in _residue_numbers(atoms) if _class_of(r, atoms) == raw.suffix]
+    if not members:
+        raise _Unresolved(f"no residue of class {raw.suffix}")
+    return members
+
+
+def _find(label: str, atoms: list[ResidueAtom]) -> ResidueAtom:
+    for a in atoms:
+        if a.label == label:
+            return a
+    raise _Unresolved(f"no atom {label}")

@@ -1,0 +1,299 @@
+"""A user's SHELXL restraints and EADP constraints, as the refiner's pseudo-observations.
+
+The reader (`refractor_plugins.readers.shelx_restraints`) resolves each instruction to atom
+labels; here the labels are found in the model being refined (case-insensitively, as SHELX
+names are) and each instruction becomes restraints of the kinds `restraints.py` evaluates,
+with SHELXL's meaning:
+
+- DFIX d s / DANG d s: each named pair at distance d (a negative d: only closer than |d|);
+- SADI s: each named distance equal to the mean of the set;
+- SAME s1 s2: the 1,2 and 1,3 distances among the named atoms (bonds from the model's
+  connectivity) equal to those of the corresponding reference atoms;
+- FLAT s: every named atom on the least-squares plane of the set (σ in Å);
+- DELU s1 s2: U along 1,2 (s1) and 1,3 (s2) pairs of the named atoms equal;
+- RIGU s1 s2: for 1,2 (s1) and 1,3 (s2) pairs, U along the pair and its two cross terms
+  with the pair direction equal, with the esd scaled by the distance and the U_eq of the
+  two atoms as Thorn, Dittrich & Sheldrick (2012) describe;
+- SIMU s st dmax: all U components of named atoms closer than dmax equal (st when one
+  of them is terminal);
+- ISOR s st: the named atoms' U close to isotropic (st for terminal atoms);
+- EADP: one ADP shared by the named atoms; EXYZ: one position (and here one ADP too, as
+  for a mixed site) -- constraints, through the site groups.
+
+Atoms that are not in the model (H atoms removed before refinement, atoms dropped by
+completion) and riding H atoms (their geometry is already fixed) take their restraints
+with them; each such loss is reported once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from refractor_core.crystal.cell import orthogonalization_matrix
+from refractor_core.types import AtomRef, RefinementInstructions, RestraintInstruction
+
+from .model import WorkingModel, is_hydrogen
+from .restraints import Image, Restraint
+
+#: RIGU's distance scale p (Å) in its esd σ·d·√(p² + U_eq,a + U_eq,b)/p
+RIGU_P = 0.5
+#: instructions this module turns into restraints or constraints
+SUPPORTED = frozenset({"DFIX", "DANG", "SADI", "SAME", "FLAT", "DELU", "RIGU", "SIMU", "ISOR"})
+
+
+@dataclass
+class UserRestraints:
+    """The restraints built for one model, and what could not be honoured."""
+
+    restraints: list[Restraint] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for r in self.restraints:
+            out[r.kind] = out.get(r.kind, 0) + 1
+        return out
+
+
+def has_restraints(instructions: RefinementInstructions | None) -> bool:
+    """Whether the instructions carry restraints (EADP/EXYZ constraints alone do not count)."""
+    return bool(instructions and any(r.kind not in ("EADP", "EXYZ") for r in instructions.restraints))
+
+
+def user_site_sets(model: WorkingModel, instructions: RefinementInstructions | None) -> list[tuple[tuple[str, ...], bool]] | None:
+    """(labels, shared position?) of the EADP and EXYZ constraints whose atoms are in the
+    model (EXYZ atoms share their ADP too: one site, as for a mixed site); None when the
+    instructions carry no restraints or constraints (sharing is then automatic)."""
+    if instructions is None or not instructions.restraints:
+        return None
+    index = _label_index(model)
+
+    def present(r: RestraintInstruction) -> tuple[str, ...]:
+        return tuple(model.labels[index[a.label.upper()]] for a in r.atoms if a.label.upper() in index and a.symop is None)
+
+    xyz_sets = [set(present(r)) for r in instructions.restraints if r.kind == "EXYZ"]
+    out = [(tuple(sorted(x)), True) for x in xyz_sets if len(x) >= 2]
+    for r in instructions.restraints:
+        labels = present(r)
+        if r.kind == "EADP" and len(labels) >= 2 and not any(set(labels) <= x for x in xyz_sets):
+            out.append((labels, False))
+    return out
+
+
+def build(model: WorkingModel, instructions: RefinementInstructions) -> UserRestraints:
+    """Restraints for every supported instruction whose atoms are in `model`."""
+    out = UserRestraints()
+    builder = _Builder(model)
+    for r in instructions.restraints:
+        if r.kind in ("EADP", "EXYZ"):
+            continue
+        where = f"{r.kind} (line {r.line})" if r.line else r.kind
+        if r.kind not in SUPPORTED:
+            out.skipped.append(f"{where}: not supported, ignored")
+            continue
+        try:
+            out.restraints.extend(builder.build(r))
+        except _Missing as exc:
+            out.skipped.append(f"{where}: {exc}, ignored")
+    return out
+
+
+class _Missing(Exception):
+    pass
+
+
+def _label_index(model: WorkingModel) -> dict[str, int]:
+    return {label.upper(): i for i, label in enumerate(model.labels)}
+
+
+class _Builder:
+    def __init__(self, model: WorkingModel):
+        from .hydrogens import neighbours
+
+        self.model = model
+        self.index = _label_index(model)
+        self.m = orthogonalization_matrix(model.cell)
+        heavy = np.array([i for i in range(model.n) if not is_hydrogen(model.elements[i])], dtype=np.int64)
+        nb = neighbours(model, heavy)
+        #: bonded non-H atoms in the asymmetric unit (any image), for 1,2/1,3 pairs and terminal atoms
+        self.bonded: dict[int, set[int]] = {int(i): {n.atom for n, _, _ in lst} for i, lst in nb.items()}
+
+    # -- atoms -----------------------------------------------------------------------
+    def image(self, ref: AtomRef) -> Image:
+        i = self.index.get(ref.label.upper())
+        if i is None:
+            raise _Missing(f"atom {ref.label} is not in the model")
+        if self.model.riding[i] >= 0:
+            raise _Missing(f"atom {ref.label} rides on its parent atom")
+        if ref.symop is None:
+            return Image(i)
+        return Image(i, *self._operator(ref.symop))
+
+    def _operator(self, triplet: str) -> tuple[int, tuple[int, int, int]]:
+        import gemmi
+
+        try:
+            op = gemmi.Op(triplet)
+        except (RuntimeError, ValueError):
+            raise _Missing(f"EQIV operator {triplet!r} is not readable") from None
+        rot = np.array(op.rot, dtype=np.float64) / op.DEN
+        tran = np.array(op.tran, dtype=np.float64) / op.DEN
+        sym = self.model.symmetry
+        for k in range(len(sym.rotations)):
+            if np.allclose(sym.rotations[k], rot):
+                shift = tran - sym.translations[k]
+                if np.allclose(shift, np.round(shift), atol=1e-6):
+                    return k, tuple(int(v) for v in np.round(shift))
+        raise _Missing(f"EQIV operator {triplet} is not an operation of the space group")
+
+    def _closest(self, a: int, b: int) -> tuple[float, Image]:
+        """Shortest distance from atom a to an image of atom b, and that image (atoms of
+        one negative PART, disorder across a symmetry element, see only each other as given,
+        not each other's symmetry copies)."""
+        sym, x = self.model.symmetry, self.model.xyz
+        best = (np.inf, Image(b))
+        part_a, part_b = self.model.part[a], self.model.part[b]
+        ops = [0] if (part_a < 0 and part_a == part_b) else range(len(sym.rotations))
+        for k in ops:
+            diff = sym.rotations[k].astype(np.float64) @ x[b] + sym.translations[k] - x[a]
+            shift = -np.round(diff)
+            d = float(np.linalg.norm(self.m @ (diff + shift)))
+            if d < best[0] and not (a == b and d < 1e-6):
+                best = (d, Image(b, k, tuple(int(v) for v in shift)))
+        return best
+
+    def _pairs_12_13(self, atoms: list[int]) -> list[tuple[int, int, int]]:
+        """(a, b, 2 or 3): bonded pairs and pairs sharing a bonded neighbour, within `atoms`."""
+        inside = set(atoms)
+        out, seen = [], set()
+        for a in atoms:
+            for b in sorted(self.bonded.get(a, ())):
+                if b in inside and (b, a) not in seen and a != b:
+                    seen.add((a, b))
+                    out.append((a, b, 2))
+        for a in atoms:
+            for j in self.bonded.get(a, ()):
+                for b in self.bonded.get(j, ()):
+                    if b in inside and b != a and (a, b) not in seen and (b, a) not in seen:
+                        seen.add((a, b))
+                        out.append((a, b, 3))
+        return out
+
+    def _terminal(self, a: int) -> bool:
+        return len(self.bonded.get(a, ())) <= 1
+
+    # -- instructions ----------------------------------------------------------------
+    def build(self, r: RestraintInstruction) -> list[Restraint]:
+        method = getattr(self, "_" + r.kind.lower())
+        return method(r)
+
+    def _named(self, r: RestraintInstruction) -> list[Image]:
+        """The named atoms present in the model (missing ones dropped, H kept for distances)."""
+        out = []
+        for ref in r.atoms:
+            try:
+                out.append(self.image(ref))
+            except _Missing:
+                continue
+        return out
+
+    def _dfix(self, r: RestraintInstruction) -> list[Restraint]:
+        d, s = r.values[0], r.values[1]
+        out = []
+        for k in range(0, len(r.atoms) - 1, 2):
+            pair = (self.image(r.atoms[k]), self.image(r.atoms[k + 1]))
+            out.append(Restraint("distances", None, None, s, pairs=(pair,), coefficients=(1.0,),
+                                 target=abs(d), one_sided=d < 0))
+        return out
+
+    _dang = _dfix
+
+    def _sadi(self, r: RestraintInstruction) -> list[Restraint]:
+        s = r.values[0]
+        pairs = []
+        for k in range(0, len(r.atoms) - 1, 2):
+            try:
+                pairs.append((self.image(r.atoms[k]), self.image(r.atoms[k + 1])))
+            except _Missing:
+                continue
+        if len(pairs) < 2:
+            raise _Missing("fewer than two of its distances are in the model")
+        n = len(pairs)
+        out = []
+        for k in range(n):
+            coefs = tuple((1.0 if j == k else 0.0) - 1.0 / n for j in range(n))
+            out.append(Restraint("distances", None, None, s, pairs=tuple(pairs), coefficients=coefs))
+        return out
+
+    def _same(self, r: RestraintInstruction) -> list[Restraint]:
+        s12, s13 = r.values[0], r.values[1]
+        corresponding: dict[int, Image] = {}
+        for ref_a, ref_b in zip(r.atoms, r.reference):
+            try:
+                a, b = self.image(ref_a), self.image(ref_b)
+            except _Missing:
+                continue
+            if a.op == 0 and a.shift == (0, 0, 0):
+                corresponding[a.atom] = b
+        out = []
+        for a, b, kind in self._pairs_12_13(list(corresponding)):
+            ra, rb = corresponding[a], corresponding[b]
+            if ra.atom == rb.atom:
+                continue
+            if ra.op == 0 and ra.shift == (0, 0, 0):
+                ref_pair = (ra, self._closest(ra.atom, rb.atom)[1])
+            else:
+                ref_pair = (ra, rb)
+            out.append(Restraint("same", (Image(a), self._closest(a, b)[1]), ref_pair, s12 if kind == 2 else s13))
+        if not out:
+            raise _Missing("no bonded pair among its atoms is in the model")
+        return out
+
+    def _flat(self, r: RestraintInstruction) -> list[Restraint]:
+        atoms = tuple(self._named(r))
+        if len(atoms) < 4:
+            raise _Missing("fewer than four of its atoms are in the model")
+        return [Restraint("flat", None, None, r.values[0], component=k, atoms=atoms) for k in range(len(atoms))]
+
+    def _adp_atoms(self, r: RestraintInstruction) -> list[int]:
+        return sorted({im.atom for im in self._named(r) if not is_hydrogen(self.model.elements[im.atom])})
+
+    def _delu(self, r: RestraintInstruction, components=(0,)) -> list[Restraint]:
+        s12, s13 = r.values[0], r.values[1]
+        out = []
+        for a, b, kind in self._pairs_12_13(self._adp_atoms(r)):
+            d, image = self._closest(a, b)
+            sigma = s12 if kind == 2 else s13
+            if r.kind == "RIGU":
+                # Thorn, Dittrich & Sheldrick (2012): the esd grows with the distance and the
+                # atoms' U_eq, σ·d·√(p² + U_eq,a + U_eq,b)/p with p = 0.5 Å
+                u_sum = float(self.model.u_iso[a] + self.model.u_iso[b])
+                sigma *= d * np.sqrt(RIGU_P**2 + u_sum) / RIGU_P
+            out.extend(Restraint("rigu", (Image(a), image), None, sigma, component=c) for c in components)
+        return out
+
+    def _rigu(self, r: RestraintInstruction) -> list[Restraint]:
+        return self._delu(r, components=(0, 1, 2))
+
+    def _simu(self, r: RestraintInstruction) -> list[Restraint]:
+        s, st, dmax = r.values[0], r.values[1], r.values[2]
+        atoms = self._adp_atoms(r)
+        out = []
+        for k, a in enumerate(atoms):
+            for b in atoms[k + 1:]:
+                d, img = self._closest(a, b)
+                if d >= dmax:
+                    continue
+                sigma = st if (self._terminal(a) or self._terminal(b)) else s
+                out.extend(Restraint("simu", (Image(a), img), None, sigma, component=c) for c in range(6))
+        return out
+
+    def _isor(self, r: RestraintInstruction) -> list[Restraint]:
+        s, st = r.values[0], r.values[1]
+        out = []
+        for a in self._adp_atoms(r):
+            sigma = st if self._terminal(a) else s
+            out.extend(Restraint("isor", (Image(a), Image(a)), None, sigma, component=c) for c in range(6))
+        return out
