@@ -339,3 +339,22 @@ def test_a_best_attempt_that_is_not_a_solution_is_marked(tmp_path):
     solved = refined.model_copy(update={"r1": 0.03, "meta": {"solved": True}})
     assert "NOT SOLVED" not in structure_cif(structure, refined=solved, name="x")
     assert "NOT SOLVED" not in structure_res(structure, refined=solved)
+
+
+def test_res_writes_disorder_as_a_free_variable():
+    """A PART 1 / PART 2 assembly at p / 1 - p is written with one free variable (21 / -21,
+    FVAR value p) and reads back to the same occupancies (measured difluoro model, 0.8/0.2)."""
+    from refractor_core.dataio import load_bundle
+    from refractor_core.io.res_writer import structure_res
+    from refractor_core.testing.real_cases import get_case
+    from refractor_plugins.readers.shelx_ins import parse_ins
+
+    case = get_case("difluoro_6ring_pna21")
+    structure = load_bundle(case.reference, block=case.data_block).structure
+    text = structure_res(structure)
+    fvar = next(line for line in text.splitlines() if line.startswith("FVAR")).split()
+    assert float(fvar[2]) == pytest.approx(0.8, abs=1e-4)
+    atoms = {line.split()[0]: line.split()[5] for line in text.splitlines() if line[:3] in ("C2 ", "C2A")}
+    assert atoms == {"C2": "21.00000", "C2A": "-21.00000"}
+    again = parse_ins(text, "out.res").structure()
+    assert [round(s.occupancy, 4) for s in again.sites] == [round(s.occupancy, 4) for s in structure.sites]

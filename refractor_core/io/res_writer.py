@@ -5,8 +5,10 @@ symmetry at the origin encoded in LATT, as SHELX does), SFAC, UNIT, refinement
 instructions, the user's restraints and EADP/EXYZ constraints (resolved to the written
 atom names, symmetry equivalents through EQIV; SAME just before the atoms it applies to),
 WGHT, FVAR, the atoms (site occupation factors including the site-symmetry multiplicity,
-fixed with +10; U in SHELX order U11 U22 U33 U23 U13 U12), riding hydrogen atoms after
-their parent inside AFIX groups, HKLF 4 and END.
+fixed with +10, except that a two-component disorder assembly -- PART 2k-1 at occupancy p
+against PART 2k at 1 - p -- shares a free variable, written 21/-21 as SHELXL users do; U in
+SHELX order U11 U22 U33 U23 U13 U12), riding hydrogen atoms after their parent inside AFIX
+groups, HKLF 4 and END.
 """
 
 from __future__ import annotations
@@ -234,7 +236,8 @@ def structure_res(
         if instr is not None and instr.wght:
             lines.append("WGHT " + " ".join(f"{w:.6f}" for w in instr.wght))
         osf = instr.fvar[0] if instr is not None and instr.fvar else 1.0
-    lines.append(f"FVAR {osf:.5f}")
+    free_variable, fvar = _disorder_free_variables(structure.sites)
+    lines.append("FVAR " + " ".join(f"{v:.5f}" for v in (osf, *fvar)))
 
     labels = _unique_labels(structure.sites)
     label_of = {s.label: lab for s, lab in zip(structure.sites, labels)}
@@ -268,6 +271,9 @@ def structure_res(
             afix = code
         sof = site.occupancy / max(int(orders[i]), 1)
         sof_text = f"{10.0 + sof:.6f}" if sof >= 0 else f"{-10.0 + sof:.6f}"
+        if site.part in free_variable:
+            number, sign = free_variable[site.part]
+            sof_text = f"{sign * (10.0 * number + 1.0 / max(int(orders[i]), 1)):.5f}"
         head = f"{label_of[site.label]:<5} {sfac_index[site.element]:<3} " + " ".join(
             f"{_fmt(x, 6):>10}" for x in site.xyz
         ) + f" {sof_text}"
@@ -305,6 +311,36 @@ def structure_res(
         lines.append(f"REM {refined.n_parameters} parameters refined")
     lines.append("END")
     return "\n".join(lines) + "\n"
+
+
+#: occupancies of one disorder component closer than this count as one free variable's value
+_OCCUPANCY_TOLERANCE = 5e-4
+
+
+def _disorder_free_variables(sites: list[Site]) -> tuple[dict[int, tuple[int, int]], list[float]]:
+    """Free variables for two-component disorder: ({part: (variable number, ±1)}, [values]).
+
+    PART 2k-1 and PART 2k become one free variable p when every atom of the first has
+    occupancy p and every atom of the second 1 - p (variables numbered from 2, after the
+    overall scale)."""
+    by_part: dict[int, list[float]] = {}
+    for s in sites:
+        if s.part > 0:
+            by_part.setdefault(s.part, []).append(s.occupancy)
+    out: dict[int, tuple[int, int]] = {}
+    values: list[float] = []
+    for p in sorted(by_part):
+        if p % 2 == 0 or p + 1 not in by_part:
+            continue
+        first, second = np.array(by_part[p]), np.array(by_part[p + 1])
+        value = float(first.mean())
+        if np.ptp(first) > _OCCUPANCY_TOLERANCE or np.abs(second - (1.0 - value)).max() > _OCCUPANCY_TOLERANCE:
+            continue
+        if not 0.0 < value < 1.0:
+            continue
+        values.append(value)
+        out[p], out[p + 1] = (len(values) + 1, 1), (len(values) + 1, -1)
+    return out, values
 
 
 def _restraint_lines(
