@@ -502,7 +502,7 @@ def collect_features(split: str, config=None) -> list[dict]:
     """Run the classifier on every cached data set of a split; keep candidate terms."""
     from refractor_plugins.classifiers.configs import AbsencesConfig
 
-    cfg = config or AbsencesConfig(laue_window=1e9, max_hypotheses=10_000, min_probability=0.0)
+    cfg = config or AbsencesConfig(laue_window=1e9, max_hypotheses=10_000, min_probability=0.0, zones_always=True)
     rows = []
     files = sorted((cache_dir() / "data").glob(f"{split}-*.npz"))
     for i, path in enumerate(files):
@@ -548,10 +548,15 @@ def features(split: str, refresh: bool = False) -> list[dict]:
     return rows
 
 
-#: bounds of (w_laue, w_absences, w_centro, robust, w_merged, w_bijvoet) in the fit: the
-#: Laue and "merged" weights are kept moderate (the likelihood is flat beyond them on the
-#: calibration split, and no single rotation should decide by hundreds of nats)
-BOUNDS = [(0.0, 5.0), (0.0, 20.0), (0.0, 20.0), (1e-4, 0.5), (0.0, 10.0), (0.0, 5.0)]
+#: bounds of (w_laue, w_absences, w_centro, robust, w_merged, w_bijvoet, w_zones) in the
+#: fit: the Laue and "merged" weights are kept moderate (no single rotation should decide by
+#: hundreds of nats). w_laue is held at W_LAUE: with the type prior off the likelihood of
+#: the calibration split is flat in it (the Laue group is nearly always decided by a wide
+#: margin), and the fit then drifts to small values (0.5) at which the deployed type prior
+#: overturns clear Laue evidence (R-3 data ranked P-1); the upper end of the flat range
+#: keeps the Laue group decided by the data
+W_LAUE = 5.0
+BOUNDS = [(W_LAUE, W_LAUE), (0.0, 20.0), (0.0, 20.0), (1e-4, 0.5), (0.0, 10.0), (0.0, 5.0), (0.0, 20.0)]
 #: temper of the robust mixture (q ∝ p^TEMPER), chosen on the calibration split
 TEMPER = 0.05
 
@@ -581,32 +586,76 @@ def fit_weights(rows: list[dict]) -> tuple[np.ndarray, dict]:
     def nll(x, w_prior=0.0):
         total = 0.0
         for t, idx, truth in sets:
-            p = hypothesis_probabilities(t, idx, (x[0], x[1], x[2], w_prior, x[4], x[5]), robust=x[3], temper=TEMPER)
+            p = hypothesis_probabilities(t, idx, (x[0], x[1], x[2], w_prior, x[4], x[5], x[6]), robust=x[3], temper=TEMPER)
             total -= math.log(max(float(p[truth].sum()), 1e-300))
         return total / len(sets)
 
     best = None
-    for x0 in ([1.0, 1.0, 2.0, 0.02, 1.0, 0.5], [0.5, 0.2, 2.0, 0.05, 0.3, 0.1], [2.0, 0.5, 4.0, 0.01, 3.0, 1.0]):
+    from refractor_plugins.classifiers.configs import AbsencesConfig
+
+    c = AbsencesConfig()
+    current = [W_LAUE, c.w_absences, c.w_centro, max(c.robust, 1e-4), c.w_merged, c.w_bijvoet, c.w_zones]  # the deployed weights as a start too
+    for x0 in ([W_LAUE, 1.0, 2.0, 0.02, 1.0, 0.5, 0.5], [W_LAUE, 0.2, 2.0, 0.05, 0.3, 0.1, 1.0], [W_LAUE, 0.5, 4.0, 0.01, 3.0, 1.0, 2.0], current):
         res = minimize(nll, np.array(x0), method="L-BFGS-B", bounds=BOUNDS)
         if best is None or res.fun < best.fun:
             best = res
-    w = np.array([best.x[0], best.x[1], best.x[2], 1.0, best.x[3], best.x[4], best.x[5]])
+    w = np.array([best.x[0], best.x[1], best.x[2], 1.0, best.x[3], best.x[4], best.x[5], best.x[6]])
     return w, {
         "nll_type_prior_off": float(best.fun),
         "nll_deployed": float(nll(best.x, 1.0)),
         "n_sets": len(sets),
         "skipped": skipped,
         "converged": bool(best.success),
-        "note": "w_laue, w_absences, w_centro, w_merged, w_bijvoet and robust fitted with the type prior off (types are drawn uniformly here); w_prior = 1 deployed",
+        "note": "w_absences, w_centro, w_merged, w_bijvoet, w_zones and robust fitted with the type prior off (types are drawn uniformly here); w_laue held at the upper end of its flat range (W_LAUE); w_prior = 1 deployed",
     }
+
+
+def calibration_accuracy(rows: list[dict], weights, robust: float, temper: float = TEMPER) -> tuple[dict, list[dict]]:
+    """Top-1/top-3 on the calibration split with these weights and the type prior on (as
+    deployed), and the data sets whose top-1 type is wrong."""
+    from refractor_plugins.classifiers.analysis import hypothesis_probabilities
+
+    scored = []
+    misses = []
+    for r in rows:
+        if "error" in r or not r["candidates"]:
+            continue
+        t = np.array([c["terms"] for c in r["candidates"]], dtype=np.float64)
+        idx = np.array([c["laue_index"] for c in r["candidates"]], dtype=np.int64)
+        p = hypothesis_probabilities(t, idx, weights, robust=robust, temper=temper)
+        order = np.argsort(-p, kind="stable")
+        cands = [{**r["candidates"][i], "probability": float(p[i])} for i in order]
+        row = _score_row(cands, r["meta"])
+        scored.append(row)
+        if not row["top1"]:
+            m = r["meta"]
+            misses.append(
+                {
+                    "id": m["id"],
+                    "truth": m["truth_symbol"],
+                    "top": cands[0]["symbol"],
+                    "p_top": round(cands[0]["probability"], 3),
+                    "rank": row["rank"],
+                    "source": m["source"],
+                    "mode": m["mode"],
+                    "noise": m["noise"],
+                    "n_sites": m["n_sites"],
+                }
+            )
+    return _summ(scored), misses
 
 
 def cmd_calibrate(args) -> int:
     warnings.filterwarnings("ignore")
     rows = features("calib", refresh=args.refresh)
     w, info = fit_weights(rows)
+    deployed = (w[0], w[1], w[2], w[3], w[5], w[6], w[7])
+    info["calibration_split_deployed"], misses = calibration_accuracy(rows, deployed, robust=w[4])
+    if args.misses:
+        for m in misses:
+            print(json.dumps(m))
     out = {
-        "weights": {"w_laue": w[0], "w_absences": w[1], "w_centro": w[2], "w_prior": w[3], "robust": w[4], "w_merged": w[5], "w_bijvoet": w[6]},
+        "weights": {"w_laue": w[0], "w_absences": w[1], "w_centro": w[2], "w_prior": w[3], "robust": w[4], "w_merged": w[5], "w_bijvoet": w[6], "w_zones": w[7]},
         **info,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": "python benchmarks/spacegroup.py calibrate",
@@ -810,6 +859,30 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+#: what was tried on the calibration split for issue 5 (strict top-1 below 90 %), measured there
+METHOD_NOTES = [
+    "Measured on the calibration split (382 sets, `calibrate --misses`; strict top-1 with the type prior on, as",
+    "deployed): before these changes 89.3 % (NLL 0.357 with the type prior off); with zone centricity and",
+    "the few-atom separation, weights refitted, 89.5 % (NLL 0.336): fixed P1 with eight atoms (2), Pna2₁ (2),",
+    "lost three AFLOW prototypes of three atoms (Bbcm, two LiNbO3-type R-3c) whose zones and E statistics",
+    "follow special positions, not random atoms. Tried and dropped: (1) a phase check as SHELXT's: P1 charge",
+    "flipping on the data merged in the centric candidate's Patterson group (up to four trials of 600 cycles,",
+    "|F| and |E| in turn), origin search for the centric candidate and its acentric subgroup, evidence from the",
+    "agreement of the operations only the centric group has against the shared ones (P-1/P1: the inversion",
+    "alone). It ran on 278 of 382 sets (a centric/acentric pair within a factor 1000), median 0.25 s, 90th",
+    "percentile 0.8 s, up to 4.6 s on 13,000 reflections; fitted as one more weight it improved the NLL",
+    "(0.357 -> 0.345) but not top-1 (unchanged): the acentric misses are pseudo-centric structures whose P1",
+    "maps obey the extra operations as well as the shared ones (gap 0.01-0.07, as for centric truths), while",
+    "sets with a clear gap (< -0.3: 89 % acentric) are already decided by the E statistics. (2) Few-atom",
+    "expectations moving the midpoint of <|E²-1|> (and measurement errors in the same Monte Carlo): better NLL",
+    "(0.344) but top-1 87.4 %: the few-atom shift is not seen in the simulated data, whose errors raise the",
+    "statistic by as much. (3) Fitting w_laue freely: it drifts to 0.5 with robust -> 0 at equal NLL, and the",
+    "deployed type prior then overturns clear Laue evidence (R-3 data ranked P-1): top-1 86.7 %; it is held",
+    "at 5. The enantiomorph pairs (P4₁2₁2/P4₃2₁2, P3₁21/P3₂21) stay a coin flip the prior breaks the same way",
+    "every time; no intensity statistic can decide them.",
+]
+
+
 def _pct(x) -> str:
     return "-" if x is None else f"{100 * x:.1f} %"
 
@@ -848,6 +921,17 @@ def markdown(r: dict) -> str:
         "mean intensity (prior share `weak_class_share`), so a weak but measured class does not count as",
         "absent; and the E-statistics evidence is weighted by the probability that <|E²-1|> comes from",
         "random-atom statistics at all (hypercentric or sub-acentric values say little about the centre).",
+        "",
+        "Zone-wise centricity (`plugins/classifiers/zones.py`): each family of zone and row reflections is",
+        "centric or acentric as each candidate's point group predicts (h0l centric in C2, acentric in Cm;",
+        "all centric with a centre); the <|E²-1|> of each family, normalised over the family itself and",
+        "using only reflections no candidate of the Laue group and centring requires absent, is one more",
+        "fitted term (w_zones). The E-statistics evidence of the general reflections is scaled by how far",
+        "apart the centric and acentric expectations lie for the atoms of one primitive cell of the formula",
+        "(a Monte Carlo of few random-phase terms: ~1 down to eight atoms, ~0 for two atoms or one dominating",
+        "heavy atom), instead of being cut by four below ten atoms.",
+        "",
+        *METHOD_NOTES,
         "",
     ]
     if "real" in r:
@@ -914,6 +998,7 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--n-calib", type=int, default=9, help="calibration data sets per space-group type")
     c = sub.add_parser("calibrate", help="fit the evidence weights on the calibration split")
     c.add_argument("--refresh", action="store_true", help="recompute the calibration features")
+    c.add_argument("--misses", action="store_true", help="print the calibration data sets whose top-1 type is wrong")
     e = sub.add_parser("evaluate", help="test split, real cases and speed -> benchmarks/results")
     e.add_argument("--skip-real", action="store_true")
     e.add_argument("--skip-speed", action="store_true")
@@ -934,6 +1019,7 @@ def main(argv: list[str] | None = None) -> int:
         (RESULTS / "spacegroup.md").write_text(markdown(result))
         return 0
     args.refresh = True
+    args.misses = False
     args.skip_real = args.skip_speed = args.skip_simulated = False
     return cmd_generate(args) or cmd_calibrate(args) or cmd_evaluate(args)
 

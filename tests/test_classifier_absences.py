@@ -235,8 +235,8 @@ def test_probability_model_is_normalised_and_keeps_the_order():
     terms = rng.normal(size=(12, N_TERMS))
     laue = np.repeat(np.arange(3), 4)
     terms[:, 0] = np.repeat([5.0, 1.0, 0.0], 4)  # one Laue log-likelihood per group
-    p0 = hypothesis_probabilities(terms, laue, (1.0, 1.0, 1.0, 1.0, 1.0, 1.0))
-    p1 = hypothesis_probabilities(terms, laue, (1.0, 1.0, 1.0, 1.0, 1.0, 1.0), robust=0.1)
+    p0 = hypothesis_probabilities(terms, laue, (1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0))
+    p1 = hypothesis_probabilities(terms, laue, (1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0), robust=0.1)
     assert p0.sum() == pytest.approx(1.0) and p1.sum() == pytest.approx(1.0)
     assert np.array_equal(np.argsort(-p0), np.argsort(-p1))
     assert p1.max() < p0.max()
@@ -373,3 +373,61 @@ def test_a_row_and_the_zone_perpendicular_to_it_are_different_families():
     codes = _family_codes(np.array([[0, 3, 0], [2, 0, -1], [1, 2, 3]]), rots)
     assert codes[2] == 0
     assert codes[0] != 0 and codes[1] != 0 and codes[0] != codes[1]
+
+
+def test_zone_centricity_of_point_groups():
+    """h0l is centric under a 2-fold along b (h R = -h), acentric in the mirror plane of m,
+    and every reflection is centric with an inversion centre; general reflections never are
+    in an acentric group."""
+    from refractor_core.crystal.spacegroup_tables import all_settings
+    from refractor_plugins.classifiers.zones import centric_in
+
+    pg = {s.symbol: s.point_group for s in all_settings() if s.symbol in ("P 1 2 1", "P 1 m 1", "P 1 2/m 1")}
+    hkl = np.array([[1, 0, 2], [2, 0, -3], [1, 2, 3], [0, 3, 0]])
+    assert centric_in(pg["P 1 2 1"], hkl).tolist() == [True, True, False, False]
+    assert centric_in(pg["P 1 m 1"], hkl).tolist() == [False, False, False, True]
+    assert centric_in(pg["P 1 2/m 1"], hkl).all()
+
+
+def test_zone_statistics_tell_c2_from_cm():
+    """C2 and Cm share Laue group and absences; only the centricity of h0l (centric in C2,
+    acentric in Cm) and of 0k0 tells them apart: the zone term must favour C2 on C2 data."""
+    import gemmi
+    from pyxtal import pyxtal
+    from pyxtal.symmetry import Group
+
+    general = Group(5)[0]  # every atom on the general position: random-atom zone statistics
+    label = f"{general.multiplicity}{general.letter}"
+    crystal = pyxtal()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        crystal.from_random(3, 5, ["C", "N", "O"], [32, 8, 8], sites=[[label] * 8, [label] * 2, [label] * 2], factor=1.1, random_state=11)
+        pm = crystal.to_pymatgen()
+    lat = pm.lattice
+    cell = UnitCell(a=lat.a, b=lat.b, c=lat.c, alpha=lat.alpha, beta=lat.beta, gamma=lat.gamma)
+    sites = [Site(label=f"A{i}", element=str(s.specie), xyz=tuple(s.frac_coords), u_iso=0.02) for i, s in enumerate(pm.sites)]
+    structure = Structure(cell=cell, space_group=SpaceGroupRef.from_symbol("P 1"), sites=sites)
+    assert gemmi.SpaceGroup(5).hm == "C 1 2 1"
+    data = measured_everything(structure, d_min=0.7, i_over_sigma=30.0)
+    hyps = top(data, min_probability=0.0, max_hypotheses=1000, zones_always=True)
+    zone = {h.space_group.symbol: h.evidence["zone_term"] for h in hyps}
+    assert zone["C 1 2 1"] > zone["C 1 m 1"] + 0.3
+
+
+def test_random_atom_separation_shrinks_with_few_or_dominant_atoms():
+    """The centric and acentric expectations of <|E²-1|> stay apart down to ~8 atoms per
+    primitive cell, meet for two atoms or one dominating heavy atom, and keep Wilson's
+    separation when the composition is unknown or large."""
+    from refractor_plugins.classifiers.centrosymmetry import centrosymmetry_evidence, random_atom_separation
+
+    assert random_atom_separation(None, None) == 1.0
+    assert random_atom_separation("C20N4O4", 4) == 1.0  # 112 atoms: many-atom limit
+    eight = random_atom_separation("C6NO", 1)
+    assert 0.8 < eight < 1.1
+    assert random_atom_separation("C6NO", 2, n_centring=2) == pytest.approx(eight)
+    assert random_atom_separation("Cl", 2) < 0.1
+    assert random_atom_separation("TaLi7O6", 1) < 0.6
+    # acentric-looking E with two atoms per cell: no evidence either way
+    e = np.sqrt(np.random.default_rng(3).exponential(size=2000))
+    assert abs(centrosymmetry_evidence(e, formula="Cl", z=2).llr) < 0.1
+    assert centrosymmetry_evidence(e, formula="C6NO", z=1).llr < -0.5

@@ -1,9 +1,10 @@
 """The classical space-group classifier `absences` (XPREP-style, likelihood-based).
 
-Lattice centring, Laue class, systematic absences and centrosymmetry are weighed as one
-likelihood per space-group setting compatible with the cell metric in the data's own axes,
-combined with space-group frequencies as a prior (see `analysis.py`). The probabilities
-are calibrated on simulated data (`benchmarks/spacegroup.py`).
+Lattice centring, Laue class, systematic absences, centrosymmetry (E statistics of the
+general reflections, Bijvoet differences) and the centricity of zones and rows are weighed
+as one likelihood per space-group setting compatible with the cell metric in the data's
+own axes, combined with space-group frequencies as a prior (see `analysis.py`). The
+probabilities are calibrated on simulated data (`benchmarks/spacegroup.py`).
 """
 
 from __future__ import annotations

@@ -9,11 +9,16 @@
    feed the agreement test with pairs of zeros), then the per-rotation agreement test and
    a log-likelihood per Laue group (`laue.py`).
 3. For each Laue group within a window of the best: merge under it, R_int from the raw
-   rows, absence likelihoods of all its settings (`absence_scoring.py`), and E statistics
-   of the general reflections for each centring (`centrosymmetry.py`).
+   rows, absence likelihoods of all its settings (`absence_scoring.py`), E statistics
+   of the general reflections for each centring (`centrosymmetry.py`, with the
+   separation of centric and acentric expectations for the atoms of the formula), and
+   the centricity of each family of zone and row reflections as each setting predicts
+   it (`zones.py`: C2 against Cm, Cmc2₁ against Ama2 in the same axes, and the zones on
+   top of the general reflections for Pna2₁ against Pnma).
 4. P(G) = P(L) · P(G | L): the Laue group from the agreement of equivalents (and the prior
-   mass of its space groups), the setting within it from absences, E statistics and the
-   prior; the four weights are fitted on simulated data (`hypothesis_probabilities`).
+   mass of its space groups), the setting within it from absences, E statistics, zone
+   centricity, Bijvoet differences and the prior; the weights are fitted on simulated
+   data (`hypothesis_probabilities`, `benchmarks/spacegroup.py calibrate`).
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ from .absence_scoring import (
 from .bijvoet import BijvoetEvidence, bijvoet_evidence, friedel_pairs
 from .centrosymmetry import CentroEvidence, centrosymmetry_evidence
 from .configs import AbsencesConfig
+from .zones import zone_terms
 from .laue import (
     MIN_SCALE_PAIRS,
     bijvoet_merge_group,
@@ -70,7 +76,7 @@ SOURCE = "absences"
 #: fewer unique reflections than this: the analysis refuses
 MIN_REFLECTIONS = 20
 #: evidence terms per candidate (see `hypothesis_probabilities`)
-N_TERMS = 7
+N_TERMS = 8
 #: R_int from the raw rows is computed for this many of the best Laue groups
 R_INT_GROUPS = 2
 #: a provisional centring is applied to the agreement test when its evidence exceeds this
@@ -133,17 +139,18 @@ def hypothesis_probabilities(
 ) -> np.ndarray:
     """P(G) = P(L) · P(G | L) from the raw evidence terms of every candidate setting G.
 
-    `terms` (n, 7): log-likelihood of the tested rotations of G's Laue group L, absence
+    `terms` (n, 8): log-likelihood of the tested rotations of G's Laue group L, absence
     log-likelihood ratio, signed centrosymmetry evidence from E statistics, log prior of
     G's type, log share of G among its type's settings, number of L's rotations the data
-    were merged with, signed centrosymmetry evidence from Bijvoet differences;
-    `laue_index` numbers the Laue groups; `weights` (w_laue, w_absences, w_centro,
-    w_prior, w_merged, w_bijvoet).
+    were merged with, signed centrosymmetry evidence from Bijvoet differences, zone-wise
+    centricity evidence (`zones.py`); `laue_index` numbers the Laue groups; `weights`
+    (w_laue, w_absences, w_centro, w_prior, w_merged, w_bijvoet, w_zones).
 
     P(L) ∝ exp(w_laue · LL_L + w_merged · n_merged) · Σ_{G in L} prior(G): the Laue group
     is decided by the agreement of equivalent reflections (and the prior mass of its
     space groups), not by how many absences its settings can explain. Within L,
-    P(G | L) ∝ exp(w_absences · LLR_abs + w_centro · centro + w_bijvoet · bijvoet) · prior(G), with
+    P(G | L) ∝ exp(w_absences · LLR_abs + w_centro · centro + w_bijvoet · bijvoet + w_zones · zones)
+    · prior(G), with
     log prior(G) = w_prior · log P(type) + log P(setting | type).
 
     `robust` ε mixes in a tempered copy of the same ranking, p = (1 - ε) p_ev + ε q with
@@ -153,10 +160,10 @@ def hypothesis_probabilities(
     """
     t = np.asarray(terms, dtype=np.float64).reshape(-1, N_TERMS)
     idx = np.asarray(laue_index, dtype=np.int64)
-    w_laue, w_abs, w_centro, w_prior, w_merged, w_bijvoet = weights
+    w_laue, w_abs, w_centro, w_prior, w_merged, w_bijvoet, w_zones = weights
     n = int(idx.max()) + 1 if len(idx) else 0
     log_prior = w_prior * t[:, 3] + t[:, 4]
-    within = w_abs * t[:, 1] + w_centro * t[:, 2] + w_bijvoet * t[:, 6] + log_prior
+    within = w_abs * t[:, 1] + w_centro * t[:, 2] + w_bijvoet * t[:, 6] + w_zones * t[:, 7] + log_prior
     log_g_given_l = within - _group_logsumexp(within, idx, n)[idx]
     laue_score = np.zeros(n)
     laue_score[idx] = w_laue * t[:, 0] + w_merged * t[:, 5]
@@ -317,9 +324,10 @@ def analyse(data: ReflectionData, config: AbsencesConfig | None = None) -> Space
     best_ll = max(laue_score.values())
     window = [k for k in groups if best_ll - laue_score[k] <= cfg.laue_window]
 
-    # 3. per Laue group: merge, absences, E statistics, Bijvoet differences
+    # 3. per Laue group: merge, absences, E statistics, zone centricity, Bijvoet differences
     pairs = friedel_pairs(hkl_raw, i_raw, s_raw)
     candidates: list[tuple[SettingInfo, AbsenceEvidence, CentroEvidence, LaueMerged, frozenset]] = []
+    zone_term: dict[int, float] = {}
     bijvoet: dict[frozenset, BijvoetEvidence] = {}
     laue_rows = []
     for key in sorted(window, key=lambda k: -laue_score[k]):
@@ -342,6 +350,14 @@ def analyse(data: ReflectionData, config: AbsencesConfig | None = None) -> Space
             pairs, general, cell, data.formula, data.wavelength, twin_share=cfg.bijvoet_twin_share, cap=cfg.bijvoet_cap
         )
         centro_cache: dict[bytes, CentroEvidence] = {}
+        if cfg.w_zones > 0 or cfg.zones_always:
+            zt = zone_terms(
+                ld, members, data, slope=cfg.centro_slope, cap=cfg.centro_cap,
+                spread=cfg.centro_spread, random_share=cfg.centro_random_share,
+            )
+        else:
+            zt = [0.0] * len(members)
+        zone_term.update({id(g): z_g for g, z_g in zip(members, zt)})
         for g, ev in zip(members, abs_ev):
             ckey = np.round(g.centring_vectors, 6).tobytes()
             if ckey not in centro_cache:
@@ -377,7 +393,7 @@ def analyse(data: ReflectionData, config: AbsencesConfig | None = None) -> Space
     laue_keys = []
     for (g, ev, ce, ld, key), lp, ls in zip(candidates, type_prior, share):
         sign = 0.5 if g.centrosymmetric else -0.5
-        terms.append((laue_ll[key], ev.llr, sign * ce.llr, lp, ls, laue_merged[key], sign * bijvoet[key].llr))
+        terms.append((laue_ll[key], ev.llr, sign * ce.llr, lp, ls, laue_merged[key], sign * bijvoet[key].llr, zone_term[id(g)]))
         laue_keys.append(key)
     t = np.array(terms, dtype=np.float64).reshape(-1, N_TERMS)
     index = {k: i for i, k in enumerate(dict.fromkeys(laue_keys))}
@@ -385,7 +401,7 @@ def analyse(data: ReflectionData, config: AbsencesConfig | None = None) -> Space
     prob = hypothesis_probabilities(
         t,
         laue_index,
-        (cfg.w_laue, cfg.w_absences, cfg.w_centro, cfg.w_prior, cfg.w_merged, cfg.w_bijvoet),
+        (cfg.w_laue, cfg.w_absences, cfg.w_centro, cfg.w_prior, cfg.w_merged, cfg.w_bijvoet, cfg.w_zones),
         cfg.robust,
         cfg.robust_temper,
     )
@@ -413,6 +429,7 @@ def analyse(data: ReflectionData, config: AbsencesConfig | None = None) -> Space
             "e_statistics": ce.as_dict(),
             "bijvoet_term": round(float(t[i, 6]), 3),
             "bijvoet": bijvoet[key].as_dict(),
+            "zone_term": round(float(t[i, 7]), 3),
             "prior": float(math.exp(t[i, 3] + t[i, 4])),
             "log_probability": round(float(scores[i]), 3),
         }
@@ -496,4 +513,5 @@ def _centro_for(ld: LaueMerged, g: SettingInfo, data: ReflectionData, cfg: Absen
         cap=cfg.centro_cap,
         spread=cfg.centro_spread,
         random_share=cfg.centro_random_share,
+        n_centring=len(g.centring_vectors),
     )

@@ -3,25 +3,40 @@
 Random-atom theory: <|E²-1|> = 0.968 for centrosymmetric and 0.736 for
 non-centrosymmetric structures (general reflections). The evidence is a bounded, monotone
 function of the observed value x, times the probability that x comes from random-atom
-statistics at all,
+statistics at all, times how far apart the two expectations are for the atoms actually
+in the cell,
 
-    LLR = clip((x - 0.852) / slope, -cap, cap) · n / (n + 50) · ρ(x),
+    LLR = clip((x - 0.852) · σ / slope, -cap, cap) · n / (n + 50) · ρ(x),
 
     ρ(x) = r·q(x) / (r·q(x) + (1 - r)·u),   q = ½ N(x; 0.736, s_a²) + ½ N(x; 0.968, s_c²),
 
 with s² = spread² + var(|E²-1|) / n and u a flat density over 0.2-1.8: a share 1 - r of
 structures (atoms on special positions, rational coordinates, pseudo-symmetry) give values
 far from both expectations -- hypercentric or below the acentric value -- which then say
-nothing about the centre instead of voting for the nearer side. The evidence is further
-halved when heavy atoms dominate the scattering, when there are few reflections, or when
-the statistics look twinned, and cut further when the cell holds few atoms (the central
-limit behind Wilson's distributions fails): the cases where E statistics mislead.
+nothing about the centre instead of voting for the nearer side.
+
+σ is the separation of the two expectations for few atoms, relative to Wilson's 0.232
+(`random_atom_separation`): with few atoms in the primitive cell E is a sum of few
+random-phase terms, E ∝ Σ_j w_j exp(iθ_j) over its atoms (acentric) or Σ 2 w cos θ over
+centrosymmetric pairs plus ±w for an odd atom on an inversion centre (centric), each atom
+weighted by its atomic number -- the formula times Z over the lattice points, from a
+fixed-seed Monte Carlo cached per composition. σ stays near 1 down to about eight atoms
+and vanishes for one or two atoms, or one heavy atom dominating the rest: then the
+statistic cannot tell a centre, and the evidence says so. This replaces a blanket cut of
+the evidence by four below ten atoms in the cell. The midpoint and ρ keep Wilson's values:
+the few-atom shift of both expectations (-0.02 to -0.03 at 8-20 atoms) is not seen in
+measured-like data, whose errors and normalisation raise <|E²-1|> by as much, and moving
+the midpoint with it lost top-1 accuracy on the calibration split (87.4 % against 89.5 %).
+
+The evidence is further halved when heavy atoms dominate the scattering, when there are
+few reflections, or when the statistics look twinned: the cases where E statistics mislead.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
@@ -37,8 +52,6 @@ HEAVY_ATOM_SHARE = 0.5
 FEW_REFLECTIONS = 200
 #: <|E²-1|> below this (under the acentric value): twinning or pseudo-symmetry suspected
 TWIN_SUSPECT = 0.65
-#: fewer atoms (H excluded) in the cell than this: Wilson statistics do not hold
-FEW_ATOMS = 10
 #: variance of |E²-1| of one reflection (acentric: E² exponential; centric: χ²₁)
 SINGLE_VARIANCE = (1.0 - ACENTRIC_VALUE**2, 2.0 - CENTRIC_VALUE**2)
 #: width of the range of <|E²-1|> over which non-random structures spread (flat density)
@@ -57,6 +70,69 @@ def random_atom_plausibility(x: float, n: int, spread: float, random_share: floa
 
     q = 0.5 * normal(ACENTRIC_VALUE, SINGLE_VARIANCE[0]) + 0.5 * normal(CENTRIC_VALUE, SINGLE_VARIANCE[1])
     return random_share * q / (random_share * q + (1.0 - random_share) / BROAD_WIDTH)
+
+
+#: atoms per primitive cell above which Wilson's (many-atom) values are used
+MANY_ATOMS = 80
+#: Monte Carlo draws of E per expectation
+MC_DRAWS = 60_000
+
+
+@lru_cache(maxsize=256)
+def _e2_samples(atoms: tuple[tuple[float, int], ...]) -> tuple[np.ndarray, np.ndarray]:
+    """E² of random general reflections, acentric and centric (fixed seed).
+
+    `atoms`: (scattering weight, count) of each element in one primitive cell. Acentric:
+    E ∝ Σ_j w_j exp(iθ_j). Centric: each element's atoms form centrosymmetric pairs,
+    2 w cos θ each, and an odd one sits on an inversion centre, ±w.
+    """
+    rng = np.random.default_rng(20261122)
+    w_all = np.concatenate([np.full(k, w) for w, k in atoms])
+    norm = math.sqrt(float((w_all**2).sum()))
+    e2_a = np.abs(np.exp(1j * rng.uniform(0.0, 2.0 * math.pi, (MC_DRAWS, len(w_all)))) @ w_all) ** 2 / norm**2
+    pairs = np.concatenate([np.full(k // 2, w) for w, k in atoms])
+    centres = np.array([w for w, k in atoms if k % 2], dtype=np.float64)
+    e_c = np.zeros(MC_DRAWS)
+    if len(pairs):
+        e_c += np.cos(rng.uniform(0.0, 2.0 * math.pi, (MC_DRAWS, len(pairs)))) @ (2.0 * pairs)
+    if len(centres):
+        e_c += rng.choice([-1.0, 1.0], size=(MC_DRAWS, len(centres))) @ centres
+    return e2_a, (e_c / norm) ** 2
+
+
+def primitive_cell_atoms(formula: str | None, z: float | None, n_centring: int = 1) -> tuple[tuple[float, int], ...] | None:
+    """(atomic number, count) of each element in one primitive cell (formula × Z / lattice
+    points), heaviest first; None when unknown, or when there are so many atoms
+    (> `MANY_ATOMS`) that Wilson's many-atom limit holds."""
+    if not formula or not z:
+        return None
+    try:
+        import gemmi
+
+        counts = parse_formula(formula)
+        atoms = []
+        for el, n in counts.items():
+            k = int(round(n * float(z) / max(int(n_centring), 1)))
+            if k > 0:
+                atoms.append((float(gemmi.Element(el).atomic_number), k))
+    except Exception:
+        return None
+    total = sum(k for _, k in atoms)
+    if total < 2 or total > MANY_ATOMS:
+        return None
+    return tuple(sorted(atoms, reverse=True))
+
+
+def random_atom_separation(formula: str | None, z: float | None, n_centring: int = 1) -> float:
+    """(μ_c - μ_a) / 0.232: how far apart the expected <|E²-1|> of centric and acentric
+    random structures lie for the atoms of one primitive cell of this composition, relative
+    to Wilson's many-atom values (1 when the composition is unknown or large)."""
+    atoms = primitive_cell_atoms(formula, z, n_centring)
+    if atoms is None:
+        return 1.0
+    e2_a, e2_c = _e2_samples(atoms)
+    gap = float(np.abs(e2_c - 1.0).mean() - np.abs(e2_a - 1.0).mean())
+    return max(gap, 0.0) / (CENTRIC_VALUE - ACENTRIC_VALUE)
 
 
 def atoms_in_cell(formula: str | None, z: float | None) -> float | None:
@@ -123,8 +199,13 @@ def centrosymmetry_evidence(
     cap: float = 2.0,
     spread: float = 0.05,
     random_share: float = 0.9,
+    n_centring: int = 1,
 ) -> CentroEvidence:
-    """Evidence for a centre of symmetry from |E| of general (acentric-candidate) reflections."""
+    """Evidence for a centre of symmetry from |E| of general (acentric-candidate) reflections.
+
+    `n_centring`: lattice points per cell of the hypothesised centring (the atoms of one
+    primitive cell set the separation σ of the module doc).
+    """
     stats = e_statistics(np.asarray(e, dtype=np.float64))
     x = stats["mean_abs_e2_minus_1"]
     n = stats["n"]
@@ -132,8 +213,10 @@ def centrosymmetry_evidence(
     if not np.isfinite(x) or n < 10:
         return CentroEvidence(stats, 0.0, ["too few general reflections for E statistics"])
     rho = random_atom_plausibility(x, n, spread, random_share)
+    separation = random_atom_separation(formula, z, n_centring)
     stats["random_atom_plausibility"] = rho
-    llr = float(np.clip((x - MIDPOINT) / slope, -cap, cap)) * n / (n + 50.0) * rho
+    stats["random_atom_separation"] = separation
+    llr = float(np.clip((x - MIDPOINT) * separation / slope, -cap, cap)) * n / (n + 50.0) * rho
     heavy = heavy_atom_share(formula)
     if heavy is not None and heavy[1] > HEAVY_ATOM_SHARE:
         warnings.append(
@@ -147,13 +230,11 @@ def centrosymmetry_evidence(
             f"<|E²-1|> = {x:.3f} and <E⁴> = {stats['mean_e4']:.2f} are below acentric values: twinning or "
             "pseudo-symmetry suspected, centrosymmetry test unreliable"
         )
-    n_atoms = atoms_in_cell(formula, z)
-    if n_atoms is not None and n_atoms < FEW_ATOMS:
-        warnings.append(
-            f"only {n_atoms:.0f} non-H atoms in the cell: random-atom (Wilson) statistics do not hold, "
-            "the centrosymmetry test says little"
-        )
-        llr *= 0.25
     if warnings:
         llr *= 0.5
+    if separation < 0.5:  # already carried by the separation: a warning, no further cut
+        warnings.append(
+            f"the atoms of the formula ({atoms_in_cell(formula, z) or 0:.0f} non-H in the cell) give random-atom "
+            "statistics that hardly differ with and without a centre: the centrosymmetry test says little"
+        )
     return CentroEvidence(stats, llr, warnings)

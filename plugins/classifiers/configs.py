@@ -14,17 +14,19 @@ class AbsencesConfig(ComponentConfig):
 
         P(L)     ∝ exp(w_laue · LL_Laue(L) + w_merged · n_merged(L)) · Σ_{G in L} prior(G)
         P(G | L) ∝ exp(w_absences · LLR_absences(G) + w_centro · (±½ LLR_centro)
-                       + w_bijvoet · (±½ LLR_bijvoet)) · prior(G)
+                       + w_bijvoet · (±½ LLR_bijvoet) + w_zones · Σ_f ±½ v_f) · prior(G)
         log prior(G) = w_prior · log P(type) + log P(setting | type)
 
-    (`analysis.hypothesis_probabilities`). w_laue, w_merged, w_absences, w_centro, w_bijvoet and the
-    robust share are fitted by
+    (`analysis.hypothesis_probabilities`). w_merged, w_absences, w_centro, w_bijvoet, w_zones
+    and the robust share are fitted by
     maximum likelihood on the calibration split of the simulated benchmark, whose
     space-group types are drawn uniformly, with the type prior switched off
     (`python benchmarks/spacegroup.py calibrate`): they make the evidence calibrated
     likelihood ratios (the temperature is folded into them). The type prior
     (space-group frequencies, `priors.py`) then enters with weight w_prior = 1, as Bayes'
-    rule has it for data drawn from the published population.
+    rule has it for data drawn from the published population. w_laue is held at the upper
+    end of the range over which that likelihood is flat (`benchmarks/spacegroup.py`, W_LAUE),
+    so that the type prior cannot overturn clear Laue evidence.
 
     metric_tolerance: |ΔG_ij|/sqrt(G_ii G_jj) allowed when deciding which rotations the cell
     metric admits; absent_leak: mean true intensity of a systematically absent reflection as a
@@ -45,14 +47,16 @@ class AbsencesConfig(ComponentConfig):
 
     metric_tolerance: float = Field(default=0.02, gt=0.0, le=0.2)
     w_laue: float = Field(default=5.0, ge=0.0)
-    w_absences: float = Field(default=2.221, ge=0.0)
-    w_centro: float = Field(default=6.087, ge=0.0)
+    w_absences: float = Field(default=2.354, ge=0.0)
+    w_centro: float = Field(default=6.745, ge=0.0)
     w_prior: float = Field(default=1.0, ge=0.0)
     w_merged: float = Field(default=10.0, ge=0.0, description="evidence per rotation the file was merged with")
-    w_bijvoet: float = Field(default=1.916, ge=0.0, description="weight of the Bijvoet-difference centrosymmetry evidence")
+    w_bijvoet: float = Field(default=1.639, ge=0.0, description="weight of the Bijvoet-difference centrosymmetry evidence")
+    w_zones: float = Field(default=2.730, ge=0.0, description="weight of the zone-wise centricity evidence (`zones.py`)")
+    zones_always: bool = Field(default=False, description="compute the zone terms even when w_zones is 0 (for calibration)")
     bijvoet_twin_share: float = Field(default=0.15, gt=0.0, lt=1.0, description="share of acentric crystals without Bijvoet differences (inversion twins)")
     bijvoet_cap: float = Field(default=30.0, gt=0.0, description="largest Bijvoet evidence against a centre (nats, before weighting)")
-    robust: float = Field(default=0.0492, ge=0.0, lt=1.0, description="share of misleading evidence (see hypothesis_probabilities)")
+    robust: float = Field(default=0.0504, ge=0.0, lt=1.0, description="share of misleading evidence (see hypothesis_probabilities)")
     robust_temper: float = Field(default=0.05, ge=0.0, le=1.0)
     absent_leak: float = Field(default=0.02, gt=0.0, lt=0.5)
     absent_outlier_fraction: float = Field(default=0.01, ge=0.0, lt=0.5)
