@@ -431,3 +431,17 @@ def test_random_atom_separation_shrinks_with_few_or_dominant_atoms():
     e = np.sqrt(np.random.default_rng(3).exponential(size=2000))
     assert abs(centrosymmetry_evidence(e, formula="Cl", z=2).llr) < 0.1
     assert centrosymmetry_evidence(e, formula="C6NO", z=1).llr < -0.5
+
+
+def test_too_few_atoms_for_general_positions_say_nothing_about_the_centre():
+    """NaCl has two atoms per primitive cell against the 48 operations of m-3m: they sit on
+    special positions and the E statistics carry (almost) no evidence; eight atoms in P-1
+    (order 2) can all be general."""
+    from refractor_plugins.classifiers.centrosymmetry import centrosymmetry_evidence, general_position_share
+
+    assert general_position_share("NaCl", 4, n_centring=4, laue_order=48) == pytest.approx(2 / 48)
+    assert general_position_share("C6NO", 1, laue_order=2) == 1.0
+    assert general_position_share("C6NO", 1, laue_order=0) == 1.0
+    e = np.sqrt(np.random.default_rng(4).exponential(size=2000))
+    assert abs(centrosymmetry_evidence(e, formula="NaCl", z=4, n_centring=4, laue_order=48).llr) < 0.1
+    assert centrosymmetry_evidence(e, formula="C6NO", z=1, laue_order=2).llr < -0.5

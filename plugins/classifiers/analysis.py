@@ -514,4 +514,5 @@ def _centro_for(ld: LaueMerged, g: SettingInfo, data: ReflectionData, cfg: Absen
         spread=cfg.centro_spread,
         random_share=cfg.centro_random_share,
         n_centring=len(g.centring_vectors),
+        laue_order=2 * len(g.laue_rotations),
     )
