@@ -3,7 +3,10 @@
 What is read: TITL, CELL, ZERR, LATT, SYMM, SFAC (short and long form), UNIT, DISP, FVAR,
 the atom list (isotropic and anisotropic U, negative riding Uiso, free-variable coding,
 AFIX/HFIX, PART, RESI, FRAG/FEND blocks skipped), OMIT, SHEL, TWIN, BASF, EXTI, WGHT,
-MERG, ACTA and HKLF (with its scale and index matrix). Continuation lines (`=`), REM and
+MERG, ACTA and HKLF (with its scale and index matrix), and the restraints and ADP/position
+constraints the refiner honours (DFIX, DANG, SADI, SAME, FLAT, DELU, RIGU, SIMU, ISOR,
+EADP, EXYZ with EQIV; resolved in `shelx_restraints.py`; CHIV, BUMP, NCSY, SUMP, DEFS,
+BIND, FREE and CONN are noted as not honoured). Continuation lines (`=`), REM and
 comment lines (starting with a blank) are handled as SHELXL does; reading stops at HKLF or
 END, so Q peaks and the WGHT suggestion after END in a .res are ignored.
 
@@ -55,6 +58,9 @@ KEYWORDS = frozenset(
     SYMM TEMP TITL TWIN TWST UNIT WGHT WIGL WPDB XNPD ZERR MOLE HOPE SPIN EGEN
     """.split()
 )
+
+#: restraint-like instructions the refiner does not honour (noted when present)
+NOT_HONOURED = frozenset({"CHIV", "BUMP", "NCSY", "SUMP", "DEFS", "BIND", "FREE", "CONN"})
 
 #: LATT |N| -> centring vectors (besides 0,0,0)
 CENTRING = {
@@ -382,6 +388,7 @@ def parse_ins(text: str, path: Path | str | None = None, *, first_line: int = 1)
     restraint_reader = RestraintReader()
     labels_seen: set[str] = set()
     unknown: set[str] = set()
+    not_honoured: set[str] = set()
     saw_cell = False
 
     def nums(tokens: list[str], what: str, line: int) -> list[float]:
@@ -559,6 +566,8 @@ def parse_ins(text: str, path: Path | str | None = None, *, first_line: int = 1)
             restraint_reader.add(word, suffix, args, lineno, line.strip(), residue, len(ins.atoms))
         elif key == "FRAG":
             in_frag = True
+        elif key.partition("_")[0] in NOT_HONOURED:
+            not_honoured.add(key.partition("_")[0])
         elif key in KEYWORDS:
             continue
         else:
@@ -631,6 +640,8 @@ def parse_ins(text: str, path: Path | str | None = None, *, first_line: int = 1)
         ]
     )
     ins.notes.extend(restraint_reader.notes)
+    if not_honoured:
+        ins.notes.append("instructions read but not honoured by the refiner: " + ", ".join(sorted(not_honoured)))
     try:
         ins.instructions = RefinementInstructions(**instr)
     except ValidationError as exc:

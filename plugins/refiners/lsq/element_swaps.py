@@ -9,11 +9,19 @@ anisotropic refinement this module asks the data directly:
    the formula 1-3 electrons away is given that neighbour's element, and Σ((Fo² - M)/σ)²
    is computed with nothing refined; for the MAX_PROBED most promising relabels the atom's
    own position and ADP are then refined for a few cycles, everything else fixed; the drop
-   of Σ((Fo² - M)/σ)² is that atom's evidence for the other element.
+   of Σ((Fo² - M)/σ)² is that atom's evidence for the other element. The atoms a swap with
+   the best of these would involve (those of the element gained, relabelled back) are
+   probed too.
 2. *Pairs*: an atom with evidence for element B and an atom of element B make a
    count-preserving swap, scored by their summed evidence; the best PAIRS_TESTED pairs
-   are refined jointly, and the best of them is kept when Σ((Fo² - M)/σ)² drops by at
-   least MIN_GAIN of itself and R1 drops. Up to MAX_SWAPS rounds.
+   are refined jointly, and the best of them is kept when its weighted χ² = Σ w (Fo² - M)²
+   drops by at least MIN_GAIN of itself and R1 drops. Up to MAX_SWAPS rounds.
+
+The acceptance uses the refinement's own weights (SHELXL's, as the least squares uses
+them), computed from the model before the swap and held fixed for the comparison: with
+plain 1/σ² weights the strongest reflections, whose errors on measured data are mostly
+systematic, decide, and they rejected swaps that lower R1, wR2 and the weighted sum alike.
+The 1/σ² evidence of steps 1-2 only ranks what is tested.
 
 The model's counts of each element are kept, so the formula found stays the formula given.
 """
@@ -47,8 +55,10 @@ def _neighbour_elements(elements: list[str]) -> dict[str, list[str]]:
     return out
 
 
-def _probe(refinement, model: WorkingModel, atoms: list[int]) -> tuple[WorkingModel, float, float]:
-    """Refine only `atoms` (positions, ADPs) a few cycles; returns (model, χ², R1)."""
+def _probe(refinement, model: WorkingModel, atoms: list[int],
+           weights: np.ndarray | None = None) -> tuple[WorkingModel, float, float]:
+    """Refine only `atoms` (positions, ADPs) a few cycles; returns (model, χ² (1/σ² or the
+    given weights), R1)."""
     keep = set(atoms)
     fixed = {i for i in range(model.n) if i not in keep}
 
@@ -58,7 +68,7 @@ def _probe(refinement, model: WorkingModel, atoms: list[int]) -> tuple[WorkingMo
     drv = Driver(refinement.calc, Observed(refinement.fo2, refinement.sigma), refinement.settings, build,
                  refinement._after_shift, lambda s: None)
     res = drv.run(model.copy(), PROBE_CYCLES, "element test", convergence=0.1)
-    chi2, r1 = data_fit(refinement, res.model)
+    chi2, r1 = data_fit(refinement, res.model, weights)
     return res.model, chi2, r1
 
 
@@ -78,6 +88,8 @@ def swap_elements(refinement, model: WorkingModel) -> tuple[WorkingModel, list[s
         if len({model.elements[i] for i in movable}) < 2:
             break
         base_chi2, base_r1 = data_fit(refinement, model)
+        weights = refinement.driver.weights(model)  # for the acceptance, held fixed
+        base_wchi2, _ = data_fit(refinement, model, weights)
         # screen: every relabel with nothing refined; then the most promising, refined
         quick = []
         for i in movable:
@@ -87,11 +99,23 @@ def swap_elements(refinement, model: WorkingModel) -> tuple[WorkingModel, list[s
                 quick.append((data_fit(refinement, trial)[0], i, e))
         quick.sort()
         gains: dict[tuple[int, str], float] = {}  # (atom, element) -> drop of χ² (may be < 0)
-        for _, i, e in quick[:MAX_PROBED]:
+
+        def probe_gain(i: int, e: str) -> None:
             trial = model.copy()
             trial.elements[i] = e
             _, chi2, _ = _probe(refinement, trial, [i])
             gains[(i, e)] = base_chi2 - chi2
+
+        for _, i, e in quick[:MAX_PROBED]:
+            probe_gain(i, e)
+        # the partners of the most promising relabels: every atom of the element gained,
+        # relabelled to the first atom's element (a swap needs both; up to MAX_PROBED more)
+        extra = 0
+        for (i, e), gi in sorted(gains.items(), key=lambda t: -t[1])[:PAIRS_TESTED]:
+            for j in movable:
+                if gi > 0 and model.elements[j] == e and (j, model.elements[i]) not in gains and extra < MAX_PROBED:
+                    probe_gain(j, model.elements[i])
+                    extra += 1
         # count-preserving pairs: an atom that gains by becoming B, with an atom of B
         # becoming the first one's element (which alone may even lose: the pair is judged)
         pairs = sorted(
@@ -106,8 +130,8 @@ def swap_elements(refinement, model: WorkingModel) -> tuple[WorkingModel, list[s
                 break
             trial = model.copy()
             trial.elements[i], trial.elements[j] = model.elements[j], model.elements[i]
-            trial, chi2, r1 = _probe(refinement, trial, [i, j])
-            if chi2 < (1.0 - MIN_GAIN) * base_chi2 and r1 < base_r1 and (best is None or chi2 < best[1]):
+            trial, chi2, r1 = _probe(refinement, trial, [i, j], weights)
+            if chi2 < (1.0 - MIN_GAIN) * base_wchi2 and r1 < base_r1 and (best is None or chi2 < best[1]):
                 best = (trial, chi2, r1, i, j)
         if best is None:
             break
@@ -115,6 +139,6 @@ def swap_elements(refinement, model: WorkingModel) -> tuple[WorkingModel, list[s
         for k in (i, j):  # labels follow the element (riding H are re-placed afterwards)
             trial.labels[k] = trial.unique_label(trial.elements[k])
         made.append(f"{model.labels[i]} -> {trial.labels[i]}, {model.labels[j]} -> {trial.labels[j]} "
-                    f"(χ² {base_chi2:.0f} -> {chi2:.0f}, R1 {base_r1:.4f} -> {r1:.4f})")
+                    f"(weighted χ² {base_wchi2:.0f} -> {chi2:.0f}, R1 {base_r1:.4f} -> {r1:.4f})")
         model = trial
     return model, made

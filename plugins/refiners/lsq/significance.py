@@ -13,13 +13,15 @@ import numpy as np
 from .model import WorkingModel
 
 
-def data_fit(refinement, model: WorkingModel) -> tuple[float, float]:
-    """(Σ ((Fo² - M)/σ)², R1) of a model against the refined observations."""
+def data_fit(refinement, model: WorkingModel, weights: np.ndarray | None = None) -> tuple[float, float]:
+    """(Σ w (Fo² - M)², R1) of a model against the refined observations; w = 1/σ² unless
+    `weights` (e.g. the refinement's own weights, held fixed while models are compared)."""
     from refractor_core.crystal.rfactors import agreement
 
     fc2c = refinement.calc.fc2_components(model)
     mod, fcabs = refinement.calc.model_intensities(model, fc2c)
-    chi2 = float(np.sum(((refinement.fo2 - mod) / refinement.sigma) ** 2))
+    w = 1.0 / refinement.sigma**2 if weights is None else weights
+    chi2 = float(np.sum(w * (refinement.fo2 - mod) ** 2))
     ag = agreement(refinement.fo2, refinement.sigma, fcabs, n_parameters=0, scale=model.scale)
     return chi2, float(ag.R1)
 
