@@ -36,9 +36,8 @@ from refractor_core.crystal.wilson import normalized_e
 from refractor_core.types import ReflectionData
 
 from .absence_scoring import LaueMerged
-from .centrosymmetry import ACENTRIC_VALUE, CENTRIC_VALUE, random_atom_plausibility
+from .centrosymmetry import MIDPOINT, random_atom_plausibility
 
-MIDPOINT = 0.5 * (CENTRIC_VALUE + ACENTRIC_VALUE)
 #: a family needs this many reflections to count
 MIN_FAMILY = 10
 
