@@ -192,3 +192,18 @@ def test_res_writer_keeps_restraints():
     lines = text.splitlines()
     same = next(k for k, line in enumerate(lines) if line.startswith("SAME"))
     assert lines[same + 1].split()[0] == rename["C1_2"]
+
+
+def test_disagreeable_restraints_are_reported():
+    """A restraint the model is far from is listed with its atoms, deviation and σ; one it
+    obeys is not."""
+    from refractor_core.types import AtomRef, RestraintInstruction
+
+    ins = parse_ins(RES, "t.res")
+    model = WorkingModel.from_structure(ins.structure())
+    d = float(np.linalg.norm(orthogonalization_matrix(model.cell) @ (model.xyz[1] - model.xyz[2])))  # C1-F1
+    far = RestraintInstruction(kind="DFIX", values=[d + 0.1, 0.01], atoms=[AtomRef(label="C1"), AtomRef(label="F1")])
+    near = RestraintInstruction(kind="DFIX", values=[d + 0.001, 0.01], atoms=[AtomRef(label="C1"), AtomRef(label="F1")])
+    instr = ins.instructions.model_copy(update={"restraints": [far, near]})
+    lines = restraints.disagreeable(model, user_restraints.build(model, instr).restraints)
+    assert len(lines) == 1 and lines[0].startswith("DFIX/SADI C1 F1") and "(10.0 σ)" in lines[0]

@@ -745,6 +745,13 @@ class Refinement:
             }
         )
         self.meta_fcf = (self.obs_data.hkl, self.fo2 / model.scale, self.sigma / model.scale, fcabs)
+        from .restraints import disagreeable
+
+        worst = disagreeable(model, self.driver.restraints)
+        if worst:
+            self.log(f"disagreeable restraints (more than 3 σ from target), worst {len(worst)}:")
+            for text in worst:
+                self.log("  " + text)
         self.log(
             f"final: R1 {ag.R1:.4f} ({ag.n_gt} Fo > 4σ(Fo)), wR2 {ag.wR2:.4f}, GooF {ag.GooF:.3f}, "
             f"{ag.n_reflections} reflections, {params.n} parameters, max shift/su {last_shift:.3f}, "

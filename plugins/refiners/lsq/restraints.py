@@ -405,3 +405,41 @@ def add_to_normal_equations(ne, params: Parameterisation, restraints: list[Restr
             continue
         ne.matrix += w * np.outer(row, row)
         ne.rhs += w * row * (-value)
+
+
+def _atoms_of(r: Restraint) -> list[Image]:
+    if r.kind in ("same", "distances"):
+        pairs, _ = r.distance_terms()
+        return [im for pair in pairs for im in pair]
+    if r.kind == "flat":
+        return [r.atoms[r.component]]
+    return list(r.pair1 or ())
+
+
+def disagreeable(model: WorkingModel, restraints: list[Restraint], z_min: float = 3.0, limit: int = 10) -> list[str]:
+    """The restraints the refined model disagrees with most (|value - target| > z_min·σ),
+    worst first, as text naming kind, atoms, deviation and σ (SHELXL's "disagreeable
+    restraints")."""
+    if not restraints:
+        return []
+    values, sigmas = residuals(model, restraints)
+    z = np.abs(values) / sigmas
+    out = []
+    for k in np.argsort(-z)[:limit]:
+        if z[k] <= z_min:
+            break
+        r = restraints[k]
+        names: list[str] = []
+        for im in _atoms_of(r):
+            label = model.labels[im.atom] + ("'" * (im.op != 0 or any(im.shift)))
+            if label not in names:
+                names.append(label)
+        what = {"rigu": ("RIGU/DELU", ("along", "cross 1", "cross 2")[r.component]),
+                "simu": ("SIMU", "U" + ("11", "22", "33", "12", "13", "23")[r.component]),
+                "isor": ("ISOR", "U" + ("11", "22", "33", "12", "13", "23")[r.component]),
+                "flat": ("FLAT", ""), "same": ("SAME", ""), "distances": ("DFIX/SADI", "")}[r.kind]
+        unit = "Å²" if r.kind in ("rigu", "simu", "isor") else "Å"
+        out.append(f"{what[0]} {' '.join(names)}{(' ' + what[1]) if what[1] else ''}: deviation "
+                   f"{values[k]:+.4f} {unit}, σ {sigmas[k]:.4f} ({z[k]:.1f} σ)")
+    return out
+
