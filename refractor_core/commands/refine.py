@@ -1,6 +1,8 @@
 """`refractor refine DATA --model start.res|start.cif`: refine a model the user already has.
 
-The start model's own SHELXL instructions (OMIT, SHEL, TWIN/BASF, EXTI, WGHT) are honoured.
+The start model's own SHELXL instructions (OMIT, SHEL, TWIN/BASF, EXTI, WGHT) are honoured,
+and so are its restraints and constraints (DFIX, DANG, SADI, SAME, FLAT, DELU, RIGU, SIMU,
+ISOR, EADP, EXYZ); the log lists the restraints the refined model disagrees with.
 The refiner (default `lsq`) is built through the plugin registry with `--refiner-opt
 key=value` options validated by its Config. Outputs go atomically into `--output`
 (default `<model stem>_refined/` beside the model): `<stem>.cif`, `.res`, `.fcf`,
@@ -53,7 +55,7 @@ def default_output(model_path: Path) -> Path:
     metavar="KEY=VALUE",
     help="Refiner option (repeatable), e.g. --refiner-opt max_cycles=20 --refiner-opt anisotropic=false.",
 )
-@click.option("--ignore-instructions", is_flag=True, help="Do not honour the model's OMIT/SHEL/TWIN/BASF/EXTI/WGHT.")
+@click.option("--ignore-instructions", is_flag=True, help="Do not honour the model's OMIT/SHEL/TWIN/BASF/EXTI/WGHT or its restraints.")
 @run_options
 @pass_verbosity
 def command(verbosity: int, **kw: Any) -> None:
