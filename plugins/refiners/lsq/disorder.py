@@ -254,6 +254,7 @@ def split_disorder(refinement, model: WorkingModel, budget: int):
                 for k, s in enumerate(splits) if k not in undo]
         _undo_split(trial, all_majors, all_minors)
         splits = [([trial.labels.index(x) for x in a], [trial.labels.index(x) for x in b]) for a, b in kept]
+        refinement._update_restraints(trial)  # the undone atoms' restraints go with them
         if splits and used < budget:
             res = refine(trial)
             trial = res.model

@@ -688,6 +688,7 @@ class Refinement:
         from .completion import difference_peaks_and_holes
 
         model = self._test_extinction(model)
+        self._update_restraints(model)  # the final model's own restraints (its atoms may have changed)
         self.cycles = self.driver.cycle_count
         params, cov, s2, singular = self.driver.uncertainties(model)
         if singular:
