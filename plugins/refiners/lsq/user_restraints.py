@@ -190,7 +190,7 @@ class _Builder:
         return method(r)
 
     def _named(self, r: RestraintInstruction) -> list[Image]:
-        """The named atoms present in the model (missing ones dropped, H kept for distances)."""
+        """The named atoms present in the model (missing and riding ones dropped)."""
         out = []
         for ref in r.atoms:
             try:
@@ -199,25 +199,29 @@ class _Builder:
                 continue
         return out
 
-    def _dfix(self, r: RestraintInstruction) -> list[Restraint]:
-        d, s = r.values[0], r.values[1]
-        out = []
-        for k in range(0, len(r.atoms) - 1, 2):
-            pair = (self.image(r.atoms[k]), self.image(r.atoms[k + 1]))
-            out.append(Restraint("distances", None, None, s, pairs=(pair,), coefficients=(1.0,),
-                                 target=abs(d), one_sided=d < 0))
-        return out
-
-    _dang = _dfix
-
-    def _sadi(self, r: RestraintInstruction) -> list[Restraint]:
-        s = r.values[0]
+    def _pairs(self, r: RestraintInstruction) -> list[tuple[Image, Image]]:
+        """The named pairs whose two atoms are both in the model (riding ones dropped)."""
         pairs = []
         for k in range(0, len(r.atoms) - 1, 2):
             try:
                 pairs.append((self.image(r.atoms[k]), self.image(r.atoms[k + 1])))
             except _Missing:
                 continue
+        return pairs
+
+    def _dfix(self, r: RestraintInstruction) -> list[Restraint]:
+        d, s = r.values[0], r.values[1]
+        pairs = self._pairs(r)
+        if not pairs:
+            raise _Missing("none of its pairs is in the model")
+        return [Restraint("distances", None, None, s, pairs=(pair,), coefficients=(1.0,), target=abs(d), one_sided=d < 0)
+                for pair in pairs]
+
+    _dang = _dfix
+
+    def _sadi(self, r: RestraintInstruction) -> list[Restraint]:
+        s = r.values[0]
+        pairs = self._pairs(r)
         if len(pairs) < 2:
             raise _Missing("fewer than two of its distances are in the model")
         n = len(pairs)
