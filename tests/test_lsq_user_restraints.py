@@ -207,3 +207,10 @@ def test_disagreeable_restraints_are_reported():
     instr = ins.instructions.model_copy(update={"restraints": [far, near]})
     lines = restraints.disagreeable(model, user_restraints.build(model, instr).restraints)
     assert len(lines) == 1 and lines[0].startswith("DFIX/SADI C1 F1") and "(10.0 σ)" in lines[0]
+
+
+def test_reader_next_residue_suffix():
+    """`_+` names the atom in the next residue (relative to the residue the instruction is in)."""
+    text = RES.replace("FLAT O1 C1_1 F1_1 F2_1", "FLAT O1 C1_1 F1_1 F2_1\nRESI 1 CF3\nDFIX 2.5 C1 C1_+\nRESI 0")
+    dfix = [r for r in parse_ins(text, "t.res").instructions.restraints if r.kind == "DFIX"]
+    assert [a.label for a in dfix[-1].atoms] == ["C1", "C1_2"]

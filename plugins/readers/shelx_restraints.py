@@ -214,11 +214,10 @@ class RestraintReader:
     @staticmethod
     def _lookup(name: str, residue: int, atoms: list[ResidueAtom]) -> list[ResidueAtom]:
         base, _, suffix = name.partition("_")
-        if suffix and suffix.lstrip("+-").isdigit():
-            if suffix in ("+", "-"):
-                residue = residue + (1 if suffix == "+" else -1)
-            else:
-                residue = int(suffix)
+        if suffix in ("+", "-"):  # the next or previous residue
+            residue = residue + (1 if suffix == "+" else -1)
+        elif suffix.isdigit():
+            residue = int(suffix)
         elif suffix:
             base = name  # an underscore that is part of the label
         for pool in ([a for a in atoms if a.residue == residue], [a for a in atoms if a.residue == 0], atoms):
