@@ -18,7 +18,7 @@ import re
 
 import numpy as np
 
-from ..types import RefinedCandidate, RefinementInstructions, RestraintInstruction, Site, SpaceGroupRef, Structure
+from ..types import RefinedCandidate, RefinementInstructions, Site, SpaceGroupRef, Structure
 
 #: centring vectors (in 24ths) of each SHELX LATT type
 _LATT_CENTRING = {

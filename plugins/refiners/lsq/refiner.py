@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from refractor_core.crystal.cell import orthogonalization_matrix, u_cif_to_u_star
+from refractor_core.crystal.cell import orthogonalization_matrix
 from refractor_core.crystal.formula import atomic_number, cell_contents
 from refractor_core.crystal.observations import prepare_observations, to_resolution, twin_operators
 from refractor_core.crystal.rfactors import agreement, scale_factor
@@ -37,7 +37,7 @@ from . import hydrogens as hyd
 from . import user_restraints
 from .driver import Driver, Observed, Settings
 from .least_squares import IntensityCalculator
-from .model import WorkingModel, is_hydrogen, metric6
+from .model import WorkingModel, is_hydrogen
 from .parameters import Parameterisation, share_site_values, site_groups, ueq_gradient
 from .weighting import optimise_weights
 
