@@ -214,3 +214,19 @@ def test_reader_next_residue_suffix():
     text = RES.replace("FLAT O1 C1_1 F1_1 F2_1", "FLAT O1 C1_1 F1_1 F2_1\nRESI 1 CF3\nDFIX 2.5 C1 C1_+\nRESI 0")
     dfix = [r for r in parse_ins(text, "t.res").instructions.restraints if r.kind == "DFIX"]
     assert [a.label for a in dfix[-1].atoms] == ["C1", "C1_2"]
+
+
+def test_disagreeable_listing_names_every_kind():
+    """Every restraint kind can be listed (FLAT's component is an atom index, SIMU's a U
+    component): a model far from all of them lists each kind without failing."""
+    ins = parse_ins(RES, "t.res")
+    model = WorkingModel.from_structure(ins.structure())
+    model.xyz[2, 2] += 0.02  # F1 out of the FLAT plane, and residue 1 unlike residue 2 (SAME)
+    for i in range(model.n):
+        model.aniso[i] = True
+        model.u_star[i] = model.ustar_basis[i] @ (model.ustar_basis[i].T @ (np.array([0.05, 0.001, 0.03, 0, 0, 0]) * (1 + i)))
+    model.update_u_eq()
+    built = user_restraints.build(model, ins.instructions).restraints
+    tight = [restraints.Restraint(**{**r.__dict__, "sigma": 1e-6}) for r in built]
+    lines = restraints.disagreeable(model, tight, limit=len(tight))
+    assert {line.split()[0] for line in lines} >= {"DFIX/SADI", "SAME", "FLAT", "RIGU/DELU", "SIMU"}

@@ -416,6 +416,12 @@ def _atoms_of(r: Restraint) -> list[Image]:
     return list(r.pair1 or ())
 
 
+_KIND_NAMES = {"rigu": "RIGU/DELU", "simu": "SIMU", "isor": "ISOR", "flat": "FLAT", "same": "SAME", "distances": "DFIX/SADI"}
+_U_COMPONENTS = ("U11", "U22", "U33", "U12", "U13", "U23")
+#: what `Restraint.component` means, for the kinds where it names a component
+_COMPONENT_NAMES = {"rigu": ("along", "cross 1", "cross 2"), "simu": _U_COMPONENTS, "isor": _U_COMPONENTS}
+
+
 def disagreeable(model: WorkingModel, restraints: list[Restraint], z_min: float = 3.0, limit: int = 10) -> list[str]:
     """The restraints the refined model disagrees with most (|value - target| > z_min·σ),
     worst first, as text naming kind, atoms, deviation and σ (SHELXL's "disagreeable
@@ -434,12 +440,10 @@ def disagreeable(model: WorkingModel, restraints: list[Restraint], z_min: float 
             label = model.labels[im.atom] + ("'" * (im.op != 0 or any(im.shift)))
             if label not in names:
                 names.append(label)
-        what = {"rigu": ("RIGU/DELU", ("along", "cross 1", "cross 2")[r.component]),
-                "simu": ("SIMU", "U" + ("11", "22", "33", "12", "13", "23")[r.component]),
-                "isor": ("ISOR", "U" + ("11", "22", "33", "12", "13", "23")[r.component]),
-                "flat": ("FLAT", ""), "same": ("SAME", ""), "distances": ("DFIX/SADI", "")}[r.kind]
+        what = _KIND_NAMES[r.kind]
+        detail = _COMPONENT_NAMES[r.kind][r.component] if r.kind in _COMPONENT_NAMES else ""
         unit = "Å²" if r.kind in ("rigu", "simu", "isor") else "Å"
-        out.append(f"{what[0]} {' '.join(names)}{(' ' + what[1]) if what[1] else ''}: deviation "
+        out.append(f"{what} {' '.join(names)}{(' ' + detail) if detail else ''}: deviation "
                    f"{values[k]:+.4f} {unit}, σ {sigmas[k]:.4f} ({z[k]:.1f} σ)")
     return out
 
