@@ -531,8 +531,7 @@ def site_groups(model: WorkingModel) -> list[SiteGroup]:
     closer than SHARED_SITE_DISTANCE share position and ADP (a mixed site), and single
     atoms of different positive PARTs closer than SPLIT_DISTANCE (disorder partners, each
     paired with its nearest partner) share their ADP only. Members of a group have the
-    same ADP type and site-symmetry ADP basis;
-    riding H atoms are not grouped.
+    same ADP type and site-symmetry ADP basis; riding H atoms are not grouped.
     """
     idx = [i for i in range(model.n) if model.riding[i] < 0]
     if not idx:
