@@ -985,7 +985,7 @@ def markdown(r: dict) -> str:
             "",
             f"Space-group type up to the enantiomorph (the figure compared with the targets, top-1 >= 90 %, top-3 >= 98 %): "
             f"top-1 {_pct(o['top1_enantio'])}, top-3 {_pct(o['top3_enantio'])}. Strict type (enantiomorph counted wrong): "
-            f"top-1 {_pct(o['top1'])} ({round(o['top1'] * o['n'])}/{o['n']}), top-3 {_pct(o['top3'])}; exact setting top-1 {_pct(o['top1_setting'])}. Median time {sim['median_seconds']} s.",
+            f"top-1 {100 * o['top1']:.2f} % ({round(o['top1'] * o['n'])}/{o['n']}), top-3 {_pct(o['top3'])}; exact setting top-1 {100 * o['top1_setting']:.2f} %. Median time {sim['median_seconds']} s.",
             "",
         ]
         for title, key in (("crystal system", "by_crystal_system"), ("noise level", "by_noise"), ("kind of file", "by_mode"), ("structure source", "by_source")):
