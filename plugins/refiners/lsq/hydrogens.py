@@ -300,13 +300,32 @@ def _angle(p, a, b) -> float:
     return math.degrees(math.acos(float(np.clip(u @ v, -1.0, 1.0))))
 
 
+#: the atoms riding H are placed on (`classify`)
+RIDING_PARENTS = ("C", "N", "O")
+
+
+def unplaceable_hydrogens(model: WorkingModel) -> np.ndarray:
+    """Mask of the H atoms whose nearest non-H atom is not one riding H are placed on (metal,
+    B, Si, P hydrides): removed to be re-placed, they would be lost."""
+    heavy = np.array([i for i in range(model.n) if not is_hydrogen(model.elements[i])], dtype=np.int64)
+    out = np.zeros(model.n, dtype=bool)
+    if len(heavy) == 0:
+        return out
+    from .completion import image_distances
+
+    for h in np.nonzero(model.hydrogen)[0]:
+        nearest = heavy[int(np.argmin(image_distances(model, model.xyz[h], heavy)))]
+        out[h] = model.elements[nearest] not in RIDING_PARENTS
+    return out
+
+
 def classify(model: WorkingModel, nbmap: dict) -> list[Choice]:
     """Candidate H groups for every C, N and O atom, marked optional where uncertain."""
     cell_m = orthogonalization_matrix(model.cell)
     out: list[Choice] = []
     for i, nbl in nbmap.items():
         el = model.elements[i]
-        if el not in ("C", "N", "O"):
+        if el not in RIDING_PARENTS:
             continue
         p = model.xyz[i] @ cell_m.T
         organic = [(nb, pos, d) for nb, pos, d in nbl if not _is_metal(model.elements[nb.atom])]

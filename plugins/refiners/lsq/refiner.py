@@ -231,8 +231,12 @@ class Refinement:
         hydrogens_in = int(model.hydrogen.sum())
         self.place_h = self._want_riding_h()
         if self.place_h and hydrogens_in and not cfg.keep_h:
-            model.remove_atoms(model.hydrogen)
-            self.log(f"{hydrogens_in} H atoms of the starting model removed (re-placed as riding H)")
+            # H on atoms riding H are not placed on (hydrides of metals, B, Si, P) stay, refined freely
+            drop = model.hydrogen & ~hyd.unplaceable_hydrogens(model)
+            model.remove_atoms(drop)
+            kept = hydrogens_in - int(drop.sum())
+            self.log(f"{int(drop.sum())} H atoms of the starting model removed (re-placed as riding H)"
+                     + (f"; {kept} on other atoms (hydrides) kept and refined freely" if kept else ""))
         elif hydrogens_in:
             hyd.attach_existing(model)
         # restraints name atoms: only the candidate's own instructions may carry them (the
