@@ -65,6 +65,23 @@ def image_distances(model: WorkingModel, xyz: np.ndarray, atoms: np.ndarray) -> 
     return np.linalg.norm(d @ m.T, axis=-1).min(axis=1)
 
 
+def closest_image(model: WorkingModel, origin: np.ndarray, xyz: np.ndarray, *, identity_only: bool = False,
+                  exclude_itself: bool = False) -> tuple[float, int, np.ndarray]:
+    """The symmetry image of the fractional position `xyz` closest to `origin`: (distance
+    Å, operation index, lattice shift); the image is R[op] xyz + t[op] + shift.
+    `identity_only`: lattice translations only; `exclude_itself`: an image at the origin
+    itself (zero distance) does not count."""
+    sym = model.symmetry
+    img = sym.images(np.asarray(xyz, dtype=np.float64))[:1 if identity_only else None]  # (s, 3)
+    d = img - np.asarray(origin, dtype=np.float64)
+    shift = -np.round(d)
+    dist = np.linalg.norm((d + shift) @ orthogonalization_matrix(model.cell).T, axis=1)
+    if exclude_itself:
+        dist = np.where(dist < 1e-6, np.inf, dist)
+    k = int(np.argmin(dist))
+    return float(dist[k]), k, shift[k]
+
+
 def nearest_atom(model: WorkingModel, xyz: np.ndarray, atoms: np.ndarray | None = None) -> tuple[int, float]:
     """(index, distance Å) of the nearest atom image to a fractional position."""
     idx = np.arange(model.n) if atoms is None else np.asarray(atoms, dtype=np.int64)

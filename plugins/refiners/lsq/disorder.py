@@ -30,7 +30,7 @@ import numpy as np
 
 from refractor_core.crystal.cell import orthogonalization_matrix
 
-from .completion import MAX_U, image_distances
+from .completion import MAX_U, closest_image, image_distances
 from .hydrogens import BOND_TOLERANCE, add_partner_hydrogens, covalent_radius
 from .maps import difference_peaks, model_density_at
 from .model import WorkingModel, is_hydrogen
@@ -130,12 +130,8 @@ def split_candidates(refinement, model: WorkingModel) -> list[SplitCandidate]:
 def _image_next_to(model: WorkingModel, xyz, atom: int) -> np.ndarray:
     """The symmetry image of a fractional position closest to an atom (in its cell frame),
     so that a minor atom and its major one share one frame (restraints, riding H)."""
-    m = orthogonalization_matrix(model.cell)
-    img = model.symmetry.images(np.asarray(xyz, dtype=np.float64)[None, :])[0]
-    d = img - model.xyz[atom]
-    d -= np.round(d)
-    k = int(np.argmin(np.linalg.norm(d @ m.T, axis=1)))
-    return model.xyz[atom] + d[k]
+    _, op, shift = closest_image(model, model.xyz[atom], xyz)
+    return model.symmetry.rotations[op].astype(np.float64) @ np.asarray(xyz, dtype=np.float64) + model.symmetry.translations[op] + shift
 
 
 def _bonding_density(model: WorkingModel, xyz, major: int, d_major: float, heavy: np.ndarray, dist: np.ndarray) -> bool:

@@ -182,6 +182,10 @@ class WorkingModel:
     def cell(self):
         return self.structure.cell
 
+    def label_index(self) -> dict[str, int]:
+        """Atom index by upper-case label (SHELX names are case-insensitive)."""
+        return {label.upper(): i for i, label in enumerate(self.labels)}
+
     def riders(self) -> dict[int, list[int]]:
         """Riding H of each parent atom: {parent index: [H indices]}."""
         out: dict[int, list[int]] = {}

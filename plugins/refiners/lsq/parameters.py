@@ -544,7 +544,7 @@ def site_groups(model: WorkingModel) -> list[SiteGroup]:
         bi, bj = model.ustar_basis[i], model.ustar_basis[j]
         return bool(model.aniso[j] == model.aniso[i] and bi.shape == bj.shape and np.allclose(bi, bj))
 
-    index = {label.upper(): i for i, label in enumerate(model.labels)}
+    index = model.label_index()
     user = model.user_sites is not None
     for labels, together in model.user_sites or []:
         members = [index[x.upper()] for x in labels if x.upper() in index]

@@ -31,9 +31,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from refractor_core.crystal.cell import orthogonalization_matrix
 from refractor_core.types import AtomRef, RefinementInstructions, RestraintInstruction
 
+from .completion import closest_image
 from .model import WorkingModel, is_hydrogen
 from .restraints import Image, Restraint
 
@@ -68,7 +68,7 @@ def user_site_sets(model: WorkingModel, instructions: RefinementInstructions | N
     instructions carry no restraints or constraints (sharing is then automatic)."""
     if instructions is None or not instructions.restraints:
         return None
-    index = _label_index(model)
+    index = model.label_index()
 
     def present(r: RestraintInstruction) -> tuple[str, ...]:
         return tuple(model.labels[index[a.label.upper()]] for a in r.atoms if a.label.upper() in index and a.symop is None)
@@ -104,17 +104,12 @@ class _Missing(Exception):
     pass
 
 
-def _label_index(model: WorkingModel) -> dict[str, int]:
-    return {label.upper(): i for i, label in enumerate(model.labels)}
-
-
 class _Builder:
     def __init__(self, model: WorkingModel):
         from .hydrogens import neighbours
 
         self.model = model
-        self.index = _label_index(model)
-        self.m = orthogonalization_matrix(model.cell)
+        self.index = model.label_index()
         heavy = np.array([i for i in range(model.n) if not is_hydrogen(model.elements[i])], dtype=np.int64)
         nb = neighbours(model, heavy)
         #: bonded non-H atoms in the asymmetric unit (any image), for 1,2/1,3 pairs and terminal atoms
@@ -152,17 +147,10 @@ class _Builder:
         """Shortest distance from atom a to an image of atom b, and that image (atoms of
         one negative PART, disorder across a symmetry element, see only each other as given,
         not each other's symmetry copies)."""
-        sym, x = self.model.symmetry, self.model.xyz
-        best = (np.inf, Image(b))
         part_a, part_b = self.model.part[a], self.model.part[b]
-        ops = [0] if (part_a < 0 and part_a == part_b) else range(len(sym.rotations))
-        for k in ops:
-            diff = sym.rotations[k].astype(np.float64) @ x[b] + sym.translations[k] - x[a]
-            shift = -np.round(diff)
-            d = float(np.linalg.norm(self.m @ (diff + shift)))
-            if d < best[0] and not (a == b and d < 1e-6):
-                best = (d, Image(b, k, tuple(int(v) for v in shift)))
-        return best
+        d, op, shift = closest_image(self.model, self.model.xyz[a], self.model.xyz[b],
+                                     identity_only=bool(part_a < 0 and part_a == part_b), exclude_itself=a == b)
+        return d, Image(b, op, tuple(int(v) for v in shift))
 
     def _pairs_12_13(self, atoms: list[int]) -> list[tuple[int, int, int]]:
         """(a, b, 2 or 3): bonded pairs and pairs sharing a bonded neighbour, within `atoms`."""
