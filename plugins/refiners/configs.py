@@ -51,6 +51,12 @@ class LsqConfig(ComponentConfig):
         "after refinement (non-centrosymmetric groups only); True always refines it as an "
         "inversion-twin fraction; False skips it.",
     )
+    invert_wrong_hand: bool = Field(
+        True,
+        description="When the Flack parameter says the model is the mirror image of the "
+        "structure (x - 2 s.u. > 0.5), refine the inverted model (in the enantiomorphic space "
+        "group where there is one) and keep it if its Flack parameter agrees.",
+    )
     restraints: bool | Auto = Field(
         "auto",
         description="Automatic restraints for disorder components (similar 1,2/1,3 distances "

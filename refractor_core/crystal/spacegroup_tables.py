@@ -235,3 +235,57 @@ def transformed_setting(ref: SpaceGroupRef, p: np.ndarray) -> SettingInfo | None
     if sg is None:
         return None
     return setting_for(SpaceGroupRef.from_gemmi(sg))
+
+
+def _op_table(ops) -> set[tuple]:
+    """gemmi operations (centring included) as a set of (rotation, translation mod 1) keys."""
+    return {(tuple(tuple(row) for row in op.rot), tuple(t % 24 for t in op.tran)) for op in ops}
+
+
+def _conjugated_by_inversion(op, c24: np.ndarray):
+    """The operation (R, t) seen by the mirror image y = c - x: (R, c - Rc - t), in gemmi's
+    units of 1/24."""
+    import gemmi
+
+    r = np.array(op.rot, dtype=np.int64) // 24
+    t = (c24 - r @ c24 - np.array(op.tran, dtype=np.int64)) % 24
+    new = gemmi.Op()
+    new.rot = op.rot
+    new.tran = t.tolist()
+    return new
+
+
+def inverted_setting(ref: SpaceGroupRef) -> tuple[np.ndarray, SpaceGroupRef]:
+    """How the mirror image of a structure in `ref` is written: the point c of the inversion
+    x' = c - x, and the space group of the inverted structure.
+
+    c is, where one exists, a point (on a 1/8 grid) through which the inversion maps the
+    group onto itself: the origin for most groups, (1/8, 1/8, 0)-like points for groups
+    such as Fdd2 or I-42d. For the eleven enantiomorphic pairs there is none, and the
+    inverted structure (c = 0) is written in the enantiomorph (P4₁ -> P4₃).
+    """
+    import gemmi
+
+    ops = gemmi.symops_from_hall(ref.hall)
+    table = _op_table(ops)
+    all_ops = list(ops)
+    grid = sorted(((i, j, k) for i in range(8) for j in range(8) for k in range(8)), key=lambda v: (sum(x != 0 for x in v), v))
+    for v in grid:
+        c24 = 3 * np.array(v, dtype=np.int64)
+        if _op_table(_conjugated_by_inversion(op, c24) for op in all_ops) == table:
+            return np.array(v, dtype=np.float64) / 8.0, ref
+    new = gemmi.GroupOps([_conjugated_by_inversion(op, np.zeros(3, dtype=np.int64)) for op in all_ops])
+    new.add_missing_elements()
+    sg = gemmi.find_spacegroup_by_ops(new)
+    if sg is None:
+        raise ValueError(f"the mirror image of a structure in {ref.symbol} has no tabulated space group")
+    return np.zeros(3), SpaceGroupRef.from_gemmi(sg)
+
+
+def inverted_operator(triplet: str, c: np.ndarray) -> str:
+    """A symmetry operation written for a structure, as it reads for that structure's
+    mirror image y = c - x (see `inverted_setting`)."""
+    import gemmi
+
+    c24 = np.rint(np.asarray(c, dtype=np.float64) * 24).astype(np.int64)
+    return _conjugated_by_inversion(gemmi.Op(triplet), c24).triplet()

@@ -1,10 +1,17 @@
-"""The Flack parameter of a refined non-centrosymmetric model.
+"""The Flack parameter of a refined non-centrosymmetric model, and its inversion.
 
 With enough measured Friedel pairs, Parsons' quotients are used (Parsons, Flack & Wagner,
 Acta Cryst. B69 (2013) 249): Q = (I⁺ - I⁻)/(I⁺ + I⁻) is compared with the model's
 (1 - 2x)·(A⁺ - A⁻)/(A⁺ + A⁻), which cancels most scale and absorption errors. Otherwise x
 is fitted to all intensities as an inversion-twin fraction with the model fixed:
 Fo² ≈ k y [(1 - x) Fc²(h) + x Fc²(-h)].
+
+A model of the wrong hand (x significantly above one half) is inverted
+(`inverted_structure`): every atom goes to c - x, with c a point through which the inversion
+maps the space group onto itself, or, for the eleven enantiomorphic pairs, into the
+enantiomorphic group (P4₁2₁2 -> P4₃2₁2), as a crystallographer does with SHELXL's MOVE 1 1 1 -1
+(and a new space group where needed). Symmetry operators the instructions name (EQIV) are
+rewritten for the mirror image.
 """
 
 from __future__ import annotations
@@ -19,6 +26,39 @@ from .least_squares import IntensityCalculator
 from .model import WorkingModel
 
 MIN_PAIRS = 20
+#: a model is inverted when its Flack x exceeds 1/2 by more than this many s.u.
+INVERT_MARGIN = 2.0
+
+
+def wrong_hand(flack: float | None, flack_su: float | None) -> bool:
+    """True when the Flack parameter says the model is the mirror image of the crystal's
+    structure: x - INVERT_MARGIN·su > 1/2 (an inversion twin near 1/2 is not inverted)."""
+    if flack is None or flack_su is None or not (math.isfinite(flack) and math.isfinite(flack_su)):
+        return False
+    return flack - INVERT_MARGIN * flack_su > 0.5
+
+
+def inverted_structure(structure, instructions=None):
+    """(the mirror image of `structure`, its instructions with EQIV operators rewritten).
+
+    Atoms go to c - x (U unchanged); the space group stays or becomes its enantiomorph
+    (`spacegroup_tables.inverted_setting`).
+    """
+    from refractor_core.crystal.spacegroup_tables import inverted_operator, inverted_setting
+
+    c, group = inverted_setting(structure.space_group)
+    sites = [s.model_copy(update={"xyz": tuple(float(v) for v in c - np.asarray(s.xyz, dtype=np.float64))})
+             for s in structure.sites]
+    out = structure.model_copy(update={"sites": sites, "space_group": group})
+    if instructions is None or not instructions.restraints:
+        return out, instructions
+
+    def flip(ref):
+        return ref if ref.symop is None else ref.model_copy(update={"symop": inverted_operator(ref.symop, c)})
+
+    restraints = [r.model_copy(update={"atoms": [flip(a) for a in r.atoms], "reference": [flip(a) for a in r.reference]})
+                  for r in instructions.restraints]
+    return out, instructions.model_copy(update={"restraints": restraints})
 
 
 def flack_estimate(refinement, model: WorkingModel) -> tuple[float, float] | None:

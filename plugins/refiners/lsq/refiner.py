@@ -36,6 +36,7 @@ from ..configs import LsqConfig
 from . import hydrogens as hyd
 from . import user_restraints
 from .driver import Driver, Observed, Settings
+from .absolute import inverted_structure, wrong_hand
 from .least_squares import IntensityCalculator
 from .model import WorkingModel, is_hydrogen
 from .parameters import Parameterisation, share_site_values, site_groups, ueq_gradient
@@ -90,9 +91,36 @@ class LsqRefiner(Refiner):
         before = torch.get_num_threads()
         torch.set_num_threads(threads)
         try:
-            return Refinement(self.config, data, candidate, self.context).run()
+            result = Refinement(self.config, data, candidate, self.context).run()
+            if self.config.invert_wrong_hand and wrong_hand(result.flack, result.flack_su):
+                result = self._inverted(data, candidate, result)
+            return result
         finally:
             torch.set_num_threads(before)
+
+    def _inverted(self, data: ReflectionData, candidate: Candidate, result: RefinedCandidate) -> RefinedCandidate:
+        """Refine the mirror image of a model whose Flack parameter says it has the wrong
+        hand; keep it when its own Flack parameter agrees."""
+        instructions = candidate.meta.get("instructions")
+        if isinstance(instructions, dict):
+            instructions = RefinementInstructions.model_validate(instructions)
+        structure, instructions = inverted_structure(result.structure, instructions)
+        meta = {**candidate.meta, "instructions": instructions.model_dump(mode="json")} if instructions else dict(candidate.meta)
+        mirror = candidate.model_copy(update={"structure": structure, "generator": USER_MODEL, "meta": meta})
+        note = (f"Flack x = {result.flack:.3f}({result.flack_su:.3f}): the model has the wrong hand; "
+                f"its mirror image (space group {structure.space_group.symbol}) is refined")
+        _log.info(note)
+        again = Refinement(self.config, data, mirror, self.context).run()
+        if again.flack is None or again.flack >= result.flack:
+            return result.model_copy(update={
+                "log": [*result.log, note, f"the mirror image gives Flack x = {again.flack}: the model is kept as it was"],
+            })
+        return again.model_copy(update={
+            "candidate": candidate,
+            "log": [*result.log, note, *again.log],
+            "meta": {**again.meta, "inverted": {"flack_before": result.flack, "flack_su_before": result.flack_su,
+                                                 "space_group_before": result.structure.space_group.symbol}},
+        })
 
     def screen(self, data: ReflectionData, candidate: Candidate) -> RefinedCandidate:
         """Quick isotropic refinement (no H, σ weights, short completion) to rank candidates."""

@@ -1,0 +1,99 @@
+"""Inversion of a model of the wrong hand: the symmetry of the mirror image, and the lsq
+refiner's automatic inversion on measured data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from refractor_core.crystal.spacegroup_tables import inverted_operator, inverted_setting
+from refractor_core.crystal.structure_factors import calculate_fc
+from refractor_core.types import Site, SpaceGroupRef, Structure, UnitCell
+from refractor_plugins.refiners.lsq.absolute import inverted_structure, wrong_hand
+
+
+@pytest.mark.parametrize(
+    "symbol, mirror, centre",
+    [
+        ("P 41 21 2", "P 43 21 2", (0, 0, 0)),
+        ("P 31 2 1", "P 32 2 1", (0, 0, 0)),
+        ("P 61", "P 65", (0, 0, 0)),
+        ("P 21 21 21", "P 21 21 21", (0, 0, 0)),
+        ("F d d 2", "F d d 2", (0.25, 0.25, 0)),
+        ("I 41", "I 41", (0, 0.5, 0)),
+        ("I -4 2 d", "I -4 2 d", (0, 0.5, 0.25)),
+    ],
+)
+def test_inverted_setting(symbol, mirror, centre):
+    """Enantiomorphic groups become their partner; groups whose normaliser has its inversion
+    centre off the origin (Fdd2 at 1/8,1/8,0; I4₁ at 0,1/4,0; I-42d at 0,1/4,1/8) keep
+    their group with x -> c - x."""
+    c, group = inverted_setting(SpaceGroupRef.from_symbol(symbol))
+    assert group.number == SpaceGroupRef.from_symbol(mirror).number
+    assert np.allclose(c, centre)
+
+
+@pytest.mark.parametrize("symbol", ["P 41 21 2", "F d d 2", "I 41", "I -4 2 d", "P 31 2 1"])
+def test_mirror_image_gives_the_friedel_mates(symbol):
+    """With anomalous scattering, the mirror image written in its own group (`inverted_structure`)
+    has F(h) = F(-h) of the original, up to a phase: the intensities of a Friedel mate."""
+    rng = np.random.default_rng(7)
+    group = SpaceGroupRef.from_symbol(symbol)
+    hexagonal = symbol.startswith("P 3") or symbol.startswith("P 6")
+    cell = UnitCell(a=9.1, b=9.1, c=11.3, alpha=90, beta=90, gamma=120) if hexagonal else (
+        UnitCell(a=9.1, b=10.4, c=11.3, alpha=90, beta=90, gamma=90) if symbol.startswith("F") else
+        UnitCell(a=9.1, b=9.1, c=11.3, alpha=90, beta=90, gamma=90))
+    sites = [Site(label=f"{el}{k}", element=el, xyz=tuple(rng.random(3)), u_iso=0.02)
+             for k, el in enumerate(["Br", "S", "O", "N", "C"])]
+    original = Structure(cell=cell, space_group=group, sites=sites)
+    mirror, _ = inverted_structure(original)
+    hkl = rng.integers(-6, 7, size=(200, 3))
+    hkl = hkl[np.any(hkl != 0, axis=1)]
+    i_mirror = np.abs(calculate_fc(mirror, hkl, wavelength=0.71073)) ** 2
+    i_friedel = np.abs(calculate_fc(original, -hkl, wavelength=0.71073)) ** 2
+    i_same = np.abs(calculate_fc(original, hkl, wavelength=0.71073)) ** 2
+    assert np.allclose(i_mirror, i_friedel, rtol=1e-8, atol=1e-8 * i_friedel.max())
+    assert not np.allclose(i_mirror, i_same, rtol=1e-3)  # the anomalous signal is there
+
+
+def test_eqiv_operators_follow_the_inversion():
+    """An operator of the structure, rewritten for its mirror image about c/2."""
+    assert inverted_operator("-x+1/2,-y,z+1/2", np.array([0.25, 0.25, 0.25])) == "-x,-y+1/2,z+1/2"
+    assert inverted_operator("-y,x,z+1/4", np.zeros(3)) == "-y,x,z+3/4"
+
+
+def test_wrong_hand_needs_a_significant_flack_parameter():
+    assert wrong_hand(0.97, 0.05)
+    assert not wrong_hand(0.6, 0.1)  # within 2 s.u. of one half: an inversion twin, not inverted
+    assert not wrong_hand(1.7, 0.9)  # no anomalous signal to speak of
+    assert not wrong_hand(None, None)
+
+
+@pytest.mark.slow
+def test_refiner_inverts_a_model_of_the_wrong_hand():
+    """Measured phosphazene (P31c, Flack -0.01(5) published): started from the mirror image of
+    the published model, the refinement finds Flack ≈ 1, refines the inverted model and ends
+    at Flack ≈ 0 with the published atoms."""
+    from refractor_core.dataio import load_bundle, load_reflections
+    from refractor_core.testing.real_cases import get_case
+    from refractor_core.types import Candidate
+    from refractor_plugins.refiners.configs import LsqConfig
+    from refractor_plugins.refiners.lsq.refiner import USER_MODEL, LsqRefiner
+
+    case = get_case("phosphazene_p31c")
+    data = load_reflections(case.reflections)
+    bundle = load_bundle(case.reference, block=case.data_block)
+    mirror, instructions = inverted_structure(bundle.structure, bundle.instructions)
+    candidate = Candidate(structure=mirror, generator=USER_MODEL, meta={"instructions": instructions.model_dump(mode="json")})
+    r = LsqRefiner(LsqConfig()).refine(data, candidate)
+    assert r.meta["inverted"]["flack_before"] > 0.8
+    assert abs(r.flack) < 0.15
+    published = {s.label.upper(): np.array(s.xyz) for s in bundle.structure.sites if s.element != "H"}
+    from refractor_core.crystal.cell import orthogonalization_matrix
+
+    m = orthogonalization_matrix(bundle.structure.cell)
+    for s in r.structure.sites:
+        if s.label.upper() in published:
+            d = np.asarray(s.xyz) - published[s.label.upper()]
+            assert np.linalg.norm(m @ (d - np.round(d))) < 0.1, s.label
+    assert any("the model has the wrong hand" in line for line in r.log)
