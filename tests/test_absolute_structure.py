@@ -97,3 +97,20 @@ def test_refiner_inverts_a_model_of_the_wrong_hand():
             d = np.asarray(s.xyz) - published[s.label.upper()]
             assert np.linalg.norm(m @ (d - np.round(d))) < 0.1, s.label
     assert any("the model has the wrong hand" in line for line in r.log)
+
+
+def test_classifier_names_an_enantiomorphic_pair():
+    """Simulated data of a P4₁2₁2 structure: the classifier cannot choose between P4₁2₁2 and
+    P4₃2₁2 and says why, pointing at the Flack parameter."""
+    from refractor_core.simulation import simulate
+    from refractor_plugins.classifiers.analysis import analyse
+
+    rng = np.random.default_rng(3)
+    cell = UnitCell(a=8.3, b=8.3, c=15.1, alpha=90, beta=90, gamma=90)
+    sites = [Site(label=f"{el}{k}", element=el, xyz=tuple(rng.random(3)), u_iso=0.025)
+             for k, el in enumerate(["Br", "C", "C", "C", "N", "O"])]
+    data = simulate(Structure(cell=cell, space_group=SpaceGroupRef.from_symbol("P 41 21 2"), sites=sites), seed=2)
+    res = analyse(data)
+    top = {h.space_group.number for h in res.hypotheses[:2]}
+    assert top == {92, 96}
+    assert any("are enantiomorphs" in w and "Flack" in w for w in res.warnings)

@@ -177,6 +177,16 @@ def hypothesis_probabilities(
     return p
 
 
+def _enantiomorph(g: SettingInfo):
+    """The enantiomorphic space group of a setting (P4₃2₁2 for P4₁2₁2), None for the others."""
+    if g.centrosymmetric:
+        return None
+    from refractor_core.crystal.spacegroup_tables import inverted_setting
+
+    _, mirror = inverted_setting(g.ref())
+    return mirror if mirror.number != g.number else None
+
+
 def centring_letter(vectors: np.ndarray) -> str:
     """The lattice type (P, A, B, C, I, F, R, R(rev)) with these centring vectors."""
     key = {tuple(np.round(v % 1.0, 6)) for v in np.asarray(vectors).reshape(-1, 3)}
@@ -458,6 +468,13 @@ def analyse(data: ReflectionData, config: AbsencesConfig | None = None) -> Space
         warnings.append("the data look rhombohedral in the reverse setting: re-index (-h,-k,l) to use R settings")
     if ambiguous:
         warnings.append("ambiguous: " + ", ".join([g0.symbol] + ambiguous_with) + " are not separable from these data")
+        mirror = _enantiomorph(g0)
+        if mirror is not None and mirror.number in {g_list[i].number for i in runner}:
+            warnings.append(
+                f"{g0.symbol} and {mirror.symbol} are enantiomorphs: a structure and its mirror image give the "
+                "same intensities, so only a refined model's Flack parameter can choose (the lsq refiner inverts "
+                "a model of the wrong hand)"
+            )
     return SpaceGroupAnalysis(
         hypotheses=hypotheses,
         ambiguous=ambiguous,
