@@ -251,6 +251,10 @@ class RefinementInstructions(_Model):
     merg: int | None = None
     acta: bool = False
     restraints: list[RestraintInstruction] = Field(default_factory=list)
+    #: the model's H atoms by parent atom (label): the SHELXL AFIX code of its riding H
+    #: group (43 aromatic CH, 23 CH2, 137 rotating CH3 ...), 0 when its H were refined freely;
+    #: atoms not listed carry no H. Empty: the model says nothing about its H atoms.
+    hfix: dict[str, int] = Field(default_factory=dict)
 
 
 class ReflectionData(_Model):

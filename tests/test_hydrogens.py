@@ -115,3 +115,34 @@ def test_riding_update_follows_the_parent(real_case):
     c = _cart(m, g.parent)
     for a in g.atoms:
         assert np.linalg.norm(_cart(m, a) - c) == pytest.approx(0.99, abs=1e-6)
+
+
+def test_the_models_own_h_groups_are_placed(real_case):
+    """ni_cubic's solvent (a toluene disordered over a special position, refined with
+    restraints) has ring bonds of 1.51-1.55 Å and a 1.25 Å C-CH3 bond: by geometry alone
+    some ring carbons get CH2, the methyl carbon an acetylenic CH and the nitrile carbon
+    C40 an H. The .res says AFIX 43 and 137 (`RefinementInstructions.hfix`), and those
+    groups are placed; C40, which the file gives no H, gets none."""
+    case = real_case("ni_cubic_i43d")
+    bundle = load_bundle(case.reference, block=case.data_block)
+    hfix = bundle.instructions.hfix
+    assert hfix["C30"] == 43 and hfix["C26"] == 137 and hfix["C41"] == 33 and "C40" not in hfix
+    model = WorkingModel.from_structure(bundle.structure)
+    model.remove_atoms(model.hydrogen)
+    index = model.label_index()
+    by_geometry = {model.labels[g.parent]: g.kind for g in _placed(model).h_groups}
+    assert by_geometry["C31"] == "CH2" and by_geometry["C26"] == "CH-sp" and "C40" in by_geometry
+    forced = {index[label]: code for label, code in hfix.items() if label in index}
+    placed = hyd.place_hydrogens(model, forced=forced).model
+    kinds = {placed.labels[g.parent]: g.kind for g in placed.h_groups}
+    assert kinds["C33"] == "ArCH" and kinds["C26"] == "CH3" and kinds["C41"] == "CH3"
+    assert "C40" not in kinds
+    assert set(kinds) <= set(hfix)
+
+
+def test_free_h_parents_follow_the_disorder_component(real_case):
+    """phosphazene's N-H are refined freely (DFIX) in both components of a disordered
+    N1/N1' (0.05 Å apart): each H is assigned to the N of its own PART."""
+    case = real_case("phosphazene_p31c")
+    hfix = load_bundle(case.reference, block=case.data_block).instructions.hfix
+    assert hfix["N1"] == 0 and hfix["N1'"] == 0

@@ -632,6 +632,7 @@ def parse_ins(text: str, path: Path | str | None = None, *, first_line: int = 1)
             line=ins.unit_line,
         )
     instr["fvar"] = list(ins.fvar)
+    instr["hfix"] = hydrogen_groups(ins)
     instr["restraints"] = restraint_reader.resolve(
         [
             ResidueAtom(label=a.label, name=a.name or a.label, residue=a.residue, residue_class=a.residue_class,
@@ -647,6 +648,47 @@ def parse_ins(text: str, path: Path | str | None = None, *, first_line: int = 1)
     except ValidationError as exc:
         raise InputError(validation_message(exc), path=path) from None
     return ins
+
+
+#: longest distance (Å) from a freely refined H to the atom taken as its parent
+FREE_H_PARENT_DISTANCE = 1.3
+
+
+def hydrogen_groups(ins: InsFile) -> dict[str, int]:
+    """The H atoms of the atom list by parent (upper-case label): the AFIX code of a riding
+    group (its pivot), 0 for H refined freely (on the nearest non-H atom of its disorder
+    component, lattice translations only, within FREE_H_PARENT_DISTANCE)."""
+    from refractor_core.crystal.cell import orthogonalization_matrix
+
+    def element(a: InsAtom) -> str:
+        return ins.sfac[a.sfac - 1] if 1 <= a.sfac <= len(ins.sfac) else ""
+
+    heavy = [a for a in ins.atoms if element(a) not in ("H", "D")]
+    m_cart = orthogonalization_matrix(ins.cell) if ins.cell is not None else None
+
+    def xyz(a: InsAtom) -> np.ndarray:
+        return np.array([ins._value(c, f"atom {a.label}: coordinate", a.line) for c in a.xyz])
+
+    heavy_xyz = np.array([xyz(a) for a in heavy]) if heavy else np.zeros((0, 3))
+    out: dict[str, int] = {}
+    for a in ins.atoms:
+        if element(a) not in ("H", "D"):
+            continue
+        m, n = abs(a.afix) // 10, abs(a.afix) % 10
+        if (m > 0 and m not in (5, 6, 7, 10, 11)) or (m == 0 and n in (3, 4)):
+            if a.pivot:
+                out.setdefault(a.pivot.upper(), abs(a.afix))
+            continue
+        if m_cart is None or not heavy:
+            continue
+        d = heavy_xyz - xyz(a)
+        dist = np.linalg.norm((d - np.round(d)) @ m_cart.T, axis=1)
+        # an H of one disorder component belongs to an atom of that component
+        dist[[a.part != 0 and h.part != 0 and h.part != a.part for h in heavy]] = np.inf
+        k = int(np.argmin(dist))
+        if dist[k] <= FREE_H_PARENT_DISTANCE:
+            out.setdefault(heavy[k].label.upper(), 0)
+    return out
 
 
 def apply_hklf_transform(refl, ins: InsFile):

@@ -51,6 +51,20 @@ U_RATIO = {"CH3": 1.5, "NH3": 1.5, "OH": 1.5}
 ROTATING = ("CH3", "NH3", "OH")
 N_H = {"CH3": 3, "CH2": 2, "CH": 1, "ArCH": 1, "=CH2": 2, "CH-sp": 1, "NH": 1, "NH2": 2, "NH3": 3, "NH-sp3": 1, "OH": 1}
 
+#: SHELXL AFIX m of a riding group -> the group kind, by parent element (the model's own
+#: H groups, `RefinementInstructions.hfix`); m 12 (a methyl disordered over two
+#: orientations) is placed as one rotating methyl
+AFIX_KINDS = {
+    "C": {1: "CH", 2: "CH2", 3: "CH3", 4: "ArCH", 9: "=CH2", 12: "CH3", 13: "CH3", 16: "CH-sp"},
+    "N": {1: "NH-sp3", 3: "NH3", 4: "NH", 9: "NH2", 13: "NH3"},
+    "O": {8: "OH", 14: "OH"},
+}
+#: non-H neighbours each group kind is built from
+GROUP_NEIGHBOURS = {"CH3": 1, "CH2": 2, "CH": 3, "ArCH": 2, "=CH2": 1, "CH-sp": 1, "NH": 2, "NH2": 1, "NH3": 1,
+                    "NH-sp3": 3, "OH": 1}
+#: kinds whose H positions need a torsion reference (a neighbour of the neighbour)
+NEEDS_REFERENCE = ("CH3", "=CH2", "NH2", "NH3", "OH")
+
 #: typical single-bond lengths (Å) used to judge bond orders
 SINGLE = {("C", "C"): 1.53, ("C", "N"): 1.47, ("C", "O"): 1.43, ("N", "N"): 1.45, ("N", "O"): 1.42, ("O", "O"): 1.48,
           ("B", "C"): 1.58, ("C", "Si"): 1.87, ("C", "S"): 1.82, ("C", "P"): 1.84, ("C", "F"): 1.35, ("C", "Cl"): 1.77,
@@ -319,8 +333,14 @@ def unplaceable_hydrogens(model: WorkingModel) -> np.ndarray:
     return out
 
 
-def classify(model: WorkingModel, nbmap: dict) -> list[Choice]:
-    """Candidate H groups for every C, N and O atom, marked optional where uncertain."""
+def classify(model: WorkingModel, nbmap: dict, forced: dict[int, int] | None = None) -> list[Choice]:
+    """Candidate H groups for every C, N and O atom, marked optional where uncertain.
+
+    `forced` (atom -> SHELXL AFIX code, 0 for H refined freely) are the model's own H
+    groups: those atoms get the group their AFIX code names (when their neighbours can
+    hold it), atoms with freely refined H get what the geometry says, and atoms not in it
+    get none, as SHELXL places only the H groups it is told to.
+    """
     cell_m = orthogonalization_matrix(model.cell)
     out: list[Choice] = []
     for i, nbl in nbmap.items():
@@ -355,6 +375,13 @@ def classify(model: WorkingModel, nbmap: dict) -> list[Choice]:
                     break
             return best
 
+        if forced is not None:
+            if i not in forced:
+                continue
+            kind = AFIX_KINDS.get(el, {}).get(forced[i] // 10) if forced[i] else None
+            if kind is not None and n == GROUP_NEIGHBOURS[kind]:
+                out.append(Choice(i, kind, nbs, reference_of(0) if kind in NEEDS_REFERENCE else None, False))
+                continue
         if el == "C":
             if metals and n == 1 and ratios[0] < 0.9 and model.elements[nbs[0].atom] == "O":
                 continue  # carbonyl ligand
@@ -442,13 +469,15 @@ def place_hydrogens(
     expected_h: float | None = None,
     distances: str = "low-temperature",
     refinement=None,
+    forced: dict[int, int] | None = None,
 ) -> Placement:
-    """Add riding H atoms to `model` (a copy is returned inside the Placement)."""
+    """Add riding H atoms to `model` (a copy is returned inside the Placement); `forced`:
+    the model's own H groups (see `classify`)."""
     m = model.copy()
     _drop_riding(m)
     col = 0 if distances == "low-temperature" else 1
     nbmap = neighbours(m)
-    choices = classify(m, nbmap)
+    choices = classify(m, nbmap, forced)
     certain = [c for c in choices if not c.optional]
     optional = [c for c in choices if c.optional]
     density = None

@@ -688,11 +688,17 @@ class Refinement:
     def _place_hydrogens(self, model: WorkingModel) -> WorkingModel:
         expected = expected_asu_counts(self.data, model)
         n_h = expected.get("H", 0.0) + expected.get("D", 0.0) if expected else None
+        forced = None
+        if self.instr is not None and self.instr.hfix:
+            # the model's own H groups (AFIX codes), as SHELXL would place them
+            index = model.label_index()
+            forced = {index[label]: code for label, code in self.instr.hfix.items() if label in index}
         placed = hyd.place_hydrogens(
             model,
             expected_h=n_h,
             distances=self.cfg.h_distances,
             refinement=self if self.cfg.fit_rotating_groups else None,
+            forced=forced,
         )
         self.log(placed.summary())
         self.meta["hydrogens"] = placed.counts
