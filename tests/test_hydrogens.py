@@ -146,3 +146,19 @@ def test_free_h_parents_follow_the_disorder_component(real_case):
     case = real_case("phosphazene_p31c")
     hfix = load_bundle(case.reference, block=case.data_block).instructions.hfix
     assert hfix["N1"] == 0 and hfix["N1'"] == 0
+
+
+def test_hfix_instructions_name_riding_groups():
+    """HFIX lines of an .ins (before any H exists) become the model's H groups; an unknown
+    atom is noted, not fatal."""
+    from refractor_plugins.readers.shelx_ins import parse_ins
+
+    text = "\n".join([
+        "TITL t", "CELL 0.71073 10 11 12 90 90 90", "ZERR 4 0.001 0.001 0.001 0 0 0", "LATT 1",
+        "SFAC C N O H", "UNIT 8 4 4 8", "HFIX 43 C1 C2", "HFIX 137 1.5 C3", "HFIX 23 C9", "FVAR 1.0",
+        "C1 1 0.1 0.2 0.3 11.0 0.03", "C2 1 0.2 0.2 0.3 11.0 0.03", "C3 1 0.3 0.2 0.3 11.0 0.03",
+        "N1 2 0.3 0.3 0.3 11.0 0.03", "HKLF 4", "END", "",
+    ])
+    ins = parse_ins(text, "t.ins")
+    assert ins.instructions.hfix == {"C1": 43, "C2": 43, "C3": 137}
+    assert any("HFIX" in n and "C9" in n for n in ins.notes)

@@ -389,6 +389,7 @@ def parse_ins(text: str, path: Path | str | None = None, *, first_line: int = 1)
     labels_seen: set[str] = set()
     unknown: set[str] = set()
     not_honoured: set[str] = set()
+    hfix_lines: list[tuple[int, list[str], int]] = []
     saw_cell = False
 
     def nums(tokens: list[str], what: str, line: int) -> list[float]:
@@ -545,6 +546,12 @@ def parse_ins(text: str, path: Path | str | None = None, *, first_line: int = 1)
             break  # SHELXL reads nothing after HKLF
         elif key == "END":
             break
+        elif key == "HFIX":
+            # HFIX mn [U d] atoms: riding H to generate on these atoms (merged into hfix)
+            if args:
+                code = abs(to_int(args[0], "HFIX", path, lineno))
+                names = [t for t in args[1:] if not re.fullmatch(r"[+-]?[\d.]+", t)]
+                hfix_lines.append((code, names, lineno))
         elif key == "AFIX":
             n = to_int(args[0], "AFIX", path, lineno) if args else 0
             if n != 0 and afix == 0:
@@ -633,6 +640,16 @@ def parse_ins(text: str, path: Path | str | None = None, *, first_line: int = 1)
         )
     instr["fvar"] = list(ins.fvar)
     instr["hfix"] = hydrogen_groups(ins)
+    by_name: dict[str, list[str]] = {}
+    for a in ins.atoms:
+        for key in {a.label.upper(), (a.name or a.label).upper()}:
+            by_name.setdefault(key, []).append(a.label.upper())
+    for code, names, lineno in hfix_lines:
+        for name in names:
+            if name.upper() not in by_name:
+                ins.notes.append(f"HFIX (line {lineno}): atom {name} is not in the model, ignored")
+            for label in by_name.get(name.upper(), []):
+                instr["hfix"].setdefault(label, code)
     instr["restraints"] = restraint_reader.resolve(
         [
             ResidueAtom(label=a.label, name=a.name or a.label, residue=a.residue, residue_class=a.residue_class,
