@@ -256,12 +256,12 @@ def _conjugated_by_inversion(op, c24: np.ndarray):
 
 
 def inverted_setting(ref: SpaceGroupRef) -> tuple[np.ndarray, SpaceGroupRef]:
-    """How the mirror image of a structure in `ref` is written: the point c of the inversion
-    x' = c - x, and the space group of the inverted structure.
+    """How the mirror image of a structure in `ref` is written: the vector c of the inversion
+    x' = c - x (its centre is c/2), and the space group of the inverted structure.
 
-    c is, where one exists, a point (on a 1/8 grid) through which the inversion maps the
-    group onto itself: the origin for most groups, (1/8, 1/8, 0)-like points for groups
-    such as Fdd2 or I-42d. For the eleven enantiomorphic pairs there is none, and the
+    c is, where one exists, chosen (on a 1/8 grid) so that the inversion maps the group onto
+    itself: c = 0 for most groups, c = (1/4, 1/4, 0) for Fdd2 (centre 1/8, 1/8, 0),
+    (0, 1/2, 1/4) for I-42d. For the eleven enantiomorphic pairs there is none, and the
     inverted structure (c = 0) is written in the enantiomorph (P4₁ -> P4₃).
     """
     import gemmi

@@ -7,7 +7,7 @@ is fitted to all intensities as an inversion-twin fraction with the model fixed:
 Fo² ≈ k y [(1 - x) Fc²(h) + x Fc²(-h)].
 
 A model of the wrong hand (x significantly above one half) is inverted
-(`inverted_structure`): every atom goes to c - x, with c a point through which the inversion
+(`inverted_structure`): every atom goes to c - x, an inversion through c/2 chosen so that it
 maps the space group onto itself, or, for the eleven enantiomorphic pairs, into the
 enantiomorphic group (P4₁2₁2 -> P4₃2₁2), as a crystallographer does with SHELXL's MOVE 1 1 1 -1
 (and a new space group where needed). Symmetry operators the instructions name (EQIV) are

@@ -35,8 +35,8 @@ from refractor_core.types import Candidate, RefinedCandidate, ReflectionData, Re
 from ..configs import LsqConfig
 from . import hydrogens as hyd
 from . import user_restraints
-from .driver import Driver, Observed, Settings
 from .absolute import inverted_structure, wrong_hand
+from .driver import Driver, Observed, Settings
 from .least_squares import IntensityCalculator
 from .model import WorkingModel, is_hydrogen
 from .parameters import Parameterisation, share_site_values, site_groups, ueq_gradient
