@@ -167,6 +167,8 @@ def _write_outputs(refined, data, output: Path, stem: str, config, seed: int, de
             "extinction": refined.extinction,
             "flack": refined.flack,
             "flack_su": refined.flack_su,
+            "inverted": refined.meta.get("inverted"),
+            "space_group": refined.structure.space_group.symbol,
             "diff_peak": refined.diff_peak,
             "diff_hole": refined.diff_hole,
             "warnings": refined.meta.get("warnings", []),
@@ -195,6 +197,13 @@ def _print_summary(summary: dict[str, Any], refined, verbosity: int) -> None:
         f"{summary['n_reflections']} reflections, {summary['n_parameters']} parameters, "
         f"{summary['cycles']} cycles ({state}, max shift/su {summary['max_shift_su'] or 0:.3f})"
     )
+    inverted = summary.get("inverted")
+    if inverted:
+        click.echo(
+            f"absolute structure: the model had the wrong hand (Flack x {inverted['flack_before']:.3f}"
+            f"({inverted['flack_su_before'] or 0:.3f})); its mirror image was refined, in {summary['space_group']}"
+            + (f" (given: {inverted['space_group_before']})" if inverted["space_group_before"] != summary["space_group"] else "")
+        )
     if summary.get("flack") is not None:
         click.echo(f"Flack x {summary['flack']:.3f}({summary['flack_su'] or 0:.3f})")
     click.echo(f"Δρ max {summary['diff_peak']:+.2f}, min {summary['diff_hole']:+.2f} e/Å³")
