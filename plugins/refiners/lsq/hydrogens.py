@@ -564,10 +564,12 @@ def _materialise(m: WorkingModel, g: HGroup) -> int:
         frac = cart @ f_m.T
         # a duplicate of an H already present (through symmetry)?
         dup = False
+        own = int(m.part[g.parent])
         for a in existing_h:
-            if m.part[a] > 0 and m.part[g.parent] > 0 and m.part[a] != m.part[g.parent]:
+            if m.part[a] != 0 and own != 0 and m.part[a] != own:
                 continue  # the other component of a disorder
-            img = m.symmetry.images(m.xyz[a])
+            # atoms of one negative PART are alternatives to their own symmetry copies
+            img = m.symmetry.images(m.xyz[a])[:1] if own < 0 and m.part[a] == own else m.symmetry.images(m.xyz[a])
             dd = img - frac
             dd -= np.round(dd)
             if np.min(np.linalg.norm(dd @ cell_m.T, axis=1)) < 0.3:
