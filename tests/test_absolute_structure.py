@@ -114,3 +114,16 @@ def test_classifier_names_an_enantiomorphic_pair():
     top = {h.space_group.number for h in res.hypotheses[:2]}
     assert top == {92, 96}
     assert any("are enantiomorphs" in w and "Flack" in w for w in res.warnings)
+
+
+def test_run_summary_reports_an_inverted_model(capsys):
+    """`refractor run` says when the result is the mirror image of the refined model."""
+    from refractor_core.commands.run import print_summary
+
+    summary = {"solved": True, "space_group": "P 41 21 2", "space_group_number": 92, "R1": 0.03, "wR2": 0.08,
+               "GooF": 1.0, "seconds": 1.0, "seed": 1, "flack": 0.02, "flack_su": 0.05,
+               "inverted": {"flack_before": 0.97, "flack_su_before": 0.05, "space_group_before": "P 43 21 2"},
+               "formula_found": None, "cif": "x.cif", "output": "out"}
+    print_summary(summary, 0)
+    out = capsys.readouterr().out
+    assert "Flack x = 0.020(0.050)" in out and "wrong hand" in out and "P 41 21 2" in out

@@ -350,6 +350,9 @@ def write_run_outputs(result, data, output: Path, stem: str, config, manifest, i
                 "device": manifest.device,
                 "n_reflections": best.n_reflections,
                 "n_parameters": best.n_parameters,
+                "flack": best.flack,
+                "flack_su": best.flack_su,
+                "inverted": best.meta.get("inverted"),
                 "files": final_files,
             }
             report = {
@@ -396,6 +399,12 @@ def print_summary(summary: dict[str, Any], verbosity: int) -> None:
         f"R1 = {summary['R1']:.4f}, wR2 = {summary['wR2']:.4f}, GooF = {summary['GooF']:.3f} "
         f"[{summary['seconds']:.1f} s, seed {summary['seed']}]"
     )
+    if summary.get("flack") is not None:
+        note = ""
+        if summary.get("inverted"):
+            note = (f" (the refined model had the wrong hand, Flack {summary['inverted']['flack_before']:.2f}: "
+                    f"its mirror image, in {summary['space_group']}, is the result)")
+        click.echo(f"Flack x = {summary['flack']:.3f}({summary['flack_su'] or 0:.3f}){note}")
     if summary.get("formula_found"):
         given = summary.get("formula_given")
         click.echo(f"formula found: {summary['formula_found']}" + (f" (given: {given})" if given else ""))
