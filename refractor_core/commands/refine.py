@@ -197,6 +197,9 @@ def _print_summary(summary: dict[str, Any], refined, verbosity: int) -> None:
         f"{summary['n_reflections']} reflections, {summary['n_parameters']} parameters, "
         f"{summary['cycles']} cycles ({state}, max shift/su {summary['max_shift_su'] or 0:.3f})"
     )
+    if not summary["converged"]:
+        click.echo(f"not converged: more cycles with --refiner-opt max_cycles={2 * max(summary['cycles'], 30)}, "
+                   "or start again from the written .res", err=True)
     inverted = summary.get("inverted")
     if inverted:
         click.echo(
