@@ -107,6 +107,8 @@ class Driver:
         self.after_shift = after_shift
         self.log = log
         self.damping = settings.damping
+        #: max shift/su of the last cycle run (inf before the first)
+        self.last_max_shift_su = math.inf
         self.cycle_count = 0
         self.restraints: list = []
         self.after_cycle = after_cycle
@@ -122,7 +124,7 @@ class Driver:
         """Cycles until max shift/su < convergence or `max_cycles`."""
         conv = self.settings.convergence if convergence is None else convergence
         records: list[CycleRecord] = []
-        last = math.inf
+        last = self.last_max_shift_su  # a stage given no cycles reports the previous one's
         converged = False
         done = 0
         self.damping = self.settings.damping  # a new stage starts undamped
@@ -133,7 +135,7 @@ class Driver:
             records.append(rec)
             self.log(rec.line())
             done += 1
-            last = rec.max_shift_su
+            last = self.last_max_shift_su = rec.max_shift_su
             if self.after_cycle is not None and self.after_cycle(model):
                 self.damping = self.settings.damping  # the parameters changed: start afresh
                 continue

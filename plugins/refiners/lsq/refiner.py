@@ -405,7 +405,7 @@ class Refinement:
             model = self._place_hydrogens(model)
         self._update_restraints(model)
         self._choose_matrix(model)
-        converged, last_shift = False, math.inf
+        converged, last_shift = False, driver.last_max_shift_su
         if budget > 0:
             res = driver.run(model, min(ANISO_CYCLES, budget), "aniso" if aniso else "iso")
             model, budget = res.model, budget - res.cycles
