@@ -127,6 +127,18 @@ class SymmetryOps:
         """h·t for every operation: (N, n) in cycles, for mapping phases of equivalents."""
         return np.asarray(hkl, dtype=np.float64) @ self.translations.T
 
+    def find_operation(self, rotation: np.ndarray, translation: np.ndarray) -> tuple[int, tuple[int, int, int]] | None:
+        """(index k, lattice shift) with rotation = R[k] and translation = t[k] + shift, or
+        None when (rotation, translation) is not an operation of the group."""
+        r = np.rint(np.asarray(rotation, dtype=np.float64)).astype(np.int64)
+        t = np.asarray(translation, dtype=np.float64)
+        for k in range(self.n):
+            if np.array_equal(self.rotations[k], r):
+                d = t - self.translations[k]
+                if np.allclose(d, np.round(d), atol=1e-6):
+                    return k, tuple(int(v) for v in np.round(d))
+        return None
+
     # -- sites -------------------------------------------------------------------------
     def images(self, xyz: np.ndarray) -> np.ndarray:
         """Images of fractional positions under every operation: (..., n, 3)."""

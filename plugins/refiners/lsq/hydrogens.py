@@ -448,14 +448,8 @@ def _compose(model: WorkingModel, outer: Neighbour, inner: Neighbour) -> Neighbo
     r2 = sym.rotations[inner.op].astype(np.float64)
     t2 = sym.translations[inner.op] + np.array(inner.shift, dtype=np.float64)
     # inner position: r2 x + t2, then mapped by outer: r1 (r2 x + t2) + t1
-    r = r1 @ r2
-    t = r1 @ t2 + t1
-    for k in range(sym.n):
-        if np.array_equal(sym.rotations[k], np.rint(r).astype(np.int64)):
-            d = t - sym.translations[k]
-            if np.allclose(d, np.round(d), atol=1e-6):
-                return Neighbour(inner.atom, k, tuple(int(v) for v in np.round(d)))
-    return None
+    found = sym.find_operation(r1 @ r2, r1 @ t2 + t1)
+    return None if found is None else Neighbour(inner.atom, *found)
 
 
 # --------------------------------------------------------------------------------------

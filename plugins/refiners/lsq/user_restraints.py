@@ -133,15 +133,11 @@ class _Builder:
             op = gemmi.Op(triplet)
         except (RuntimeError, ValueError):
             raise _Missing(f"EQIV operator {triplet!r} is not readable") from None
-        rot = np.array(op.rot, dtype=np.float64) / op.DEN
-        tran = np.array(op.tran, dtype=np.float64) / op.DEN
-        sym = self.model.symmetry
-        for k in range(len(sym.rotations)):
-            if np.allclose(sym.rotations[k], rot):
-                shift = tran - sym.translations[k]
-                if np.allclose(shift, np.round(shift), atol=1e-6):
-                    return k, tuple(int(v) for v in np.round(shift))
-        raise _Missing(f"EQIV operator {triplet} is not an operation of the space group")
+        found = self.model.symmetry.find_operation(np.array(op.rot, dtype=np.float64) / op.DEN,
+                                                   np.array(op.tran, dtype=np.float64) / op.DEN)
+        if found is None:
+            raise _Missing(f"EQIV operator {triplet} is not an operation of the space group")
+        return found
 
     def _closest(self, a: int, b: int) -> tuple[float, Image]:
         """Shortest distance from atom a to an image of atom b, and that image (atoms of
