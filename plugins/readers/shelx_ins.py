@@ -124,6 +124,10 @@ class InsFile:
     notes: list[str] = field(default_factory=list)
     _space_group: SpaceGroupRef | None = None
 
+    def element_of(self, atom: InsAtom) -> str:
+        """The SFAC element of an atom ("" for an SFAC number out of range)."""
+        return self.sfac[atom.sfac - 1] if 1 <= atom.sfac <= len(self.sfac) else ""
+
     # -- symmetry ---------------------------------------------------------------------
     def operator_triplets(self) -> list[str]:
         """All operators of the group: SYMM (and identity) x centring x inversion (LATT > 0)."""
@@ -389,7 +393,6 @@ def parse_ins(text: str, path: Path | str | None = None, *, first_line: int = 1)
     labels_seen: set[str] = set()
     unknown: set[str] = set()
     not_honoured: set[str] = set()
-    hfix_lines: list[tuple[int, list[str], int]] = []
     saw_cell = False
 
     def nums(tokens: list[str], what: str, line: int) -> list[float]:
@@ -549,9 +552,7 @@ def parse_ins(text: str, path: Path | str | None = None, *, first_line: int = 1)
         elif key == "HFIX":
             # HFIX mn [U d] atoms: riding H to generate on these atoms (merged into hfix)
             if args:
-                code = abs(to_int(args[0], "HFIX", path, lineno))
-                names = [t for t in args[1:] if not re.fullmatch(r"[+-]?[\d.]+", t)]
-                hfix_lines.append((code, names, lineno))
+                restraint_reader.add_hfix(abs(to_int(args[0], "HFIX", path, lineno)), args[1:], lineno, residue)
         elif key == "AFIX":
             n = to_int(args[0], "AFIX", path, lineno) if args else 0
             if n != 0 and afix == 0:
@@ -639,24 +640,15 @@ def parse_ins(text: str, path: Path | str | None = None, *, first_line: int = 1)
             line=ins.unit_line,
         )
     instr["fvar"] = list(ins.fvar)
+    resolvable = [
+        ResidueAtom(label=a.label, name=a.name or a.label, residue=a.residue, residue_class=a.residue_class,
+                    element=ins.element_of(a), index=k)
+        for k, a in enumerate(ins.atoms)
+    ]
     instr["hfix"] = hydrogen_groups(ins)
-    by_name: dict[str, list[str]] = {}
-    for a in ins.atoms:
-        for key in {a.label.upper(), (a.name or a.label).upper()}:
-            by_name.setdefault(key, []).append(a.label.upper())
-    for code, names, lineno in hfix_lines:
-        for name in names:
-            if name.upper() not in by_name:
-                ins.notes.append(f"HFIX (line {lineno}): atom {name} is not in the model, ignored")
-            for label in by_name.get(name.upper(), []):
-                instr["hfix"].setdefault(label, code)
-    instr["restraints"] = restraint_reader.resolve(
-        [
-            ResidueAtom(label=a.label, name=a.name or a.label, residue=a.residue, residue_class=a.residue_class,
-                        element=ins.sfac[a.sfac - 1] if 1 <= a.sfac <= len(ins.sfac) else "", index=k)
-            for k, a in enumerate(ins.atoms)
-        ]
-    )
+    for label, code in restraint_reader.resolve_hfix(resolvable).items():
+        instr["hfix"].setdefault(label, code)
+    instr["restraints"] = restraint_reader.resolve(resolvable)
     ins.notes.extend(restraint_reader.notes)
     if not_honoured:
         ins.notes.append("instructions read but not honoured by the refiner: " + ", ".join(sorted(not_honoured)))
@@ -677,10 +669,7 @@ def hydrogen_groups(ins: InsFile) -> dict[str, int]:
     component, lattice translations only, within FREE_H_PARENT_DISTANCE)."""
     from refractor_core.crystal.cell import orthogonalization_matrix
 
-    def element(a: InsAtom) -> str:
-        return ins.sfac[a.sfac - 1] if 1 <= a.sfac <= len(ins.sfac) else ""
-
-    heavy = [a for a in ins.atoms if element(a) not in ("H", "D")]
+    heavy = [a for a in ins.atoms if ins.element_of(a) not in ("H", "D")]
     m_cart = orthogonalization_matrix(ins.cell) if ins.cell is not None else None
 
     def xyz(a: InsAtom) -> np.ndarray:
@@ -689,7 +678,7 @@ def hydrogen_groups(ins: InsFile) -> dict[str, int]:
     heavy_xyz = np.array([xyz(a) for a in heavy]) if heavy else np.zeros((0, 3))
     out: dict[str, int] = {}
     for a in ins.atoms:
-        if element(a) not in ("H", "D"):
+        if ins.element_of(a) not in ("H", "D"):
             continue
         m, n = abs(a.afix) // 10, abs(a.afix) % 10
         if (m > 0 and m not in (5, 6, 7, 10, 11)) or (m == 0 and n in (3, 4)):

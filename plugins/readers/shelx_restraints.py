@@ -83,6 +83,8 @@ class RestraintReader:
     raw: list[RawRestraint] = field(default_factory=list)
     eqiv: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    #: HFIX lines: (AFIX code, tokens after it, line, residue it stands in)
+    hfix: list[tuple[int, list[str], int, int]] = field(default_factory=list)
 
     @staticmethod
     def keyword_of(token: str) -> tuple[str, str | None] | None:
@@ -102,6 +104,26 @@ class RestraintReader:
             self.notes.append(f"line {line}: EQIV needs $n and an operator; ignored")
             return
         self.eqiv[tokens[0].upper()] = " ".join(tokens[1:]).replace(" ", "")
+
+    def add_hfix(self, code: int, tokens: list[str], line: int, residue: int) -> None:
+        """HFIX code [U d] atoms: riding H to generate on the named atoms."""
+        self.hfix.append((code, tokens, line, residue))
+
+    def resolve_hfix(self, atoms: list[ResidueAtom]) -> dict[str, int]:
+        """{upper-case label: AFIX code} of the atoms HFIX names (unresolvable lines noted)."""
+        out: dict[str, int] = {}
+        for code, tokens, line, residue in self.hfix:
+            names = list(tokens)
+            while names and _NUMBER.match(names[0]):  # the optional U and d
+                names.pop(0)
+            try:
+                refs = self._expand(names, residue, atoms, pairwise=False)
+            except _Unresolved as exc:
+                self.notes.append(f"line {line}: HFIX ignored: {exc}")
+                continue
+            for ref in refs:
+                out.setdefault(ref.label.upper(), code)
+        return out
 
     def resolve(self, atoms: list[ResidueAtom]) -> list[RestraintInstruction]:
         """Every collected instruction with its atoms resolved (unresolvable ones noted)."""
