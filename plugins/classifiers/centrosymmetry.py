@@ -105,6 +105,7 @@ def _e2_samples(atoms: tuple[tuple[float, int], ...]) -> tuple[np.ndarray, np.nd
     return e2_a, (e_c / norm) ** 2
 
 
+@lru_cache(maxsize=256)
 def primitive_cell_atoms(formula: str | None, z: float | None, n_centring: int = 1) -> tuple[tuple[float, int], ...] | None:
     """(atomic number, count) of each element in one primitive cell (formula × Z / lattice
     points), heaviest first; None when unknown, or when there are so many atoms
