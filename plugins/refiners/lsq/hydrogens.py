@@ -554,11 +554,11 @@ def _materialise(m: WorkingModel, g: HGroup) -> int:
     added = 0
     base = m.labels[g.parent]
     suffixes = "ABCDEFGH"
+    own = int(m.part[g.parent])
     for slot, cart in enumerate(pos):
         frac = cart @ f_m.T
         # a duplicate of an H already present (through symmetry)?
         dup = False
-        own = int(m.part[g.parent])
         for a in existing_h:
             if m.part[a] != 0 and own != 0 and m.part[a] != own:
                 continue  # the other component of a disorder

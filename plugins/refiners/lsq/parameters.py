@@ -569,9 +569,8 @@ def site_groups(model: WorkingModel) -> list[SiteGroup]:
             assigned[j] = len(groups)
         groups.append(SiteGroup(atoms=members))
     # disorder partners
-    singles = [gi for gi, g in enumerate(groups) if len(g.atoms) == 1 and model.part[g.atoms[0]] > 0]
-    if user:
-        singles = []
+    # (the user's own EADP instructions, when given, are the only ADP sharing)
+    singles = [] if user else [gi for gi, g in enumerate(groups) if len(g.atoms) == 1 and model.part[g.atoms[0]] > 0]
     merged: set[int] = set()
     for gi in singles:
         if gi in merged:
