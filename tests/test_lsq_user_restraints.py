@@ -92,6 +92,25 @@ def test_unresolvable_restraint_is_noted_not_fatal():
     assert any("FLAT ignored: no atom C9" in n for n in ins.notes)
 
 
+def test_flat_restrains_tetrahedron_volumes_as_shelxl():
+    """FLAT over n atoms: n - 3 terms, each the chiral volume (Å³) of the first three atoms
+    and one further atom -- zero for coplanar atoms, the triple product otherwise."""
+    ins = parse_ins(RES.replace("FLAT O1 C1_1 F1_1 F2_1", "FLAT O1 C1_1 F1_1 F2_1 F3_1"), "t.res")
+    model = WorkingModel.from_structure(ins.structure())
+    flat = [r for r in user_restraints.build(model, ins.instructions).restraints if r.kind == "flat"]
+    assert len(flat) == 2
+    m = orthogonalization_matrix(model.cell)
+    cart = {model.labels[i]: m @ model.xyz[i] for i in range(model.n)}
+    values, sigmas = restraints.residuals(model, flat)
+    o, c, f1 = cart["O1"], cart["C1"], cart["F1"]
+    for value, fourth in zip(values, ("F2", "F3")):
+        expected = (c - o) @ np.cross(f1 - o, cart[fourth] - o)
+        assert value == pytest.approx(expected, rel=1e-9)
+    # O1, C1, F1, F2 all have z = 0.1: coplanar, volume 0; F3 is 1.2 Å off that plane
+    assert abs(values[0]) < 1e-9 and abs(values[1]) > 0.1
+    assert np.all(sigmas == 0.1)
+
+
 def test_restraint_gradients_match_finite_differences():
     """DFIX (with a symmetry image), SADI, SAME, FLAT and RIGU rows: analytic gradients of
     each restraint w.r.t. the free parameters equal central differences."""

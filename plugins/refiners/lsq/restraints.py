@@ -23,7 +23,8 @@ into the same kinds of pseudo-observation by `user_restraints.py`; the kinds are
 
 - "same": d(pair1) - d(pair2); "distances": Σ c_k d(pair_k) - target (DFIX, DANG, SADI:
   each distance against the mean of its set), one-sided for an anti-bumping DFIX;
-- "flat": the distance of one atom from the least-squares plane of its set;
+- "flat": the volume (triple product, Å³) of the tetrahedron of the set's first three atoms
+  and one further atom, as SHELXL restrains FLAT;
 - "rigu": one component of the difference of two atoms' U in a frame along their bond
   (component 0: along the bond, DELU and RIGU; 1 and 2: the two cross terms with the bond
   direction, RIGU only);
@@ -70,12 +71,12 @@ class Restraint:
     pair1: tuple[Image, Image] | None
     pair2: tuple[Image, Image] | None
     sigma: float
-    component: int = 0  # simu/isor: Cartesian U component (11, 22, 33, 12, 13, 23); rigu: see above; flat: atom
+    component: int = 0  # simu/isor: Cartesian U component (11, 22, 33, 12, 13, 23); rigu: see above
     pairs: tuple[tuple[Image, Image], ...] = ()  # "distances": the distances combined
     coefficients: tuple[float, ...] = ()  # "distances": their coefficients
     target: float = 0.0  # "distances": the target of the combination
     one_sided: bool = False  # "distances": only values below the target count (anti-bumping)
-    atoms: tuple[Image, ...] = ()  # "flat": the atoms of the plane
+    atoms: tuple[Image, ...] = ()  # "flat": the four corners of the tetrahedron
 
     def distance_terms(self) -> tuple[tuple[tuple[Image, Image], ...], tuple[float, ...]]:
         """The pairs and coefficients of a distance restraint ("same" or "distances")."""
@@ -172,16 +173,15 @@ def _distance_terms(model: WorkingModel, r: Restraint, m: np.ndarray):
 
 
 def _flat_terms(model: WorkingModel, r: Restraint, m: np.ndarray):
-    """Distance of atom `component` of the set from the set's least-squares plane, and its
-    xyz gradients (the plane held fixed: exact for the sum of squares at the plane's optimum)."""
-    pts = np.array([m @ _frac(model, im) for im in r.atoms])
-    centre = pts.mean(axis=0)
-    normal = np.linalg.svd(pts - centre)[2][-1]
-    k = r.component
-    value = float(normal @ (pts[k] - centre))
+    """Chiral volume (p1-p0)·[(p2-p0)×(p3-p0)] of the four atoms of a FLAT term (Å³; zero
+    when they are coplanar) and its xyz gradients."""
+    p = [m @ _frac(model, im) for im in r.atoms]
+    e1, e2, e3 = p[1] - p[0], p[2] - p[0], p[3] - p[0]
+    value = float(e1 @ np.cross(e2, e3))
+    g = [None, np.cross(e2, e3), np.cross(e3, e1), np.cross(e1, e2)]
+    g[0] = -(g[1] + g[2] + g[3])
     grads: dict[int, np.ndarray] = {}
-    for j, im in enumerate(r.atoms):
-        g_cart = normal * ((1.0 if j == k else 0.0) - 1.0 / len(r.atoms))
+    for im, g_cart in zip(r.atoms, g):
         rot = model.symmetry.rotations[im.op].astype(np.float64)
         grads[im.atom] = grads.get(im.atom, 0.0) + rot.T @ (m.T @ g_cart)
     return value, grads
@@ -412,7 +412,7 @@ def _atoms_of(r: Restraint) -> list[Image]:
         pairs, _ = r.distance_terms()
         return [im for pair in pairs for im in pair]
     if r.kind == "flat":
-        return [r.atoms[r.component]]
+        return [r.atoms[3]]
     return list(r.pair1 or ())
 
 
@@ -442,7 +442,7 @@ def disagreeable(model: WorkingModel, restraints: list[Restraint], z_min: float 
                 names.append(label)
         what = _KIND_NAMES[r.kind]
         detail = _COMPONENT_NAMES[r.kind][r.component] if r.kind in _COMPONENT_NAMES else ""
-        unit = "Å²" if r.kind in ("rigu", "simu", "isor") else "Å"
+        unit = "Å²" if r.kind in ("rigu", "simu", "isor") else ("Å³" if r.kind == "flat" else "Å")
         out.append(f"{what} {' '.join(names)}{(' ' + detail) if detail else ''}: deviation "
                    f"{values[k]:+.4f} {unit}, σ {sigmas[k]:.4f} ({z[k]:.1f} σ)")
     return out

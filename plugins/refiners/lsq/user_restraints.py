@@ -9,7 +9,8 @@ with SHELXL's meaning:
 - SADI s: each named distance equal to the mean of the set;
 - SAME s1 s2: the 1,2 and 1,3 distances among the named atoms (bonds from the model's
   connectivity) equal to those of the corresponding reference atoms;
-- FLAT s: every named atom on the least-squares plane of the set (σ in Å);
+- FLAT s: the tetrahedra of the first three named atoms and each further one flat
+  (chiral volume 0, σ in Å³), as SHELXL defines it;
 - DELU s1 s2: U along 1,2 (s1) and 1,3 (s2) pairs of the named atoms equal;
 - RIGU s1 s2: for 1,2 (s1) and 1,3 (s2) pairs, U along the pair and its two cross terms
   with the pair direction equal, with the esd scaled by the distance and the U_eq of the
@@ -243,7 +244,9 @@ class _Builder:
         atoms = tuple(self._named(r))
         if len(atoms) < 4:
             raise _Missing("fewer than four of its atoms are in the model")
-        return [Restraint("flat", None, None, r.values[0], component=k, atoms=atoms) for k in range(len(atoms))]
+        # SHELXL: the first three atoms and each further one in turn span a tetrahedron
+        # whose volume is restrained to zero (σ in Å³)
+        return [Restraint("flat", None, None, r.values[0], atoms=atoms[:3] + (atoms[k],)) for k in range(3, len(atoms))]
 
     def _adp_atoms(self, r: RestraintInstruction) -> list[int]:
         return sorted({im.atom for im in self._named(r) if not is_hydrogen(self.model.elements[im.atom])})
