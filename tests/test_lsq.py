@@ -263,6 +263,34 @@ def test_a_user_model_is_refined_as_given():
     assert is_generated(Candidate(structure=structure, generator="charge-flip"))
 
 
+def test_a_user_model_keeps_only_its_own_restraints():
+    """thpp's disorder (0.86/0.14 ethylene bridge) comes without restraints: refined as a
+    user's model it gets none (SHELXL adds none either), and the 14 % component stays
+    where the unrestrained published refinement has it; asked for (`restraints=True`),
+    the automatic similar-geometry restraints pull that component away."""
+    from refractor_plugins.refiners.lsq.refiner import USER_MODEL
+
+    _, data, published, _ = _load("thpp")
+    start = published.model_copy(update={"sites": [s for s in published.sites if s.element != "H"]})
+    candidate = Candidate(structure=start, generator=USER_MODEL)
+    pub = {s.label: s for s in published.sites}
+
+    def shift(result, label):
+        from refractor_core.crystal.cell import orthogonalization_matrix
+
+        site = next(s for s in result.structure.sites if s.label == label)
+        d = np.array(site.xyz) - np.array(pub[label].xyz)
+        return float(np.linalg.norm(orthogonalization_matrix(published.cell) @ (d - np.round(d))))
+
+    plain = LsqRefiner(LsqConfig()).refine(data, candidate)
+    assert plain.meta["n_restraints"] == 0
+    assert not any(line.startswith("restraints for disorder components") for line in plain.log)
+    assert shift(plain, "C6A") < 0.05
+    restrained = LsqRefiner(LsqConfig(restraints=True)).refine(data, candidate)
+    assert restrained.meta["n_restraints"] > 0
+    assert shift(restrained, "C6A") > shift(plain, "C6A") + 0.01
+
+
 def test_blocked_normal_equations_count_every_restraint():
     """A block's normal equations carry the whole sum of squares (data and every
     restraint, also those outside the block), so that a trial step is compared with the

@@ -60,7 +60,9 @@ class LsqConfig(ComponentConfig):
     restraints: bool | Auto = Field(
         "auto",
         description="Automatic restraints for disorder components (similar 1,2/1,3 distances "
-        "between components, rigid-bond ADPs); 'auto' and True: where the model has PARTs.",
+        "between components, rigid-bond ADPs) where the model has PARTs; 'auto': for generated "
+        "models only (a user's model keeps exactly the restraints its file gives, as in SHELXL); "
+        "True: also for a user's model without restraints of its own.",
     )
     complete: bool | Auto = Field(
         "auto",

@@ -473,7 +473,9 @@ class Refinement:
 
     def _update_restraints(self, model: WorkingModel) -> None:
         """(Re)build the restraints: the user's own SHELXL restraints when the instructions
-        carry any, else the automatic restraints of disorder components."""
+        carry any, else the automatic restraints of disorder components -- for a generated
+        model only, unless asked: a user's model is refined with the restraints it brings,
+        as SHELXL refines it."""
         if self.cfg.restraints is False:
             self.driver.restraints = []
             return
@@ -491,6 +493,9 @@ class Refinement:
             return
         from . import restraints
 
+        if self.cfg.restraints == "auto" and not is_generated(self.candidate):
+            self.driver.restraints = []
+            return
         rs = restraints.generate(model)
         if rs and len(rs) != len(self.driver.restraints):
             kinds = {k: sum(r.kind == k for r in rs) for k in ("same", "rigu", "simu", "isor")}
