@@ -111,6 +111,26 @@ def test_flat_restrains_tetrahedron_volumes_as_shelxl():
     assert np.all(sigmas == 0.1)
 
 
+def test_equal_distances_form_one_set_as_in_shelxl():
+    """SADI and SAME distances with one σ form one set, and a set of n distances gives the
+    n(n-1)/2 equations d_i = d_j: here the three C-F bonds of residue 1 (SADI_CF3) and their
+    SAME-linked copies in residue 2 are one set of six (15 equations); SAME's other
+    distances (F-F, bonded in this toy geometry) pair residue 2 with residue 1 only."""
+    ins = parse_ins(RES.replace("SADI_CF3 0.03", "SADI_CF3 0.02"), "t.res")
+    model = WorkingModel.from_structure(ins.structure())
+
+    def c_f(built, sigma):
+        return sum(r.sigma == sigma and {model.elements[r.pair1[0].atom], model.elements[r.pair2[0].atom]} == {"C"}
+                   for r in built if r.kind == "same")
+
+    built = user_restraints.build(model, ins.instructions).restraints
+    assert c_f(built, 0.02) == 15
+    assert sum(r.kind == "same" and r.sigma == 0.02 for r in built) == 15 + 3
+    # with SADI's own σ, its sets stay apart from SAME's: 3 + 3 SADI and 3 SAME equations
+    built = user_restraints.build(model, parse_ins(RES, "t.res").instructions).restraints
+    assert c_f(built, 0.03) == 6 and c_f(built, 0.02) == 3
+
+
 def test_restraint_gradients_match_finite_differences():
     """DFIX (with a symmetry image), SADI, SAME, FLAT and RIGU rows: analytic gradients of
     each restraint w.r.t. the free parameters equal central differences."""
@@ -190,7 +210,7 @@ def test_user_dfix_and_eadp_are_honoured(perchlorate):
     dfix = RestraintInstruction(kind="DFIX", values=[1.50, 0.002], atoms=[AtomRef(label="CL1"), AtomRef(label="O2")])
     pulled = _refine(data, bundle.structure, instr.model_copy(update={"restraints": [*instr.restraints, dfix]}))
     assert _distance(pulled.structure, "Cl1", "O2") == pytest.approx(1.50, abs=0.01)
-    assert any("own restraints: 1 distances" in line for line in pulled.log)
+    assert any("own restraints: 1 target-distance (DFIX/DANG)" in line for line in pulled.log)
 
 
 def test_res_writer_keeps_restraints():
@@ -225,7 +245,7 @@ def test_disagreeable_restraints_are_reported():
     near = RestraintInstruction(kind="DFIX", values=[d + 0.001, 0.01], atoms=[AtomRef(label="C1"), AtomRef(label="F1")])
     instr = ins.instructions.model_copy(update={"restraints": [far, near]})
     lines = restraints.disagreeable(model, user_restraints.build(model, instr).restraints)
-    assert len(lines) == 1 and lines[0].startswith("DFIX/SADI C1 F1") and "(10.0 σ)" in lines[0]
+    assert len(lines) == 1 and lines[0].startswith("DFIX/DANG C1 F1") and "(10.0 σ)" in lines[0]
 
 
 def test_reader_next_residue_suffix():
@@ -248,7 +268,7 @@ def test_disagreeable_listing_names_every_kind():
     built = user_restraints.build(model, ins.instructions).restraints
     tight = [restraints.Restraint(**{**r.__dict__, "sigma": 1e-6}) for r in built]
     lines = restraints.disagreeable(model, tight, limit=len(tight))
-    assert {line.split()[0] for line in lines} >= {"DFIX/SADI", "SAME", "FLAT", "RIGU/DELU", "SIMU"}
+    assert {line.split()[0] for line in lines} >= {"DFIX/DANG", "SAME/SADI", "FLAT", "RIGU/DELU", "SIMU"}
 
 
 def test_hydrides_are_kept_with_their_restraints():
@@ -260,5 +280,6 @@ def test_hydrides_are_kept_with_their_restraints():
     bundle = load_bundle(case.reference, block=case.data_block)
     r = _refine(data, bundle.structure, bundle.instructions)
     assert any("5 on other atoms (hydrides) kept" in line for line in r.log)
-    assert any(line.startswith("the model's own restraints: 10 distances") for line in r.log)
+    # SHELXL's count: 3 + 3 pairwise equations for the two three-distance SADI, 1 + 1 for the others
+    assert any(line.startswith("the model's own restraints: 8 equal-distance") for line in r.log)
     assert r.r1 < 0.023

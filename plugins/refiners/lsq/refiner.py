@@ -60,6 +60,8 @@ WEIGHT_CYCLES = 12
 SMALL_PROBLEM = 20_000_000
 #: Candidate.generator of a model a user supplied (`refractor refine --model`): not generated
 USER_MODEL = "user-model"
+#: restraint kinds as the log names them
+RESTRAINT_NAMES = {"same": "equal-distance (SADI/SAME)", "distances": "target-distance (DFIX/DANG)"}
 
 
 def is_generated(candidate: Candidate) -> bool:
@@ -482,7 +484,7 @@ class Refinement:
         if user_restraints.has_restraints(self.instr):
             built = user_restraints.build(model, self.instr)
             if len(built.restraints) != len(self.driver.restraints):
-                counts = ", ".join(f"{v} {k}" for k, v in sorted(built.counts().items()))
+                counts = ", ".join(f"{v} {RESTRAINT_NAMES.get(k, k)}" for k, v in sorted(built.counts().items()))
                 self.log(f"the model's own restraints: {counts or 'none left'}")
                 for text in built.skipped:
                     if text not in self._reported_restraints:

@@ -21,8 +21,8 @@ numbered components).
 A user's own SHELXL restraints (DFIX, SADI, SAME, FLAT, DELU, RIGU, SIMU, ISOR) are turned
 into the same kinds of pseudo-observation by `user_restraints.py`; the kinds are:
 
-- "same": d(pair1) - d(pair2); "distances": Σ c_k d(pair_k) - target (DFIX, DANG, SADI:
-  each distance against the mean of its set), one-sided for an anti-bumping DFIX;
+- "same": d(pair1) - d(pair2) (SAME, SADI); "distances": Σ c_k d(pair_k) - target (DFIX,
+  DANG: one distance), one-sided for an anti-bumping DFIX;
 - "flat": the volume (triple product, Å³) of the tetrahedron of the set's first three atoms
   and one further atom, as SHELXL restrains FLAT;
 - "rigu": one component of the difference of two atoms' U in a frame along their bond
@@ -126,6 +126,12 @@ def _distance_and_gradient(model: WorkingModel, a: Image, b: Image, m: np.ndarra
     ra = model.symmetry.rotations[a.op].astype(np.float64)
     rb = model.symmetry.rotations[b.op].astype(np.float64)
     return d, ra.T @ g, -(rb.T @ g)
+
+
+def pair_distance(model: WorkingModel, pair: tuple[Image, Image]) -> float:
+    """Cartesian distance (Å) between the two images of a pair."""
+    m = orthogonalization_matrix(model.cell)
+    return _distance_and_gradient(model, pair[0], pair[1], m)[0]
 
 
 def _bond_frame(v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -416,7 +422,7 @@ def _atoms_of(r: Restraint) -> list[Image]:
     return list(r.pair1 or ())
 
 
-_KIND_NAMES = {"rigu": "RIGU/DELU", "simu": "SIMU", "isor": "ISOR", "flat": "FLAT", "same": "SAME", "distances": "DFIX/SADI"}
+_KIND_NAMES = {"rigu": "RIGU/DELU", "simu": "SIMU", "isor": "ISOR", "flat": "FLAT", "same": "SAME/SADI", "distances": "DFIX/DANG"}
 _U_COMPONENTS = ("U11", "U22", "U33", "U12", "U13", "U23")
 #: what `Restraint.component` means, for the kinds where it names a component
 _COMPONENT_NAMES = {"rigu": ("along", "cross 1", "cross 2"), "simu": _U_COMPONENTS, "isor": _U_COMPONENTS}

@@ -6,9 +6,14 @@ names are) and each instruction becomes restraints of the kinds `restraints.py` 
 with SHELXL's meaning:
 
 - DFIX d s / DANG d s: each named pair at distance d (a negative d: only closer than |d|);
-- SADI s: each named distance equal to the mean of the set;
+- SADI s: the named distances equal;
 - SAME s1 s2: the 1,2 and 1,3 distances among the named atoms (bonds from the model's
   connectivity) equal to those of the corresponding reference atoms;
+- SADI and SAME together, as SHELXL sets them up: distances made equal with one σ, by
+  any of these instructions, form one set (a SAME linking residues 2 and 4 to residue 1
+  and a SADI inside residue 1 make one set of all of them), and a set of n distances
+  gives the n(n-1)/2 restraints d_i - d_j = 0, each with that σ -- redundant
+  instructions add nothing;
 - FLAT s: the tetrahedra of the first three named atoms and each further one flat
   (chiral volume 0, σ in Å³), as SHELXL defines it;
 - DELU s1 s2: U along 1,2 (s1) and 1,3 (s2) pairs of the named atoms equal;
@@ -36,7 +41,7 @@ from refractor_core.types import AtomRef, RefinementInstructions, RestraintInstr
 
 from .completion import closest_image
 from .model import WorkingModel, is_hydrogen
-from .restraints import Image, Restraint
+from .restraints import Image, Restraint, pair_distance
 
 #: RIGU's distance scale p (Å) in its esd σ·d·√(p² + U_eq,a + U_eq,b)/p
 RIGU_P = 0.5
@@ -87,6 +92,7 @@ def build(model: WorkingModel, instructions: RefinementInstructions) -> UserRest
     """Restraints for every supported instruction whose atoms are in `model`."""
     out = UserRestraints()
     builder = _Builder(model)
+    equal_sets: list[tuple[float, list[tuple[Image, Image]], str]] = []
     for r in instructions.restraints:
         if r.kind in ("EADP", "EXYZ"):
             continue
@@ -95,10 +101,64 @@ def build(model: WorkingModel, instructions: RefinementInstructions) -> UserRest
             out.skipped.append(f"{where}: not supported, ignored")
             continue
         try:
-            out.restraints.extend(builder.build(r))
+            if r.kind in ("SADI", "SAME"):
+                equal_sets.extend((sigma, pairs, where) for sigma, pairs in builder.equal_distances(r))
+            else:
+                out.restraints.extend(builder.build(r))
         except _Missing as exc:
             out.skipped.append(f"{where}: {exc}, ignored")
+    restraints, alone = _merged_equal_distances(model, equal_sets)
+    out.restraints.extend(restraints)
+    # (a SAME distance corresponding to itself, under a local mirror, is rightly alone)
+    out.skipped.extend(f"{where}: a single distance, made equal to no other, ignored"
+                       for where in alone if where.startswith("SADI"))
     return out
+
+
+def _distance_key(model: WorkingModel, pair: tuple[Image, Image]) -> tuple[int, int, float]:
+    """The same distance, however its pair of images is written: the two atoms and its length."""
+    a, b = sorted((pair[0].atom, pair[1].atom))
+    return a, b, round(pair_distance(model, pair), 4)
+
+
+def _merged_equal_distances(model: WorkingModel, sets: list[tuple[float, list[tuple[Image, Image]], str]]):
+    """SADI/SAME sets of equal distances merged where they share a distance and a σ;
+    n(n-1)/2 difference restraints per merged set, and the instructions left alone with
+    one distance."""
+    parent: dict[tuple, tuple] = {}
+
+    def find(k):
+        while parent[k] != k:
+            parent[k] = parent[parent[k]]
+            k = parent[k]
+        return k
+
+    pair_of: dict[tuple, tuple[Image, Image]] = {}
+    origin: dict[tuple, str] = {}
+    for sigma, pairs, where in sets:
+        keys = []
+        for pair in pairs:
+            k = (sigma, *_distance_key(model, pair))
+            parent.setdefault(k, k)
+            pair_of.setdefault(k, pair)
+            origin.setdefault(k, where)
+            keys.append(k)
+        for k in keys[1:]:
+            ra, rb = find(keys[0]), find(k)
+            if ra != rb:
+                parent[rb] = ra
+    members: dict[tuple, list[tuple]] = {}
+    for k in parent:
+        members.setdefault(find(k), []).append(k)
+    out, alone = [], []
+    for root, keys in members.items():
+        if len(keys) == 1:
+            alone.append(origin[keys[0]])
+            continue
+        sigma = root[0]
+        out.extend(Restraint("same", pair_of[ki], pair_of[kj], sigma)
+                   for i, ki in enumerate(keys) for kj in keys[i + 1:])
+    return out, sorted(set(alone))
 
 
 class _Missing(Exception):
@@ -204,19 +264,13 @@ class _Builder:
 
     _dang = _dfix
 
-    def _sadi(self, r: RestraintInstruction) -> list[Restraint]:
-        s = r.values[0]
-        pairs = self._pairs(r)
-        if len(pairs) < 2:
-            raise _Missing("fewer than two of its distances are in the model")
-        n = len(pairs)
-        out = []
-        for k in range(n):
-            coefs = tuple((1.0 if j == k else 0.0) - 1.0 / n for j in range(n))
-            out.append(Restraint("distances", None, None, s, pairs=tuple(pairs), coefficients=coefs))
-        return out
-
-    def _same(self, r: RestraintInstruction) -> list[Restraint]:
+    def equal_distances(self, r: RestraintInstruction) -> list[tuple[float, list[tuple[Image, Image]]]]:
+        """(σ, distances to be equal) sets of a SADI or SAME instruction."""
+        if r.kind == "SADI":
+            pairs = self._pairs(r)
+            if not pairs:
+                raise _Missing("none of its distances is in the model")
+            return [(r.values[0], pairs)]
         s12, s13 = r.values[0], r.values[1]
         corresponding: dict[int, Image] = {}
         for ref_a, ref_b in zip(r.atoms, r.reference):
@@ -235,7 +289,7 @@ class _Builder:
                 ref_pair = (ra, self._closest(ra.atom, rb.atom)[1])
             else:
                 ref_pair = (ra, rb)
-            out.append(Restraint("same", (Image(a), self._closest(a, b)[1]), ref_pair, s12 if kind == 2 else s13))
+            out.append((s12 if kind == 2 else s13, [(Image(a), self._closest(a, b)[1]), ref_pair]))
         if not out:
             raise _Missing("no bonded pair among its atoms is in the model")
         return out
