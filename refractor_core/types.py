@@ -255,6 +255,9 @@ class RefinementInstructions(_Model):
     #: group (43 aromatic CH, 23 CH2, 137 rotating CH3 ...), 0 when its H were refined freely;
     #: atoms not listed carry no H. Empty: the model says nothing about its H atoms.
     hfix: dict[str, int] = Field(default_factory=dict)
+    #: BIND: pairs of atom labels, or of PART numbers ("1", "2"), bonded across disorder
+    #: components (atoms of different PARTs are otherwise never bonded)
+    bind: list[tuple[str, str]] = Field(default_factory=list)
 
 
 class ReflectionData(_Model):

@@ -131,6 +131,27 @@ def test_equal_distances_form_one_set_as_in_shelxl():
     assert c_f(built, 0.03) == 6 and c_f(built, 0.02) == 3
 
 
+def test_bind_bonds_atoms_of_two_disorder_components():
+    """si4_disorder_cc binds Si2A (PART 1) to N3B and N4B (PART 2), and Si2B to N3A and
+    N4A: those bonds join the connectivity (1,2 and 1,3 pairs of SAME, RIGU and DELU, and
+    terminal atoms for SIMU); without BIND atoms of two PARTs are never bonded."""
+    from refractor_plugins.refiners.lsq.hydrogens import neighbours
+
+    bundle = load_bundle(get_case("si4_disorder_cc").reference)
+    assert ("SI2A", "N3B") in bundle.instructions.bind and len(bundle.instructions.bind) == 4
+    model = WorkingModel.from_structure(bundle.structure)
+    si2a = model.label_index()["SI2A"]
+
+    def bonded_to_si2a():
+        return {model.labels[n.atom].upper() for n, _, _ in neighbours(model, np.array([si2a]))[si2a]}
+
+    assert not {"N3B", "N4B"} & bonded_to_si2a()
+    model.bind = tuple(bundle.instructions.bind)
+    assert {"N3B", "N4B"} <= bonded_to_si2a()
+    model.bind = (("1", "2"),)  # BIND 1 2: every bond between the two PARTs
+    assert {"N3B", "N4B"} <= bonded_to_si2a()
+
+
 def test_restraint_gradients_match_finite_differences():
     """DFIX (with a symmetry image), SADI, SAME, FLAT and RIGU rows: analytic gradients of
     each restraint w.r.t. the free parameters equal central differences."""

@@ -3,10 +3,10 @@
 What is read: TITL, CELL, ZERR, LATT, SYMM, SFAC (short and long form), UNIT, DISP, FVAR,
 the atom list (isotropic and anisotropic U, negative riding Uiso, free-variable coding,
 AFIX/HFIX, PART, RESI, FRAG/FEND blocks skipped), OMIT, SHEL, TWIN, BASF, EXTI, WGHT,
-MERG, ACTA and HKLF (with its scale and index matrix), and the restraints and ADP/position
+MERG, ACTA, BIND and HKLF (with its scale and index matrix), and the restraints and ADP/position
 constraints the refiner honours (DFIX, DANG, SADI, SAME, FLAT, DELU, RIGU, SIMU, ISOR,
 EADP, EXYZ with EQIV; resolved in `shelx_restraints.py`; CHIV, BUMP, NCSY, SUMP, DEFS,
-BIND, FREE and CONN are noted as not honoured). Continuation lines (`=`), REM and
+FREE and CONN are noted as not honoured). Continuation lines (`=`), REM and
 comment lines (starting with a blank) are handled as SHELXL does; reading stops at HKLF or
 END, so Q peaks and the WGHT suggestion after END in a .res are ignored.
 
@@ -60,7 +60,7 @@ KEYWORDS = frozenset(
 )
 
 #: restraint-like instructions the refiner does not honour (noted when present)
-NOT_HONOURED = frozenset({"CHIV", "BUMP", "NCSY", "SUMP", "DEFS", "BIND", "FREE", "CONN"})
+NOT_HONOURED = frozenset({"CHIV", "BUMP", "NCSY", "SUMP", "DEFS", "FREE", "CONN"})
 
 #: LATT |N| -> centring vectors (besides 0,0,0)
 CENTRING = {
@@ -380,7 +380,7 @@ def _is_number(token: str) -> bool:
 def parse_ins(text: str, path: Path | str | None = None, *, first_line: int = 1) -> InsFile:
     """Parse SHELX .ins/.res text into an `InsFile` (InputError naming file and line)."""
     ins = InsFile(path=str(path) if path is not None else None)
-    instr: dict = {"omit_hkl": [], "basf": [], "fvar": []}
+    instr: dict = {"omit_hkl": [], "basf": [], "fvar": [], "bind": []}
     part = 0
     part_sof: float | None = None
     afix = 0
@@ -522,6 +522,11 @@ def parse_ins(text: str, path: Path | str | None = None, *, first_line: int = 1)
             instr["merg"] = int(v[0]) if v else 2
         elif key == "ACTA":
             instr["acta"] = True
+        elif key == "BIND":
+            if len(args) != 2:
+                raise InputError("BIND takes two atom names or two PART numbers", path=path, line=lineno)
+            # an atom name without its symmetry code ($n) and disorder-part mark (^a)
+            instr["bind"].append(tuple(re.sub(r"(_\$\d+|\^[A-Za-z])$", "", a).upper() for a in args))
         elif key == "HKLF":
             v = nums(args, "HKLF", lineno)
             if not v:

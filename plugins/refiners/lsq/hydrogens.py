@@ -187,7 +187,7 @@ def neighbours(model: WorkingModel, atoms: np.ndarray | None = None) -> dict[int
             if d > ri + radii[idx_pos[h]] + BOND_TOLERANCE:
                 continue
             pi, pj = model.part[i], model.part[j]
-            if pi != 0 and pj != 0 and pi != pj:
+            if not model.bonded_parts(i, j):
                 continue
             op = int(idx_op[h])
             shift_total = shifts[idx_shift[h]] - base[op, idx_pos[h]] + off

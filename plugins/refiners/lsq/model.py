@@ -91,6 +91,9 @@ class WorkingModel:
     #: the user's EADP/EXYZ constraints: (labels, shared position too?); None when the user
     #: gave no restraints or constraints (sites and ADPs are then shared automatically)
     user_sites: list[tuple[tuple[str, ...], bool]] | None = None
+    #: the user's BIND pairs (upper-case labels, or PART numbers as text): bonds across
+    #: disorder components, which are otherwise never bonded
+    bind: tuple[tuple[str, str], ...] = ()
 
     # -- construction ------------------------------------------------------------------
     @classmethod
@@ -181,6 +184,15 @@ class WorkingModel:
     @property
     def cell(self):
         return self.structure.cell
+
+    def bonded_parts(self, i: int, j: int) -> bool:
+        """Whether atoms i and j may bond as far as disorder goes: not in two different
+        PARTs, unless a BIND (of the two atoms or of their two PARTs) joins them."""
+        pi, pj = int(self.part[i]), int(self.part[j])
+        if pi == 0 or pj == 0 or pi == pj:
+            return True
+        pair = {(self.labels[i].upper(), self.labels[j].upper()), (str(pi), str(pj))}
+        return any(b in pair or b[::-1] in pair for b in self.bind)
 
     def label_index(self) -> dict[str, int]:
         """Atom index by upper-case label (SHELX names are case-insensitive)."""

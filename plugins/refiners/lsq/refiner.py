@@ -273,6 +273,7 @@ class Refinement:
         # data's instructions belong to another model, whose labels mean other atoms)
         self.instr = instr if self.candidate.meta.get("instructions") is not None and not cfg.ignore_instructions else None
         model.user_sites = user_restraints.user_site_sets(model, self.instr) if cfg.restraints is not False else None
+        model.bind = tuple(self.instr.bind) if self.instr is not None else ()
         if model.user_sites:
             self.log(f"EADP/EXYZ: {len(model.user_sites)} sets of atoms share one ADP (and, for EXYZ, one position)")
         groups = site_groups(model)
