@@ -291,6 +291,22 @@ def test_a_user_model_keeps_only_its_own_restraints():
     assert shift(restrained, "C6A") > shift(plain, "C6A") + 0.01
 
 
+def test_adp_still_at_its_limit_when_settled_is_made_isotropic():
+    """pr_sulfate with its S labelled O: the atom lacks half its electrons and its U runs to
+    the positivity limit and stays there; once the refinement has settled it is refined
+    isotropically, with a warning (an ADP that only touches the limit on the way, as the
+    positions around it improve, stays anisotropic)."""
+    from refractor_plugins.refiners.lsq.refiner import USER_MODEL
+
+    _, data, published, _ = _load("pr_sulfate_hydroxide")
+    sites = [s.model_copy(update={"element": "O"}) if s.element == "S" else s for s in published.sites]
+    start = published.model_copy(update={"sites": sites})
+    r = LsqRefiner(LsqConfig()).refine(data, Candidate(structure=start, generator=USER_MODEL))
+    assert "S" in r.meta["made_isotropic"]
+    assert any(w.startswith("ADP not positive definite: S") for w in r.meta["warnings"])
+    assert next(s for s in r.structure.sites if s.label == "S").u_aniso is None
+
+
 def test_blocked_normal_equations_count_every_restraint():
     """A block's normal equations carry the whole sum of squares (data and every
     restraint, also those outside the block), so that a trial step is compared with the

@@ -98,7 +98,7 @@ class Driver:
         build_parameters: Callable[[WorkingModel], Parameterisation],
         after_shift: Callable[[WorkingModel], None],
         log: Callable[[str], None],
-        after_cycle: Callable[[WorkingModel], bool] | None = None,
+        after_cycle: Callable[[WorkingModel, bool], bool] | None = None,
     ):
         self.calc = calc
         self.obs = obs
@@ -136,7 +136,10 @@ class Driver:
             self.log(rec.line())
             done += 1
             last = self.last_max_shift_su = rec.max_shift_su
-            if self.after_cycle is not None and self.after_cycle(model):
+            # the model has settled when its shifts are small (an ADP held at its limit may
+            # keep the steps damped: that is settled too, though not converged)
+            settled = last < conv or rec.at_minimum
+            if self.after_cycle is not None and self.after_cycle(model, settled):
                 self.damping = self.settings.damping  # the parameters changed: start afresh
                 continue
             # small shifts count only when they are Gauss-Newton steps, not damped ones

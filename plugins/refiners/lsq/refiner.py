@@ -158,7 +158,6 @@ class Refinement:
         self.t0 = time.perf_counter()
         self.cycles = 0
         self.bar = None
-        self._npd_count: dict[str, int] = {}
         self.instr: RefinementInstructions | None = None
         self._reported_restraints: set[str] = set()
 
@@ -589,13 +588,14 @@ class Refinement:
         if (model.riding >= 0).any():
             hyd.update_riding(model)
 
-    def _after_cycle(self, model: WorkingModel) -> bool:
-        """Atoms whose anisotropic U sits at the positivity limit are made isotropic (as a
-        crystallographer would); True when the model changed."""
-        at_limit = {model.labels[i] for i in model.non_positive_definite() if model.aniso[i]}
-        counts = {lab: self._npd_count.get(lab, 0) + 1 for lab in at_limit}
-        self._npd_count = counts
-        bad = [i for i in range(model.n) if counts.get(model.labels[i], 0) >= 2]
+    def _after_cycle(self, model: WorkingModel, settled: bool) -> bool:
+        """Atoms whose anisotropic U still sits at the positivity limit when the refinement
+        has settled are made isotropic (as a crystallographer would); True when the model
+        changed. On the way there an ADP may touch the limit and recover, as the positions
+        around it improve (SHELXL never switches by itself)."""
+        if not settled:
+            return False
+        bad = [i for i in model.non_positive_definite() if model.aniso[i]]
         if not bad:
             return False
         mask = np.zeros(model.n, dtype=bool)
