@@ -333,6 +333,19 @@ def test_blocked_normal_equations_count_every_restraint():
         ne = normal_equations(calc, params, fo2, w, block)
         restraints.add_to_normal_equations(ne, params, rs)
         assert ne.chi2 == pytest.approx(total, rel=1e-9)
+    # SHELXL's restraint weights carry the data's mean w(Fo² - Fc²)²: the restraint part of
+    # the sum (and of the matrix) scales with it, the data part does not
+    from refractor_plugins.refiners.lsq.driver import restraint_weight_scale
+
+    data_chi2 = objective(calc, model, fo2, w)[0]
+    scale = restraint_weight_scale(data_chi2, len(fo2))
+    assert scale == pytest.approx(data_chi2 / len(fo2))
+    plain = normal_equations(calc, params, fo2, w)
+    restraints.add_to_normal_equations(plain, params, rs)
+    scaled = normal_equations(calc, params, fo2, w)
+    restraints.add_to_normal_equations(scaled, params, rs, scale)
+    assert scaled.chi2 - data_chi2 == pytest.approx(scale * (plain.chi2 - data_chi2), rel=1e-9)
+    assert scaled.chi2 - data_chi2 == pytest.approx(restraints.sum_of_squares(model, rs, scale), rel=1e-9)
 
 
 def test_few_data_per_parameter_decide_adps_by_significance():

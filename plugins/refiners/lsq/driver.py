@@ -164,11 +164,14 @@ class Driver:
         chi2_start = None
         at_minimum = True
         any_accepted = False
+        restraint_scale = None
         for block in blocks:
             params = self.build_parameters(model)
             ne = normal_equations(self.calc, params, self.obs.fo2, w, block)
+            if restraint_scale is None:  # held for the whole cycle, trial steps included
+                restraint_scale = restraint_weight_scale(ne.chi2, n_obs)
             add_origin_restraints(ne, params)
-            restraints.add_to_normal_equations(ne, params, self.restraints)
+            restraints.add_to_normal_equations(ne, params, self.restraints, restraint_scale)
             if chi2_start is None:
                 chi2_start = ne.chi2
             s2 = ne.chi2 / max(n_obs - params.n, 1)
@@ -191,7 +194,7 @@ class Driver:
                         # can make a wild step look good, so it is refused outright
                         raise RefinementError("implausible step")
                     val, _ = objective(self.calc, trial, self.obs.fo2, w)
-                    val += restraints.sum_of_squares(trial, self.restraints)
+                    val += restraints.sum_of_squares(trial, self.restraints, restraint_scale)
                 except RefinementError:
                     val = math.inf
                 # the step actually taken (a parameter held at a bound moved less)
@@ -256,14 +259,23 @@ class Driver:
         singular: list[int] = []
         for block in blocks:
             ne = normal_equations(self.calc, params, self.obs.fo2, w, block)
+            scale = restraint_weight_scale(ne.chi2, n_obs)
             add_origin_restraints(ne, params)
-            restraints.add_to_normal_equations(ne, params, self.restraints)
+            restraints.add_to_normal_equations(ne, params, self.restraints, scale)
             if s2 is None:
                 s2 = ne.chi2 / max(n_obs - params.n, 1)
             c, bad = covariance(ne.matrix, s2)
             cov[np.ix_(ne.columns, ne.columns)] = c
             singular.extend(int(ne.columns[b]) for b in bad)
         return params, cov, float(s2 or 0.0), sorted(set(singular))
+
+
+def restraint_weight_scale(chi2_data: float, n_obs: int) -> float:
+    """SHELXL multiplies the restraint weights by the mean w(Fo² - Fc²)² of the reflections:
+    restraints weigh more while the fit is poor (early cycles, GooF well above one) and
+    about (n - p)/n at a converged fit; this also makes them independent of the absolute
+    scale of the data weights."""
+    return chi2_data / max(n_obs, 1) if chi2_data > 0 else 1.0
 
 
 def add_origin_restraints(ne, params: Parameterisation) -> None:

@@ -357,14 +357,16 @@ def residuals(model: WorkingModel, restraints: list[Restraint]) -> tuple[np.ndar
     return np.array(vals), np.array(sig)
 
 
-def sum_of_squares(model: WorkingModel, restraints: list[Restraint]) -> float:
-    """Σ (value/σ)² of the restraints."""
+def sum_of_squares(model: WorkingModel, restraints: list[Restraint], weight_scale: float = 1.0) -> float:
+    """Σ weight_scale·(value/σ)² of the restraints."""
     v, s = residuals(model, restraints)
-    return float(np.sum((v / s) ** 2)) if len(v) else 0.0
+    return float(weight_scale * np.sum((v / s) ** 2)) if len(v) else 0.0
 
 
-def add_to_normal_equations(ne, params: Parameterisation, restraints: list[Restraint]) -> None:
-    """Add restraint rows (weight 1/σ², target 0) to normal equations over `ne.columns`."""
+def add_to_normal_equations(ne, params: Parameterisation, restraints: list[Restraint], weight_scale: float = 1.0) -> None:
+    """Add restraint rows (weight weight_scale/σ², target 0) to normal equations over
+    `ne.columns`. SHELXL scales the restraint weights by the mean w(Fo² - Fc²)² of the data
+    (the refinement driver passes it as `weight_scale`)."""
     if not restraints:
         return
     model = params.model
@@ -401,7 +403,7 @@ def add_to_normal_equations(ne, params: Parameterisation, restraints: list[Restr
             if k is None:
                 continue
             grad_cols += c_csr[k * RAW:(k + 1) * RAW].T @ g
-        w = 1.0 / r.sigma**2
+        w = weight_scale / r.sigma**2
         # every restraint counts in the sum of squares, also one whose atoms are outside
         # this block: the sum must equal what `sum_of_squares` gives for a trial model
         ne.chi2 += w * value * value
