@@ -6,7 +6,7 @@ displacements confined to each atom's site-symmetry subspace so special position
 special; atoms sharing a site move together), every ADP reset to U_iso = 0.05 Å² and all H
 atoms removed. The `lsq` refiner then refines it (anisotropic non-H, riding H) against the
 measured data merged as SHELXL does, with the published file's instructions: its restraints
-and constraints, and its riding H groups (the AFIX codes by parent atom: the H atoms are
+and constraints (a model that brings none gets none, as in SHELXL), and its riding H groups (the AFIX codes by parent atom: the H atoms are
 removed, their instructions are not, as in a SHELXL .ins with HFIX lines). Reported per case: final R1, wR2, GooF, cycles,
 seconds, the published R1, and the largest distance of a non-H atom from its published
 position.

@@ -232,6 +232,19 @@ def test_user_dfix_and_eadp_are_honoured(perchlorate):
     pulled = _refine(data, bundle.structure, instr.model_copy(update={"restraints": [*instr.restraints, dfix]}))
     assert _distance(pulled.structure, "Cl1", "O2") == pytest.approx(1.50, abs=0.01)
     assert any("own restraints: 1 target-distance (DFIX/DANG)" in line for line in pulled.log)
+    # SHELXL's restrained GooF: the same as the GooF without restraints; with a restraint
+    # the data disagree with, the restraint's own χ² (weighted by the data's mean w·Δ²) raises it
+    from refractor_core.io.cif_writer import structure_cif
+
+    assert free.meta["restrained_goof"] == pytest.approx(free.goof, rel=1e-6)
+    n, p = pulled.n_reflections, pulled.n_parameters
+    chi2 = pulled.goof**2 * (n - p)
+    d = _distance(pulled.structure, "Cl1", "O2")
+    expected = np.sqrt((chi2 + chi2 / n * ((d - 1.50) / 0.002) ** 2) / (n + 1 - p))
+    assert pulled.meta["restrained_goof"] == pytest.approx(expected, rel=0.02)
+    assert pulled.meta["restrained_goof"] > pulled.goof
+    cif = structure_cif(pulled.structure, refined=pulled, data=data)
+    assert f"_refine_ls_restrained_S_all {pulled.meta['restrained_goof']:.3f}" in " ".join(cif.split())
 
 
 def test_res_writer_keeps_restraints():

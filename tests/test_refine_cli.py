@@ -42,6 +42,8 @@ def test_refine_json_and_outputs(workdir, refined):
     for key in ("R1", "wR2", "GooF", "cycles", "max_shift_su", "cif"):
         assert key in out
     assert out["R1"] < 0.04 and 0.8 < out["GooF"] < 1.5 and out["max_shift_su"] < 0.05
+    # pr_sulfate's model brings no restraints: the restrained GooF is the GooF
+    assert out["n_restraints"] == 0 and out["restrained_GooF"] == pytest.approx(out["GooF"])
     cif = Path(out["cif"])
     assert cif.is_file() and cif.parent == workdir / "out"
     text = cif.read_text()

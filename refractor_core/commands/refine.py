@@ -156,6 +156,8 @@ def _write_outputs(refined, data, output: Path, stem: str, config, seed: int, de
             "R1_all": refined.meta.get("r1_all"),
             "wR2": refined.wr2,
             "GooF": refined.goof,
+            "restrained_GooF": refined.meta.get("restrained_goof"),
+            "n_restraints": refined.meta.get("n_restraints", 0),
             "cycles": refined.cycles,
             "max_shift_su": refined.max_shift_su,
             "converged": refined.converged,
@@ -194,7 +196,9 @@ def _print_summary(summary: dict[str, Any], refined, verbosity: int) -> None:
     state = "converged" if summary["converged"] else "NOT converged"
     click.echo(
         f"R1 {summary['R1']:.4f}  wR2 {summary['wR2']:.4f}  GooF {summary['GooF']:.3f}  "
-        f"{summary['n_reflections']} reflections, {summary['n_parameters']} parameters, "
+        + (f"(restrained {summary['restrained_GooF']:.3f}, {summary['n_restraints']} restraints)  "
+           if summary["n_restraints"] and summary["restrained_GooF"] is not None else "")
+        + f"{summary['n_reflections']} reflections, {summary['n_parameters']} parameters, "
         f"{summary['cycles']} cycles ({state}, max shift/su {summary['max_shift_su'] or 0:.3f})"
     )
     if not summary["converged"]:

@@ -730,6 +730,17 @@ class Refinement:
         return changed
 
     # -- final figures -----------------------------------------------------------------
+    def _restrained_goof(self, model: WorkingModel, goof: float, n_parameters: int) -> float:
+        """SHELXL's restrained GooF: sqrt([Σw(Fo² - Fc²)² + Σ restraint terms] / (n + n_r - p)),
+        the restraints weighted as in the refinement (1/σ² times the data's mean w(Fo² - Fc²)²)."""
+        from .driver import restraint_weight_scale
+        from .restraints import sum_of_squares
+
+        n, rs = len(self.fo2), self.driver.restraints
+        chi2_data = goof**2 * max(n - n_parameters, 1)
+        chi2_restraints = sum_of_squares(model, rs, restraint_weight_scale(chi2_data, n))
+        return float(math.sqrt((chi2_data + chi2_restraints) / max(n + len(rs) - n_parameters, 1)))
+
     def _finish(self, model: WorkingModel, converged: bool, last_shift: float, instr, wavelength: float) -> RefinedCandidate:
         from .completion import difference_peaks_and_holes
 
@@ -766,6 +777,7 @@ class Refinement:
         npd = model.non_positive_definite()
         if npd:
             self.warn("ADPs at the positivity limit (not positive definite when refined freely): " + ", ".join(model.labels[i] for i in npd))
+        restrained_goof = self._restrained_goof(model, ag.GooF, params.n)
         figures = (ag.R1, ag.wR2, ag.GooF)
         if not all(math.isfinite(x) for x in figures):
             raise RefinementError("the refinement produced non-finite agreement figures")
@@ -788,6 +800,7 @@ class Refinement:
                 "r_int": self.obs_data.merged.r_int,
                 "difference_peaks": peaks,
                 "n_restraints": len(self.driver.restraints),
+                "restrained_goof": restrained_goof,
                 "fc2": None,
             }
         )
@@ -800,8 +813,9 @@ class Refinement:
             for text in worst:
                 self.log("  " + text)
         self.log(
-            f"final: R1 {ag.R1:.4f} ({ag.n_gt} Fo > 4σ(Fo)), wR2 {ag.wR2:.4f}, GooF {ag.GooF:.3f}, "
-            f"{ag.n_reflections} reflections, {params.n} parameters, max shift/su {last_shift:.3f}, "
+            f"final: R1 {ag.R1:.4f} ({ag.n_gt} Fo > 4σ(Fo)), wR2 {ag.wR2:.4f}, GooF {ag.GooF:.3f}"
+            + (f" (restrained {restrained_goof:.3f}, {len(self.driver.restraints)} restraints)" if self.driver.restraints else "")
+            + f", {ag.n_reflections} reflections, {params.n} parameters, max shift/su {last_shift:.3f}, "
             f"Δρ {peak:+.2f}/{hole:+.2f} e/Å³"
         )
         return RefinedCandidate(
