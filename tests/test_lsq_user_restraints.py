@@ -252,10 +252,11 @@ def test_res_writer_keeps_restraints():
     read again to the same instructions; SAME stands right before the atoms it applies to."""
     from refractor_core.io.res_writer import structure_res
 
-    ins = parse_ins(RES, "t.res")
+    ins = parse_ins(RES.replace("FVAR 1.0", "BIND F1_2 O1\nBIND 1 2\nFVAR 1.0"), "t.res")
     text = structure_res(ins.structure(), instructions=ins.instructions)
     again = parse_ins(text, "out.res")
     rename = {a.label: b.label for a, b in zip(ins.atoms, again.atoms)}
+    assert again.instructions.bind == [(rename["F1_2"].upper(), "O1"), ("1", "2")]
 
     def canonical(restraints, names):
         return sorted((r.kind, tuple(r.values), tuple((names(a.label), a.symop) for a in r.atoms + r.reference))

@@ -349,7 +349,7 @@ def _restraint_lines(
     """(EQIV and restraint lines, SAME lines keyed by the atom they must precede).
 
     `written_heavy`: the written names of the non-H atoms in the order they are written."""
-    if instr is None or not instr.restraints:
+    if instr is None or not (instr.restraints or instr.bind):
         return [], {}
     names = {k.upper(): v for k, v in label_of.items()}
     eqiv: dict[str, int] = {}
@@ -383,6 +383,12 @@ def _restraint_lines(
             dropped += 1
             continue
         before.setdefault(atoms[0], []).extend(text)
+    for pair in instr.bind:  # two PART numbers, or two atoms
+        written = list(pair) if all(p.lstrip("-").isdigit() for p in pair) else [names.get(p.upper()) for p in pair]
+        if None in written:
+            dropped += 1
+            continue
+        body.append("BIND " + " ".join(written))
     head = [f"EQIV ${k} {op}" for op, k in sorted(eqiv.items(), key=lambda t: t[1])]
     if dropped:
         head.append(f"REM {dropped} restraints of the starting model name atoms not written here: dropped")
