@@ -13,27 +13,11 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from ..union_find import UnionFind
 from .sources import StructureRecord, stable_seed
 
 SPLITS = ("train", "val", "test")
 DEFAULT_FRACTIONS = {"train": 0.8, "val": 0.1, "test": 0.1}
-
-
-class _UnionFind:
-    def __init__(self) -> None:
-        self.parent: dict[str, str] = {}
-
-    def find(self, x: str) -> str:
-        self.parent.setdefault(x, x)
-        while self.parent[x] != x:
-            self.parent[x] = self.parent[self.parent[x]]
-            x = self.parent[x]
-        return x
-
-    def union(self, a: str, b: str) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self.parent[max(ra, rb)] = min(ra, rb)
 
 
 def reduced_formula_key(record: StructureRecord) -> str:
@@ -54,7 +38,7 @@ def assign_splits(
     """structure id -> split name, keeping every connected component on one side."""
     fractions = fractions or DEFAULT_FRACTIONS
     total_f = sum(fractions.values())
-    uf = _UnionFind()
+    uf = UnionFind()
     for r in records:
         keys = split_keys(r)
         for k in keys[1:]:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from refractor_core.crystal.cell import orthogonalization_matrix
+from refractor_core.union_find import UnionFind
 
 from .completion import MAX_U, closest_image, image_distances
 from .hydrogens import BOND_TOLERANCE, add_partner_hydrogens, covalent_radius
@@ -148,23 +149,14 @@ def _bonding_density(model: WorkingModel, xyz, major: int, d_major: float, heavy
 def group_assemblies(model: WorkingModel, cands: list[SplitCandidate]) -> list[list[SplitCandidate]]:
     """Candidates whose major atoms are within ASSEMBLY_DISTANCE, joined transitively."""
     n = len(cands)
-    parent = list(range(n))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
+    uf = UnionFind()
     for i in range(n):
+        uf.find(i)
         for j in range(i + 1, n):
             d = image_distances(model, model.xyz[cands[i].major], np.array([cands[j].major]))[0]
             if d <= ASSEMBLY_DISTANCE:
-                parent[find(i)] = find(j)
-    groups: dict[int, list[SplitCandidate]] = {}
-    for i in range(n):
-        groups.setdefault(find(i), []).append(cands[i])
-    return list(groups.values())
+                uf.union(i, j)
+    return [[cands[i] for i in group] for group in uf.groups()]
 
 
 def _apply_split(model: WorkingModel, assembly: list[SplitCandidate], part: int) -> list[int]:

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from refractor_core.types import AtomRef, RefinementInstructions, RestraintInstruction
+from refractor_core.union_find import UnionFind
 
 from .completion import closest_image
 from .model import WorkingModel, is_hydrogen
@@ -125,37 +126,21 @@ def _merged_equal_distances(model: WorkingModel, sets: list[tuple[float, list[tu
     """SADI/SAME sets of equal distances merged where they share a distance and a σ;
     n(n-1)/2 difference restraints per merged set, and the instructions left alone with
     one distance."""
-    parent: dict[tuple, tuple] = {}
-
-    def find(k):
-        while parent[k] != k:
-            parent[k] = parent[parent[k]]
-            k = parent[k]
-        return k
-
+    sets_of_keys = UnionFind()
     pair_of: dict[tuple, tuple[Image, Image]] = {}
     origin: dict[tuple, str] = {}
     for sigma, pairs, where in sets:
-        keys = []
-        for pair in pairs:
-            k = (sigma, *_distance_key(model, pair))
-            parent.setdefault(k, k)
+        keys = [(sigma, *_distance_key(model, pair)) for pair in pairs]
+        for k, pair in zip(keys, pairs):
             pair_of.setdefault(k, pair)
             origin.setdefault(k, where)
-            keys.append(k)
-        for k in keys[1:]:
-            ra, rb = find(keys[0]), find(k)
-            if ra != rb:
-                parent[rb] = ra
-    members: dict[tuple, list[tuple]] = {}
-    for k in parent:
-        members.setdefault(find(k), []).append(k)
+            sets_of_keys.union(keys[0], k)
     out, alone = [], []
-    for root, keys in members.items():
+    for keys in sets_of_keys.groups():
         if len(keys) == 1:
             alone.append(origin[keys[0]])
             continue
-        sigma = root[0]
+        sigma = keys[0][0]  # the σ is part of every key of a set
         out.extend(Restraint("same", pair_of[ki], pair_of[kj], sigma)
                    for i, ki in enumerate(keys) for kj in keys[i + 1:])
     return out, sorted(set(alone))
