@@ -21,8 +21,8 @@ numbered components).
 A user's own SHELXL restraints (DFIX, SADI, SAME, FLAT, DELU, RIGU, SIMU, ISOR) are turned
 into the same kinds of pseudo-observation by `user_restraints.py`; the kinds are:
 
-- "same": d(pair1) - d(pair2) (SAME, SADI); "distances": Σ c_k d(pair_k) - target (DFIX,
-  DANG: one distance), one-sided for an anti-bumping DFIX;
+- "same": d(pair1) - d(pair2) (SAME, SADI); "distances": d(pair1) - target (DFIX, DANG),
+  one-sided for an anti-bumping DFIX;
 - "flat": the volume (triple product, Å³) of the tetrahedron of the set's first three atoms
   and one further atom, as SHELXL restrains FLAT;
 - "rigu": one component of the difference of two atoms' U in a frame along their bond
@@ -72,9 +72,7 @@ class Restraint:
     pair2: tuple[Image, Image] | None
     sigma: float
     component: int = 0  # simu/isor: Cartesian U component (11, 22, 33, 12, 13, 23); rigu: see above
-    pairs: tuple[tuple[Image, Image], ...] = ()  # "distances": the distances combined
-    coefficients: tuple[float, ...] = ()  # "distances": their coefficients
-    target: float = 0.0  # "distances": the target of the combination
+    target: float = 0.0  # "distances": the target distance
     one_sided: bool = False  # "distances": only values below the target count (anti-bumping)
     atoms: tuple[Image, ...] = ()  # "flat": the four corners of the tetrahedron
 
@@ -82,7 +80,7 @@ class Restraint:
         """The pairs and coefficients of a distance restraint ("same" or "distances")."""
         if self.kind == "same":
             return (self.pair1, self.pair2), (1.0, -1.0)
-        return self.pairs, self.coefficients
+        return (self.pair1,), (1.0,)
 
 
 def _ucart_map(model: WorkingModel, im: Image, m: np.ndarray) -> np.ndarray:

@@ -244,8 +244,7 @@ class _Builder:
         pairs = self._pairs(r)
         if not pairs:
             raise _Missing("none of its pairs is in the model")
-        return [Restraint("distances", None, None, s, pairs=(pair,), coefficients=(1.0,), target=abs(d), one_sided=d < 0)
-                for pair in pairs]
+        return [Restraint("distances", pair, None, s, target=abs(d), one_sided=d < 0) for pair in pairs]
 
     _dang = _dfix
 
