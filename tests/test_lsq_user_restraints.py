@@ -86,6 +86,25 @@ def test_reader_resolves_residues_ranges_and_eqiv():
     assert _labels(eadp.atoms) == ["F1", "F1_2"]
 
 
+@pytest.mark.parametrize(
+    "line, kind, values",
+    [
+        ("DELU 0.005 O1 C1", "DELU", [0.005, 0.005]),  # one esd: the 1,3 pairs take it too
+        ("RIGU 0.002 O1 C1", "RIGU", [0.002, 0.002]),
+        ("DELU O1 C1", "DELU", [0.01, 0.01]),
+        ("DELU 0.005 0.02 O1 C1", "DELU", [0.005, 0.02]),
+        ("SIMU 0.01 O1 C1", "SIMU", [0.01, 0.02, 2.0]),  # st twice s
+        ("ISOR 0.05 O1", "ISOR", [0.05, 0.1]),
+    ],
+)
+def test_second_esd_defaults_as_in_shelxl(line, kind, values):
+    """A second esd that is not given: equal to the first for DELU/RIGU, twice it for
+    SIMU and ISOR (and SAME), the SHELXL default only when no number is given."""
+    ins = parse_ins(RES.replace("FLAT O1 C1_1 F1_1 F2_1", line), "t.res")
+    (r,) = [r for r in ins.instructions.restraints if r.kind == kind and r.text.strip() == line]
+    assert r.values == pytest.approx(values)
+
+
 def test_unresolvable_restraint_is_noted_not_fatal():
     ins = parse_ins(RES.replace("FLAT O1 C1_1 F1_1 F2_1", "FLAT O1 C9 F1_1 F2_1"), "t.res")
     assert not any(r.kind == "FLAT" for r in ins.instructions.restraints)

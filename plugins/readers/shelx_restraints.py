@@ -42,6 +42,9 @@ DEFAULTS: dict[str, tuple[float | None, ...]] = {
 }
 #: instructions whose second number defaults to twice the first when only the first is given
 DOUBLED_SECOND = frozenset({"SAME", "SIMU", "ISOR"})
+#: instructions whose second number (the 1,3 esd) equals the first when only the first is
+#: given (DELU 0.005: 0.005 for 1,2 and 1,3 pairs)
+EQUAL_SECOND = frozenset({"DELU", "RIGU"})
 #: instructions that, with no atoms named, apply to every non-H atom
 ALL_WHEN_EMPTY = frozenset({"DELU", "RIGU", "SIMU", "ISOR"})
 #: instructions whose atoms come in pairs
@@ -258,6 +261,8 @@ def _with_defaults(keyword: str, numbers: list[float]) -> list[float]:
     values = list(numbers[: len(defaults)]) if defaults else []
     if keyword in DOUBLED_SECOND and len(numbers) == 1:
         values.append(2.0 * numbers[0])
+    elif keyword in EQUAL_SECOND and len(numbers) == 1:
+        values.append(float(numbers[0]))
     for k in range(len(values), len(defaults)):
         if defaults[k] is None:
             raise _Unresolved("a required number is missing")
