@@ -195,21 +195,27 @@ def test_restraint_gradients_match_finite_differences():
     # refiner) holds fixed in the derivatives: check them against the ADP parameters
     for rows, cols in ((geometric, xyz_cols), (adp, adp_cols)):
         _check_gradient(params, rows, rng.choice(cols, size=10, replace=False))
+    # ... and with the frames held, as a refinement cycle holds them while it tries steps,
+    # the sum of squares it tests is the one its normal equations describe, positions too
+    frames = restraints.bond_frames(model, adp)
+    _check_gradient(params, adp, rng.choice(xyz_cols, size=10, replace=False), frames)
+    moved = params.apply(np.where(np.isin(np.arange(params.n), xyz_cols), rng.normal(0.0, 3e-3, params.n), 0.0))
+    assert restraints.sum_of_squares(moved, adp, 1.0, frames) != pytest.approx(restraints.sum_of_squares(moved, adp), rel=1e-9)
 
 
-def _check_gradient(params, rows, cols):
+def _check_gradient(params, rows, cols, frames=None):
     from types import SimpleNamespace
 
     n = params.n
     ne = SimpleNamespace(columns=np.arange(n), matrix=np.zeros((n, n)), rhs=np.zeros(n), chi2=0.0)
-    restraints.add_to_normal_equations(ne, params, rows)
-    assert ne.chi2 == pytest.approx(restraints.sum_of_squares(params.model, rows))
+    restraints.add_to_normal_equations(ne, params, rows, 1.0, frames)
+    assert ne.chi2 == pytest.approx(restraints.sum_of_squares(params.model, rows, 1.0, frames))
     h = 1e-6
     for j in cols:
         step = np.zeros(n)
         step[j] = h
-        up = restraints.sum_of_squares(params.apply(step), rows)
-        down = restraints.sum_of_squares(params.apply(-step), rows)
+        up = restraints.sum_of_squares(params.apply(step), rows, 1.0, frames)
+        down = restraints.sum_of_squares(params.apply(-step), rows, 1.0, frames)
         num = (up - down) / (2 * h)
         # the gradient of Σ(v/σ)² is -2·rhs
         assert num == pytest.approx(-2 * ne.rhs[j], rel=1e-4, abs=1e-6 * max(1.0, abs(num)))

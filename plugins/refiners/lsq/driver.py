@@ -50,6 +50,9 @@ class CycleRecord:
     n_parameters: int
     seconds: float
     at_minimum: bool = False
+    #: largest |shift|/su of the undamped (Gauss-Newton) step, where the step taken was
+    #: damped (None when it was not: then max_shift_su is that step's)
+    gauss_newton_shift_su: float | None = None
 
     def line(self) -> str:
         return (
@@ -142,8 +145,10 @@ class Driver:
             if self.after_cycle is not None and self.after_cycle(model, settled):
                 self.damping = self.settings.damping  # the parameters changed: start afresh
                 continue
-            # small shifts count only when they are Gauss-Newton steps, not damped ones
-            if (last < conv and self.damping <= CONVERGED_DAMPING) or rec.at_minimum:
+            # small shifts count only when the Gauss-Newton step is small too (a heavily
+            # damped step is small whatever the distance to the minimum)
+            undamped = rec.max_shift_su if rec.gauss_newton_shift_su is None else rec.gauss_newton_shift_su
+            if (last < conv and undamped < conv) or rec.at_minimum:
                 converged = True
                 break
         return StageResult(model, done, converged, last, records)
@@ -161,17 +166,19 @@ class Driver:
         else:
             blocks = [None]
         worst_ratio, worst_name = 0.0, "-"
+        gn_worst: float | None = None
         chi2_start = None
         at_minimum = True
         any_accepted = False
         restraint_scale = None
+        frames = restraints.bond_frames(model, self.restraints)  # held through the cycle
         for block in blocks:
             params = self.build_parameters(model)
             ne = normal_equations(self.calc, params, self.obs.fo2, w, block)
             if restraint_scale is None:  # held for the whole cycle, trial steps included
                 restraint_scale = restraint_weight_scale(ne.chi2, n_obs)
             add_origin_restraints(ne, params)
-            restraints.add_to_normal_equations(ne, params, self.restraints, restraint_scale)
+            restraints.add_to_normal_equations(ne, params, self.restraints, restraint_scale, frames)
             if chi2_start is None:
                 chi2_start = ne.chi2
             s2 = ne.chi2 / max(n_obs - params.n, 1)
@@ -194,7 +201,7 @@ class Driver:
                         # can make a wild step look good, so it is refused outright
                         raise RefinementError("implausible step")
                     val, _ = objective(self.calc, trial, self.obs.fo2, w)
-                    val += restraints.sum_of_squares(trial, self.restraints, restraint_scale)
+                    val += restraints.sum_of_squares(trial, self.restraints, restraint_scale, frames)
                 except RefinementError:
                     val = math.inf
                 # the step actually taken (a parameter held at a bound moved less)
@@ -224,12 +231,20 @@ class Driver:
             any_accepted = True
             cov, _ = covariance(ne.matrix, s2)
             su = np.sqrt(np.clip(np.diag(cov), 0.0, None))
-            ratio = np.where(su > 0, np.abs(shift) / np.where(su > 0, su, 1.0), 0.0)
+            ratio = _shift_over_su(shift, su)
             if len(ratio):
                 j = int(np.argmax(ratio))
                 if ratio[j] > worst_ratio:
                     worst_ratio = float(ratio[j])
                     worst_name = params.describe(int(ne.columns[j]))
+            if self.damping > CONVERGED_DAMPING and len(ratio):
+                # the step was damped, so small by construction: converged only if the
+                # undamped (Gauss-Newton) step would be small too
+                try:
+                    gn = float(np.max(_shift_over_su(solve_damped(ne.matrix, ne.rhs, DAMPING_MIN), su)))
+                except (np.linalg.LinAlgError, ValueError):
+                    gn = math.inf
+                gn_worst = max(gn_worst or 0.0, gn)
         fc2c1 = self.calc.fc2_components(model)
         m, _ = self.calc.model_intensities(model, fc2c1)
         w1 = self.weights(model, fc2c1)
@@ -240,7 +255,8 @@ class Driver:
         # no block found a step lowering the sum of squares, even heavily damped: the
         # model is at its minimum (numerically); more cycles would repeat the same attempts
         at_minimum = at_minimum or not any_accepted
-        rec = CycleRecord(self.cycle_count, stage, wr2, goof, worst_ratio, worst_name, self.damping, n_par, 0.0, at_minimum)
+        rec = CycleRecord(self.cycle_count, stage, wr2, goof, worst_ratio, worst_name, self.damping, n_par, 0.0, at_minimum,
+                          gauss_newton_shift_su=gn_worst)
         return model, rec
 
     # -- standard uncertainties ----------------------------------------------------------
@@ -268,6 +284,11 @@ class Driver:
             cov[np.ix_(ne.columns, ne.columns)] = c
             singular.extend(int(ne.columns[b]) for b in bad)
         return params, cov, float(s2 or 0.0), sorted(set(singular))
+
+
+def _shift_over_su(shift: np.ndarray, su: np.ndarray) -> np.ndarray:
+    """|shift|/su per parameter (0 where the su is zero)."""
+    return np.where(su > 0, np.abs(shift) / np.where(su > 0, su, 1.0), 0.0)
 
 
 def restraint_weight_scale(chi2_data: float, n_obs: int) -> float:

@@ -141,12 +141,13 @@ def _bond_frame(v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return n, p1, np.cross(n, p1)
 
 
-def _rigu_terms(model: WorkingModel, a: Image, b: Image, m: np.ndarray, component: int = 0):
+def _rigu_terms(model: WorkingModel, a: Image, b: Image, m: np.ndarray, component: int = 0,
+                bond: np.ndarray | None = None):
     """e1·U_a·e2 - e1·U_b·e2 (Cartesian U, frame along a-b: component 0 is n·U·n, 1 and 2
     the cross terms of n with the two perpendicular directions) and its gradients w.r.t.
-    U* of a and b."""
-    d_frac = _frac(model, a) - _frac(model, b)
-    n, p1, p2 = _bond_frame(m @ d_frac)
+    U* of a and b. `bond`: the Cartesian a-b vector to take the frame from (else the
+    model's own)."""
+    n, p1, p2 = _bond_frame(bond_vector(model, a, b, m) if bond is None else bond)
     e1, e2 = (n, n) if component == 0 else ((p1, n) if component == 1 else (p2, n))
     us = model.u_star_all()
     out = []
@@ -159,6 +160,25 @@ def _rigu_terms(model: WorkingModel, a: Image, b: Image, m: np.ndarray, componen
         out.append((float(coef @ u), coef))
     (va, ga), (vb, gb) = out
     return va - vb, ga, -gb
+
+
+def bond_vector(model: WorkingModel, a: Image, b: Image, m: np.ndarray) -> np.ndarray:
+    """Cartesian vector from image b to image a."""
+    return m @ (_frac(model, a) - _frac(model, b))
+
+
+def bond_frames(model: WorkingModel, restraints: list[Restraint]) -> dict[int, np.ndarray]:
+    """The bond vector of every RIGU/DELU restraint (by index), to hold while a cycle tries
+    its steps.
+
+    Rigid-bond restraints are restraints on the ADPs: their derivatives are taken w.r.t.
+    the U only (as SHELXL and cctbx take them), the bond direction held. A sum of squares
+    that let the direction follow the trial positions would not be the one the normal
+    equations minimise, and near the minimum the Levenberg-Marquardt test would refuse the
+    steps they ask for (the refinement then stalls short of convergence).
+    """
+    m = orthogonalization_matrix(model.cell)
+    return {idx: bond_vector(model, r.pair1[0], r.pair1[1], m) for idx, r in enumerate(restraints) if r.kind == "rigu"}
 
 
 def _distance_terms(model: WorkingModel, r: Restraint, m: np.ndarray):
@@ -331,13 +351,15 @@ def generate(model: WorkingModel) -> list[Restraint]:
     return out
 
 
-def residuals(model: WorkingModel, restraints: list[Restraint]) -> tuple[np.ndarray, np.ndarray]:
-    """(value - target, σ) of every restraint (RIGU terms are zero for isotropic atoms)."""
+def residuals(model: WorkingModel, restraints: list[Restraint], frames: dict[int, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(value - target, σ) of every restraint (RIGU terms are zero for isotropic atoms);
+    `frames`: bond vectors to hold for the RIGU terms (`bond_frames`)."""
     if not restraints:
         return np.zeros(0), np.zeros(0)
     m = orthogonalization_matrix(model.cell)
+    frames = frames or {}
     vals, sig = [], []
-    for r in restraints:
+    for idx, r in enumerate(restraints):
         if r.kind in ("same", "distances"):
             vals.append(_distance_terms(model, r, m)[0])
         elif r.kind == "flat":
@@ -347,7 +369,7 @@ def residuals(model: WorkingModel, restraints: list[Restraint]) -> tuple[np.ndar
             if not (model.aniso[a.atom] and model.aniso[b.atom]):
                 vals.append(0.0)
             else:
-                vals.append(_rigu_terms(model, a, b, m, r.component)[0])
+                vals.append(_rigu_terms(model, a, b, m, r.component, frames.get(idx))[0])
         else:
             res = _adp_terms(model, r, m)
             vals.append(0.0 if res is None else res[0])
@@ -355,18 +377,21 @@ def residuals(model: WorkingModel, restraints: list[Restraint]) -> tuple[np.ndar
     return np.array(vals), np.array(sig)
 
 
-def sum_of_squares(model: WorkingModel, restraints: list[Restraint], weight_scale: float = 1.0) -> float:
-    """Σ weight_scale·(value/σ)² of the restraints."""
-    v, s = residuals(model, restraints)
+def sum_of_squares(model: WorkingModel, restraints: list[Restraint], weight_scale: float = 1.0,
+                   frames: dict[int, np.ndarray] | None = None) -> float:
+    """Σ weight_scale·(value/σ)² of the restraints (`frames`: see `residuals`)."""
+    v, s = residuals(model, restraints, frames)
     return float(weight_scale * np.sum((v / s) ** 2)) if len(v) else 0.0
 
 
-def add_to_normal_equations(ne, params: Parameterisation, restraints: list[Restraint], weight_scale: float = 1.0) -> None:
+def add_to_normal_equations(ne, params: Parameterisation, restraints: list[Restraint], weight_scale: float = 1.0,
+                            frames: dict[int, np.ndarray] | None = None) -> None:
     """Add restraint rows (weight weight_scale/σ², target 0) to normal equations over
     `ne.columns`. SHELXL scales the restraint weights by the mean w(Fo² - Fc²)² of the data
-    (the refinement driver passes it as `weight_scale`)."""
+    (the refinement driver passes it as `weight_scale`); `frames`: see `residuals`."""
     if not restraints:
         return
+    frames = frames or {}
     model = params.model
     m = orthogonalization_matrix(model.cell)
     c_mat, atoms, atom_cols = params.constraint_matrix(None)
@@ -375,7 +400,7 @@ def add_to_normal_equations(ne, params: Parameterisation, restraints: list[Restr
     col_index = {int(c): k for k, c in enumerate(atom_cols)}
     sel = np.array([col_index.get(int(c), -1) for c in ne.columns])
     keep = sel >= 0
-    for r in restraints:
+    for idx, r in enumerate(restraints):
         raw = {}
         if r.kind in ("same", "distances", "flat"):
             value, grads = _distance_terms(model, r, m) if r.kind != "flat" else _flat_terms(model, r, m)
@@ -385,7 +410,7 @@ def add_to_normal_equations(ne, params: Parameterisation, restraints: list[Restr
             a, b = r.pair1
             if not (model.aniso[a.atom] and model.aniso[b.atom]):
                 continue
-            value, ga, gb = _rigu_terms(model, a, b, m, r.component)
+            value, ga, gb = _rigu_terms(model, a, b, m, r.component, frames.get(idx))
             raw.setdefault(a.atom, np.zeros(RAW))[3:9] += ga
             raw.setdefault(b.atom, np.zeros(RAW))[3:9] += gb
         else:
