@@ -138,6 +138,24 @@ def test_atoms_near_a_special_position_are_moved_onto_it(pr_sulfate):
     assert model.position_basis[0].shape[1] == 0
 
 
+def test_a_negative_part_is_never_put_on_a_special_position(pr_sulfate):
+    """SHELXL switches special-position constraints off for PART -n (the disorder is its
+    symmetry copies): an atom 0.02 Å off an inversion centre stays where it is, with free
+    coordinates and ADPs, and site-symmetry order 1 -- as the .res reader gives it, so that
+    both copies scatter; in a positive PART the same atom is put on the centre."""
+    _, _, published, _ = pr_sulfate
+    off = np.linalg.solve(orthogonalization_matrix(published.cell), np.array([0.02, 0.0, 0.0]))
+    xyz = tuple(np.array([0.5, 0.5, 0.5]) + off)
+    for part, order in ((-1, 1), (1, 2)):
+        site = Site(label="X1", element="O", xyz=xyz, u_iso=0.02, occupancy=0.5, part=part)
+        model = WorkingModel.from_structure(published.model_copy(update={"sites": [site]}))
+        assert model.order[0] == order
+        assert model.position_basis[0].shape[1] == (3 if order == 1 else 0)
+        assert np.allclose(model.xyz[0], xyz if order == 1 else (0.5, 0.5, 0.5), atol=1e-12)
+        added = model.add_atom("X2", "O", np.array(xyz), u_iso=0.02, part=part)
+        assert model.order[added] == order
+
+
 def test_mixed_site_shares_position_and_keeps_the_occupancy_sum():
     """Ag/Na on one site: one position, one ADP, fractions refined with their sum kept."""
     case, data, published, instr = _load("agnafe_molybdate")

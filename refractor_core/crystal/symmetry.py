@@ -207,6 +207,12 @@ class SiteConstraint:
     position_basis: np.ndarray
     ustar_basis: np.ndarray
 
+    @classmethod
+    def general(cls, xyz) -> "SiteConstraint":
+        """No constraint: the site is treated as a general position wherever it lies."""
+        return cls(order=1, xyz=np.asarray(xyz, dtype=np.float64).reshape(3).copy(),
+                   position_basis=np.eye(3), ustar_basis=np.eye(6))
+
 
 def _column_basis(proj: np.ndarray, tol: float = 1e-6) -> np.ndarray:
     """An orthonormal basis of the range of a (projector-like) matrix."""

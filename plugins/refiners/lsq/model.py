@@ -26,7 +26,7 @@ from refractor_core.crystal.cell import (
 )
 from refractor_core.crystal.formula import normalize_element
 from refractor_core.crystal.structure_factors import AtomTensors
-from refractor_core.crystal.symmetry import SymmetryOps
+from refractor_core.crystal.symmetry import SiteConstraint, SymmetryOps
 from refractor_core.types import Site, Structure
 
 #: image distance (Å) below which an atom counts as sitting on a special position exactly
@@ -105,7 +105,10 @@ class WorkingModel:
         special_tolerance: float = 0.2,
     ) -> "WorkingModel":
         """Arrays from a Structure; atoms within `special_tolerance` Å of a special
-        position (fully occupied ones only) are moved onto it."""
+        position (fully occupied ones only) are moved onto it. Atoms of a negative PART are
+        general positions wherever they lie: SHELXL switches special-position constraints
+        off for them (its symmetry-generated copies are the disorder), and the .res
+        reader gives them site-symmetry order 1."""
         sym = symmetry or SymmetryOps.from_space_group(structure.space_group)
         cell = structure.cell
         n = len(structure.sites)
@@ -124,8 +127,11 @@ class WorkingModel:
             elements.append(normalize_element(s.element))
             x = np.asarray(s.xyz, dtype=np.float64)
             # a full atom closer than 2·tol to its own image is on the special position
-            tol = 2.0 * special_tolerance if (s.occupancy >= 0.75 and s.part >= 0) else EXACT_SPECIAL
-            con = sym.special_position(cell, x, tol)
+            if s.part < 0:
+                con = SiteConstraint.general(x)
+            else:
+                tol = 2.0 * special_tolerance if s.occupancy >= 0.75 else EXACT_SPECIAL
+                con = sym.special_position(cell, x, tol)
             if con.order > 1:
                 x = con.xyz
             xyz[i] = x
@@ -380,9 +386,13 @@ class WorkingModel:
         afix: int = 0,
         special_tolerance: float = EXACT_SPECIAL,
     ) -> int:
-        """Append an isotropic atom (moved onto a special position within tolerance)."""
+        """Append an isotropic atom (moved onto a special position within tolerance, unless
+        it belongs to a negative PART: see `from_structure`)."""
         self.group_cache = None
-        con = self.symmetry.special_position(self.cell, np.asarray(xyz, dtype=np.float64), 2.0 * special_tolerance)
+        if part < 0:
+            con = SiteConstraint.general(xyz)
+        else:
+            con = self.symmetry.special_position(self.cell, np.asarray(xyz, dtype=np.float64), 2.0 * special_tolerance)
         x = con.xyz if con.order > 1 else np.asarray(xyz, dtype=np.float64)
         self.labels.append(label)
         self.elements.append(normalize_element(element))
