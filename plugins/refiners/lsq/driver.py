@@ -123,14 +123,18 @@ class Driver:
         return weights_for(self.obs.fo2, self.obs.sigma, m, model.scale, s.a, s.b, s.scheme)
 
     # -- cycles ------------------------------------------------------------------------
-    def run(self, model: WorkingModel, max_cycles: int, stage: str, convergence: float | None = None) -> StageResult:
-        """Cycles until max shift/su < convergence or `max_cycles`."""
+    def run(self, model: WorkingModel, max_cycles: int, stage: str, convergence: float | None = None,
+            keep_damping: bool = False) -> StageResult:
+        """Cycles until max shift/su < convergence or `max_cycles`. A stage starts undamped,
+        unless `keep_damping` (the model is where the last stage left it, e.g. only the data
+        weights changed)."""
         conv = self.settings.convergence if convergence is None else convergence
         records: list[CycleRecord] = []
         last = self.last_max_shift_su  # a stage given no cycles reports the previous one's
         converged = False
         done = 0
-        self.damping = self.settings.damping  # a new stage starts undamped
+        if not keep_damping:
+            self.damping = self.settings.damping
         for _ in range(max_cycles):
             t0 = time.perf_counter()
             model, rec = self.cycle(model, stage)

@@ -378,13 +378,15 @@ class Refinement:
                     model = hyd.refit_rotating_groups(model, self)
                 if not changed and converged:
                     break
-                res = driver.run(model, min(WEIGHT_CYCLES, budget), "weights")
+                # new weights (and re-fitted H torsions) leave the model where it was: the
+                # damping the last cycles needed still fits the sum of squares around it
+                res = driver.run(model, min(WEIGHT_CYCLES, budget), "weights", keep_damping=True)
                 model, budget = res.model, budget - res.cycles
                 converged, last_shift = res.converged, res.max_shift_su
                 if budget <= 0:
                     break
-        elif budget > 0 and not converged:
-            res = driver.run(model, budget, "final")
+        if budget > 0 and not converged:  # converge under the last weights
+            res = driver.run(model, budget, "final", keep_damping=True)
             model, budget = res.model, budget - res.cycles
             converged, last_shift = res.converged, res.max_shift_su
 
