@@ -88,9 +88,9 @@ def _ucart_map(model: WorkingModel, im: Image, m: np.ndarray) -> np.ndarray:
     return u_transform_matrix(m @ model.symmetry.rotations[im.op].astype(np.float64))
 
 
-def _adp_terms(model: WorkingModel, r: "Restraint", m: np.ndarray):
-    """Value and U* gradients {atom: (6,)} of a simu/isor restraint (None if not applicable)."""
-    us = model.u_star_all()
+def _adp_terms(model: WorkingModel, r: "Restraint", m: np.ndarray, us: np.ndarray):
+    """Value and U* gradients {atom: (6,)} of a simu/isor restraint (None if not applicable);
+    `us`: the model's `u_star_all()`."""
     if r.kind == "simu":
         a, b = r.pair1
         if not (model.aniso[a.atom] and model.aniso[b.atom]):
@@ -141,15 +141,14 @@ def _bond_frame(v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return n, p1, np.cross(n, p1)
 
 
-def _rigu_terms(model: WorkingModel, a: Image, b: Image, m: np.ndarray, component: int = 0,
+def _rigu_terms(model: WorkingModel, a: Image, b: Image, m: np.ndarray, us: np.ndarray, component: int = 0,
                 bond: np.ndarray | None = None):
     """e1·U_a·e2 - e1·U_b·e2 (Cartesian U, frame along a-b: component 0 is n·U·n, 1 and 2
     the cross terms of n with the two perpendicular directions) and its gradients w.r.t.
-    U* of a and b. `bond`: the Cartesian a-b vector to take the frame from (else the
-    model's own)."""
+    U* of a and b (`us`: the model's `u_star_all()`). `bond`: the Cartesian a-b vector to
+    take the frame from (else the model's own)."""
     n, p1, p2 = _bond_frame(bond_vector(model, a, b, m) if bond is None else bond)
     e1, e2 = (n, n) if component == 0 else ((p1, n) if component == 1 else (p2, n))
-    us = model.u_star_all()
     out = []
     for im in (a, b):
         r = model.symmetry.rotations[im.op].astype(np.float64)
@@ -357,6 +356,7 @@ def residuals(model: WorkingModel, restraints: list[Restraint], frames: dict[int
     if not restraints:
         return np.zeros(0), np.zeros(0)
     m = orthogonalization_matrix(model.cell)
+    us = model.u_star_all()
     frames = frames or {}
     vals, sig = [], []
     for idx, r in enumerate(restraints):
@@ -369,9 +369,9 @@ def residuals(model: WorkingModel, restraints: list[Restraint], frames: dict[int
             if not (model.aniso[a.atom] and model.aniso[b.atom]):
                 vals.append(0.0)
             else:
-                vals.append(_rigu_terms(model, a, b, m, r.component, frames.get(idx))[0])
+                vals.append(_rigu_terms(model, a, b, m, us, r.component, frames.get(idx))[0])
         else:
-            res = _adp_terms(model, r, m)
+            res = _adp_terms(model, r, m, us)
             vals.append(0.0 if res is None else res[0])
         sig.append(r.sigma)
     return np.array(vals), np.array(sig)
@@ -394,6 +394,7 @@ def add_to_normal_equations(ne, params: Parameterisation, restraints: list[Restr
     frames = frames or {}
     model = params.model
     m = orthogonalization_matrix(model.cell)
+    us = model.u_star_all()
     c_mat, atoms, atom_cols = params.constraint_matrix(None)
     pos = {int(a): k for k, a in enumerate(atoms)}
     c_csr = c_mat.tocsr()
@@ -410,11 +411,11 @@ def add_to_normal_equations(ne, params: Parameterisation, restraints: list[Restr
             a, b = r.pair1
             if not (model.aniso[a.atom] and model.aniso[b.atom]):
                 continue
-            value, ga, gb = _rigu_terms(model, a, b, m, r.component, frames.get(idx))
+            value, ga, gb = _rigu_terms(model, a, b, m, us, r.component, frames.get(idx))
             raw.setdefault(a.atom, np.zeros(RAW))[3:9] += ga
             raw.setdefault(b.atom, np.zeros(RAW))[3:9] += gb
         else:
-            res = _adp_terms(model, r, m)
+            res = _adp_terms(model, r, m, us)
             if res is None:
                 continue
             value, grads = res
