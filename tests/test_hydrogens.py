@@ -136,6 +136,11 @@ def test_the_models_own_h_groups_are_placed(real_case):
     placed = hyd.place_hydrogens(model, forced=forced).model
     kinds = {placed.labels[g.parent]: g.kind for g in placed.h_groups}
     assert kinds["C33"] == "ArCH" and kinds["C26"] == "CH3" and kinds["C41"] == "CH3"
+    # AFIX 137 rotates (its torsion is a least-squares parameter), AFIX 33 rides as placed
+    groups = {placed.labels[g.parent]: g for g in placed.h_groups}
+    assert groups["C26"].refine_torsion and placed.afix[groups["C26"].atoms[0]] == 137
+    assert not groups["C41"].refine_torsion and placed.afix[groups["C41"].atoms[0]] == 33
+    assert not groups["C33"].refine_torsion
     assert "C40" not in kinds
     assert set(kinds) == set(hfix)  # every group of the file, C25 too (its H is not a duplicate of a symmetry copy's)
 

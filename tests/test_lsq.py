@@ -101,6 +101,60 @@ def test_analytic_jacobian_matches_finite_differences(pr_sulfate):
         assert np.abs(num - jac[:, j]).max() / scale < 1e-4, params.describe(j)
 
 
+def test_rotating_group_torsion_derivative_matches_finite_differences():
+    """The torsion of a rotating OH (AFIX 147) is a parameter: dM/dτ through the constraint
+    matrix equals the numerical derivative of the re-placed riding H."""
+    from refractor_plugins.refiners.lsq import hydrogens as hyd
+
+    _, data, published, instr = _load("hydroxyquinolinium_hmaleate")
+    model = WorkingModel.from_structure(published)
+    model.remove_atoms(model.hydrogen)
+    index = model.label_index()
+    forced = {index[label]: code for label, code in instr.hfix.items() if label in index}
+    model = hyd.place_hydrogens(model, forced=forced).model
+    obs = prepare_observations(data, model.symmetry)
+    calc = IntensityCalculator(obs.hkl[:200], model.cell, model.symmetry, data.wavelength, model.twin_ops)
+    params = Parameterisation.build(model)
+    torsions = [j for j, p in enumerate(params.info) if p.kind == "torsion"]
+    assert [params.describe(j) for j in torsions] == ["O5 H torsion"]
+    jac = jacobian(calc, params)
+    j, h = torsions[0], 1e-3  # degrees
+    step = np.zeros(params.n)
+    step[j] = h
+
+    def intensities(shift):
+        m = params.apply(shift)
+        hyd.update_riding(m)
+        return calc.model_intensities(m)[0]
+
+    num = (intensities(step) - intensities(-step)) / (2 * h)
+    assert np.abs(num).max() > 0.1
+    assert np.abs(num - jac[:, j]).max() / np.abs(num).max() < 1e-5
+    # without torsion refinement the group is riding (AFIX 83), with no parameter
+    fixed = hyd.place_hydrogens(WorkingModel.from_structure(published.model_copy(update={
+        "sites": [s for s in published.sites if s.element != "H"]})), forced=forced, refine_torsions=False).model
+    assert not any(p.kind == "torsion" for p in Parameterisation.build(fixed).info)
+
+
+def test_refined_torsion_finds_the_published_hydroxyl_h():
+    """hydroxyquinolinium's O5-H (AFIX 147): from the density-fitted start, refining the
+    torsion puts H5 closer to the published H than the density fit alone."""
+    _, data, published, instr = _load("hydroxyquinolinium_hmaleate")
+    published_h5 = np.array(next(s.xyz for s in published.sites if s.label == "H5"))
+    cart = orthogonalization_matrix(published.cell)
+
+    def h5_error(refine_torsions: bool) -> tuple[float, int]:
+        r = LsqRefiner(LsqConfig(refine_torsions=refine_torsions)).refine(data, _candidate(published, instr))
+        h5 = next(s for s in r.structure.sites if s.element == "H" and s.riding_on == "O5")
+        d = np.array(h5.xyz) - published_h5
+        return float(np.linalg.norm(cart @ (d - np.round(d)))), h5.afix
+
+    refined, afix = h5_error(True)
+    fitted, afix_fixed = h5_error(False)
+    assert (afix, afix_fixed) == (147, 83)
+    assert refined < 0.02 < fitted
+
+
 def test_special_positions_keep_their_symmetry():
     """NaCl (Fm-3m): atoms stay on their sites, U stays isotropic in form; a perturbed
     CpNa model keeps its mirror atoms exactly on y = 3/4."""

@@ -129,3 +129,7 @@ class LsqConfig(ComponentConfig):
     fit_rotating_groups: bool = Field(
         True, description="Fit CH3/NH3/OH torsions to the difference density (else staggered)."
     )
+    refine_torsions: bool = Field(
+        True, description="Refine CH3/NH3/OH torsions by least squares (SHELXL AFIX 137/147); "
+        "else they stay where the difference density puts them.",
+    )

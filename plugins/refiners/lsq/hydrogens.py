@@ -12,10 +12,12 @@ U_iso(H) = 1.5 U_eq(parent) for CH3, NH3 and OH, 1.2 U_eq(parent) otherwise. Gro
 are certain from the geometry (CH, CH2, CH3, aromatic CH) are always placed; groups that
 depend on the protonation state (OH, NH, NH2, NH3) are placed in order of the difference
 density at their predicted H positions until the formula's H count is reached (or by the
-default chemistry when the formula does not say). Rotating groups (CH3, NH3, OH) take the
-torsion with the most difference density, where the data show one. H atoms are re-placed
-after every least-squares shift (`update_riding`), and their coordinate derivatives are
-added to the parent's (the riding model).
+default chemistry when the formula does not say). Rotating groups (CH3, NH3, OH) start
+from the torsion with the most difference density, where the data show one (SHELXL's
+circular Fourier search), and their torsion is then refined by least squares as one
+parameter per group (AFIX 137/147; `torsion_derivatives`). H atoms are re-placed after
+every least-squares shift (`update_riding`), and their coordinate derivatives are added to
+the parent's (the riding model).
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ DISTANCES = {
     "NH-sp3": (0.88, 0.86),  # not used by SHELXL defaults; as sp2 NH
     "OH": (0.84, 0.82),
 }
+#: AFIX of a rotating group whose torsion is not refined (riding, n = 3)
+AFIX_FIXED_TORSION = {"CH3": 33, "NH3": 33, "OH": 83}
 AFIX = {"CH3": 137, "CH2": 23, "CH": 13, "ArCH": 43, "=CH2": 93, "CH-sp": 163, "NH": 43, "NH2": 93, "NH3": 137, "NH-sp3": 13, "OH": 147}
 U_RATIO = {"CH3": 1.5, "NH3": 1.5, "OH": 1.5}
 ROTATING = ("CH3", "NH3", "OH")
@@ -96,6 +100,7 @@ class HGroup:
     distance: float = 0.96
     slots: list[int] = field(default_factory=list)  # which generated positions are kept
     atoms: list[int] = field(default_factory=list)  # the H atoms (model indices), per slot
+    refine_torsion: bool = False  # a rotating group whose torsion is a least-squares parameter
 
 
 @dataclass
@@ -307,6 +312,7 @@ class Choice:
     reference: Neighbour | None
     optional: bool
     priority: float = 0.0
+    refine_torsion: bool = True  # (rotating groups) SHELXL AFIX n = 7 or 8 rather than 3
 
 
 def _angle(p, a, b) -> float:
@@ -380,7 +386,8 @@ def classify(model: WorkingModel, nbmap: dict, forced: dict[int, int] | None = N
                 continue
             kind = AFIX_KINDS.get(el, {}).get(forced[i] // 10) if forced[i] else None
             if kind is not None and n == GROUP_NEIGHBOURS[kind]:
-                out.append(Choice(i, kind, nbs, reference_of(0) if kind in NEEDS_REFERENCE else None, False))
+                out.append(Choice(i, kind, nbs, reference_of(0) if kind in NEEDS_REFERENCE else None, False,
+                                  refine_torsion=forced[i] % 10 in (7, 8)))
                 continue
         if el == "C":
             if metals and n == 1 and ratios[0] < 0.9 and model.elements[nbs[0].atom] == "O":
@@ -464,9 +471,12 @@ def place_hydrogens(
     distances: str = "low-temperature",
     refinement=None,
     forced: dict[int, int] | None = None,
+    refine_torsions: bool = True,
 ) -> Placement:
     """Add riding H atoms to `model` (a copy is returned inside the Placement); `forced`:
-    the model's own H groups (see `classify`)."""
+    the model's own H groups (see `classify`); `refine_torsions`: rotating groups (CH3, NH3,
+    OH) have their torsion refined by least squares (SHELXL AFIX 137/147; a model's own
+    AFIX 33/83 group keeps the torsion it is placed with)."""
     m = model.copy()
     _drop_riding(m)
     col = 0 if distances == "low-temperature" else 1
@@ -479,7 +489,7 @@ def place_hydrogens(
         density = DensityProbe.from_refinement(refinement, m)
     groups: list[HGroup] = []
     for c in certain:
-        groups.append(_new_group(m, c, col))
+        groups.append(_new_group(m, c, col, refine_torsions))
     count = _ghost_count(m, groups)
     # water (O with no non-metal neighbour) needs two H from the budget: keep them aside
     reserved = 0.0
@@ -489,7 +499,7 @@ def place_hydrogens(
     if optional:
         scored = []
         for c in optional:
-            g = _new_group(m, c, col)
+            g = _new_group(m, c, col, refine_torsions)
             pos = group_positions(m, g)
             score = c.priority
             if density is not None:
@@ -527,11 +537,18 @@ def place_hydrogens(
     return Placement(m, counts, [])
 
 
-def _new_group(m: WorkingModel, c: Choice, col: int) -> HGroup:
+def _new_group(m: WorkingModel, c: Choice, col: int, refine_torsions: bool) -> HGroup:
     kind = c.kind
     torsion = 180.0 if kind in ("OH",) else 60.0
     return HGroup(parent=c.parent, kind=kind, neighbours=c.neighbours, reference=c.reference, torsion=torsion,
-                  distance=DISTANCES[kind][col])
+                  distance=DISTANCES[kind][col], refine_torsion=refine_torsions and kind in ROTATING and c.refine_torsion)
+
+
+def afix_code(g: HGroup) -> int:
+    """The SHELXL AFIX code of a group's H atoms (n = 7 for a refined torsion, 3 otherwise)."""
+    if g.kind in ROTATING and not g.refine_torsion:
+        return AFIX_FIXED_TORSION[g.kind]
+    return AFIX[g.kind]
 
 
 def _ghost_count(m: WorkingModel, groups: list[HGroup], materialised: bool = False) -> float:
@@ -578,7 +595,7 @@ def _materialise(m: WorkingModel, g: HGroup) -> int:
         idx = m.add_atom(
             label, "H", frac, u_iso=U_RATIO.get(g.kind, 1.2) * m.u_iso[g.parent],
             occupancy=float(m.occupancy[g.parent]), part=int(m.part[g.parent]), riding=g.parent,
-            u_ratio=U_RATIO.get(g.kind, 1.2), afix=AFIX[g.kind], special_tolerance=0.15,
+            u_ratio=U_RATIO.get(g.kind, 1.2), afix=afix_code(g), special_tolerance=0.15,
         )
         g.slots.append(slot)
         g.atoms.append(idx)
@@ -617,7 +634,8 @@ def add_partner_hydrogens(m: WorkingModel, partners: dict[int, int]) -> int:
             return None if nb is None else Neighbour(partners.get(nb.atom, nb.atom), nb.op, nb.shift)
 
         new = HGroup(parent=partners[g.parent], kind=g.kind, neighbours=[swap(nb) for nb in g.neighbours],
-                     reference=swap(g.reference), torsion=g.torsion, distance=g.distance)
+                     reference=swap(g.reference), torsion=g.torsion, distance=g.distance,
+                     refine_torsion=g.refine_torsion)
         added += _materialise(m, new)
         if new.atoms:
             m.h_groups.append(new)
@@ -727,21 +745,22 @@ def _best_torsion(m: WorkingModel, g: HGroup, density: DensityProbe, step: float
 
 
 def refit_rotating_groups(model: WorkingModel, refinement) -> WorkingModel:
-    """Re-choose the torsions of rotating groups from a fresh difference map."""
-    groups = [g for g in model.h_groups if g.kind in ROTATING]
+    """Re-choose the torsions of rotating groups from a fresh difference map (those whose
+    torsion is not a least-squares parameter)."""
+    groups = [g for g in model.h_groups if g.kind in ROTATING and not g.refine_torsion]
     if not groups:
         return model
     m = model.copy()
     m.h_groups = [_copy_group(g) for g in model.h_groups]
     rot_atoms = np.zeros(m.n, dtype=bool)
     for g in m.h_groups:
-        if g.kind in ROTATING:
+        if g.kind in ROTATING and not g.refine_torsion:
             rot_atoms[g.atoms] = True
     probe_model = m.copy()
     probe_model.occupancy = np.where(rot_atoms, 0.0, probe_model.occupancy)
     density = DensityProbe.from_refinement(refinement, probe_model)
     for g in m.h_groups:
-        if g.kind in ROTATING:
+        if g.kind in ROTATING and not g.refine_torsion:
             _best_torsion(m, g, density)
     update_riding(m)
     return m
@@ -892,3 +911,16 @@ def riding_jacobians(model: WorkingModel, step: float = 1e-6) -> dict[int, list[
                     derivs[a].append((d, jac[slot]))
         out.update(derivs)
     return out
+
+
+def torsion_derivatives(model: WorkingModel, g: HGroup, step: float = 0.01) -> list[tuple[int, np.ndarray]]:
+    """[(H atom, ∂x_H/∂torsion (3,) in fractional units per degree), ...] of a rotating group."""
+    f_m = fractionalization_matrix(model.cell)
+    saved = g.torsion
+    g.torsion = saved + step
+    up = group_positions(model, g)
+    g.torsion = saved - step
+    down = group_positions(model, g)
+    g.torsion = saved
+    deriv = ((up - down) / (2.0 * step)) @ f_m.T
+    return [(a, deriv[slot]) for slot, a in zip(g.slots, g.atoms)]

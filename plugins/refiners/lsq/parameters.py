@@ -14,6 +14,8 @@ coordinate derivatives to their parent's coordinate parameters (SHELXL's riding 
 A two-component disorder assembly (PART 2k-1 against PART 2k) can have one free
 occupancy, SHELXL's free variable: its first component has occupancy p, its second 1 - p
 (riding H follow their parents). It is a site group of its own that moves occupancies only.
+Likewise a rotating riding group (CH3, NH3, OH; SHELXL AFIX 137/147) has its torsion, in
+degrees, as a site group of its own: it moves the group's H atoms about the parent bond.
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ class SiteGroup:
     refine_adp: bool = True
     #: a disorder assembly's free variable: +1 for atoms whose occupancy is p, -1 for 1 - p
     occupancy_signs: list[float] | None = None
+    #: a rotating riding group's torsion (index into model.h_groups); atoms: its parent
+    torsion_group: int | None = None
 
     def position_sets(self) -> list[list[int]]:
         """Atoms sharing one set of coordinate parameters."""
@@ -62,8 +66,9 @@ class Segment:
     kind: "xyz" (atoms: one position set; basis: its position basis, 3 x k), "u_aniso"
     (atoms: the group; basis: the lead atom's U* basis, 6 x k), "u_iso" (one column),
     "occ_mixed" (fractions of all atoms but the last, whose occupancy keeps the sum),
-    "occ_single" (the lead atom's occupancy) or "occ_free" (a disorder assembly's free
-    variable: the atoms' occupancies move by ±δ as their group's occupancy_signs say)."""
+    "occ_single" (the lead atom's occupancy), "occ_free" (a disorder assembly's free
+    variable: the atoms' occupancies move by ±δ as their group's occupancy_signs say) or
+    "torsion" (a rotating riding group's torsion in degrees; atoms: the group's H atoms)."""
 
     kind: str
     group: int
@@ -76,7 +81,7 @@ class Segment:
 class ParameterInfo:
     """What one free parameter is (for logs and shift/su reporting)."""
 
-    kind: str  # scale, extinction, basf, xyz, uiso, ustar, occ
+    kind: str  # scale, extinction, basf, xyz, uiso, ustar, occ, torsion
     group: int = -1
     atom: int = -1
     component: int = 0
@@ -115,7 +120,8 @@ class Parameterisation:
         `occupancy_only`: positions and ADPs fixed, one free occupancy per single-atom site
         (a measure of each site's scattering power, used to assign elements).
         `refine_disorder_occupancy`: one free variable per disorder assembly (see
-        `disorder_assemblies`).
+        `disorder_assemblies`). Rotating riding groups marked `refine_torsion` get their
+        torsion as a parameter (unless their parent is fixed).
         """
         groups = cached_site_groups(model)
         fixed_atoms = fixed_atoms or set()
@@ -145,6 +151,9 @@ class Parameterisation:
                     continue
                 groups.append(SiteGroup(atoms=first + second, refine_xyz=False, refine_adp=False,
                                         occupancy_signs=[1.0] * len(first) + [-1.0] * len(second)))
+        for k, hg in enumerate(model.h_groups):
+            if hg.refine_torsion and hg.atoms and hg.parent not in fixed_atoms:
+                groups.append(SiteGroup(atoms=[hg.parent], refine_xyz=False, refine_adp=False, torsion_group=k))
         twin = np.zeros(len(model.twin_fractions), dtype=bool) if refine_twin is None else np.asarray(refine_twin, bool)
         p = cls(model=model, groups=groups, refine_extinction=refine_extinction and model.extinction is not None, refine_twin=twin)
         p._enumerate()
@@ -178,6 +187,8 @@ class Parameterisation:
                     info.append(ParameterInfo("occ", gi, a))
             elif g.single_occupancy or g.occupancy_signs is not None:
                 info.append(ParameterInfo("occ", gi, lead))
+            if g.torsion_group is not None:
+                info.append(ParameterInfo("torsion", gi, lead))
             cols.append(np.arange(start, len(info)))
         self.info = info
         self.group_columns = cols
@@ -207,7 +218,7 @@ class Parameterisation:
         col_pos = {int(c): k for k, c in enumerate(columns)}
         rows, cols, vals = [], [], []
         g6 = m.metric6
-        xyz_cols, adp_cols, occ_cols = self._atom_columns(groups)
+        xyz_cols, adp_cols, occ_cols, torsion_cols = self._atom_columns(groups)
         for a, (pcols, b) in xyz_cols.items():
             for c, pc in enumerate(pcols):
                 col = col_pos[int(pc)]
@@ -254,6 +265,16 @@ class Parameterisation:
                         rows.append(pos[h] * RAW + 9)
                         cols.append(col)
                         vals.append(sign * _rider_share(m, h, a))
+        if torsion_cols:
+            from .hydrogens import torsion_derivatives
+        for gi, tcols in torsion_cols.items():  # a rotating group turns its H about the bond
+            col = col_pos[int(tcols[0])]
+            for h, dx in torsion_derivatives(m, m.h_groups[self.groups[gi].torsion_group]):
+                for j in range(3):
+                    if dx[j] != 0.0:
+                        rows.append(pos[h] * RAW + j)
+                        cols.append(col)
+                        vals.append(dx[j])
         # riding H: coordinates follow every atom that defines them (chain rule), U_iso(H)
         # follows the parent's U_eq
         grad_ueq = ueq_gradient(m.cell)
@@ -324,11 +345,14 @@ class Parameterisation:
                 yield Segment("occ_single", gi, [lead], gcols[k : k + 1])
             elif g.occupancy_signs is not None:
                 yield Segment("occ_free", gi, list(g.atoms), gcols[k : k + 1])
+            if g.torsion_group is not None:
+                yield Segment("torsion", gi, list(m.h_groups[g.torsion_group].atoms), gcols[k : k + 1])
 
-    def _atom_columns(self, groups) -> tuple[dict, dict, dict]:
+    def _atom_columns(self, groups) -> tuple[dict, dict, dict, dict]:
         """The groups' parameter columns: atom -> (xyz columns, position basis), atom -> (ADP
-        columns, U* basis or None for U_iso) and group -> its occupancy columns."""
-        xyz, adp, occ = {}, {}, {}
+        columns, U* basis or None for U_iso), group -> its occupancy columns and group -> its
+        torsion column."""
+        xyz, adp, occ, torsion = {}, {}, {}, {}
         for seg in self.segments(groups):
             if seg.kind == "xyz":
                 for a in seg.atoms:
@@ -336,9 +360,11 @@ class Parameterisation:
             elif seg.kind in ("u_aniso", "u_iso"):
                 for a in seg.atoms:
                     adp[a] = (seg.columns, seg.basis)
+            elif seg.kind == "torsion":
+                torsion[seg.group] = seg.columns
             else:
                 occ[seg.group] = seg.columns
-        return xyz, adp, occ
+        return xyz, adp, occ, torsion
 
     # -- applying shifts ---------------------------------------------------------------
     def apply(self, shift: np.ndarray, columns: np.ndarray | None = None) -> WorkingModel:
@@ -380,6 +406,8 @@ class Parameterisation:
                 _clip_occupancies(m, self.groups[seg.group])
             elif seg.kind == "occ_free":
                 _shift_free_variable(m, self.groups[seg.group], d[0])
+            elif seg.kind == "torsion":  # (the H atoms are re-placed with the other riders)
+                m.h_groups[self.groups[seg.group].torsion_group].torsion += float(d[0])
             else:
                 lead = seg.atoms[0]
                 m.occupancy[lead] = float(np.clip(m.occupancy[lead] + d[0], 0.0, self.occupancy_cap))
@@ -415,6 +443,9 @@ class Parameterisation:
             elif seg.kind == "occ_mixed":
                 for a, c in zip(seg.atoms[:-1], cols):
                     out[c] = new.occupancy[a] - old.occupancy[a]
+            elif seg.kind == "torsion":
+                k = self.groups[seg.group].torsion_group
+                out[cols[0]] = new.h_groups[k].torsion - old.h_groups[k].torsion
             else:
                 out[cols[0]] = new.occupancy[lead] - old.occupancy[lead]
         return out
@@ -479,6 +510,8 @@ class Parameterisation:
             return f"{label} Uiso"
         if p.kind == "ustar":
             return f"{label} U{p.component + 1}"
+        if p.kind == "torsion":
+            return f"{label} H torsion"
         return f"{label} occ"
 
 

@@ -137,6 +137,7 @@ class LsqRefiner(Refiner):
                 "extinction": False,
                 "flack": False,
                 "fit_rotating_groups": False,
+                "refine_torsions": False,
             }
         )
         data = to_resolution(data, cfg.screen_resolution, min_keep=50)
@@ -709,6 +710,7 @@ class Refinement:
             distances=self.cfg.h_distances,
             refinement=self if self.cfg.fit_rotating_groups else None,
             forced=forced,
+            refine_torsions=self.cfg.refine_torsions,
         )
         self.log(placed.summary())
         self.meta["hydrogens"] = placed.counts
@@ -905,6 +907,8 @@ class Refinement:
             elif seg.kind == "occ_free":  # p and 1 - p share one su
                 for a in seg.atoms:
                     su["occupancy"][a] = float(np.sqrt(max(cov[cols[0], cols[0]], 0.0)))
+            elif seg.kind == "torsion":  # (riding H carry no su of their own, as in SHELXL)
+                continue
             else:
                 su["occupancy"][seg.atoms[0]] = float(np.sqrt(max(cov[cols[0], cols[0]], 0.0)))
         model.su = su
