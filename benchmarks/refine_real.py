@@ -61,7 +61,7 @@ def load_case(case):
 def perturbed_start(structure, rms: float = RMS, seed: int = 0):
     """Non-H atoms displaced by `rms` Å RMS (site symmetry kept), U_iso 0.05, no H."""
     from refractor_core.crystal.cell import fractionalization_matrix
-    from refractor_core.crystal.symmetry import SiteConstraint, SymmetryOps
+    from refractor_core.crystal.symmetry import SymmetryOps
 
     rng = np.random.default_rng(seed)
     sym = SymmetryOps.from_space_group(structure.space_group)
@@ -81,7 +81,7 @@ def perturbed_start(structure, rms: float = RMS, seed: int = 0):
             d_frac = same[0]
         else:
             # a negative PART is never on a special position (SHELXL, and the refiner)
-            con = SiteConstraint.general(x) if s.part < 0 else sym.special_position(structure.cell, x, 0.05)
+            con = sym.site_constraint(structure.cell, x, 0.05, part=s.part)
             d_frac = f_m @ rng.normal(0.0, sigma, size=3)
             b = con.position_basis
             d_frac = b @ (b.T @ d_frac) if b.shape[1] else np.zeros(3)

@@ -168,6 +168,14 @@ class SymmetryOps:
         order = np.maximum((dist < tol).sum(axis=1), 1)
         return int(order[0]) if single else order
 
+    def site_constraint(self, cell: UnitCell, xyz, tol: float = 0.05, part: int = 0) -> "SiteConstraint":
+        """`special_position`, except for an atom of a negative PART, which is a general
+        position wherever it lies (SHELXL switches special-position constraints off for
+        PART -n: its symmetry copies are the disorder)."""
+        if part < 0:
+            return SiteConstraint.general(xyz)
+        return self.special_position(cell, xyz, tol)
+
     def special_position(self, cell: UnitCell, xyz, tol: float = 0.05) -> "SiteConstraint":
         """Constraints a site on a special position imposes on xyz and on anisotropic U."""
         x = np.asarray(xyz, dtype=np.float64).reshape(3)

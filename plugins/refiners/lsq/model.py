@@ -26,7 +26,7 @@ from refractor_core.crystal.cell import (
 )
 from refractor_core.crystal.formula import normalize_element
 from refractor_core.crystal.structure_factors import AtomTensors
-from refractor_core.crystal.symmetry import SiteConstraint, SymmetryOps
+from refractor_core.crystal.symmetry import SymmetryOps
 from refractor_core.types import Site, Structure
 
 #: image distance (Å) below which an atom counts as sitting on a special position exactly
@@ -127,11 +127,8 @@ class WorkingModel:
             elements.append(normalize_element(s.element))
             x = np.asarray(s.xyz, dtype=np.float64)
             # a full atom closer than 2·tol to its own image is on the special position
-            if s.part < 0:
-                con = SiteConstraint.general(x)
-            else:
-                tol = 2.0 * special_tolerance if s.occupancy >= 0.75 else EXACT_SPECIAL
-                con = sym.special_position(cell, x, tol)
+            tol = 2.0 * special_tolerance if s.occupancy >= 0.75 else EXACT_SPECIAL
+            con = sym.site_constraint(cell, x, tol, part=s.part)
             if con.order > 1:
                 x = con.xyz
             xyz[i] = x
@@ -389,10 +386,7 @@ class WorkingModel:
         """Append an isotropic atom (moved onto a special position within tolerance, unless
         it belongs to a negative PART: see `from_structure`)."""
         self.group_cache = None
-        if part < 0:
-            con = SiteConstraint.general(xyz)
-        else:
-            con = self.symmetry.special_position(self.cell, np.asarray(xyz, dtype=np.float64), 2.0 * special_tolerance)
+        con = self.symmetry.site_constraint(self.cell, np.asarray(xyz, dtype=np.float64), 2.0 * special_tolerance, part=part)
         x = con.xyz if con.order > 1 else np.asarray(xyz, dtype=np.float64)
         self.labels.append(label)
         self.elements.append(normalize_element(element))
