@@ -167,3 +167,37 @@ def test_hfix_instructions_name_riding_groups():
     ins = parse_ins(text, "t.ins")
     assert ins.instructions.hfix == {"C1": 43, "C2": 43, "C3": 137}
     assert any("HFIX" in n and "C9" in n for n in ins.notes)
+
+
+def test_a_rotating_group_with_an_h_on_a_mirror_keeps_its_torsion(real_case):
+    """cpna's ammine N1 sits on a mirror. Placed at a general torsion its NH3 is disordered
+    over the mirror (three half H, torsion refined); turned until one H lies on the mirror
+    it is ordered (that H on the mirror, the third the image of the second), and then the
+    symmetry fixes its torsion: neither refined nor re-fitted (AFIX 33)."""
+    from refractor_core.crystal.cell import fractionalization_matrix
+
+    m = _placed(_heavy_model(real_case, "cpna"), expected_h=7.0)
+    n1 = m.label_index()["N1"]
+    g = next(g for g in m.h_groups if g.parent == n1)
+    assert g.kind == "NH3" and len(g.atoms) == 3 and g.refine_torsion and not g.fixed_by_symmetry
+    assert all(m.occupancy[a] == pytest.approx(0.5) for a in g.atoms)
+
+    f_m = fractionalization_matrix(m.cell)
+
+    def off_mirror(t: float) -> float:
+        g.torsion = t
+        y = (hyd.group_positions(m, g) @ f_m.T)[:, 1]
+        return float(np.min(np.abs(y - 0.75)))
+
+    g.torsion = min(np.arange(0.0, 120.0, 0.25), key=off_mirror)
+    ordered = hyd.HGroup(parent=g.parent, kind=g.kind, neighbours=g.neighbours, reference=g.reference,
+                         torsion=g.torsion, distance=g.distance, refine_torsion=True)
+    drop = np.zeros(m.n, dtype=bool)
+    drop[g.atoms] = True
+    m.remove_atoms(drop)
+    hyd._materialise(m, ordered)
+    assert len(ordered.atoms) == 2 and sorted(int(m.order[a]) for a in ordered.atoms) == [1, 2]
+    assert ordered.fixed_by_symmetry and not ordered.refine_torsion
+    assert all(m.afix[a] == 33 for a in ordered.atoms)
+    m.h_groups.append(ordered)
+    assert not hyd._refittable(ordered)

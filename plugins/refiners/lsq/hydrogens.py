@@ -101,6 +101,7 @@ class HGroup:
     slots: list[int] = field(default_factory=list)  # which generated positions are kept
     atoms: list[int] = field(default_factory=list)  # the H atoms (model indices), per slot
     refine_torsion: bool = False  # a rotating group whose torsion is a least-squares parameter
+    fixed_by_symmetry: bool = False  # a rotating group with an H on a symmetry element
 
 
 @dataclass
@@ -618,6 +619,14 @@ def _materialise(m: WorkingModel, g: HGroup) -> int:
             factor = N_H[g.kind] / len(images)
             for a in g.atoms:
                 m.occupancy[a] = m.occupancy[g.parent] * factor
+    if g.kind in ROTATING and any(m.order[a] > 1 for a in g.atoms):
+        # an H on a symmetry element (an NH3 on a mirror, its third H the mirror image of
+        # the second): the symmetry fixes the torsion, and turning the group would take
+        # that H off the element while its images turn the other way
+        g.refine_torsion = False
+        g.fixed_by_symmetry = True
+        for a in g.atoms:
+            m.afix[a] = afix_code(g)
     return added
 
 
@@ -747,23 +756,29 @@ def _best_torsion(m: WorkingModel, g: HGroup, density: DensityProbe, step: float
 def refit_rotating_groups(model: WorkingModel, refinement) -> WorkingModel:
     """Re-choose the torsions of rotating groups from a fresh difference map (those whose
     torsion is not a least-squares parameter)."""
-    groups = [g for g in model.h_groups if g.kind in ROTATING and not g.refine_torsion]
+    groups = [g for g in model.h_groups if _refittable(g)]
     if not groups:
         return model
     m = model.copy()
     m.h_groups = [_copy_group(g) for g in model.h_groups]
     rot_atoms = np.zeros(m.n, dtype=bool)
     for g in m.h_groups:
-        if g.kind in ROTATING and not g.refine_torsion:
+        if _refittable(g):
             rot_atoms[g.atoms] = True
     probe_model = m.copy()
     probe_model.occupancy = np.where(rot_atoms, 0.0, probe_model.occupancy)
     density = DensityProbe.from_refinement(refinement, probe_model)
     for g in m.h_groups:
-        if g.kind in ROTATING and not g.refine_torsion:
+        if _refittable(g):
             _best_torsion(m, g, density)
     update_riding(m)
     return m
+
+
+def _refittable(g: HGroup) -> bool:
+    """A rotating group whose torsion is re-fitted to the density (not a least-squares
+    parameter, not fixed by symmetry)."""
+    return g.kind in ROTATING and not g.refine_torsion and not g.fixed_by_symmetry
 
 
 def _copy_group(g: HGroup) -> HGroup:
