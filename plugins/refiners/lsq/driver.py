@@ -4,8 +4,13 @@ A cycle linearises the model at the current parameters with the weights fixed, s
 damped normal equations (N + λ diag N) δ = Jᵀw r, and accepts the step only if Σ w r²
 decreases (otherwise λ grows tenfold and the step is retried). In blocked mode a cycle
 visits every block of site groups in turn, each block together with the overall
-parameters (scale, extinction, twin fractions), as SHELXL's BLOC does. Convergence: the
-largest |shift|/su of a cycle falls below the threshold (SHELXL's criterion).
+parameters (scale, extinction, twin fractions), as SHELXL's BLOC does. In a polar space
+group the full matrix holds the origin with a restraint on the weighted centroid; a block
+cannot (the restraint would pin the centroid of the block's own atoms, and blocks could
+never move against each other along the polar axis), so a blocked cycle moves the
+structure back along that axis afterwards instead (`_restore_origin`), which changes no
+intensity. Convergence: the largest |shift|/su of a cycle falls below the threshold
+(SHELXL's criterion).
 """
 
 from __future__ import annotations
@@ -176,12 +181,14 @@ class Driver:
         any_accepted = False
         restraint_scale = None
         frames = restraints.bond_frames(model, self.restraints)  # held through the cycle
+        start = model
         for block in blocks:
             params = self.build_parameters(model)
             ne = normal_equations(self.calc, params, self.obs.fo2, w, block)
             if restraint_scale is None:  # held for the whole cycle, trial steps included
                 restraint_scale = restraint_weight_scale(ne.chi2, n_obs)
-            add_origin_restraints(ne, params)
+            if len(blocks) == 1:
+                add_origin_restraints(ne, params)
             restraints.add_to_normal_equations(ne, params, self.restraints, restraint_scale, frames)
             if chi2_start is None:
                 chi2_start = ne.chi2
@@ -249,6 +256,9 @@ class Driver:
                 except (np.linalg.LinAlgError, ValueError):
                     gn = math.inf
                 gn_worst = max(gn_worst or 0.0, gn)
+        if len(blocks) > 1 and model is not start:
+            model = _restore_origin(start, model)
+            self.after_shift(model)
         fc2c1 = self.calc.fc2_components(model)
         m, _ = self.calc.model_intensities(model, fc2c1)
         w1 = self.weights(model, fc2c1)
@@ -280,7 +290,8 @@ class Driver:
         for block in blocks:
             ne = normal_equations(self.calc, params, self.obs.fo2, w, block)
             scale = restraint_weight_scale(ne.chi2, n_obs)
-            add_origin_restraints(ne, params)
+            if len(blocks) == 1:
+                add_origin_restraints(ne, params)
             restraints.add_to_normal_equations(ne, params, self.restraints, scale)
             if s2 is None:
                 s2 = ne.chi2 / max(n_obs - params.n, 1)
@@ -288,6 +299,24 @@ class Driver:
             cov[np.ix_(ne.columns, ne.columns)] = c
             singular.extend(int(ne.columns[b]) for b in bad)
         return params, cov, float(s2 or 0.0), sorted(set(singular))
+
+
+def _restore_origin(before: WorkingModel, after: WorkingModel) -> WorkingModel:
+    """`after` moved along the polar directions (if any) so that its scattering-weighted
+    centroid is where `before`'s was (a copy; riding H are re-placed by the caller)."""
+    from refractor_core.crystal.formula import atomic_number
+
+    from .parameters import free_origin_directions
+
+    dirs = free_origin_directions(after.symmetry)
+    own = np.nonzero(after.riding < 0)[0]
+    if not dirs.shape[1] or not len(own) or after.n != before.n:
+        return after
+    weight = np.array([atomic_number(after.elements[i]) * after.occupancy[i] / max(after.order[i], 1) for i in own])
+    moved = (weight[:, None] * (after.xyz[own] - before.xyz[own])).sum(axis=0) / max(weight.sum(), 1e-12)
+    out = after.copy()
+    out.xyz[own] -= dirs @ (dirs.T @ moved)
+    return out
 
 
 def _shift_over_su(shift: np.ndarray, su: np.ndarray) -> np.ndarray:
