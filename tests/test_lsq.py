@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import sys
 import zlib
 from pathlib import Path
@@ -143,16 +144,20 @@ def test_refined_torsion_finds_the_published_hydroxyl_h():
     published_h5 = np.array(next(s.xyz for s in published.sites if s.label == "H5"))
     cart = orthogonalization_matrix(published.cell)
 
-    def h5_error(refine_torsions: bool) -> tuple[float, int]:
+    def h5_error(refine_torsions: bool) -> tuple[float, int, list[str]]:
         r = LsqRefiner(LsqConfig(refine_torsions=refine_torsions)).refine(data, _candidate(published, instr))
         h5 = next(s for s in r.structure.sites if s.element == "H" and s.riding_on == "O5")
         d = np.array(h5.xyz) - published_h5
-        return float(np.linalg.norm(cart @ (d - np.round(d)))), h5.afix
+        return float(np.linalg.norm(cart @ (d - np.round(d)))), h5.afix, r.log
 
-    refined, afix = h5_error(True)
-    fitted, afix_fixed = h5_error(False)
+    refined, afix, log = h5_error(True)
+    fitted, afix_fixed, log_fixed = h5_error(False)
     assert (afix, afix_fixed) == (147, 83)
     assert refined < 0.02 < fitted
+    # the refined torsions are reported with their su (only when refined)
+    line = next(x for x in log if x.startswith("rotating riding groups"))
+    assert re.search(r"O5 -?\d+\.\d\(\d+\)", line), line
+    assert not any(x.startswith("rotating riding groups") for x in log_fixed)
 
 
 def test_blocked_refinement_in_a_polar_group_lets_blocks_move_along_the_polar_axis():

@@ -29,6 +29,7 @@ from refractor_core.crystal.observations import prepare_observations, to_resolut
 from refractor_core.crystal.rfactors import agreement, scale_factor
 from refractor_core.crystal.symmetry import SymmetryOps
 from refractor_core.errors import InputError, RefinementError
+from refractor_core.io.numbers import with_su
 from refractor_core.interfaces import BuildContext, Refiner
 from refractor_core.types import Candidate, RefinedCandidate, ReflectionData, RefinementInstructions
 
@@ -882,6 +883,7 @@ class Refinement:
         ustar_scale = np.array([n_vec[0] ** 2, n_vec[1] ** 2, n_vec[2] ** 2, n_vec[0] * n_vec[1], n_vec[0] * n_vec[2], n_vec[1] * n_vec[2]])
         grad_ueq = ueq_gradient(cell)  # U_eq is linear in U*
         su: dict[str, dict[int, Any]] = {"xyz": {}, "u_iso": {}, "u_aniso": {}, "occupancy": {}}
+        torsions: list[str] = []
         for seg in params.segments():
             cols, b = seg.columns, seg.basis
             if seg.kind == "xyz":
@@ -907,11 +909,15 @@ class Refinement:
             elif seg.kind == "occ_free":  # p and 1 - p share one su
                 for a in seg.atoms:
                     su["occupancy"][a] = float(np.sqrt(max(cov[cols[0], cols[0]], 0.0)))
-            elif seg.kind == "torsion":  # (riding H carry no su of their own, as in SHELXL)
-                continue
+            elif seg.kind == "torsion":  # logged (riding H carry no su of their own, as in SHELXL)
+                g = model.h_groups[params.groups[seg.group].torsion_group]
+                tau = float((g.torsion + 180.0) % 360.0 - 180.0)
+                torsions.append(f"{model.labels[g.parent]} {with_su(tau, float(np.sqrt(max(cov[cols[0], cols[0]], 0.0))))}")
             else:
                 su["occupancy"][seg.atoms[0]] = float(np.sqrt(max(cov[cols[0], cols[0]], 0.0)))
         model.su = su
+        if torsions:
+            self.log("rotating riding groups, refined torsion parameters (°): " + ", ".join(torsions))
 
 
 def _unit_scale(model: WorkingModel) -> WorkingModel:
