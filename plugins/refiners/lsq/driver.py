@@ -27,7 +27,7 @@ from refractor_core.errors import RefinementError
 from . import restraints
 from .least_squares import IntensityCalculator, covariance, normal_equations, objective, solve_damped
 from .model import WorkingModel
-from .parameters import Parameterisation
+from .parameters import Parameterisation, free_origin_directions, origin_weight
 from .weighting import weights_for
 
 MAX_ATTEMPTS = 8
@@ -304,15 +304,11 @@ class Driver:
 def _restore_origin(before: WorkingModel, after: WorkingModel) -> WorkingModel:
     """`after` moved along the polar directions (if any) so that its scattering-weighted
     centroid is where `before`'s was (a copy; riding H are re-placed by the caller)."""
-    from refractor_core.crystal.formula import atomic_number
-
-    from .parameters import free_origin_directions
-
     dirs = free_origin_directions(after.symmetry)
     own = np.nonzero(after.riding < 0)[0]
     if not dirs.shape[1] or not len(own) or after.n != before.n:
         return after
-    weight = np.array([atomic_number(after.elements[i]) * after.occupancy[i] / max(after.order[i], 1) for i in own])
+    weight = np.array([origin_weight(after, i) for i in own])
     moved = (weight[:, None] * (after.xyz[own] - before.xyz[own])).sum(axis=0) / max(weight.sum(), 1e-12)
     out = after.copy()
     out.xyz[own] -= dirs @ (dirs.T @ moved)

@@ -462,15 +462,13 @@ class Parameterisation:
         directions = free_origin_directions(self.model.symmetry)
         if not directions.shape[1]:
             return []
-        from refractor_core.crystal.formula import atomic_number
-
         m = self.model
         positions = [seg for seg in self.segments() if seg.kind == "xyz"]
         rows = []
         for d in directions.T:
             a = np.zeros(self.n)
             for seg in positions:
-                w = sum(atomic_number(m.elements[a_]) * m.occupancy[a_] / max(m.order[a_], 1) for a_ in seg.atoms)
+                w = sum(origin_weight(m, a_) for a_ in seg.atoms)
                 a[seg.columns] = w * (seg.basis.T @ d)
             if np.any(a):
                 rows.append(a)
@@ -651,6 +649,14 @@ def share_site_values(model: WorkingModel, groups: list[SiteGroup]) -> None:
             model.u_iso[a] = model.u_iso[lead]
             model.u_star[a] = model.u_star[lead]
             model.aniso[a] = model.aniso[lead]
+
+
+def origin_weight(model: WorkingModel, i: int) -> float:
+    """Atom i's weight in the floating-origin centroid: its scattering power per
+    asymmetric unit (atomic number × occupancy / site-symmetry order)."""
+    from refractor_core.crystal.formula import atomic_number
+
+    return atomic_number(model.elements[i]) * float(model.occupancy[i]) / max(int(model.order[i]), 1)
 
 
 def free_origin_directions(symmetry) -> np.ndarray:
