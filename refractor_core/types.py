@@ -258,6 +258,9 @@ class RefinementInstructions(_Model):
     #: BIND: pairs of atom labels, or of PART numbers ("1", "2"), bonded across disorder
     #: components (atoms of different PARTs are otherwise never bonded)
     bind: list[tuple[str, str]] = Field(default_factory=list)
+    #: free variables named by SUMP (linear restraints on free variables, not honoured):
+    #: the refiner does not refine these on their own
+    sump_variables: list[int] = Field(default_factory=list)
 
 
 class ReflectionData(_Model):
@@ -339,6 +342,10 @@ class Site(_Model):
     part: int = 0
     site_symmetry_order: int | None = None  # from CIF; None = detect with a tolerance
     afix: int = 0
+    #: SHELXL free variable the site occupation factor refers to, as (k, p) from its code
+    #: 10k + p (k >= 2): sof = p·fv_k for p > 0, p·(fv_k - 1) for p < 0 (the partner
+    #: component); the refiner refines fv_k as SHELXL does. None: a fixed occupancy.
+    occupancy_variable: tuple[int, float] | None = None
     xyz_su: Vec3 | None = None
     occupancy_su: float | None = None
     u_iso_su: float | None = None

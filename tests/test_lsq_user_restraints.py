@@ -343,3 +343,65 @@ def test_hydrides_are_kept_with_their_restraints():
     # SHELXL's count: 3 + 3 pairwise equations for the two three-distance SADI, 1 + 1 for the others
     assert any(line.startswith("the model's own restraints: 8 equal-distance") for line in r.log)
     assert r.r1 < 0.023
+
+
+FREE_VARIABLES = """TITL fv
+CELL 0.71073 10 10 10 90 90 90
+LATT 1
+SFAC C O
+UNIT 4 4
+FVAR 1.0 0.6
+C1 1 0.1 0.1 0.1 11.0 0.03
+PART 1
+O1 2 0.2 0.1 0.1 21.0 0.03
+PART 2
+O2 2 0.2 0.2 0.1 -21.0 0.03
+O3 2 0.2 0.3 0.1 -20.5 0.03
+PART 0
+HKLF 4
+END
+"""
+
+
+def test_free_variable_codes_are_read():
+    """Occupancies coded 10k + p on a free variable k >= 2 keep their link to it (SHELXL
+    refines fv_k); fixed ones (11.0) have none."""
+    sites = {s.label: s for s in parse_ins(FREE_VARIABLES, "fv.res").structure().sites}
+    assert sites["C1"].occupancy_variable is None and sites["C1"].occupancy == pytest.approx(1.0)
+    assert sites["O1"].occupancy_variable == (2, pytest.approx(1.0)) and sites["O1"].occupancy == pytest.approx(0.6)
+    assert sites["O2"].occupancy_variable == (2, pytest.approx(-1.0)) and sites["O2"].occupancy == pytest.approx(0.4)
+    assert sites["O3"].occupancy_variable == (2, pytest.approx(-0.5)) and sites["O3"].occupancy == pytest.approx(0.2)
+    model = WorkingModel.from_structure(parse_ins(FREE_VARIABLES, "fv.res").structure())
+    assert sorted(model.free_variables[2]) == [("O1", 1.0), ("O2", -1.0), ("O3", -0.5)]
+    params = Parameterisation.build(model, refine_free_variables=True)
+    occ = [i for i in params.info if i.kind == "occ"]
+    assert len(occ) == 1  # one parameter moves the three occupancies
+    step = np.zeros(params.n)
+    step[params.info.index(occ[0])] = 0.1
+    moved = params.apply(step)
+    assert [moved.occupancy[moved.label_index()[k]] for k in ("O1", "O2", "O3")] == pytest.approx([0.7, 0.3, 0.15])
+
+
+def test_free_variable_occupancy_is_refined_as_in_shelxl(perchlorate, tmp_path):
+    """On measured data: the perchlorate's disorder is coded 21/-21 (and 20.5/-20.5 on the
+    2-fold axis) on free variable 2, published at 0.773. Started at 0.5, the refinement
+    finds it again; with refine_occupancies=false it stays at 0.5."""
+    data, _ = perchlorate
+    case = get_case("fe_perchlorate_hydrate")
+    text = case.reference.read_text()
+    assert "FVAR       0.31437   0.77327" in text
+    start = tmp_path / "half.res"
+    start.write_text(text.replace("FVAR       0.31437   0.77327", "FVAR       0.31437   0.50000"))
+    bundle = load_bundle(start)
+    occ = {s.label: s.occupancy for s in bundle.structure.sites}
+    assert occ["CL1"] == pytest.approx(0.5) and occ["O2'"] == pytest.approx(0.5)
+    refined = _refine(data, bundle.structure, bundle.instructions)
+    sites = {s.label: s for s in refined.structure.sites}
+    cl1 = sites["CL1"]
+    assert abs(cl1.occupancy - 0.773) < max(3 * cl1.occupancy_su, 0.02)
+    assert sites["CL1'"].occupancy == pytest.approx(1.0 - cl1.occupancy, abs=1e-6)
+    assert sites["O2"].occupancy == pytest.approx(cl1.occupancy, abs=1e-6)
+    assert any(line.startswith("free variables of occupancy (SHELXL FVAR): 2 0.7") for line in refined.log)
+    held = _refine(data, bundle.structure, bundle.instructions, refine_occupancies=False)
+    assert {s.label: s.occupancy for s in held.structure.sites}["CL1"] == pytest.approx(0.5)
+    assert held.r1 > refined.r1 + 0.002

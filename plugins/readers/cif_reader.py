@@ -463,8 +463,10 @@ def _aniso_table(block, path) -> dict[str, tuple[tuple, tuple | None]]:
     return out
 
 
-def structure_from_block(block, path, info: dict, riding: dict | None = None) -> Structure | None:
-    """The model of a block's atom-site loops (None without atoms)."""
+def structure_from_block(block, path, info: dict, riding: dict | None = None,
+                         free_variables: dict | None = None) -> Structure | None:
+    """The model of a block's atom-site loops (None without atoms); `riding` and
+    `free_variables` (by upper-case label) come from an embedded .res."""
     from gemmi import cif
 
     table = None
@@ -558,6 +560,7 @@ def structure_from_block(block, path, info: dict, riding: dict | None = None) ->
                     part=part,
                     site_symmetry_order=order,
                     afix=afix or 0,
+                    occupancy_variable=(free_variables or {}).get(label.upper()),
                     xyz_su=tuple(s or 0.0 for s in xyz_su) if has_xyz_su else None,
                     occupancy_su=occ_su,
                     u_iso_su=u_iso_su,
@@ -720,17 +723,19 @@ def read_cif_bundle(
             refl = found[0].model_copy(update={"source": str(path)})
             notes.extend(refl.notes)
 
-    riding = None
+    riding = free_variables = None
     if ins is not None and ins.atoms:
-        riding = {}
+        riding, free_variables = {}, {}
         for a in ins.atoms:
             if a.afix != 0 or (len(a.u) == 1 and -5.0 <= a.u[0] <= -0.5):
                 riding[a.label.upper()] = (a.afix, a.pivot if a.afix else a.u_parent)
+            if (fv := ins.free_variable(a.sof)) is not None:
+                free_variables[a.label.upper()] = fv
     model_block = b
     if want == "reflections" and not has_atom_sites(b) and block is None:
         model_block = cif_file.block(None, "model")
     model_info = info if model_block is b else crystal_info(model_block, path)
-    structure = structure_from_block(model_block, path, model_info, riding)
+    structure = structure_from_block(model_block, path, model_info, riding, free_variables)
     cell = info["cell"]
     if cell is None and model_block is not b:
         cell = model_info["cell"]

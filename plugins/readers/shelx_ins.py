@@ -230,6 +230,15 @@ class InsFile:
         fv = self.fvar[k - 1]
         return p * fv if m > 0 else p * (fv - 1.0)
 
+    @staticmethod
+    def free_variable(coded: float) -> tuple[int, float] | None:
+        """(k, p) of a number coded 10k + p with free variable k >= 2 (None otherwise):
+        the number is p·fv_k for k > 0 and p·(fv_k - 1) for a negative code."""
+        if abs(coded) < 15.0:
+            return None
+        m = int(round(coded / 10.0))
+        return abs(m), coded - 10.0 * m
+
     def structure(self, name: str | None = None) -> Structure | None:
         """The model (None when there are no atoms)."""
         if not self.atoms:
@@ -315,6 +324,7 @@ class InsFile:
                         part=atom.part,
                         site_symmetry_order=int(order),
                         afix=atom.afix,
+                        occupancy_variable=self.free_variable(atom.sof),
                     )
                 )
             except ValidationError as exc:
@@ -380,7 +390,7 @@ def _is_number(token: str) -> bool:
 def parse_ins(text: str, path: Path | str | None = None, *, first_line: int = 1) -> InsFile:
     """Parse SHELX .ins/.res text into an `InsFile` (InputError naming file and line)."""
     ins = InsFile(path=str(path) if path is not None else None)
-    instr: dict = {"omit_hkl": [], "basf": [], "fvar": [], "bind": []}
+    instr: dict = {"omit_hkl": [], "basf": [], "fvar": [], "bind": [], "sump_variables": []}
     part = 0
     part_sof: float | None = None
     afix = 0
@@ -522,6 +532,12 @@ def parse_ins(text: str, path: Path | str | None = None, *, first_line: int = 1)
             instr["merg"] = int(v[0]) if v else 2
         elif key == "ACTA":
             instr["acta"] = True
+        elif key == "SUMP":
+            # SUMP c σ c1 m1 c2 m2 ...: a linear restraint on free variables, not honoured
+            # as such; the variables it names are not refined on their own
+            v = nums(args, "SUMP", lineno)
+            instr["sump_variables"].extend(int(round(m)) for m in v[3::2])
+            not_honoured.add("SUMP")
         elif key == "BIND":
             if len(args) != 2:
                 raise InputError("BIND takes two atom names or two PART numbers", path=path, line=lineno)

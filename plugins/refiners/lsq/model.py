@@ -94,6 +94,10 @@ class WorkingModel:
     #: the user's BIND pairs (upper-case labels, or PART numbers as text): bonds across
     #: disorder components, which are otherwise never bonded
     bind: tuple[tuple[str, str], ...] = ()
+    #: the model's SHELXL free variables of occupancy: {k: [(label, c), ...]}, where atom
+    #: label's chemical occupancy changes by c per unit change of fv_k (c = p × site order
+    #: of its code 10k + p; negative for the partner component at 1 - fv_k)
+    free_variables: dict[int, list[tuple[str, float]]] = field(default_factory=dict)
 
     # -- construction ------------------------------------------------------------------
     @classmethod
@@ -122,6 +126,7 @@ class WorkingModel:
         part = np.zeros(n, dtype=np.int64)
         pos_b: list[np.ndarray] = []
         u_b: list[np.ndarray] = []
+        free_variables: dict[int, list[tuple[str, float]]] = {}
         for i, s in enumerate(structure.sites):
             labels.append(s.label)
             elements.append(normalize_element(s.element))
@@ -137,6 +142,9 @@ class WorkingModel:
             u_b.append(con.ustar_basis)
             occ[i] = s.occupancy
             part[i] = s.part
+            if s.occupancy_variable is not None:
+                k, p = s.occupancy_variable
+                free_variables.setdefault(int(k), []).append((s.label, float(p) * con.order))
             if s.u_aniso is not None:
                 us = u_cif_to_u_star(cell, np.asarray(s.u_aniso, dtype=np.float64))
                 b = con.ustar_basis
@@ -161,6 +169,7 @@ class WorkingModel:
             riding=np.full(n, -1, dtype=np.int64),
             u_ratio=np.zeros(n),
             afix=np.zeros(n, dtype=np.int64),
+            free_variables=free_variables,
         )
         model.update_u_eq()
         return model
@@ -418,6 +427,7 @@ class WorkingModel:
         cell = self.cell
         sites: list[Site] = []
         su = self.su if with_su else {}
+        coded = {label: (k, c) for k, members in self.free_variables.items() for label, c in members}
         for i in range(self.n):
             u_aniso = None
             if self.aniso[i]:
@@ -437,6 +447,8 @@ class WorkingModel:
                     part=int(self.part[i]),
                     site_symmetry_order=int(self.order[i]),
                     afix=int(self.afix[i]),
+                    occupancy_variable=None if self.labels[i] not in coded else
+                    (coded[self.labels[i]][0], coded[self.labels[i]][1] / max(int(self.order[i]), 1)),
                     xyz_su=None if xyz_su is None else tuple(float(v) for v in xyz_su),
                     occupancy_su=su.get("occupancy", {}).get(i),
                     u_iso_su=su.get("u_iso", {}).get(i),

@@ -114,14 +114,17 @@ class Parameterisation:
         fixed_atoms: set[int] | None = None,
         occupancy_only: bool = False,
         refine_disorder_occupancy: bool = False,
+        refine_free_variables: bool = False,
     ) -> "Parameterisation":
         """Group atoms into sites and enumerate the free parameters.
 
         `occupancy_only`: positions and ADPs fixed, one free occupancy per single-atom site
         (a measure of each site's scattering power, used to assign elements).
         `refine_disorder_occupancy`: one free variable per disorder assembly (see
-        `disorder_assemblies`). Rotating riding groups marked `refine_torsion` get their
-        torsion as a parameter (unless their parent is fixed).
+        `disorder_assemblies`). `refine_free_variables`: one parameter per SHELXL free
+        variable the model's occupancies refer to (`model.free_variables`); their atoms'
+        occupancies are refined through it only. Rotating riding groups marked
+        `refine_torsion` get their torsion as a parameter (unless their parent is fixed).
         """
         groups = cached_site_groups(model)
         fixed_atoms = fixed_atoms or set()
@@ -133,21 +136,25 @@ class Parameterisation:
             p = cls(model=model, groups=groups, refine_extinction=False, refine_twin=twin, occupancy_cap=20.0)
             p._enumerate()
             return p
+        free = free_variable_groups(model, fixed_atoms) if refine_free_variables else []
+        governed = {a for g in free for a in g.atoms}  # occupancies a free variable moves
         for g in groups:
             elements = {model.elements[i] for i in g.atoms}
-            if len(g.atoms) > 1 and len(elements) > 1 and refine_mixed_occupancy:
+            own_occupancy = not governed.intersection(g.atoms)
+            if len(g.atoms) > 1 and len(elements) > 1 and refine_mixed_occupancy and own_occupancy:
                 g.free_occupancy = True
                 g.occupancy_sum = float(sum(model.occupancy[i] for i in g.atoms))
-            elif len(g.atoms) == 1 and refine_partial_occupancy:
+            elif len(g.atoms) == 1 and refine_partial_occupancy and own_occupancy:
                 i = g.atoms[0]
                 if model.part[i] == 0 and model.occupancy[i] < 0.999:
                     g.single_occupancy = True
             if all(i in fixed_atoms for i in g.atoms):
                 g.refine_xyz = g.refine_adp = False
                 g.free_occupancy = g.single_occupancy = False
+        groups.extend(free)
         if refine_disorder_occupancy:
             for first, second in disorder_assemblies(model):
-                if any(i in fixed_atoms for i in first + second):
+                if any(i in fixed_atoms or i in governed for i in first + second):
                     continue
                 groups.append(SiteGroup(atoms=first + second, refine_xyz=False, refine_adp=False,
                                         occupancy_signs=[1.0] * len(first) + [-1.0] * len(second)))
@@ -518,10 +525,44 @@ def _rider_share(m: WorkingModel, h: int, parent: int) -> float:
     return float(m.occupancy[h] / m.occupancy[parent]) if m.occupancy[parent] > 0 else 1.0
 
 
+def free_variable_value(m: WorkingModel, g: SiteGroup) -> float:
+    """The value of a free variable from its lead atom's occupancy: occupancy c·p, or
+    c·(p - 1) for a negative coefficient c (the partner component)."""
+    lead, c = g.atoms[0], (g.occupancy_signs or [1.0])[0]
+    occ = float(m.occupancy[lead])
+    return occ / c if c > 0 else 1.0 + occ / c
+
+
+def free_variable_number(model: WorkingModel, g: SiteGroup) -> int | None:
+    """The SHELXL number of the free variable a site group refines (None: not one of
+    `model.free_variables`, e.g. a disorder assembly split by the refiner)."""
+    lead = model.labels[g.atoms[0]].upper()
+    for k, members in model.free_variables.items():
+        if any(label.upper() == lead for label, _ in members):
+            return k
+    return None
+
+
+def free_variable_groups(model: WorkingModel, fixed_atoms: set[int] | None = None) -> list[SiteGroup]:
+    """One occupancy-only site group per SHELXL free variable of `model.free_variables`
+    with an atom present, not riding (riding H follow their parents) and not fixed."""
+    index = model.label_index()
+    fixed_atoms = fixed_atoms or set()
+    out = []
+    for k in sorted(model.free_variables):
+        members = [(index[label.upper()], c) for label, c in model.free_variables[k] if label.upper() in index]
+        members = [(a, c) for a, c in members if model.riding[a] < 0 and c != 0.0]
+        if not members or any(a in fixed_atoms for a, _ in members):
+            continue
+        out.append(SiteGroup(atoms=[a for a, _ in members], refine_xyz=False, refine_adp=False,
+                             occupancy_signs=[c for _, c in members]))
+    return out
+
+
 def _shift_free_variable(m: WorkingModel, g: SiteGroup, delta: float) -> None:
-    """Move a disorder assembly's free variable p by delta (p kept within [0.01, 0.99])."""
-    lead = g.atoms[0]
-    p = float(m.occupancy[lead])
+    """Move a free variable p by delta (p kept within [0.01, 0.99]); each atom's occupancy
+    moves by its coefficient times the step."""
+    p = free_variable_value(m, g)
     delta = float(np.clip(p + delta, 0.01, 0.99)) - p
     riders = m.riders()
     for a, sign in zip(g.atoms, g.occupancy_signs or []):

@@ -40,7 +40,8 @@ from .absolute import inverted_structure, wrong_hand
 from .driver import Driver, Observed, Settings
 from .least_squares import IntensityCalculator
 from .model import WorkingModel, is_hydrogen
-from .parameters import Parameterisation, share_site_values, site_groups, ueq_gradient
+from .parameters import (Parameterisation, free_variable_number, free_variable_value, share_site_values, site_groups,
+                         ueq_gradient)
 from .weighting import optimise_weights
 
 _log = logging.getLogger("refractor.lsq")
@@ -279,6 +280,16 @@ class Refinement:
             self.log(f"EADP/EXYZ: {len(model.user_sites)} sets of atoms share one ADP (and, for EXYZ, one position)")
         groups = site_groups(model)
         share_site_values(model, groups)
+        summed = sorted(set(self.instr.sump_variables).intersection(model.free_variables)) if self.instr else []
+        if summed:
+            for k in summed:
+                del model.free_variables[k]
+            self.log(f"free variables {', '.join(map(str, summed))} are named by SUMP, which is not honoured: their "
+                     "occupancies are not refined on their own (a mixed site keeps its sum)")
+        if model.free_variables:
+            what = "refined" if cfg.refine_occupancies in (True, "auto") else "held (refine_occupancies=false)"
+            self.log(f"occupancies on SHELXL free variables {what}: " + ", ".join(
+                f"FVAR {k} ({len(v)} atoms)" for k, v in sorted(model.free_variables.items())))
 
         # chunks sized so that raw derivative blocks stay near 40 MB
         n_raw = max(model.n * 2, 20) * 10
@@ -583,6 +594,7 @@ class Refinement:
             refine_partial_occupancy=self.refine_occ_partial,
             fixed_atoms=self.fixed,
             refine_disorder_occupancy=self.refine_occ_disorder,
+            refine_free_variables=self.refine_occ_mixed,
         )
 
     def _after_shift(self, model: WorkingModel) -> None:
@@ -884,6 +896,7 @@ class Refinement:
         grad_ueq = ueq_gradient(cell)  # U_eq is linear in U*
         su: dict[str, dict[int, Any]] = {"xyz": {}, "u_iso": {}, "u_aniso": {}, "occupancy": {}}
         torsions: list[str] = []
+        variables: list[str] = []
         for seg in params.segments():
             cols, b = seg.columns, seg.basis
             if seg.kind == "xyz":
@@ -906,9 +919,14 @@ class Refinement:
                     su["occupancy"][a] = float(np.sqrt(max(cov[c, c], 0.0)))
                 total = cov[np.ix_(cols, cols)].sum()
                 su["occupancy"][seg.atoms[-1]] = float(np.sqrt(max(total, 0.0)))
-            elif seg.kind == "occ_free":  # p and 1 - p share one su
-                for a in seg.atoms:
-                    su["occupancy"][a] = float(np.sqrt(max(cov[cols[0], cols[0]], 0.0)))
+            elif seg.kind == "occ_free":  # p and 1 - p share one su (times each coefficient)
+                g = params.groups[seg.group]
+                s = float(np.sqrt(max(cov[cols[0], cols[0]], 0.0)))
+                for a, c in zip(seg.atoms, g.occupancy_signs or []):
+                    su["occupancy"][a] = abs(c) * s
+                k = free_variable_number(model, g)
+                if k is not None:
+                    variables.append(f"{k} {with_su(free_variable_value(model, g), s)}")
             elif seg.kind == "torsion":  # logged (riding H carry no su of their own, as in SHELXL)
                 g = model.h_groups[params.groups[seg.group].torsion_group]
                 tau = float((g.torsion + 180.0) % 360.0 - 180.0)
@@ -916,6 +934,8 @@ class Refinement:
             else:
                 su["occupancy"][seg.atoms[0]] = float(np.sqrt(max(cov[cols[0], cols[0]], 0.0)))
         model.su = su
+        if variables:
+            self.log("free variables of occupancy (SHELXL FVAR): " + ", ".join(variables))
         if torsions:
             self.log("rotating riding groups, refined torsion parameters (°): " + ", ".join(torsions))
 
