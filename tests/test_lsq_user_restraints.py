@@ -402,6 +402,14 @@ def test_free_variable_occupancy_is_refined_as_in_shelxl(perchlorate, tmp_path):
     assert sites["CL1'"].occupancy == pytest.approx(1.0 - cl1.occupancy, abs=1e-6)
     assert sites["O2"].occupancy == pytest.approx(cl1.occupancy, abs=1e-6)
     assert any(line.startswith("free variables of occupancy (SHELXL FVAR): 2 0.7") for line in refined.log)
+    # the written .res keeps the codes, with the refined value on FVAR 2
+    from refractor_core.io.res_writer import structure_res
+
+    text = structure_res(refined.structure, refined=refined, instructions=bundle.instructions)
+    fvar = next(line for line in text.splitlines() if line.startswith("FVAR")).split()
+    assert float(fvar[2]) == pytest.approx(cl1.occupancy, abs=1e-4)
+    atoms = {line.split()[0]: line.split()[5] for line in text.splitlines() if line[:4] in ("CL1 ", "CL1'", "O2  ", "O2' ")}
+    assert atoms == {"CL1": "20.50000", "CL1'": "-20.50000", "O2": "21.00000", "O2'": "-21.00000"}
     held = _refine(data, bundle.structure, bundle.instructions, refine_occupancies=False)
     assert {s.label: s.occupancy for s in held.structure.sites}["CL1"] == pytest.approx(0.5)
     assert held.r1 > refined.r1 + 0.002

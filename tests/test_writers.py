@@ -37,7 +37,10 @@ def _assert_same_sites(a: Structure, b: Structure, what: str) -> None:
     for x, y in zip(a.sites, b.sites):
         assert y.element == x.element, (what, x.label)
         assert np.allclose(x.xyz, y.xyz, atol=XYZ_TOL), (what, x.label, x.xyz, y.xyz)
-        assert y.occupancy == pytest.approx(x.occupancy, abs=OCC_TOL), (what, x.label)
+        # occupancies on one free variable are written as that variable's one value: a CIF's
+        # occupancies rounded to their su (0.852(4), 0.2838) agree with it only to ~1e-3
+        tol = OCC_TOL if x.occupancy_variable is None else 1e-3
+        assert y.occupancy == pytest.approx(x.occupancy, abs=tol), (what, x.label)
         if x.u_aniso is not None:
             assert y.u_aniso is not None and np.allclose(x.u_aniso, y.u_aniso, atol=U_TOL), (what, x.label)
         else:
@@ -129,6 +132,10 @@ def test_res_round_trip(case, tmp_path):
     reordered = back.model_copy(update={"sites": [by_label[lab.upper()] for lab in labels]})
     _assert_same_sites(model, reordered, "refractor .res")
     assert back.space_group.hall == model.space_group.hall
+    for x, y in zip(model.sites, reordered.sites):  # SHELXL free-variable codes kept (21.0, -20.5 ...)
+        if x.occupancy_variable is not None:
+            assert y.occupancy_variable is not None and y.occupancy_variable[0] == x.occupancy_variable[0], x.label
+            assert y.occupancy_variable[1] == pytest.approx(x.occupancy_variable[1], abs=1e-5)
     for x, y in zip(model.sites, reordered.sites):
         if x.calc and x.riding_on:  # riding H stay riding on the same parent
             assert y.riding_on is not None and y.riding_on.upper() == labels[[s.label for s in model.sites].index(x.riding_on)].upper()
@@ -144,7 +151,7 @@ def test_res_round_trip(case, tmp_path):
         a = atoms[lab.upper()]
         assert a.element.capitalize() == x.element.capitalize() or x.element == "D"
         assert np.allclose(a.frac_coords, x.xyz, atol=XYZ_TOL)
-        assert a.occupancy * order == pytest.approx(x.occupancy, abs=OCC_TOL)
+        assert a.occupancy * order == pytest.approx(x.occupancy, abs=OCC_TOL if x.occupancy_variable is None else 1e-3)
         if x.u_aniso is not None:
             u11, u22, u33, u23, u13, u12 = a.uvals
             assert np.allclose(x.u_aniso, [u11, u22, u33, u12, u13, u23], atol=U_TOL)

@@ -36,8 +36,10 @@ class LsqConfig(ComponentConfig):
     refine_occupancies: bool | Auto = Field(
         "auto",
         description="Refine occupancies: 'auto' refines the fractions of mixed sites (two "
-        "elements sharing one position, their sum kept); True also frees isolated "
-        "partially occupied atoms; False keeps every occupancy as given.",
+        "elements sharing one position, their sum kept) and the SHELXL free variables a "
+        "model's occupancies are coded on (21.0/-21.0: one parameter each, as SHELXL refines "
+        "them; not those a SUMP names); True also frees isolated partially occupied atoms; "
+        "False keeps every occupancy as given.",
     )
     extinction: bool | Auto = Field(
         "auto",

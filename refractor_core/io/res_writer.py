@@ -236,12 +236,16 @@ def structure_res(
         if instr is not None and instr.wght:
             lines.append("WGHT " + " ".join(f"{w:.6f}" for w in instr.wght))
         osf = instr.fvar[0] if instr is not None and instr.fvar else 1.0
-    free_variable, fvar = _disorder_free_variables(structure.sites)
+    orders = _site_orders(structure)
+    coded = _coded_free_variables(structure.sites, orders, instr.fvar if instr is not None else [])
+    if coded is not None:  # the model's own free variables, kept as it codes them
+        free_variable, fvar = {}, coded
+    else:
+        free_variable, fvar = _disorder_free_variables(structure.sites)
     lines.append("FVAR " + " ".join(f"{v:.5f}" for v in (osf, *fvar)))
 
     labels = _unique_labels(structure.sites)
     label_of = {s.label: lab for s, lab in zip(structure.sites, labels)}
-    orders = _site_orders(structure)
     sfac_index = {e: i + 1 for i, e in enumerate(sfac)}
     order = _riding_order(structure.sites)
     part = 0
@@ -271,7 +275,10 @@ def structure_res(
             afix = code
         sof = site.occupancy / max(int(orders[i]), 1)
         sof_text = f"{10.0 + sof:.6f}" if sof >= 0 else f"{-10.0 + sof:.6f}"
-        if site.part in free_variable:
+        if coded is not None and site.occupancy_variable is not None:
+            number, p = site.occupancy_variable
+            sof_text = f"{math.copysign(10.0 * number + abs(p), p):.5f}"
+        elif site.part in free_variable:
             number, sign = free_variable[site.part]
             sof_text = f"{sign * (10.0 * number + 1.0 / max(int(orders[i]), 1)):.5f}"
         head = f"{label_of[site.label]:<5} {sfac_index[site.element]:<3} " + " ".join(
@@ -315,6 +322,24 @@ def structure_res(
 
 #: occupancies of one disorder component closer than this count as one free variable's value
 _OCCUPANCY_TOLERANCE = 5e-4
+
+
+def _coded_free_variables(sites: list[Site], orders, given: list[float]) -> list[float] | None:
+    """Values of free variables 2.. of the sites coded on them (`Site.occupancy_variable`),
+    from their occupancies: sof = p·fv for p > 0, p·(fv - 1) for p < 0. Variables no site
+    refers to keep their `given` FVAR value (0.5 without one). None: no site is coded."""
+    implied: dict[int, list[float]] = {}
+    for site, order in zip(sites, orders):
+        if site.occupancy_variable is None or site.occupancy_variable[1] == 0:
+            continue
+        k, p = site.occupancy_variable
+        sof = site.occupancy / max(int(order), 1)
+        implied.setdefault(int(k), []).append(sof / p if p > 0 else 1.0 + sof / p)
+    if not implied:
+        return None
+    # (the mean: occupancies read from a CIF are rounded, each to its own su)
+    values = {k: float(np.mean(v)) for k, v in implied.items()}
+    return [values.get(k, given[k - 1] if k - 1 < len(given) else 0.5) for k in range(2, max(values) + 1)]
 
 
 def _disorder_free_variables(sites: list[Site]) -> tuple[dict[int, tuple[int, int]], list[float]]:

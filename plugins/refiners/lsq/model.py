@@ -428,6 +428,11 @@ class WorkingModel:
         sites: list[Site] = []
         su = self.su if with_su else {}
         coded = {label: (k, c) for k, members in self.free_variables.items() for label, c in members}
+        for h in np.nonzero(self.riding >= 0)[0]:  # riding H placed here share their parent's code
+            parent = self.labels[self.riding[h]]
+            if self.labels[h] not in coded and parent in coded and abs(self.occupancy[h] - self.occupancy[self.riding[h]]) < 1e-9:
+                k, c = coded[parent]
+                coded[self.labels[h]] = (k, c / max(int(self.order[self.riding[h]]), 1) * max(int(self.order[h]), 1))
         for i in range(self.n):
             u_aniso = None
             if self.aniso[i]:
