@@ -13,6 +13,7 @@ import pytest
 
 from refractor_core.crystal.cell import orthogonalization_matrix
 from refractor_core.crystal.observations import prepare_observations
+from refractor_core.crystal.rfactors import scale_factor
 from refractor_core.dataio import load_bundle, load_reflections
 from refractor_core.errors import RefinementError
 from refractor_core.testing.real_cases import get_case
@@ -135,6 +136,53 @@ def test_rotating_group_torsion_derivative_matches_finite_differences():
     fixed = hyd.place_hydrogens(WorkingModel.from_structure(published.model_copy(update={
         "sites": [s for s in published.sites if s.element != "H"]})), forced=forced, refine_torsions=False).model
     assert not any(p.kind == "torsion" for p in Parameterisation.build(fixed).info)
+
+
+def test_newton_torsion_step_lands_on_the_minimum_of_the_sum_of_squares():
+    """hydroxyquinolinium's O5-H turned 40° off: one exact 1-D Newton pass lowers the sum of
+    squares, and two more end within 1° of the minimum of a 0.5° scan of it; the partial
+    structure factors it swaps give the same F as a full recomputation."""
+    from refractor_plugins.refiners.lsq import hydrogens as hyd
+    from refractor_plugins.refiners.lsq.torsions import newton_torsions
+
+    _, data, published, instr = _load("hydroxyquinolinium_hmaleate")
+    model = WorkingModel.from_structure(published)
+    model.remove_atoms(model.hydrogen)
+    index = model.label_index()
+    forced = {index[label]: code for label, code in instr.hfix.items() if label in index}
+    model = hyd.place_hydrogens(model, forced=forced).model
+    obs = prepare_observations(data, model.symmetry)
+    calc = IntensityCalculator(obs.hkl, model.cell, model.symmetry, data.wavelength, model.twin_ops)
+    fo2 = obs.fo2
+    model.scale = scale_factor(fo2, calc.model_intensities(model)[1], 1.0 / obs.sigma**2)
+    w = 1.0 / obs.sigma**2
+    (group,) = [g for g in model.h_groups if g.refine_torsion]
+
+    def sum_of_squares(tau, f_rest=None):
+        m = model.copy()
+        m.h_groups[model.h_groups.index(group)].torsion = tau
+        hyd.update_riding(m)
+        if f_rest is None:  # a full recomputation
+            return float(np.sum(w * (fo2 - calc.model_intensities(m)[0]) ** 2))
+        f = f_rest + calc.partial_structure_factors(m, np.array(group.atoms))
+        return float(np.sum(w * (fo2 - calc.model_intensities(m, f.real**2 + f.imag**2)[0]) ** 2))
+
+    f_rest = calc.structure_factors(model) - calc.partial_structure_factors(model, np.array(group.atoms))
+    grid = np.arange(-180.0, 180.0, 0.5)
+    best = float(grid[np.argmin([sum_of_squares(t, f_rest) for t in grid])])
+    assert sum_of_squares(best, f_rest) == pytest.approx(sum_of_squares(best), rel=1e-9)
+    group.torsion = best + 40.0
+    hyd.update_riding(model)
+    before = sum_of_squares(group.torsion)
+    assert newton_torsions(calc, model, fo2, w) == 1
+    assert sum_of_squares(group.torsion) < before
+    for _ in range(2):
+        newton_torsions(calc, model, fo2, w)
+    assert abs((group.torsion - best + 180.0) % 360.0 - 180.0) < 1.0
+    f = calc.structure_factors(model)
+    h = np.nonzero(model.hydrogen)[0]
+    rest = np.setdiff1d(np.arange(model.n), h)
+    assert np.allclose(calc.partial_structure_factors(model, h) + calc.partial_structure_factors(model, rest), f)
 
 
 def test_refined_torsion_finds_the_published_hydroxyl_h():

@@ -135,3 +135,8 @@ class LsqConfig(ComponentConfig):
         True, description="Refine CH3/NH3/OH torsions by least squares (SHELXL AFIX 137/147); "
         "else they stay where the difference density puts them.",
     )
+    newton_torsions: bool = Field(
+        True, description="After each cycle, move each refined torsion by an exact 1-D Newton "
+        "step on the sum of squares (only the group's H atoms are recomputed); the Gauss-Newton "
+        "steps alone converge slowly on them.",
+    )

@@ -290,14 +290,19 @@ def update_riding(model: WorkingModel) -> None:
     """Re-place every riding H from its parent's (and neighbours') current positions."""
     f_m = fractionalization_matrix(model.cell)
     for g in model.h_groups:
-        if g.kind == "fixed":
-            for a in g.atoms:
-                model.xyz[a] = model.xyz[g.parent] + g.offset @ f_m.T
-            continue
-        pos = group_positions(model, g)
-        for slot, atom in zip(g.slots, g.atoms):
-            model.xyz[atom] = pos[slot] @ f_m.T
+        place_group(model, g, f_m)
     model.update_u_eq()
+
+
+def place_group(model: WorkingModel, g: HGroup, f_m: np.ndarray) -> None:
+    """Re-place one group's H atoms (`f_m`: the cell's fractionalization matrix)."""
+    if g.kind == "fixed":
+        for a in g.atoms:
+            model.xyz[a] = model.xyz[g.parent] + g.offset @ f_m.T
+        return
+    pos = group_positions(model, g)
+    for slot, atom in zip(g.slots, g.atoms):
+        model.xyz[atom] = pos[slot] @ f_m.T
 
 
 # --------------------------------------------------------------------------------------

@@ -123,7 +123,15 @@ class IntensityCalculator:
         if hit is not None:
             self._cache.move_to_end(key)
             return hit
-        atoms = model.atom_tensors(device=self.device)
+        out = self.partial_structure_factors(model, None)
+        out.setflags(write=False)
+        self._remember(key, out)
+        return out
+
+    def partial_structure_factors(self, model: WorkingModel, atoms_index: np.ndarray | None) -> np.ndarray:
+        """Complex F (C, N) of some of the model's atoms (all for None; not cached): the
+        structure factors are sums over atoms, so a few atoms' part can be swapped."""
+        atoms = model.atom_tensors(atoms_index, device=self.device)
         out = np.zeros((self.n_components, self.n), dtype=np.complex128)
         with torch.no_grad():
             for ch in self.chunks:
@@ -134,8 +142,6 @@ class IntensityCalculator:
                     tmp = np.zeros(ch.sl.stop - ch.sl.start, dtype=np.complex128)
                     tmp[comp.ok] = f
                     out[c, ch.sl] = tmp
-        out.setflags(write=False)
-        self._remember(key, out)
         return out
 
     def fc2_components(self, model: WorkingModel) -> np.ndarray:

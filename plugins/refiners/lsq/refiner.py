@@ -42,6 +42,7 @@ from .least_squares import IntensityCalculator
 from .model import WorkingModel, is_hydrogen
 from .parameters import (Parameterisation, free_variable_number, free_variable_value, share_site_values, site_groups,
                          ueq_gradient)
+from .torsions import newton_torsions
 from .weighting import optimise_weights
 
 _log = logging.getLogger("refractor.lsq")
@@ -608,7 +609,10 @@ class Refinement:
         """Atoms whose anisotropic U still sits at the positivity limit when the refinement
         has settled are made isotropic (as a crystallographer would); True when the model
         changed. On the way there an ADP may touch the limit and recover, as the positions
-        around it improve (SHELXL never switches by itself)."""
+        around it improve (SHELXL never switches by itself). First, every refined torsion
+        of a rotating riding group takes an exact 1-D Newton step (`torsions.py`)."""
+        if self.cfg.newton_torsions and any(g.refine_torsion for g in model.h_groups):
+            newton_torsions(self.calc, model, self.driver.obs.fo2, self.driver.weights(model))
         if not settled:
             return False
         bad = [i for i in model.non_positive_definite() if model.aniso[i]]
