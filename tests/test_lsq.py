@@ -103,9 +103,9 @@ def test_analytic_jacobian_matches_finite_differences(pr_sulfate):
         assert np.abs(num - jac[:, j]).max() / scale < 1e-4, params.describe(j)
 
 
-def test_rotating_group_torsion_derivative_matches_finite_differences():
-    """The torsion of a rotating OH (AFIX 147) is a parameter: dM/dτ through the constraint
-    matrix equals the numerical derivative of the re-placed riding H."""
+def _hydroxyquinolinium_with_riding_h():
+    """(data, published model, forced AFIX codes by parent, the model with its riding H
+    placed as the file's AFIX codes say, merged observations)."""
     from refractor_plugins.refiners.lsq import hydrogens as hyd
 
     _, data, published, instr = _load("hydroxyquinolinium_hmaleate")
@@ -114,7 +114,15 @@ def test_rotating_group_torsion_derivative_matches_finite_differences():
     index = model.label_index()
     forced = {index[label]: code for label, code in instr.hfix.items() if label in index}
     model = hyd.place_hydrogens(model, forced=forced).model
-    obs = prepare_observations(data, model.symmetry)
+    return data, published, forced, model, prepare_observations(data, model.symmetry)
+
+
+def test_rotating_group_torsion_derivative_matches_finite_differences():
+    """The torsion of a rotating OH (AFIX 147) is a parameter: dM/dτ through the constraint
+    matrix equals the numerical derivative of the re-placed riding H."""
+    from refractor_plugins.refiners.lsq import hydrogens as hyd
+
+    data, published, forced, model, obs = _hydroxyquinolinium_with_riding_h()
     calc = IntensityCalculator(obs.hkl[:200], model.cell, model.symmetry, data.wavelength, model.twin_ops)
     params = Parameterisation.build(model)
     torsions = [j for j, p in enumerate(params.info) if p.kind == "torsion"]
@@ -145,13 +153,7 @@ def test_newton_torsion_step_lands_on_the_minimum_of_the_sum_of_squares():
     from refractor_plugins.refiners.lsq import hydrogens as hyd
     from refractor_plugins.refiners.lsq.torsions import newton_torsions
 
-    _, data, published, instr = _load("hydroxyquinolinium_hmaleate")
-    model = WorkingModel.from_structure(published)
-    model.remove_atoms(model.hydrogen)
-    index = model.label_index()
-    forced = {index[label]: code for label, code in instr.hfix.items() if label in index}
-    model = hyd.place_hydrogens(model, forced=forced).model
-    obs = prepare_observations(data, model.symmetry)
+    data, _, _, model, obs = _hydroxyquinolinium_with_riding_h()
     calc = IntensityCalculator(obs.hkl, model.cell, model.symmetry, data.wavelength, model.twin_ops)
     fo2 = obs.fo2
     model.scale = scale_factor(fo2, calc.model_intensities(model)[1], 1.0 / obs.sigma**2)
