@@ -315,6 +315,7 @@ class Refinement:
             scheme=cfg.weighting, a=a, b=b, damping=cfg.damping, matrix="full",
             block_size=cfg.block_size, convergence=cfg.convergence,
         )
+        # mixed sites' fractions, and the model's own SHELXL free variables
         self.refine_occ_mixed = cfg.refine_occupancies in (True, "auto")
         self.refine_occ_partial = cfg.refine_occupancies is True
         # disorder assemblies' free occupancies: on request, or for the splits found here
