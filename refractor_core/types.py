@@ -212,8 +212,9 @@ class RestraintInstruction(_Model):
     SHELXL's meaning (SHELX names and numbers, defaults filled in).
 
     `kind` is the SHELXL keyword (DFIX, DANG, SADI, SAME, FLAT, CHIV, DELU, RIGU, SIMU,
-    ISOR, EADP, EXYZ); `values` its numbers (DFIX/DANG: d, s; SADI: s; SAME: s1, s2;
-    FLAT: s; CHIV: V, s; DELU/RIGU: s1, s2; SIMU: s, st, dmax; ISOR: s, st); `atoms` the
+    ISOR, SUMP, EADP, EXYZ); `values` its numbers (DFIX/DANG: d, s; SADI: s; SAME: s1, s2;
+    FLAT: s; CHIV: V, s; DELU/RIGU: s1, s2; SIMU: s, st, dmax; ISOR: s, st; SUMP: c, s,
+    then pairs of a factor and a free-variable number, no atoms); `atoms` the
     atoms it names, residues and ranges resolved; for SAME, `reference` holds the atoms
     the named ones correspond to, in order. `text` is the instruction as written (for the
     .res writer) and `line` where it was read.
@@ -258,9 +259,6 @@ class RefinementInstructions(_Model):
     #: BIND: pairs of atom labels, or of PART numbers ("1", "2"), bonded across disorder
     #: components (atoms of different PARTs are otherwise never bonded)
     bind: list[tuple[str, str]] = Field(default_factory=list)
-    #: free variables named by SUMP (linear restraints on free variables, not honoured):
-    #: the refiner does not refine these on their own
-    sump_variables: list[int] = Field(default_factory=list)
 
 
 class ReflectionData(_Model):

@@ -8,6 +8,7 @@ import pytest
 
 from refractor_core.crystal.cell import orthogonalization_matrix
 from refractor_core.dataio import load_bundle, load_reflections
+from refractor_core.errors import InputError
 from refractor_core.testing.real_cases import get_case
 from refractor_core.types import Candidate
 from refractor_plugins.readers.shelx_ins import parse_ins
@@ -380,6 +381,37 @@ def test_free_variable_codes_are_read():
     step[params.info.index(occ[0])] = 0.1
     moved = params.apply(step)
     assert [moved.occupancy[moved.label_index()[k]] for k in ("O1", "O2", "O3")] == pytest.approx([0.7, 0.3, 0.15])
+
+
+SUMP_MODEL = FREE_VARIABLES.replace("FVAR 1.0 0.6", "FVAR 1.0 0.6 0.3\nSUMP 1.0 0.002 1 2 1 3").replace(
+    "O3 2 0.2 0.3 0.1 -20.5 0.03", "O3 2 0.2 0.3 0.1 30.5 0.03")
+
+
+def test_sump_restrains_a_sum_of_free_variables():
+    """SUMP 1.0 0.002 1 2 1 3 becomes one restraint on the occupancies of the variables'
+    lead atoms (O1 = fv2, O3 = 0.5·fv3): its value is fv2 + fv3 - 1, its gradient w.r.t.
+    the two free-variable parameters equals central differences, and the .res writer
+    writes it back; a SUMP naming a variable no occupancy refers to is skipped."""
+    from refractor_core.io.res_writer import structure_res
+
+    ins = parse_ins(SUMP_MODEL, "sump.res")
+    (sump,) = [r for r in ins.instructions.restraints if r.kind == "SUMP"]
+    assert sump.values == [1.0, 0.002, 1.0, 2.0, 1.0, 3.0]
+    model = WorkingModel.from_structure(ins.structure())
+    built = user_restraints.build(model, ins.instructions)
+    (row,) = built.restraints
+    value, sigma = restraints.residuals(model, [row])
+    assert value[0] == pytest.approx(0.6 + 0.3 - 1.0) and sigma[0] == 0.002
+    params = Parameterisation.build(model, refine_free_variables=True)
+    cols = [j for j, p in enumerate(params.info) if p.kind == "occ"]
+    assert len(cols) == 2
+    _check_gradient(params, [row], cols)
+    text = structure_res(ins.structure(), instructions=ins.instructions)
+    assert "SUMP 1 0.002 1 2 1 3" in text
+    other = parse_ins(SUMP_MODEL.replace("1 2 1 3", "1 2 1 4"), "sump.res")
+    assert not user_restraints.build(WorkingModel.from_structure(other.structure()), other.instructions).restraints
+    with pytest.raises(InputError, match="SUMP"):
+        parse_ins(SUMP_MODEL.replace("1 2 1 3", "1 2 1"), "sump.res")
 
 
 def test_free_variable_occupancy_is_refined_as_in_shelxl(perchlorate, tmp_path):

@@ -5,8 +5,8 @@ the atom list (isotropic and anisotropic U, negative riding Uiso, free-variable 
 AFIX/HFIX, PART, RESI, FRAG/FEND blocks skipped), OMIT, SHEL, TWIN, BASF, EXTI, WGHT,
 MERG, ACTA, BIND and HKLF (with its scale and index matrix), and the restraints and ADP/position
 constraints the refiner honours (DFIX, DANG, SADI, SAME, FLAT, DELU, RIGU, SIMU, ISOR,
-EADP, EXYZ with EQIV; resolved in `shelx_restraints.py`; CHIV, BUMP, NCSY, SUMP, DEFS,
-FREE and CONN are noted as not honoured). Continuation lines (`=`), REM and
+EADP, EXYZ with EQIV; resolved in `shelx_restraints.py`; SUMP on free variables; CHIV,
+BUMP, NCSY, DEFS, FREE and CONN are noted as not honoured). Continuation lines (`=`), REM and
 comment lines (starting with a blank) are handled as SHELXL does; reading stops at HKLF or
 END, so Q peaks and the WGHT suggestion after END in a .res are ignored.
 
@@ -30,6 +30,7 @@ from refractor_core.errors import InputError
 from refractor_core.interfaces import BuildContext, ComponentConfig, DataBundle, HKLReader
 from refractor_core.types import (
     RefinementInstructions,
+    RestraintInstruction,
     Site,
     SpaceGroupRef,
     Structure,
@@ -60,7 +61,7 @@ KEYWORDS = frozenset(
 )
 
 #: restraint-like instructions the refiner does not honour (noted when present)
-NOT_HONOURED = frozenset({"CHIV", "BUMP", "NCSY", "SUMP", "DEFS", "FREE", "CONN"})
+NOT_HONOURED = frozenset({"CHIV", "BUMP", "NCSY", "DEFS", "FREE", "CONN"})
 
 #: LATT |N| -> centring vectors (besides 0,0,0)
 CENTRING = {
@@ -390,7 +391,8 @@ def _is_number(token: str) -> bool:
 def parse_ins(text: str, path: Path | str | None = None, *, first_line: int = 1) -> InsFile:
     """Parse SHELX .ins/.res text into an `InsFile` (InputError naming file and line)."""
     ins = InsFile(path=str(path) if path is not None else None)
-    instr: dict = {"omit_hkl": [], "basf": [], "fvar": [], "bind": [], "sump_variables": []}
+    instr: dict = {"omit_hkl": [], "basf": [], "fvar": [], "bind": []}
+    sump: list[RestraintInstruction] = []
     part = 0
     part_sof: float | None = None
     afix = 0
@@ -533,11 +535,12 @@ def parse_ins(text: str, path: Path | str | None = None, *, first_line: int = 1)
         elif key == "ACTA":
             instr["acta"] = True
         elif key == "SUMP":
-            # SUMP c σ c1 m1 c2 m2 ...: a linear restraint on free variables, not honoured
-            # as such; the variables it names are not refined on their own
+            # SUMP c σ c1 m1 c2 m2 ...: Σ ci·fv(mi) = c with esd σ
             v = nums(args, "SUMP", lineno)
-            instr["sump_variables"].extend(int(round(m)) for m in v[3::2])
-            not_honoured.add("SUMP")
+            if len(v) < 4 or len(v) % 2:
+                raise InputError("SUMP takes c, σ and pairs of a factor and a free variable number",
+                                 path=path, line=lineno)
+            sump.append(RestraintInstruction(kind="SUMP", values=v, text=line.strip(), line=lineno))
         elif key == "BIND":
             if len(args) != 2:
                 raise InputError("BIND takes two atom names or two PART numbers", path=path, line=lineno)
@@ -669,7 +672,7 @@ def parse_ins(text: str, path: Path | str | None = None, *, first_line: int = 1)
     instr["hfix"] = hydrogen_groups(ins)
     for label, code in restraint_reader.resolve_hfix(resolvable).items():
         instr["hfix"].setdefault(label, code)
-    instr["restraints"] = restraint_reader.resolve(resolvable)
+    instr["restraints"] = restraint_reader.resolve(resolvable) + sump
     ins.notes.extend(restraint_reader.notes)
     if not_honoured:
         ins.notes.append("instructions read but not honoured by the refiner: " + ", ".join(sorted(not_honoured)))

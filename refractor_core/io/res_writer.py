@@ -392,6 +392,9 @@ def _restraint_lines(
         return f"{written}_${code}"
 
     for r in instr.restraints:
+        if r.kind == "SUMP":  # on free variables, which keep their numbers: no atoms
+            body.extend(_wrapped(" ".join([r.kind, *(f"{v:g}" for v in r.values)])))
+            continue
         atoms = [name(a) for a in r.atoms]
         reference = [name(a) for a in r.reference]
         if any(a is None for a in atoms + reference) or not atoms:

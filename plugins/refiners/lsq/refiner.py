@@ -64,7 +64,8 @@ SMALL_PROBLEM = 20_000_000
 #: Candidate.generator of a model a user supplied (`refractor refine --model`): not generated
 USER_MODEL = "user-model"
 #: restraint kinds as the log names them
-RESTRAINT_NAMES = {"same": "equal-distance (SADI/SAME)", "distances": "target-distance (DFIX/DANG)"}
+RESTRAINT_NAMES = {"same": "equal-distance (SADI/SAME)", "distances": "target-distance (DFIX/DANG)",
+                   "sump": "free-variable sum (SUMP)"}
 
 
 def is_generated(candidate: Candidate) -> bool:
@@ -281,12 +282,13 @@ class Refinement:
             self.log(f"EADP/EXYZ: {len(model.user_sites)} sets of atoms share one ADP (and, for EXYZ, one position)")
         groups = site_groups(model)
         share_site_values(model, groups)
-        summed = sorted(set(self.instr.sump_variables).intersection(model.free_variables)) if self.instr else []
-        if summed:
-            for k in summed:
+        held = self._unsummable_free_variables(model)
+        if held:
+            for k in held:
                 del model.free_variables[k]
-            self.log(f"free variables {', '.join(map(str, summed))} are named by SUMP, which is not honoured: their "
-                     "occupancies are not refined on their own (a mixed site keeps its sum)")
+            self.log(f"free variables {', '.join(map(str, held))} are named by a SUMP that cannot be honoured "
+                     "(restraints off, or a variable no occupancy refers to): their occupancies are not refined "
+                     "on their own (a mixed site keeps its sum)")
         if model.free_variables:
             what = "refined" if cfg.refine_occupancies in (True, "auto") else "held (refine_occupancies=false)"
             self.log(f"occupancies on SHELXL free variables {what}: " + ", ".join(
@@ -524,6 +526,18 @@ class Refinement:
             )
         self.driver.restraints = rs
         self.meta["n_restraints"] = len(rs)
+
+    def _unsummable_free_variables(self, model: WorkingModel) -> list[int]:
+        """The model's free variables named by a SUMP the refinement cannot honour: refined
+        on their own, they would lose the sum SUMP keeps."""
+        out: set[int] = set()
+        for r in self.instr.restraints if self.instr is not None else []:
+            if r.kind != "SUMP":
+                continue
+            named = {int(round(m)) for m in r.values[3::2]}
+            if self.cfg.restraints is False or not named <= set(model.free_variables):
+                out |= named & set(model.free_variables)
+        return sorted(out)
 
     def _want_riding_h(self) -> bool:
         if self.cfg.riding_h is True:

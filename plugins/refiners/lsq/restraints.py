@@ -28,7 +28,9 @@ into the same kinds of pseudo-observation by `user_restraints.py`; the kinds are
 - "rigu": one component of the difference of two atoms' U in a frame along their bond
   (component 0: along the bond, DELU and RIGU; 1 and 2: the two cross terms with the bond
   direction, RIGU only);
-- "simu" / "isor": one Cartesian U component of a difference / of the anisotropic part.
+- "simu" / "isor": one Cartesian U component of a difference / of the anisotropic part;
+- "sump": Σ aᵢ·occupancy(atomᵢ) - target, linear in occupancies: SHELXL's SUMP on free
+  variables, written through each variable's lead atom (`user_restraints`).
 
 Each restraint is a pseudo-observation (target 0, weight 1/σ²) added to the normal
 equations and to the sum of squares, exactly as SHELXL adds restraints to Σ w Δ².
@@ -67,14 +69,15 @@ class Image:
 
 @dataclass(frozen=True)
 class Restraint:
-    kind: str  # "same", "distances", "flat", "rigu", "simu" or "isor" (see the module docstring)
+    kind: str  # "same", "distances", "flat", "rigu", "simu", "isor" or "sump" (see the module docstring)
     pair1: tuple[Image, Image] | None
     pair2: tuple[Image, Image] | None
     sigma: float
     component: int = 0  # simu/isor: Cartesian U component (11, 22, 33, 12, 13, 23); rigu: see above
     target: float = 0.0  # "distances": the target distance
     one_sided: bool = False  # "distances": only values below the target count (anti-bumping)
-    atoms: tuple[Image, ...] = ()  # "flat": the four corners of the tetrahedron
+    atoms: tuple[Image, ...] = ()  # "flat": the four corners of the tetrahedron; "sump": its atoms
+    coefficients: tuple[float, ...] = ()  # "sump": the factor of each atom's occupancy
 
     def distance_terms(self) -> tuple[tuple[tuple[Image, Image], ...], tuple[float, ...]]:
         """The pairs and coefficients of a distance restraint ("same" or "distances")."""
@@ -193,6 +196,14 @@ def _distance_terms(model: WorkingModel, r: Restraint, m: np.ndarray):
     if r.one_sided and value > 0.0:
         return 0.0, {}
     return value, grads
+
+
+def _sump_terms(model: WorkingModel, r: Restraint) -> tuple[float, dict[int, float]]:
+    """Value and occupancy gradients {atom: factor} of a "sump" restraint."""
+    grads: dict[int, float] = {}
+    for im, c in zip(r.atoms, r.coefficients):
+        grads[im.atom] = grads.get(im.atom, 0.0) + c
+    return float(sum(c * model.occupancy[a] for a, c in grads.items())) - r.target, grads
 
 
 def _flat_terms(model: WorkingModel, r: Restraint, m: np.ndarray):
@@ -364,6 +375,8 @@ def residuals(model: WorkingModel, restraints: list[Restraint], frames: dict[int
             vals.append(_distance_terms(model, r, m)[0])
         elif r.kind == "flat":
             vals.append(_flat_terms(model, r, m)[0])
+        elif r.kind == "sump":
+            vals.append(_sump_terms(model, r)[0])
         elif r.kind == "rigu":
             a, b = r.pair1
             if not (model.aniso[a.atom] and model.aniso[b.atom]):
@@ -407,6 +420,10 @@ def add_to_normal_equations(ne, params: Parameterisation, restraints: list[Restr
             value, grads = _distance_terms(model, r, m) if r.kind != "flat" else _flat_terms(model, r, m)
             for atom, g in grads.items():
                 raw.setdefault(atom, np.zeros(RAW))[:3] += g
+        elif r.kind == "sump":
+            value, factors = _sump_terms(model, r)
+            for atom, g in factors.items():
+                raw.setdefault(atom, np.zeros(RAW))[9] += g
         elif r.kind == "rigu":
             a, b = r.pair1
             if not (model.aniso[a.atom] and model.aniso[b.atom]):
@@ -445,10 +462,13 @@ def _atoms_of(r: Restraint) -> list[Image]:
         return [im for pair in pairs for im in pair]
     if r.kind == "flat":
         return [r.atoms[3]]
+    if r.kind == "sump":
+        return list(r.atoms)
     return list(r.pair1 or ())
 
 
-_KIND_NAMES = {"rigu": "RIGU/DELU", "simu": "SIMU", "isor": "ISOR", "flat": "FLAT", "same": "SAME/SADI", "distances": "DFIX/DANG"}
+_KIND_NAMES = {"rigu": "RIGU/DELU", "simu": "SIMU", "isor": "ISOR", "flat": "FLAT", "same": "SAME/SADI", "distances": "DFIX/DANG",
+               "sump": "SUMP"}
 _U_COMPONENTS = ("U11", "U22", "U33", "U12", "U13", "U23")
 #: what `Restraint.component` means, for the kinds where it names a component
 _COMPONENT_NAMES = {"rigu": ("along", "cross 1", "cross 2"), "simu": _U_COMPONENTS, "isor": _U_COMPONENTS}
@@ -474,7 +494,7 @@ def disagreeable(model: WorkingModel, restraints: list[Restraint], z_min: float 
                 names.append(label)
         what = _KIND_NAMES[r.kind]
         detail = _COMPONENT_NAMES[r.kind][r.component] if r.kind in _COMPONENT_NAMES else ""
-        unit = "Å²" if r.kind in ("rigu", "simu", "isor") else ("Å³" if r.kind == "flat" else "Å")
+        unit = {"rigu": "Å²", "simu": "Å²", "isor": "Å²", "flat": "Å³", "sump": "(occupancy)"}.get(r.kind, "Å")
         out.append(f"{what} {' '.join(names)}{(' ' + detail) if detail else ''}: deviation "
                    f"{values[k]:+.4f} {unit}, σ {sigmas[k]:.4f} ({z[k]:.1f} σ)")
     return out

@@ -47,7 +47,7 @@ from .restraints import Image, Restraint, pair_distance
 #: RIGU's distance scale p (Å) in its esd σ·d·√(p² + U_eq,a + U_eq,b)/p
 RIGU_P = 0.5
 #: instructions this module turns into restraints or constraints
-SUPPORTED = frozenset({"DFIX", "DANG", "SADI", "SAME", "FLAT", "DELU", "RIGU", "SIMU", "ISOR"})
+SUPPORTED = frozenset({"DFIX", "DANG", "SADI", "SAME", "FLAT", "DELU", "RIGU", "SIMU", "ISOR", "SUMP"})
 
 
 @dataclass
@@ -318,6 +318,28 @@ class _Builder:
                 sigma = st if (self._terminal(a) or self._terminal(b)) else s
                 out.extend(Restraint("simu", (Image(a), img), None, sigma, component=c) for c in range(6))
         return out
+
+    def _sump(self, r: RestraintInstruction) -> list[Restraint]:
+        """Σ cᵢ·fv(mᵢ) = c as a linear restraint on the occupancies of each free variable's
+        lead atom (the atom whose occupancy `free_variable_value` reads it from)."""
+        from .parameters import free_variable_groups, free_variable_number
+
+        leads = {}
+        for g in free_variable_groups(self.model):
+            k = free_variable_number(self.model, g)
+            leads[k] = (g.atoms[0], g.occupancy_signs[0])
+        target, atoms, factors = r.values[0], [], []
+        for c, m in zip(r.values[2::2], r.values[3::2]):
+            k = int(round(m))
+            if k not in leads:
+                raise _Missing(f"free variable {k} refines no occupancy of the model")
+            atom, coefficient = leads[k]
+            # c·fv = (c/coefficient)·occupancy, plus c for a partner (1 - fv) lead
+            atoms.append(Image(atom))
+            factors.append(c / coefficient)
+            if coefficient < 0:
+                target -= c
+        return [Restraint("sump", None, None, r.values[1], target=target, atoms=tuple(atoms), coefficients=tuple(factors))]
 
     def _isor(self, r: RestraintInstruction) -> list[Restraint]:
         s, st = r.values[0], r.values[1]
