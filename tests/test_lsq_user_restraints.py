@@ -406,6 +406,12 @@ def test_sump_restrains_a_sum_of_free_variables():
     cols = [j for j, p in enumerate(params.info) if p.kind == "occ"]
     assert len(cols) == 2
     _check_gradient(params, [row], cols)
+    # the step taken is read back in free-variable units (O3's occupancy moves by 0.5·Δfv3)
+    step = np.zeros(params.n)
+    step[cols] = [0.05, 0.1]
+    moved = params.apply(step)
+    assert moved.occupancy[moved.label_index()["O3"]] == pytest.approx(0.15 + 0.05)
+    assert params.effective_shift(moved)[cols] == pytest.approx([0.05, 0.1])
     text = structure_res(ins.structure(), instructions=ins.instructions)
     assert "SUMP 1 0.002 1 2 1 3" in text
     other = parse_ins(SUMP_MODEL.replace("1 2 1 3", "1 2 1 4"), "sump.res")

@@ -453,6 +453,9 @@ class Parameterisation:
             elif seg.kind == "torsion":
                 k = self.groups[seg.group].torsion_group
                 out[cols[0]] = new.h_groups[k].torsion - old.h_groups[k].torsion
+            elif seg.kind == "occ_free":  # the free variable: the lead's occupancy over its coefficient
+                g = self.groups[seg.group]
+                out[cols[0]] = free_variable_value(new, g) - free_variable_value(old, g)
             else:
                 out[cols[0]] = new.occupancy[lead] - old.occupancy[lead]
         return out
