@@ -451,3 +451,27 @@ def test_free_variable_occupancy_is_refined_as_in_shelxl(perchlorate, tmp_path):
     held = _refine(data, bundle.structure, bundle.instructions, refine_occupancies=False)
     assert {s.label: s.occupancy for s in held.structure.sites}["CL1"] == pytest.approx(0.5)
     assert held.r1 > refined.r1 + 0.002
+
+
+def test_written_free_variable_codes_give_back_every_occupancy():
+    """phosphazene: methyls on the 3-fold axis (C1: 30.33333 on fv3) get riding H placed
+    here, on general positions with the parent's occupancy. The .res written from the model
+    codes every site on its free variable, and reading it back gives every occupancy again
+    (an H inheriting its parent's p, not its chemical coefficient, would lose 2/3 of it)."""
+    from refractor_core.io.res_writer import _unique_labels, structure_res
+    from refractor_plugins.refiners.lsq import hydrogens as hyd
+
+    case = get_case("phosphazene_p31c")
+    bundle = load_bundle(case.reference, block=case.data_block)
+    model = WorkingModel.from_structure(bundle.structure)
+    model.remove_atoms(model.hydrogen)
+    index = model.label_index()
+    forced = {index[label]: code for label, code in bundle.instructions.hfix.items() if label in index}
+    model = hyd.place_hydrogens(model, forced=forced).model
+    structure = model.to_structure()
+    riding_on_axis = [s for s in structure.sites if s.calc and s.riding_on in ("C1", "C1'")]
+    assert riding_on_axis and all(s.occupancy_variable is not None for s in riding_on_axis)
+    back = parse_ins(structure_res(structure, instructions=bundle.instructions), "back.res").structure()
+    read = {s.label.upper(): s.occupancy for s in back.sites}
+    for s, written in zip(structure.sites, _unique_labels(structure.sites)):
+        assert read[written.upper()] == pytest.approx(s.occupancy, abs=2e-5), s.label

@@ -355,8 +355,12 @@ class WorkingModel:
             setattr(self, name, getattr(self, name)[keep])
         riding = self.riding[keep]
         self.riding = np.where(riding >= 0, new_index[np.maximum(riding, 0)], -1)
+        gone = {x for x, k in zip(self.labels, keep) if not k}
         self.labels = [x for x, k in zip(self.labels, keep) if k]
         self.elements = [x for x, k in zip(self.elements, keep) if k]
+        # (a later atom given a deleted atom's label must not inherit its free variable)
+        variables = {k: [(x, c) for x, c in members if x not in gone] for k, members in self.free_variables.items()}
+        self.free_variables = {k: members for k, members in variables.items() if members}
         self.position_basis = [x for x, k in zip(self.position_basis, keep) if k]
         self.ustar_basis = [x for x, k in zip(self.ustar_basis, keep) if k]
         groups = []
@@ -427,12 +431,13 @@ class WorkingModel:
         cell = self.cell
         sites: list[Site] = []
         su = self.su if with_su else {}
+        # (free variable, chemical coefficient) by label; a riding H placed here with its
+        # parent's occupancy moves with the parent's free variable by the same coefficient
         coded = {label: (k, c) for k, members in self.free_variables.items() for label, c in members}
-        for h in np.nonzero(self.riding >= 0)[0]:  # riding H placed here share their parent's code
+        for h in np.nonzero(self.riding >= 0)[0]:
             parent = self.labels[self.riding[h]]
             if self.labels[h] not in coded and parent in coded and abs(self.occupancy[h] - self.occupancy[self.riding[h]]) < 1e-9:
-                k, c = coded[parent]
-                coded[self.labels[h]] = (k, c / max(int(self.order[self.riding[h]]), 1) * max(int(self.order[h]), 1))
+                coded[self.labels[h]] = coded[parent]
         for i in range(self.n):
             u_aniso = None
             if self.aniso[i]:
