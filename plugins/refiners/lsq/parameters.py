@@ -49,8 +49,12 @@ class SiteGroup:
     single_occupancy: bool = False  # an isolated atom with its occupancy refined
     refine_xyz: bool = True
     refine_adp: bool = True
-    #: a disorder assembly's free variable: +1 for atoms whose occupancy is p, -1 for 1 - p
+    #: a free variable: each atom's occupancy change per unit of it (+1 for atoms whose
+    #: occupancy is p, -1 for 1 - p in a disorder assembly)
     occupancy_signs: list[float] | None = None
+    #: the SHELXL number of the model's free variable the group refines (None: a disorder
+    #: assembly split by the refiner, or no free variable)
+    free_variable: int | None = None
     #: a rotating riding group's torsion (index into model.h_groups); atoms: its parent
     torsion_group: int | None = None
 
@@ -66,8 +70,9 @@ class Segment:
     kind: "xyz" (atoms: one position set; basis: its position basis, 3 x k), "u_aniso"
     (atoms: the group; basis: the lead atom's U* basis, 6 x k), "u_iso" (one column),
     "occ_mixed" (fractions of all atoms but the last, whose occupancy keeps the sum),
-    "occ_single" (the lead atom's occupancy), "occ_free" (a disorder assembly's free
-    variable: the atoms' occupancies move by ±δ as their group's occupancy_signs say) or
+    "occ_single" (the lead atom's occupancy), "occ_free" (a free variable, of a
+    disorder assembly or of the model's SHELXL file: each atom's occupancy moves by δ times
+    its entry in the group's occupancy_signs) or
     "torsion" (a rotating riding group's torsion in degrees; atoms: the group's H atoms)."""
 
     kind: str
@@ -536,16 +541,6 @@ def free_variable_value(m: WorkingModel, g: SiteGroup) -> float:
     return occ / c if c > 0 else 1.0 + occ / c
 
 
-def free_variable_number(model: WorkingModel, g: SiteGroup) -> int | None:
-    """The SHELXL number of the free variable a site group refines (None: not one of
-    `model.free_variables`, e.g. a disorder assembly split by the refiner)."""
-    lead = model.labels[g.atoms[0]].upper()
-    for k, members in model.free_variables.items():
-        if any(label.upper() == lead for label, _ in members):
-            return k
-    return None
-
-
 def free_variable_groups(model: WorkingModel, fixed_atoms: set[int] | None = None) -> list[SiteGroup]:
     """One occupancy-only site group per SHELXL free variable of `model.free_variables`
     with an atom present, not riding (riding H follow their parents) and not fixed."""
@@ -558,7 +553,7 @@ def free_variable_groups(model: WorkingModel, fixed_atoms: set[int] | None = Non
         if not members or any(a in fixed_atoms for a, _ in members):
             continue
         out.append(SiteGroup(atoms=[a for a, _ in members], refine_xyz=False, refine_adp=False,
-                             occupancy_signs=[c for _, c in members]))
+                             occupancy_signs=[c for _, c in members], free_variable=k))
     return out
 
 

@@ -40,8 +40,7 @@ from .absolute import inverted_structure, wrong_hand
 from .driver import Driver, Observed, Settings
 from .least_squares import IntensityCalculator
 from .model import WorkingModel, is_hydrogen
-from .parameters import (Parameterisation, free_variable_number, free_variable_value, share_site_values, site_groups,
-                         ueq_gradient)
+from .parameters import Parameterisation, free_variable_value, share_site_values, site_groups, ueq_gradient
 from .torsions import newton_torsions
 from .weighting import optimise_weights
 
@@ -943,9 +942,8 @@ class Refinement:
                 s = float(np.sqrt(max(cov[cols[0], cols[0]], 0.0)))
                 for a, c in zip(seg.atoms, g.occupancy_signs or []):
                     su["occupancy"][a] = abs(c) * s
-                k = free_variable_number(model, g)
-                if k is not None:
-                    variables.append(f"{k} {with_su(free_variable_value(model, g), s)}")
+                if g.free_variable is not None:
+                    variables.append(f"{g.free_variable} {with_su(free_variable_value(model, g), s)}")
             elif seg.kind == "torsion":  # logged (riding H carry no su of their own, as in SHELXL)
                 g = model.h_groups[params.groups[seg.group].torsion_group]
                 tau = float((g.torsion + 180.0) % 360.0 - 180.0)

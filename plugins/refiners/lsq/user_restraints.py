@@ -322,12 +322,9 @@ class _Builder:
     def _sump(self, r: RestraintInstruction) -> list[Restraint]:
         """Σ cᵢ·fv(mᵢ) = c as a linear restraint on the occupancies of each free variable's
         lead atom (the atom whose occupancy `free_variable_value` reads it from)."""
-        from .parameters import free_variable_groups, free_variable_number
+        from .parameters import free_variable_groups
 
-        leads = {}
-        for g in free_variable_groups(self.model):
-            k = free_variable_number(self.model, g)
-            leads[k] = (g.atoms[0], g.occupancy_signs[0])
+        leads = {g.free_variable: (g.atoms[0], g.occupancy_signs[0]) for g in free_variable_groups(self.model)}
         target, atoms, factors = r.values[0], [], []
         for c, m in zip(r.values[2::2], r.values[3::2]):
             k = int(round(m))
