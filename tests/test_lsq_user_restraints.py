@@ -11,6 +11,7 @@ from refractor_core.dataio import load_bundle, load_reflections
 from refractor_core.errors import InputError
 from refractor_core.testing.real_cases import get_case
 from refractor_core.types import Candidate
+from refractor_core.union_find import UnionFind
 from refractor_plugins.readers.shelx_ins import parse_ins
 from refractor_plugins.refiners.configs import LsqConfig
 from refractor_plugins.refiners.lsq import restraints, user_restraints
@@ -146,15 +147,17 @@ def test_equal_distances_form_one_set_as_in_shelxl():
     built = user_restraints.build(model, ins.instructions).restraints
     assert c_f(built, 0.02) == 15
     assert sum(r.kind == "same" and r.sigma == 0.02 for r in built) == 15 + 3
-    # with SADI's own σ, its sets stay apart from SAME's: 3 + 3 SADI and 3 SAME equations
+    # with SADI's own σ, its set stays apart from SAME's; SADI_CF3 is one instruction, so
+    # its distances in both residues are one set of six (15 equations), SAME's 3 apart
     built = user_restraints.build(model, parse_ins(RES, "t.res").instructions).restraints
-    assert c_f(built, 0.03) == 6 and c_f(built, 0.02) == 3
+    assert c_f(built, 0.03) == 15 and c_f(built, 0.02) == 3
 
 
 def test_bind_bonds_atoms_of_two_disorder_components():
     """si4_disorder_cc binds Si2A (PART 1) to N3B and N4B (PART 2), and Si2B to N3A and
-    N4A: those bonds join the connectivity (1,2 and 1,3 pairs of SAME, RIGU and DELU, and
-    terminal atoms for SIMU); without BIND atoms of two PARTs are never bonded."""
+    N4A: those bonds join the connectivity (terminal atoms for SIMU, the paths of 1,3
+    pairs); without BIND atoms of two PARTs are never bonded. (Restraints never join two
+    atoms of two PARTs, bonded or not: see the SHELXL listing test below.)"""
     from refractor_plugins.refiners.lsq.hydrogens import neighbours
 
     bundle = load_bundle(get_case("si4_disorder_cc").reference)
@@ -170,6 +173,55 @@ def test_bind_bonds_atoms_of_two_disorder_components():
     assert {"N3B", "N4B"} <= bonded_to_si2a()
     model.bind = (("1", "2"),)  # BIND 1 2: every bond between the two PARTs
     assert {"N3B", "N4B"} <= bonded_to_si2a()
+
+
+def _restraints_of_published_model(case_name: str):
+    bundle = load_bundle(get_case(case_name).reference)
+    model = WorkingModel.from_structure(bundle.structure)
+    model.bind = tuple(bundle.instructions.bind)
+    return model, user_restraints.build(model, bundle.instructions)
+
+
+def test_sadi_and_same_sets_are_those_shelxl_lists():
+    """SHELXL writes into its .res the SADI sets it made, SAME's included; for
+    si4_disorder_cc (SADI naming distances between two PARTs, consecutive SAMEs across a
+    disorder, BIND) ours are the same 45 sets. A distance between atoms of two different
+    PARTs is in none of them, though SADI names eight and BIND bonds four."""
+    import re
+
+    model, built = _restraints_of_published_model("si4_disorder_cc")
+    text = get_case("si4_disorder_cc").reference.read_text()
+    listing = text[text.index("REM SADI restraints, including"):]
+    listing = re.sub(r"=\s*\n\s+", " ", listing[:listing.index("\nREM ", 10)])
+    theirs = set()
+    for line in listing.splitlines()[1:]:
+        words = line.split()
+        labels = [re.sub(r"\^\w+$", "", w).upper() for w in words[2:]]
+        theirs.add((float(words[1]), frozenset(frozenset(labels[k:k + 2]) for k in range(0, len(labels), 2))))
+    assert len(theirs) == 45
+    # our equations d_i = d_j, gathered back into sets of equal distances
+    sets = UnionFind()
+    name = {}
+    for r in built.restraints:
+        if r.kind == "same":
+            keys = [tuple(sorted(model.labels[im.atom].upper() for im in pair)) for pair in (r.pair1, r.pair2)]
+            sets.union((r.sigma, *keys[0]), (r.sigma, *keys[1]))
+    ours = {(g[0][0], frozenset(frozenset(k[1:]) for k in g)) for g in sets.groups()}
+    assert ours == theirs
+
+
+@pytest.mark.parametrize("case_name, published", [
+    ("alga_fluoroalkoxide_p21c", 1924),  # SADI_CCF3 over three residues, SAME_CCF3, SIMU, RIGU
+    ("ni_cubic_i43d", 194),
+    ("alga_amide_inversion_twin", 8),
+    ("cpna", 21),
+])
+def test_restraint_count_is_shelxls(case_name, published):
+    """The number of restraints made from a published model's instructions equals the one
+    its CIF states (_refine_ls_number_restraints): a residue-class SADI is one set over all
+    its residues, a set of n distances counts n(n-1)/2."""
+    _, built = _restraints_of_published_model(case_name)
+    assert len(built.restraints) == published
 
 
 def test_restraint_gradients_match_finite_differences():

@@ -200,11 +200,17 @@ class WorkingModel:
     def bonded_parts(self, i: int, j: int) -> bool:
         """Whether atoms i and j may bond as far as disorder goes: not in two different
         PARTs, unless a BIND (of the two atoms or of their two PARTs) joins them."""
-        pi, pj = int(self.part[i]), int(self.part[j])
-        if pi == 0 or pj == 0 or pi == pj:
+        if not self.in_two_parts(i, j):
             return True
+        pi, pj = int(self.part[i]), int(self.part[j])
         pair = {(self.labels[i].upper(), self.labels[j].upper()), (str(pi), str(pj))}
         return any(b in pair or b[::-1] in pair for b in self.bind)
+
+    def in_two_parts(self, i: int, j: int) -> bool:
+        """Whether atoms i and j belong to two different disorder components (two different
+        non-zero PARTs), which are never present together, whatever BIND says."""
+        pi, pj = int(self.part[i]), int(self.part[j])
+        return pi != 0 and pj != 0 and pi != pj
 
     def label_index(self) -> dict[str, int]:
         """Atom index by upper-case label (SHELX names are case-insensitive)."""

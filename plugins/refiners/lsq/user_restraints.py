@@ -104,6 +104,11 @@ def build(model: WorkingModel, instructions: RefinementInstructions) -> UserRest
         try:
             if r.kind in ("SADI", "SAME"):
                 equal_sets.extend((sigma, pairs, where) for sigma, pairs in builder.equal_distances(r))
+                if r.kind == "SADI" and r.line and len(equal_sets) > 1 and equal_sets[-2][2] == where:
+                    # one SADI_class instruction read for each residue of the class: its
+                    # distances, in all of them, form one set (as SHELXL counts them)
+                    sigma, pairs, _ = equal_sets.pop()
+                    equal_sets[-1] = (sigma, equal_sets[-1][1] + pairs, where)
             else:
                 out.restraints.extend(builder.build(r))
         except _Missing as exc:
@@ -195,18 +200,21 @@ class _Builder:
         return d, Image(b, op, tuple(int(v) for v in shift))
 
     def _pairs_12_13(self, atoms: list[int]) -> list[tuple[int, int, int]]:
-        """(a, b, 2 or 3): bonded pairs and pairs sharing a bonded neighbour, within `atoms`."""
+        """(a, b, 2 or 3): bonded pairs and pairs sharing a bonded neighbour, within `atoms`;
+        not two atoms of two different disorder components (a BIND bond between them, or
+        an angle through a common neighbour, never exists in one structure)."""
         inside = set(atoms)
         out, seen = [], set()
+        two_parts = self.model.in_two_parts
         for a in atoms:
             for b in sorted(self.bonded.get(a, ())):
-                if b in inside and (b, a) not in seen and a != b:
+                if b in inside and (b, a) not in seen and a != b and not two_parts(a, b):
                     seen.add((a, b))
                     out.append((a, b, 2))
         for a in atoms:
             for j in self.bonded.get(a, ()):
                 for b in self.bonded.get(j, ()):
-                    if b in inside and b != a and (a, b) not in seen and (b, a) not in seen:
+                    if b in inside and b != a and (a, b) not in seen and (b, a) not in seen and not two_parts(a, b):
                         seen.add((a, b))
                         out.append((a, b, 3))
         return out
@@ -251,9 +259,9 @@ class _Builder:
     def equal_distances(self, r: RestraintInstruction) -> list[tuple[float, list[tuple[Image, Image]]]]:
         """(σ, distances to be equal) sets of a SADI or SAME instruction."""
         if r.kind == "SADI":
-            pairs = self._pairs(r)
+            pairs = [p for p in self._pairs(r) if not self.model.in_two_parts(p[0].atom, p[1].atom)]
             if not pairs:
-                raise _Missing("none of its distances is in the model")
+                raise _Missing("none of its distances is in the model (or within one disorder component)")
             return [(r.values[0], pairs)]
         s12, s13 = r.values[0], r.values[1]
         corresponding: dict[int, Image] = {}
@@ -268,6 +276,8 @@ class _Builder:
         for a, b, kind in self._pairs_12_13(list(corresponding)):
             ra, rb = corresponding[a], corresponding[b]
             if ra.atom == rb.atom:
+                continue
+            if self.model.in_two_parts(ra.atom, rb.atom):
                 continue
             if ra.op == 0 and ra.shift == (0, 0, 0):
                 ref_pair = (ra, self._closest(ra.atom, rb.atom)[1])
