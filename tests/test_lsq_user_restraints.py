@@ -505,6 +505,18 @@ def test_free_variable_occupancy_is_refined_as_in_shelxl(perchlorate, tmp_path):
     assert held.r1 > refined.r1 + 0.002
 
 
+def test_keep_h_keeps_the_models_own_h_atoms(perchlorate):
+    """keep_h=true: the published water H (H1A, H1B, H4, refined freely in SHELXL) ride on
+    their O as given; no riding H is placed beside or instead of them."""
+    data, bundle = perchlorate
+    refined = _refine(data, bundle.structure, bundle.instructions, keep_h=True)
+    h = sorted(s.label for s in refined.structure.sites if s.element.upper() == "H")
+    assert h == ["H1A", "H1B", "H4"]
+    assert refined.r1 < 0.0416  # published 0.0413
+    replaced = _refine(data, bundle.structure, bundle.instructions)
+    assert "H1A" not in {s.label for s in replaced.structure.sites}
+
+
 def test_written_free_variable_codes_give_back_every_occupancy():
     """phosphazene: methyls on the 3-fold axis (C1: 30.33333 on fv3) get riding H placed
     here, on general positions with the parent's occupancy. The .res written from the model

@@ -272,6 +272,8 @@ class Refinement:
                      + (f"; {kept} on other atoms (hydrides) kept and refined freely" if kept else ""))
         elif hydrogens_in:
             hyd.attach_existing(model)
+            # the model's own H are kept: placing riding H would replace them
+            self.place_h = False
         # restraints name atoms: only the candidate's own instructions may carry them (the
         # data's instructions belong to another model, whose labels mean other atoms)
         self.instr = instr if self.candidate.meta.get("instructions") is not None and not cfg.ignore_instructions else None
