@@ -496,7 +496,7 @@ def place_hydrogens(
     groups: list[HGroup] = []
     for c in certain:
         groups.append(_new_group(m, c, col, refine_torsions))
-    count = _ghost_count(m, groups)
+    count = _ghost_count(m, groups) + free_h_count(m)
     # water (O with no non-metal neighbour) needs two H from the budget: keep them aside
     reserved = 0.0
     for i, nbl in nbmap.items():
@@ -555,6 +555,23 @@ def afix_code(g: HGroup) -> int:
     if g.kind in ROTATING and not g.refine_torsion:
         return AFIX_FIXED_TORSION[g.kind]
     return AFIX[g.kind]
+
+
+def parents_of(model: WorkingModel, hydrogens) -> set[int]:
+    """Indices of the nearest non-H atom of each given H (indices change when atoms are
+    removed: use at once)."""
+    from .completion import image_distances
+
+    heavy = np.array([i for i in range(model.n) if not is_hydrogen(model.elements[i])], dtype=np.int64)
+    if len(heavy) == 0:
+        return set()
+    return {int(heavy[int(np.argmin(image_distances(model, model.xyz[h], heavy)))]) for h in hydrogens}
+
+
+def free_h_count(m: WorkingModel) -> float:
+    """H per asymmetric unit refined freely (not riding): a model's own free H, hydrides."""
+    return float(sum(m.occupancy[a] / max(m.order[a], 1) for a in range(m.n)
+                     if is_hydrogen(m.elements[a]) and m.riding[a] < 0))
 
 
 def _ghost_count(m: WorkingModel, groups: list[HGroup], materialised: bool = False) -> float:
@@ -811,7 +828,7 @@ def add_peak_hydrogens(model: WorkingModel, refinement, expected_h: float | None
     """
     if expected_h is None:
         return model, 0
-    missing = expected_h - _ghost_count(model, model.h_groups, materialised=True)
+    missing = expected_h - _ghost_count(model, model.h_groups, materialised=True) - free_h_count(model)
     if missing <= 0.4:
         return model, 0
     m = model.copy()

@@ -263,13 +263,19 @@ class Refinement:
         self._setup_twin_and_extinction(model, instr, sym)
         hydrogens_in = int(model.hydrogen.sum())
         self.place_h = self._want_riding_h()
+        self.free_h_parents: set[str] = set()  # labels of atoms whose own free H are kept
         if self.place_h and hydrogens_in and not cfg.keep_h:
-            # H on atoms riding H are not placed on (hydrides of metals, B, Si, P) stay, refined freely
-            drop = model.hydrogen & ~hyd.unplaceable_hydrogens(model)
+            # H on atoms riding H are not placed on (hydrides of metals, B, Si, P) stay, refined
+            # freely; so do the H a user's SHELXL model refines freely (AFIX 0), as SHELXL would
+            hydrides = model.hydrogen & hyd.unplaceable_hydrogens(model)
+            free = self._freely_refined_hydrogens(structure, model) & ~hydrides
+            drop = model.hydrogen & ~hydrides & ~free
+            self.free_h_parents = {model.labels[i] for i in hyd.parents_of(model, np.nonzero(free)[0])}
             model.remove_atoms(drop)
-            kept = hydrogens_in - int(drop.sum())
-            self.log(f"{int(drop.sum())} H atoms of the starting model removed (re-placed as riding H)"
-                     + (f"; {kept} on other atoms (hydrides) kept and refined freely" if kept else ""))
+            told = [f"{int(drop.sum())} removed (re-placed as riding H)" if drop.any() else "",
+                    f"{int(hydrides.sum())} on other atoms (hydrides) kept and refined freely" if hydrides.any() else "",
+                    f"{int(free.sum())} the model refines freely (AFIX 0) kept and refined freely" if free.any() else ""]
+            self.log("H atoms of the starting model: " + "; ".join(t for t in told if t))
         elif hydrogens_in:
             hyd.attach_existing(model)
             # the model's own H are kept: placing riding H would replace them
@@ -540,6 +546,25 @@ class Refinement:
                 out |= named & set(model.free_variables)
         return sorted(out)
 
+    def _freely_refined_hydrogens(self, structure, model: WorkingModel) -> np.ndarray:
+        """Mask of the H atoms the user's own SHELXL model refines freely, position and U
+        (AFIX 0, a U of their own); none for a model without SHELXL instructions of its own.
+        (An H with a free position but a riding U, -1.2 in SHELXL, is re-placed as riding:
+        the model has no U-only riding.)"""
+        own = self.candidate.meta.get("instructions")
+        # the SHELXL atom list says which atoms carry H refined freely (hfix code 0)
+        free_parents = {label for label, code in (own or {}).get("hfix", {}).items() if code == 0}
+        mask = np.zeros(model.n, dtype=bool)
+        if not free_parents or self.cfg.ignore_instructions:
+            return mask
+        free = {s.label.upper() for s in structure.sites
+                if s.element.upper() in ("H", "D") and s.afix == 0 and not s.calc and s.riding_on is None}
+        candidates = [i for i in np.nonzero(model.hydrogen)[0] if model.labels[i].upper() in free]
+        for i in candidates:
+            (parent,) = hyd.parents_of(model, [i])
+            mask[i] = model.labels[parent].upper() in free_parents
+        return mask
+
     def _want_riding_h(self) -> bool:
         if self.cfg.riding_h is True:
             return True
@@ -737,6 +762,9 @@ class Refinement:
             # the model's own H groups (AFIX codes), as SHELXL would place them
             index = model.label_index()
             forced = {index[label]: code for label, code in self.instr.hfix.items() if label in index}
+            # atoms whose own H are kept, refined freely, get no riding H beside them
+            for label in self.free_h_parents:
+                forced.pop(index.get(label.upper(), -1), None)
         placed = hyd.place_hydrogens(
             model,
             expected_h=n_h,

@@ -261,7 +261,7 @@ class _Builder:
         if r.kind == "SADI":
             pairs = [p for p in self._pairs(r) if not self.model.in_two_parts(p[0].atom, p[1].atom)]
             if not pairs:
-                raise _Missing("none of its distances is in the model (or within one disorder component)")
+                raise _Missing("none of its distances is in the model within one disorder component")
             return [(r.values[0], pairs)]
         s12, s13 = r.values[0], r.values[1]
         corresponding: dict[int, Image] = {}
