@@ -520,6 +520,29 @@ def test_the_models_own_h_atoms_are_kept(perchlorate):
     assert riding.n_parameters == free.n_parameters - 12
 
 
+def test_free_h_with_a_riding_u_keep_both(tmp_path):
+    """cpna's published model refines all nine H freely with a riding U (AFIX 0, -1.2 and
+    -1.5): they are kept, their position refined and their U following their atom's U_eq,
+    so the refinement has the published 72 parameters; the written .res gives them back
+    their riding U."""
+    from refractor_core.io.res_writer import structure_res
+
+    case = get_case("cpna")
+    data = load_reflections(case.reflections)
+    bundle = load_bundle(case.reference, block=case.data_block)
+    start = {s.label: s for s in bundle.structure.sites}
+    refined = _refine(data, bundle.structure, bundle.instructions)
+    assert refined.n_parameters == 72 and refined.r1 < 0.030  # published 72 and 0.0286
+    sites = {s.label: s for s in refined.structure.sites}
+    h = [label for label, s in sites.items() if s.element.upper() == "H"]
+    assert sorted(h) == sorted(label for label, s in start.items() if s.element.upper() == "H")
+    moved = max(float(np.abs(np.subtract(sites[x].xyz, start[x].xyz)).max()) for x in h)
+    assert moved > 1e-4  # positions refined, not held
+    text = structure_res(refined.structure, refined=refined, instructions=bundle.instructions)
+    u_codes = {line.split()[0]: line.split()[-1] for line in text.splitlines() if line[:1] == "H" and len(line.split()) == 7}
+    assert set(u_codes) >= set(h) and all(u_codes[x] in ("-1.2", "-1.5") for x in h)
+
+
 def test_written_free_variable_codes_give_back_every_occupancy():
     """phosphazene: methyls on the 3-fold axis (C1: 30.33333 on fv3) get riding H placed
     here, on general positions with the parent's occupancy. The .res written from the model

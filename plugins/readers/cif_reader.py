@@ -522,7 +522,9 @@ def structure_from_block(block, path, info: dict, riding: dict | None = None,
         # general positions where the dictionary means the Wyckoff multiplicity, so its
         # meaning depends on the writer; the site-symmetry order is detected instead.
         calc_flag = cif.as_string(row[11]).lower() if row.has(11) and not _is_null(row[11]) else ""
-        posn = cif.as_string(row[13]).upper() if row.has(13) and not _is_null(row[13]) else ""
+        # R (riding) in _atom_site_refinement_flags_posn, or in the older combined
+        # _atom_site_refinement_flags
+        posn = "".join(cif.as_string(row[k]).upper() for k in (13, 14) if row.has(k) and not _is_null(row[k]))
         calc = calc_flag in ("calc", "c") or ("R" in posn and element in ("H", "D"))
         part = 0
         if row.has(12) and not _is_null(row[12]):

@@ -31,7 +31,9 @@ _LATT_CENTRING = {
     7: {(0, 0, 0), (12, 12, 0)},
 }
 _LABEL_OK = re.compile(r"^[A-Za-z][A-Za-z0-9']{0,3}$")  # '_' would mean a residue number
-_RIDING_FACTORS = (1.2, 1.5)
+#: an H's U_iso = f·U_eq(its atom), f with one decimal in this range, is written as SHELXL's
+#: riding U -f (-1.2, -1.5, -1.3 ...)
+_RIDING_FACTOR_RANGE = (1.0, 2.0)
 
 
 def shelx_symmetry(space_group: SpaceGroupRef) -> tuple[int, list[str]]:
@@ -297,10 +299,9 @@ def structure_res(
             if parent_ok and site.element in ("H", "D"):
                 parent = structure.sites[[s.label for s in structure.sites].index(site.riding_on)]
                 ueq = _ueq(structure, parent)
-                for f in _RIDING_FACTORS:
-                    if ueq > 0 and abs(u - f * ueq) <= 5e-7:  # exactly riding (not by rounding luck)
-                        text = f"-{f:.1f}"
-                        break
+                f = round(u / ueq, 1) if ueq > 0 else 0.0
+                if _RIDING_FACTOR_RANGE[0] <= f <= _RIDING_FACTOR_RANGE[1] and abs(u - f * ueq) <= 5e-7:
+                    text = f"-{f:.1f}"  # exactly riding (not by rounding luck)
             lines.append(f"{head} {text}")
             if not text.startswith("-"):
                 last_u_parent = site.label

@@ -81,6 +81,9 @@ class WorkingModel:
     riding: np.ndarray  # (n,) parent index for riding H, else -1
     u_ratio: np.ndarray  # (n,) U_iso(H) = ratio · U_eq(parent) for riding H
     afix: np.ndarray  # (n,) SHELX AFIX code of riding H (0 otherwise)
+    #: (n,) atom whose U_eq sets this atom's U_iso (u_ratio · U_eq) while its position is
+    #: free: an H refined freely with a riding U (SHELXL's -1.2 on an AFIX 0 atom); -1 otherwise
+    u_parent: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     scale: float = 1.0
     extinction: float | None = None
     twin_ops: list[np.ndarray] = field(default_factory=lambda: [np.eye(3)])
@@ -169,6 +172,7 @@ class WorkingModel:
             riding=np.full(n, -1, dtype=np.int64),
             u_ratio=np.zeros(n),
             afix=np.zeros(n, dtype=np.int64),
+            u_parent=np.full(n, -1, dtype=np.int64),
             free_variables=free_variables,
         )
         model.update_u_eq()
@@ -177,7 +181,8 @@ class WorkingModel:
     def copy(self) -> "WorkingModel":
         """A deep copy (the starting structure and symmetry are shared)."""
         new = copy.copy(self)
-        for name in ("xyz", "u_iso", "u_star", "aniso", "occupancy", "order", "part", "riding", "u_ratio", "afix", "twin_fractions"):
+        for name in ("xyz", "u_iso", "u_star", "aniso", "occupancy", "order", "part", "riding", "u_ratio", "afix",
+                     "u_parent", "twin_fractions"):
             setattr(new, name, getattr(self, name).copy())
         new.labels = list(self.labels)
         new.elements = list(self.elements)
@@ -253,6 +258,9 @@ class WorkingModel:
         rid = np.nonzero(self.riding >= 0)[0]
         if len(rid):
             self.u_iso[rid] = self.u_ratio[rid] * self.u_iso[self.riding[rid]]
+        follow = np.nonzero(self.u_parent >= 0)[0]
+        if len(follow):
+            self.u_iso[follow] = self.u_ratio[follow] * self.u_iso[self.u_parent[follow]]
 
     def cartesian(self, xyz: np.ndarray | None = None) -> np.ndarray:
         x = self.xyz if xyz is None else xyz
@@ -361,6 +369,10 @@ class WorkingModel:
             setattr(self, name, getattr(self, name)[keep])
         riding = self.riding[keep]
         self.riding = np.where(riding >= 0, new_index[np.maximum(riding, 0)], -1)
+        # an atom whose U followed a deleted atom keeps its last U as its own
+        u_parent = self.u_parent[keep]
+        alive = (u_parent >= 0) & keep[np.maximum(u_parent, 0)]
+        self.u_parent = np.where(alive, new_index[np.maximum(u_parent, 0)], -1)
         gone = {x for x, k in zip(self.labels, keep) if not k}
         self.labels = [x for x, k in zip(self.labels, keep) if k]
         self.elements = [x for x, k in zip(self.elements, keep) if k]
@@ -421,6 +433,7 @@ class WorkingModel:
         self.riding = np.append(self.riding, riding)
         self.u_ratio = np.append(self.u_ratio, u_ratio)
         self.afix = np.append(self.afix, afix)
+        self.u_parent = np.append(self.u_parent, -1)
         return self.n - 1
 
     def unique_label(self, element: str) -> str:
@@ -449,6 +462,7 @@ class WorkingModel:
             if self.aniso[i]:
                 u_aniso = tuple(float(v) for v in u_star_to_u_cif(cell, self.u_star[i]))
             riding = self.riding[i] >= 0
+            u_parent = int(self.riding[i] if riding else self.u_parent[i])
             xyz_su = su.get("xyz", {}).get(i)
             sites.append(
                 Site(
@@ -459,7 +473,7 @@ class WorkingModel:
                     u_iso=float(self.u_iso[i]),
                     u_aniso=u_aniso,
                     calc=bool(riding),
-                    riding_on=self.labels[self.riding[i]] if riding else None,
+                    riding_on=self.labels[u_parent] if u_parent >= 0 else None,
                     part=int(self.part[i]),
                     site_symmetry_order=int(self.order[i]),
                     afix=int(self.afix[i]),

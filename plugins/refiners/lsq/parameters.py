@@ -156,6 +156,8 @@ class Parameterisation:
             if all(i in fixed_atoms for i in g.atoms):
                 g.refine_xyz = g.refine_adp = False
                 g.free_occupancy = g.single_occupancy = False
+            if all(model.u_parent[i] >= 0 for i in g.atoms):  # their U follows another atom's
+                g.refine_adp = False
         groups.extend(free)
         if refine_disorder_occupancy:
             for first, second in disorder_assemblies(model):
@@ -288,8 +290,25 @@ class Parameterisation:
                         cols.append(col)
                         vals.append(dx[j])
         # riding H: coordinates follow every atom that defines them (chain rule), U_iso(H)
-        # follows the parent's U_eq
+        # follows the parent's U_eq (as does that of an H with a free position, riding U)
         grad_ueq = ueq_gradient(m.cell)
+
+        def u_follows(h: int, parent: int) -> None:
+            if parent not in adp_cols or m.aniso[h]:
+                return
+            pcols, basis = adp_cols[parent]
+            for c, pc in enumerate(pcols):
+                if int(pc) not in col_pos:
+                    continue
+                dueq = 1.0 if basis is None else float(grad_ueq @ basis[:, c])
+                for j in range(6):
+                    rows.append(pos[h] * RAW + 3 + j)
+                    cols.append(col_pos[int(pc)])
+                    vals.append(m.u_ratio[h] * g6[j] * dueq)
+
+        for h in np.nonzero(m.u_parent >= 0)[0]:
+            if int(h) in pos:
+                u_follows(int(h), int(m.u_parent[h]))
         for h, pairs in riding_jac.items():
             if h not in pos:
                 continue
@@ -306,18 +325,7 @@ class Parameterisation:
                             rows.append(pos[h] * RAW + j)
                             cols.append(col_pos[int(pc)])
                             vals.append(contrib[j, c])
-            parent = int(m.riding[h])
-            if parent in adp_cols and not m.aniso[h]:
-                pcols, basis = adp_cols[parent]
-                ratio = m.u_ratio[h]
-                for c, pc in enumerate(pcols):
-                    if int(pc) not in col_pos:
-                        continue
-                    dueq = 1.0 if basis is None else float(grad_ueq @ basis[:, c])
-                    for j in range(6):
-                        rows.append(pos[h] * RAW + 3 + j)
-                        cols.append(col_pos[int(pc)])
-                        vals.append(ratio * g6[j] * dueq)
+            u_follows(h, int(m.riding[h]))
         c = sp.csr_matrix((vals, (rows, cols)), shape=(len(atom_list) * RAW, len(columns)))
         return c, np.asarray(atom_list, dtype=np.int64), columns
 

@@ -272,6 +272,7 @@ class Refinement:
             drop = model.hydrogen & ~hydrides & ~free
             self.free_h_parents = {model.labels[i] for i in hyd.parents_of(model, np.nonzero(free)[0])}
             model.remove_atoms(drop)
+            self._follow_riding_u(structure, model)
             told = [f"{int(drop.sum())} removed (re-placed as riding H)" if drop.any() else "",
                     f"{int(hydrides.sum())} on other atoms (hydrides) kept and refined freely" if hydrides.any() else "",
                     f"{int(free.sum())} the model refines freely (AFIX 0) kept and refined freely" if free.any() else ""]
@@ -547,10 +548,9 @@ class Refinement:
         return sorted(out)
 
     def _freely_refined_hydrogens(self, structure, model: WorkingModel) -> np.ndarray:
-        """Mask of the H atoms the user's own SHELXL model refines freely, position and U
-        (AFIX 0, a U of their own); none for a model without SHELXL instructions of its own.
-        (An H with a free position but a riding U, -1.2 in SHELXL, is re-placed as riding:
-        the model has no U-only riding.)"""
+        """Mask of the H atoms the user's own SHELXL model refines freely (AFIX 0, on an
+        atom its atom list marks as carrying free H); none for a model without SHELXL
+        instructions of its own."""
         own = self.candidate.meta.get("instructions")
         # the SHELXL atom list says which atoms carry H refined freely (hfix code 0)
         free_parents = {label for label, code in (own or {}).get("hfix", {}).items() if code == 0}
@@ -558,12 +558,28 @@ class Refinement:
         if not free_parents or self.cfg.ignore_instructions:
             return mask
         free = {s.label.upper() for s in structure.sites
-                if s.element.upper() in ("H", "D") and s.afix == 0 and not s.calc and s.riding_on is None}
+                if s.element.upper() in ("H", "D") and s.afix == 0 and not s.calc}
         candidates = [i for i in np.nonzero(model.hydrogen)[0] if model.labels[i].upper() in free]
         for i in candidates:
             (parent,) = hyd.parents_of(model, [i])
             mask[i] = model.labels[parent].upper() in free_parents
         return mask
+
+    @staticmethod
+    def _follow_riding_u(structure, model: WorkingModel) -> None:
+        """H refined freely whose U rides on another atom's (SHELXL's -1.2 on an AFIX 0 atom)
+        keep that link: U_iso = f · U_eq of that atom, f as the model gives it."""
+        index = model.label_index()
+        sites = {s.label.upper(): s for s in structure.sites}
+        for h in np.nonzero(model.hydrogen & (model.riding < 0))[0]:
+            site = sites.get(model.labels[h].upper())
+            parent = index.get((site.riding_on or "").upper()) if site is not None else None
+            if parent is None or model.riding[parent] >= 0 or model.u_iso[parent] <= 0:
+                continue
+            model.u_parent[h] = parent
+            # SHELXL's factors have one decimal; a CIF's U_iso(H) is rounded
+            model.u_ratio[h] = round(float(model.u_iso[h] / model.u_iso[parent]), 1)
+        model.update_u_eq()
 
     def _want_riding_h(self) -> bool:
         if self.cfg.riding_h is True:
