@@ -14,6 +14,12 @@ position.
     python benchmarks/refine_real.py                       # the main benchmark
     python benchmarks/refine_real.py --variants            # also iso/aniso x with/without riding H
     python benchmarks/refine_real.py --cases urea,sucrose  # a subset
+    python benchmarks/refine_real.py --as-published        # from the published models as given
+
+--as-published starts from each published model exactly as given (positions, ADPs, its H
+atoms with their riding or free treatment), as `refractor refine --model` refines a user's
+model: how far our minimum lies from SHELXL's when both start at SHELXL's (written to
+refine_real_published.*, with the published number of parameters beside ours).
 
 Writes benchmarks/results/refine_real.json and .md; with --variants the same starting models
 are also refined without riding H and/or with isotropic ADPs, written to
@@ -159,14 +165,22 @@ def atoms_off(refined, published, tolerance: float = 0.05, n_su: float = 3.0) ->
     ]
 
 
-def run_case(case, options: dict, rms: float = RMS) -> dict:
+def published_parameters(case) -> int | None:
+    """The number of parameters the published refinement states (CIF only)."""
+    from restraint_fidelity import published_statistics
+
+    st = published_statistics(case)
+    return None if st is None else int(st["p"])
+
+
+def run_case(case, options: dict, rms: float = RMS, as_published: bool = False) -> dict:
     from refractor_core.types import Candidate
     from refractor_plugins.refiners.configs import LsqConfig
     from refractor_plugins.refiners.lsq.refiner import LsqRefiner
 
     data, published, instructions = load_case(case)
     seed = SEED + zlib.crc32(case.name.encode())
-    start = perturbed_start(published, rms, seed)
+    start = published if as_published else perturbed_start(published, rms, seed)
     meta = {"instructions": instructions.model_dump()} if instructions is not None else {}
     # a published model, refined as a user's model would be (`refractor refine --model`)
     candidate = Candidate(structure=start, generator="user-model", seed=seed, meta=meta)
@@ -190,6 +204,7 @@ def run_case(case, options: dict, rms: float = RMS) -> dict:
         "published_R1": case.published_r1,
         "n_reflections": r.n_reflections,
         "n_parameters": r.n_parameters,
+        "published_parameters": published_parameters(case) if as_published else None,
         "max_deviation_A": dev,
         "worst_atom": who,
         "max_deviation_su": worst_su[0],
@@ -247,6 +262,10 @@ def main() -> int:
         help=f"coordinate perturbation (Å RMS, default {RMS}); another value writes refine_real_rms<value>.*: "
         "--rms 0 refines from the published positions, to tell perturbation effects from model differences",
     )
+    parser.add_argument(
+        "--as-published", action="store_true",
+        help="start from the published models as given (no perturbation, ADPs and H kept); writes refine_real_published.*",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="print the refinement logs (with times) to stderr")
     args = parser.parse_args()
     if args.verbose:
@@ -269,7 +288,7 @@ def main() -> int:
     for case in cases:
         for vname, opts in variants.items():
             try:
-                row = run_case(case, opts, args.rms)
+                row = run_case(case, opts, args.rms, args.as_published)
             except Exception as exc:  # a benchmark reports failures and goes on
                 row = {"case": case.name, "error": f"{type(exc).__name__}: {exc}", "published_R1": case.published_r1}
             row["variant"] = vname
@@ -289,6 +308,7 @@ def main() -> int:
         "python benchmarks/refine_real.py" + (" --variants" if args.variants else "")
         + (f" --cases {args.cases}" if args.cases else "") + (f" --exclude {args.exclude}" if args.exclude else "")
         + (" --update" if args.update else "") + (f" --rms {args.rms:g}" if args.rms != RMS else "")
+        + (" --as-published" if args.as_published else "")
     )
     header = {
         "command": command,
@@ -296,10 +316,16 @@ def main() -> int:
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "note": "2 shared cores; timings noisy"},
         "start": f"published model, non-H xyz perturbed {args.rms:g} Å RMS (seed {SEED}+crc32(case)), U_iso {U_START}, H removed",
     }
+    if args.as_published:
+        header["title"] = "Refinement from the published models as given (lsq, anisotropic non-H, the model's H)"
+        header["start"] = ("the published model as given: positions, ADPs, H atoms (riding or free, as the model "
+                           "refines them); parameters: ours / the published refinement's")
     main_rows = results["aniso+H"]
     stem = "refine_real" if not args.cases or args.update else "refine_real_subset"
     if args.rms != RMS:
         stem = f"refine_real_rms{args.rms:g}"
+    if args.as_published:
+        stem = "refine_real_published"
     if args.update and (out / f"{stem}.json").exists():
         previous = json.loads((out / f"{stem}.json").read_text())
         mine = {r["case"] for r in main_rows}
@@ -329,7 +355,7 @@ def main() -> int:
 def _markdown(summary: dict) -> str:
     s = summary["summary"]
     lines = [
-        "# Refinement of perturbed published models (lsq, anisotropic non-H, riding H)",
+        "# " + summary.get("title", "Refinement of perturbed published models (lsq, anisotropic non-H, riding H)"),
         "",
         f"Command: `{summary['command']}`; date {summary['date']}; {summary['machine']['platform']}, "
         f"{summary['machine']['cpus']} CPUs ({summary['machine']['note']}).",
@@ -353,7 +379,9 @@ def _markdown(summary: dict) -> str:
             f"| {r['case']} | {r['R1']:.4f} | {_fmt(r['published_R1'], '.4f')} | {r['wR2']:.4f} | {r['GooF']:.3f} | "
             f"{r['cycles']} | {_fmt(r['max_shift_su'], '.3f')} | {r['max_deviation_A']:.3f} ({r['worst_atom']}) | "
             f"{_fmt(r.get('max_deviation_su'), '.1f')} ({r.get('worst_atom_su', '-')}) | "
-            f"{r['n_h_placed']} | {r['n_parameters']} | {r['matrix']} | {r['seconds']:.1f} | "
+            f"{r['n_h_placed']} | {r['n_parameters']}"
+            + (f" / {_fmt(r['published_parameters'], 'd')}" if r.get("published_parameters") is not None else "")
+            + f" | {r['matrix']} | {r['seconds']:.1f} | "
             f"{_fmt(r.get('load_average_1min'), '.1f')} |"
         )
     return "\n".join(lines) + "\n"
