@@ -23,7 +23,9 @@ class LsqConfig(ComponentConfig):
         "auto",
         description="Anisotropic ADPs for non-H atoms; 'auto': when there are at least "
         "8 reflections per parameter of the anisotropic model, and with 4-8 when they fit "
-        "significantly better than isotropic ones (F-test at 0.1 %, no ADP at its limit).",
+        "significantly better than isotropic ones (F-test at 0.1 %, no ADP at its limit); "
+        "a starting model with anisotropic atoms of its own keeps its isotropic ones so, as "
+        "SHELXL does (True makes them anisotropic too).",
     )
     riding_h: bool | Auto = Field(
         "auto", description="Place riding H atoms geometrically; 'auto': when the formula contains H."

@@ -261,6 +261,11 @@ class Refinement:
         self._remove_duplicates(model)
         # twinning, extinction
         self._setup_twin_and_extinction(model, instr, sym)
+        # a model with anisotropic atoms of its own keeps its isotropic ones so, as SHELXL
+        # refines each atom's ADP as the model gives it (anisotropic=true overrides)
+        given_aniso = any(s.u_aniso is not None for s in structure.sites)
+        self.kept_isotropic: set[str] = set() if not given_aniso or cfg.anisotropic != "auto" else {
+            s.label.upper() for s in structure.sites if s.u_aniso is None and s.element.upper() not in ("H", "D")}
         hydrogens_in = int(model.hydrogen.sum())
         self.place_h = self._want_riding_h()
         self.free_h_parents: set[str] = set()  # labels of atoms whose own free H are kept
@@ -427,9 +432,10 @@ class Refinement:
         driver = self.driver
         model = model.copy()
         if aniso:
-            heavy = ~model.hydrogen & (model.riding < 0)
+            heavy = self._anisotropic_candidates(model)
             model.make_anisotropic(heavy)
-            self.log(f"anisotropic ADPs for {int(heavy.sum())} non-H atoms")
+            self.log(f"anisotropic ADPs for {int(heavy.sum())} non-H atoms"
+                     + (f" ({len(self.kept_isotropic)} isotropic in the model stay isotropic)" if self.kept_isotropic else ""))
         if self.place_h:
             model = self._place_hydrogens(model)
         self._update_restraints(model)
@@ -603,13 +609,19 @@ class Refinement:
         if self.cfg.anisotropic is False:
             return False
         trial = model.copy()
-        trial.make_anisotropic(~trial.hydrogen & (trial.riding < 0))
+        trial.make_anisotropic(self._anisotropic_candidates(trial))
         n_par = self._parameters(trial).n
         ratio = n_obs / max(n_par, 1)
         self.log(f"data/parameter ratio of the anisotropic model: {ratio:.1f}")
         if ratio >= ANISO_DATA_RATIO:
             return True
         return "test" if ratio >= ANISO_TEST_RATIO else False
+
+    def _anisotropic_candidates(self, model: WorkingModel) -> np.ndarray:
+        """Non-H atoms that anisotropic ADPs are for: all of them, except those a model with
+        anisotropic atoms of its own gives isotropic (kept so unless anisotropic=true)."""
+        keep_iso = np.array([label.upper() in self.kept_isotropic for label in model.labels], dtype=bool)
+        return ~model.hydrogen & (model.riding < 0) & ~keep_iso
 
     def _want_element_swaps(self) -> bool:
         if self.cfg.swap_elements is True:
