@@ -608,8 +608,11 @@ class Refinement:
             return True
         if self.cfg.anisotropic is False:
             return False
+        candidates = self._anisotropic_candidates(model)
+        if not (candidates & ~model.aniso).any():
+            return True  # already anisotropic (a user's refined model): nothing to decide
         trial = model.copy()
-        trial.make_anisotropic(self._anisotropic_candidates(trial))
+        trial.make_anisotropic(candidates)
         n_par = self._parameters(trial).n
         ratio = n_obs / max(n_par, 1)
         self.log(f"data/parameter ratio of the anisotropic model: {ratio:.1f}")
