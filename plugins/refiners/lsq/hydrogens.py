@@ -485,9 +485,10 @@ def place_hydrogens(
     AFIX 33/83 group keeps the torsion it is placed with)."""
     m = model.copy()
     _drop_riding(m)
+    own = list(m.h_groups)  # the model's own H kept: their atoms get no other H
     col = 0 if distances == "low-temperature" else 1
     nbmap = neighbours(m)
-    choices = classify(m, nbmap, forced)
+    choices = [c for c in classify(m, nbmap, forced) if c.parent not in {g.parent for g in own}]
     certain = [c for c in choices if not c.optional]
     optional = [c for c in choices if c.optional]
     density = None
@@ -496,7 +497,7 @@ def place_hydrogens(
     groups: list[HGroup] = []
     for c in certain:
         groups.append(_new_group(m, c, col, refine_torsions))
-    count = _ghost_count(m, groups) + free_h_count(m)
+    count = _ghost_count(m, groups) + free_h_count(m) + _ghost_count(m, own, materialised=True)
     # water (O with no non-metal neighbour) needs two H from the budget: keep them aside
     reserved = 0.0
     for i, nbl in nbmap.items():
@@ -536,7 +537,7 @@ def place_hydrogens(
     for g in groups:
         n_h += _materialise(m, g)
         kinds[g.kind] = kinds.get(g.kind, 0) + 1
-    m.h_groups = [g for g in groups if g.atoms]
+    m.h_groups = own + [g for g in groups if g.atoms]
     update_riding(m)
 
     counts = {"n_h": n_h, "groups": kinds, "expected_h": expected_h, "placed_h_asu": _ghost_count(m, m.h_groups, materialised=True)}
@@ -676,13 +677,19 @@ def add_partner_hydrogens(m: WorkingModel, partners: dict[int, int]) -> int:
 
 
 def _drop_riding(m: WorkingModel) -> None:
-    if (m.riding >= 0).any():
-        m.remove_atoms(m.riding >= 0)
-    m.h_groups = []
+    """Remove the riding H placed before; the model's own kept H (`own` groups) stay."""
+    own = [g for g in m.h_groups if getattr(g, "own", False)]
+    kept = np.zeros(m.n, dtype=bool)
+    kept[[a for g in own for a in g.atoms]] = True
+    m.h_groups = own
+    if ((m.riding >= 0) & ~kept).any():
+        m.remove_atoms((m.riding >= 0) & ~kept)
 
 
-def attach_existing(model: WorkingModel) -> None:
-    """Make the model's own H atoms ride on their nearest non-H atom (Cartesian offset kept)."""
+def attach_existing(model: WorkingModel, labels: set[str] | None = None, own: bool = False) -> None:
+    """Make the model's own H atoms (all, or those with the given labels) ride on their
+    nearest non-H atom (Cartesian offset kept); `own`: their groups survive the placing of
+    riding H (`place_hydrogens` places none on their atoms)."""
     cell_m = orthogonalization_matrix(model.cell)
     heavy = [i for i in range(model.n) if not is_hydrogen(model.elements[i])]
     groups = []
@@ -690,6 +697,8 @@ def attach_existing(model: WorkingModel) -> None:
         return
     for h in range(model.n):
         if not is_hydrogen(model.elements[h]) or model.riding[h] >= 0:
+            continue
+        if labels is not None and model.labels[h] not in labels:
             continue
         d = model.xyz[heavy] - model.xyz[h]
         d -= np.round(d)
@@ -702,8 +711,9 @@ def attach_existing(model: WorkingModel) -> None:
         model.xyz[h] = model.xyz[parent] - d[j]
         model.riding[h] = parent
         model.u_ratio[h] = model.u_iso[h] / max(model.u_iso[parent], 1e-4)
-        groups.append(FixedGroup(parent=parent, atoms=[h], offset=(model.xyz[h] - model.xyz[parent]) @ cell_m.T))
-    model.h_groups = groups
+        groups.append(FixedGroup(parent=parent, atoms=[h], offset=(model.xyz[h] - model.xyz[parent]) @ cell_m.T,
+                                 own=own))
+    model.h_groups = list(model.h_groups) + groups
 
 
 @dataclass
@@ -715,6 +725,7 @@ class FixedGroup(HGroup):
     neighbours: list = field(default_factory=list)
     offset: np.ndarray = field(default_factory=lambda: np.zeros(3))
     atoms: list[int] = field(default_factory=list)
+    own: bool = False  # the model's own H, kept through the placing of riding H
 
 
 # --------------------------------------------------------------------------------------

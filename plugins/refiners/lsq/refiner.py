@@ -274,13 +274,21 @@ class Refinement:
             # freely; so do the H a user's SHELXL model refines freely (AFIX 0), as SHELXL would
             hydrides = model.hydrogen & hyd.unplaceable_hydrogens(model)
             free = self._freely_refined_hydrogens(structure, model) & ~hydrides
-            drop = model.hydrogen & ~hydrides & ~free
+            # H a model without SHELXL instructions gives as located, not calculated, ride
+            # where they are: no restraints come with them to refine them freely
+            located = self._located_hydrogens(structure, model) & ~hydrides & ~free
+            located_labels = {model.labels[i] for i in np.nonzero(located)[0]}
+            drop = model.hydrogen & ~hydrides & ~free & ~located
             self.free_h_parents = {model.labels[i] for i in hyd.parents_of(model, np.nonzero(free)[0])}
             model.remove_atoms(drop)
             self._follow_riding_u(structure, model)
+            if located_labels:
+                hyd.attach_existing(model, labels=located_labels, own=True)
             told = [f"{int(drop.sum())} removed (re-placed as riding H)" if drop.any() else "",
                     f"{int(hydrides.sum())} on other atoms (hydrides) kept and refined freely" if hydrides.any() else "",
-                    f"{int(free.sum())} the model refines freely (AFIX 0) kept and refined freely" if free.any() else ""]
+                    f"{int(free.sum())} the model refines freely (AFIX 0) kept and refined freely" if free.any() else "",
+                    f"{len(located_labels)} located (not calculated) kept, riding on their atom as given"
+                    if located_labels else ""]
             self.log("H atoms of the starting model: " + "; ".join(t for t in told if t))
         elif hydrogens_in:
             hyd.attach_existing(model)
@@ -570,6 +578,16 @@ class Refinement:
             (parent,) = hyd.parents_of(model, [i])
             mask[i] = model.labels[parent].upper() in free_parents
         return mask
+
+    def _located_hydrogens(self, structure, model: WorkingModel) -> np.ndarray:
+        """Mask of the H atoms a user's model without SHELXL H instructions (no AFIX codes)
+        gives as located rather than calculated (CIF calc flag not `calc`, no riding flag)."""
+        own = self.candidate.meta.get("instructions") or {}
+        mask = np.zeros(model.n, dtype=bool)
+        if is_generated(self.candidate) or own.get("hfix"):
+            return mask
+        located = {s.label.upper() for s in structure.sites if s.element.upper() in ("H", "D") and not s.calc}
+        return model.hydrogen & np.array([label.upper() in located for label in model.labels], dtype=bool)
 
     @staticmethod
     def _follow_riding_u(structure, model: WorkingModel) -> None:
