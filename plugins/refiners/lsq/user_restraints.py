@@ -13,7 +13,11 @@ with SHELXL's meaning:
   any of these instructions, form one set (a SAME linking residues 2 and 4 to residue 1
   and a SADI inside residue 1 make one set of all of them), and a set of n distances
   gives the n(n-1)/2 restraints d_i - d_j = 0, each with that σ -- redundant
-  instructions add nothing;
+  instructions add nothing; a residue-class SADI (`SADI_CCF3`) is one set over all its
+  residues;
+- no SADI/SAME distance, and no 1,2 or 1,3 pair of SAME, DELU or RIGU, joins two atoms of
+  two different non-zero PARTs (never present together), BIND or not -- as in the SADI
+  list SHELXL writes into its .res;
 - FLAT s: the tetrahedra of the first three named atoms and each further one flat
   (chiral volume 0, σ in Å³), as SHELXL defines it;
 - DELU s1 s2: U along 1,2 (s1) and 1,3 (s2) pairs of the named atoms equal;
@@ -21,7 +25,8 @@ with SHELXL's meaning:
   with the pair direction equal, with the esd scaled by the distance and the U_eq of the
   two atoms as Thorn, Dittrich & Sheldrick (2012) describe;
 - SIMU s st dmax: all U components of named atoms closer than dmax equal (st when one
-  of them is terminal);
+  of them is terminal), atoms of two PARTs included (overlapping components are what
+  SIMU is for; the published restraint counts agree);
 - ISOR s st: the named atoms' U close to isotropic (st for terminal atoms);
 - EADP: one ADP shared by the named atoms; EXYZ: one position (and here one ADP too, as
   for a mixed site) -- constraints, through the site groups.
