@@ -584,6 +584,23 @@ def test_located_h_of_a_cif_model_are_kept_and_its_adps_not_retested():
     assert refined.r1 < 0.042
 
 
+def test_afix_codes_placed_otherwise_than_in_shelxl_are_named():
+    """sucrose's eight OH groups are AFIX 148 (SHELXL refines torsion and O-H distance; the
+    torsion is refined here, the distance kept ideal): the log names them; a code the
+    placement does not build is named too."""
+    from refractor_plugins.refiners.lsq import hydrogens as hyd
+
+    bundle = load_bundle(get_case("sucrose").reference)
+    model = WorkingModel.from_structure(bundle.structure)
+    index = model.label_index()
+    forced = {index[label]: code for label, code in bundle.instructions.hfix.items() if label in index}
+    (line,) = hyd.approximated_afix(model, forced)
+    assert line.startswith("AFIX m8 groups on O4, O5, O6, O7, O8, O9, O10, O11: torsion refined")
+    c1 = index["C1"]
+    lines = hyd.approximated_afix(model, {**forced, c1: 173})
+    assert lines[1] == "H groups placed by geometry instead of the model's AFIX code: C1 (AFIX 173)"
+
+
 def test_written_free_variable_codes_give_back_every_occupancy():
     """phosphazene: methyls on the 3-fold axis (C1: 30.33333 on fv3) get riding H placed
     here, on general positions with the parent's occupancy. The .res written from the model

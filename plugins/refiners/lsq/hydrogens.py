@@ -544,6 +544,28 @@ def place_hydrogens(
     return Placement(m, counts, [])
 
 
+def approximated_afix(model: WorkingModel, forced: dict[int, int]) -> list[str]:
+    """Lines naming the model's AFIX codes placed otherwise than SHELXL would: m8 groups
+    (SHELXL refines the X-H distance too; here it keeps its ideal value) and codes this
+    placement does not build (their atoms get the group their geometry says)."""
+    distance, unknown = [], []
+    for i, code in sorted(forced.items()):
+        if not code:
+            continue
+        label = model.labels[i]
+        if AFIX_KINDS.get(model.elements[i], {}).get(code // 10) is None:
+            unknown.append(f"{label} (AFIX {code})")
+        elif code % 10 == 8:
+            distance.append(label)
+    out = []
+    if distance:
+        out.append(f"AFIX m8 groups on {', '.join(distance)}: torsion refined, X-H distance held at its ideal "
+                   "value (SHELXL refines it too)")
+    if unknown:
+        out.append(f"H groups placed by geometry instead of the model's AFIX code: {', '.join(unknown)}")
+    return out
+
+
 def _new_group(m: WorkingModel, c: Choice, col: int, refine_torsions: bool) -> HGroup:
     kind = c.kind
     torsion = 180.0 if kind in ("OH",) else 60.0

@@ -814,6 +814,10 @@ class Refinement:
             # atoms whose own H are kept, refined freely, get no riding H beside them
             for label in self.free_h_parents:
                 forced.pop(index.get(label.upper(), -1), None)
+            if not getattr(self, "_afix_noted", False):  # once, not at every placement
+                self._afix_noted = True
+                for line in hyd.approximated_afix(model, forced):
+                    self.log(line)
         placed = hyd.place_hydrogens(
             model,
             expected_h=n_h,
