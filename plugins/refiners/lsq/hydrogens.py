@@ -15,7 +15,8 @@ density at their predicted H positions until the formula's H count is reached (o
 default chemistry when the formula does not say). Rotating groups (CH3, NH3, OH) start
 from the torsion with the most difference density, where the data show one (SHELXL's
 circular Fourier search), and their torsion is then refined by least squares as one
-parameter per group (AFIX 137/147; `torsion_derivatives`). H atoms are re-placed after
+parameter per group (AFIX 137/147; `geometry_derivatives`), and with AFIX m8 its X-H
+distance too. H atoms are re-placed after
 every least-squares shift (`update_riding`), and their coordinate derivatives are added to
 the parent's (the riding model).
 """
@@ -101,6 +102,7 @@ class HGroup:
     slots: list[int] = field(default_factory=list)  # which generated positions are kept
     atoms: list[int] = field(default_factory=list)  # the H atoms (model indices), per slot
     refine_torsion: bool = False  # a rotating group whose torsion is a least-squares parameter
+    refine_distance: bool = False  # ... whose X-H distance is one too (SHELXL AFIX m8)
     fixed_by_symmetry: bool = False  # a rotating group with an H on a symmetry element
 
 
@@ -319,6 +321,7 @@ class Choice:
     optional: bool
     priority: float = 0.0
     refine_torsion: bool = True  # (rotating groups) SHELXL AFIX n = 7 or 8 rather than 3
+    refine_distance: bool = False  # (rotating groups) SHELXL AFIX n = 8: the X-H distance too
 
 
 def _angle(p, a, b) -> float:
@@ -393,7 +396,7 @@ def classify(model: WorkingModel, nbmap: dict, forced: dict[int, int] | None = N
             kind = AFIX_KINDS.get(el, {}).get(forced[i] // 10) if forced[i] else None
             if kind is not None and n == GROUP_NEIGHBOURS[kind]:
                 out.append(Choice(i, kind, nbs, reference_of(0) if kind in NEEDS_REFERENCE else None, False,
-                                  refine_torsion=forced[i] % 10 in (7, 8)))
+                                  refine_torsion=forced[i] % 10 in (7, 8), refine_distance=forced[i] % 10 == 8))
                 continue
         if el == "C":
             if metals and n == 1 and ratios[0] < 0.9 and model.elements[nbs[0].atom] == "O":
@@ -545,39 +548,27 @@ def place_hydrogens(
 
 
 def approximated_afix(model: WorkingModel, forced: dict[int, int]) -> list[str]:
-    """Lines naming the model's AFIX codes placed otherwise than SHELXL would: m8 groups
-    (SHELXL refines the X-H distance too; here it keeps its ideal value) and codes this
-    placement does not build (their atoms get the group their geometry says)."""
-    distance, unknown = [], []
-    for i, code in sorted(forced.items()):
-        if not code:
-            continue
-        label = model.labels[i]
-        if AFIX_KINDS.get(model.elements[i], {}).get(code // 10) is None:
-            unknown.append(f"{label} (AFIX {code})")
-        elif code % 10 == 8:
-            distance.append(label)
-    out = []
-    if distance:
-        out.append(f"AFIX m8 groups on {', '.join(distance)}: torsion refined, X-H distance held at its ideal "
-                   "value (SHELXL refines it too)")
-    if unknown:
-        out.append(f"H groups placed by geometry instead of the model's AFIX code: {', '.join(unknown)}")
-    return out
+    """Lines naming the model's AFIX codes this placement does not build (their atoms get
+    the group their geometry says instead)."""
+    unknown = [f"{model.labels[i]} (AFIX {code})" for i, code in sorted(forced.items())
+               if code and AFIX_KINDS.get(model.elements[i], {}).get(code // 10) is None]
+    return [f"H groups placed by geometry instead of the model's AFIX code: {', '.join(unknown)}"] if unknown else []
 
 
 def _new_group(m: WorkingModel, c: Choice, col: int, refine_torsions: bool) -> HGroup:
     kind = c.kind
     torsion = 180.0 if kind in ("OH",) else 60.0
     return HGroup(parent=c.parent, kind=kind, neighbours=c.neighbours, reference=c.reference, torsion=torsion,
-                  distance=DISTANCES[kind][col], refine_torsion=refine_torsions and kind in ROTATING and c.refine_torsion)
+                  distance=DISTANCES[kind][col], refine_torsion=refine_torsions and kind in ROTATING and c.refine_torsion,
+                  refine_distance=refine_torsions and kind in ROTATING and c.refine_torsion and c.refine_distance)
 
 
 def afix_code(g: HGroup) -> int:
-    """The SHELXL AFIX code of a group's H atoms (n = 7 for a refined torsion, 3 otherwise)."""
+    """The SHELXL AFIX code of a group's H atoms (n = 7 for a refined torsion, 8 when the
+    X-H distance is refined too, 3 otherwise)."""
     if g.kind in ROTATING and not g.refine_torsion:
         return AFIX_FIXED_TORSION[g.kind]
-    return AFIX[g.kind]
+    return AFIX[g.kind] + (1 if g.refine_distance else 0)
 
 
 def parents_of(model: WorkingModel, hydrogens) -> set[int]:
@@ -983,14 +974,20 @@ def riding_jacobians(model: WorkingModel, step: float = 1e-6) -> dict[int, list[
     return out
 
 
-def torsion_derivatives(model: WorkingModel, g: HGroup, step: float = 0.01) -> list[tuple[int, np.ndarray]]:
-    """[(H atom, ∂x_H/∂torsion (3,) in fractional units per degree), ...] of a rotating group."""
+#: finite-difference steps of a riding group's geometry parameters (degrees, Å)
+GEOMETRY_STEP = {"torsion": 0.01, "distance": 0.001}
+
+
+def geometry_derivatives(model: WorkingModel, g: HGroup, attribute: str = "torsion") -> list[tuple[int, np.ndarray]]:
+    """[(H atom, ∂x_H/∂parameter (3,) in fractional units), ...] of a rotating group, for its
+    torsion (per degree) or its X-H distance (per Å)."""
     f_m = fractionalization_matrix(model.cell)
-    saved = g.torsion
-    g.torsion = saved + step
+    step = GEOMETRY_STEP[attribute]
+    saved = getattr(g, attribute)
+    setattr(g, attribute, saved + step)
     up = group_positions(model, g)
-    g.torsion = saved - step
+    setattr(g, attribute, saved - step)
     down = group_positions(model, g)
-    g.torsion = saved
+    setattr(g, attribute, saved)
     deriv = ((up - down) / (2.0 * step)) @ f_m.T
     return [(a, deriv[slot]) for slot, a in zip(g.slots, g.atoms)]

@@ -15,7 +15,8 @@ A two-component disorder assembly (PART 2k-1 against PART 2k) can have one free
 occupancy, SHELXL's free variable: its first component has occupancy p, its second 1 - p
 (riding H follow their parents). It is a site group of its own that moves occupancies only.
 Likewise a rotating riding group (CH3, NH3, OH; SHELXL AFIX 137/147) has its torsion, in
-degrees, as a site group of its own: it moves the group's H atoms about the parent bond.
+degrees, as a site group of its own: it moves the group's H atoms about the parent bond;
+with AFIX m8 its X-H distance (Å) is one more such group, moving them along their bonds.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ import scipy.sparse as sp
 from .model import WorkingModel
 
 RAW = 10  # raw derivatives per atom: x, y, z, U*(6), occupancy
+#: a refined X-H distance (SHELXL AFIX m8) stays within this range (Å)
+H_DISTANCE_RANGE = (0.7, 1.2)
 
 #: atoms closer than this (Å) share one site (mixed sites, EXYZ)
 SHARED_SITE_DISTANCE = 0.02
@@ -57,6 +60,8 @@ class SiteGroup:
     free_variable: int | None = None
     #: a rotating riding group's torsion (index into model.h_groups); atoms: its parent
     torsion_group: int | None = None
+    #: a rotating riding group's X-H distance (SHELXL AFIX m8; index into model.h_groups)
+    distance_group: int | None = None
 
     def position_sets(self) -> list[list[int]]:
         """Atoms sharing one set of coordinate parameters."""
@@ -73,7 +78,8 @@ class Segment:
     "occ_single" (the lead atom's occupancy), "occ_free" (a free variable, of a
     disorder assembly or of the model's SHELXL file: each atom's occupancy moves by δ times
     its entry in the group's occupancy_signs) or
-    "torsion" (a rotating riding group's torsion in degrees; atoms: the group's H atoms)."""
+    "torsion" (a rotating riding group's torsion in degrees; atoms: the group's H atoms) or
+    "hdist" (its X-H distance in Å, SHELXL AFIX m8; atoms: the group's H atoms)."""
 
     kind: str
     group: int
@@ -86,7 +92,7 @@ class Segment:
 class ParameterInfo:
     """What one free parameter is (for logs and shift/su reporting)."""
 
-    kind: str  # scale, extinction, basf, xyz, uiso, ustar, occ, torsion
+    kind: str  # scale, extinction, basf, xyz, uiso, ustar, occ, torsion, hdist
     group: int = -1
     atom: int = -1
     component: int = 0
@@ -168,6 +174,8 @@ class Parameterisation:
         for k, hg in enumerate(model.h_groups):
             if hg.refine_torsion and hg.atoms and hg.parent not in fixed_atoms:
                 groups.append(SiteGroup(atoms=[hg.parent], refine_xyz=False, refine_adp=False, torsion_group=k))
+            if hg.refine_distance and hg.atoms and hg.parent not in fixed_atoms:
+                groups.append(SiteGroup(atoms=[hg.parent], refine_xyz=False, refine_adp=False, distance_group=k))
         twin = np.zeros(len(model.twin_fractions), dtype=bool) if refine_twin is None else np.asarray(refine_twin, bool)
         p = cls(model=model, groups=groups, refine_extinction=refine_extinction and model.extinction is not None, refine_twin=twin)
         p._enumerate()
@@ -203,6 +211,8 @@ class Parameterisation:
                 info.append(ParameterInfo("occ", gi, lead))
             if g.torsion_group is not None:
                 info.append(ParameterInfo("torsion", gi, lead))
+            if g.distance_group is not None:
+                info.append(ParameterInfo("hdist", gi, lead))
             cols.append(np.arange(start, len(info)))
         self.info = info
         self.group_columns = cols
@@ -232,7 +242,7 @@ class Parameterisation:
         col_pos = {int(c): k for k, c in enumerate(columns)}
         rows, cols, vals = [], [], []
         g6 = m.metric6
-        xyz_cols, adp_cols, occ_cols, torsion_cols = self._atom_columns(groups)
+        xyz_cols, adp_cols, occ_cols, geometry_cols = self._atom_columns(groups)
         for a, (pcols, b) in xyz_cols.items():
             for c, pc in enumerate(pcols):
                 col = col_pos[int(pc)]
@@ -279,11 +289,11 @@ class Parameterisation:
                         rows.append(pos[h] * RAW + 9)
                         cols.append(col)
                         vals.append(sign * _rider_share(m, h, a))
-        if torsion_cols:
-            from .hydrogens import torsion_derivatives
-        for gi, tcols in torsion_cols.items():  # a rotating group turns its H about the bond
-            col = col_pos[int(tcols[0])]
-            for h, dx in torsion_derivatives(m, m.h_groups[self.groups[gi].torsion_group]):
+        if geometry_cols:
+            from .hydrogens import geometry_derivatives
+        for gi, (tcols, k, attribute) in geometry_cols.items():  # a rotating group turns (or
+            col = col_pos[int(tcols[0])]  # stretches) its H about (along) the bond
+            for h, dx in geometry_derivatives(m, m.h_groups[k], attribute):
                 for j in range(3):
                     if dx[j] != 0.0:
                         rows.append(pos[h] * RAW + j)
@@ -367,12 +377,14 @@ class Parameterisation:
                 yield Segment("occ_free", gi, list(g.atoms), gcols[k : k + 1])
             if g.torsion_group is not None:
                 yield Segment("torsion", gi, list(m.h_groups[g.torsion_group].atoms), gcols[k : k + 1])
+            if g.distance_group is not None:
+                yield Segment("hdist", gi, list(m.h_groups[g.distance_group].atoms), gcols[k : k + 1])
 
     def _atom_columns(self, groups) -> tuple[dict, dict, dict, dict]:
         """The groups' parameter columns: atom -> (xyz columns, position basis), atom -> (ADP
-        columns, U* basis or None for U_iso), group -> its occupancy columns and group -> its
-        torsion column."""
-        xyz, adp, occ, torsion = {}, {}, {}, {}
+        columns, U* basis or None for U_iso), group -> its occupancy columns and group -> (its
+        torsion or X-H distance column, the riding group's index, "torsion" or "distance")."""
+        xyz, adp, occ, geometry = {}, {}, {}, {}
         for seg in self.segments(groups):
             if seg.kind == "xyz":
                 for a in seg.atoms:
@@ -381,10 +393,12 @@ class Parameterisation:
                 for a in seg.atoms:
                     adp[a] = (seg.columns, seg.basis)
             elif seg.kind == "torsion":
-                torsion[seg.group] = seg.columns
+                geometry[seg.group] = (seg.columns, self.groups[seg.group].torsion_group, "torsion")
+            elif seg.kind == "hdist":
+                geometry[seg.group] = (seg.columns, self.groups[seg.group].distance_group, "distance")
             else:
                 occ[seg.group] = seg.columns
-        return xyz, adp, occ, torsion
+        return xyz, adp, occ, geometry
 
     # -- applying shifts ---------------------------------------------------------------
     def apply(self, shift: np.ndarray, columns: np.ndarray | None = None) -> WorkingModel:
@@ -428,6 +442,9 @@ class Parameterisation:
                 _shift_free_variable(m, self.groups[seg.group], d[0])
             elif seg.kind == "torsion":  # (the H atoms are re-placed with the other riders)
                 m.h_groups[self.groups[seg.group].torsion_group].torsion += float(d[0])
+            elif seg.kind == "hdist":  # (kept within the range of X-H distances)
+                g = m.h_groups[self.groups[seg.group].distance_group]
+                g.distance = float(np.clip(g.distance + d[0], *H_DISTANCE_RANGE))
             else:
                 lead = seg.atoms[0]
                 m.occupancy[lead] = float(np.clip(m.occupancy[lead] + d[0], 0.0, self.occupancy_cap))
@@ -466,6 +483,9 @@ class Parameterisation:
             elif seg.kind == "torsion":
                 k = self.groups[seg.group].torsion_group
                 out[cols[0]] = new.h_groups[k].torsion - old.h_groups[k].torsion
+            elif seg.kind == "hdist":
+                k = self.groups[seg.group].distance_group
+                out[cols[0]] = new.h_groups[k].distance - old.h_groups[k].distance
             elif seg.kind == "occ_free":  # the free variable: the lead's occupancy over its coefficient
                 g = self.groups[seg.group]
                 out[cols[0]] = free_variable_value(new, g) - free_variable_value(old, g)
@@ -533,6 +553,8 @@ class Parameterisation:
             return f"{label} U{p.component + 1}"
         if p.kind == "torsion":
             return f"{label} H torsion"
+        if p.kind == "hdist":
+            return f"{label} X-H distance"
         return f"{label} occ"
 
 

@@ -997,6 +997,7 @@ class Refinement:
         grad_ueq = ueq_gradient(cell)  # U_eq is linear in U*
         su: dict[str, dict[int, Any]] = {"xyz": {}, "u_iso": {}, "u_aniso": {}, "occupancy": {}}
         torsions: list[str] = []
+        distances: list[str] = []
         variables: list[str] = []
         for seg in params.segments():
             cols, b = seg.columns, seg.basis
@@ -1031,6 +1032,9 @@ class Refinement:
                 g = model.h_groups[params.groups[seg.group].torsion_group]
                 tau = float((g.torsion + 180.0) % 360.0 - 180.0)
                 torsions.append(f"{model.labels[g.parent]} {with_su(tau, float(np.sqrt(max(cov[cols[0], cols[0]], 0.0))))}")
+            elif seg.kind == "hdist":
+                g = model.h_groups[params.groups[seg.group].distance_group]
+                distances.append(f"{model.labels[g.parent]} {with_su(g.distance, float(np.sqrt(max(cov[cols[0], cols[0]], 0.0))))}")
             else:
                 su["occupancy"][seg.atoms[0]] = float(np.sqrt(max(cov[cols[0], cols[0]], 0.0)))
         model.su = su
@@ -1038,6 +1042,8 @@ class Refinement:
             self.log("free variables of occupancy (SHELXL FVAR): " + ", ".join(variables))
         if torsions:
             self.log("rotating riding groups, refined torsion parameters (°): " + ", ".join(torsions))
+        if distances:
+            self.log("rotating riding groups, refined X-H distances (Å, AFIX m8): " + ", ".join(distances))
 
 
 def _unit_scale(model: WorkingModel) -> WorkingModel:

@@ -31,7 +31,10 @@ MAX_STEP = 30.0
 def newton_torsions(calc: IntensityCalculator, model: WorkingModel, fo2: np.ndarray, weights: np.ndarray) -> int:
     """Move each refined torsion of `model` (in place) to where the sum of squares Σ w(Fo² - M)²
     along it is lowest by one exact 1-D Newton step; returns how many torsions moved."""
-    groups = [g for g in model.h_groups if g.refine_torsion and not g.fixed_by_symmetry and g.atoms]
+    # (an AFIX m8 group's torsion is coupled to its refined X-H distance: least squares
+    # moves both together, and a 1-D step in the torsion alone slowed it measurably)
+    groups = [g for g in model.h_groups if g.refine_torsion and not g.refine_distance and not g.fixed_by_symmetry
+              and g.atoms]
     if not groups:
         return 0
     f_m = fractionalization_matrix(model.cell)
