@@ -261,9 +261,9 @@ class Refinement:
         self._remove_duplicates(model)
         # twinning, extinction
         self._setup_twin_and_extinction(model, instr, sym)
-        # a model with anisotropic atoms of its own keeps its isotropic ones so, as SHELXL
-        # refines each atom's ADP as the model gives it (anisotropic=true overrides)
-        given_aniso = any(s.u_aniso is not None for s in structure.sites)
+        # a user's model with anisotropic atoms of its own keeps its isotropic ones so, as
+        # SHELXL refines each atom's ADP as the model gives it (anisotropic=true overrides)
+        given_aniso = any(s.u_aniso is not None for s in structure.sites) and not is_generated(self.candidate)
         self.kept_isotropic: set[str] = set() if not given_aniso or cfg.anisotropic != "auto" else {
             s.label.upper() for s in structure.sites if s.u_aniso is None and s.element.upper() not in ("H", "D")}
         hydrogens_in = int(model.hydrogen.sum())
