@@ -369,6 +369,12 @@ class Site(_Model):
         return "Uani" if self.u_aniso is not None else "Uiso"
 
 
+def free_variable_from_share(share: float, p: float) -> float:
+    """The SHELXL free variable fv a share coded on it implies (`Site.occupancy_variable`):
+    share = p·fv for p > 0, p·(fv - 1) for p < 0 (the partner component)."""
+    return share / p if p > 0 else 1.0 + share / p
+
+
 class Structure(_Model):
     """A crystal structure: cell, space group and the asymmetric-unit sites."""
 

@@ -18,7 +18,7 @@ import re
 
 import numpy as np
 
-from ..types import RefinedCandidate, RefinementInstructions, Site, SpaceGroupRef, Structure
+from ..types import RefinedCandidate, RefinementInstructions, Site, SpaceGroupRef, Structure, free_variable_from_share
 
 #: centring vectors (in 24ths) of each SHELX LATT type
 _LATT_CENTRING = {
@@ -335,7 +335,7 @@ def _coded_free_variables(sites: list[Site], orders, given: list[float]) -> list
             continue
         k, p = site.occupancy_variable
         sof = site.occupancy / max(int(order), 1)
-        implied.setdefault(int(k), []).append(sof / p if p > 0 else 1.0 + sof / p)
+        implied.setdefault(int(k), []).append(free_variable_from_share(sof, p))
     if not implied:
         return None
     # (the mean: occupancies read from a CIF are rounded, each to its own su)

@@ -104,6 +104,7 @@ class HGroup:
     refine_torsion: bool = False  # a rotating group whose torsion is a least-squares parameter
     refine_distance: bool = False  # ... whose X-H distance is one too (SHELXL AFIX m8)
     fixed_by_symmetry: bool = False  # a rotating group with an H on a symmetry element
+    own: bool = False  # the model's own H (`attach_existing`), kept through the placing of riding H
 
 
 @dataclass
@@ -333,18 +334,26 @@ def _angle(p, a, b) -> float:
 RIDING_PARENTS = ("C", "N", "O")
 
 
-def unplaceable_hydrogens(model: WorkingModel) -> np.ndarray:
-    """Mask of the H atoms whose nearest non-H atom is not one riding H are placed on (metal,
-    B, Si, P hydrides): removed to be re-placed, they would be lost."""
+def nearest_heavy_atoms(model: WorkingModel) -> dict[int, int]:
+    """{H atom: its nearest non-H atom (any symmetry image)} (empty without non-H atoms;
+    indices change when atoms are removed: use at once)."""
     heavy = np.array([i for i in range(model.n) if not is_hydrogen(model.elements[i])], dtype=np.int64)
-    out = np.zeros(model.n, dtype=bool)
     if len(heavy) == 0:
-        return out
+        return {}
     from .completion import image_distances
 
-    for h in np.nonzero(model.hydrogen)[0]:
-        nearest = heavy[int(np.argmin(image_distances(model, model.xyz[h], heavy)))]
-        out[h] = model.elements[nearest] not in RIDING_PARENTS
+    return {int(h): int(heavy[int(np.argmin(image_distances(model, model.xyz[h], heavy)))])
+            for h in np.nonzero(model.hydrogen)[0]}
+
+
+def unplaceable_hydrogens(model: WorkingModel, nearest: dict[int, int] | None = None) -> np.ndarray:
+    """Mask of the H atoms whose nearest non-H atom (`nearest_heavy_atoms`, computed when not
+    given) is not one riding H are placed on (metal, B, Si, P hydrides): removed to be
+    re-placed, they would be lost."""
+    nearest = nearest_heavy_atoms(model) if nearest is None else nearest
+    out = np.zeros(model.n, dtype=bool)
+    for h, parent in nearest.items():
+        out[h] = model.elements[parent] not in RIDING_PARENTS
     return out
 
 
@@ -571,17 +580,6 @@ def afix_code(g: HGroup) -> int:
     return AFIX[g.kind] + (1 if g.refine_distance else 0)
 
 
-def parents_of(model: WorkingModel, hydrogens) -> set[int]:
-    """Indices of the nearest non-H atom of each given H (indices change when atoms are
-    removed: use at once)."""
-    from .completion import image_distances
-
-    heavy = np.array([i for i in range(model.n) if not is_hydrogen(model.elements[i])], dtype=np.int64)
-    if len(heavy) == 0:
-        return set()
-    return {int(heavy[int(np.argmin(image_distances(model, model.xyz[h], heavy)))]) for h in hydrogens}
-
-
 def free_h_count(m: WorkingModel) -> float:
     """H per asymmetric unit refined freely (not riding): a model's own free H, hydrides."""
     return float(sum(m.occupancy[a] / max(m.order[a], 1) for a in range(m.n)
@@ -691,7 +689,7 @@ def add_partner_hydrogens(m: WorkingModel, partners: dict[int, int]) -> int:
 
 def _drop_riding(m: WorkingModel) -> None:
     """Remove the riding H placed before; the model's own kept H (`own` groups) stay."""
-    own = [g for g in m.h_groups if getattr(g, "own", False)]
+    own = [g for g in m.h_groups if g.own]
     kept = np.zeros(m.n, dtype=bool)
     kept[[a for g in own for a in g.atoms]] = True
     m.h_groups = own
@@ -738,7 +736,6 @@ class FixedGroup(HGroup):
     neighbours: list = field(default_factory=list)
     offset: np.ndarray = field(default_factory=lambda: np.zeros(3))
     atoms: list[int] = field(default_factory=list)
-    own: bool = False  # the model's own H, kept through the placing of riding H
 
 
 # --------------------------------------------------------------------------------------

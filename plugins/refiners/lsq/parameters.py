@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
+from refractor_core.types import free_variable_from_share
+
 from .model import WorkingModel
 
 RAW = 10  # raw derivatives per atom: x, y, z, U*(6), occupancy
@@ -567,8 +569,7 @@ def free_variable_value(m: WorkingModel, g: SiteGroup) -> float:
     """The value of a free variable from its lead atom's occupancy: occupancy c·p, or
     c·(p - 1) for a negative coefficient c (the partner component)."""
     lead, c = g.atoms[0], (g.occupancy_signs or [1.0])[0]
-    occ = float(m.occupancy[lead])
-    return occ / c if c > 0 else 1.0 + occ / c
+    return free_variable_from_share(float(m.occupancy[lead]), c)
 
 
 def free_variable_groups(model: WorkingModel, fixed_atoms: set[int] | None = None) -> list[SiteGroup]:

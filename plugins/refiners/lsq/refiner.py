@@ -269,17 +269,20 @@ class Refinement:
         hydrogens_in = int(model.hydrogen.sum())
         self.place_h = self._want_riding_h()
         self.free_h_parents: set[str] = set()  # labels of atoms whose own free H are kept
+        self.afix_noted = False  # the model's AFIX codes not built are logged once
         if self.place_h and hydrogens_in and not cfg.keep_h:
             # H on atoms riding H are not placed on (hydrides of metals, B, Si, P) stay, refined
             # freely; so do the H a user's SHELXL model refines freely (AFIX 0), as SHELXL would
-            hydrides = model.hydrogen & hyd.unplaceable_hydrogens(model)
-            free = self._freely_refined_hydrogens(structure, model) & ~hydrides
+            nearest = hyd.nearest_heavy_atoms(model)
+            hydrides = hyd.unplaceable_hydrogens(model, nearest)
             # H a model without SHELXL instructions gives as located, not calculated, ride
             # where they are: no restraints come with them to refine them freely
-            located = self._located_hydrogens(structure, model) & ~hydrides & ~free
+            free, located = self._own_hydrogens(structure, model, nearest)
+            free &= ~hydrides
+            located &= ~hydrides
             located_labels = {model.labels[i] for i in np.nonzero(located)[0]}
             drop = model.hydrogen & ~hydrides & ~free & ~located
-            self.free_h_parents = {model.labels[i] for i in hyd.parents_of(model, np.nonzero(free)[0])}
+            self.free_h_parents = {model.labels[nearest[i]] for i in np.nonzero(free)[0]}
             model.remove_atoms(drop)
             self._follow_riding_u(structure, model)
             if located_labels:
@@ -561,33 +564,29 @@ class Refinement:
                 out |= named & set(model.free_variables)
         return sorted(out)
 
-    def _freely_refined_hydrogens(self, structure, model: WorkingModel) -> np.ndarray:
-        """Mask of the H atoms the user's own SHELXL model refines freely (AFIX 0, on an
-        atom its atom list marks as carrying free H); none for a model without SHELXL
-        instructions of its own."""
-        own = self.candidate.meta.get("instructions")
-        # the SHELXL atom list says which atoms carry H refined freely (hfix code 0)
-        free_parents = {label for label, code in (own or {}).get("hfix", {}).items() if code == 0}
-        mask = np.zeros(model.n, dtype=bool)
-        if not free_parents or self.cfg.ignore_instructions:
-            return mask
-        free = {s.label.upper() for s in structure.sites
-                if s.element.upper() in ("H", "D") and s.afix == 0 and not s.calc}
-        candidates = [i for i in np.nonzero(model.hydrogen)[0] if model.labels[i].upper() in free]
-        for i in candidates:
-            (parent,) = hyd.parents_of(model, [i])
-            mask[i] = model.labels[parent].upper() in free_parents
-        return mask
-
-    def _located_hydrogens(self, structure, model: WorkingModel) -> np.ndarray:
-        """Mask of the H atoms a user's model without SHELXL H instructions (no AFIX codes)
+    def _own_hydrogens(self, structure, model: WorkingModel, nearest: dict[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """Masks (free, located) of the starting model's own H atoms to keep, none for a
+        generated candidate: `free`, the H a user's SHELXL model refines freely (AFIX 0, on
+        an atom its atom list marks as carrying free H; `nearest`: each H's nearest non-H
+        atom); `located`, in a model without SHELXL H instructions (no AFIX codes), the H it
         gives as located rather than calculated (CIF calc flag not `calc`, no riding flag)."""
-        own = self.candidate.meta.get("instructions") or {}
-        mask = np.zeros(model.n, dtype=bool)
-        if is_generated(self.candidate) or own.get("hfix"):
-            return mask
-        located = {s.label.upper() for s in structure.sites if s.element.upper() in ("H", "D") and not s.calc}
-        return model.hydrogen & np.array([label.upper() in located for label in model.labels], dtype=bool)
+        free = np.zeros(model.n, dtype=bool)
+        located = np.zeros(model.n, dtype=bool)
+        if is_generated(self.candidate):
+            return free, located
+        hfix = (self.candidate.meta.get("instructions") or {}).get("hfix") or {}
+        # the SHELXL atom list says which atoms carry H refined freely (hfix code 0)
+        free_parents = {label for label, code in hfix.items() if code == 0}
+        own = {s.label.upper(): s for s in structure.sites if s.element.upper() in ("H", "D") and not s.calc}
+        for h in np.nonzero(model.hydrogen)[0]:
+            site = own.get(model.labels[h].upper())
+            if site is None:
+                continue
+            if not hfix:
+                located[h] = True
+            elif site.afix == 0 and not self.cfg.ignore_instructions and h in nearest:
+                free[h] = model.labels[nearest[h]].upper() in free_parents
+        return free, located
 
     @staticmethod
     def _follow_riding_u(structure, model: WorkingModel) -> None:
@@ -814,8 +813,8 @@ class Refinement:
             # atoms whose own H are kept, refined freely, get no riding H beside them
             for label in self.free_h_parents:
                 forced.pop(index.get(label.upper(), -1), None)
-            if not getattr(self, "_afix_noted", False):  # once, not at every placement
-                self._afix_noted = True
+            if not self.afix_noted:  # once, not at every placement
+                self.afix_noted = True
                 for line in hyd.approximated_afix(model, forced):
                     self.log(line)
         placed = hyd.place_hydrogens(
