@@ -520,6 +520,26 @@ def test_the_models_own_h_atoms_are_kept(perchlorate):
     assert riding.n_parameters == free.n_parameters - 12
 
 
+def test_refinement_starts_from_the_models_own_weights(perchlorate):
+    """The published .res refines under WGHT 0.0269 23.9134, and SHELXL left Cl1 and Cl1'
+    (one ADP, both on the 2-fold axis) 0.004 Å apart. Started from those weights, the
+    refinement stays there; started from SHELXL's default weights (0.1, 0), as before
+    WGHT was honoured, it ended in a second minimum of equal depth with Cl1' 0.087 Å away."""
+    data, bundle = perchlorate
+    assert bundle.instructions.wght[:2] == pytest.approx((0.0269, 23.913403))
+    refined = _refine(data, bundle.structure, bundle.instructions)
+    assert any("weights start from the model's WGHT: a = 0.0269, b = 23.9134" in line for line in refined.log)
+    assert _distance(refined.structure, "CL1'", "CL1") < 0.02
+    published = {s.label: np.array(s.xyz) for s in bundle.structure.sites}
+    m = orthogonalization_matrix(refined.structure.cell)
+    moved = {s.label: float(np.linalg.norm(m @ (np.array(s.xyz) - published[s.label])))
+             for s in refined.structure.sites if s.label in published and s.element.upper() != "H"}
+    assert max(moved.values()) < 0.01
+    bad = bundle.instructions.model_copy(update={"wght": (-0.1, 2.0)})
+    fallback = _refine(data, bundle.structure, bad, max_cycles=1)
+    assert any("WGHT -0.1 2 of the model not used" in line for line in fallback.log)
+
+
 def test_free_h_with_a_riding_u_keep_both(tmp_path):
     """cpna's published model refines all nine H freely with a riding U (AFIX 0, -1.2 and
     -1.5): they are kept, their position refined and their U following their atom's U_eq,

@@ -106,7 +106,8 @@ class LsqConfig(ComponentConfig):
         "shelxl", description="'shelxl': w = 1/[σ² + (aP)² + bP] with a, b optimised; 'sigma': w = 1/σ²."
     )
     weights: tuple[float, float] | None = Field(
-        None, description="Fixed SHELXL weighting (a, b) instead of optimising them."
+        None, description="Fixed SHELXL weighting (a, b) instead of optimising them (by default the weights "
+        "start from the model's own WGHT, else from a = 0.1, b = 0, and are optimised once the model has converged)."
     )
     damping: float = Field(1e-3, ge=0.0, le=1e6, description="Initial Levenberg-Marquardt damping (relative).")
     matrix: Literal["auto", "full", "blocked"] = Field(

@@ -8,7 +8,9 @@
        and re-placed after every shift; for a generated model, element swaps the data
        support (`element_swaps.py`) and disorder split from the difference map
        (`disorder.py`: PART 1/2 with a refined free occupancy, kept only when significant);
-    4. SHELXL weights optimised, refinement continued until max shift/su < 0.05;
+    4. SHELXL weights optimised, refinement continued until max shift/su < 0.05 (a user's
+       model starts under its own WGHT, as SHELXL refines it; other models under
+       SHELXL's default a = 0.1, b = 0);
     5. standard uncertainties from the inverse normal matrix, the Flack parameter,
        difference-density peak and hole, agreement figures.
 """
@@ -336,7 +338,7 @@ class Refinement:
         model.scale = k
         model = self._initial_adp(model)
 
-        a, b = (cfg.weights if cfg.weights is not None else (0.1, 0.0))
+        a, b = cfg.weights if cfg.weights is not None else self._starting_weights()
         self.settings = Settings(
             scheme=cfg.weighting, a=a, b=b, damping=cfg.damping, matrix="full",
             block_size=cfg.block_size, convergence=cfg.convergence,
@@ -437,6 +439,23 @@ class Refinement:
         return self._finish(model, converged, last_shift, instr, wavelength)
 
     # -- pieces ------------------------------------------------------------------------
+    def _starting_weights(self) -> tuple[float, float]:
+        """SHELXL weights (a, b) to start from: the model's own WGHT, as SHELXL refines a
+        model under the weights its .ins gives (optimised here later all the same), else
+        SHELXL's default (0.1, 0)."""
+        wght = self.instr.wght if self.instr is not None else None
+        if not wght:
+            return 0.1, 0.0
+        a, b = float(wght[0]), float(wght[1]) if len(wght) > 1 else 0.0
+        if not (math.isfinite(a) and math.isfinite(b) and a >= 0.0 and b >= 0.0):
+            self.log(f"WGHT {a:g} {b:g} of the model not used (a and b must be finite and non-negative): "
+                     "weights start from a = 0.1, b = 0")
+            return 0.1, 0.0
+        extra = "; its further terms (c-f) are not used" if any(
+            abs(v - d) > 1e-4 for v, d in zip(wght[2:6], (0.0, 0.0, 0.0, 1.0 / 3.0))) else ""
+        self.log(f"weights start from the model's WGHT: a = {a:.4f}, b = {b:.4f}{extra}")
+        return a, b
+
     def _adp_and_hydrogen_stage(self, model: WorkingModel, aniso: bool, budget: int):
         """Stage 2 from `model`: anisotropic non-H (when asked) and riding H, refined; H
         atoms of O/N from difference peaks. Returns (model, budget left, converged, max shift/su)."""
