@@ -337,6 +337,9 @@ class Site(_Model):
     u_aniso: Sym6 | None = None  # U11, U22, U33, U12, U13, U23
     calc: bool = False  # riding / geometrically placed (CIF _atom_site_calc_flag calc)
     riding_on: str | None = None  # parent atom label for riding H
+    #: a riding H whose U_iso is refined on its own (SHELXL AFIX m with a positive U), not
+    #: a multiple of its parent's U_eq
+    own_u: bool = False
     part: int = 0
     site_symmetry_order: int | None = None  # from CIF; None = detect with a tolerance
     afix: int = 0

@@ -563,6 +563,37 @@ def test_free_h_with_a_riding_u_keep_both(tmp_path):
     assert set(u_codes) >= set(h) and all(u_codes[x] in ("-1.2", "-1.5") for x in h)
 
 
+def test_riding_h_keep_their_names_and_their_own_u():
+    """hydroxyquinolinium's published model has eleven H: nine riding (AFIX 43, 147), five
+    of those with a U_iso refined on its own (a positive U, not -1.2), and named after the
+    order of the ring (H6 on C7 ...). Re-placed as riding H they keep those names, the five
+    keep a U of their own, refined, so the refinement has the published 184 parameters
+    (179 when every riding U followed its atom); the written .res gives them back their U,
+    and reading it back marks them so again."""
+    from refractor_core.io.res_writer import structure_res
+
+    case = get_case("hydroxyquinolinium_hmaleate")
+    data = load_reflections(case.reflections)
+    bundle = load_bundle(case.reference, block=case.data_block)
+    start = {s.label: s for s in bundle.structure.sites if s.element.upper() == "H"}
+    own = {label for label, s in start.items() if s.own_u}
+    assert own == {"H6", "H7", "H8", "H10", "H11"} and not start["H9"].own_u
+    refined = _refine(data, bundle.structure, bundle.instructions)
+    assert refined.n_parameters == 184 and refined.r1 < 0.0435  # published 184 and 0.0433
+    sites = {s.label: s for s in refined.structure.sites if s.element.upper() == "H"}
+    assert set(sites) == set(start)
+    for label, s in sites.items():  # each name on the atom it was on
+        assert s.riding_on == start[label].riding_on or not start[label].calc
+    assert {label for label, s in sites.items() if s.own_u} == own
+    assert all(s.u_iso_su is not None and abs(s.u_iso - start[label].u_iso) < 0.01
+               for label, s in sites.items() if label in own)
+    text = structure_res(refined.structure, refined=refined, instructions=bundle.instructions)
+    u_written = {line.split()[0]: line.split()[-1] for line in text.splitlines() if line[:1] == "H" and len(line.split()) == 7}
+    assert all(not u_written[label].startswith("-") for label in own) and u_written["H9"] == "-1.2"
+    again = parse_ins(text).structure()
+    assert {s.label for s in again.sites if s.own_u} == own
+
+
 def test_isotropic_atoms_of_an_anisotropic_model_stay_isotropic():
     """muscovite's published model refines M1 (Al on an inversion centre) isotropically and
     every other non-H atom anisotropically: by default the refiner keeps it so, as SHELXL

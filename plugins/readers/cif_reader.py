@@ -545,8 +545,9 @@ def structure_from_block(block, path, info: dict, riding: dict | None = None,
             u_iso = 0.05
             notes.append(f"{what}: no displacement parameter given, Uiso = 0.05 assumed")
         riding_on = afix = None
+        own_u = False
         if riding and label.upper() in riding:
-            afix, riding_on = riding[label.upper()]
+            afix, riding_on, own_u = riding[label.upper()]
         has_xyz_su = any(s is not None for s in xyz_su)
         try:
             sites.append(
@@ -559,6 +560,7 @@ def structure_from_block(block, path, info: dict, riding: dict | None = None,
                     u_aniso=u_aniso,
                     calc=calc,
                     riding_on=riding_on,
+                    own_u=bool(own_u and calc and element in ("H", "D")),
                     part=part,
                     site_symmetry_order=order,
                     afix=afix or 0,
@@ -730,7 +732,7 @@ def read_cif_bundle(
         riding, free_variables = {}, {}
         for a in ins.atoms:
             if a.afix != 0 or (len(a.u) == 1 and -5.0 <= a.u[0] <= -0.5):
-                riding[a.label.upper()] = (a.afix, a.pivot if a.afix else a.u_parent)
+                riding[a.label.upper()] = (a.afix, a.pivot if a.afix else a.u_parent, bool(a.afix) and a.refined_u)
             if (fv := ins.free_variable(a.sof)) is not None:
                 free_variables[a.label.upper()] = fv
     model_block = b

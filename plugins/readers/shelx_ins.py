@@ -97,6 +97,12 @@ class InsAtom:
     residue: int = 0  # RESI number
     residue_class: str | None = None
 
+    @property
+    def refined_u(self) -> bool:
+        """A single U refined as written: positive and below 5 (not -f riding on the
+        previous atom, not fixed as 10 + U, not a free-variable code)."""
+        return len(self.u) == 1 and 0.0 < self.u[0] < 5.0
+
 
 @dataclass
 class InsFile:
@@ -322,6 +328,7 @@ class InsFile:
                         u_aniso=u_aniso,
                         calc=calc,
                         riding_on=atom.pivot if calc else (atom.u_parent if is_h and riding_u else None),
+                        own_u=calc and atom.refined_u,
                         part=atom.part,
                         site_symmetry_order=int(order),
                         afix=atom.afix,

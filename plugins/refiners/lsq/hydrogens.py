@@ -687,6 +687,60 @@ def add_partner_hydrogens(m: WorkingModel, partners: dict[int, int]) -> int:
     return added
 
 
+def _offset_from(model: WorkingModel, parent: int, xyz: np.ndarray) -> np.ndarray:
+    """Cartesian vector from atom `parent` to the image of fractional `xyz` closest to it."""
+    from .completion import closest_image
+
+    _, op, shift = closest_image(model, model.xyz[parent], xyz)
+    image = model.symmetry.images(np.asarray(xyz, dtype=np.float64))[op] + shift
+    return orthogonalization_matrix(model.cell) @ (image - model.xyz[parent])
+
+
+def model_h_names(model: WorkingModel, hydrogens: np.ndarray, nearest: dict[int, int]) -> dict[str, list[tuple[str, np.ndarray]]]:
+    """{parent label: [(H label, Cartesian offset from the parent)]} of the H atoms of a
+    mask (`nearest`: `nearest_heavy_atoms`), for `restore_h_names` once they are re-placed."""
+    out: dict[str, list[tuple[str, np.ndarray]]] = {}
+    for h in np.nonzero(hydrogens)[0]:
+        parent = nearest.get(int(h))
+        if parent is not None:
+            out.setdefault(model.labels[parent].upper(), []).append(
+                (model.labels[h], _offset_from(model, parent, model.xyz[h])))
+    return out
+
+
+def restore_h_names(m: WorkingModel, names: dict[str, list[tuple[str, np.ndarray]]]) -> int:
+    """Give the riding H re-placed on an atom the names the model's own H on that atom had
+    (`model_h_names`), as SHELXL keeps the names of the H it re-places: within each group,
+    the assignment of names to H with the smallest summed distance between old and new
+    positions. An atom holding one of those names otherwise is renamed. Returns H renamed."""
+    from itertools import permutations
+
+    targets: dict[int, str] = {}
+    for g in m.h_groups:
+        named = names.get(m.labels[g.parent].upper())
+        if g.own or not named or not g.atoms:
+            continue
+        offsets = [_offset_from(m, g.parent, m.xyz[h]) for h in g.atoms]
+        if len(offsets) <= len(named):  # (H, name) pairings: each H a name, or each name an H
+            pairings = (list(enumerate(ns)) for ns in permutations(range(len(named)), len(offsets)))
+        else:
+            pairings = ([(a, b) for b, a in enumerate(hs)] for hs in permutations(range(len(offsets)), len(named)))
+        best = min(pairings, key=lambda pairs: sum(float(np.linalg.norm(offsets[a] - named[b][1])) for a, b in pairs))
+        targets.update({g.atoms[a]: named[b][0] for a, b in best})
+    targets = {h: name for h, name in targets.items() if m.labels[h].upper() != name.upper()}
+    if not targets:
+        return 0
+    wanted = {name.upper() for name in targets.values()}
+    displaced = [i for i in range(m.n) if i not in targets and m.labels[i].upper() in wanted]
+    for i in list(targets) + displaced:
+        m.labels[i] = f"?{i}"  # out of the way while the names move
+    for h, name in targets.items():
+        m.labels[h] = name
+    for i in displaced:
+        m.labels[i] = m.unique_label(m.elements[i])
+    return len(targets)
+
+
 def _drop_riding(m: WorkingModel) -> None:
     """Remove the riding H placed before; the model's own kept H (`own` groups) stay."""
     own = [g for g in m.h_groups if g.own]

@@ -84,6 +84,9 @@ class WorkingModel:
     #: (n,) atom whose U_eq sets this atom's U_iso (u_ratio · U_eq) while its position is
     #: free: an H refined freely with a riding U (SHELXL's -1.2 on an AFIX 0 atom); -1 otherwise
     u_parent: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    #: (n,) a riding H whose U_iso is a parameter of its own (SHELXL AFIX m with a positive
+    #: U), not u_ratio · U_eq of its parent
+    u_own: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     scale: float = 1.0
     extinction: float | None = None
     twin_ops: list[np.ndarray] = field(default_factory=lambda: [np.eye(3)])
@@ -173,6 +176,7 @@ class WorkingModel:
             u_ratio=np.zeros(n),
             afix=np.zeros(n, dtype=np.int64),
             u_parent=np.full(n, -1, dtype=np.int64),
+            u_own=np.zeros(n, dtype=bool),
             free_variables=free_variables,
         )
         model.update_u_eq()
@@ -182,7 +186,7 @@ class WorkingModel:
         """A deep copy (the starting structure and symmetry are shared)."""
         new = copy.copy(self)
         for name in ("xyz", "u_iso", "u_star", "aniso", "occupancy", "order", "part", "riding", "u_ratio", "afix",
-                     "u_parent", "twin_fractions"):
+                     "u_parent", "u_own", "twin_fractions"):
             setattr(new, name, getattr(self, name).copy())
         new.labels = list(self.labels)
         new.elements = list(self.elements)
@@ -255,7 +259,7 @@ class WorkingModel:
             us = sym6_to_matrix(self.u_star[self.aniso])
             uc = m[None] @ us @ m.T[None]
             self.u_iso[self.aniso] = np.trace(uc, axis1=1, axis2=2) / 3.0
-        rid = np.nonzero(self.riding >= 0)[0]
+        rid = np.nonzero((self.riding >= 0) & ~self.u_own)[0]
         if len(rid):
             self.u_iso[rid] = self.u_ratio[rid] * self.u_iso[self.riding[rid]]
         follow = np.nonzero(self.u_parent >= 0)[0]
@@ -293,7 +297,7 @@ class WorkingModel:
         m = orthogonalization_matrix(self.cell)
         minv = np.linalg.inv(m)
         for i in range(self.n):
-            if self.riding[i] >= 0:
+            if self.riding[i] >= 0 and not self.u_own[i]:
                 continue
             if not self.aniso[i]:
                 if not self.u_iso[i] >= U_FLOOR:
@@ -325,7 +329,7 @@ class WorkingModel:
         """Atoms whose ADP is at the floor or not positive definite."""
         bad = []
         for i in range(self.n):
-            if self.riding[i] >= 0:
+            if self.riding[i] >= 0 and not self.u_own[i]:
                 continue
             if self.aniso[i]:
                 uc = self.u_cart(i)
@@ -365,7 +369,7 @@ class WorkingModel:
                     changed = True
         keep = ~drop
         new_index = np.cumsum(keep) - 1
-        for name in ("xyz", "u_iso", "u_star", "aniso", "occupancy", "order", "part", "u_ratio", "afix"):
+        for name in ("xyz", "u_iso", "u_star", "aniso", "occupancy", "order", "part", "u_ratio", "afix", "u_own"):
             setattr(self, name, getattr(self, name)[keep])
         riding = self.riding[keep]
         self.riding = np.where(riding >= 0, new_index[np.maximum(riding, 0)], -1)
@@ -434,6 +438,7 @@ class WorkingModel:
         self.u_ratio = np.append(self.u_ratio, u_ratio)
         self.afix = np.append(self.afix, afix)
         self.u_parent = np.append(self.u_parent, -1)
+        self.u_own = np.append(self.u_own, False)
         return self.n - 1
 
     def unique_label(self, element: str) -> str:
@@ -474,6 +479,7 @@ class WorkingModel:
                     u_aniso=u_aniso,
                     calc=bool(riding),
                     riding_on=self.labels[u_parent] if u_parent >= 0 else None,
+                    own_u=bool(riding and self.u_own[i]),
                     part=int(self.part[i]),
                     site_symmetry_order=int(self.order[i]),
                     afix=int(self.afix[i]),

@@ -173,6 +173,9 @@ class Parameterisation:
                     continue
                 groups.append(SiteGroup(atoms=first + second, refine_xyz=False, refine_adp=False,
                                         occupancy_signs=[1.0] * len(first) + [-1.0] * len(second)))
+        for h in np.nonzero((model.riding >= 0) & model.u_own)[0]:  # riding H with a U of their own
+            if int(h) not in fixed_atoms and int(model.riding[h]) not in fixed_atoms:
+                groups.append(SiteGroup(atoms=[int(h)], refine_xyz=False, refine_adp=True))
         for k, hg in enumerate(model.h_groups):
             if hg.refine_torsion and hg.atoms and hg.parent not in fixed_atoms:
                 groups.append(SiteGroup(atoms=[hg.parent], refine_xyz=False, refine_adp=False, torsion_group=k))
@@ -235,9 +238,9 @@ class Parameterisation:
                 if a not in atoms:
                     atoms.append(a)
         riders = m.riders()
-        atom_list = list(atoms)
-        for a in atoms:
-            atom_list.extend(riders.get(a, []))
+        atom_list, in_groups = list(atoms), set(atoms)
+        for a in atoms:  # (a riding H with a U of its own is also an atom of its own group)
+            atom_list.extend(h for h in riders.get(a, []) if h not in in_groups)
         pos = {a: k for k, a in enumerate(atom_list)}
         riding_jac = self.riding_jacobians()
         columns = np.concatenate([self.group_columns[gi] for gi in groups]) if len(groups) else np.zeros(0, int)
@@ -306,7 +309,7 @@ class Parameterisation:
         grad_ueq = ueq_gradient(m.cell)
 
         def u_follows(h: int, parent: int) -> None:
-            if parent not in adp_cols or m.aniso[h]:
+            if parent not in adp_cols or m.aniso[h] or m.u_own[h]:
                 return
             pcols, basis = adp_cols[parent]
             for c, pc in enumerate(pcols):

@@ -272,6 +272,8 @@ class Refinement:
         self.place_h = self._want_riding_h()
         self.free_h_parents: set[str] = set()  # labels of atoms whose own free H are kept
         self.afix_noted = False  # the model's AFIX codes not built are logged once
+        self.h_names: dict = {}  # names of the model's H re-placed as riding H, by parent (`hyd.model_h_names`)
+        self.h_own_u: dict[str, float] = {}  # U_iso of riding H refined on their own, by upper-case label
         if self.place_h and hydrogens_in and not cfg.keep_h:
             # H on atoms riding H are not placed on (hydrides of metals, B, Si, P) stay, refined
             # freely; so do the H a user's SHELXL model refines freely (AFIX 0), as SHELXL would
@@ -285,11 +287,15 @@ class Refinement:
             located_labels = {model.labels[i] for i in np.nonzero(located)[0]}
             drop = model.hydrogen & ~hydrides & ~free & ~located
             self.free_h_parents = {model.labels[nearest[i]] for i in np.nonzero(free)[0]}
+            self.h_names = hyd.model_h_names(model, drop, nearest)
+            own_u = {s.label.upper() for s in structure.sites if s.own_u}
+            self.h_own_u = {model.labels[i].upper(): float(model.u_iso[i]) for i in np.nonzero(drop)[0]
+                            if model.labels[i].upper() in own_u}
             model.remove_atoms(drop)
             self._follow_riding_u(structure, model)
             if located_labels:
                 hyd.attach_existing(model, labels=located_labels, own=True)
-            told = [f"{int(drop.sum())} removed (re-placed as riding H)" if drop.any() else "",
+            told = [f"{int(drop.sum())} removed (re-placed as riding H, with their names)" if drop.any() else "",
                     f"{int(hydrides.sum())} on other atoms (hydrides) kept and refined freely" if hydrides.any() else "",
                     f"{int(free.sum())} the model refines freely (AFIX 0) kept and refined freely" if free.any() else "",
                     f"{len(located_labels)} located (not calculated) kept, riding on their atom as given"
@@ -836,6 +842,8 @@ class Refinement:
                 self.afix_noted = True
                 for line in hyd.approximated_afix(model, forced):
                     self.log(line)
+        # riding H refined with a U of their own keep it through being re-placed
+        self.h_own_u.update({model.labels[h].upper(): float(model.u_iso[h]) for h in np.nonzero(model.u_own)[0]})
         placed = hyd.place_hydrogens(
             model,
             expected_h=n_h,
@@ -845,6 +853,14 @@ class Refinement:
             refine_torsions=self.cfg.refine_torsions,
         )
         self.log(placed.summary())
+        if self.h_names:
+            hyd.restore_h_names(placed.model, self.h_names)
+        if self.h_own_u:
+            m = placed.model
+            for h in np.nonzero(m.riding >= 0)[0]:
+                u = self.h_own_u.get(m.labels[h].upper())
+                if u is not None:
+                    m.u_own[h], m.u_iso[h] = True, u
         self.meta["hydrogens"] = placed.counts
         self.meta["expected_h"] = n_h
         return placed.model
