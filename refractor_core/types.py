@@ -259,6 +259,8 @@ class RefinementInstructions(_Model):
     #: BIND: pairs of atom labels, or of PART numbers ("1", "2"), bonded across disorder
     #: components (atoms of different PARTs are otherwise never bonded)
     bind: list[tuple[str, str]] = Field(default_factory=list)
+    #: ANIS: labels of the atoms the model asks to refine anisotropically
+    anis: list[str] = Field(default_factory=list)
 
 
 class ReflectionData(_Model):

@@ -598,20 +598,25 @@ def test_isotropic_atoms_of_an_anisotropic_model_stay_isotropic():
     """muscovite's published model refines M1 (Al on an inversion centre) isotropically and
     every other non-H atom anisotropically: by default the refiner keeps it so, as SHELXL
     does (95 parameters: the published 97 count two free variables nothing uses);
-    anisotropic=true makes M1 anisotropic too (5 parameters more)."""
+    anisotropic=true, or ANIS M1 in the model, makes M1 anisotropic too (5 parameters more)."""
     case = get_case("muscovite_ti")
     data = load_reflections(case.reflections)
     bundle = load_bundle(case.reference, block=case.data_block)
 
-    def refine(**options):
+    def refine(instructions=bundle.instructions, **options):
         candidate = Candidate(structure=bundle.structure, generator=USER_MODEL,
-                              meta={"instructions": bundle.instructions.model_dump(mode="json")})
+                              meta={"instructions": instructions.model_dump(mode="json")})
         return LsqRefiner(LsqConfig(**options)).refine(data, candidate)
 
     as_given = refine()
     m1 = next(s for s in as_given.structure.sites if s.label.upper() == "M1")
     assert m1.u_aniso is None and as_given.n_parameters == 95
     assert refine(anisotropic=True).n_parameters == 100
+    # ANIS M1 in the model: M1 is made anisotropic, as SHELXL would
+    asked = refine(bundle.instructions.model_copy(update={"anis": ["M1"]}))
+    m1 = next(s for s in asked.structure.sites if s.label.upper() == "M1")
+    assert m1.u_aniso is not None and asked.n_parameters == 100
+    assert any("ANIS: 1 atom refined anisotropically" in line for line in asked.log)
 
 
 def test_located_h_of_a_cif_model_are_kept_and_its_adps_not_retested():

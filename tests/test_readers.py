@@ -233,6 +233,24 @@ def test_ins_crystal_data_and_instructions():
     assert ins.hklf_matrix == (0, 0, 1, 0, 1, 0, -1, 0, 0) and ins.hklf_scale == 1.0
 
 
+def test_ins_anis_names_the_atoms_to_make_anisotropic():
+    """ANIS alone: every non-H atom after it; ANIS n: the next n isotropic atoms (an
+    anisotropic one is not counted); ANIS names: those atoms, ranges and $element included."""
+    atoms_at = INS.index("RESI MOL 1")
+
+    def anis(line: str, where: int = atoms_at) -> list[str]:
+        return parse_ins(INS[:where] + line + "\n" + INS[where:], "a.ins").instructions.anis
+
+    assert anis("ANIS") == ["O1", "C1", "C2", "CU1", "C3"]
+    assert anis("ANIS 2") == ["C1", "C2"]  # O1 is anisotropic already
+    assert anis("ANIS", INS.index("CU1")) == ["CU1", "C3"]
+    assert anis("ANIS $C") == ["C1", "C2", "C3"]
+    assert anis("ANIS C1 > CU1") == ["C1", "C2", "CU1"]
+    assert parse_ins(INS, "t.ins").instructions.anis == []
+    noted = parse_ins(INS[:atoms_at] + "ANIS C9\n" + INS[atoms_at:], "a.ins")
+    assert noted.instructions.anis == [] and any("ANIS ignored: no atom C9" in n for n in noted.notes)
+
+
 def test_ins_atoms_free_variables_riding_and_special_positions():
     b = ins_bundle(parse_ins(INS.replace("HKLF 4 1 0 0 1 0 1 0 -1 0 0", "HKLF 4"), "t.ins"), "t.ins")
     s = {x.label: x for x in b.structure.sites}

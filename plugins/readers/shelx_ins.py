@@ -3,7 +3,7 @@
 What is read: TITL, CELL, ZERR, LATT, SYMM, SFAC (short and long form), UNIT, DISP, FVAR,
 the atom list (isotropic and anisotropic U, negative riding Uiso, free-variable coding,
 AFIX/HFIX, PART, RESI, FRAG/FEND blocks skipped), OMIT, SHEL, TWIN, BASF, EXTI, WGHT,
-MERG, ACTA, BIND and HKLF (with its scale and index matrix), and the restraints and ADP/position
+MERG, ACTA, BIND, ANIS and HKLF (with its scale and index matrix), and the restraints and ADP/position
 constraints the refiner honours (DFIX, DANG, SADI, SAME, FLAT, DELU, RIGU, SIMU, ISOR,
 EADP, EXYZ with EQIV; resolved in `shelx_restraints.py`; SUMP on free variables; CHIV,
 BUMP, NCSY, DEFS, FREE and CONN are noted as not honoured). Continuation lines (`=`), REM and
@@ -580,6 +580,8 @@ def parse_ins(text: str, path: Path | str | None = None, *, first_line: int = 1)
             break  # SHELXL reads nothing after HKLF
         elif key == "END":
             break
+        elif key == "ANIS":
+            restraint_reader.add_anis(args, lineno, residue, len(ins.atoms))
         elif key == "HFIX":
             # HFIX mn [U d] atoms: riding H to generate on these atoms (merged into hfix)
             if args:
@@ -673,13 +675,14 @@ def parse_ins(text: str, path: Path | str | None = None, *, first_line: int = 1)
     instr["fvar"] = list(ins.fvar)
     resolvable = [
         ResidueAtom(label=a.label, name=a.name or a.label, residue=a.residue, residue_class=a.residue_class,
-                    element=ins.element_of(a), index=k)
+                    element=ins.element_of(a), index=k, isotropic=len(a.u) == 1)
         for k, a in enumerate(ins.atoms)
     ]
     instr["hfix"] = hydrogen_groups(ins)
     for label, code in restraint_reader.resolve_hfix(resolvable).items():
         instr["hfix"].setdefault(label, code)
     instr["restraints"] = restraint_reader.resolve(resolvable) + sump
+    instr["anis"] = restraint_reader.resolve_anis(resolvable)
     ins.notes.extend(restraint_reader.notes)
     if not_honoured:
         ins.notes.append("instructions read but not honoured by the refiner: " + ", ".join(sorted(not_honoured)))

@@ -64,6 +64,7 @@ class ResidueAtom:
     residue: int
     residue_class: str | None
     index: int  # position in the atom list
+    isotropic: bool = True  # given with one U (ANIS n counts isotropic atoms)
 
 
 @dataclass
@@ -88,6 +89,8 @@ class RestraintReader:
     notes: list[str] = field(default_factory=list)
     #: HFIX lines: (AFIX code, tokens after it, line, residue it stands in)
     hfix: list[tuple[int, list[str], int, int]] = field(default_factory=list)
+    #: ANIS lines: (tokens after it, line, residue it stands in, atoms read before it)
+    anis: list[tuple[list[str], int, int, int]] = field(default_factory=list)
 
     @staticmethod
     def keyword_of(token: str) -> tuple[str, str | None] | None:
@@ -107,6 +110,30 @@ class RestraintReader:
             self.notes.append(f"line {line}: EQIV needs $n and an operator; ignored")
             return
         self.eqiv[tokens[0].upper()] = " ".join(tokens[1:]).replace(" ", "")
+
+    def add_anis(self, tokens: list[str], line: int, residue: int, atoms_before: int) -> None:
+        """ANIS [n | atoms]: atoms to refine anisotropically."""
+        self.anis.append((tokens, line, residue, atoms_before))
+
+    def resolve_anis(self, atoms: list[ResidueAtom]) -> list[str]:
+        """Labels of the non-H atoms ANIS makes anisotropic: with no argument every atom
+        after it, with a number n the next n isotropic atoms, else the named atoms."""
+        out: list[str] = []
+        for tokens, line, residue, atoms_before in self.anis:
+            following = [a for a in atoms if a.index >= atoms_before and a.element not in ("H", "D")]
+            if not tokens:
+                out.extend(a.label for a in following)
+            elif len(tokens) == 1 and re.fullmatch(r"\d+", tokens[0]):
+                out.extend(a.label for a in [a for a in following if a.isotropic][: int(tokens[0])])
+            else:
+                try:
+                    refs = self._expand(tokens, residue, atoms, pairwise=False)
+                except _Unresolved as exc:
+                    self.notes.append(f"line {line}: ANIS ignored: {exc}")
+                    continue
+                heavy = {a.label for a in atoms if a.element not in ("H", "D")}
+                out.extend(r.label for r in refs if r.label in heavy)
+        return list(dict.fromkeys(out))
 
     def add_hfix(self, code: int, tokens: list[str], line: int, residue: int) -> None:
         """HFIX code [U d] atoms: riding H to generate on the named atoms."""

@@ -310,6 +310,14 @@ class Refinement:
         self.instr = instr if self.candidate.meta.get("instructions") is not None and not cfg.ignore_instructions else None
         model.user_sites = user_restraints.user_site_sets(model, self.instr) if cfg.restraints is not False else None
         model.bind = tuple(self.instr.bind) if self.instr is not None else ()
+        # ANIS in the model: the atoms it names are refined anisotropically, the model's
+        # other isotropic atoms stay so (anisotropic=true/false still decide for all)
+        self.anis_requested = bool(self.instr is not None and self.instr.anis and cfg.anisotropic == "auto")
+        if self.anis_requested:
+            named = {label.upper() for label in self.instr.anis}
+            self.kept_isotropic = {s.label.upper() for s in structure.sites if s.u_aniso is None
+                                   and s.element.upper() not in ("H", "D") and s.label.upper() not in named}
+            self.log(f"ANIS: {len(named)} atom{'s' if len(named) != 1 else ''} refined anisotropically, as the model asks")
         if model.user_sites:
             self.log(f"EADP/EXYZ: {len(model.user_sites)} sets of atoms share one ADP (and, for EXYZ, one position)")
         groups = site_groups(model)
@@ -650,6 +658,8 @@ class Refinement:
             return True
         if self.cfg.anisotropic is False:
             return False
+        if self.anis_requested:
+            return True
         candidates = self._anisotropic_candidates(model)
         if not (candidates & ~model.aniso).any():
             return True  # already anisotropic (a user's refined model): nothing to decide
