@@ -261,6 +261,9 @@ class RefinementInstructions(_Model):
     bind: list[tuple[str, str]] = Field(default_factory=list)
     #: ANIS: labels of the atoms the model asks to refine anisotropically
     anis: list[str] = Field(default_factory=list)
+    #: the probe the data were measured with: "x-ray" unless a .ins says NEUT or a CIF's
+    #: _diffrn_radiation_probe says otherwise (only X-ray data can be evaluated here)
+    radiation: str = "x-ray"
 
 
 class ReflectionData(_Model):

@@ -251,6 +251,24 @@ def test_ins_anis_names_the_atoms_to_make_anisotropic():
     assert noted.instructions.anis == [] and any("ANIS ignored: no atom C9" in n for n in noted.notes)
 
 
+def test_neut_marks_neutron_data_which_are_not_evaluated():
+    """NEUT says the data are neutron data; X-ray form factors would misfit them, so the
+    data are refused where observations are prepared, whichever side says it."""
+    from refractor_core.crystal.observations import prepare_observations
+    from refractor_core.types import ReflectionData, UnitCell
+
+    at = INS.index("SFAC C H O")
+    neutron = parse_ins(INS[:at] + "NEUT\n" + INS[at:], "n.ins").instructions
+    assert neutron.radiation == "neutron" and parse_ins(INS, "t.ins").instructions.radiation == "x-ray"
+    data = ReflectionData(hkl=np.array([[1, 0, 0], [0, 1, 0]], dtype=np.int32), intensity=np.array([10.0, 20.0]),
+                          sigma=np.array([1.0, 1.0]), cell=UnitCell(a=5, b=6, c=7, alpha=90, beta=90, gamma=90))
+    assert prepare_observations(data, "P 1").data.n == 2
+    with pytest.raises(InputError, match="neutron diffraction data .the model gives NEUT"):
+        prepare_observations(data, "P 1", neutron)
+    with pytest.raises(InputError, match="neutron diffraction data .the data file gives NEUT"):
+        prepare_observations(data.model_copy(update={"instructions": neutron}), "P 1")
+
+
 def test_ins_atoms_free_variables_riding_and_special_positions():
     b = ins_bundle(parse_ins(INS.replace("HKLF 4 1 0 0 1 0 1 0 -1 0 0", "HKLF 4"), "t.ins"), "t.ins")
     s = {x.label: x for x in b.structure.sites}

@@ -72,3 +72,19 @@ def test_refine_usage_errors(workdir):
     proc = refractor("refine", "2229150.hkl", "--model", "missing.res", cwd=workdir)
     assert proc.returncode == 2 and "missing.res" in proc.stderr
     assert not list(workdir.glob("missing_refined*"))
+
+
+def test_neutron_data_are_refused(tmp_path):
+    """A .res saying NEUT, or a CIF whose _diffrn_radiation_probe is neutron, describes
+    neutron data: X-ray form factors would give a wrong refinement, so refine and rfactor
+    stop with a clear message, exit code 1 and no output."""
+    shutil.copy(EXAMPLE / "2229150.hkl", tmp_path / "2229150.hkl")
+    cif = (EXAMPLE / "reference" / "2229150.cif").read_text()
+    at = cif.index("_diffrn_radiation_wavelength")
+    # the CIF beside the data gives their cell, and here says they are neutron data
+    (tmp_path / "2229150.cif").write_text(cif[:at] + "_diffrn_radiation_probe neutron\n" + cif[at:])
+    for extra in (["refine", "--output", "out"], ["rfactor"]):
+        proc = refractor(extra[0], "2229150.hkl", "--model", "2229150.cif", *extra[1:], cwd=tmp_path)
+        assert proc.returncode == 1, proc.stderr
+        assert "neutron diffraction data" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists()

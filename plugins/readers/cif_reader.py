@@ -78,6 +78,7 @@ TAGS: dict[str, tuple[str, ...]] = {
         "_symmetry_Int_Tables_number",
         "_symmetry.Int_Tables_number",
     ),
+    "probe": ("_diffrn_radiation_probe", "_diffrn_radiation.probe"),
     "hkl_file": ("_shelx_hkl_file", "_shelx.hkl_file", "_iucr_refine_reflections_details"),
     "res_file": ("_shelx_res_file", "_shelx.res_file", "_iucr_refine_instructions_details"),
 }
@@ -709,6 +710,10 @@ def read_cif_bundle(
     if res is not None and res.text.strip():
         ins = parse_ins(res.text, path, first_line=res.line + 1)
     instructions = ins.instructions if ins is not None else instructions_from_tags(b)
+    probe = value(b, "probe")
+    if probe is not None and probe.text.strip().lower() not in ("x-ray", "xray", "x"):
+        instructions = (instructions or RefinementInstructions()).model_copy(
+            update={"radiation": probe.text.strip().lower()})
 
     refl = None
     hkl_text = value(b, "hkl_file")

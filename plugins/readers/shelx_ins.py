@@ -3,7 +3,7 @@
 What is read: TITL, CELL, ZERR, LATT, SYMM, SFAC (short and long form), UNIT, DISP, FVAR,
 the atom list (isotropic and anisotropic U, negative riding Uiso, free-variable coding,
 AFIX/HFIX, PART, RESI, FRAG/FEND blocks skipped), OMIT, SHEL, TWIN, BASF, EXTI, WGHT,
-MERG, ACTA, BIND, ANIS and HKLF (with its scale and index matrix), and the restraints and ADP/position
+MERG, ACTA, BIND, ANIS, NEUT and HKLF (with its scale and index matrix), and the restraints and ADP/position
 constraints the refiner honours (DFIX, DANG, SADI, SAME, FLAT, DELU, RIGU, SIMU, ISOR,
 EADP, EXYZ with EQIV; resolved in `shelx_restraints.py`; SUMP on free variables; CHIV,
 BUMP, NCSY, DEFS, FREE and CONN are noted as not honoured). Continuation lines (`=`), REM and
@@ -580,6 +580,8 @@ def parse_ins(text: str, path: Path | str | None = None, *, first_line: int = 1)
             break  # SHELXL reads nothing after HKLF
         elif key == "END":
             break
+        elif key == "NEUT":
+            instr["radiation"] = "neutron"
         elif key == "ANIS":
             restraint_reader.add_anis(args, lineno, residue, len(ins.atoms))
         elif key == "HFIX":

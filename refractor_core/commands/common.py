@@ -79,9 +79,10 @@ def load_data(
     reader: str | None = None,
 ) -> ReflectionData:
     """Read DATA (and the files beside it) into ReflectionData, applying option overrides."""
+    from ..crystal.observations import require_xray
     from ..dataio import load_reflections
 
-    return load_reflections(
+    reflections = load_reflections(
         data,
         companion=ins,
         cell=cell,
@@ -90,6 +91,8 @@ def load_data(
         z=z,
         reader=reader,
     )
+    require_xray(reflections.instructions, "the data file", reflections.source)
+    return reflections
 
 
 def emit_json(obj: Any) -> None:

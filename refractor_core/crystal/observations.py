@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..errors import InputError
 from ..types import ReflectionData, RefinementInstructions, SpaceGroupRef, Structure
 from .cell import d_spacing, stol as stol_of, two_theta
 from .merging import MergedData, merge
@@ -48,6 +49,14 @@ class Observations:
         return self.data.sigma
 
 
+def require_xray(instructions: RefinementInstructions | None, where: str, source: str | None = None) -> None:
+    """InputError when `instructions` say the data are not X-ray data (NEUT in a .ins,
+    _diffrn_radiation_probe in a CIF): the form factors here are X-ray ones."""
+    if instructions is not None and instructions.radiation != "x-ray":
+        raise InputError(f"{instructions.radiation} diffraction data ({where} gives NEUT or _diffrn_radiation_probe) "
+                         "are not supported: structure factors are computed with X-ray form factors", path=source)
+
+
 def prepare_observations(
     data: ReflectionData,
     space_group: SpaceGroupRef | SymmetryOps | str,
@@ -58,6 +67,8 @@ def prepare_observations(
 ) -> Observations:
     """Merge and filter `data` for `space_group`, honouring SHELX instructions if given."""
     sym = space_group if isinstance(space_group, SymmetryOps) else SymmetryOps.from_space_group(space_group)
+    require_xray(instructions, "the model", data.source)
+    require_xray(data.instructions, "the data file", data.source)
     instr = instructions or data.instructions or RefinementInstructions()
     dropped: dict[str, int] = {}
     work = data
