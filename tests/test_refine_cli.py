@@ -88,3 +88,18 @@ def test_neutron_data_are_refused(tmp_path):
         assert proc.returncode == 1, proc.stderr
         assert "neutron diffraction data" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_what_the_readers_noted_is_shown(tmp_path):
+    """An instruction the refiner does not honour (CONN) is named on stderr and in the
+    JSON's notes, not dropped silently."""
+    from refractor_core.testing.real_cases import get_case
+
+    case = get_case("fe_perchlorate_hydrate")
+    shutil.copy(case.reflections, tmp_path / "fe.hkl")
+    text = case.reference.read_text().replace("\nSFAC", "\nCONN 4 O1\nSFAC", 1)
+    (tmp_path / "fe.res").write_text(text)
+    proc = refractor("refine", "fe.hkl", "--model", "fe.res", "--json", "--output", "out", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "note: instructions read but not honoured by the refiner: CONN" in proc.stderr
+    assert "instructions read but not honoured by the refiner: CONN" in json.loads(proc.stdout)["notes"]

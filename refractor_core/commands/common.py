@@ -95,6 +95,20 @@ def load_data(
     return reflections
 
 
+def reading_notes(*lists: list[str], show: bool = True) -> list[str]:
+    """The readers' notes on the input files (instructions not honoured, assumptions made),
+    without repeats; printed to stderr as `note: ...` unless `show` is false or -q is given."""
+    notes: list[str] = []
+    for lst in lists:
+        notes.extend(n for n in lst if n not in notes)
+    ctx = click.get_current_context(silent=True)
+    quiet = ctx is not None and isinstance(ctx.obj, dict) and ctx.obj.get("verbosity", 0) < 0
+    if show and not quiet:
+        for n in notes:
+            click.echo(f"note: {n}", err=True)
+    return notes
+
+
 def emit_json(obj: Any) -> None:
     """Print one JSON object on stdout."""
     json.dump(obj, sys.stdout, indent=2, default=_json_default)

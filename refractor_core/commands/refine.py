@@ -20,7 +20,7 @@ from typing import Any
 import click
 
 from ..errors import InputError, UsageError
-from .common import data_options, emit_json, load_data, pass_verbosity, run_options
+from .common import data_options, emit_json, load_data, pass_verbosity, reading_notes, run_options
 
 
 def _stage_options(pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -103,6 +103,7 @@ def command(verbosity: int, **kw: Any) -> None:
     if bundle.structure is None:
         raise InputError("no atom sites found: the model file holds no structure", path=model_path)
     data = _complete_data(data, bundle)
+    notes = reading_notes(data.notes, bundle.notes)
     instructions = bundle.instructions
     meta: dict[str, Any] = {"source": str(model_path)}
     if instructions is not None and not kw["ignore_instructions"]:
@@ -118,7 +119,8 @@ def command(verbosity: int, **kw: Any) -> None:
     config = RunConfig(
         components={"refiner": kw["refiner_name"]}, options={"refiner": options}, seed=seed, device=device,
     )
-    summary = _write_outputs(refined, data, output, stem, config, seed, device, [data_path, model_path, kw["ins"]], started)
+    summary = _write_outputs(refined, data, output, stem, config, seed, device, [data_path, model_path, kw["ins"]], started,
+                             notes)
     if kw["as_json"]:
         emit_json(summary)
     else:
@@ -137,8 +139,10 @@ def _complete_data(data, bundle):
     return data.model_copy(update=update) if update else data
 
 
-def _write_outputs(refined, data, output: Path, stem: str, config, seed: int, device: str, inputs, started: float) -> dict[str, Any]:
-    """Structure files, refine.json and manifest.json, all or nothing."""
+def _write_outputs(refined, data, output: Path, stem: str, config, seed: int, device: str, inputs, started: float,
+                   notes: list[str]) -> dict[str, Any]:
+    """Structure files, refine.json and manifest.json, all or nothing (`notes`: the readers'
+    notes on the inputs)."""
     from ..atomic import OutputFolder, atomic_write_json, atomic_write_text
     from ..io.outputs import write_structure_outputs
     from ..manifest import finish_manifest, input_records, library_versions, new_manifest, write_manifest
@@ -174,6 +178,7 @@ def _write_outputs(refined, data, output: Path, stem: str, config, seed: int, de
             "diff_peak": refined.diff_peak,
             "diff_hole": refined.diff_hole,
             "warnings": refined.meta.get("warnings", []),
+            "notes": notes,
             "seed": seed,
             "seconds": time.perf_counter() - started,
         }

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .common import data_options, emit_json, load_data
+from .common import data_options, emit_json, load_data, reading_notes
 
 
 @click.command("rfactor")
@@ -42,6 +42,7 @@ def command(data, ins, cell, wavelength, formula, z, reader, model_path, block, 
         from ..errors import InputError
 
         raise InputError("no atom sites found: the model file holds no structure", path=model_path)
+    notes = reading_notes(reflections.notes, bundle.notes)
     report = evaluate_model(
         reflections,
         bundle.structure,
@@ -49,6 +50,7 @@ def command(data, ins, cell, wavelength, formula, z, reader, model_path, block, 
         weights=tuple(weights) if weights else None,
         anomalous=not no_anomalous,
     )
+    report["notes"] = notes
     if as_json:
         emit_json(report)
         return

@@ -25,7 +25,7 @@ import click
 from pydantic import ValidationError
 
 from ..errors import PluginError, UsageError
-from .common import data_options, emit_json, load_data, pass_verbosity, run_options
+from .common import data_options, emit_json, load_data, pass_verbosity, reading_notes, run_options
 
 STAGES = ("encoder", "classifier", "generator", "refiner", "ranker")
 NONE_NAMES = ("", "none", "null", "off")
@@ -206,6 +206,7 @@ def command(verbosity: int, **kw: Any) -> None:
         if exc.name and exc.name.startswith("refractor"):
             raise PluginError(f"the data readers are not available in this installation ({exc.name} missing)") from None
         raise
+    reading_notes(data.notes)
 
     context = PipelineContext(
         registry=registry, device=device, seed=seed, offline=config.offline,
@@ -358,7 +359,8 @@ def write_run_outputs(result, data, output: Path, stem: str, config, manifest, i
             report = {
                 **summary,
                 "data": {"source": data.source, "n": data.n, "cell": data.cell.model_dump() if data.cell else None,
-                         "wavelength": data.wavelength, "formula": data.formula, "z": data.z},
+                         "wavelength": data.wavelength, "formula": data.formula, "z": data.z,
+                         "notes": reading_notes(data.notes, show=False)},
                 "hypotheses": [h.model_dump(mode="json") for h in result.hypotheses],
                 "candidates": [
                     {"rank": i + 1, "space_group": r.structure.space_group.symbol, "R1": r.r1, "wR2": r.wr2,
