@@ -6,7 +6,8 @@ AFIX/HFIX, PART, RESI, FRAG/FEND blocks skipped), OMIT, SHEL, TWIN, BASF, EXTI, 
 MERG, ACTA, BIND, ANIS, NEUT and HKLF (with its scale and index matrix), and the restraints and ADP/position
 constraints the refiner honours (DFIX, DANG, SADI, SAME, FLAT, DELU, RIGU, SIMU, ISOR,
 EADP, EXYZ with EQIV; resolved in `shelx_restraints.py`; SUMP on free variables; CHIV,
-BUMP, NCSY, DEFS, FREE and CONN are noted as not honoured). Continuation lines (`=`), REM and
+BUMP, NCSY, DEFS, FREE, CONN, ABIN, SWAT, MOVE and LAUE are noted as not honoured, and so are
+rigid groups of non-H atoms, AFIX n = 6 or 9, refined here as free atoms). Continuation lines (`=`), REM and
 comment lines (starting with a blank) are handled as SHELXL does; reading stops at HKLF or
 END, so Q peaks and the WGHT suggestion after END in a .res are ignored.
 
@@ -60,8 +61,10 @@ KEYWORDS = frozenset(
     """.split()
 )
 
-#: restraint-like instructions the refiner does not honour (noted when present)
-NOT_HONOURED = frozenset({"CHIV", "BUMP", "NCSY", "DEFS", "FREE", "CONN"})
+#: instructions that change a SHELXL refinement but not this one (noted when present):
+#: restraints and connectivity, the solvent contribution of a .fab (ABIN), the diffuse
+#: solvent model (SWAT), shifted coordinates (MOVE), wavelength-dependent scattering (LAUE)
+NOT_HONOURED = frozenset({"CHIV", "BUMP", "NCSY", "DEFS", "FREE", "CONN", "ABIN", "SWAT", "MOVE", "LAUE"})
 
 #: LATT |N| -> centring vectors (besides 0,0,0)
 CENTRING = {
@@ -668,6 +671,9 @@ def parse_ins(text: str, path: Path | str | None = None, *, first_line: int = 1)
                     unknown.add(word)
     if unknown:
         ins.notes.append("unknown instructions ignored: " + ", ".join(sorted(unknown)))
+    rigid = [a.label for a in ins.atoms if abs(a.afix) % 10 in (6, 9) and ins.element_of(a) not in ("H", "D")]
+    if rigid:
+        ins.notes.append("rigid groups (AFIX n = 6 or 9) are refined as free atoms: " + ", ".join(rigid))
     if ins.unit and ins.sfac and len(ins.unit) != len(ins.sfac):
         raise InputError(
             f"UNIT gives {len(ins.unit)} numbers for {len(ins.sfac)} SFAC elements",
