@@ -912,7 +912,8 @@ class Refinement:
         params, cov, s2, singular = self.driver.uncertainties(model)
         if singular:
             names = ", ".join(params.describe(j) for j in singular[:8])
-            self.warn(f"the normal matrix is singular: parameters {names} are not determined by the data (su set to 0)")
+            self.warn(f"the normal matrix is singular: parameters {names} are not determined by the data (their su "
+                      "leave out the undetermined combination, so they are too small, or 0)")
         self._store_su(model, params, cov)
         fc2c = self.calc.fc2_components(model)
         _, fcabs = self.calc.model_intensities(model, fc2c)
