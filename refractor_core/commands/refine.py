@@ -1,8 +1,11 @@
 """`refractor refine DATA --model start.res|start.cif`: refine a model the user already has.
 
-The start model's own SHELXL instructions (OMIT, SHEL, TWIN/BASF, EXTI, WGHT) are honoured,
-and so are its restraints and constraints (DFIX, DANG, SADI, SAME, FLAT, DELU, RIGU, SIMU,
-ISOR, EADP, EXYZ); the log lists the restraints the refined model disagrees with.
+The start model's own SHELXL instructions (OMIT, SHEL, TWIN/BASF, EXTI, WGHT as the starting
+weights, ANIS) are honoured, and so are its restraints and constraints (DFIX, DANG, SADI,
+SAME, FLAT, DELU, RIGU, SIMU, ISOR, SUMP, EADP, EXYZ); the log lists the restraints the
+refined model disagrees with. Its H atoms keep their names, and their treatment: riding
+(re-placed each cycle, with a U of their own where the model refines one), or refined
+freely. What the readers could not honour is printed as `note: ...`.
 The refiner (default `lsq`) is built through the plugin registry with `--refiner-opt
 key=value` options validated by its Config. Outputs go atomically into `--output`
 (default `<model stem>_refined/` beside the model): `<stem>.cif`, `.res`, `.fcf`,
