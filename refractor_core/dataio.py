@@ -39,7 +39,9 @@ DEFAULT_WAVELENGTH = 0.71073
 # --------------------------------------------------------------------------------------
 
 
-def _split_block(path: Path) -> tuple[Path, str | None]:
+def split_block(path: Path) -> tuple[Path, str | None]:
+    """'file.cif#block' -> (file.cif, 'block'); a path that exists as given is kept whole
+    (block None)."""
     s = str(path)
     if "#" in s and not Path(s).exists():
         base, _, name = s.rpartition("#")
@@ -71,7 +73,7 @@ def choose_reader(
     from .plugins import get_registry
 
     registry = get_registry()
-    file_path, _ = _split_block(Path(path))
+    file_path, _ = split_block(Path(path))
     _check_file(file_path)
     if reader is not None:
         return _build(registry, reader, options)
@@ -135,7 +137,7 @@ def load_bundle(
 
 def _load_bundle(path, *, block=None, reader=None, want="model") -> tuple[DataBundle, HKLReader]:
     path = Path(path)
-    file_path, name_in_path = _split_block(path)
+    file_path, name_in_path = split_block(path)
     block = block or name_in_path
     component = choose_reader(file_path, reader)
     if block is not None or want != "reflections":
@@ -156,7 +158,7 @@ def load_structure(path: str | Path, *, block: str | None = None, reader: str | 
     """The model (asymmetric-unit sites) of a CIF, .res or .ins file."""
     bundle = load_bundle(path, block=block, reader=reader, want="model")
     if bundle.structure is None:
-        raise InputError("no atom sites in this file", path=_split_block(Path(path))[0])
+        raise InputError("no atom sites in this file", path=split_block(Path(path))[0])
     return bundle.structure
 
 
@@ -230,7 +232,7 @@ def load_reflections(
     `InputError` when the file cannot be read or no unit cell is known.
     """
     path = Path(path)
-    file_path, block = _split_block(path)
+    file_path, block = split_block(path)
     _check_file(file_path)
     component = choose_reader(file_path, reader)
     if block is not None and "block" in type(component.config).model_fields:

@@ -37,6 +37,13 @@ def refined(workdir):
     return json.loads(proc.stdout), proc
 
 
+def test_a_model_block_named_in_the_path(workdir):
+    proc = refractor("refine", "2229150.hkl", "--model", "2229150.cif#2229150", "--json", "--output", "blk",
+                     "--refiner-opt", "max_cycles=5", cwd=workdir)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["cif"].endswith("blk/2229150.cif")
+
+
 def test_refine_json_and_outputs(workdir, refined):
     out, proc = refined
     for key in ("R1", "wR2", "GooF", "cycles", "max_shift_su", "cif"):
@@ -72,6 +79,9 @@ def test_refine_usage_errors(workdir):
     proc = refractor("refine", "2229150.hkl", "--model", "missing.res", cwd=workdir)
     assert proc.returncode == 2 and "missing.res" in proc.stderr
     assert not list(workdir.glob("missing_refined*"))
+    # a CIF data block named in the path, as the option's help says (was "does not exist")
+    proc = refractor("refine", "2229150.hkl", "--model", "2229150.cif#no_such_block", cwd=workdir)
+    assert proc.returncode == 1 and "no_such_block" in proc.stderr and "does not exist" not in proc.stderr
 
 
 def test_neutron_data_are_refused(tmp_path):

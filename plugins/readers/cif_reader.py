@@ -27,6 +27,7 @@ from pydantic import ValidationError
 
 from refractor_core.errors import InputError
 from refractor_core.interfaces import BuildContext, ComponentConfig, DataBundle, HKLReader
+from refractor_core.dataio import split_block
 from refractor_core.types import ReflectionData, RefinementInstructions, Site, SpaceGroupRef, Structure, UnitCell
 
 from .register import CifConfig
@@ -675,16 +676,6 @@ def _guess_riding_parents(sites: list[Site], cell: UnitCell) -> list[Site]:
 # --------------------------------------------------------------------------------------
 # the reader
 # --------------------------------------------------------------------------------------
-
-
-def split_block(path: Path) -> tuple[Path, str | None]:
-    """'file.cif#block' -> (file.cif, 'block'); a path that exists as given is kept whole."""
-    p = Path(path)
-    s = str(path)
-    if "#" in s and not p.exists():
-        base, _, name = s.rpartition("#")
-        return Path(base), (name or None)
-    return p, None
 
 
 def read_cif_bundle(

@@ -71,7 +71,7 @@ def command(verbosity: int, **kw: Any) -> None:
       refractor refine data.hkl --model start.res --refiner-opt riding_h=false
     """
     started = time.perf_counter()
-    from ..dataio import load_bundle
+    from ..dataio import load_bundle, split_block
     from ..interfaces import BuildContext
     from ..manifest import choose_seed, new_manifest, resolve_device, seed_everything
     from ..plugins import get_registry, warn_problems
@@ -80,7 +80,8 @@ def command(verbosity: int, **kw: Any) -> None:
 
     data_path: Path = kw["data"]
     model_path: Path = kw["model_path"]
-    for p, what in ((data_path, "data"), (model_path, "model")):
+    model_file, _ = split_block(model_path)  # `file.cif#block` names one block of a CIF
+    for p, what in ((data_path, "data"), (model_file, "model")):
         if not p.is_file():
             raise UsageError(f"{what} file {p} does not exist")
     options = _stage_options(kw["refiner_opt"])
@@ -117,12 +118,12 @@ def command(verbosity: int, **kw: Any) -> None:
     refiner = registry.build("refiner", kw["refiner_name"], options, context)
     refined = refiner.refine(data, candidate)
 
-    output = (kw["output"] or default_output(model_path)).absolute()
-    stem = model_path.stem
+    output = (kw["output"] or default_output(model_file)).absolute()
+    stem = model_file.stem
     config = RunConfig(
         components={"refiner": kw["refiner_name"]}, options={"refiner": options}, seed=seed, device=device,
     )
-    summary = _write_outputs(refined, data, output, stem, config, seed, device, [data_path, model_path, kw["ins"]], started,
+    summary = _write_outputs(refined, data, output, stem, config, seed, device, [data_path, model_file, kw["ins"]], started,
                              notes)
     if kw["as_json"]:
         emit_json(summary)
