@@ -323,3 +323,18 @@ def test_a_run_repeats_from_its_manifest(tmp_path):
     assert a["config"] == b["config"] and a["seed"] == b["seed"]
     ra, rb = (json.loads((tmp_path / x / "report.json").read_text())["candidates"] for x in "ab")
     assert ra == rb and len(ra) == 2
+
+
+def test_run_on_a_cif_data_block_named_in_the_path(tmp_path):
+    """`refractor run file.cif#block` reads that block (the existence check took the whole
+    string for a file name); outputs are named after the file."""
+    cif = tmp_path / "two.cif"
+    text = (EXAMPLE_DATA.parent / "reference" / "2229150.cif").read_text()
+    hkl = EXAMPLE_DATA.read_text()
+    cif.write_text("data_other\n_cell_length_a 5\n\n" + text.replace(
+        "data_2229150", "data_2229150\n_shelx_hkl_file\n;\n" + hkl.rstrip() + "\n;\n", 1))
+    proc = refractor("run", f"{cif}#2229150", *FIXTURE_STAGES, "--json", fixtures=("pipeline_plugin",), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "two_refractor").is_dir()
+    proc = refractor("run", f"{tmp_path / 'missing.cif'}#x", *FIXTURE_STAGES, fixtures=("pipeline_plugin",))
+    assert proc.returncode == 2 and "missing.cif does not exist" in proc.stderr

@@ -153,9 +153,12 @@ def command(verbosity: int, **kw: Any) -> None:
       refractor run data.hkl --ranker r1 --refiner-opt max_cycles=20 --json
     """
     started = time.perf_counter()
+    from ..dataio import split_block
+
     data_path: Path = kw["data"]
-    if not data_path.is_file():
-        raise UsageError(f"data file {data_path} does not exist")
+    data_file, _ = split_block(data_path)  # `file.cif#block` names one block of a CIF
+    if not data_file.is_file():
+        raise UsageError(f"data file {data_file} does not exist")
     from ..manifest import choose_seed, new_manifest, resolve_device
     from ..plugins import get_registry, warn_problems
 
@@ -215,9 +218,9 @@ def command(verbosity: int, **kw: Any) -> None:
     manifest = new_manifest(config, seed=seed, device=device)
     result = run_pipeline(data, config, context)
 
-    output = (kw["output"] or default_output(data_path)).absolute()
-    inputs = [data_path, kw["ins"] or _companion(data_path), kw["config_file"], data.source]
-    summary = write_run_outputs(result, data, output, data_path.stem, config, manifest, inputs, registry, started)
+    output = (kw["output"] or default_output(data_file)).absolute()
+    inputs = [data_file, kw["ins"] or _companion(data_file), kw["config_file"], data.source]
+    summary = write_run_outputs(result, data, output, data_file.stem, config, manifest, inputs, registry, started)
     if kw["as_json"]:
         emit_json(summary)
     else:
