@@ -259,6 +259,9 @@ class RefinementInstructions(_Model):
     #: BIND: pairs of atom labels, or of PART numbers ("1", "2"), bonded across disorder
     #: components (atoms of different PARTs are otherwise never bonded)
     bind: list[tuple[str, str]] = Field(default_factory=list)
+    #: FREE: pairs of atom labels never bonded, whatever their distance (SHELXL's way to
+    #: take a bond out of the connectivity)
+    free: list[tuple[str, str]] = Field(default_factory=list)
     #: ANIS: labels of the atoms the model asks to refine anisotropically
     anis: list[str] = Field(default_factory=list)
     #: the probe the data were measured with: "x-ray" unless a .ins says NEUT or a CIF's

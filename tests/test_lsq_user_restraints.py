@@ -175,10 +175,33 @@ def test_bind_bonds_atoms_of_two_disorder_components():
     assert {"N3B", "N4B"} <= bonded_to_si2a()
 
 
+def test_free_takes_a_bond_out_of_the_connectivity():
+    """si4_disorder_cc's FREE Si1 Si2A and FREE Si1 Si2B: the two Si, 2.49 Å apart, are
+    otherwise bonded; with FREE they are not, as SHELXL's connectivity has it, and the
+    written .res keeps the FREE lines."""
+    from refractor_core.io.res_writer import structure_res
+    from refractor_plugins.refiners.lsq.hydrogens import neighbours
+
+    bundle = load_bundle(get_case("si4_disorder_cc").reference)
+    assert bundle.instructions.free == [("SI1", "SI2A"), ("SI1", "SI2B")]
+    model = WorkingModel.from_structure(bundle.structure)
+    si1 = model.label_index()["SI1"]
+
+    def bonded_to_si1():
+        return {model.labels[n.atom].upper() for n, _, _ in neighbours(model, np.array([si1]))[si1]}
+
+    assert {"SI2A", "SI2B"} <= bonded_to_si1()
+    model.free = tuple(tuple(pair) for pair in bundle.instructions.free)
+    assert not {"SI2A", "SI2B"} & bonded_to_si1() and "N2" in bonded_to_si1()
+    text = structure_res(bundle.structure, instructions=bundle.instructions)
+    assert "FREE Si1 Si2A" in text and "FREE Si1 Si2B" in text
+
+
 def _restraints_of_published_model(case_name: str):
     bundle = load_bundle(get_case(case_name).reference)
     model = WorkingModel.from_structure(bundle.structure)
     model.bind = tuple(bundle.instructions.bind)
+    model.free = tuple(tuple(pair) for pair in bundle.instructions.free)
     return model, user_restraints.build(model, bundle.instructions)
 
 

@@ -3,10 +3,10 @@
 What is read: TITL, CELL, ZERR, LATT, SYMM, SFAC (short and long form), UNIT, DISP, FVAR,
 the atom list (isotropic and anisotropic U, negative riding Uiso, free-variable coding,
 AFIX/HFIX, PART, RESI, FRAG/FEND blocks skipped), OMIT, SHEL, TWIN, BASF, EXTI, WGHT,
-MERG, ACTA, BIND, ANIS, NEUT and HKLF (with its scale and index matrix), and the restraints and ADP/position
+MERG, ACTA, BIND, FREE, ANIS, NEUT and HKLF (with its scale and index matrix), and the restraints and ADP/position
 constraints the refiner honours (DFIX, DANG, SADI, SAME, FLAT, DELU, RIGU, SIMU, ISOR,
 EADP, EXYZ with EQIV; resolved in `shelx_restraints.py`; SUMP on free variables; CHIV,
-BUMP, NCSY, DEFS, FREE, CONN, ABIN, SWAT, MOVE and LAUE are noted as not honoured, and so are
+BUMP, NCSY, DEFS, CONN, ABIN, SWAT, MOVE and LAUE are noted as not honoured, and so are
 rigid groups of non-H atoms, AFIX n = 6 or 9, refined here as free atoms). Continuation lines (`=`), REM and
 comment lines (starting with a blank) are handled as SHELXL does; reading stops at HKLF or
 END, so Q peaks and the WGHT suggestion after END in a .res are ignored.
@@ -64,7 +64,7 @@ KEYWORDS = frozenset(
 #: instructions that change a SHELXL refinement but not this one (noted when present):
 #: restraints and connectivity, the solvent contribution of a .fab (ABIN), the diffuse
 #: solvent model (SWAT), shifted coordinates (MOVE), wavelength-dependent scattering (LAUE)
-NOT_HONOURED = frozenset({"CHIV", "BUMP", "NCSY", "DEFS", "FREE", "CONN", "ABIN", "SWAT", "MOVE", "LAUE"})
+NOT_HONOURED = frozenset({"CHIV", "BUMP", "NCSY", "DEFS", "CONN", "ABIN", "SWAT", "MOVE", "LAUE"})
 
 #: LATT |N| -> centring vectors (besides 0,0,0)
 CENTRING = {
@@ -401,7 +401,7 @@ def _is_number(token: str) -> bool:
 def parse_ins(text: str, path: Path | str | None = None, *, first_line: int = 1) -> InsFile:
     """Parse SHELX .ins/.res text into an `InsFile` (InputError naming file and line)."""
     ins = InsFile(path=str(path) if path is not None else None)
-    instr: dict = {"omit_hkl": [], "basf": [], "fvar": [], "bind": []}
+    instr: dict = {"omit_hkl": [], "basf": [], "fvar": [], "bind": [], "free": []}
     sump: list[RestraintInstruction] = []
     part = 0
     part_sof: float | None = None
@@ -556,6 +556,10 @@ def parse_ins(text: str, path: Path | str | None = None, *, first_line: int = 1)
                 raise InputError("BIND takes two atom names or two PART numbers", path=path, line=lineno)
             # an atom name without its symmetry code ($n) and disorder-part mark (^a)
             instr["bind"].append(tuple(re.sub(r"(_\$\d+|\^[A-Za-z])$", "", a).upper() for a in args))
+        elif key == "FREE":
+            if len(args) != 2:
+                raise InputError("FREE takes two atom names", path=path, line=lineno)
+            instr["free"].append(tuple(re.sub(r"(_\$\d+|\^[A-Za-z])$", "", a).upper() for a in args))
         elif key == "HKLF":
             v = nums(args, "HKLF", lineno)
             if not v:

@@ -375,7 +375,7 @@ def _restraint_lines(
     """(EQIV and restraint lines, SAME lines keyed by the atom they must precede).
 
     `written_heavy`: the written names of the non-H atoms in the order they are written."""
-    if instr is None or not (instr.restraints or instr.bind):
+    if instr is None or not (instr.restraints or instr.bind or instr.free):
         return [], {}
     names = {k.upper(): v for k, v in label_of.items()}
     eqiv: dict[str, int] = {}
@@ -418,6 +418,12 @@ def _restraint_lines(
             dropped += 1
             continue
         body.append("BIND " + " ".join(written))
+    for pair in instr.free:
+        written = [names.get(p.upper()) for p in pair]
+        if None in written:
+            dropped += 1
+            continue
+        body.append("FREE " + " ".join(written))
     head = [f"EQIV ${k} {op}" for op, k in sorted(eqiv.items(), key=lambda t: t[1])]
     if dropped:
         head.append(f"REM {dropped} restraints of the starting model name atoms not written here: dropped")

@@ -196,7 +196,7 @@ def neighbours(model: WorkingModel, atoms: np.ndarray | None = None) -> dict[int
             if d > ri + radii[idx_pos[h]] + BOND_TOLERANCE:
                 continue
             pi, pj = model.part[i], model.part[j]
-            if not model.bonded_parts(i, j):
+            if not model.may_bond(i, j):
                 continue
             op = int(idx_op[h])
             shift_total = shifts[idx_shift[h]] - base[op, idx_pos[h]] + off

@@ -100,6 +100,8 @@ class WorkingModel:
     #: the user's BIND pairs (upper-case labels, or PART numbers as text): bonds across
     #: disorder components, which are otherwise never bonded
     bind: tuple[tuple[str, str], ...] = ()
+    #: the user's FREE pairs (upper-case labels): never bonded, whatever their distance
+    free: tuple[tuple[str, str], ...] = ()
     #: the model's SHELXL free variables of occupancy: {k: [(label, c), ...]}, where atom
     #: label's chemical occupancy changes by c per unit change of fv_k (c = p × site order
     #: of its code 10k + p; negative for the partner component at 1 - fv_k)
@@ -206,13 +208,16 @@ class WorkingModel:
     def cell(self):
         return self.structure.cell
 
-    def bonded_parts(self, i: int, j: int) -> bool:
-        """Whether atoms i and j may bond as far as disorder goes: not in two different
-        PARTs, unless a BIND (of the two atoms or of their two PARTs) joins them."""
+    def may_bond(self, i: int, j: int) -> bool:
+        """Whether atoms i and j may bond (close enough or not): not a FREE pair, and not in
+        two different PARTs unless a BIND (of the two atoms or of their two PARTs) joins them."""
+        labels = (self.labels[i].upper(), self.labels[j].upper())
+        if labels in self.free or labels[::-1] in self.free:
+            return False
         if not self.in_two_parts(i, j):
             return True
         pi, pj = int(self.part[i]), int(self.part[j])
-        pair = {(self.labels[i].upper(), self.labels[j].upper()), (str(pi), str(pj))}
+        pair = {labels, (str(pi), str(pj))}
         return any(b in pair or b[::-1] in pair for b in self.bind)
 
     def in_two_parts(self, i: int, j: int) -> bool:

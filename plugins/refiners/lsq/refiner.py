@@ -310,6 +310,7 @@ class Refinement:
         self.instr = instr if self.candidate.meta.get("instructions") is not None and not cfg.ignore_instructions else None
         model.user_sites = user_restraints.user_site_sets(model, self.instr) if cfg.restraints is not False else None
         model.bind = tuple(self.instr.bind) if self.instr is not None else ()
+        model.free = tuple(tuple(pair) for pair in self.instr.free) if self.instr is not None else ()
         # ANIS in the model: the atoms it names are refined anisotropically, the model's
         # other isotropic atoms stay so (anisotropic=true/false still decide for all)
         self.anis_requested = bool(self.instr is not None and self.instr.anis and cfg.anisotropic == "auto")
