@@ -78,7 +78,7 @@ def our_restraints(case) -> tuple[int, dict[str, float], list[str]]:
     bundle = load_bundle(case.reference, block=case.data_block)
     model = WorkingModel.from_structure(bundle.structure)
     model.bind = tuple(bundle.instructions.bind)
-    model.free = tuple(tuple(pair) for pair in bundle.instructions.free)
+    model.free = tuple(bundle.instructions.free)
     built = user_restraints.build(model, bundle.instructions)
     values, sigmas = restraints.residuals(model, built.restraints)
     z2 = (np.asarray(values) / np.asarray(sigmas)) ** 2

@@ -191,7 +191,7 @@ def test_free_takes_a_bond_out_of_the_connectivity():
         return {model.labels[n.atom].upper() for n, _, _ in neighbours(model, np.array([si1]))[si1]}
 
     assert {"SI2A", "SI2B"} <= bonded_to_si1()
-    model.free = tuple(tuple(pair) for pair in bundle.instructions.free)
+    model.free = tuple(bundle.instructions.free)
     assert not {"SI2A", "SI2B"} & bonded_to_si1() and "N2" in bonded_to_si1()
     text = structure_res(bundle.structure, instructions=bundle.instructions)
     assert "FREE Si1 Si2A" in text and "FREE Si1 Si2B" in text
@@ -201,7 +201,7 @@ def _restraints_of_published_model(case_name: str):
     bundle = load_bundle(get_case(case_name).reference)
     model = WorkingModel.from_structure(bundle.structure)
     model.bind = tuple(bundle.instructions.bind)
-    model.free = tuple(tuple(pair) for pair in bundle.instructions.free)
+    model.free = tuple(bundle.instructions.free)
     return model, user_restraints.build(model, bundle.instructions)
 
 

@@ -363,7 +363,7 @@ def write_run_outputs(result, data, output: Path, stem: str, config, manifest, i
                 **summary,
                 "data": {"source": data.source, "n": data.n, "cell": data.cell.model_dump() if data.cell else None,
                          "wavelength": data.wavelength, "formula": data.formula, "z": data.z,
-                         "notes": reading_notes(data.notes, show=False)},
+                         "notes": list(data.notes)},
                 "hypotheses": [h.model_dump(mode="json") for h in result.hypotheses],
                 "candidates": [
                     {"rank": i + 1, "space_group": r.structure.space_group.symbol, "R1": r.r1, "wR2": r.wr2,

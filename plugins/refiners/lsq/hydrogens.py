@@ -567,9 +567,10 @@ def approximated_afix(model: WorkingModel, forced: dict[int, int]) -> list[str]:
 def _new_group(m: WorkingModel, c: Choice, col: int, refine_torsions: bool) -> HGroup:
     kind = c.kind
     torsion = 180.0 if kind in ("OH",) else 60.0
+    refine_torsion = refine_torsions and kind in ROTATING and c.refine_torsion
     return HGroup(parent=c.parent, kind=kind, neighbours=c.neighbours, reference=c.reference, torsion=torsion,
-                  distance=DISTANCES[kind][col], refine_torsion=refine_torsions and kind in ROTATING and c.refine_torsion,
-                  refine_distance=refine_torsions and kind in ROTATING and c.refine_torsion and c.refine_distance)
+                  distance=DISTANCES[kind][col], refine_torsion=refine_torsion,
+                  refine_distance=refine_torsion and c.refine_distance)
 
 
 def afix_code(g: HGroup) -> int:

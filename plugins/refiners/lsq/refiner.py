@@ -266,8 +266,8 @@ class Refinement:
         # a user's model with anisotropic atoms of its own keeps its isotropic ones so, as
         # SHELXL refines each atom's ADP as the model gives it (anisotropic=true overrides)
         given_aniso = any(s.u_aniso is not None for s in structure.sites) and not is_generated(self.candidate)
-        self.kept_isotropic: set[str] = set() if not given_aniso or cfg.anisotropic != "auto" else {
-            s.label.upper() for s in structure.sites if s.u_aniso is None and s.element.upper() not in ("H", "D")}
+        isotropic = {s.label.upper() for s in structure.sites if s.u_aniso is None and s.element.upper() not in ("H", "D")}
+        self.kept_isotropic: set[str] = isotropic if given_aniso and cfg.anisotropic == "auto" else set()
         hydrogens_in = int(model.hydrogen.sum())
         self.place_h = self._want_riding_h()
         self.free_h_parents: set[str] = set()  # labels of atoms whose own free H are kept
@@ -310,14 +310,13 @@ class Refinement:
         self.instr = instr if self.candidate.meta.get("instructions") is not None and not cfg.ignore_instructions else None
         model.user_sites = user_restraints.user_site_sets(model, self.instr) if cfg.restraints is not False else None
         model.bind = tuple(self.instr.bind) if self.instr is not None else ()
-        model.free = tuple(tuple(pair) for pair in self.instr.free) if self.instr is not None else ()
+        model.free = tuple(self.instr.free) if self.instr is not None else ()
         # ANIS in the model: the atoms it names are refined anisotropically, the model's
         # other isotropic atoms stay so (anisotropic=true/false still decide for all)
         self.anis_requested = bool(self.instr is not None and self.instr.anis and cfg.anisotropic == "auto")
         if self.anis_requested:
             named = {label.upper() for label in self.instr.anis}
-            self.kept_isotropic = {s.label.upper() for s in structure.sites if s.u_aniso is None
-                                   and s.element.upper() not in ("H", "D") and s.label.upper() not in named}
+            self.kept_isotropic = isotropic - named
             self.log(f"ANIS: {len(named)} atom{'s' if len(named) != 1 else ''} refined anisotropically, as the model asks")
         if model.user_sites:
             self.log(f"EADP/EXYZ: {len(model.user_sites)} sets of atoms share one ADP (and, for EXYZ, one position)")
