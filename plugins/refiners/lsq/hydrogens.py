@@ -104,6 +104,7 @@ class HGroup:
     refine_torsion: bool = False  # a rotating group whose torsion is a least-squares parameter
     refine_distance: bool = False  # ... whose X-H distance is one too (SHELXL AFIX m8)
     fixed_by_symmetry: bool = False  # a rotating group with an H on a symmetry element
+    staggered: bool = False  # a model's AFIX 33/83 group: staggered, never fitted to the density
     own: bool = False  # the model's own H (`attach_existing`), kept through the placing of riding H
 
 
@@ -238,16 +239,12 @@ def _perpendicular(u: np.ndarray, hint: np.ndarray | None) -> np.ndarray:
 
 
 def _hch_half_angle(xcy: float) -> float:
-    """Half of the H-C-H angle of a CH2 group given the X-C-Y angle (orthogonal hybrids)."""
-    a = math.cos(xcy / 2.0) ** 2
-    den = 3.0 * a - 2.0
-    hch = math.radians(116.0)
-    if abs(den) > 1e-6:
-        b = (2.0 * a - 1.0) / den
-        if 0.0 < b < 1.0:
-            hch = 2.0 * math.acos(math.sqrt(b))
-    hch = min(max(hch, math.radians(104.0)), math.radians(116.0))
-    return hch / 2.0
+    """Half of the H-C-H angle of a CH2 group given its X-C-Y angle (radians), as SHELXL
+    builds AFIX 23: H-C-H = 122.76° - 0.1326 X-C-Y, a line fitted to the CH2 groups of
+    SHELXL-refined models (SHELXL-97 to 2018; within 0.02° for X-C-Y of 102-113°), held
+    to X-C-Y between 60° (an epoxide's CH2: 114.8°, near its 116°) and 150°."""
+    x = min(max(math.degrees(xcy), 60.0), 150.0)
+    return math.radians(122.76 - 0.1326 * x) / 2.0
 
 
 def group_positions(model: WorkingModel, g: HGroup) -> np.ndarray:
@@ -258,7 +255,15 @@ def group_positions(model: WorkingModel, g: HGroup) -> np.ndarray:
     d = g.distance
     k = g.kind
     if k in ("CH", "NH-sp3") and len(nbs) == 3:
-        v = -sum(_unit(x - p) for x in nbs)
+        # SHELXL AFIX 13: the three X-C-H angles equal, i.e. along the normal of the plane
+        # through the tips of the three bond unit vectors (not their negative sum, which
+        # differs by several degrees when the X-C-X angles differ, as in sugar rings)
+        u1, u2, u3 = (_unit(x - p) for x in nbs)
+        v = np.cross(u2 - u1, u3 - u1)
+        if float(v @ (u1 + u2 + u3)) > 0.0:
+            v = -v
+        if float(np.linalg.norm(v)) < 1e-8:  # (the bonds' tips on one line: no unique normal)
+            v = -(u1 + u2 + u3)
         return (p + d * _unit(v))[None]
     if k in ("ArCH", "NH") or (k == "NH-sp3" and len(nbs) == 2):
         v = -(_unit(nbs[0] - p) + _unit(nbs[1] - p))
@@ -334,25 +339,48 @@ def _angle(p, a, b) -> float:
 RIDING_PARENTS = ("C", "N", "O")
 
 
-def nearest_heavy_atoms(model: WorkingModel) -> dict[int, int]:
-    """{H atom: its nearest non-H atom (any symmetry image)} (empty without non-H atoms;
-    indices change when atoms are removed: use at once)."""
+def hydrogen_parents(model: WorkingModel, stated: dict[str, str] | None = None) -> dict[int, int]:
+    """{H atom: the non-H atom it belongs to} (empty without non-H atoms; indices change when
+    atoms are removed: use at once). The parent the model names (`stated`: H label -> parent
+    label, from its AFIX groups or the CIF's calc-attached atom) where that is a non-H atom of
+    the model; else the nearest non-H atom the H may bond to: not one of another disorder
+    component, and of its own negative PART only the atom itself, not its symmetry images
+    (which are alternatives to it)."""
     heavy = np.array([i for i in range(model.n) if not is_hydrogen(model.elements[i])], dtype=np.int64)
     if len(heavy) == 0:
         return {}
     from .completion import image_distances
 
-    return {int(h): int(heavy[int(np.argmin(image_distances(model, model.xyz[h], heavy)))])
-            for h in np.nonzero(model.hydrogen)[0]}
+    index = model.label_index()
+    stated = {k.upper(): v.upper() for k, v in (stated or {}).items()}
+    cell_m = orthogonalization_matrix(model.cell)
+    out: dict[int, int] = {}
+    for h in np.nonzero(model.hydrogen)[0]:
+        named = index.get(stated.get(model.labels[h].upper(), ""))
+        if named is not None and not is_hydrogen(model.elements[named]):
+            out[int(h)] = int(named)
+            continue
+        dist = image_distances(model, model.xyz[h], heavy)
+        own = int(model.part[h])
+        for k, j in enumerate(heavy):
+            if model.in_two_parts(int(h), int(j)):
+                dist[k] = np.inf
+            elif own < 0 and int(model.part[j]) == own:
+                d = model.xyz[j] - model.xyz[h]
+                dist[k] = float(np.linalg.norm(cell_m @ (d - np.round(d))))
+        if not np.isfinite(dist).any():
+            dist = image_distances(model, model.xyz[h], heavy)
+        out[int(h)] = int(heavy[int(np.argmin(dist))])
+    return out
 
 
-def unplaceable_hydrogens(model: WorkingModel, nearest: dict[int, int] | None = None) -> np.ndarray:
-    """Mask of the H atoms whose nearest non-H atom (`nearest_heavy_atoms`, computed when not
-    given) is not one riding H are placed on (metal, B, Si, P hydrides): removed to be
-    re-placed, they would be lost."""
-    nearest = nearest_heavy_atoms(model) if nearest is None else nearest
+def unplaceable_hydrogens(model: WorkingModel, parents: dict[int, int] | None = None) -> np.ndarray:
+    """Mask of the H atoms whose parent (`hydrogen_parents`, computed when not given) is not
+    one riding H are placed on (metal, B, Si, P hydrides): removed to be re-placed, they
+    would be lost."""
+    parents = hydrogen_parents(model) if parents is None else parents
     out = np.zeros(model.n, dtype=bool)
-    for h, parent in nearest.items():
+    for h, parent in parents.items():
         out[h] = model.elements[parent] not in RIDING_PARENTS
     return out
 
@@ -380,11 +408,13 @@ def classify(model: WorkingModel, nbmap: dict, forced: dict[int, int] | None = N
         n = len(organic)
 
         def reference_of(k: int) -> Neighbour | None:
-            """A neighbour of organic neighbour k other than atom i (for torsions)."""
+            """The torsion reference of a group on atom i bonded to organic neighbour k: that
+            neighbour's shortest bond to another non-H atom (an H only if it has none), as
+            SHELXL staggers an XH3 group (AFIX 33) against the shortest other bond."""
             nb = nbs[k]
             sub = neighbours(model, np.array([nb.atom]))[nb.atom]
-            best = None
-            for cand, cpos, _ in sub:
+            best, best_key = None, None
+            for cand, _, dist in sub:
                 if cand.atom == i and cand.op == 0:
                     continue
                 # express the reference relative to the neighbour's image
@@ -394,9 +424,9 @@ def classify(model: WorkingModel, nbmap: dict, forced: dict[int, int] | None = N
                 rpos = neighbour_position(model, ref)
                 if np.linalg.norm(rpos - p) < 0.5:
                     continue
-                best = ref
-                if not is_hydrogen(model.elements[cand.atom]):
-                    break
+                key = (is_hydrogen(model.elements[cand.atom]), dist)
+                if best_key is None or key < best_key:
+                    best, best_key = ref, key
             return best
 
         if forced is not None:
@@ -542,7 +572,7 @@ def place_hydrogens(
         if density is None:
             density = DensityProbe.from_refinement(refinement, m)
         for g in groups:
-            if g.kind in ROTATING:
+            if g.kind in ROTATING and not g.staggered:
                 _best_torsion(m, g, density)
     kinds: dict[str, int] = {}
     n_h = 0
@@ -566,11 +596,13 @@ def approximated_afix(model: WorkingModel, forced: dict[int, int]) -> list[str]:
 
 def _new_group(m: WorkingModel, c: Choice, col: int, refine_torsions: bool) -> HGroup:
     kind = c.kind
+    # (an H anti to the reference: SHELXL staggers XH3 against the shortest other bond)
     torsion = 180.0 if kind in ("OH",) else 60.0
     refine_torsion = refine_torsions and kind in ROTATING and c.refine_torsion
     return HGroup(parent=c.parent, kind=kind, neighbours=c.neighbours, reference=c.reference, torsion=torsion,
                   distance=DISTANCES[kind][col], refine_torsion=refine_torsion,
-                  refine_distance=refine_torsion and c.refine_distance)
+                  refine_distance=refine_torsion and c.refine_distance,
+                  staggered=kind in ROTATING and not c.refine_torsion)
 
 
 def afix_code(g: HGroup) -> int:
@@ -638,8 +670,9 @@ def _materialise(m: WorkingModel, g: HGroup) -> int:
         existing_h.append(idx)
         added += 1
     # a group on a special position whose H do not map onto themselves is disordered over
-    # the site symmetry: share its H between the images
-    if g.atoms:
+    # the site symmetry: share its H between the images (a group on a general position is
+    # never shared: the images of a negative PART are alternatives its occupancy allows for)
+    if g.atoms and m.order[g.parent] > 1:
         p = m.xyz[g.parent]
         images = []
         for a in g.atoms:
@@ -679,7 +712,7 @@ def add_partner_hydrogens(m: WorkingModel, partners: dict[int, int]) -> int:
 
         new = HGroup(parent=partners[g.parent], kind=g.kind, neighbours=[swap(nb) for nb in g.neighbours],
                      reference=swap(g.reference), torsion=g.torsion, distance=g.distance,
-                     refine_torsion=g.refine_torsion)
+                     refine_torsion=g.refine_torsion, staggered=g.staggered)
         added += _materialise(m, new)
         if new.atoms:
             m.h_groups.append(new)
@@ -697,16 +730,45 @@ def _offset_from(model: WorkingModel, parent: int, xyz: np.ndarray) -> np.ndarra
     return orthogonalization_matrix(model.cell) @ (image - model.xyz[parent])
 
 
-def model_h_names(model: WorkingModel, hydrogens: np.ndarray, nearest: dict[int, int]) -> dict[str, list[tuple[str, np.ndarray]]]:
+def model_h_names(model: WorkingModel, hydrogens: np.ndarray, parents: dict[int, int]) -> dict[str, list[tuple[str, np.ndarray]]]:
     """{parent label: [(H label, Cartesian offset from the parent)]} of the H atoms of a
-    mask (`nearest`: `nearest_heavy_atoms`), for `restore_h_names` once they are re-placed."""
+    mask (`parents`: `hydrogen_parents`), for `restore_h_names` once they are re-placed."""
     out: dict[str, list[tuple[str, np.ndarray]]] = {}
     for h in np.nonzero(hydrogens)[0]:
-        parent = nearest.get(int(h))
+        parent = parents.get(int(h))
         if parent is not None:
             out.setdefault(model.labels[parent].upper(), []).append(
                 (model.labels[h], _offset_from(model, parent, model.xyz[h])))
     return out
+
+
+def adopt_model_torsions(m: WorkingModel, names: dict[str, list[tuple[str, np.ndarray]]]) -> int:
+    """Turn each rotating group (CH3, NH3, OH) on an atom that carried H of the model's own
+    (`model_h_names`) to the torsion that puts its H closest to those H: SHELXL goes on from
+    the model's H (a refined AFIX 137/147 torsion, or the staggering of an AFIX 33/83 group
+    as the SHELXL that wrote the model chose it) rather than from the difference density.
+    Returns the number of groups turned."""
+    cell_m = orthogonalization_matrix(m.cell)
+    turned = 0
+    for g in m.h_groups:
+        named = names.get(m.labels[g.parent].upper())
+        if g.kind not in ROTATING or g.own or g.fixed_by_symmetry or not g.atoms or not named:
+            continue
+        p = cell_m @ m.xyz[g.parent]
+        targets = np.array([offset for _, offset in named])
+
+        def cost(t: float) -> float:
+            g.torsion = float(t)
+            pos = group_positions(m, g) - p
+            return float(np.sum(np.min(np.linalg.norm(pos[None, :, :] - targets[:, None, :], axis=-1), axis=1)))
+
+        period = 360.0 / N_H[g.kind]
+        coarse = min(np.arange(0.0, period, 1.0), key=cost)
+        g.torsion = float(min(np.arange(coarse - 1.0, coarse + 1.0, 0.05), key=cost) % period)
+        turned += 1
+    if turned:
+        update_riding(m)
+    return turned
 
 
 def restore_h_names(m: WorkingModel, names: dict[str, list[tuple[str, np.ndarray]]]) -> int:
@@ -875,8 +937,8 @@ def refit_rotating_groups(model: WorkingModel, refinement) -> WorkingModel:
 
 def _refittable(g: HGroup) -> bool:
     """A rotating group whose torsion is re-fitted to the density (not a least-squares
-    parameter, not fixed by symmetry)."""
-    return g.kind in ROTATING and not g.refine_torsion and not g.fixed_by_symmetry
+    parameter, not fixed by symmetry, not one of the model's staggered AFIX 33/83 groups)."""
+    return g.kind in ROTATING and not g.refine_torsion and not g.fixed_by_symmetry and not g.staggered
 
 
 def _copy_group(g: HGroup) -> HGroup:

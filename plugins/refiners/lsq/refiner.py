@@ -277,17 +277,18 @@ class Refinement:
         if self.place_h and hydrogens_in and not cfg.keep_h:
             # H on atoms riding H are not placed on (hydrides of metals, B, Si, P) stay, refined
             # freely; so do the H a user's SHELXL model refines freely (AFIX 0), as SHELXL would
-            nearest = hyd.nearest_heavy_atoms(model)
-            hydrides = hyd.unplaceable_hydrogens(model, nearest)
+            stated = {s.label: s.riding_on for s in structure.sites if s.riding_on and s.element.upper() in ("H", "D")}
+            parents = hyd.hydrogen_parents(model, stated)
+            hydrides = hyd.unplaceable_hydrogens(model, parents)
             # H a model without SHELXL instructions gives as located, not calculated, ride
             # where they are: no restraints come with them to refine them freely
-            free, located = self._own_hydrogens(structure, model, nearest)
+            free, located = self._own_hydrogens(structure, model, parents)
             free &= ~hydrides
             located &= ~hydrides
             located_labels = {model.labels[i] for i in np.nonzero(located)[0]}
             drop = model.hydrogen & ~hydrides & ~free & ~located
-            self.free_h_parents = {model.labels[nearest[i]] for i in np.nonzero(free)[0]}
-            self.h_names = hyd.model_h_names(model, drop, nearest)
+            self.free_h_parents = {model.labels[parents[i]] for i in np.nonzero(free)[0]}
+            self.h_names = hyd.model_h_names(model, drop, parents)
             own_u = {s.label.upper() for s in structure.sites if s.own_u}
             self.h_own_u = {model.labels[i].upper(): float(model.u_iso[i]) for i in np.nonzero(drop)[0]
                             if model.labels[i].upper() in own_u}
@@ -597,12 +598,13 @@ class Refinement:
                 out |= named & set(model.free_variables)
         return sorted(out)
 
-    def _own_hydrogens(self, structure, model: WorkingModel, nearest: dict[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    def _own_hydrogens(self, structure, model: WorkingModel, parents: dict[int, int]) -> tuple[np.ndarray, np.ndarray]:
         """Masks (free, located) of the starting model's own H atoms to keep, none for a
         generated candidate: `free`, the H a user's SHELXL model refines freely (AFIX 0, on
-        an atom its atom list marks as carrying free H; `nearest`: each H's nearest non-H
-        atom); `located`, in a model without SHELXL H instructions (no AFIX codes), the H it
-        gives as located rather than calculated (CIF calc flag not `calc`, no riding flag)."""
+        an atom its atom list marks as carrying free H; `parents`: each H's non-H atom,
+        `hyd.hydrogen_parents`); `located`, in a model without SHELXL H instructions (no
+        AFIX codes), the H it gives as located rather than calculated (CIF calc flag not
+        `calc`, no riding flag)."""
         free = np.zeros(model.n, dtype=bool)
         located = np.zeros(model.n, dtype=bool)
         if is_generated(self.candidate):
@@ -617,8 +619,8 @@ class Refinement:
                 continue
             if not hfix:
                 located[h] = True
-            elif site.afix == 0 and not self.cfg.ignore_instructions and h in nearest:
-                free[h] = model.labels[nearest[h]].upper() in free_parents
+            elif site.afix == 0 and not self.cfg.ignore_instructions and h in parents:
+                free[h] = model.labels[parents[h]].upper() in free_parents
         return free, located
 
     @staticmethod
@@ -863,7 +865,8 @@ class Refinement:
             refine_torsions=self.cfg.refine_torsions,
         )
         self.log(placed.summary())
-        if self.h_names:
+        if self.h_names:  # the model's own H, re-placed: their torsions and names kept
+            hyd.adopt_model_torsions(placed.model, self.h_names)
             hyd.restore_h_names(placed.model, self.h_names)
         if self.h_own_u:
             m = placed.model
