@@ -22,7 +22,7 @@ from refractor_plugins.refiners.configs import LsqConfig
 from refractor_plugins.refiners.lsq.least_squares import IntensityCalculator, jacobian
 from refractor_plugins.refiners.lsq.model import WorkingModel
 from refractor_plugins.refiners.lsq.parameters import Parameterisation, site_groups
-from refractor_plugins.refiners.lsq.refiner import LsqRefiner
+from refractor_plugins.refiners.lsq.refiner import USER_MODEL, LsqRefiner
 from refractor_plugins.refiners.lsq.weighting import group_goof, optimise_weights
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -146,6 +146,46 @@ def test_rotating_group_torsion_derivative_matches_finite_differences():
     assert not any(p.kind == "torsion" for p in Parameterisation.build(fixed).info)
 
 
+@pytest.mark.parametrize("chain", [False, True])
+def test_riding_h_derivatives_go_to_their_parent_as_in_shelxl(chain):
+    """SHELXL's riding model (the default): the derivative with respect to a parent's x is
+    that of moving the parent and its riding H together, and its U gets nothing from the
+    H's U (1.2 U_eq). `riding_derivatives='chain'`: the derivatives of the re-placed model
+    (the H's geometry on its neighbours, its U following U_eq). Both equal their numerical
+    derivatives, and the two differ."""
+    from refractor_plugins.refiners.lsq import hydrogens as hyd
+
+    data, published, forced, model, obs = _hydroxyquinolinium_with_riding_h()
+    model.make_anisotropic(~model.hydrogen)
+    hyd.update_riding(model)
+    calc = IntensityCalculator(obs.hkl[::40], model.cell, model.symmetry, data.wavelength, model.twin_ops)
+    g = next(g for g in model.h_groups if g.kind == "ArCH")
+    parent, h_atom = g.parent, g.atoms[0]
+    params = Parameterisation.build(model, riding_chain=chain)
+    names = [params.describe(j) for j in range(params.n)]
+    jac = jacobian(calc, params)
+    label = model.labels[parent]
+
+    def moved(j: int, step: float) -> np.ndarray:
+        shift = np.zeros(params.n)
+        shift[j] = step
+        m = params.apply(shift)
+        if chain:
+            hyd.update_riding(m)  # re-placed from the moved atoms, U from the new U_eq
+        else:
+            m.xyz[h_atom] = model.xyz[h_atom] + (m.xyz[parent] - model.xyz[parent])
+            m.u_iso[h_atom] = model.u_iso[h_atom]
+        return calc.model_intensities(m)[0]
+
+    for name, h in ((f"{label} x", 1e-6), (f"{label} U1", 1e-6)):
+        j = names.index(name)
+        num = (moved(j, h) - moved(j, -h)) / (2 * h)
+        assert np.abs(num - jac[:, j]).max() / np.abs(num).max() < 1e-4, name
+    other = jacobian(calc, Parameterisation.build(model, riding_chain=not chain))
+    j = names.index(f"{label} U1")
+    assert np.abs(other[:, j] - jac[:, j]).max() / np.abs(jac[:, j]).max() > 1e-4
+
+
 def test_newton_torsion_step_lands_on_the_minimum_of_the_sum_of_squares():
     """hydroxyquinolinium's O5-H turned 40° off: one exact 1-D Newton pass lowers the sum of
     squares, and two more end within 1° of the minimum of a 0.5° scan of it; the partial
@@ -219,10 +259,28 @@ def test_blocked_refinement_in_a_polar_group_lets_blocks_move_along_the_polar_ax
     start = perturbed_start(published, 0.2, seed=zlib.crc32(case.name.encode()))
     cfg = LsqConfig(matrix="blocked", block_size=30)
     r = LsqRefiner(cfg).refine(data, _candidate(start, instr))
+    full = LsqRefiner(LsqConfig(matrix="full")).refine(data, _candidate(start, instr))
     assert r.meta.get("matrix") == "blocked"
     assert r.r1 <= case.published_r1 + 0.002
     dev, who = max_deviation(r.structure, published)
-    assert dev < 0.02, who
+    assert dev < 0.03, who
+    apart, who = max_deviation(r.structure, full.structure)
+    assert apart < 0.01, who
+
+
+def test_refinement_converges_under_shelxls_riding_model():
+    """cod1979688 from a 0.2 Å perturbation: with SHELXL's riding model the converged model
+    is not exactly the minimum of the sum of squares, so near it the gain ratio of a
+    Levenberg-Marquardt step sticks near 1/2 and tiny steps go on (it ran out of its 100
+    cycles). Small uphill steps are taken and a cycle whose only step is negligible ends
+    the stage: it converges in a few cycles, at the published R1."""
+    case, data, published, instr = _load("cod1979688")
+    start = perturbed_start(published, 0.2, seed=zlib.crc32(case.name.encode()))
+    r = LsqRefiner(LsqConfig()).refine(data, Candidate(structure=start, generator=USER_MODEL,
+                                                        meta={"instructions": instr.model_dump()}))
+    assert r.converged and r.cycles < 30
+    assert r.r1 <= case.published_r1 + 0.001
+    assert max_deviation(r.structure, published)[0] < 0.01
 
 
 def test_special_positions_keep_their_symmetry():

@@ -119,6 +119,13 @@ class LsqConfig(ComponentConfig):
     special_tolerance: float = Field(
         0.2, gt=0.0, le=0.6, description="Distance (Å) within which an atom is moved onto a special position."
     )
+    riding_derivatives: Literal["shelxl", "chain"] = Field(
+        "shelxl",
+        description="'shelxl': a riding H's derivatives go to its parent atom's position only and "
+        "its U (a multiple of the parent's U_eq) adds nothing to the parent's ADP, as in SHELXL's "
+        "riding model, so a SHELXL model stays where SHELXL converged it; 'chain': the exact chain "
+        "rule through every atom that defines the H and through U_eq.",
+    )
     h_distances: Literal["low-temperature", "room-temperature"] = Field(
         "low-temperature", description="SHELXL AFIX X-H distances for data at low or room temperature."
     )

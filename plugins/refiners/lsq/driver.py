@@ -39,6 +39,11 @@ CONVERGED_DAMPING = 0.02
 FAST_DECREASE = 0.1
 #: predicted decrease of the sum of squares (relative) below which a cycle is at the minimum
 NEGLIGIBLE = 1e-9
+#: rise of the sum of squares, in units of S² (the mean w·Δ² of one observation), that a step
+#: may cause and still be taken: SHELXL's riding model gives a riding H's derivatives to its
+#: parent only, so the model it converges to is not exactly the minimum of the sum of squares,
+#: and the last steps towards it may go uphill by that little
+UPHILL = 0.01
 
 
 @dataclass
@@ -179,6 +184,7 @@ class Driver:
         chi2_start = None
         at_minimum = True
         any_accepted = False
+        all_stalled = True  # every block's step was refused until damped to nothing
         restraint_scale = None
         frames = restraints.bond_frames(model, self.restraints)  # held through the cycle
         start = model
@@ -194,6 +200,7 @@ class Driver:
                 chi2_start = ne.chi2
             s2 = ne.chi2 / max(n_obs - params.n, 1)
             accepted = None
+            refused = False
             nu = 2.0
             for _ in range(MAX_ATTEMPTS):
                 try:
@@ -225,15 +232,18 @@ class Driver:
                 if negligible:
                     break  # nothing left to gain in this block
                 at_minimum = False
-                if math.isfinite(val) and actual >= -1e-12 * ne.chi2:
+                if math.isfinite(val) and actual >= -max(1e-12 * ne.chi2, UPHILL * s2):
                     rho = actual / predicted if predicted > 0 else 1.0
                     accepted = (trial, shift)
                     # Nielsen's update, but a step the linear model predicted well (ρ near 1)
                     # cuts λ up to tenfold: damping left over from a hard stretch (a model
-                    # change, a bad start) would otherwise take many cycles to decay
+                    # change, a bad start) would otherwise take many cycles to decay; so does
+                    # a step taken a little uphill (UPHILL), which only less damping improves on
                     floor = FAST_DECREASE if rho > 0.75 else 1.0 / 3.0
-                    self.damping = max(self.damping * max(floor, 1.0 - (2.0 * rho - 1.0) ** 3), DAMPING_MIN)
+                    factor = FAST_DECREASE if actual < 0 else max(floor, 1.0 - (2.0 * rho - 1.0) ** 3)
+                    self.damping = max(self.damping * factor, DAMPING_MIN)
                     break
+                refused = True
                 self.damping = min(self.damping * nu, DAMPING_MAX)
                 nu *= 2.0
             if accepted is None:
@@ -256,6 +266,15 @@ class Driver:
                 except (np.linalg.LinAlgError, ValueError):
                     gn = math.inf
                 gn_worst = max(gn_worst or 0.0, gn)
+                conv = self.settings.convergence
+                if float(np.max(ratio)) < conv <= gn:
+                    # a damped step too small to matter while the Gauss-Newton step is not:
+                    # without this, a gain ratio stuck near 1/2 (the riding model's gradient
+                    # is not quite the sum of squares' own) would hold λ where it is
+                    self.damping = max(self.damping * FAST_DECREASE, DAMPING_MIN)
+            # a step too small to matter, taken only once larger ones were refused: nothing
+            # left to gain downhill (SHELXL's riding model may converge a little uphill)
+            all_stalled = all_stalled and refused and bool(len(ratio)) and float(np.max(ratio)) < self.settings.convergence
         if len(blocks) > 1 and model is not start:
             model = _restore_origin(start, model)
             self.after_shift(model)
@@ -268,7 +287,7 @@ class Driver:
         goof = float(np.sqrt(chi2 / max(n_obs - n_par, 1)))
         # no block found a step lowering the sum of squares, even heavily damped: the
         # model is at its minimum (numerically); more cycles would repeat the same attempts
-        at_minimum = at_minimum or not any_accepted
+        at_minimum = at_minimum or not any_accepted or all_stalled
         rec = CycleRecord(self.cycle_count, stage, wr2, goof, worst_ratio, worst_name, self.damping, n_par, 0.0, at_minimum,
                           gauss_newton_shift_su=gn_worst)
         return model, rec

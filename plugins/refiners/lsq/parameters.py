@@ -112,6 +112,7 @@ class Parameterisation:
     group_columns: list[np.ndarray] = field(default_factory=list)
     n_global: int = 0
     occupancy_cap: float = 1.0
+    riding_chain: bool = False  # see `build`
     _riding_jac: dict | None = None
 
     # -- construction ------------------------------------------------------------------
@@ -128,6 +129,7 @@ class Parameterisation:
         occupancy_only: bool = False,
         refine_disorder_occupancy: bool = False,
         refine_free_variables: bool = False,
+        riding_chain: bool = False,
     ) -> "Parameterisation":
         """Group atoms into sites and enumerate the free parameters.
 
@@ -138,6 +140,10 @@ class Parameterisation:
         variable the model's occupancies refer to (`model.free_variables`); their atoms'
         occupancies are refined through it only. Rotating riding groups marked
         `refine_torsion` get their torsion as a parameter (unless their parent is fixed).
+        `riding_chain`: a riding H's derivatives go to every atom defining its position and,
+        through U_eq, to its U's parent ADP (the exact chain rule); by default they go to its
+        parent atom's position only, as in SHELXL's riding model, whose converged model is
+        the one this then converges to.
         """
         groups = cached_site_groups(model)
         fixed_atoms = fixed_atoms or set()
@@ -182,7 +188,8 @@ class Parameterisation:
             if hg.refine_distance and hg.atoms and hg.parent not in fixed_atoms:
                 groups.append(SiteGroup(atoms=[hg.parent], refine_xyz=False, refine_adp=False, distance_group=k))
         twin = np.zeros(len(model.twin_fractions), dtype=bool) if refine_twin is None else np.asarray(refine_twin, bool)
-        p = cls(model=model, groups=groups, refine_extinction=refine_extinction and model.extinction is not None, refine_twin=twin)
+        p = cls(model=model, groups=groups, refine_extinction=refine_extinction and model.extinction is not None, refine_twin=twin,
+                riding_chain=riding_chain)
         p._enumerate()
         return p
 
@@ -304,12 +311,13 @@ class Parameterisation:
                         rows.append(pos[h] * RAW + j)
                         cols.append(col)
                         vals.append(dx[j])
-        # riding H: coordinates follow every atom that defines them (chain rule), U_iso(H)
-        # follows the parent's U_eq (as does that of an H with a free position, riding U)
+        # riding H: coordinates follow their parent (`riding_chain`: every atom that defines
+        # them), U_iso(H), a multiple of a parent's U_eq, adds to that ADP only with
+        # `riding_chain` (as does that of an H with a free position and a riding U)
         grad_ueq = ueq_gradient(m.cell)
 
         def u_follows(h: int, parent: int) -> None:
-            if parent not in adp_cols or m.aniso[h] or m.u_own[h]:
+            if not self.riding_chain or parent not in adp_cols or m.aniso[h] or m.u_own[h]:
                 return
             pcols, basis = adp_cols[parent]
             for c, pc in enumerate(pcols):
@@ -349,7 +357,11 @@ class Parameterisation:
         if self._riding_jac is None:
             from .hydrogens import riding_jacobians
 
-            self._riding_jac = riding_jacobians(self.model) if self.model.h_groups else {}
+            m = self.model
+            if self.riding_chain:
+                self._riding_jac = riding_jacobians(m) if m.h_groups else {}
+            else:  # SHELXL's riding model: an H shifts as its parent does
+                self._riding_jac = {int(h): [(int(m.riding[h]), np.eye(3))] for h in np.nonzero(m.riding >= 0)[0]}
         return self._riding_jac
 
     def segments(self, groups=None):

@@ -722,6 +722,7 @@ class Refinement:
             fixed_atoms=self.fixed,
             refine_disorder_occupancy=self.refine_occ_disorder,
             refine_free_variables=self.refine_occ_mixed,
+            riding_chain=self.cfg.riding_derivatives == "chain",
         )
 
     def _after_shift(self, model: WorkingModel) -> None:
