@@ -390,6 +390,11 @@ def _logical_lines(text: str) -> list[tuple[int, str]]:
     return out
 
 
+def _bare_atom_name(token: str) -> str:
+    """An atom name (upper case) without its symmetry code (_$n) and disorder-part mark (^a)."""
+    return re.sub(r"(_\$\d+|\^[A-Za-z])$", "", token).upper()
+
+
 def _is_number(token: str) -> bool:
     try:
         float(token)
@@ -554,12 +559,11 @@ def parse_ins(text: str, path: Path | str | None = None, *, first_line: int = 1)
         elif key == "BIND":
             if len(args) != 2:
                 raise InputError("BIND takes two atom names or two PART numbers", path=path, line=lineno)
-            # an atom name without its symmetry code ($n) and disorder-part mark (^a)
-            instr["bind"].append(tuple(re.sub(r"(_\$\d+|\^[A-Za-z])$", "", a).upper() for a in args))
+            instr["bind"].append(tuple(_bare_atom_name(a) for a in args))
         elif key == "FREE":
             if len(args) != 2:
                 raise InputError("FREE takes two atom names", path=path, line=lineno)
-            instr["free"].append(tuple(re.sub(r"(_\$\d+|\^[A-Za-z])$", "", a).upper() for a in args))
+            instr["free"].append(tuple(_bare_atom_name(a) for a in args))
         elif key == "HKLF":
             v = nums(args, "HKLF", lineno)
             if not v:

@@ -258,6 +258,7 @@ class Driver:
                 if ratio[j] > worst_ratio:
                     worst_ratio = float(ratio[j])
                     worst_name = params.describe(int(ne.columns[j]))
+            negligible_step = bool(len(ratio)) and float(np.max(ratio)) < self.settings.convergence
             if self.damping > CONVERGED_DAMPING and len(ratio):
                 # the step was damped, so small by construction: converged only if the
                 # undamped (Gauss-Newton) step would be small too
@@ -266,15 +267,14 @@ class Driver:
                 except (np.linalg.LinAlgError, ValueError):
                     gn = math.inf
                 gn_worst = max(gn_worst or 0.0, gn)
-                conv = self.settings.convergence
-                if float(np.max(ratio)) < conv <= gn:
+                if negligible_step and gn >= self.settings.convergence:
                     # a damped step too small to matter while the Gauss-Newton step is not:
                     # without this, a gain ratio stuck near 1/2 (the riding model's gradient
                     # is not quite the sum of squares' own) would hold λ where it is
                     self.damping = max(self.damping * FAST_DECREASE, DAMPING_MIN)
             # a step too small to matter, taken only once larger ones were refused: nothing
             # left to gain downhill (SHELXL's riding model may converge a little uphill)
-            all_stalled = all_stalled and refused and bool(len(ratio)) and float(np.max(ratio)) < self.settings.convergence
+            all_stalled = all_stalled and refused and negligible_step
         if len(blocks) > 1 and model is not start:
             model = _restore_origin(start, model)
             self.after_shift(model)

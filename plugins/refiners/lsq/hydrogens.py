@@ -349,11 +349,10 @@ def hydrogen_parents(model: WorkingModel, stated: dict[str, str] | None = None) 
     heavy = np.array([i for i in range(model.n) if not is_hydrogen(model.elements[i])], dtype=np.int64)
     if len(heavy) == 0:
         return {}
-    from .completion import image_distances
+    from .completion import closest_image, image_distances
 
     index = model.label_index()
     stated = {k.upper(): v.upper() for k, v in (stated or {}).items()}
-    cell_m = orthogonalization_matrix(model.cell)
     out: dict[int, int] = {}
     for h in np.nonzero(model.hydrogen)[0]:
         named = index.get(stated.get(model.labels[h].upper(), ""))
@@ -366,8 +365,7 @@ def hydrogen_parents(model: WorkingModel, stated: dict[str, str] | None = None) 
             if model.in_two_parts(int(h), int(j)):
                 dist[k] = np.inf
             elif own < 0 and int(model.part[j]) == own:
-                d = model.xyz[j] - model.xyz[h]
-                dist[k] = float(np.linalg.norm(cell_m @ (d - np.round(d))))
+                dist[k] = closest_image(model, model.xyz[h], model.xyz[j], identity_only=True)[0]
         if not np.isfinite(dist).any():
             dist = image_distances(model, model.xyz[h], heavy)
         out[int(h)] = int(heavy[int(np.argmin(dist))])
