@@ -150,3 +150,56 @@ def test_a_models_riding_h_come_back_on_their_own_atoms():
         images -= np.round(images)
         assert np.min(np.linalg.norm(model.cartesian(images), axis=1)) < 0.02, h.label
     assert len(ours) == 31
+
+
+@pytest.mark.parametrize("name", ["si4_disorder_cc", "thpp"])
+def test_kept_h_ride_on_the_atom_the_model_names(name):
+    """The model's own H kept as they are (`keep_h`) ride on the atom their AFIX group (or
+    the CIF's calc-attached atom) names, not on the nearest non-H atom of any component:
+    in si4's and thpp's overlapping disorder components 32 and 3 H were put on an atom of
+    the other component before."""
+    case = get_case(name)
+    published = load_bundle(case.reference, block=case.data_block).structure
+    stated = {s.label: s.riding_on for s in published.sites if s.element == "H" and s.riding_on}
+    model = WorkingModel.from_structure(published)
+    before = model.xyz.copy()
+    hyd.attach_existing(model, stated=stated)
+    riding = {model.labels[h]: model.labels[model.riding[h]] for h in np.nonzero(model.hydrogen)[0]}
+    assert len(riding) == len(stated)
+    assert all(riding[h].upper() == parent.upper() for h, parent in stated.items())
+    # positions as given (no H of these models sits beside a symmetry image of its parent)
+    assert np.abs(model.xyz - before).max() < 1e-12
+
+
+def test_keep_h_through_the_refiner_keeps_each_h_on_its_own_atom():
+    """`refractor refine --model ... --refiner-opt keep_h=true` on ni_cubic's published
+    model: every H rides on the atom its AFIX group names (three were on an atom of an
+    overlapping solvent component before) and stays where the model had it."""
+    case = get_case("ni_cubic_i43d")
+    data = load_reflections(case.reflections)
+    bundle = load_bundle(case.reference, block=case.data_block)
+    published = bundle.structure
+    cand = Candidate(structure=published, generator=USER_MODEL, meta={"instructions": bundle.instructions.model_dump()})
+    r = LsqRefiner(LsqConfig(max_cycles=0, keep_h=True)).refine(data, cand)
+    ours = {s.label: s for s in r.structure.sites if s.element == "H"}
+    given = [s for s in published.sites if s.element == "H"]
+    assert len(ours) == len(given) == 33
+    for h in given:
+        assert ours[h.label].riding_on.upper() == h.riding_on.upper(), h.label
+        assert np.allclose(ours[h.label].xyz, h.xyz, atol=1e-4), h.label
+
+
+def test_an_h_given_beside_a_symmetry_image_of_its_parent_comes_back_beside_it():
+    """An H listed at a symmetry-equivalent position (beside an image of its parent, as a
+    model assembled by hand may give it) rides on its parent from the equivalent position
+    beside the parent itself."""
+    case = get_case("thpp")
+    published = load_bundle(case.reference, block=case.data_block).structure
+    stated = {s.label: s.riding_on for s in published.sites if s.element == "H" and s.riding_on}
+    model = WorkingModel.from_structure(published)
+    h = next(i for i in np.nonzero(model.hydrogen)[0])
+    original = model.xyz[h].copy()
+    model.xyz[h] = -original + np.array([1.0, 0.0, 2.0])  # the inversion image, shifted
+    hyd.attach_existing(model, stated=stated)
+    assert model.labels[model.riding[h]].upper() == stated[model.labels[h]].upper()
+    assert np.allclose(model.xyz[h], original, atol=1e-9)

@@ -812,29 +812,32 @@ def _drop_riding(m: WorkingModel) -> None:
         m.remove_atoms((m.riding >= 0) & ~kept)
 
 
-def attach_existing(model: WorkingModel, labels: set[str] | None = None, own: bool = False) -> None:
+def attach_existing(model: WorkingModel, labels: set[str] | None = None, own: bool = False,
+                    stated: dict[str, str] | None = None) -> None:
     """Make the model's own H atoms (all, or those with the given labels) ride on their
-    nearest non-H atom (Cartesian offset kept); `own`: their groups survive the placing of
+    parent (`hydrogen_parents`: the atom the model names in `stated`, else the nearest of
+    its own disorder component), Cartesian offset kept; an H given beside a symmetry image
+    of its parent is moved to the equivalent position beside the parent itself. An H more
+    than 1.3 Å from its parent stays free. `own`: their groups survive the placing of
     riding H (`place_hydrogens` places none on their atoms)."""
+    from .completion import closest_image
+
     cell_m = orthogonalization_matrix(model.cell)
-    heavy = [i for i in range(model.n) if not is_hydrogen(model.elements[i])]
+    parents = hydrogen_parents(model, stated)
+    sym = model.symmetry
     groups = []
-    if not heavy:
-        return
-    for h in range(model.n):
-        if not is_hydrogen(model.elements[h]) or model.riding[h] >= 0:
+    for h, parent in parents.items():
+        if model.riding[h] >= 0 or (labels is not None and model.labels[h] not in labels):
             continue
-        if labels is not None and model.labels[h] not in labels:
+        dist, op, shift = closest_image(model, model.xyz[h], model.xyz[parent], identity_only=True)
+        if dist > 1.3 and int(model.part[h]) >= 0:
+            dist, op, shift = closest_image(model, model.xyz[h], model.xyz[parent])
+        if dist > 1.3:
             continue
-        d = model.xyz[heavy] - model.xyz[h]
-        d -= np.round(d)
-        dist = np.linalg.norm(d @ cell_m.T, axis=1)
-        j = int(np.argmin(dist))
-        if dist[j] > 1.3:
-            continue
-        parent = heavy[j]
-        # keep H in the frame of the parent's nearest image
-        model.xyz[h] = model.xyz[parent] - d[j]
+        # the H beside the parent itself: the inverse of the operation taking the parent
+        # to the image beside the H
+        rot = sym.rotations[op].astype(np.float64)
+        model.xyz[h] = np.linalg.solve(rot, model.xyz[h] - sym.translations[op] - shift)
         model.riding[h] = parent
         model.u_ratio[h] = model.u_iso[h] / max(model.u_iso[parent], 1e-4)
         groups.append(FixedGroup(parent=parent, atoms=[h], offset=(model.xyz[h] - model.xyz[parent]) @ cell_m.T,

@@ -274,10 +274,11 @@ class Refinement:
         self.afix_noted = False  # the model's AFIX codes not built are logged once
         self.h_names: dict = {}  # names of the model's H re-placed as riding H, by parent (`hyd.model_h_names`)
         self.h_own_u: dict[str, float] = {}  # U_iso of riding H refined on their own, by upper-case label
+        # each H's parent as the model names it (AFIX group, CIF calc-attached atom)
+        stated = {s.label: s.riding_on for s in structure.sites if s.riding_on and s.element.upper() in ("H", "D")}
         if self.place_h and hydrogens_in and not cfg.keep_h:
             # H on atoms riding H are not placed on (hydrides of metals, B, Si, P) stay, refined
             # freely; so do the H a user's SHELXL model refines freely (AFIX 0), as SHELXL would
-            stated = {s.label: s.riding_on for s in structure.sites if s.riding_on and s.element.upper() in ("H", "D")}
             parents = hyd.hydrogen_parents(model, stated)
             hydrides = hyd.unplaceable_hydrogens(model, parents)
             # H a model without SHELXL instructions gives as located, not calculated, ride
@@ -295,7 +296,7 @@ class Refinement:
             model.remove_atoms(drop)
             self._follow_riding_u(structure, model)
             if located_labels:
-                hyd.attach_existing(model, labels=located_labels, own=True)
+                hyd.attach_existing(model, labels=located_labels, own=True, stated=stated)
             told = [f"{int(drop.sum())} removed (re-placed as riding H, with their names)" if drop.any() else "",
                     f"{int(hydrides.sum())} on other atoms (hydrides) kept and refined freely" if hydrides.any() else "",
                     f"{int(free.sum())} the model refines freely (AFIX 0) kept and refined freely" if free.any() else "",
@@ -303,7 +304,7 @@ class Refinement:
                     if located_labels else ""]
             self.log("H atoms of the starting model: " + "; ".join(t for t in told if t))
         elif hydrogens_in:
-            hyd.attach_existing(model)
+            hyd.attach_existing(model, stated=stated)
             # the model's own H are kept: placing riding H would replace them
             self.place_h = False
         # restraints name atoms: only the candidate's own instructions may carry them (the
