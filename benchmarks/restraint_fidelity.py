@@ -67,8 +67,55 @@ def shelxl_restraint_chi2(st: dict) -> tuple[float, float]:
     return chi2, error
 
 
-def our_restraints(case) -> tuple[int, dict[str, float], list[str]]:
-    """(number of restraints, Σ(Δ/σ)² by kind, instructions not honoured) at the published model."""
+def shelxl_sadi_list(case) -> list[tuple[float, frozenset]] | None:
+    """The SADI list SHELXL writes at the end of its .res ("REM SADI restraints, including
+    those derived from SAME"): every set of distances it made equal, with its σ, as
+    (σ, frozenset of (label, label) pairs, upper case, PART marks dropped); None when the
+    reference does not carry one."""
+    import re
+
+    text = case.reference.read_text(errors="replace")
+    start = text.find("REM SADI restraints")
+    if start < 0:
+        return None
+    lines: list[str] = []
+    for line in text[start:].splitlines()[1:]:
+        if not line.strip():
+            break
+        if line[0].isspace() and lines:  # continuation of the line before ("=")
+            lines[-1] += " " + line
+        else:
+            lines.append(line)
+    out = []
+    for line in lines:
+        words = line.replace("=", " ").split()
+        if not words or words[0].upper() != "SADI":
+            continue
+        atoms = [re.sub(r"\^\w+$", "", w).upper() for w in words[2:]]
+        out.append((float(words[1]), frozenset(tuple(sorted(p)) for p in zip(atoms[0::2], atoms[1::2]))))
+    return out
+
+
+def our_same_sets(model, restraints_built) -> list[tuple[float, frozenset]]:
+    """Our SADI/SAME restraints as sets of distances made equal (σ, label pairs), in the
+    form of `shelxl_sadi_list`: the pairwise restraints of one set link all its distances."""
+    from refractor_core.union_find import UnionFind
+
+    def key(pair):
+        return tuple(sorted(model.labels[im.atom].upper() for im in pair))
+
+    links = UnionFind()
+    sigma = {}
+    for r in restraints_built:
+        if r.kind == "same":
+            links.union(key(r.pair1), key(r.pair2))
+            sigma[key(r.pair1)] = r.sigma
+    return [(sigma.get(g[0], next(sigma[k] for k in g if k in sigma)), frozenset(g)) for g in links.groups()]
+
+
+def our_restraints(case) -> tuple[int, dict[str, float], list[str], dict | None]:
+    """(number of restraints, Σ(Δ/σ)² by kind, instructions not honoured, comparison with
+    SHELXL's own SADI list or None) at the published model."""
     import numpy as np
 
     from refractor_core.dataio import load_bundle
@@ -86,7 +133,29 @@ def our_restraints(case) -> tuple[int, dict[str, float], list[str]]:
     for r, term in zip(built.restraints, z2):
         kind = r.kind if r.kind != "rigu" else ("rigu/delu along" if r.component == 0 else "rigu across")
         by_kind[kind] = by_kind.get(kind, 0.0) + float(term)
-    return len(built.restraints), by_kind, built.skipped
+    return len(built.restraints), by_kind, built.skipped, _compare_sadi_lists(case, model, built.restraints)
+
+
+def _compare_sadi_lists(case, model, built) -> dict | None:
+    """Our SAME/SADI sets against the list SHELXL wrote: how many of its sets we have
+    exactly (same distances, same σ), and Σ(Δ/σ)² of its sets evaluated here (pairwise, as
+    ours), to compare with our "same" sum."""
+    import itertools
+
+    from refractor_plugins.refiners.lsq.completion import closest_image
+
+    theirs = shelxl_sadi_list(case)
+    if theirs is None:
+        return None
+    ours = set(our_same_sets(model, built))
+    index = model.label_index()
+    z2 = 0.0
+    for sigma, pairs in theirs:
+        d = [closest_image(model, model.xyz[index[a]], model.xyz[index[b]])[0] for a, b in pairs]
+        z2 += sum((x - y) ** 2 for x, y in itertools.combinations(d, 2)) / sigma**2
+    return {"shelxl_sets": len(theirs), "our_sets": len(ours), "sets_identical": sum(t in ours for t in theirs),
+            "shelxl_pairwise_restraints": sum(len(p) * (len(p) - 1) // 2 for _, p in theirs),
+            "z2_of_shelxl_sets": z2}
 
 
 def main() -> int:
@@ -101,9 +170,9 @@ def main() -> int:
         if not kinds:
             continue
         st = published_statistics(case)
-        n_ours, by_kind, skipped = our_restraints(case)
+        n_ours, by_kind, skipped, sadi_list = our_restraints(case)
         row = {"case": case.name, "instructions": kinds, "n_restraints": n_ours, "chi2_by_kind": by_kind,
-               "skipped": skipped, "published": st}
+               "skipped": skipped, "published": st, "shelxl_sadi_list": sadi_list}
         if st is not None:
             multiplier = st["S"] ** 2 * (st["n"] - st["p"]) / st["n"]
             chi2, error = shelxl_restraint_chi2(st)
@@ -154,6 +223,30 @@ def main() -> int:
             f"| {r['case']} | {' '.join(r['instructions'])} | {r['n_restraints']} | {st['n_r']:.0f} | "
             f"{r['chi2_ours']:.1f} | {r['chi2_shelxl']:.1f} ± {r['chi2_shelxl_error']:.1f} | {kinds} |"
         )
+    listed = [r for r in rows if r["shelxl_sadi_list"] is not None]
+    if listed:
+        lines += [
+            "",
+            "## Our SAME/SADI sets against the SADI list SHELXL wrote into its .res",
+            "",
+            "SHELXL ends its .res with every set of distances it restrained to be equal (\"REM SADI "
+            "restraints, including those derived from SAME\"). Sets identical: same distances and σ. "
+            "Σ(Δ/σ)² of SHELXL's sets is evaluated here on the published model (pairwise, as ours). The "
+            "last two columns are the χ² of all other restraints (RIGU, DELU, SIMU, FLAT, ...): SHELXL's, "
+            "from its total less its SADI sets, and ours.",
+            "",
+            "| case | SHELXL sets | ours | identical | pairwise restraints | Σ(Δ/σ)² SHELXL's sets | ours (same) | "
+            "χ² other kinds, SHELXL | ours |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in listed:
+            c = r["shelxl_sadi_list"]
+            ours_same = r["chi2_by_kind"].get("same", 0.0)
+            other = ("- | -" if r["published"] is None else
+                     f"{r['chi2_shelxl'] - r['multiplier'] * c['z2_of_shelxl_sets']:.1f} ± {r['chi2_shelxl_error']:.1f} | "
+                     f"{r['chi2_ours'] - r['multiplier'] * ours_same:.1f}")
+            lines.append(f"| {r['case']} | {c['shelxl_sets']} | {c['our_sets']} | {c['sets_identical']} | "
+                         f"{c['shelxl_pairwise_restraints']} | {c['z2_of_shelxl_sets']:.1f} | {ours_same:.1f} | {other} |")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print(f"same number of restraints: {same_count}/{len(compared)}; χ² within 2 errors: {chi2_agrees}/{len(compared)}")
     return 0
