@@ -802,6 +802,21 @@ def restore_h_names(m: WorkingModel, names: dict[str, list[tuple[str, np.ndarray
     return len(targets)
 
 
+def keep_model_hydrogens(m: WorkingModel, names: dict[str, list[tuple[str, np.ndarray]]],
+                         own_u: dict[str, float]) -> None:
+    """What the model's own H keep once re-placed as riding H, as SHELXL keeps it: the
+    torsions of their rotating groups (`adopt_model_torsions`), their names
+    (`restore_h_names`; `names`: `model_h_names`), and a U_iso refined on its own (`own_u`:
+    upper-case label -> U_iso) instead of 1.2/1.5 U_eq of the parent."""
+    if names:
+        adopt_model_torsions(m, names)
+        restore_h_names(m, names)
+    for h in np.nonzero(m.riding >= 0)[0]:
+        u = own_u.get(m.labels[h].upper())
+        if u is not None:
+            m.u_own[h], m.u_iso[h] = True, u
+
+
 def _drop_riding(m: WorkingModel) -> None:
     """Remove the riding H placed before; the model's own kept H (`own` groups) stay."""
     own = [g for g in m.h_groups if g.own]

@@ -867,15 +867,8 @@ class Refinement:
             refine_torsions=self.cfg.refine_torsions,
         )
         self.log(placed.summary())
-        if self.h_names:  # the model's own H, re-placed: their torsions and names kept
-            hyd.adopt_model_torsions(placed.model, self.h_names)
-            hyd.restore_h_names(placed.model, self.h_names)
-        if self.h_own_u:
-            m = placed.model
-            for h in np.nonzero(m.riding >= 0)[0]:
-                u = self.h_own_u.get(m.labels[h].upper())
-                if u is not None:
-                    m.u_own[h], m.u_iso[h] = True, u
+        # the model's own H, re-placed: their torsions, names and own U kept
+        hyd.keep_model_hydrogens(placed.model, self.h_names, self.h_own_u)
         self.meta["hydrogens"] = placed.counts
         self.meta["expected_h"] = n_h
         return placed.model
