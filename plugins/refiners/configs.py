@@ -32,8 +32,9 @@ class LsqConfig(ComponentConfig):
     )
     keep_h: bool = Field(
         False,
-        description="Keep the starting model's H atoms as given (refined as riding on their "
-        "nearest parent) instead of re-placing them.",
+        description="Keep the starting model's H atoms as given (refined as riding on the atom "
+        "their AFIX group names, else the nearest atom of their own disorder component) instead "
+        "of re-placing them.",
     )
     refine_occupancies: bool | Auto = Field(
         "auto",
