@@ -744,8 +744,9 @@ def adopt_model_torsions(m: WorkingModel, names: dict[str, list[tuple[str, np.nd
     """Turn each rotating group (CH3, NH3, OH) on an atom that carried H of the model's own
     (`model_h_names`) to the torsion that puts its H closest to those H: SHELXL goes on from
     the model's H (a refined AFIX 137/147 torsion, or the staggering of an AFIX 33/83 group
-    as the SHELXL that wrote the model chose it) rather than from the difference density.
-    Returns the number of groups turned."""
+    as the SHELXL that wrote the model chose it) rather than from the difference density;
+    a group whose X-H distance is refined (AFIX m8) also takes the distance of the model's
+    H. Returns the number of groups turned."""
     cell_m = orthogonalization_matrix(m.cell)
     turned = 0
     for g in m.h_groups:
@@ -754,6 +755,8 @@ def adopt_model_torsions(m: WorkingModel, names: dict[str, list[tuple[str, np.nd
             continue
         p = cell_m @ m.xyz[g.parent]
         targets = np.array([offset for _, offset in named])
+        if g.refine_distance:  # (AFIX m8) the X-H distance the model refined, as SHELXL goes on from it
+            g.distance = float(np.mean(np.linalg.norm(targets, axis=1)))
 
         def cost(t: float) -> float:
             g.torsion = float(t)
