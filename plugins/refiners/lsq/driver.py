@@ -293,6 +293,17 @@ class Driver:
         return model, rec
 
     # -- standard uncertainties ----------------------------------------------------------
+    def _restrained_normal_equations(self, params: Parameterisation, w: np.ndarray, block: list[int] | None,
+                                     single: bool):
+        """Normal equations of one block with the restraints added (weights scaled by this
+        model's own fit; origin restraints when the whole matrix is one block)."""
+        ne = normal_equations(self.calc, params, self.obs.fo2, w, block)
+        scale = restraint_weight_scale(ne.chi2, len(self.obs.fo2))
+        if single:
+            add_origin_restraints(ne, params)
+        restraints.add_to_normal_equations(ne, params, self.restraints, scale)
+        return ne
+
     def uncertainties(self, model: WorkingModel) -> tuple[Parameterisation, np.ndarray, float, list[int]]:
         """(parameters, their covariance (blocks filled only in blocked mode), S², singular ones)."""
         params = self.build_parameters(model)
@@ -307,17 +318,24 @@ class Driver:
         s2 = None
         singular: list[int] = []
         for block in blocks:
-            ne = normal_equations(self.calc, params, self.obs.fo2, w, block)
-            scale = restraint_weight_scale(ne.chi2, n_obs)
-            if len(blocks) == 1:
-                add_origin_restraints(ne, params)
-            restraints.add_to_normal_equations(ne, params, self.restraints, scale)
+            ne = self._restrained_normal_equations(params, w, block, single=len(blocks) == 1)
             if s2 is None:
                 s2 = ne.chi2 / max(n_obs - params.n, 1)
             c, bad = covariance(ne.matrix, s2)
             cov[np.ix_(ne.columns, ne.columns)] = c
             singular.extend(int(ne.columns[b]) for b in bad)
         return params, cov, float(s2 or 0.0), sorted(set(singular))
+
+    def gauss_newton_step(self, model: WorkingModel) -> tuple[Parameterisation, np.ndarray, np.ndarray]:
+        """One full-matrix Gauss-Newton step from `model` under the current weights and
+        restraints (damped by DAMPING_MIN only, as the cycles' own Gauss-Newton estimate),
+        and the su of each parameter: (parameters, shift, su). At a converged model of
+        this objective the shifts are small fractions of the su; from another program's
+        converged model they measure how far apart the two minima are."""
+        params = self.build_parameters(model)
+        ne = self._restrained_normal_equations(params, self.weights(model), None, single=True)
+        cov, _ = covariance(ne.matrix, ne.chi2 / max(len(self.obs.fo2) - params.n, 1))
+        return params, solve_damped(ne.matrix, ne.rhs, DAMPING_MIN), np.sqrt(np.clip(np.diag(cov), 0.0, None))
 
 
 def _restore_origin(before: WorkingModel, after: WorkingModel) -> WorkingModel:

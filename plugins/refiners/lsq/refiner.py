@@ -906,6 +906,7 @@ class Refinement:
 
         model = self._test_extinction(model)
         self._update_restraints(model)  # the final model's own restraints (its atoms may have changed)
+        self.final_model = model  # (with `driver`: for diagnostics such as benchmarks/stationarity.py)
         self.cycles = self.driver.cycle_count
         params, cov, s2, singular = self.driver.uncertainties(model)
         if singular:
