@@ -892,13 +892,14 @@ class Refinement:
     # -- final figures -----------------------------------------------------------------
     def _restrained_goof(self, model: WorkingModel, goof: float, n_parameters: int) -> float:
         """SHELXL's restrained GooF: sqrt([Σw(Fo² - Fc²)² + Σ restraint terms] / (n + n_r - p)),
-        the restraints weighted as in the refinement (1/σ² times the data's mean w(Fo² - Fc²)²)."""
+        the restraints weighted as SHELXL reports them (1/σ² times the data's mean
+        w(Fo² - Fc²)², every SADI/SAME pair in full: `sum_of_squares(as_reported=True)`)."""
         from .driver import restraint_weight_scale
         from .restraints import sum_of_squares
 
         n, rs = len(self.fo2), self.driver.restraints
         chi2_data = goof**2 * max(n - n_parameters, 1)
-        chi2_restraints = sum_of_squares(model, rs, restraint_weight_scale(chi2_data, n))
+        chi2_restraints = sum_of_squares(model, rs, restraint_weight_scale(chi2_data, n), as_reported=True)
         return float(math.sqrt((chi2_data + chi2_restraints) / max(n + len(rs) - n_parameters, 1)))
 
     def _finish(self, model: WorkingModel, converged: bool, last_shift: float, instr, wavelength: float) -> RefinedCandidate:

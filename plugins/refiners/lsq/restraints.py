@@ -78,6 +78,9 @@ class Restraint:
     one_sided: bool = False  # "distances": only values below the target count (anti-bumping)
     atoms: tuple[Image, ...] = ()  # "flat": the four corners of the tetrahedron; "sump": its atoms
     coefficients: tuple[float, ...] = ()  # "sump": the factor of each atom's occupancy
+    #: its weight in the least squares is weight/σ² ("same": 2/n in a set of n equal
+    #: distances, as SHELXL minimises them; see `user_restraints`)
+    weight: float = 1.0
 
     def distance_terms(self) -> tuple[tuple[tuple[Image, Image], ...], tuple[float, ...]]:
         """The pairs and coefficients of a distance restraint ("same" or "distances")."""
@@ -391,10 +394,15 @@ def residuals(model: WorkingModel, restraints: list[Restraint], frames: dict[int
 
 
 def sum_of_squares(model: WorkingModel, restraints: list[Restraint], weight_scale: float = 1.0,
-                   frames: dict[int, np.ndarray] | None = None) -> float:
-    """Σ weight_scale·(value/σ)² of the restraints (`frames`: see `residuals`)."""
+                   frames: dict[int, np.ndarray] | None = None, as_reported: bool = False) -> float:
+    """Σ weight_scale·weight·(value/σ)² of the restraints, the restraints' part of the sum
+    the refinement minimises (`frames`: see `residuals`); `as_reported`: every restraint at
+    weight 1, the sum SHELXL reports in its restrained GooF."""
     v, s = residuals(model, restraints, frames)
-    return float(weight_scale * np.sum((v / s) ** 2)) if len(v) else 0.0
+    if not len(v):
+        return 0.0
+    weight = np.ones(len(v)) if as_reported else np.array([r.weight for r in restraints])
+    return float(weight_scale * np.sum(weight * (v / s) ** 2))
 
 
 def add_to_normal_equations(ne, params: Parameterisation, restraints: list[Restraint], weight_scale: float = 1.0,
@@ -444,7 +452,7 @@ def add_to_normal_equations(ne, params: Parameterisation, restraints: list[Restr
             if k is None:
                 continue
             grad_cols += c_csr[k * RAW:(k + 1) * RAW].T @ g
-        w = weight_scale / r.sigma**2
+        w = weight_scale * r.weight / r.sigma**2
         # every restraint counts in the sum of squares, also one whose atoms are outside
         # this block: the sum must equal what `sum_of_squares` gives for a trial model
         ne.chi2 += w * value * value
