@@ -8,9 +8,10 @@ fraction of its su either. So the size of that step measures, parameter by param
 far our minimum lies from SHELXL's, without the path of a refinement in between (which
 `refine_real.py --as-published` measures, with it).
 
-Every real case whose model carries SHELXL instructions with WGHT is set up as a user's
-model (`refractor refine --model`, 0 cycles, its WGHT held): its riding H re-placed as
-SHELXL places them, its restraints and constraints built. The overall scale is then fitted
+Every real case whose model carries SHELXL instructions with WGHT (taken at full precision
+from the .res a CIF embeds, where it has one) is set up as a user's model (`refractor
+refine --model`, 0 cycles, its WGHT held): its riding H re-placed as SHELXL places them,
+its restraints and constraints built. The overall scale is then fitted
 (its convention is ours, not FVAR's) and one full-matrix Gauss-Newton step is taken
 (damped by 1e-7 only, as the cycles' own Gauss-Newton estimate). Reported:
 the r.m.s. shift/su of the parameters of ordered atoms (and global ones, scale left out) and
@@ -58,14 +59,36 @@ def fit_scale(driver, model, rounds: int = 3) -> None:
         model.scale *= float(np.sum(w * driver.obs.fo2 * m) / np.sum(w * m * m))
 
 
+def published_bundle(case):
+    """The published model at full precision: from the SHELXL .res a CIF embeds
+    (`_shelx_res_file`, six decimals) when it has one, else as the reference gives it (a
+    CIF's atom list is rounded to its su, which alone makes shifts of ~0.05 su)."""
+    import tempfile
+
+    import gemmi
+
+    from refractor_core.dataio import load_bundle
+
+    if case.reference.suffix.lower() == ".cif":
+        doc = gemmi.cif.read(str(case.reference))
+        block = doc.find_block(case.data_block) if case.data_block else doc.sole_block()
+        res = block.find_value("_shelx_res_file")
+        if res is not None and not gemmi.cif.is_null(res):
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / f"{case.name}.res"
+                path.write_text(gemmi.cif.as_string(res))
+                return load_bundle(path), "embedded .res"
+    return load_bundle(case.reference, block=case.data_block), case.reference.suffix.lstrip(".")
+
+
 def step_at_published(case) -> dict | None:
     """One Gauss-Newton step from the case's published model (None without WGHT)."""
-    from refractor_core.dataio import load_bundle, load_reflections
+    from refractor_core.dataio import load_reflections
     from refractor_core.types import Candidate
     from refractor_plugins.refiners.configs import LsqConfig
     from refractor_plugins.refiners.lsq.refiner import USER_MODEL, Refinement
 
-    bundle = load_bundle(case.reference, block=case.data_block)
+    bundle, source = published_bundle(case)
     wght = bundle.instructions.wght if bundle.instructions is not None else None
     if not wght:
         return None
@@ -98,6 +121,7 @@ def step_at_published(case) -> dict | None:
 
     return {
         "case": case.name,
+        "model_from": source,
         "weights": weights,
         "n_parameters": params.n,
         "n_restraints": len(driver.restraints),
@@ -105,6 +129,8 @@ def step_at_published(case) -> dict | None:
         "rms_shift_su_disordered": rms(disordered),
         "n_disordered_parameters": len(disordered),
         "max_shift_su": float(abs(ratio[worst])),
+        "largest_shifts_su": [(params.describe(int(j)), float(ratio[j]))
+                              for j in np.argsort(-np.abs(ratio)) if params.info[j].kind != "scale"][:10],
         "max_shift_su_parameter": params.describe(worst),
         "max_move_A": float(distances[k]),
         "max_move_atom": model.labels[heavy[k]],
@@ -149,7 +175,8 @@ def main() -> int:
         "",
         f"Command: `{summary['command']}`; date {summary['date']}; {summary['machine']['platform']}",
         "",
-        "Each published model set up as a user's model (0 cycles, its WGHT held, riding H re-placed, "
+        "Each published model (from the .res its CIF embeds, where it has one: a CIF's atom list is "
+        "rounded to its su) set up as a user's model (0 cycles, its WGHT held, riding H re-placed, "
         "its restraints), the overall scale fitted, then one full-matrix Gauss-Newton step (damped by 1e-7 only). Were our "
         "objective SHELXL's, every shift would be a small fraction of its su, as SHELXL's own last "
         "shifts were (last column). Shift/su r.m.s. over the parameters of ordered atoms (with the "
@@ -159,15 +186,15 @@ def main() -> int:
         "nearly singular direction (two sites 0.004 Å apart sharing one ADP) can be large in Å while "
         "small in su.",
         "",
-        "| case | parameters | restraints | r.m.s. shift/su ordered | disordered | max shift/su | "
+        "| case | model from | parameters | restraints | r.m.s. shift/su ordered | disordered | max shift/su | "
         "largest move of a non-H atom | SHELXL's last max shift/su |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         dis = "-" if r["rms_shift_su_disordered"] is None else f"{r['rms_shift_su_disordered']:.3f}"
         last = "-" if r["shelxl_shift_su_max"] is None else f"{r['shelxl_shift_su_max']:.3f}"
         lines.append(
-            f"| {r['case']} | {r['n_parameters']} | {r['n_restraints']} | {r['rms_shift_su_ordered']:.3f} | {dis} | "
+            f"| {r['case']} | {r['model_from']} | {r['n_parameters']} | {r['n_restraints']} | {r['rms_shift_su_ordered']:.3f} | {dis} | "
             f"{r['max_shift_su']:.2f} ({r['max_shift_su_parameter']}) | {r['max_move_A']:.3f} Å ({r['max_move_atom']}) | "
             f"{last} |")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
