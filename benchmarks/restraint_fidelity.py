@@ -24,12 +24,10 @@ Writes benchmarks/results/restraint_fidelity.json and .md.
 
 from __future__ import annotations
 
-import json
-import os
-import platform
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
+
+from _results import write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 CIF_ITEMS = {
@@ -186,23 +184,7 @@ def main() -> int:
     compared = [r for r in rows if r["published"] is not None]
     same_count = sum(r["n_restraints"] == round(r["published"]["n_r"]) for r in compared)
     chi2_agrees = sum(abs(r["chi2_ours"] - r["chi2_shelxl"]) <= 2 * r["chi2_shelxl_error"] for r in compared)
-    summary = {
-        "command": "python benchmarks/restraint_fidelity.py",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
-        "cases_compared": len(compared),
-        "same_number_of_restraints": same_count,
-        "chi2_within_2_errors": chi2_agrees,
-        "cases": rows,
-    }
-    out = ROOT / "benchmarks" / "results" / "restraint_fidelity"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(summary, indent=2, default=str))
     lines = [
-        "# Our restraints against SHELXL's, at the published models",
-        "",
-        f"Command: `{summary['command']}`; date {summary['date']}; {summary['machine']['platform']}",
-        "",
         "Restraints built from each case's own SHELXL instructions on its published model (H atoms "
         "included). χ² ours: Σ(Δ/σ)² times SHELXL's weight multiplier S²(n - p)/n; χ² SHELXL: "
         "S_r²(n + n_r - p) - S²(n - p) from the CIF, ± its rounding error.",
@@ -247,7 +229,10 @@ def main() -> int:
                      f"{r['chi2_ours'] - r['multiplier'] * ours_same:.1f}")
             lines.append(f"| {r['case']} | {c['shelxl_sets']} | {c['our_sets']} | {c['sets_identical']} | "
                          f"{c['shelxl_pairwise_restraints']} | {c['z2_of_shelxl_sets']:.1f} | {ours_same:.1f} | {other} |")
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    write_results("restraint_fidelity", "python benchmarks/restraint_fidelity.py",
+                  "Our restraints against SHELXL's, at the published models", lines,
+                  {"cases_compared": len(compared), "same_number_of_restraints": same_count,
+                   "chi2_within_2_errors": chi2_agrees, "cases": rows})
     print(f"same number of restraints: {same_count}/{len(compared)}; χ² within 2 errors: {chi2_agrees}/{len(compared)}")
     return 0
 

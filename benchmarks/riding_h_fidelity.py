@@ -17,15 +17,12 @@ Writes benchmarks/results/riding_h_fidelity.json and .md.
 
 from __future__ import annotations
 
-import json
-import os
-import platform
 import sys
 from collections import defaultdict
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+from _results import write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -82,20 +79,7 @@ def main() -> int:
         text = "; ".join(f"AFIX {c}: n {g['n']} max {g['max_A']:.3f} ({g['worst']}) median {g['median_A']:.3f}"
                          for c, g in groups.items())
         print(f"{case.name:28s} {text}", flush=True)
-    summary = {
-        "command": "python benchmarks/riding_h_fidelity.py",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
-        "cases": rows,
-    }
-    out = ROOT / "benchmarks" / "results" / "riding_h_fidelity"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(summary, indent=2))
-    lines = [
-        "# Our riding H against SHELXL's, at the published models",
-        "",
-        f"Command: `{summary['command']}`; date {summary['date']}; {summary['machine']['platform']}",
-        "",
+    body = [
         "Each published model refined for 0 cycles as a user's model: its H re-placed as riding H "
         "(names and, for rotating and staggered groups, torsions kept), then compared with the "
         "published H of the same name. AFIX 0: a CIF without SHELXL instructions (H placed by geometry).",
@@ -105,8 +89,9 @@ def main() -> int:
     ]
     for r in rows:
         for code, g in r["afix"].items():
-            lines.append(f"| {r['case']} | {code} | {g['n']} | {g['max_A']:.3f} ({g['worst']}) | {g['median_A']:.3f} |")
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+            body.append(f"| {r['case']} | {code} | {g['n']} | {g['max_A']:.3f} ({g['worst']}) | {g['median_A']:.3f} |")
+    write_results("riding_h_fidelity", "python benchmarks/riding_h_fidelity.py",
+                  "Our riding H against SHELXL's, at the published models", body, {"cases": rows})
     return 0
 
 

@@ -20,21 +20,18 @@ in Å. About a minute on 2 cores.
 
     OMP_NUM_THREADS=1 python benchmarks/stationarity.py [--cases a,b]
 
-Writes benchmarks/results/stationarity.json and .md.
+Writes benchmarks/results/stationarity.json and .md (all cases only).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+from _results import write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -144,7 +141,7 @@ def main() -> int:
     from refractor_core.testing.real_cases import load_cases
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", help="comma-separated case names (default: all)")
+    parser.add_argument("--cases", help="comma-separated case names (default: all; a subset is printed, not written)")
     args = parser.parse_args()
     wanted = set(args.cases.split(",")) if args.cases else None
     rows = []
@@ -161,30 +158,19 @@ def main() -> int:
               + f"; max {row['max_shift_su']:.2f} ({row['max_shift_su_parameter']}); "
               f"largest move {row['max_move_A']:.3f} Å ({row['max_move_atom']}) [{row['seconds']:.0f} s]", flush=True)
 
-    summary = {
-        "command": "OMP_NUM_THREADS=1 python benchmarks/stationarity.py",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
-        "cases": rows,
-    }
-    out = ROOT / "benchmarks" / "results" / "stationarity"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(summary, indent=2))
-    lines = [
-        "# One Gauss-Newton step at each published SHELXL model",
-        "",
-        f"Command: `{summary['command']}`; date {summary['date']}; {summary['machine']['platform']}",
-        "",
+    if wanted is not None:
+        return 0
+    body = [
         "Each published model (from the .res its CIF embeds, where it has one: a CIF's atom list is "
         "rounded to its su) set up as a user's model (0 cycles, its WGHT held, riding H re-placed, "
-        "its restraints), the overall scale fitted, then one full-matrix Gauss-Newton step (damped by 1e-7 only). Were our "
-        "objective SHELXL's, every shift would be a small fraction of its su, as SHELXL's own last "
-        "shifts were (last column). Shift/su r.m.s. over the parameters of ordered atoms (with the "
-        "global ones, scale left out) and of disordered atoms (PART ≠ 0). Two readings: where the "
-        "deposited intensities were already corrected for extinction, the published EXTI is far from "
-        "our minimum (x refines to near 0) and its step drags the correlated ADPs; a step along a "
-        "nearly singular direction (two sites 0.004 Å apart sharing one ADP) can be large in Å while "
-        "small in su.",
+        "its restraints), the overall scale fitted, then one full-matrix Gauss-Newton step (damped by "
+        "1e-7 only). Were our objective SHELXL's, every shift would be a small fraction of its su, as "
+        "SHELXL's own last shifts were (last column). Shift/su r.m.s. over the parameters of ordered "
+        "atoms (with the global ones, scale left out) and of disordered atoms (PART ≠ 0). Two "
+        "readings: where the deposited intensities were already corrected for extinction, the "
+        "published EXTI is far from our minimum (x refines to near 0) and its step drags the "
+        "correlated ADPs; a step along a nearly singular direction (two sites 0.004 Å apart sharing "
+        "one ADP) can be large in Å while small in su.",
         "",
         "| case | model from | parameters | restraints | r.m.s. shift/su ordered | disordered | max shift/su | "
         "largest move of a non-H atom | SHELXL's last max shift/su |",
@@ -193,11 +179,12 @@ def main() -> int:
     for r in rows:
         dis = "-" if r["rms_shift_su_disordered"] is None else f"{r['rms_shift_su_disordered']:.3f}"
         last = "-" if r["shelxl_shift_su_max"] is None else f"{r['shelxl_shift_su_max']:.3f}"
-        lines.append(
-            f"| {r['case']} | {r['model_from']} | {r['n_parameters']} | {r['n_restraints']} | {r['rms_shift_su_ordered']:.3f} | {dis} | "
-            f"{r['max_shift_su']:.2f} ({r['max_shift_su_parameter']}) | {r['max_move_A']:.3f} Å ({r['max_move_atom']}) | "
-            f"{last} |")
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+        body.append(
+            f"| {r['case']} | {r['model_from']} | {r['n_parameters']} | {r['n_restraints']} | "
+            f"{r['rms_shift_su_ordered']:.3f} | {dis} | {r['max_shift_su']:.2f} ({r['max_shift_su_parameter']}) | "
+            f"{r['max_move_A']:.3f} Å ({r['max_move_atom']}) | {last} |")
+    write_results("stationarity", "OMP_NUM_THREADS=1 python benchmarks/stationarity.py",
+                  "One Gauss-Newton step at each published SHELXL model", body, {"cases": rows})
     return 0
 
 
