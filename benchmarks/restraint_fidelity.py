@@ -107,8 +107,8 @@ def our_same_sets(model, restraints_built) -> list[tuple[float, frozenset]]:
     for r in restraints_built:
         if r.kind == "same":
             links.union(key(r.pair1), key(r.pair2))
-            sigma[key(r.pair1)] = r.sigma
-    return [(sigma.get(g[0], next(sigma[k] for k in g if k in sigma)), frozenset(g)) for g in links.groups()]
+            sigma[key(r.pair1)] = sigma[key(r.pair2)] = r.sigma
+    return [(sigma[g[0]], frozenset(g)) for g in links.groups()]
 
 
 def our_restraints(case) -> tuple[int, dict[str, float], list[str], dict | None]:

@@ -3,6 +3,9 @@ exact gradients, and honoured by the `lsq` refiner on measured data."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -18,6 +21,9 @@ from refractor_plugins.refiners.lsq import restraints, user_restraints
 from refractor_plugins.refiners.lsq.model import WorkingModel
 from refractor_plugins.refiners.lsq.parameters import Parameterisation
 from refractor_plugins.refiners.lsq.refiner import USER_MODEL, LsqRefiner
+
+# the benchmarks' readers of SHELXL's own output (its SADI list, a CIF's embedded .res)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -210,27 +216,13 @@ def test_sadi_and_same_sets_are_those_shelxl_lists():
     si4_disorder_cc (SADI naming distances between two PARTs, consecutive SAMEs across a
     disorder, BIND) ours are the same 45 sets. A distance between atoms of two different
     PARTs is in none of them, though SADI names eight and BIND bonds four."""
-    import re
+    from restraint_fidelity import our_same_sets, shelxl_sadi_list
 
     model, built = _restraints_of_published_model("si4_disorder_cc")
-    text = get_case("si4_disorder_cc").reference.read_text()
-    listing = text[text.index("REM SADI restraints, including"):]
-    listing = re.sub(r"=\s*\n\s+", " ", listing[:listing.index("\nREM ", 10)])
-    theirs = set()
-    for line in listing.splitlines()[1:]:
-        words = line.split()
-        labels = [re.sub(r"\^\w+$", "", w).upper() for w in words[2:]]
-        theirs.add((float(words[1]), frozenset(frozenset(labels[k:k + 2]) for k in range(0, len(labels), 2))))
+    theirs = set(shelxl_sadi_list(get_case("si4_disorder_cc")))
     assert len(theirs) == 45
     # our equations d_i = d_j, gathered back into sets of equal distances
-    sets = UnionFind()
-    name = {}
-    for r in built.restraints:
-        if r.kind == "same":
-            keys = [tuple(sorted(model.labels[im.atom].upper() for im in pair)) for pair in (r.pair1, r.pair2)]
-            sets.union((r.sigma, *keys[0]), (r.sigma, *keys[1]))
-    ours = {(g[0][0], frozenset(frozenset(k[1:]) for k in g)) for g in sets.groups()}
-    assert ours == theirs
+    assert set(our_same_sets(model, built.restraints)) == theirs
 
 
 @pytest.mark.parametrize("case_name, published", [
@@ -718,26 +710,25 @@ def test_written_free_variable_codes_give_back_every_occupancy():
         assert read[written.upper()] == pytest.approx(s.occupancy, abs=2e-5), s.label
 
 
-def test_sadi_sets_weigh_as_shelxl_minimises_them(tmp_path):
+def test_sadi_sets_weigh_as_shelxl_minimises_them():
     """SHELXL counts and reports a set of n equal distances as n(n-1)/2 pair restraints
     (test above, and benchmarks/restraint_fidelity.py), but the model it converges to is
     stationary for the weight 2/n on each pair. ni_cubic's published model (at full
     precision, from the .res its CIF embeds; SADI/SAME sets of up to six distances over
     its disordered solvent): one Gauss-Newton step of ours moves its disordered parameters
     by 0.02 su r.m.s. (0.43 with every pair at weight 1)."""
-    import gemmi
+    from stationarity import fit_scale, published_bundle
 
     from refractor_plugins.refiners.lsq.refiner import Refinement
 
     case = get_case("ni_cubic_i43d")
-    res = tmp_path / "ni.res"
-    res.write_text(gemmi.cif.as_string(gemmi.cif.read(str(case.reference)).sole_block().find_value("_shelx_res_file")))
-    bundle = load_bundle(res)
+    bundle, _ = published_bundle(case)
     cand = Candidate(structure=bundle.structure, generator=USER_MODEL, meta={"instructions": bundle.instructions.model_dump()})
     refinement = Refinement(LsqConfig(max_cycles=0, weights=list(bundle.instructions.wght[:2])),
                             load_reflections(case.reflections), cand)
     refinement.run()
     model, driver = refinement.final_model, refinement.driver
+
     def key(pair):
         return tuple(sorted((im.atom, im.op, im.shift) for im in pair))
 
@@ -747,10 +738,7 @@ def test_sadi_sets_weigh_as_shelxl_minimises_them(tmp_path):
             sets.union(key(r.pair1), key(r.pair2))
     size = {k: len(g) for g in sets.groups() for k in g}
     assert {round(r.weight * size[key(r.pair1)], 12) for r in driver.restraints if r.kind == "same"} == {2.0}
-    for _ in range(3):  # the scale, which the model gives in SHELXL's convention, fitted
-        w = driver.weights(model)
-        m, _ = driver.calc.model_intensities(model)
-        model.scale *= float(np.sum(w * driver.obs.fo2 * m) / np.sum(w * m * m))
+    fit_scale(driver, model)  # the scale, which the model gives in SHELXL's convention, fitted
     params, shift, su = driver.gauss_newton_step(model)
     ratio = [shift[j] / su[j] for j, p in enumerate(params.info)
              if p.kind != "scale" and p.atom >= 0 and model.part[p.atom] != 0 and su[j] > 0]
