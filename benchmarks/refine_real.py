@@ -106,11 +106,9 @@ def deviations(refined, published) -> list[tuple[str, float]]:
     An atom may come back as a symmetry image of its published position (disorder across
     a symmetry element): the nearest image counts.
     """
-    from refractor_core.crystal.cell import orthogonalization_matrix
     from refractor_core.crystal.symmetry import SymmetryOps
     from refractor_plugins.refiners.lsq.parameters import free_origin_directions
 
-    m = orthogonalization_matrix(published.cell)
     ref = {s.label: np.asarray(s.xyz) for s in published.sites if s.element.upper() not in ("H", "D")}
     pairs = []
     for s in refined.sites:
@@ -126,10 +124,7 @@ def deviations(refined, published) -> list[tuple[str, float]]:
         pairs = [(label, d - shift) for label, d in pairs]
     out = []
     for label, d in pairs:
-        x_ref = ref[label]
-        img = sym.images(x_ref) - (x_ref + d)
-        img -= np.round(img)
-        out.append((label, float(np.min(np.linalg.norm(img @ m.T, axis=1)))))
+        out.append((label, sym.nearest_image_distance(published.cell, ref[label] + d, ref[label])))
     return out
 
 

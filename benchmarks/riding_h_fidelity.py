@@ -30,7 +30,6 @@ ROOT = Path(__file__).resolve().parents[1]
 def compare_case(case) -> dict | None:
     """{AFIX code: [(distance Å, label), ...]} of the re-placed H of one case (empty, or
     None when its published model has no calculated H)."""
-    from refractor_core.crystal.cell import orthogonalization_matrix
     from refractor_core.crystal.symmetry import SymmetryOps
     from refractor_core.dataio import load_bundle, load_reflections
     from refractor_core.types import Candidate
@@ -47,15 +46,12 @@ def compare_case(case) -> dict | None:
     refined = LsqRefiner(LsqConfig(max_cycles=0)).refine(
         data, Candidate(structure=published, generator=USER_MODEL, meta=meta))
     sym = SymmetryOps.from_space_group(published.space_group)
-    o_m = orthogonalization_matrix(published.cell)
     by_code: dict[str, list] = defaultdict(list)
     for s in refined.structure.sites:
         ref = calc.get(s.label)
         if ref is None or not s.calc:
             continue
-        images = sym.images(np.asarray(ref.xyz)) - np.asarray(s.xyz)
-        images -= np.round(images)
-        distance = float(np.min(np.linalg.norm(images @ o_m.T, axis=1)))
+        distance = sym.nearest_image_distance(published.cell, s.xyz, ref.xyz)
         by_code[str(ref.afix or 0)].append((distance, s.label))
     return by_code
 

@@ -203,13 +203,6 @@ def test_a_rotating_group_with_an_h_on_a_mirror_keeps_its_torsion(real_case):
     assert not hyd._refittable(ordered)
 
 
-def _nearest_image_distance(m: WorkingModel, xyz: np.ndarray, others: np.ndarray) -> float:
-    """Shortest distance (Å) from fractional `xyz` to any symmetry image of `others` (k, 3)."""
-    images = m.symmetry.images(others) - xyz  # (k, s, 3)
-    images -= np.round(images)
-    return float(np.min(np.linalg.norm(m.cartesian(images.reshape(-1, 3)), axis=1)))
-
-
 @pytest.mark.parametrize("name, codes, n_min", [
     ("sucrose", {13, 23}, 14),  # SHELXL-2018: CH of a sugar ring, CH2
     ("difluoro_6ring_pna21", {23}, 8),  # SHELXL-97: CH2 of both disorder components
@@ -234,7 +227,7 @@ def test_riding_h_are_placed_where_shelxl_placed_them(real_case, name, codes, n_
         if forced.get(g.parent) not in codes:
             continue
         for a in g.atoms:
-            assert _nearest_image_distance(placed, placed.xyz[a], published_h) < 0.01, placed.labels[a]
+            assert placed.symmetry.nearest_image_distance(placed.cell, placed.xyz[a], published_h) < 0.01, placed.labels[a]
             checked += 1
     assert checked >= n_min
 
@@ -258,4 +251,5 @@ def test_a_models_refined_oh_distance_is_where_its_afix_148_groups_start(real_ca
     hydroxyl = [s for s in refined.sites if s.element == "H" and published[s.label].afix == 148]
     assert len(hydroxyl) == 8
     for s in hydroxyl:
-        assert _nearest_image_distance(model, np.asarray(s.xyz), np.asarray([published[s.label].xyz])) < 0.005, s.label
+        assert model.symmetry.nearest_image_distance(model.cell, s.xyz, published[s.label].xyz) < 0.005, s.label
+

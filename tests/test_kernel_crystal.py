@@ -53,6 +53,18 @@ def test_site_symmetry_orders_from_gemmi_operators():
     assert sym.site_symmetry_order(cell, [0.01, 0.3, 0.25]) == 1
 
 
+def test_nearest_image_distance_takes_symmetry_and_lattice_translations():
+    sym = SymmetryOps.from_space_group("P -1")
+    cell = UnitCell(a=10, b=10, c=10)
+    # -x of (0.1, 0.2, 0.3), moved by a lattice translation, is 0.1 Å (0.01 in x) from (0.91, 0.8, 0.7)
+    assert sym.nearest_image_distance(cell, [0.91, 0.8, 0.7], [0.1, 0.2, 0.3]) == pytest.approx(0.1)
+    # identity image through a translation: (1.05, 0.2, 0.3) is 0.5 Å from (0.1, 0.2, 0.3)
+    assert sym.nearest_image_distance(cell, [1.05, 0.2, 0.3], [0.1, 0.2, 0.3]) == pytest.approx(0.5)
+    # the nearest of several targets, and the per-operation distances
+    assert sym.nearest_image_distance(cell, [0.5, 0.5, 0.5], [[0.1, 0.2, 0.3], [0.52, 0.5, 0.5]]) == pytest.approx(0.2)
+    assert sym.image_distances(cell, [0.1, 0.2, 0.3], [0.1, 0.2, 0.3]).shape == (2,)
+
+
 def test_special_position_constraints():
     sym = SymmetryOps.from_space_group("C 1 2/c 1")
     cell = UnitCell(a=10, b=12, c=8, beta=105)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from refractor_core.crystal.cell import orthogonalization_matrix
 from refractor_core.crystal.observations import prepare_observations
 from refractor_core.crystal.symmetry import SymmetryOps
 from refractor_core.dataio import load_bundle, load_reflections
@@ -29,14 +28,6 @@ def difluoro():
     data = load_reflections(case.reflections)
     bundle = load_bundle(case.reference, block=case.data_block)
     return case, data, bundle.structure
-
-
-def _distance(structure, xyz, target) -> float:
-    """Shortest distance (Å) from fractional xyz to any symmetry image of target."""
-    sym = SymmetryOps.from_space_group(structure.space_group)
-    d = sym.images(np.asarray(target, dtype=float)) - np.asarray(xyz, dtype=float)
-    d -= np.round(d)
-    return float(np.linalg.norm(d @ orthogonalization_matrix(structure.cell).T, axis=1).min())
 
 
 def test_free_variable_derivative_and_sum(difluoro):
@@ -83,8 +74,9 @@ def test_split_sites_found_in_the_difference_map(difluoro):
     plain = LsqRefiner(LsqConfig(split_disorder=False)).refine(data, cand)
     found = [s for s in split.structure.sites if s.part % 2 == 0 and s.part > 0 and s.element != "H"]
     assert len(found) == 2
+    sym = SymmetryOps.from_space_group(split.structure.space_group)
     for m in minors:
-        assert min(_distance(split.structure, s.xyz, m.xyz) for s in found) < 0.3
+        assert min(sym.nearest_image_distance(split.structure.cell, s.xyz, m.xyz) for s in found) < 0.3
     for s in found:
         assert 0.1 <= s.occupancy <= 0.3
         assert s.occupancy_su is not None and s.occupancy_su > 0

@@ -145,13 +145,21 @@ class SymmetryOps:
         x = np.asarray(xyz, dtype=np.float64)
         return np.einsum("nij,...j->...ni", self.rotations, x) + self.translations
 
+    def image_distances(self, cell: UnitCell, xyz, target) -> np.ndarray:
+        """Distance (Å) from fractional `xyz` to the nearest lattice translate of each
+        operation's image of `target`: (n_ops,) for one target, (k, n_ops) for (k, 3)."""
+        d = self.images(np.asarray(target, dtype=np.float64)) - np.asarray(xyz, dtype=np.float64).reshape(3)
+        d -= np.round(d)
+        return np.linalg.norm(d @ orthogonalization_matrix(cell).T, axis=-1)
+
+    def nearest_image_distance(self, cell: UnitCell, xyz, target) -> float:
+        """Shortest distance (Å) from fractional `xyz` to any symmetry image of `target`
+        (one position, or the nearest of several, (k, 3))."""
+        return float(np.min(self.image_distances(cell, xyz, target)))
+
     def site_stabilizer(self, cell: UnitCell, xyz, tol: float = 0.05) -> np.ndarray:
         """Indices of operations mapping the site onto itself within `tol` Å (lattice shifts allowed)."""
-        x = np.asarray(xyz, dtype=np.float64).reshape(3)
-        d = self.images(x) - x
-        d -= np.round(d)
-        dist = np.linalg.norm(d @ orthogonalization_matrix(cell).T, axis=-1)
-        return np.nonzero(dist < tol)[0]
+        return np.nonzero(self.image_distances(cell, xyz, xyz) < tol)[0]
 
     def site_symmetry_order(self, cell: UnitCell, xyz, tol: float = 0.05) -> np.ndarray:
         """Order of the site-symmetry group: operations (centring included) fixing each site.
