@@ -370,6 +370,10 @@ class Refinement:
         self.driver = driver
         budget = cfg.max_cycles
 
+        if self.place_h and self.h_names and budget > 0:
+            # a model that came with its H (re-placed as riding H) is refined with them from
+            # the first cycle, as SHELXL refines it: not first without them, which moves it
+            model = self._place_hydrogens(model)
         self._update_restraints(model)
         # stage 1: isotropic start (atoms already anisotropic stay so); extinction and twin
         # fractions are held at their starting values until the model is close
