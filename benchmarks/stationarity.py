@@ -57,25 +57,14 @@ def fit_scale(driver, model, rounds: int = 3) -> None:
 
 
 def published_bundle(case):
-    """The published model at full precision: from the SHELXL .res a CIF embeds
-    (`_shelx_res_file`, six decimals) when it has one, else as the reference gives it (a
-    CIF's atom list is rounded to its su, which alone makes shifts of ~0.05 su)."""
-    import tempfile
-
-    import gemmi
-
+    """The published model at full precision: the CIF reader takes it from the SHELXL .res
+    the CIF embeds (`_shelx_res_file`) where it has one (a CIF's atom list is rounded to its
+    su, which alone makes shifts of ~0.05 su); also says where the model came from."""
     from refractor_core.dataio import load_bundle
 
-    if case.reference.suffix.lower() == ".cif":
-        doc = gemmi.cif.read(str(case.reference))
-        block = doc.find_block(case.data_block) if case.data_block else doc.sole_block()
-        res = block.find_value("_shelx_res_file")
-        if res is not None and not gemmi.cif.is_null(res):
-            with tempfile.TemporaryDirectory() as tmp:
-                path = Path(tmp) / f"{case.name}.res"
-                path.write_text(gemmi.cif.as_string(res))
-                return load_bundle(path), "embedded .res"
-    return load_bundle(case.reference, block=case.data_block), case.reference.suffix.lstrip(".")
+    bundle = load_bundle(case.reference, block=case.data_block)
+    from_res = any("full precision from the embedded .res" in note for note in bundle.notes)
+    return bundle, "embedded .res" if from_res else case.reference.suffix.lstrip(".")
 
 
 def step_at_published(case) -> dict | None:

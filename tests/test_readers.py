@@ -502,6 +502,29 @@ def test_cif_embedded_res_gives_riding_information():
     assert s.sites[0].xyz_su is not None and s.sites[0].u_aniso_su is not None
 
 
+def test_cif_embedded_res_gives_the_model_at_full_precision(tmp_path):
+    """The atom list is rounded to its su (N z 0.17896(10)); the embedded .res has the six
+    decimals SHELXL refined. An atom moved in the list after the .res was written keeps the
+    list's numbers."""
+    case = next(c for c in REAL_CASES if c.name == "urea")
+    text = case.reference.read_text()
+    res = parse_ins(text[text.index("TITL"):]).structure()
+    res_n = next(x for x in res.sites if x.label == "N")
+    s = load_structure(case.reference)
+    n = next(x for x in s.sites if x.label == "N")
+    assert n.xyz == res_n.xyz and n.u_aniso == res_n.u_aniso
+    assert n.xyz[2] != 0.17896 and abs(n.xyz[2] - 0.17896) <= 0.0001
+    assert n.xyz_su is not None  # the su still come from the CIF
+    edited = text.replace("N N 0.14465(7) 0.64465(7) 0.17896(10)", "N N 0.14465(7) 0.64465(7) 0.18896(10)")
+    assert edited != text
+    path = tmp_path / "edited.cif"
+    path.write_text(edited)
+    n_edited = next(x for x in load_structure(path).sites if x.label == "N")
+    assert n_edited.xyz[2] == 0.18896
+    o_edited = next(x for x in load_structure(path).sites if x.label == "O")
+    assert o_edited.xyz == next(x for x in res.sites if x.label == "O").xyz
+
+
 def test_fcf_list4_reads_as_reflections():
     case = next(c for c in REAL_CASES if c.name == "nacl")
     b = read_cif_bundle((case.folder / "NaCl.fcf").read_text(), case.folder / "NaCl.fcf")
