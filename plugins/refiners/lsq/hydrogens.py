@@ -331,7 +331,13 @@ class Choice:
 
 
 def _angle(p, a, b) -> float:
-    u, v = _unit(a - p), _unit(b - p)
+    """Angle a-p-b (°)."""
+    return _vector_angle(a - p, b - p)
+
+
+def _vector_angle(a, b) -> float:
+    """Angle (°) between two vectors."""
+    u, v = _unit(a), _unit(b)
     return math.degrees(math.acos(float(np.clip(u @ v, -1.0, 1.0))))
 
 
@@ -970,11 +976,18 @@ def _copy_group(g: HGroup) -> HGroup:
 
 
 # --------------------------------------------------------------------------------------
-# H atoms from difference-map peaks (water, hydroxide, ammonium...)
+# H atoms from difference-map peaks (water, hydroxide, ammonium, terminal hydrides...)
 # --------------------------------------------------------------------------------------
 
 PEAK_H_RANGE = (0.6, 1.2)
 PEAK_H_SIGMA = 3.0
+#: terminal E-H distances (Å) of the main-group hydrides whose H no geometry places (an
+#: AlH2 or GaH3 group): a difference peak 0.8-1.2 times as far from the atom is taken as one
+#: of its H, at the peak's own distance (X-ray E-H distances vary more than C-H ones)
+HYDRIDE_DISTANCES = {"B": 1.12, "Al": 1.55, "Ga": 1.50, "In": 1.70, "Si": 1.42, "Ge": 1.50, "Sn": 1.70}
+HYDRIDE_RANGE = (0.8, 1.2)
+#: smallest angle (°) between an E-H found at a peak and a bond of E to a non-H atom
+HYDRIDE_MIN_ANGLE = 85.0
 
 
 def add_peak_hydrogens(model: WorkingModel, refinement, expected_h: float | None, distances: str = "low-temperature") -> tuple[WorkingModel, int]:
@@ -996,23 +1009,32 @@ def add_peak_hydrogens(model: WorkingModel, refinement, expected_h: float | None
 
 def _peak_hydrogens(m: WorkingModel, refinement, nbmap: dict, missing: float, col: int) -> int:
     """Add up to `missing` H (per asymmetric unit) on O/N atoms without organic neighbours,
-    at difference-map peaks 0.6-1.2 Å away; they ride on their parent at a fixed offset."""
+    at difference-map peaks 0.6-1.2 Å away, and on B, Al, Ga, In, Si, Ge, Sn atoms (terminal
+    hydrides) at peaks 0.8-1.2 times their E-H distance away and at least 85° from their
+    bonds; they ride on their parent at a fixed offset."""
     from .maps import difference_peaks
 
-    cands = []
+    cell_m = orthogonalization_matrix(m.cell)
+    cands, ranges, bonds = [], {}, {}
     for i, nbl in nbmap.items():
-        if m.elements[i] not in ("O", "N"):
-            continue
-        if any(not _is_metal(m.elements[nb.atom]) for nb, _, _ in nbl):
-            continue
         if any(g.parent == i for g in m.h_groups):
+            continue
+        element = m.elements[i]
+        if element in ("O", "N"):
+            if any(not _is_metal(m.elements[nb.atom]) for nb, _, _ in nbl):
+                continue
+            ranges[i] = PEAK_H_RANGE
+        elif element in HYDRIDE_DISTANCES:
+            d = HYDRIDE_DISTANCES[element]
+            ranges[i] = (HYDRIDE_RANGE[0] * d, HYDRIDE_RANGE[1] * d)
+            bonds[i] = [_unit(pos - m.xyz[i] @ cell_m.T) for _, pos, _ in nbl]
+        else:
             continue
         cands.append(i)
     if not cands:
         return 0
     rho, peaks = difference_peaks(refinement, m, max_peaks=80, min_distance=0.5)
     sigma = float(rho.std())
-    cell_m = orthogonalization_matrix(m.cell)
     f_m = fractionalization_matrix(m.cell)
     options = []
     for p in peaks:
@@ -1024,8 +1046,13 @@ def _peak_hydrogens(m: WorkingModel, refinement, nbmap: dict, missing: float, co
             dd -= np.round(dd)
             dist = np.linalg.norm(dd @ cell_m.T, axis=1)
             k = int(np.argmin(dist))
-            if PEAK_H_RANGE[0] <= dist[k] <= PEAK_H_RANGE[1]:
-                options.append((p.height, i, dd[k] @ cell_m.T))
+            lo, hi = ranges[i]
+            if not lo <= dist[k] <= hi:
+                continue
+            vec = dd[k] @ cell_m.T
+            if any(_vector_angle(vec, b) < HYDRIDE_MIN_ANGLE for b in bonds.get(i, ())):
+                continue  # a peak along a bond of the atom (a hydride H points away from them)
+            options.append((p.height, i, vec))
     options.sort(key=lambda o: -o[0])
     per_atom: dict[int, list[np.ndarray]] = {}
     placed_cart: list[np.ndarray] = []
@@ -1038,9 +1065,12 @@ def _peak_hydrogens(m: WorkingModel, refinement, nbmap: dict, missing: float, co
         if len(mine) >= (2 if m.elements[i] == "O" else 3):
             continue
         u = _unit(vec)
-        if any(not (85.0 <= math.degrees(math.acos(float(np.clip(u @ v, -1, 1)))) <= 135.0) for v in mine):
+        if any(not (85.0 <= _vector_angle(u, v) <= 135.0) for v in mine):
             continue
-        d = DISTANCES["OH" if m.elements[i] == "O" else "NH"][col]
+        if m.elements[i] in ("O", "N"):
+            d = DISTANCES["OH" if m.elements[i] == "O" else "NH"][col]
+        else:
+            d = float(np.linalg.norm(vec))  # a hydride H where its peak is
         cart = m.xyz[i] @ cell_m.T + d * u
         frac = cart @ f_m.T
         clash = False

@@ -499,7 +499,7 @@ class Refinement:
             n_h = self.meta.get("expected_h")
             model, added = hyd.add_peak_hydrogens(model, self, n_h, self.cfg.h_distances)
             if added:
-                self.log(f"{added} H atoms placed at difference-map peaks (riding on their O/N atom)")
+                self.log(f"{added} H atoms placed at difference-map peaks (riding on their atom)")
                 self.meta.setdefault("hydrogens", {})["from_peaks"] = added
                 res = driver.run(model, min(ANISO_CYCLES, budget), "aniso" if aniso else "iso")
                 model, budget = res.model, budget - res.cycles
