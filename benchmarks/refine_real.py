@@ -245,7 +245,10 @@ def summarise(rows: list[dict]) -> dict:
 
 def run_seeds(cases, args) -> int:
     """Each case refined from its main perturbation and `args.seeds` further ones: whether
-    a miss depends on the start. Writes refine_real_seeds.json and .md."""
+    a miss depends on the start. Writes refine_real_seeds.json and .md (with --update,
+    the rows of other cases already there are kept)."""
+    from refractor_core.testing.real_cases import load_cases
+
     rows = []
     for case in cases:
         for offset in range(args.seeds + 1):
@@ -261,12 +264,22 @@ def run_seeds(cases, args) -> int:
                 print(f"{case.name:30s} seed +{offset} R1 {row['R1']:.4f} cycles {row['cycles']} "
                       f"dev {row['max_deviation_A']:.3f} Å ({row['worst_atom']})", flush=True)
     command = (f"python benchmarks/refine_real.py --seeds {args.seeds}" + (f" --cases {args.cases}" if args.cases else "")
-               + (f" --exclude {args.exclude}" if args.exclude else "") + (f" --rms {args.rms:g}" if args.rms != RMS else ""))
+               + (f" --exclude {args.exclude}" if args.exclude else "") + (f" --rms {args.rms:g}" if args.rms != RMS else "")
+               + (" --update" if args.update else ""))
+    out = Path(args.output)
+    if args.update and (out / "refine_real_seeds.json").exists():
+        previous = json.loads((out / "refine_real_seeds.json").read_text())
+        mine = {c.name for c in cases}
+        rows += [r for r in previous.get("cases", []) if r["case"] not in mine]
+        command = previous.get("command", "") + "; then " + command
+        order = [c.name for c in load_cases()]
+        cases = [c for c in load_cases() if any(r["case"] == c.name for r in rows)]
+        rows.sort(key=lambda r: (order.index(r["case"]) if r["case"] in order else len(order), r["seed_offset"]))
     lines = [
         "# Refinement of perturbed published models from several starts", "",
         f"Command: `{command}`; date {datetime.now(timezone.utc).isoformat(timespec='seconds')}; {platform.platform()}", "",
         f"Each case refined (lsq, anisotropic non-H, riding H) from its main perturbation (seed +0, as in refine_real.md) "
-        f"and {args.seeds} more ({args.rms:g} Å RMS, U_iso {U_START}, H removed).", "",
+        f"and further ones, seed +1, +2, ... ({args.rms:g} Å RMS, U_iso {U_START}, H removed).", "",
         "| case | starts with every non-H atom within 0.05 Å | max deviation (Å) per start | R1 per start |",
         "|---|---|---|---|",
     ]
@@ -276,7 +289,6 @@ def run_seeds(cases, args) -> int:
         devs = ", ".join(f"{r['max_deviation_A']:.3f} ({r['worst_atom']})" for r in mine)
         r1s = ", ".join(f"{r['R1']:.4f}" for r in mine)
         lines.append(f"| {case.name} | {within}/{len(mine)} | {devs} | {r1s} |")
-    out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     (out / "refine_real_seeds.json").write_text(json.dumps({"command": command, "cases": rows}, indent=2, default=str))
     (out / "refine_real_seeds.md").write_text("\n".join(lines) + "\n")
