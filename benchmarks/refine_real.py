@@ -243,6 +243,47 @@ def summarise(rows: list[dict]) -> dict:
     }
 
 
+def run_reported(case, options: dict, tag: str, rms: float = RMS, **kwargs) -> dict:
+    """`run_case`, its row printed under `tag`; a failure becomes a row with its error (a
+    benchmark reports failures and goes on)."""
+    try:
+        row = run_case(case, options, rms, **kwargs)
+    except Exception as exc:
+        row = {"case": case.name, "error": f"{type(exc).__name__}: {exc}", "published_R1": case.published_r1}
+    if "error" in row:
+        print(f"{case.name:30s} {tag} ERROR {row['error']}", flush=True)
+    else:
+        print(
+            f"{case.name:30s} {tag} R1 {row['R1']:.4f} (pub {_fmt(case.published_r1, '.4f')}) "
+            f"wR2 {row['wR2']:.4f} GooF {row['GooF']:.3f} cycles {row['cycles']} "
+            f"dev {row['max_deviation_A']:.3f} Å ({row['worst_atom']}) {row['seconds']:.1f} s",
+            flush=True,
+        )
+    return row
+
+
+def _merged_rows(previous: list[dict], rows: list[dict]) -> list[dict]:
+    """`rows` and the rows of `previous` for other cases, in the cases' order (--update)."""
+    from refractor_core.testing.real_cases import load_cases
+
+    order = [c.name for c in load_cases()]
+    mine = {r["case"] for r in rows}
+    kept = [r for r in previous if r["case"] not in mine]
+    return sorted(kept + rows, key=lambda r: (order.index(r["case"]) if r["case"] in order else len(order),
+                                              r.get("seed_offset", 0)))
+
+
+def _command(args) -> str:
+    """The command line that reproduces this run."""
+    return (
+        "python benchmarks/refine_real.py" + (" --variants" if args.variants else "")
+        + (f" --seeds {args.seeds}" if args.seeds else "")
+        + (f" --cases {args.cases}" if args.cases else "") + (f" --exclude {args.exclude}" if args.exclude else "")
+        + (" --update" if args.update else "") + (f" --rms {args.rms:g}" if args.rms != RMS else "")
+        + (" --as-published" if args.as_published else "")
+    )
+
+
 def run_seeds(cases, args) -> int:
     """Each case refined from its main perturbation and `args.seeds` further ones: whether
     a miss depends on the start. Writes refine_real_seeds.json and .md (with --update,
@@ -252,29 +293,16 @@ def run_seeds(cases, args) -> int:
     rows = []
     for case in cases:
         for offset in range(args.seeds + 1):
-            try:
-                row = run_case(case, VARIANTS["aniso+H"], args.rms, seed_offset=offset)
-            except Exception as exc:  # a benchmark reports failures and goes on
-                row = {"case": case.name, "error": f"{type(exc).__name__}: {exc}"}
+            row = run_reported(case, VARIANTS["aniso+H"], f"seed +{offset}", args.rms, seed_offset=offset)
             row["seed_offset"] = offset
             rows.append(row)
-            if "error" in row:
-                print(f"{case.name:30s} seed +{offset} ERROR {row['error']}", flush=True)
-            else:
-                print(f"{case.name:30s} seed +{offset} R1 {row['R1']:.4f} cycles {row['cycles']} "
-                      f"dev {row['max_deviation_A']:.3f} Å ({row['worst_atom']})", flush=True)
-    command = (f"python benchmarks/refine_real.py --seeds {args.seeds}" + (f" --cases {args.cases}" if args.cases else "")
-               + (f" --exclude {args.exclude}" if args.exclude else "") + (f" --rms {args.rms:g}" if args.rms != RMS else "")
-               + (" --update" if args.update else ""))
+    command = _command(args)
     out = Path(args.output)
     if args.update and (out / "refine_real_seeds.json").exists():
         previous = json.loads((out / "refine_real_seeds.json").read_text())
-        mine = {c.name for c in cases}
-        rows += [r for r in previous.get("cases", []) if r["case"] not in mine]
+        rows = _merged_rows(previous.get("cases", []), rows)
         command = previous.get("command", "") + "; then " + command
-        order = [c.name for c in load_cases()]
         cases = [c for c in load_cases() if any(r["case"] == c.name for r in rows)]
-        rows.sort(key=lambda r: (order.index(r["case"]) if r["case"] in order else len(order), r["seed_offset"]))
     lines = [
         "# Refinement of perturbed published models from several starts", "",
         f"Command: `{command}`; date {datetime.now(timezone.utc).isoformat(timespec='seconds')}; {platform.platform()}", "",
@@ -345,32 +373,15 @@ def main() -> int:
     results: dict[str, list[dict]] = {v: [] for v in variants}
     for case in cases:
         for vname, opts in variants.items():
-            try:
-                # as published: the atoms' ADP types as the model gives them, as `refractor
-                # refine --model` keeps them by default
-                row = run_case(case, {**opts, "anisotropic": "auto"} if args.as_published else opts,
-                               args.rms, args.as_published)
-            except Exception as exc:  # a benchmark reports failures and goes on
-                row = {"case": case.name, "error": f"{type(exc).__name__}: {exc}", "published_R1": case.published_r1}
+            # as published: the atoms' ADP types as the model gives them, as `refractor
+            # refine --model` keeps them by default
+            row = run_reported(case, {**opts, "anisotropic": "auto"} if args.as_published else opts,
+                               f"[{vname}]", args.rms, as_published=args.as_published)
             row["variant"] = vname
             results[vname].append(row)
-            if "error" in row:
-                print(f"{case.name:30s} [{vname}] ERROR {row['error']}", flush=True)
-            else:
-                print(
-                    f"{case.name:30s} [{vname}] R1 {row['R1']:.4f} (pub {_fmt(case.published_r1, '.4f')}) "
-                    f"wR2 {row['wR2']:.4f} GooF {row['GooF']:.3f} cycles {row['cycles']} "
-                    f"dev {row['max_deviation_A']:.3f} Å ({row['worst_atom']}) {row['seconds']:.1f} s",
-                    flush=True,
-                )
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    command = (
-        "python benchmarks/refine_real.py" + (" --variants" if args.variants else "")
-        + (f" --cases {args.cases}" if args.cases else "") + (f" --exclude {args.exclude}" if args.exclude else "")
-        + (" --update" if args.update else "") + (f" --rms {args.rms:g}" if args.rms != RMS else "")
-        + (" --as-published" if args.as_published else "")
-    )
+    command = _command(args)
     header = {
         "command": command,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -389,10 +400,7 @@ def main() -> int:
         stem = "refine_real_published"
     if args.update and (out / f"{stem}.json").exists():
         previous = json.loads((out / f"{stem}.json").read_text())
-        mine = {r["case"] for r in main_rows}
-        order = [c.name for c in load_cases()]
-        kept = [r for r in previous.get("cases", []) if r["case"] not in mine]
-        main_rows = sorted(kept + main_rows, key=lambda r: order.index(r["case"]) if r["case"] in order else len(order))
+        main_rows = _merged_rows(previous.get("cases", []), main_rows)
         header["command"] = previous.get("command", "") + "; then " + command
     summary = {**header, "summary": summarise(main_rows), "cases": main_rows}
     (out / f"{stem}.json").write_text(json.dumps(summary, indent=2, default=str))
@@ -401,11 +409,8 @@ def main() -> int:
         vstem = "refine_real_variants"
         if args.update and (out / f"{vstem}.json").exists():
             previous = json.loads((out / f"{vstem}.json").read_text())
-            order = [c.name for c in load_cases()]
             for v, rows in results.items():
-                mine = {r["case"] for r in rows}
-                kept = [r for r in previous.get("variants", {}).get(v, {}).get("cases", []) if r["case"] not in mine]
-                results[v] = sorted(kept + rows, key=lambda r: order.index(r["case"]) if r["case"] in order else len(order))
+                results[v] = _merged_rows(previous.get("variants", {}).get(v, {}).get("cases", []), rows)
         abl = {**header, "variants": {v: {"summary": summarise(rows), "cases": rows} for v, rows in results.items()}}
         (out / f"{vstem}.json").write_text(json.dumps(abl, indent=2, default=str))
         (out / f"{vstem}.md").write_text(_variants_markdown(abl))

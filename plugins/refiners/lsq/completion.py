@@ -59,10 +59,7 @@ def image_distances(model: WorkingModel, xyz: np.ndarray, atoms: np.ndarray) -> 
     idx = np.asarray(atoms, dtype=np.int64)
     if len(idx) == 0:
         return np.zeros(0)
-    m = orthogonalization_matrix(model.cell)
-    d = model.symmetry.images(model.xyz[idx]) - np.asarray(xyz)[None, None, :]  # (n, s, 3)
-    d -= np.round(d)
-    return np.linalg.norm(d @ m.T, axis=-1).min(axis=1)
+    return model.symmetry.image_distances(model.cell, xyz, model.xyz[idx]).min(axis=1)
 
 
 def closest_image(model: WorkingModel, origin: np.ndarray, xyz: np.ndarray, *, identity_only: bool = False,

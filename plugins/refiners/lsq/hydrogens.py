@@ -1015,7 +1015,7 @@ def _peak_hydrogens(m: WorkingModel, refinement, nbmap: dict, missing: float, co
     from .maps import difference_peaks
 
     cell_m = orthogonalization_matrix(m.cell)
-    cands, ranges, bonds = [], {}, {}
+    ranges, bonds = {}, {}  # the atoms that may carry an H from a peak: distance range, bond directions
     for i, nbl in nbmap.items():
         if any(g.parent == i for g in m.h_groups):
             continue
@@ -1028,10 +1028,7 @@ def _peak_hydrogens(m: WorkingModel, refinement, nbmap: dict, missing: float, co
             d = HYDRIDE_DISTANCES[element]
             ranges[i] = (HYDRIDE_RANGE[0] * d, HYDRIDE_RANGE[1] * d)
             bonds[i] = [_unit(pos - m.xyz[i] @ cell_m.T) for _, pos, _ in nbl]
-        else:
-            continue
-        cands.append(i)
-    if not cands:
+    if not ranges:
         return 0
     rho, peaks = difference_peaks(refinement, m, max_peaks=80, min_distance=0.5)
     sigma = float(rho.std())
@@ -1041,12 +1038,11 @@ def _peak_hydrogens(m: WorkingModel, refinement, nbmap: dict, missing: float, co
         if p.height < PEAK_H_SIGMA * sigma:
             continue
         img = m.symmetry.images(p.xyz)
-        for i in cands:
+        for i, (lo, hi) in ranges.items():
             dd = img - m.xyz[i]
             dd -= np.round(dd)
             dist = np.linalg.norm(dd @ cell_m.T, axis=1)
             k = int(np.argmin(dist))
-            lo, hi = ranges[i]
             if not lo <= dist[k] <= hi:
                 continue
             vec = dd[k] @ cell_m.T
@@ -1055,7 +1051,6 @@ def _peak_hydrogens(m: WorkingModel, refinement, nbmap: dict, missing: float, co
             options.append((p.height, i, vec))
     options.sort(key=lambda o: -o[0])
     per_atom: dict[int, list[np.ndarray]] = {}
-    placed_cart: list[np.ndarray] = []
     added = 0
     for height, i, vec in options:
         w = m.occupancy[i] / max(m.order[i], 1)
@@ -1073,23 +1068,14 @@ def _peak_hydrogens(m: WorkingModel, refinement, nbmap: dict, missing: float, co
             d = float(np.linalg.norm(vec))  # a hydride H where its peak is
         cart = m.xyz[i] @ cell_m.T + d * u
         frac = cart @ f_m.T
-        clash = False
-        for a in range(m.n):
-            if not is_hydrogen(m.elements[a]):
-                continue
-            dd = m.symmetry.images(m.xyz[a]) - frac
-            dd -= np.round(dd)
-            if np.min(np.linalg.norm(dd @ cell_m.T, axis=1)) < 1.2:
-                clash = True
-                break
-        if clash:
-            continue
+        h_atoms = [a for a in range(m.n) if is_hydrogen(m.elements[a])]
+        if h_atoms and m.symmetry.nearest_image_distance(m.cell, frac, m.xyz[h_atoms]) < 1.2:
+            continue  # too close to an H already there
         label = m.unique_label("H")
         idx = m.add_atom(label, "H", frac, u_iso=1.5 * m.u_iso[i], occupancy=float(m.occupancy[i]),
                          part=int(m.part[i]), riding=i, u_ratio=1.5, afix=3, special_tolerance=0.15)
         m.h_groups.append(FixedGroup(parent=i, atoms=[idx], offset=(m.xyz[idx] - m.xyz[i]) @ cell_m.T))
         mine.append(u)
-        placed_cart.append(cart)
         missing -= m.occupancy[idx] / max(m.order[idx], 1)
         added += 1
     return added
