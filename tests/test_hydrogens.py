@@ -311,4 +311,9 @@ def test_terminal_hydride_h_come_from_difference_peaks(real_case):
     expected = [s.xyz for s in published.sites if s.element == "H" and (s.riding_on or "").upper() in ("GA1", "GA2")]
     for h in hydrides:
         assert sym.nearest_image_distance(published.cell, h.xyz, expected) < 0.3, h.label
+    # the two H of the Al1/Ga1 split site (PARTs 1 and 2, 0.84/0.16) belong to the whole
+    # site, as in the published model: PART 0, occupancy 1, not Al1's 0.84
+    on_split = [h for h in hydrides if h.riding_on.upper() in ("AL1", "GA1")]
+    assert len(on_split) == 2
+    assert all(h.part == 0 and h.occupancy == pytest.approx(1.0) for h in on_split)
     assert result.r1 < 0.0215

@@ -1072,13 +1072,36 @@ def _peak_hydrogens(m: WorkingModel, refinement, nbmap: dict, missing: float, co
         if h_atoms and m.symmetry.nearest_image_distance(m.cell, frac, m.xyz[h_atoms]) < 1.2:
             continue  # too close to an H already there
         label = m.unique_label("H")
-        idx = m.add_atom(label, "H", frac, u_iso=1.5 * m.u_iso[i], occupancy=float(m.occupancy[i]),
-                         part=int(m.part[i]), riding=i, u_ratio=1.5, afix=3, special_tolerance=0.15)
+        # an H on one atom of a split site (an Al/Ga pair of PARTs 1 and 2) belongs to the
+        # whole site: PART 0, the site's occupancy (SHELXL models refine it so)
+        occupancy, part = _site_occupancy(m, i)
+        idx = m.add_atom(label, "H", frac, u_iso=1.5 * m.u_iso[i], occupancy=occupancy,
+                         part=part, riding=i, u_ratio=1.5, afix=3, special_tolerance=0.15)
         m.h_groups.append(FixedGroup(parent=i, atoms=[idx], offset=(m.xyz[idx] - m.xyz[i]) @ cell_m.T))
         mine.append(u)
         missing -= m.occupancy[idx] / max(m.order[idx], 1)
         added += 1
     return added
+
+
+#: atoms of different PARTs this close (Å) are one split site (as for shared ADPs)
+SPLIT_SITE_DISTANCE = 0.3
+
+
+def _site_occupancy(m: WorkingModel, i: int) -> tuple[float, int]:
+    """(occupancy, PART) of an H on atom i: i's own, unless i is one component of a split
+    site (atoms of other non-zero PARTs within SPLIT_SITE_DISTANCE), whose H belong to the
+    whole site: PART 0 and the components' summed occupancy (at most 1)."""
+    own = (float(m.occupancy[i]), int(m.part[i]))
+    if m.part[i] == 0:
+        return own
+    others = [j for j in range(m.n) if j != i and m.riding[j] < 0 and not is_hydrogen(m.elements[j])
+              and m.part[j] not in (0, m.part[i])]
+    if not others:
+        return own
+    d = m.symmetry.image_distances(m.cell, m.xyz[i], m.xyz[others]).min(axis=-1)
+    total = own[0] + sum(float(m.occupancy[j]) for j, dj in zip(others, d) if dj < SPLIT_SITE_DISTANCE)
+    return (min(total, 1.0), 0) if total > own[0] + 1e-6 else own
 
 
 # --------------------------------------------------------------------------------------

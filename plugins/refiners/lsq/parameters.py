@@ -576,7 +576,10 @@ class Parameterisation:
 
 
 def _rider_share(m: WorkingModel, h: int, parent: int) -> float:
-    """Occupancy of riding H per unit occupancy of its parent."""
+    """Occupancy of riding H per unit occupancy of its parent (none for an H of PART 0 on an
+    atom of a PART: it belongs to the whole split site, as its SHELXL code would say)."""
+    if m.part[h] == 0 and m.part[parent] != 0:
+        return 0.0
     return float(m.occupancy[h] / m.occupancy[parent]) if m.occupancy[parent] > 0 else 1.0
 
 
