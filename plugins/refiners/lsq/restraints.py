@@ -41,6 +41,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse as sp
 
 from refractor_core.crystal.cell import orthogonalization_matrix
 from refractor_core.crystal.symmetry import u_transform_matrix
@@ -409,7 +410,10 @@ def add_to_normal_equations(ne, params: Parameterisation, restraints: list[Restr
                             frames: dict[int, np.ndarray] | None = None) -> None:
     """Add restraint rows (weight weight_scale/σ², target 0) to normal equations over
     `ne.columns`. SHELXL scales the restraint weights by the mean w(Fo² - Fc²)² of the data
-    (the refinement driver passes it as `weight_scale`); `frames`: see `residuals`."""
+    (the refinement driver passes it as `weight_scale`); `frames`: see `residuals`.
+
+    The rows are gathered into one sparse matrix A (restraints × parameters), so that
+    AᵀWA is one sparse product rather than an outer product per restraint."""
     if not restraints:
         return
     frames = frames or {}
@@ -418,10 +422,8 @@ def add_to_normal_equations(ne, params: Parameterisation, restraints: list[Restr
     us = model.u_star_all()
     c_mat, atoms, atom_cols = params.constraint_matrix(None)
     pos = {int(a): k for k, a in enumerate(atoms)}
-    c_csr = c_mat.tocsr()
-    col_index = {int(c): k for k, c in enumerate(atom_cols)}
-    sel = np.array([col_index.get(int(c), -1) for c in ne.columns])
-    keep = sel >= 0
+    rows, cols, vals = [], [], []  # gradients w.r.t. the raw atom coordinates, per restraint
+    weights, values = [], []
     for idx, r in enumerate(restraints):
         raw = {}
         if r.kind in ("same", "distances", "flat"):
@@ -446,22 +448,34 @@ def add_to_normal_equations(ne, params: Parameterisation, restraints: list[Restr
             value, grads = res
             for atom, g in grads.items():
                 raw.setdefault(atom, np.zeros(RAW))[3:9] += g
-        grad_cols = np.zeros(len(atom_cols))
-        for atom, g in raw.items():
-            k = pos.get(atom)
-            if k is None:
-                continue
-            grad_cols += c_csr[k * RAW:(k + 1) * RAW].T @ g
         w = weight_scale * r.weight / r.sigma**2
         # every restraint counts in the sum of squares, also one whose atoms are outside
         # this block: the sum must equal what `sum_of_squares` gives for a trial model
         ne.chi2 += w * value * value
-        row = np.zeros(len(ne.columns))
-        row[keep] = grad_cols[sel[keep]]
-        if not np.any(row):
-            continue
-        ne.matrix += w * np.outer(row, row)
-        ne.rhs += w * row * (-value)
+        row = len(weights)
+        for atom, g in raw.items():
+            k = pos.get(atom)
+            if k is None:
+                continue
+            nz = np.nonzero(g)[0]
+            rows.extend([row] * len(nz))
+            cols.extend((k * RAW + nz).tolist())
+            vals.extend(g[nz].tolist())
+        weights.append(w)
+        values.append(value)
+    if not rows:
+        return
+    raw_grad = sp.csr_matrix((vals, (rows, cols)), shape=(len(weights), c_mat.shape[0]))
+    col_index = {int(c): k for k, c in enumerate(atom_cols)}
+    sel = np.array([col_index.get(int(c), -1) for c in ne.columns], dtype=np.int64)
+    keep = np.nonzero(sel >= 0)[0]
+    if not len(keep):
+        return
+    design = (raw_grad @ c_mat.tocsc()[:, sel[keep]]).tocsr()  # (restraints, kept columns)
+    w = np.asarray(weights)
+    weighted = sp.diags(w) @ design
+    ne.matrix[np.ix_(keep, keep)] += (design.T @ weighted).toarray()
+    ne.rhs[keep] += weighted.T @ (-np.asarray(values))
 
 
 def _atoms_of(r: Restraint) -> list[Image]:
