@@ -190,12 +190,9 @@ class Driver:
         start = model
         for block in blocks:
             params = self.build_parameters(model)
-            ne = normal_equations(self.calc, params, self.obs.fo2, w, block)
-            if restraint_scale is None:  # held for the whole cycle, trial steps included
-                restraint_scale = restraint_weight_scale(ne.chi2, n_obs)
-            if len(blocks) == 1:
-                add_origin_restraints(ne, params)
-            restraints.add_to_normal_equations(ne, params, self.restraints, restraint_scale, frames)
+            # the restraint weight scale is held for the whole cycle, trial steps included
+            ne, restraint_scale = self._restrained_normal_equations(params, w, block, len(blocks) == 1,
+                                                                    restraint_scale, frames)
             if chi2_start is None:
                 chi2_start = ne.chi2
             s2 = ne.chi2 / max(n_obs - params.n, 1)
@@ -294,15 +291,19 @@ class Driver:
 
     # -- standard uncertainties ----------------------------------------------------------
     def _restrained_normal_equations(self, params: Parameterisation, w: np.ndarray, block: list[int] | None,
-                                     single: bool):
-        """Normal equations of one block with the restraints added (weights scaled by this
-        model's own fit; origin restraints when the whole matrix is one block)."""
+                                     single: bool, scale: float | None = None,
+                                     frames: dict[int, np.ndarray] | None = None):
+        """(normal equations of one block with the restraints added, their weight scale):
+        the restraint weights are scaled by `scale`, or by this block's own fit if None;
+        origin restraints when the whole matrix is one block (`single`); `frames`: RIGU
+        bond directions to hold (`restraints.bond_frames`)."""
         ne = normal_equations(self.calc, params, self.obs.fo2, w, block)
-        scale = restraint_weight_scale(ne.chi2, len(self.obs.fo2))
+        if scale is None:
+            scale = restraint_weight_scale(ne.chi2, len(self.obs.fo2))
         if single:
             add_origin_restraints(ne, params)
-        restraints.add_to_normal_equations(ne, params, self.restraints, scale)
-        return ne
+        restraints.add_to_normal_equations(ne, params, self.restraints, scale, frames)
+        return ne, scale
 
     def uncertainties(self, model: WorkingModel) -> tuple[Parameterisation, np.ndarray, float, list[int]]:
         """(parameters, their covariance (blocks filled only in blocked mode), S², singular ones)."""
@@ -318,7 +319,7 @@ class Driver:
         s2 = None
         singular: list[int] = []
         for block in blocks:
-            ne = self._restrained_normal_equations(params, w, block, single=len(blocks) == 1)
+            ne, _ = self._restrained_normal_equations(params, w, block, single=len(blocks) == 1)
             if s2 is None:
                 s2 = ne.chi2 / max(n_obs - params.n, 1)
             c, bad = covariance(ne.matrix, s2)
@@ -333,7 +334,7 @@ class Driver:
         this objective the shifts are small fractions of the su; from another program's
         converged model they measure how far apart the two minima are."""
         params = self.build_parameters(model)
-        ne = self._restrained_normal_equations(params, self.weights(model), None, single=True)
+        ne, _ = self._restrained_normal_equations(params, self.weights(model), None, single=True)
         cov, _ = covariance(ne.matrix, ne.chi2 / max(len(self.obs.fo2) - params.n, 1))
         return params, solve_damped(ne.matrix, ne.rhs, DAMPING_MIN), np.sqrt(np.clip(np.diag(cov), 0.0, None))
 
