@@ -355,6 +355,8 @@ class Site(_Model):
     #: 10k + p (k >= 2): sof = p·fv_k for p > 0, p·(fv_k - 1) for p < 0 (the partner
     #: component); the refiner refines fv_k as SHELXL does. None: a fixed occupancy.
     occupancy_variable: tuple[int, float] | None = None
+    #: coordinates held fixed (not refined): SHELXL's x + 10 coding, per x, y, z
+    fixed_xyz: tuple[bool, bool, bool] = (False, False, False)
     xyz_su: Vec3 | None = None
     occupancy_su: float | None = None
     u_iso_su: float | None = None

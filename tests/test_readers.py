@@ -381,6 +381,86 @@ def test_frag_blocks_are_skipped():
     assert [s.label for s in b.structure.sites] == ["C1"]
 
 
+MINI = "TITL m\nCELL 0.71073 10 11 12 90 100 90\nZERR 4 0.001 0.002 0.003 0 0.01 0\nLATT 1\n" \
+       "SYMM -X, 0.5+Y, 0.5-Z\nSFAC C N\nUNIT 8 8\nFVAR 1.0\n"
+
+
+def test_solution_res_peak_height_after_uiso_is_ignored():
+    """SHELXS/SHELXT write the peak height after Uiso; that extra number is dropped (noted),
+    while a continued (anisotropic) line or two extra numbers stay errors."""
+    text = MINI + "C1 1 0.1 0.2 0.3 11.0 0.04 62.33\nN2 2 0.2 0.3 0.4 11.0 0.05 25.8\nC3 1 0.3 0.1 0.2 11 0.03\nEND\n"
+    b = ins_bundle(parse_ins(text, "s.res"), "s.res")
+    assert [(s.label, s.u_iso) for s in b.structure.sites] == [("C1", 0.04), ("N2", 0.05), ("C3", 0.03)]
+    assert sum("2 atom line(s) carry a number after Uiso" in n for n in b.notes) == 1
+    for bad in ("C1 1 0.1 0.2 0.3 11.0 0.04 =\n   0.05\n", "C1 1 0.1 0.2 0.3 11.0 0.04 62.3 1.0\n"):
+        with pytest.raises(InputError, match="numbers after the scattering factor") as err:
+            parse_ins(MINI + bad + "END\n", "s.res")
+        assert err.value.line == 9
+
+
+def test_malformed_zerr_is_a_note_and_z_comes_from_the_symmetry():
+    text = MINI.replace("ZERR 4 0.001 0.002 0.003 0 0.01 0", "ZERR 2.0002 0.0002 0.0003 0.002 0.002 0.002")
+    ins = parse_ins(text + "C1 1 0.1 0.2 0.3 11 0.03\nEND\n", "z.res")
+    b = ins_bundle(ins, "z.res")
+    assert b.z == 4 and b.cell.su is None  # P2(1)/c: Z = 4 at Z' = 1
+    assert any(n.startswith("line 3: ZERR ignored: it needs Z and six") for n in b.notes)
+    assert "ZERR ignored: Z = 4 taken from the symmetry (Z' = 1)" in b.notes
+    for bad in ("ZERR 0 0.001 0.002 0.003 0 0.01 0", "ZERR 4 -0.001 0.002 0.003 0 0.01 0", "ZERR 4 a b c d e f"):
+        notes = parse_ins(MINI.replace("ZERR 4 0.001 0.002 0.003 0 0.01 0", bad), "z.res").notes
+        assert any(n.startswith("line 3: ZERR ignored") for n in notes), bad
+    assert ins_bundle(parse_ins(MINI + "C1 1 0.1 0.2 0.3 11 0.03\n", "z.res"), "z.res").cell.su == \
+        (0.001, 0.002, 0.003, 0.0, 0.01, 0.0)
+
+
+def test_keyword_glued_to_a_number_is_read_as_shelxl_does():
+    """SHELXL reads four characters as the keyword: `CELL0.71073 ...` is CELL 0.71073 ..."""
+    text = MINI.replace("CELL 0.71073", "CELL0.71073") + "C1 1 0.1 0.2 0.3 11 0.03\nEND\n"
+    b = ins_bundle(parse_ins(text, "g.res"), "g.res")
+    assert b.wavelength == 0.71073 and b.cell.parameters == (10.0, 11.0, 12.0, 90.0, 100.0, 90.0)
+    assert "line 2: 'CELL0.71073' read as 'CELL 0.71073'" in b.notes
+    assert [s.label for s in b.structure.sites] == ["C1"]
+
+
+def test_unknown_instruction_note_quotes_the_line_and_shel_still_reads():
+    text = "SHELXL97 (Sheldrick, 2008)\n" + MINI + "SHEL 10 0.8\nC1 1 0.1 0.2 0.3 11 0.03\nEND\n"
+    ins = parse_ins(text, "u.res")
+    assert "unknown instructions ignored: line 1 'SHELXL97 (Sheldrick, 2008)'" in ins.notes
+    assert ins.instructions.shel == (10.0, 0.8)
+    many = parse_ins("XYZW 1\nXYZW 2\n" + MINI, "u.res").notes
+    assert "unknown instructions ignored: line 1 'XYZW 1' and 1 more such line(s)" in many
+
+
+def test_afix_fitting_a_frag_fragment_is_refused():
+    """AFIX m >= 17 fits atoms (DSR placeholders at 0,0,0) to a FRAG fragment: refused, and the
+    FRAG atoms themselves are never model atoms."""
+    text = (MINI + "FRAG 17 1 1 1 90 90 90\nO1 2 -0.01 1.66 0.11\nFEND\nC1 1 0.1 0.2 0.3 11 0.03\n"
+            "AFIX 179\nO1 2 0 0 0 11 0.04\nC2 1 0 0 0 11 0.04\nAFIX 0\nEND\n")
+    with pytest.raises(InputError, match=r"AFIX 179 asks SHELXL to fit these atoms to the FRAG 17 fragment; "
+                       r"refractor does not fit fragments: run SHELXL \(or DSR\) once") as err:
+        parse_ins(text, "d.res")
+    assert err.value.line == 13 and err.value.path == "d.res"
+    b = ins_bundle(parse_ins(text.replace("AFIX 179\nO1 2 0 0 0 11 0.04\nC2 1 0 0 0 11 0.04\n", ""), "d.res"), "d.res")
+    assert [s.label for s in b.structure.sites] == ["C1"]
+    with pytest.raises(InputError, match="FRAG without FEND") as err:
+        parse_ins(MINI + "FRAG 17 1 1 1 90 90 90\nO1 2 -0.01 1.66 0.11\nC1 1 0.1 0.2 0.3 11 0.03\n", "d.res")
+    assert err.value.line == 9
+
+
+def test_element_wildcard_with_residue_suffix():
+    """`$N_*` is every N atom (all residues), `$C_1` the C atoms of residue 1."""
+    atoms = "RESI 1 MOL\nN1 2 0.1 0.2 0.3 11 0.03\nC1 1 0.2 0.2 0.3 11 0.03\nRESI 2 MOL\n" \
+            "N1 2 0.3 0.2 0.3 11 0.03\nC1 1 0.4 0.2 0.3 11 0.03\nRESI 0\nC9 1 0.5 0.5 0.5 11 0.03\nEND\n"
+
+    def rigu(args: str) -> list[list[str]]:
+        ins = parse_ins(MINI + f"RIGU {args}\n" + atoms, "w.res")
+        assert not any("ignored" in n for n in ins.notes), ins.notes
+        return [[a.label for a in r.atoms] for r in ins.instructions.restraints]
+
+    assert rigu("$N_* $C_*") == [["N1", "N1_2", "C1", "C1_2", "C9"]]
+    assert rigu("$N") == [["N1", "N1_2"]]
+    assert rigu("$C_1 $N_2") == [["C1", "N1_2"]]
+
+
 # --------------------------------------------------------------------------------------
 # .p4p
 # --------------------------------------------------------------------------------------

@@ -1,9 +1,11 @@
 """SHELX instruction files (.ins, .res): crystal data, refinement instructions and the model.
 
 What is read: TITL, CELL, ZERR, LATT, SYMM, SFAC (short and long form), UNIT, DISP, FVAR,
-the atom list (isotropic and anisotropic U, negative riding Uiso, free-variable coding,
-AFIX/HFIX, PART, RESI, FRAG/FEND blocks skipped), OMIT, SHEL, TWIN, BASF, EXTI, WGHT,
-MERG, ACTA, BIND, FREE, ANIS, NEUT and HKLF (with its scale and index matrix), and the restraints and ADP/position
+the atom list (isotropic and anisotropic U, negative riding Uiso, free-variable coding;
+coordinates fixed as x + 10 are kept fixed (`Site.fixed_xyz`), other codes on coordinates
+and U are decoded and refined freely, with a note;
+AFIX/HFIX, PART, RESI, FRAG/FEND blocks skipped; AFIX m >= 17, fitting a FRAG fragment, is
+refused), OMIT, SHEL, TWIN, BASF, EXTI, WGHT, MERG, ACTA, BIND, FREE, ANIS, NEUT and HKLF (with its scale and index matrix), and the restraints and ADP/position
 constraints the refiner honours (DFIX, DANG, SADI, SAME, FLAT, DELU, RIGU, SIMU, ISOR,
 EADP, EXYZ with EQIV; resolved in `shelx_restraints.py`; SUMP on free variables; CHIV,
 BUMP, NCSY, DEFS, CONN, ABIN, SWAT, MOVE and LAUE are noted as not honoured, and so are
@@ -117,6 +119,7 @@ class InsFile:
     cell: UnitCell | None = None
     cell_line: int | None = None
     z: float | None = None
+    zerr_ignored: bool = False  # a malformed ZERR was ignored
     latt: int = 1
     latt_line: int | None = None
     symm: list[tuple[str, int]] = field(default_factory=list)
@@ -203,7 +206,8 @@ class InsFile:
         if z is None or z <= 0:
             try:
                 z = float(len(self.space_group().gemmi().operations()))
-                self.notes.append(f"no ZERR: Z = {z:g} taken from the symmetry (Z' = 1)")
+                what = "ZERR ignored" if self.zerr_ignored else "no ZERR"
+                self.notes.append(f"{what}: Z = {z:g} taken from the symmetry (Z' = 1)")
             except InputError:
                 z = 1.0
         if max(contents.values()) / z < 0.999:
@@ -241,6 +245,11 @@ class InsFile:
         return p * fv if m > 0 else p * (fv - 1.0)
 
     @staticmethod
+    def fixed(coded: float) -> bool:
+        """Whether a number is coded as fixed (10 + p or -10 + p, SHELXL's 10m + p with |m| = 1)."""
+        return abs(coded) >= 5.0 and abs(int(round(coded / 10.0))) == 1
+
+    @staticmethod
     def free_variable(coded: float) -> tuple[int, float] | None:
         """(k, p) of a number coded 10k + p with free variable k >= 2 (None otherwise):
         the number is p·fv_k for k > 0 and p·(fv_k - 1) for a negative code."""
@@ -264,6 +273,8 @@ class InsFile:
         cell = self.cell
         decoded = []
         ueq: dict[str, float] = {}
+        coupled_xyz: list[str] = []  # coordinates on a free variable (refined independently)
+        held_u: list[str] = []  # U fixed (+10) or on a free variable (refined independently)
         for atom in self.atoms:
             if not 1 <= atom.sfac <= len(self.sfac):
                 raise InputError(
@@ -273,6 +284,10 @@ class InsFile:
                     line=atom.line,
                 )
             xyz = tuple(self._value(c, f"atom {atom.label}: coordinate", atom.line) for c in atom.xyz)
+            if any(abs(c) >= 15.0 for c in atom.xyz):
+                coupled_xyz.append(atom.label)
+            if any(abs(u) >= 5.0 for u in atom.u):
+                held_u.append(atom.label)
             sof = self._value(atom.sof, f"atom {atom.label}: site occupation factor", atom.line)
             u_iso = None
             u_aniso = None
@@ -301,6 +316,12 @@ class InsFile:
                 raise InputError(f"atom {atom.label}: non-finite number", path=self.path, line=atom.line)
             decoded.append((atom, xyz, sof, u_iso, u_aniso))
 
+        if coupled_xyz:
+            self.notes.append("coordinates coded on free variables (10m + p) are refined independently: "
+                              + ", ".join(coupled_xyz))
+        if held_u:
+            self.notes.append("U values coded as fixed (10 + U) or on free variables are refined freely: "
+                              + ", ".join(held_u))
         ops = SymmetryOps.from_space_group(sg)
         xyz_all = np.array([d[1] for d in decoded], dtype=np.float64)
         orders = np.atleast_1d(ops.site_symmetry_order(cell, xyz_all, tol=0.05))
@@ -336,6 +357,7 @@ class InsFile:
                         site_symmetry_order=int(order),
                         afix=atom.afix,
                         occupancy_variable=self.free_variable(atom.sof),
+                        fixed_xyz=tuple(self.fixed(c) for c in atom.xyz),
                     )
                 )
             except ValidationError as exc:
@@ -355,13 +377,14 @@ class InsFile:
         )
 
 
-def _logical_lines(text: str) -> list[tuple[int, str]]:
-    """(first line number, joined text) for each instruction, continuations ('=') joined.
+def _logical_lines(text: str) -> list[tuple[int, str, bool]]:
+    """(first line number, joined text, continued) for each instruction, continuations
+    ('=') joined; `continued` is True when the instruction ran on to a second line.
 
     Comment lines (REM, lines starting with a blank, blank lines) are dropped; '!' starts
     a comment inside a line.
     """
-    out: list[tuple[int, str]] = []
+    out: list[tuple[int, str, bool]] = []
     raw = text.split("\n")
     i = 0
     n = len(raw)
@@ -375,7 +398,7 @@ def _logical_lines(text: str) -> list[tuple[int, str]]:
         if key == "REM" or key.startswith("REM"):
             continue
         if key == "TITL":
-            out.append((lineno, line))
+            out.append((lineno, line, False))
             continue
         body = line.split("!", 1)[0]
         parts = [body]
@@ -386,13 +409,48 @@ def _logical_lines(text: str) -> list[tuple[int, str]]:
                 i += 1
             else:
                 break
-        out.append((lineno, " ".join(parts)))
+        out.append((lineno, " ".join(parts), len(parts) > 1))
     return out
 
 
 def _bare_atom_name(token: str) -> str:
     """An atom name (upper case) without its symmetry code (_$n) and disorder-part mark (^a)."""
     return re.sub(r"(_\$\d+|\^[A-Za-z])$", "", token).upper()
+
+
+_GLUED_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+def _split_glued_keyword(token: str) -> tuple[str, str] | None:
+    """(keyword, number) for a four-letter keyword glued to a number (`CELL0.71073`),
+    else None."""
+    if len(token) > 4 and token[:4].upper() in KEYWORDS and _GLUED_NUMBER.match(token[4:]):
+        return token[:4], token[4:]
+    return None
+
+
+def _quoted(lineno: int, text: str, width: int = 60) -> str:
+    """`line N 'text'`, the text shortened to `width` characters."""
+    if len(text) > width:
+        text = text[: width - 3] + "..."
+    return f"line {lineno} '{text}'"
+
+
+def _zerr_problem(args: list[str]) -> str | None:
+    """Why a ZERR line cannot be used (None when it is fine)."""
+    if len(args) < 7:
+        return f"it needs Z and six standard uncertainties, got {len(args)} numbers"
+    try:
+        v = [float(a) for a in args[:7]]
+    except ValueError:
+        return "not a number in " + " ".join(args[:7])
+    if not all(math.isfinite(x) for x in v):
+        return "not a finite number"
+    if v[0] <= 0 or v[0] > 1000:
+        return f"Z = {v[0]:g} is not a plausible number of formula units"
+    if any(x < 0 for x in v[1:]):
+        return "negative standard uncertainties"
+    return None
 
 
 def _is_number(token: str) -> bool:
@@ -415,21 +473,28 @@ def parse_ins(text: str, path: Path | str | None = None, *, first_line: int = 1)
     last_atom: str | None = None
     last_u_parent: str | None = None
     in_frag = False
+    frag_line = 0
     residue, residue_class = 0, None
     restraint_reader = RestraintReader()
     labels_seen: set[str] = set()
-    unknown: set[str] = set()
+    unknown: dict[str, list[tuple[int, str]]] = {}  # first four letters -> (line, text)
+    peak_heights = 0
     not_honoured: set[str] = set()
     saw_cell = False
 
     def nums(tokens: list[str], what: str, line: int) -> list[float]:
         return [to_float(t, what, path, line) for t in tokens]
 
-    for rel, line in _logical_lines(text):
+    for rel, line, continued in _logical_lines(text):
         lineno = first_line + rel - 1
         tokens = line.split()
         if not tokens:
             continue
+        glued = _split_glued_keyword(tokens[0])
+        if glued is not None:
+            # SHELXL reads only the first four characters as the keyword: CELL0.71073 is CELL 0.71073
+            ins.notes.append(f"line {lineno}: '{tokens[0]}' read as '{glued[0]} {glued[1]}'")
+            tokens = [*glued, *tokens[1:]]
         key = tokens[0].upper()
         args = tokens[1:]
         if in_frag:
@@ -456,13 +521,14 @@ def parse_ins(text: str, path: Path | str | None = None, *, first_line: int = 1)
             ins.cell_line = lineno
             saw_cell = True
         elif key == "ZERR":
-            if len(args) < 7:
-                raise InputError(f"ZERR needs Z and six standard uncertainties, got {len(args)} numbers", path=path, line=lineno)
-            v = nums(args[:7], "ZERR", lineno)
-            if v[0] <= 0 or v[0] > 1000:
-                raise InputError(f"ZERR: Z = {v[0]:g} is not a plausible number of formula units", path=path, line=lineno)
-            if any(x < 0 for x in v[1:]):
-                raise InputError("ZERR: standard uncertainties must not be negative", path=path, line=lineno)
+            # Z and the cell s.u.s only: a malformed ZERR is ignored with a note (Z then
+            # comes from the symmetry, see formula_and_z)
+            problem = _zerr_problem(args)
+            if problem is not None:
+                ins.notes.append(f"line {lineno}: ZERR ignored: {problem}")
+                ins.zerr_ignored = True
+                continue
+            v = [float(a) for a in args[:7]]
             ins.z = v[0]
             if ins.cell is not None:
                 ins.cell = ins.cell.model_copy(update={"su": tuple(v[1:7])})
@@ -601,6 +667,13 @@ def parse_ins(text: str, path: Path | str | None = None, *, first_line: int = 1)
                 restraint_reader.add_hfix(abs(to_int(args[0], "HFIX", path, lineno)), args[1:], lineno, residue)
         elif key == "AFIX":
             n = to_int(args[0], "AFIX", path, lineno) if args else 0
+            if abs(n) // 10 >= 17:
+                raise InputError(
+                    f"AFIX {n} asks SHELXL to fit these atoms to the FRAG {abs(n) // 10} fragment; "
+                    "refractor does not fit fragments: run SHELXL (or DSR) once to place them first",
+                    path=path,
+                    line=lineno,
+                )
             if n != 0 and afix == 0:
                 pivot = last_atom
             afix = n
@@ -619,7 +692,9 @@ def parse_ins(text: str, path: Path | str | None = None, *, first_line: int = 1)
             word, suffix = RestraintReader.keyword_of(tokens[0])
             restraint_reader.add(word, suffix, args, lineno, line.strip(), residue, len(ins.atoms))
         elif key == "FRAG":
+            # a fragment definition (for AFIX m >= 17): its atoms are not model atoms
             in_frag = True
+            frag_line = lineno
         elif key.partition("_")[0] in NOT_HONOURED:
             not_honoured.add(key.partition("_")[0])
         elif key in KEYWORDS:
@@ -632,6 +707,11 @@ def parse_ins(text: str, path: Path | str | None = None, *, first_line: int = 1)
                     continue
                 numbers = nums(tokens[2:], f"atom {label}", lineno)
                 nn = len(numbers)
+                if nn == 6 and not continued:
+                    # a SHELXS/SHELXT solution: x y z sof Uiso and the peak height, ignored
+                    numbers = numbers[:5]
+                    nn = 5
+                    peak_heights += 1
                 if nn not in (3, 4, 5, 10):
                     raise InputError(
                         f"atom {label}: {nn} numbers after the scattering factor; expected "
@@ -674,11 +754,18 @@ def parse_ins(text: str, path: Path | str | None = None, *, first_line: int = 1)
                 if not riding_u:
                     last_u_parent = label
             else:
-                word = tokens[0][:4].upper()
-                if word not in unknown:
-                    unknown.add(word)
+                unknown.setdefault(tokens[0][:4].upper(), []).append((lineno, line.strip()))
+    if in_frag:
+        raise InputError("FRAG without FEND: the fragment runs to the end of the file", path=path, line=frag_line)
+    if peak_heights:
+        ins.notes.append(
+            f"{peak_heights} atom line(s) carry a number after Uiso (a SHELXS/SHELXT peak height); ignored"
+        )
     if unknown:
-        ins.notes.append("unknown instructions ignored: " + ", ".join(sorted(unknown)))
+        ins.notes.append("unknown instructions ignored: " + "; ".join(
+            _quoted(seen[0][0], seen[0][1]) + (f" and {len(seen) - 1} more such line(s)" if len(seen) > 1 else "")
+            for seen in unknown.values()
+        ))
     rigid = [a.label for a in ins.atoms if abs(a.afix) % 10 in (6, 9) and ins.element_of(a) not in ("H", "D")]
     if rigid:
         ins.notes.append("rigid groups (AFIX n = 6 or 9) are refined as free atoms: " + ", ".join(rigid))

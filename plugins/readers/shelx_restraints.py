@@ -6,7 +6,7 @@ their atoms may name (`O1_$1`). Atom names are resolved the way SHELXL resolves 
 
 - a plain name is looked up in the residue the instruction stands in (RESI), then in
   residue 0; `name_n` names residue n; `name_*` every residue holding that name; `$C`
-  every atom of element C;
+  (and `$C_*`) every atom of element C, `$C_n` those of residue n;
 - `A > B` (`A < B`) is every non-H atom from A to B in the order of the atom list;
 - a residue suffix on the keyword (`SADI_CCF3`, `DFIX_3`, `SIMU_*`) applies the
   instruction to every residue of that class (or to residue 3, or to all residues);
@@ -233,8 +233,7 @@ class RestraintReader:
                 i += 2
                 continue
             if tok.startswith("$") and not pairwise:
-                element = tok[1:].capitalize()
-                out.extend(AtomRef(label=a.label) for a in atoms if a.element == element)
+                out.extend(AtomRef(label=a.label) for a in _element_atoms(tok, residue, atoms))
                 i += 1
                 continue
             name, symop = tok, None
@@ -281,6 +280,22 @@ class RestraintReader:
 
 class _Unresolved(Exception):
     pass
+
+
+def _element_atoms(token: str, residue: int, atoms: list[ResidueAtom]) -> list[ResidueAtom]:
+    """The atoms `$E` names: every atom of element E (`$E`, `$E_*`), or those of residue n
+    (`$E_n`), of the next or previous residue (`$E_+`, `$E_-`)."""
+    element, _, suffix = token[1:].partition("_")
+    element = element.capitalize()
+    if not suffix or suffix == "*":
+        return [a for a in atoms if a.element == element]
+    if suffix in ("+", "-"):
+        wanted = residue + (1 if suffix == "+" else -1)
+    elif suffix.isdigit():
+        wanted = int(suffix)
+    else:
+        raise _Unresolved(f"{token}: an element takes _n, _+, _- or _* as residue suffix")
+    return [a for a in atoms if a.element == element and a.residue == wanted]
 
 
 def _with_defaults(keyword: str, numbers: list[float]) -> list[float]:

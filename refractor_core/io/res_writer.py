@@ -4,10 +4,11 @@ TITL, CELL, ZERR, LATT, SYMM (the space group's operators: centring and a centre
 symmetry at the origin encoded in LATT, as SHELX does), SFAC, UNIT, refinement
 instructions, the user's restraints and EADP/EXYZ constraints (resolved to the written
 atom names, symmetry equivalents through EQIV; SAME just before the atoms it applies to),
-WGHT, FVAR, the atoms (site occupation factors including the site-symmetry multiplicity,
-fixed with +10, except that a two-component disorder assembly -- PART 2k-1 at occupancy p
-against PART 2k at 1 - p -- shares a free variable, written 21/-21 as SHELXL users do; U in
-SHELX order U11 U22 U33 U23 U13 U12), riding hydrogen atoms after their parent inside AFIX
+WGHT, FVAR, the atoms (coordinates held fixed, `Site.fixed_xyz`, coded as x + 10; site
+occupation factors including the site-symmetry multiplicity, fixed with +10, except that a
+two-component disorder assembly -- PART 2k-1 at occupancy p against PART 2k at 1 - p --
+shares a free variable, written 21/-21 as SHELXL users do; U in SHELX order U11 U22 U33
+U23 U13 U12), riding hydrogen atoms after their parent inside AFIX
 groups, HKLF 4 and END.
 """
 
@@ -70,6 +71,13 @@ def _shelx_triplet(op) -> str:
 def _fmt(x: float, dec: int) -> str:
     text = f"{x:.{dec}f}"
     return "0." + "0" * dec if text.startswith("-") and float(text) == 0.0 else text
+
+
+def _coordinate(x: float, fixed: bool) -> str:
+    """A coordinate as SHELXL reads it: a fixed one coded as x + 10 (x - 10 if negative)."""
+    if not fixed:
+        return _fmt(x, 6)
+    return _fmt(x + 10.0 if x >= 0 else x - 10.0, 6)
 
 
 def _unique_labels(sites: list[Site]) -> list[str]:
@@ -284,7 +292,7 @@ def structure_res(
             number, sign = free_variable[site.part]
             sof_text = f"{sign * (10.0 * number + 1.0 / max(int(orders[i]), 1)):.5f}"
         head = f"{label_of[site.label]:<5} {sfac_index[site.element]:<3} " + " ".join(
-            f"{_fmt(x, 6):>10}" for x in site.xyz
+            f"{_coordinate(x, fixed):>10}" for x, fixed in zip(site.xyz, site.fixed_xyz)
         ) + f" {sof_text}"
         if site.u_aniso is not None:
             u11, u22, u33, u12, u13, u23 = site.u_aniso

@@ -57,6 +57,18 @@ def _reindex(nb, keep: np.ndarray, new_index: np.ndarray):
     return type(nb)(int(new_index[nb.atom]), nb.op, nb.shift)
 
 
+def without_fixed(basis: np.ndarray, fixed) -> np.ndarray:
+    """A (3, k) orthonormal position basis restricted to shifts that leave the `fixed`
+    coordinates (3 bools) unchanged."""
+    fixed = np.asarray(fixed, dtype=bool)
+    if not fixed.any() or basis.shape[1] == 0:
+        return basis
+    rows = basis[fixed]  # the fixed coordinates' change per basis parameter
+    _, s, vt = np.linalg.svd(rows)
+    rank = int(np.sum(s > 1e-9))
+    return basis @ vt[rank:].T  # orthonormal: basis and the null space both are
+
+
 def is_hydrogen(element: str) -> bool:
     return element in ("H", "D")
 
@@ -106,6 +118,12 @@ class WorkingModel:
     #: label's chemical occupancy changes by c per unit change of fv_k (c = p × site order
     #: of its code 10k + p; negative for the partner component at 1 - fv_k)
     free_variables: dict[int, list[tuple[str, float]]] = field(default_factory=dict)
+    #: (n, 3) bool: coordinates held fixed (`Site.fixed_xyz`), left out of `position_basis`
+    fixed_xyz: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), dtype=bool))
+
+    def __post_init__(self) -> None:
+        if self.fixed_xyz.shape != (len(self.labels), 3):  # not given: nothing fixed
+            self.fixed_xyz = np.zeros((len(self.labels), 3), dtype=bool)
 
     # -- construction ------------------------------------------------------------------
     @classmethod
@@ -120,7 +138,8 @@ class WorkingModel:
         position (fully occupied ones only) are moved onto it. Atoms of a negative PART are
         general positions wherever they lie: SHELXL switches special-position constraints
         off for them (its symmetry-generated copies are the disorder), and the .res
-        reader gives them site-symmetry order 1."""
+        reader gives them site-symmetry order 1. Coordinates a site holds fixed
+        (`Site.fixed_xyz`) are left out of its `position_basis`, so they are not refined."""
         sym = symmetry or SymmetryOps.from_space_group(structure.space_group)
         cell = structure.cell
         n = len(structure.sites)
@@ -134,6 +153,7 @@ class WorkingModel:
         part = np.zeros(n, dtype=np.int64)
         pos_b: list[np.ndarray] = []
         u_b: list[np.ndarray] = []
+        fixed = np.array([s.fixed_xyz for s in structure.sites], dtype=bool).reshape(n, 3)
         free_variables: dict[int, list[tuple[str, float]]] = {}
         for i, s in enumerate(structure.sites):
             labels.append(s.label)
@@ -146,7 +166,7 @@ class WorkingModel:
                 x = con.xyz
             xyz[i] = x
             order[i] = con.order
-            pos_b.append(con.position_basis)
+            pos_b.append(without_fixed(con.position_basis, fixed[i]))
             u_b.append(con.ustar_basis)
             occ[i] = s.occupancy
             part[i] = s.part
@@ -180,6 +200,7 @@ class WorkingModel:
             u_parent=np.full(n, -1, dtype=np.int64),
             u_own=np.zeros(n, dtype=bool),
             free_variables=free_variables,
+            fixed_xyz=fixed,
         )
         model.update_u_eq()
         return model
@@ -188,7 +209,7 @@ class WorkingModel:
         """A deep copy (the starting structure and symmetry are shared)."""
         new = copy.copy(self)
         for name in ("xyz", "u_iso", "u_star", "aniso", "occupancy", "order", "part", "riding", "u_ratio", "afix",
-                     "u_parent", "u_own", "twin_fractions"):
+                     "u_parent", "u_own", "twin_fractions", "fixed_xyz"):
             setattr(new, name, getattr(self, name).copy())
         new.labels = list(self.labels)
         new.elements = list(self.elements)
@@ -374,7 +395,8 @@ class WorkingModel:
                     changed = True
         keep = ~drop
         new_index = np.cumsum(keep) - 1
-        for name in ("xyz", "u_iso", "u_star", "aniso", "occupancy", "order", "part", "u_ratio", "afix", "u_own"):
+        for name in ("xyz", "u_iso", "u_star", "aniso", "occupancy", "order", "part", "u_ratio", "afix", "u_own",
+                     "fixed_xyz"):
             setattr(self, name, getattr(self, name)[keep])
         riding = self.riding[keep]
         self.riding = np.where(riding >= 0, new_index[np.maximum(riding, 0)], -1)
@@ -444,6 +466,7 @@ class WorkingModel:
         self.afix = np.append(self.afix, afix)
         self.u_parent = np.append(self.u_parent, -1)
         self.u_own = np.append(self.u_own, False)
+        self.fixed_xyz = np.vstack([self.fixed_xyz, np.zeros((1, 3), dtype=bool)])
         return self.n - 1
 
     def unique_label(self, element: str) -> str:
@@ -490,6 +513,7 @@ class WorkingModel:
                     afix=int(self.afix[i]),
                     occupancy_variable=None if self.labels[i] not in coded else
                     (coded[self.labels[i]][0], coded[self.labels[i]][1] / max(int(self.order[i]), 1)),
+                    fixed_xyz=tuple(bool(v) for v in self.fixed_xyz[i]),
                     xyz_su=None if xyz_su is None else tuple(float(v) for v in xyz_su),
                     occupancy_su=su.get("occupancy", {}).get(i),
                     u_iso_su=su.get("u_iso", {}).get(i),

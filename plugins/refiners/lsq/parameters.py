@@ -526,6 +526,8 @@ class Parameterisation:
         positions = [seg for seg in self.segments() if seg.kind == "xyz"]
         rows = []
         for d in directions.T:
+            if _origin_pinned(m, d):
+                continue  # a coordinate held fixed defines the origin along d already
             a = np.zeros(self.n)
             for seg in positions:
                 w = sum(origin_weight(m, a_) for a_ in seg.atoms)
@@ -573,6 +575,18 @@ class Parameterisation:
         if p.kind == "hdist":
             return f"{label} X-H distance"
         return f"{label} occ"
+
+
+def _origin_pinned(m: WorkingModel, d: np.ndarray) -> bool:
+    """Whether an atom (not riding) holds fixed coordinates that fix its position along the
+    direction d (so the origin may not float along d)."""
+    fixed = m.fixed_xyz
+    if not fixed.any():
+        return False
+    for i in np.nonzero(fixed.any(axis=1) & (m.riding < 0))[0]:
+        if np.linalg.norm(d[fixed[i]]) > (1.0 - 1e-6) * np.linalg.norm(d):
+            return True
+    return False
 
 
 def _rider_share(m: WorkingModel, h: int, parent: int) -> float:

@@ -1,0 +1,112 @@
+"""SHELXL fixed coordinates (x + 10): read, held fixed by the lsq refiner, written back."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from refractor_core.io.res_writer import structure_res
+from refractor_core.simulation.simulator import simulate
+from refractor_core.types import Candidate
+from refractor_plugins.refiners.configs import LsqConfig
+from refractor_plugins.refiners.lsq.model import WorkingModel
+from refractor_plugins.refiners.lsq.parameters import Parameterisation
+from refractor_plugins.refiners.lsq.refiner import LsqRefiner
+from refractor_plugins.readers.shelx_ins import ins_bundle, parse_ins
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+HEAD = """TITL fixed in P2(1)/c
+CELL 0.71073 7.0 8.0 9.0 90 100 90
+ZERR 4 0.001 0.001 0.001 0 0.01 0
+LATT 1
+SYMM -X, 0.5+Y, 0.5-Z
+SFAC C N O
+UNIT 12 4 8
+FVAR 1.0
+"""
+ATOMS = """O1 3 0.110000 0.210000 0.320000 11.0 0.030
+C1 1 {x} 0.150000 0.450000 11.0 0.030
+N1 2 0.380000 0.050000 0.520000 11.0 0.030
+C2 1 0.300000 0.320000 0.200000 11.0 0.030
+O2 3 0.620000 0.420000 0.110000 11.0 0.030
+C3 1 0.800000 0.300000 0.350000 11.0 0.030
+HKLF 4
+END
+"""
+
+
+def _bundle(text: str):
+    return ins_bundle(parse_ins(text, "fixed.res"), "fixed.res")
+
+
+def test_fixed_coordinate_is_read_and_written_back_with_plus_ten():
+    s = {x.label: x for x in _bundle(HEAD + ATOMS.format(x="10.250000")).structure.sites}
+    assert s["C1"].xyz == pytest.approx((0.25, 0.15, 0.45)) and s["C1"].fixed_xyz == (True, False, False)
+    assert s["O1"].fixed_xyz == (False, False, False)
+    negative = {x.label: x for x in _bundle(HEAD + ATOMS.format(x="-10.250000")).structure.sites}["C1"]
+    assert negative.xyz[0] == pytest.approx(-0.25) and negative.fixed_xyz == (True, False, False)
+    structure = _bundle(HEAD + ATOMS.format(x="10.250000")).structure
+    text = structure_res(structure)
+    c1 = next(line for line in text.splitlines() if line.startswith("C1 "))
+    assert c1.split()[2:5] == ["10.250000", "0.150000", "0.450000"]
+    back = {x.label: x for x in _bundle(text).structure.sites}
+    assert back["C1"].fixed_xyz == (True, False, False) and back["C1"].xyz[0] == pytest.approx(0.25)
+    assert "10.25" not in structure_res(structure.model_copy(update={"sites": [
+        x.model_copy(update={"fixed_xyz": (False, False, False)}) for x in structure.sites]}))
+
+
+def test_fixed_coordinate_leaves_the_position_basis():
+    structure = _bundle(HEAD + ATOMS.format(x="10.250000")).structure
+    model = WorkingModel.from_structure(structure)
+    c1 = model.labels.index("C1")
+    basis = model.position_basis[c1]
+    assert basis.shape == (3, 2) and np.allclose(basis[0], 0.0) and np.allclose(basis.T @ basis, np.eye(2))
+    assert all(model.position_basis[i].shape == (3, 3) for i in range(model.n) if i != c1)
+    names = [Parameterisation.build(model).describe(j) for j in range(Parameterisation.build(model).n)]
+    assert "C1 y" in names and "C1 z" in names and "C1 x" not in names
+    copy = model.copy()
+    copy.remove_atoms(np.array([label == "O1" for label in copy.labels]))
+    assert copy.fixed_xyz.tolist()[copy.labels.index("C1")] == [True, False, False]
+    assert copy.to_structure().sites[copy.labels.index("C1")].fixed_xyz == (True, False, False)
+
+
+def test_fixed_coordinate_pins_a_polar_origin():
+    """In P2(1) the origin floats along b unless a coordinate fixes it: then no origin restraint."""
+    polar = HEAD.replace("SYMM -X, 0.5+Y, 0.5-Z", "SYMM -X, 0.5+Y, -Z").replace("LATT 1", "LATT -1")
+    free = WorkingModel.from_structure(_bundle(polar + ATOMS.format(x="0.250000")).structure)
+    assert len(Parameterisation.build(free).origin_restraints()) == 1
+    pinned_text = polar + ATOMS.format(x="0.250000").replace("0.150000", "10.150000")
+    pinned = WorkingModel.from_structure(_bundle(pinned_text).structure)
+    assert Parameterisation.build(pinned).origin_restraints() == []
+
+
+def test_fixed_coordinate_stays_put_while_the_others_refine():
+    """Data simulated from the model; the start has every coordinate moved, but C1 x is
+    fixed (at its true value): it does not change, the rest move back towards the truth."""
+    truth = _bundle(HEAD + ATOMS.format(x="10.250000")).structure
+    data = simulate(truth, d_min=0.8, seed=3)
+    rng = np.random.default_rng(5)
+    sites = []
+    for s in truth.sites:
+        shift = rng.normal(0.0, 0.006, 3)
+        if s.label == "C1":
+            shift[0] = 0.0
+        sites.append(s.model_copy(update={"xyz": tuple(np.asarray(s.xyz) + shift)}))
+    start = truth.model_copy(update={"sites": sites})
+    config = LsqConfig(max_cycles=4, anisotropic=False, riding_h=False, complete=False, restraints=False)
+    refined = LsqRefiner(config).refine(data, Candidate(structure=start, generator="test"))
+    out = {s.label: s for s in refined.structure.sites}
+    before = {s.label: s for s in start.sites}
+    true = {s.label: s for s in truth.sites}
+    assert out["C1"].xyz[0] == 0.25 and out["C1"].fixed_xyz == (True, False, False)
+    for label, s in out.items():
+        moved = np.abs(np.subtract(s.xyz, before[label].xyz))
+        error_before = np.abs(np.subtract(before[label].xyz, true[label].xyz))
+        error_after = np.abs(np.subtract(s.xyz, true[label].xyz))
+        for k in range(3):
+            if label == "C1" and k == 0:
+                continue
+            assert moved[k] > 1e-4, (label, k)
+            assert error_after[k] < error_before[k], (label, k)
+    assert "10.250000" in structure_res(refined.structure)
