@@ -34,6 +34,8 @@ RAW = 10  # raw derivatives per atom: x, y, z, U*(6), occupancy
 #: a refined X-H distance (SHELXL AFIX m8) stays within this range (Å)
 H_DISTANCE_RANGE = (0.7, 1.2)
 
+#: bounds of a refined twin fraction (BASF)
+TWIN_FRACTION_RANGE = (-0.1, 1.0)
 #: atoms closer than this (Å) share one site (mixed sites, EXYZ)
 SHARED_SITE_DISTANCE = 0.02
 #: disorder partners (different PARTs) closer than this (Å) share one ADP (EADP)
@@ -429,12 +431,12 @@ class Parameterisation:
         k = 0
         m.scale = m.scale + full[0]
         k = 1
-        if self.refine_extinction:
-            m.extinction = float(m.extinction) + full[k]
+        if self.refine_extinction:  # (x < 0 has no meaning, and far below 0 no square root)
+            m.extinction = max(float(m.extinction) + full[k], 0.0)
             k += 1
         for j, on in enumerate(self.refine_twin):
-            if on:
-                m.twin_fractions[j] += full[k]
+            if on:  # (slightly negative allowed, as a Flack x may be; not so far as to make Fc² < 0)
+                m.twin_fractions[j] = float(np.clip(m.twin_fractions[j] + full[k], *TWIN_FRACTION_RANGE))
                 k += 1
         for seg in self.segments():
             d = full[seg.columns]
