@@ -317,3 +317,35 @@ def test_terminal_hydride_h_come_from_difference_peaks(real_case):
     assert len(on_split) == 2
     assert all(h.part == 0 and h.occupancy == pytest.approx(1.0) for h in on_split)
     assert result.r1 < 0.0215
+
+
+def test_afix_23_on_an_amine_bonded_to_a_metal_is_tetrahedral():
+    """An amine N on a metal (C-NH2-Co) under AFIX 23 carries two H tetrahedrally between its
+    two bonds, 0.92 Å away as SHELXL places them at low temperature; they were placed as a
+    planar NH2 on the C-N bond alone, the metal ignored (1.0-1.2 Å from SHELXL's H)."""
+    from refractor_plugins.readers.shelx_ins import parse_ins
+
+    # Co-N 2.00 Å along x, N-C 1.48 Å at 115° from it, in the xy plane
+    text = """TITL amine
+CELL 0.71073 10 10 10 90 90 90
+LATT -1
+SFAC C N CO
+UNIT 1 1 1
+CO1 3 0.0 0.0 0.0 11.0 0.03
+N1 2 0.2 0.0 0.0 11.0 0.03
+C1 1 0.26255 0.13413 0.0 11.0 0.03
+HKLF 4
+END
+"""
+    model = WorkingModel.from_structure(parse_ins(text, "amine.res").structure())
+    index = model.label_index()
+    placed = hyd.place_hydrogens(model, forced={index["N1"]: 23}).model
+    (group,) = placed.h_groups
+    assert group.kind == "NH2-sp3" and len(group.atoms) == 2
+    n, c, co = (_cart(placed, index[x]) for x in ("N1", "C1", "CO1"))
+    h1, h2 = (_cart(placed, a) for a in group.atoms)
+    for h in (h1, h2):
+        assert np.linalg.norm(h - n) == pytest.approx(0.92, abs=1e-6)
+        assert 100.0 < _angle(h, n, c) < 115.0 and 100.0 < _angle(h, n, co) < 115.0
+    assert 100.0 < _angle(h1, n, h2) < 112.0
+    assert placed.afix[group.atoms[0]] == 23

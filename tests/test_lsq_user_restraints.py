@@ -119,6 +119,24 @@ def test_unresolvable_restraint_is_noted_not_fatal():
     assert any("FLAT ignored: no atom C9" in n for n in ins.notes)
 
 
+def test_atoms_on_top_of_each_other_get_no_zero_sigma_restraint():
+    """RIGU's esd grows with the bond length: two atoms at one place (a placeholder, a bad
+    model) would get σ = 0 and NaN sums of squares. They get no RIGU/DELU pair; whatever
+    else is built has a finite, positive σ, and the sums stay finite."""
+    text = RES.replace("F2 4 0.25 0.05 0.1 11.0 0.05\nF3", "F2 4 0.25 0.05 0.1 11.0 0.05\nF4 4 0.25 0.15 0.1 11.0 0.05\nF3", 1)
+    text = text.replace("UNIT 8 8 4 12", "UNIT 8 8 4 16").replace("RIGU $F", "RIGU C1 F1 F4")
+    ins = parse_ins(text, "t.res")
+    model = WorkingModel.from_structure(ins.structure())
+    result = user_restraints.build(model, ins.instructions)
+    built = result.restraints
+    assert not any("σ" in note for note in result.skipped)  # none built, none to drop
+    rigu = [r for r in built if r.kind == "rigu"]
+    pairs = {frozenset((model.labels[r.pair1[0].atom], model.labels[r.pair1[1].atom])) for r in rigu}
+    assert rigu and frozenset(("F1", "F4")) not in pairs
+    assert all(np.isfinite(r.sigma) and r.sigma > 0 for r in built)
+    assert np.isfinite(restraints.sum_of_squares(model, built))
+
+
 def test_flat_restrains_tetrahedron_volumes_as_shelxl():
     """FLAT over n atoms: n - 3 terms, each the chiral volume (Å³) of the first three atoms
     and one further atom -- zero for coplanar atoms, the triple product otherwise."""
@@ -553,6 +571,28 @@ def test_refinement_starts_from_the_models_own_weights(perchlorate):
     bad = bundle.instructions.model_copy(update={"wght": (-0.1, 2.0)})
     fallback = _refine(data, bundle.structure, bad, max_cycles=1)
     assert any("WGHT -0.1 2 of the model not used" in line for line in fallback.log)
+
+
+def test_a_free_h_listed_away_from_its_atom_is_kept(perchlorate, tmp_path):
+    """SHELXL refines every AFIX 0 H freely, wherever the atom list puts it. With a riding U
+    (-1.5) the H names only the atom its U follows, the atom listed before it: here O3',
+    far from H1A, whose atom is O1. H1A is still kept and refined freely (it was taken for
+    a calculated H of O3' and re-placed elsewhere)."""
+    case = get_case("fe_perchlorate_hydrate")
+    text = case.reference.read_text()
+    assert "H1A   4    0.129294    0.158128    0.416868    11.00000    0.04654" in text
+    text = text.replace("0.416868    11.00000    0.04654", "0.416868    11.00000   -1.50000")
+    (tmp_path / "m.res").write_text(text)
+    bundle = load_bundle(tmp_path / "m.res")
+    assert next(s for s in bundle.structure.sites if s.label == "H1A").riding_on == "O3'"
+    data, _ = perchlorate
+    refined = _refine(data, bundle.structure, bundle.instructions, max_cycles=10)
+    assert any("3 the model refines freely (AFIX 0) kept" in line for line in refined.log)
+    start = {s.label: s for s in bundle.structure.sites}
+    h1a = next(s for s in refined.structure.sites if s.label == "H1A")
+    m = orthogonalization_matrix(refined.structure.cell)
+    assert float(np.linalg.norm(m @ (np.array(h1a.xyz) - np.array(start["H1A"].xyz)))) < 0.1
+    assert refined.n_parameters == 59 and refined.r1 < 0.0425  # published 60 (H1A's own U) and 0.0413
 
 
 def test_free_h_with_a_riding_u_keep_both(tmp_path):

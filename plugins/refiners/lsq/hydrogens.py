@@ -47,26 +47,29 @@ DISTANCES = {
     "NH2": (0.88, 0.86),
     "NH3": (0.91, 0.89),
     "NH-sp3": (0.88, 0.86),  # not used by SHELXL defaults; as sp2 NH
+    "NH2-sp3": (0.92, 0.90),  # AFIX 23 on N (an amine on a metal, R2NH2+): SHELXL's 0.92 Å at 120 K
     "OH": (0.84, 0.82),
 }
 #: AFIX of a rotating group whose torsion is not refined (riding, n = 3)
 AFIX_FIXED_TORSION = {"CH3": 33, "NH3": 33, "OH": 83}
-AFIX = {"CH3": 137, "CH2": 23, "CH": 13, "ArCH": 43, "=CH2": 93, "CH-sp": 163, "NH": 43, "NH2": 93, "NH3": 137, "NH-sp3": 13, "OH": 147}
+AFIX = {"CH3": 137, "CH2": 23, "CH": 13, "ArCH": 43, "=CH2": 93, "CH-sp": 163, "NH": 43, "NH2": 93, "NH3": 137, "NH-sp3": 13,
+        "NH2-sp3": 23, "OH": 147}
 U_RATIO = {"CH3": 1.5, "NH3": 1.5, "OH": 1.5}
 ROTATING = ("CH3", "NH3", "OH")
-N_H = {"CH3": 3, "CH2": 2, "CH": 1, "ArCH": 1, "=CH2": 2, "CH-sp": 1, "NH": 1, "NH2": 2, "NH3": 3, "NH-sp3": 1, "OH": 1}
+N_H = {"CH3": 3, "CH2": 2, "CH": 1, "ArCH": 1, "=CH2": 2, "CH-sp": 1, "NH": 1, "NH2": 2, "NH3": 3, "NH-sp3": 1, "NH2-sp3": 2,
+       "OH": 1}
 
 #: SHELXL AFIX m of a riding group -> the group kind, by parent element (the model's own
 #: H groups, `RefinementInstructions.hfix`); m 12 (a methyl disordered over two
 #: orientations) is placed as one rotating methyl
 AFIX_KINDS = {
     "C": {1: "CH", 2: "CH2", 3: "CH3", 4: "ArCH", 9: "=CH2", 12: "CH3", 13: "CH3", 16: "CH-sp"},
-    "N": {1: "NH-sp3", 3: "NH3", 4: "NH", 9: "NH2", 13: "NH3"},
+    "N": {1: "NH-sp3", 2: "NH2-sp3", 3: "NH3", 4: "NH", 9: "NH2", 13: "NH3"},
     "O": {8: "OH", 14: "OH"},
 }
 #: non-H neighbours each group kind is built from
 GROUP_NEIGHBOURS = {"CH3": 1, "CH2": 2, "CH": 3, "ArCH": 2, "=CH2": 1, "CH-sp": 1, "NH": 2, "NH2": 1, "NH3": 1,
-                    "NH-sp3": 3, "OH": 1}
+                    "NH-sp3": 3, "NH2-sp3": 2, "OH": 1}
 #: kinds whose H positions need a torsion reference (a neighbour of the neighbour)
 NEEDS_REFERENCE = ("CH3", "=CH2", "NH2", "NH3", "OH")
 
@@ -268,7 +271,7 @@ def group_positions(model: WorkingModel, g: HGroup) -> np.ndarray:
     if k in ("ArCH", "NH") or (k == "NH-sp3" and len(nbs) == 2):
         v = -(_unit(nbs[0] - p) + _unit(nbs[1] - p))
         return (p + d * _unit(v))[None]
-    if k == "CH2":
+    if k in ("CH2", "NH2-sp3"):  # (SHELXL's AFIX 23, on C or N)
         u1, u2 = _unit(nbs[0] - p), _unit(nbs[1] - p)
         b = _unit(u1 + u2)
         n = _unit(np.cross(u1, u2))
@@ -345,13 +348,19 @@ def _vector_angle(a, b) -> float:
 RIDING_PARENTS = ("C", "N", "O")
 
 
+#: farthest (Å) an H may be from the atom the model names as its own (an M-H hydride bond
+#: included): farther, the named atom is only the one its riding U follows
+STATED_PARENT_DISTANCE = 2.2
+
+
 def hydrogen_parents(model: WorkingModel, stated: dict[str, str] | None = None) -> dict[int, int]:
     """{H atom: the non-H atom it belongs to} (empty without non-H atoms; indices change when
     atoms are removed: use at once). The parent the model names (`stated`: H label -> parent
     label, from its AFIX groups or the CIF's calc-attached atom) where that is a non-H atom of
-    the model; else the nearest non-H atom the H may bond to: not one of another disorder
-    component, and of its own negative PART only the atom itself, not its symmetry images
-    (which are alternatives to it)."""
+    the model and within STATED_PARENT_DISTANCE of the H (an H refined freely names only the
+    atom its riding U follows, wherever the atom list puts it); else the nearest non-H atom
+    the H may bond to: not one of another disorder component, and of its own negative PART
+    only the atom itself, not its symmetry images (which are alternatives to it)."""
     heavy = np.array([i for i in range(model.n) if not is_hydrogen(model.elements[i])], dtype=np.int64)
     if len(heavy) == 0:
         return {}
@@ -362,7 +371,8 @@ def hydrogen_parents(model: WorkingModel, stated: dict[str, str] | None = None) 
     out: dict[int, int] = {}
     for h in np.nonzero(model.hydrogen)[0]:
         named = index.get(stated.get(model.labels[h].upper(), ""))
-        if named is not None and not is_hydrogen(model.elements[named]):
+        if named is not None and not is_hydrogen(model.elements[named]) and \
+                closest_image(model, model.xyz[h], model.xyz[named])[0] <= STATED_PARENT_DISTANCE:
             out[int(h)] = int(named)
             continue
         dist = image_distances(model, model.xyz[h], heavy)
@@ -437,8 +447,12 @@ def classify(model: WorkingModel, nbmap: dict, forced: dict[int, int] | None = N
             if i not in forced:
                 continue
             kind = AFIX_KINDS.get(el, {}).get(forced[i] // 10) if forced[i] else None
-            if kind is not None and n == GROUP_NEIGHBOURS[kind]:
-                out.append(Choice(i, kind, nbs, reference_of(0) if kind in NEEDS_REFERENCE else None, False,
+            # the group's neighbours: its atom's organic ones, then metals where the group
+            # asks for more (an amine N on a metal in AFIX 23), as SHELXL bonds them all
+            wanted = GROUP_NEIGHBOURS[kind] if kind is not None else 0
+            group_nbs = nbs + [nb for nb, _, _ in metals][: max(wanted - n, 0)]
+            if kind is not None and len(group_nbs) == wanted:
+                out.append(Choice(i, kind, group_nbs, reference_of(0) if kind in NEEDS_REFERENCE else None, False,
                                   refine_torsion=forced[i] % 10 in (7, 8), refine_distance=forced[i] % 10 == 8))
                 continue
         if el == "C":
@@ -484,8 +498,8 @@ def classify(model: WorkingModel, nbmap: dict, forced: dict[int, int] | None = N
                 r = ratios[0]
                 if r < TRIPLE:
                     continue  # nitrile
-                if metals:
-                    out.append(Choice(i, "CH2" if False else "NH2", nbs, reference_of(0), True))
+                if metals:  # an amine on a metal: tetrahedral NH2 between C and the metal
+                    out.append(Choice(i, "NH2-sp3", nbs + [metals[0][0]], None, True))
                 elif r < MULTIPLE:
                     out.append(Choice(i, "NH2", nbs, reference_of(0), True, priority=0.5))
                 else:

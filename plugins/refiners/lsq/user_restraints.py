@@ -68,6 +68,8 @@ RIGU_P = 0.5
 #: RIGU's two cross terms: their esd is this many times the along-bond one (see the
 #: module docstring: an estimate from SHELXL's converged models, not a documented value)
 RIGU_CROSS_FACTOR = 3.0
+#: atoms closer than this (Å) are at one place: no RIGU/DELU between them (no bond direction)
+COINCIDENT_DISTANCE = 0.1
 #: instructions this module turns into restraints or constraints
 SUPPORTED = frozenset({"DFIX", "DANG", "SADI", "SAME", "FLAT", "DELU", "RIGU", "SIMU", "ISOR", "SUMP"})
 
@@ -137,6 +139,10 @@ def build(model: WorkingModel, instructions: RefinementInstructions) -> UserRest
             out.skipped.append(f"{where}: {exc}, ignored")
     restraints, alone = _merged_equal_distances(model, equal_sets)
     out.restraints.extend(restraints)
+    unweighable = [r for r in out.restraints if not (np.isfinite(r.sigma) and r.sigma > 0)]
+    if unweighable:  # a σ of 0 would give 0/0 in the sums of squares
+        out.restraints = [r for r in out.restraints if np.isfinite(r.sigma) and r.sigma > 0]
+        out.skipped.append(f"{len(unweighable)} restraints with a σ that is zero or not finite, ignored")
     # (a SAME distance corresponding to itself, under a local mirror, is rightly alone)
     out.skipped.extend(f"{where}: a single distance, made equal to no other, ignored"
                        for where in alone if where.startswith("SADI"))
@@ -327,6 +333,8 @@ class _Builder:
         out = []
         for a, b, kind in self._pairs_12_13(self._adp_atoms(r)):
             d, image = self._closest(a, b)
+            if d < COINCIDENT_DISTANCE:
+                continue  # two atoms at one place: no bond direction to restrain along
             sigma = s12 if kind == 2 else s13
             if r.kind == "RIGU":
                 # Thorn, Dittrich & Sheldrick (2012): the esd grows with the distance and the
