@@ -45,11 +45,12 @@ def atomic_write_text(path: str | Path, text: str, encoding: str = "utf-8") -> P
 
 
 def atomic_write_json(path: str | Path, obj: Any, **kwargs: Any) -> Path:
-    """Write an object as indented JSON atomically (numpy values and paths allowed)."""
-    from .commands.common import _json_default
+    """Write an object as indented JSON atomically (numpy values and paths allowed; a
+    number that is not finite is written null)."""
+    from .commands.common import _json_default, json_safe
 
     kwargs.setdefault("indent", 2)
-    return atomic_write_text(path, json.dumps(obj, default=_json_default, **kwargs) + "\n")
+    return atomic_write_text(path, json.dumps(json_safe(obj), default=_json_default, allow_nan=False, **kwargs) + "\n")
 
 
 class OutputFolder:

@@ -4,12 +4,14 @@ Subcommands live one per module in `refractor_core.commands` and are imported on
 invoked, so `refractor --help` stays fast and never imports torch. Errors derived from
 `RefractorError` become one clear message on stderr and their exit code (1 runtime,
 2 usage, 3 plugin/weights); anything unexpected is reported without a traceback unless
-`-v` is given.
+`-v` is given. With `--json`, a failure also prints {"error": ..., "exit_code": n} on stdout,
+so a script always gets one JSON object.
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import sys
 import traceback
@@ -109,10 +111,19 @@ def hoist_global_flags(args: list[str]) -> list[str]:
     return front + rest
 
 
+def _json_emitted() -> bool:
+    common = sys.modules.get("refractor_core.commands.common")
+    return bool(common is not None and common.json_emitted)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `refractor` console script; returns the exit code."""
     args = hoist_global_flags(sys.argv[1:] if argv is None else list(argv))
     verbose = any(a == "--verbose" or (a.startswith("-v") and set(a[1:]) == {"v"}) for a in args)
+    message = None  # the error, for a --json caller
+    common = sys.modules.get("refractor_core.commands.common")
+    if common is not None:  # (main may run more than once in one process, as in tests)
+        common.json_emitted = False
     try:
         rv = cli.main(args=args, prog_name="refractor", standalone_mode=False)
         code = rv if isinstance(rv, int) else 0
@@ -120,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         code = exc.exit_code
     except click.ClickException as exc:  # usage errors: exit code 2
         exc.show()
-        code = exc.exit_code
+        code, message = exc.exit_code, exc.format_message()
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         code = 130
@@ -131,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         if verbose:
             traceback.print_exc()
         click.echo(f"error: {exc}", err=True)
-        code = exc.exit_code
+        code, message = exc.exit_code, str(exc)
     except Exception as exc:  # never show a bare traceback to users
         if verbose:
             traceback.print_exc()
@@ -140,7 +151,14 @@ def main(argv: list[str] | None = None) -> int:
             "  (run with -v for the traceback and please report it)",
             err=True,
         )
-        code = 1
+        code, message = 1, f"unexpected {type(exc).__name__}: {exc}"
+    options = args[: args.index("--")] if "--" in args else args
+    if message is not None and "--json" in options and not _json_emitted():
+        # a script reading stdout gets a JSON object on failure too (one: a command that
+        # printed its report, as `plugins check` does, is not followed by another)
+        json.dump({"error": message, "exit_code": code}, sys.stdout)
+        sys.stdout.write("\n")
+        sys.stdout.flush()
     if argv is None:
         sys.exit(code)
     return code

@@ -224,12 +224,15 @@ def load_reflections(
     formula: str | None = None,
     z: float | None = None,
     reader: str | None = None,
+    fallback_companion: str | Path | None = None,
 ) -> ReflectionData:
     """Measured reflections with everything known about the crystal.
 
     `companion` is a .ins/.res/.p4p/CIF describing the crystal (default: found beside
-    `path`); `cell`, `wavelength`, `formula` and `z` override the files. Raises
-    `InputError` when the file cannot be read or no unit cell is known.
+    `path`, else `fallback_companion`, e.g. the model file `refine` was given; neither
+    overrides what the data file itself states); `cell`, `wavelength`, `formula` and `z`
+    override the files. Raises `InputError` when the file cannot be read or no unit cell
+    is known.
     """
     path = Path(path)
     file_path, block = split_block(path)
@@ -261,6 +264,8 @@ def load_reflections(
         missing = own.cell is None or own.wavelength is None or own.formula is None
         if missing:
             comp_path = find_companion(file_path)
+            if comp_path is None and fallback_companion is not None:
+                comp_path = Path(fallback_companion)
             if comp_path is not None:
                 comp, comp_component = _load_bundle(comp_path, want="model")
     if comp is not None:

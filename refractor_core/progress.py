@@ -15,17 +15,29 @@ from contextlib import contextmanager
 from typing import IO, Any, Iterator
 
 
+#: seconds between the plain progress lines of a long step (not on a terminal)
+PLAIN_INTERVAL = 10.0
+
+
 class _Task:
-    def __init__(self, bar: Any = None, task_id: Any = None):
+    def __init__(self, bar: Any = None, task_id: Any = None, plain: tuple[IO[str], str, int | None] | None = None):
         self._bar = bar
         self._task_id = task_id
+        self._plain = plain  # (stream, "indent + description", total): lines, not a bar
+        self._last = time.perf_counter()
         self.done = 0
 
     def update(self, n: int = 1) -> None:
-        """Advance by `n` steps."""
+        """Advance by `n` steps (without a terminal, a line every PLAIN_INTERVAL seconds, so
+        that a long step does not look like a hang in a log)."""
         self.done += n
         if self._bar is not None:
             self._bar.update(self._task_id, advance=n)
+        elif self._plain is not None and time.perf_counter() - self._last >= PLAIN_INTERVAL:
+            stream, what, total = self._plain
+            stream.write(f"{what}: {self.done}{f'/{total}' if total else ''}\n")
+            stream.flush()
+            self._last = time.perf_counter()
 
 
 class Progress:
@@ -81,7 +93,7 @@ class Progress:
             if outer:
                 self.stream.write(f"{description}: done in {time.perf_counter() - start:.1f} s\n")
             return
-        task = _Task()
+        task = _Task(plain=(self.stream, indent + description, total))
         self.stream.write(f"{indent}{description}...\n")
         self.stream.flush()
         self._depth += 1

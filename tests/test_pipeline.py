@@ -340,6 +340,23 @@ def test_progress_nests_and_is_silent_when_quiet():
     assert quiet.getvalue() == ""
 
 
+def test_a_long_step_prints_its_progress_without_a_terminal(monkeypatch):
+    """In a log (no terminal, no bar) a long step prints how far it is every
+    PLAIN_INTERVAL seconds, so that it does not look like a hang."""
+    import io
+
+    from refractor_core import progress as progress_module
+
+    monkeypatch.setattr(progress_module, "PLAIN_INTERVAL", 0.0)
+    stream = io.StringIO()
+    with progress_module.Progress(0, stream=stream)("refining (lsq)", total=100) as bar:
+        bar.update(1)
+        bar.update(1)
+    lines = stream.getvalue().splitlines()
+    assert lines == ["refining (lsq)...", "refining (lsq): 1/100", "refining (lsq): 2/100", lines[-1]]
+    assert lines[-1].startswith("refining (lsq): done (2/100)")
+
+
 def test_a_best_model_that_obeys_a_hypothesised_supergroup_is_refined_in_it():
     """Ethylene oxide written in P1 (origin moved) with P21/n among the hypotheses: the
     upgrade finds the missed symmetry and refines the model in P21/n against the data."""

@@ -113,3 +113,32 @@ def test_what_the_readers_noted_is_shown(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "note: instructions read but not honoured by the refiner: CONN" in proc.stderr
     assert "instructions read but not honoured by the refiner: CONN" in json.loads(proc.stdout)["notes"]
+
+
+def test_the_model_gives_the_crystal_data_when_nothing_is_beside_the_data(tmp_path):
+    """`refractor refine data.hkl --model start.res` with no .ins beside the data (the
+    README's example): the cell, SFAC/UNIT and wavelength come from the model file, which
+    failed with 'no unit cell' before."""
+    from refractor_core.testing.real_cases import get_case
+
+    case = get_case("fe_perchlorate_hydrate")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "model").mkdir()
+    shutil.copy(case.reflections, tmp_path / "data" / "fe.hkl")
+    shutil.copy(case.reference, tmp_path / "model" / "start.res")
+    proc = refractor("refine", "data/fe.hkl", "--model", "model/start.res", "--json", "--output", "out",
+                     "--refiner-opt", "max_cycles=5", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["R1"] < 0.05
+    assert "crystal data from model/start.res" in proc.stderr or "start.res" in " ".join(out.get("notes", []))
+
+
+def test_a_failure_with_json_still_prints_one_json_object(workdir):
+    """A script reading stdout gets {"error", "exit_code"} when the command fails."""
+    proc = refractor("refine", "2229150.hkl", "--model", "missing.res", "--json", cwd=workdir)
+    assert proc.returncode == 2
+    out = json.loads(proc.stdout)
+    assert out["exit_code"] == 2 and "missing.res" in out["error"]
+    proc = refractor("refine", "2229150.hkl", "--model", "2229150.cif#no_such_block", "--json", cwd=workdir)
+    assert proc.returncode == 1 and "no_such_block" in json.loads(proc.stdout)["error"]

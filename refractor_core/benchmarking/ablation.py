@@ -97,7 +97,7 @@ def run_ablation(
     md = comparison_markdown(result)
     result["markdown"] = md
     atomic_write_text(output / "ablation.md", md)
-    atomic_write_json(output / "ablation.json", _safe(result), indent=1)
+    atomic_write_json(output / "ablation.json", result, indent=1)
     return result
 
 
@@ -155,16 +155,6 @@ def _per_case_lines(result: dict[str, Any]) -> list[str]:
                          + (" ✓" if r.get("solved") else ""))
         lines.append(f"| {c} | " + " | ".join(cells) + " |")
     return lines
-
-
-def _safe(obj):
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _safe(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_safe(v) for v in obj]
-    return obj
 
 
 def load_ablation(folder: Path) -> dict[str, Any]:

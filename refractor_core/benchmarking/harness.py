@@ -80,16 +80,6 @@ def _csv_value(v):
     return v
 
 
-def _json_safe(obj):
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_json_safe(v) for v in obj]
-    return obj
-
-
 def run_benchmark(
     specs: list[CaseSpec],
     config: RunConfig,
@@ -148,7 +138,7 @@ def run_benchmark(
 
         with OutputFolder(output) as stage:
             atomic_write_text(stage.path / "cases.csv", rows_to_csv(rows))
-            atomic_write_json(stage.path / "cases.json", _json_safe(rows), indent=1)
+            atomic_write_json(stage.path / "cases.json", rows, indent=1)
             plots = write_plots(rows, summary, stage.path, title, options.r1_threshold)
             record["plots"] = {k: str(Path(output) / Path(v).name) for k, v in plots.items()}
             md = summary_markdown(summary, title)
@@ -158,7 +148,7 @@ def run_benchmark(
             if notes:
                 md += "\n" + "\n".join(f"- {n}" for n in notes) + "\n"
             atomic_write_text(stage.path / "summary.md", md)
-            atomic_write_json(stage.path / "summary.json", _json_safe(record), indent=1)
+            atomic_write_json(stage.path / "summary.json", record, indent=1)
             manifest = manifest.model_copy(update={"versions": library_versions()})
             failed = sum(r.get("status") != "ok" for r in rows)
             write_manifest(finish_manifest(manifest), stage.path)

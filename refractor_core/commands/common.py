@@ -77,8 +77,10 @@ def load_data(
     formula: str | None = None,
     z: float | None = None,
     reader: str | None = None,
+    fallback_companion: Path | None = None,
 ) -> ReflectionData:
-    """Read DATA (and the files beside it) into ReflectionData, applying option overrides."""
+    """Read DATA (and the files beside it, else `fallback_companion`) into ReflectionData,
+    applying option overrides."""
     from ..crystal.observations import require_xray
     from ..dataio import load_reflections
 
@@ -90,6 +92,7 @@ def load_data(
         formula=formula,
         z=z,
         reader=reader,
+        fallback_companion=fallback_companion,
     )
     require_xray(reflections.instructions, "the data file", reflections.source)
     return reflections
@@ -109,11 +112,33 @@ def reading_notes(*lists: list[str], show: bool = True) -> list[str]:
     return notes
 
 
+#: whether this process printed its JSON object already (the CLI then adds no error object)
+json_emitted = False
+
+
 def emit_json(obj: Any) -> None:
-    """Print one JSON object on stdout."""
-    json.dump(obj, sys.stdout, indent=2, default=_json_default)
+    """Print one JSON object on stdout (a figure that is not finite is written null)."""
+    global json_emitted
+    json_emitted = True
+    json.dump(json_safe(obj), sys.stdout, indent=2, default=_json_default, allow_nan=False)
     sys.stdout.write("\n")
     sys.stdout.flush()
+
+
+def json_safe(obj: Any) -> Any:
+    """`obj` with every NaN or infinite number replaced by None: JSON has no NaN, and a
+    reader of our JSON must not meet one."""
+    import numpy as np
+
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return json_safe(obj.tolist())
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if np.isfinite(obj) else None
+    return obj
 
 
 def _json_default(o: Any) -> Any:

@@ -100,6 +100,7 @@ def command(verbosity: int, **kw: Any) -> None:
         data = load_data(
             data_path, ins=kw["ins"], cell=kw["cell"], wavelength=kw["wavelength"],
             formula=kw["formula"], z=kw["z"], reader=kw["reader"],
+            fallback_companion=model_file,  # the model's CELL, SFAC/UNIT, HKLF when nothing is beside the data
         )
         bar.update(1)
         bundle = load_bundle(model_path, block=kw["block"])
