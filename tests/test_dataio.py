@@ -149,10 +149,15 @@ def test_cli_missing_cell_exit_code_and_no_traceback(tmp_path, capsys):
     (tmp_path / "models").mkdir()
     model = tmp_path / "models" / "m.ins"  # not beside the data: no companion
     model.write_text(INS.replace("HKLF 4", "C1 1 0.1 0.2 0.3 11 0.05\nHKLF 4"))
-    code = cli_main(["rfactor", str(tmp_path / "data.hkl"), "--model", str(model)])
+    # nothing beside the data and no model to fall back on: no cell, a clear error
+    code = cli_main(["spacegroup", str(tmp_path / "data.hkl")])
     err = capsys.readouterr().err
     assert code == 1
     assert "no unit cell" in err and "Traceback" not in err
+    # rfactor and refine take the crystal data from the model file instead
+    code = cli_main(["rfactor", str(tmp_path / "data.hkl"), "--model", str(model)])
+    err = capsys.readouterr().err
+    assert code == 0 and "crystal data from" in err, err
 
 
 def test_cli_bad_file_exit_code(tmp_path, capsys):

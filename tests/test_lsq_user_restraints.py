@@ -94,6 +94,22 @@ def test_reader_resolves_residues_ranges_and_eqiv():
     assert _labels(eadp.atoms) == ["F1", "F1_2"]
 
 
+def test_a_residue_lacking_an_atom_takes_none_from_elsewhere():
+    """A residue-class restraint names each residue's own atoms. Residue 2 without F3, with
+    an F3 in residue 0 (after RESI 0, as in real files): its SADI_CF3 pair C1-F3 is left
+    out (with a note), not made with residue 0's F3, which gave restraints 10-17 Å off and
+    a refinement that tore the model apart. That F3, named like residue 1's, gets a label
+    of its own (F3_0; both were F3, and restraints on one acted on the other)."""
+    text = RES.replace("F3 4 0.5 0.1 0.2 11.0 0.05\n", "").replace(
+        "RESI 0\nFLAT", "RESI 0\nF3 4 0.8 0.8 0.8 11.0 0.05\nFLAT").replace("SAME_CF3 C1 > F3\n", "")
+    ins = parse_ins(text, "t.res")
+    labels = [a.label for a in ins.atoms]
+    assert labels.count("F3") == 1 and "F3_0" in labels and "F3_2" not in labels
+    sadi = [r for r in ins.instructions.restraints if r.kind == "SADI"]
+    assert _labels(sadi[1].atoms) == ["C1_2", "F1_2", "C1_2", "F2_2"]
+    assert any("residue 2 has no F3" in n for n in ins.notes)
+
+
 @pytest.mark.parametrize(
     "line, kind, values",
     [

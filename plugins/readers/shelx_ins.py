@@ -726,8 +726,14 @@ def parse_ins(text: str, path: Path | str | None = None, *, first_line: int = 1)
                 sof = numbers[3] if explicit else (part_sof if part_sof is not None else 11.0)
                 u = tuple(numbers[4:]) if nn >= 5 else (0.05,)
                 name = label
-                if residue and label.upper() in labels_seen:
-                    label = f"{label}_{residue}"
+                if label.upper() in labels_seen:
+                    # one name in several residues (or, against SHELXL's rules, twice in
+                    # one): the label carries the residue, so that every label is unique
+                    label = f"{name}_{residue}"
+                    k = 1
+                    while label.upper() in labels_seen:
+                        k += 1
+                        label = f"{name}_{residue}_{k}"
                 labels_seen.add(label.upper())
                 riding_u = len(u) == 1 and -5.0 <= u[0] <= -0.5
                 ins.atoms.append(

@@ -175,10 +175,30 @@ class RestraintReader:
         if raw.keyword == "SAME":
             return self._same(raw, values, names, atoms)
         residues = _residues_for(raw, atoms)
+        pairwise = raw.keyword in PAIRWISE
+        # applied residue by residue (a keyword suffix), the names are that residue's atoms:
+        # one the residue lacks is not sought elsewhere; what names it is left out there
+        strict = raw.suffix is not None
         out = []
         for residue in residues:
-            refs = self._expand(names, residue, atoms, pairwise=raw.keyword in PAIRWISE)
+            missing: list[str] = []
+            try:
+                refs = self._expand(names, residue, atoms, pairwise=pairwise, missing=missing if strict else None)
+            except _Unresolved as exc:
+                if not strict:
+                    raise
+                self.notes.append(f"line {raw.line}: {raw.keyword}_{raw.suffix} left out for residue {residue}: {exc}")
+                continue
+            if missing:
+                if pairwise:
+                    refs = [r for pair in zip(refs[::2], refs[1::2]) if None not in pair for r in pair]
+                else:
+                    refs = [r for r in refs if r is not None]
+                self.notes.append(f"line {raw.line}: {raw.keyword}_{raw.suffix}: residue {residue} has no "
+                                  f"{', '.join(dict.fromkeys(missing))}; the atoms or pairs naming them are left out there")
             if not refs:
+                if missing:
+                    continue
                 if raw.keyword in ALL_WHEN_EMPTY and not names:
                     refs = [AtomRef(label=a.label) for a in atoms
                             if a.element not in ("H", "D") and (raw.suffix is None or a.residue == residue)]
@@ -212,17 +232,22 @@ class RestraintReader:
         return [RestraintInstruction(kind="SAME", values=values, atoms=[AtomRef(label=a.label) for a in following],
                                      reference=named, text=raw.text, line=raw.line)]
 
-    def _expand(self, names: list[str], residue: int, atoms: list[ResidueAtom], *, pairwise: bool) -> list[AtomRef]:
-        """Atom tokens -> AtomRefs in `residue` context (ranges, $element, _*, _$n)."""
-        out: list[AtomRef] = []
+    def _expand(self, names: list[str], residue: int, atoms: list[ResidueAtom], *, pairwise: bool,
+                missing: list[str] | None = None) -> list[AtomRef | None]:
+        """Atom tokens -> AtomRefs in `residue` context (ranges, $element, _*, _$n). With
+        `missing` (a list), plain names are sought in that residue only, and one it lacks
+        is appended to `missing` and stands as None in the result."""
+        out: list[AtomRef | None] = []
         i = 0
         while i < len(names):
             tok = _PART_MARK.sub("", names[i])  # `N4A^a`: the atom itself (SHELXL's part mark)
             if tok in (">", "<"):
                 if not out or i + 1 >= len(names):
                     raise _Unresolved(f"'{tok}' needs an atom on each side")
+                if out[-1] is None:
+                    raise _Unresolved(f"the range starts at an atom the residue lacks ({missing[-1] if missing else '?'})")
                 first = _find(out[-1].label, atoms)
-                last = self._lookup(names[i + 1], residue, atoms)[0]
+                last = self._lookup(names[i + 1], residue, atoms, own_residue_only=missing is not None)[0]
                 lo, hi = (first.index, last.index) if tok == ">" else (last.index, first.index)
                 if hi < lo:
                     raise _Unresolved(f"the range {first.name} {tok} {last.name} runs backwards")
@@ -257,13 +282,24 @@ class RestraintReader:
                     out.extend(AtomRef(label=a.label, symop=symop) for a in found)
                 i += 1
                 continue
-            for a in self._lookup(name, residue, atoms):
+            try:
+                found = self._lookup(name, residue, atoms, own_residue_only=missing is not None)
+            except _Unresolved:
+                if missing is None:
+                    raise
+                missing.append(name)
+                out.append(None)
+                i += 1
+                continue
+            for a in found:
                 out.append(AtomRef(label=a.label, symop=symop))
             i += 1
         return out
 
     @staticmethod
-    def _lookup(name: str, residue: int, atoms: list[ResidueAtom]) -> list[ResidueAtom]:
+    def _lookup(name: str, residue: int, atoms: list[ResidueAtom], *, own_residue_only: bool = False) -> list[ResidueAtom]:
+        """The atom `name` stands for in `residue` context: that residue's, else residue 0's,
+        else any atom so named (only the residue's with `own_residue_only`)."""
         base, _, suffix = name.partition("_")
         if suffix in ("+", "-"):  # the next or previous residue
             residue = residue + (1 if suffix == "+" else -1)
@@ -271,7 +307,10 @@ class RestraintReader:
             residue = int(suffix)
         elif suffix:
             base = name  # an underscore that is part of the label
-        for pool in ([a for a in atoms if a.residue == residue], [a for a in atoms if a.residue == 0], atoms):
+        pools = [[a for a in atoms if a.residue == residue]]
+        if not own_residue_only:
+            pools += [[a for a in atoms if a.residue == 0], atoms]
+        for pool in pools:
             hit = [a for a in pool if a.name.upper() == base.upper() or a.label.upper() == name.upper()]
             if hit:
                 return hit[:1]

@@ -36,7 +36,11 @@ def command(data, ins, cell, wavelength, formula, z, reader, model_path, block, 
     from ..crystal.evaluation import evaluate_model
     from ..dataio import load_bundle
 
-    reflections = load_data(data, ins=ins, cell=cell, wavelength=wavelength, formula=formula, z=z, reader=reader)
+    from ..dataio import split_block
+
+    # (the model file is the data's companion when nothing is beside the data, as for refine)
+    reflections = load_data(data, ins=ins, cell=cell, wavelength=wavelength, formula=formula, z=z, reader=reader,
+                            fallback_companion=split_block(model_path)[0])
     bundle = load_bundle(model_path, block=block)
     if bundle.structure is None:
         from ..errors import InputError
