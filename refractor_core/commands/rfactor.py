@@ -34,9 +34,7 @@ def command(data, ins, cell, wavelength, formula, z, reader, model_path, block, 
     systematic absences removed); the model's own refinement instructions are honoured.
     """
     from ..crystal.evaluation import evaluate_model
-    from ..dataio import load_bundle
-
-    from ..dataio import split_block
+    from ..dataio import load_bundle, split_block
 
     # (the model file is the data's companion when nothing is beside the data, as for refine)
     reflections = load_data(data, ins=ins, cell=cell, wavelength=wavelength, formula=formula, z=z, reader=reader,

@@ -32,6 +32,7 @@ from scipy.spatial import cKDTree
 from refractor_core.crystal.cell import fractionalization_matrix, orthogonalization_matrix
 
 from .model import WorkingModel, is_hydrogen
+from .parameters import SPLIT_MIXED_DISTANCE
 
 TETRA = math.radians(109.47)
 
@@ -1098,14 +1099,11 @@ def _peak_hydrogens(m: WorkingModel, refinement, nbmap: dict, missing: float, co
     return added
 
 
-#: atoms of different PARTs this close (Å) are one split site (as for shared ADPs)
-SPLIT_SITE_DISTANCE = 0.3
-
-
 def _site_occupancy(m: WorkingModel, i: int) -> tuple[float, int]:
     """(occupancy, PART) of an H on atom i: i's own, unless i is one component of a split
-    site (atoms of other non-zero PARTs within SPLIT_SITE_DISTANCE), whose H belong to the
-    whole site: PART 0 and the components' summed occupancy (at most 1)."""
+    site (atoms of other non-zero PARTs within SPLIT_MIXED_DISTANCE, as for the partners of a
+    split mixed site that share an ADP), whose H belong to the whole site: PART 0 and the
+    components' summed occupancy (at most 1)."""
     own = (float(m.occupancy[i]), int(m.part[i]))
     if m.part[i] == 0:
         return own
@@ -1114,7 +1112,7 @@ def _site_occupancy(m: WorkingModel, i: int) -> tuple[float, int]:
     if not others:
         return own
     d = m.symmetry.image_distances(m.cell, m.xyz[i], m.xyz[others]).min(axis=-1)
-    total = own[0] + sum(float(m.occupancy[j]) for j, dj in zip(others, d) if dj < SPLIT_SITE_DISTANCE)
+    total = own[0] + sum(float(m.occupancy[j]) for j, dj in zip(others, d) if dj < SPLIT_MIXED_DISTANCE)
     return (min(total, 1.0), 0) if total > own[0] + 1e-6 else own
 
 

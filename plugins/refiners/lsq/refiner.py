@@ -828,8 +828,8 @@ class Refinement:
         def misfit() -> float:
             model.scale = 1.0
             m, _ = self.calc.model_intensities(model, fc2c)
-            k = scale_factor(fo2, m, w)
-            return float(np.sum(w * (fo2 - k * m) ** 2))
+            fitted = scale_factor(fo2, m, w)
+            return float(np.sum(w * (fo2 - fitted * m) ** 2))
 
         given = model.twin_fractions.copy()
         before = misfit()
