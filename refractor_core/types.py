@@ -357,6 +357,9 @@ class Site(_Model):
     occupancy_variable: tuple[int, float] | None = None
     #: coordinates held fixed (not refined): SHELXL's x + 10 coding, per x, y, z
     fixed_xyz: tuple[bool, bool, bool] = (False, False, False)
+    #: U held fixed (not refined): SHELXL's U + 10 coding; one flag for u_iso, or six in
+    #: u_aniso's order for the components of an anisotropic U; () when nothing is fixed
+    fixed_u: tuple[bool, ...] = ()
     xyz_su: Vec3 | None = None
     occupancy_su: float | None = None
     u_iso_su: float | None = None
@@ -375,7 +378,16 @@ class Site(_Model):
             raise ValueError(f"site {self.label}: occupancy must be >= 0, got {self.occupancy}")
         if self.u_iso is None and self.u_aniso is None:
             raise ValueError(f"site {self.label}: needs u_iso or u_aniso")
+        if len(self.fixed_u) not in (0, 1, 6):
+            raise ValueError(f"site {self.label}: fixed_u takes 1 flag (U_iso) or 6 (U_aniso), got {len(self.fixed_u)}")
         return self
+
+    @property
+    def fixed_u_components(self) -> tuple[bool, ...]:
+        """`fixed_u` as six flags in u_aniso's order (a fixed U_iso fixes all six)."""
+        if len(self.fixed_u) == 1:
+            return self.fixed_u * 6
+        return self.fixed_u or (False,) * 6
 
     @property
     def adp_type(self) -> Literal["Uiso", "Uani"]:

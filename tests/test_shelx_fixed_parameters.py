@@ -1,10 +1,11 @@
-"""SHELXL fixed coordinates (x + 10): read, held fixed by the lsq refiner, written back."""
+"""SHELXL fixed coordinates and U (value + 10): read, held fixed by the lsq refiner, written back."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from refractor_core.crystal.cell import u_equiv
 from refractor_core.io.res_writer import structure_res
 from refractor_core.simulation.simulator import simulate
 from refractor_core.types import Candidate
@@ -110,3 +111,45 @@ def test_fixed_coordinate_stays_put_while_the_others_refine():
             assert moved[k] > 1e-4, (label, k)
             assert error_after[k] < error_before[k], (label, k)
     assert "10.250000" in structure_res(refined.structure)
+
+
+def test_fixed_u_is_read_and_written_back_with_plus_ten():
+    text = HEAD + ATOMS.format(x="0.250000").replace("C2 1 0.300000 0.320000 0.200000 11.0 0.030",
+                                                      "C2 1 0.300000 0.320000 0.200000 11.0 10.045")
+    text = text.replace("O2 3 0.620000 0.420000 0.110000 11.0 0.030",
+                        "O2 3 0.620000 0.420000 0.110000 11.0 0.030 0.031 10.032 0.001 0.002 -10.003")
+    s = {x.label: x for x in _bundle(text).structure.sites}
+    assert s["C2"].u_iso == pytest.approx(0.045) and s["C2"].fixed_u == (True,)
+    assert s["O1"].fixed_u == ()
+    # SHELX order U11 U22 U33 U23 U13 U12 -> u_aniso order U11 U22 U33 U12 U13 U23
+    assert s["O2"].u_aniso == pytest.approx((0.030, 0.031, 0.032, -0.003, 0.002, 0.001))
+    assert s["O2"].fixed_u == (False, False, True, True, False, False)
+    lines = structure_res(_bundle(text).structure).splitlines()
+    c2 = next(line for line in lines if line.startswith("C2 "))
+    assert c2.split()[-1] == "10.04500"
+    o2 = lines[next(i for i, line in enumerate(lines) if line.startswith("O2 ")) + 1].split()
+    assert o2 == ["10.03200", "0.00100", "0.00200", "-10.00300"]
+
+
+def test_a_fixed_u_is_not_refined_and_a_fixed_u_iso_stays_isotropic():
+    """Data simulated with every U 0.030; the start has every U at 0.050 but C2's, fixed
+    at its true 0.030: it is not a parameter and stays isotropic, while the others go
+    anisotropic and refine back to 0.030. (A fixed U that is wrong biases the others
+    through the scale, as in SHELXL: this six-atom model then ends at U_eq 0.035.)"""
+    truth = _bundle(HEAD + ATOMS.format(x="0.250000")).structure
+    data = simulate(truth, d_min=0.8, seed=3)
+    start = _bundle(HEAD + ATOMS.format(x="0.250000").replace("11.0 0.030", "11.0 0.050").replace(
+        "C2 1 0.300000 0.320000 0.200000 11.0 0.050", "C2 1 0.300000 0.320000 0.200000 11.0 10.030")).structure
+    model = WorkingModel.from_structure(start)
+    names = [Parameterisation.build(model).describe(j) for j in range(Parameterisation.build(model).n)]
+    assert "C1 Uiso" in names and "C2 Uiso" not in names
+    config = LsqConfig(max_cycles=8, anisotropic=True, riding_h=False, complete=False, restraints=False)
+    refined = LsqRefiner(config).refine(data, Candidate(structure=start, generator="test"))
+    out = {s.label: s for s in refined.structure.sites}
+    assert out["C2"].u_iso == pytest.approx(0.030, abs=1e-12) and out["C2"].u_aniso is None and out["C2"].fixed_u == (True,)
+    assert out["C2"].u_iso_su is None
+    others = [s for label, s in out.items() if label != "C2"]
+    assert all(s.u_aniso is not None for s in others)
+    u_eq = [float(u_equiv(refined.structure.cell, np.array(s.u_aniso))) for s in others]
+    assert all(abs(u - 0.030) < 0.001 for u in u_eq), u_eq
+    assert "10.03000" in structure_res(refined.structure)

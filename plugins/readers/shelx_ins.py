@@ -2,8 +2,8 @@
 
 What is read: TITL, CELL, ZERR, LATT, SYMM, SFAC (short and long form), UNIT, DISP, FVAR,
 the atom list (isotropic and anisotropic U, negative riding Uiso, free-variable coding;
-coordinates fixed as x + 10 are kept fixed (`Site.fixed_xyz`), other codes on coordinates
-and U are decoded and refined freely, with a note;
+coordinates and U fixed as value + 10 are kept fixed (`Site.fixed_xyz`, `Site.fixed_u`);
+coordinates and U on free variables (10m + p) are decoded and refined freely, with a note;
 AFIX/HFIX, PART, RESI, FRAG/FEND blocks skipped; AFIX m >= 17, fitting a FRAG fragment, is
 refused), OMIT, SHEL, TWIN, BASF, EXTI, WGHT, MERG, ACTA, BIND, FREE, ANIS, NEUT and HKLF (with its scale and index matrix), and the restraints and ADP/position
 constraints the refiner honours (DFIX, DANG, SADI, SAME, FLAT, DELU, RIGU, SIMU, ISOR,
@@ -274,7 +274,7 @@ class InsFile:
         decoded = []
         ueq: dict[str, float] = {}
         coupled_xyz: list[str] = []  # coordinates on a free variable (refined independently)
-        held_u: list[str] = []  # U fixed (+10) or on a free variable (refined independently)
+        held_u: list[str] = []  # U on a free variable (refined independently)
         for atom in self.atoms:
             if not 1 <= atom.sfac <= len(self.sfac):
                 raise InputError(
@@ -286,7 +286,7 @@ class InsFile:
             xyz = tuple(self._value(c, f"atom {atom.label}: coordinate", atom.line) for c in atom.xyz)
             if any(abs(c) >= 15.0 for c in atom.xyz):
                 coupled_xyz.append(atom.label)
-            if any(abs(u) >= 5.0 for u in atom.u):
+            if any(abs(u) >= 15.0 for u in atom.u):
                 held_u.append(atom.label)
             sof = self._value(atom.sof, f"atom {atom.label}: site occupation factor", atom.line)
             u_iso = None
@@ -320,7 +320,7 @@ class InsFile:
             self.notes.append("coordinates coded on free variables (10m + p) are refined independently: "
                               + ", ".join(coupled_xyz))
         if held_u:
-            self.notes.append("U values coded as fixed (10 + U) or on free variables are refined freely: "
+            self.notes.append("U values coded on free variables (10m + U) are refined independently: "
                               + ", ".join(held_u))
         ops = SymmetryOps.from_space_group(sg)
         xyz_all = np.array([d[1] for d in decoded], dtype=np.float64)
@@ -358,6 +358,7 @@ class InsFile:
                         afix=atom.afix,
                         occupancy_variable=self.free_variable(atom.sof),
                         fixed_xyz=tuple(self.fixed(c) for c in atom.xyz),
+                        fixed_u=_fixed_u(atom.u, self.fixed),
                     )
                 )
             except ValidationError as exc:
@@ -375,6 +376,18 @@ class InsFile:
             wavelength=self.wavelength,
             meta=meta,
         )
+
+
+def _fixed_u(coded_u: list[float], fixed) -> tuple[bool, ...]:
+    """`Site.fixed_u` from an atom's coded U (SHELX order U11 U22 U33 U23 U13 U12): one
+    flag for U_iso, six in u_aniso's order (U11 U22 U33 U12 U13 U23), () if none is fixed."""
+    flags = [fixed(u) for u in coded_u]
+    if not any(flags):
+        return ()
+    if len(flags) == 1:
+        return (True,)
+    u11, u22, u33, u23, u13, u12 = flags
+    return (u11, u22, u33, u12, u13, u23)
 
 
 def _logical_lines(text: str) -> list[tuple[int, str, bool]]:

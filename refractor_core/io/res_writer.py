@@ -73,11 +73,11 @@ def _fmt(x: float, dec: int) -> str:
     return "0." + "0" * dec if text.startswith("-") and float(text) == 0.0 else text
 
 
-def _coordinate(x: float, fixed: bool) -> str:
-    """A coordinate as SHELXL reads it: a fixed one coded as x + 10 (x - 10 if negative)."""
+def _coded(x: float, fixed: bool, decimals: int = 6) -> str:
+    """A coordinate or U as SHELXL reads it: a fixed one coded as x + 10 (x - 10 if negative)."""
     if not fixed:
-        return _fmt(x, 6)
-    return _fmt(x + 10.0 if x >= 0 else x - 10.0, 6)
+        return _fmt(x, decimals)
+    return _fmt(x + 10.0 if x >= 0 else x - 10.0, decimals)
 
 
 def _unique_labels(sites: list[Site]) -> list[str]:
@@ -292,18 +292,19 @@ def structure_res(
             number, sign = free_variable[site.part]
             sof_text = f"{sign * (10.0 * number + 1.0 / max(int(orders[i]), 1)):.5f}"
         head = f"{label_of[site.label]:<5} {sfac_index[site.element]:<3} " + " ".join(
-            f"{_coordinate(x, fixed):>10}" for x, fixed in zip(site.xyz, site.fixed_xyz)
+            f"{_coded(x, fixed):>10}" for x, fixed in zip(site.xyz, site.fixed_xyz)
         ) + f" {sof_text}"
         if site.u_aniso is not None:
-            u11, u22, u33, u12, u13, u23 = site.u_aniso
-            first = " ".join(_fmt(u, 5) for u in (u11, u22))
-            second = " ".join(_fmt(u, 5) for u in (u33, u23, u13, u12))
+            fixed = dict(zip(("11", "22", "33", "12", "13", "23"), site.fixed_u_components))
+            u = dict(zip(("11", "22", "33", "12", "13", "23"), site.u_aniso))
+            first = " ".join(_coded(u[k], fixed[k], 5) for k in ("11", "22"))
+            second = " ".join(_coded(u[k], fixed[k], 5) for k in ("33", "23", "13", "12"))
             lines.append(f"{head} {first} =")
             lines.append(f"    {second}")
             last_u_parent = site.label
         else:
             u = float(site.u_iso if site.u_iso is not None else 0.05)
-            text = _fmt(u, 5)
+            text = _coded(u, bool(site.fixed_u) and all(site.fixed_u), 5)
             if parent_ok and site.element in ("H", "D"):
                 parent = structure.sites[[s.label for s in structure.sites].index(site.riding_on)]
                 ueq = _ueq(structure, parent)

@@ -120,10 +120,15 @@ class WorkingModel:
     free_variables: dict[int, list[tuple[str, float]]] = field(default_factory=dict)
     #: (n, 3) bool: coordinates held fixed (`Site.fixed_xyz`), left out of `position_basis`
     fixed_xyz: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), dtype=bool))
+    #: (n, 6) bool: U* components held fixed (`Site.fixed_u`; all six for a fixed U_iso),
+    #: left out of `ustar_basis`; an atom with a fixed U_iso is never made anisotropic
+    fixed_u: np.ndarray = field(default_factory=lambda: np.zeros((0, 6), dtype=bool))
 
     def __post_init__(self) -> None:
         if self.fixed_xyz.shape != (len(self.labels), 3):  # not given: nothing fixed
             self.fixed_xyz = np.zeros((len(self.labels), 3), dtype=bool)
+        if self.fixed_u.shape != (len(self.labels), 6):
+            self.fixed_u = np.zeros((len(self.labels), 6), dtype=bool)
 
     # -- construction ------------------------------------------------------------------
     @classmethod
@@ -139,7 +144,8 @@ class WorkingModel:
         general positions wherever they lie: SHELXL switches special-position constraints
         off for them (its symmetry-generated copies are the disorder), and the .res
         reader gives them site-symmetry order 1. Coordinates a site holds fixed
-        (`Site.fixed_xyz`) are left out of its `position_basis`, so they are not refined."""
+        (`Site.fixed_xyz`) are left out of its `position_basis`, so they are not refined,
+        and fixed U components (`Site.fixed_u`) out of its `ustar_basis`."""
         sym = symmetry or SymmetryOps.from_space_group(structure.space_group)
         cell = structure.cell
         n = len(structure.sites)
@@ -154,6 +160,7 @@ class WorkingModel:
         pos_b: list[np.ndarray] = []
         u_b: list[np.ndarray] = []
         fixed = np.array([s.fixed_xyz for s in structure.sites], dtype=bool).reshape(n, 3)
+        fixed_u = np.array([s.fixed_u_components for s in structure.sites], dtype=bool).reshape(n, 6)
         free_variables: dict[int, list[tuple[str, float]]] = {}
         for i, s in enumerate(structure.sites):
             labels.append(s.label)
@@ -167,7 +174,7 @@ class WorkingModel:
             xyz[i] = x
             order[i] = con.order
             pos_b.append(without_fixed(con.position_basis, fixed[i]))
-            u_b.append(con.ustar_basis)
+            u_b.append(without_fixed(con.ustar_basis, fixed_u[i]))
             occ[i] = s.occupancy
             part[i] = s.part
             if s.occupancy_variable is not None:
@@ -201,6 +208,7 @@ class WorkingModel:
             u_own=np.zeros(n, dtype=bool),
             free_variables=free_variables,
             fixed_xyz=fixed,
+            fixed_u=fixed_u,
         )
         model.update_u_eq()
         return model
@@ -209,7 +217,7 @@ class WorkingModel:
         """A deep copy (the starting structure and symmetry are shared)."""
         new = copy.copy(self)
         for name in ("xyz", "u_iso", "u_star", "aniso", "occupancy", "order", "part", "riding", "u_ratio", "afix",
-                     "u_parent", "u_own", "twin_fractions", "fixed_xyz"):
+                     "u_parent", "u_own", "twin_fractions", "fixed_xyz", "fixed_u"):
             setattr(new, name, getattr(self, name).copy())
         new.labels = list(self.labels)
         new.elements = list(self.elements)
@@ -298,9 +306,10 @@ class WorkingModel:
 
     # -- ADP handling ------------------------------------------------------------------
     def make_anisotropic(self, atoms: np.ndarray) -> None:
-        """Turn isotropic atoms into anisotropic ones with the same U (U* = U G*)."""
+        """Turn isotropic atoms into anisotropic ones with the same U (U* = U G*); an
+        atom whose U_iso is held fixed stays isotropic."""
         g6 = self.metric6
-        for i in np.nonzero(atoms & ~self.aniso)[0]:
+        for i in np.nonzero(atoms & ~self.aniso & ~self.fixed_u.all(axis=1))[0]:
             b = self.ustar_basis[i]
             self.u_star[i] = b @ (b.T @ (self.u_iso[i] * g6))
             self.aniso[i] = True
@@ -396,7 +405,7 @@ class WorkingModel:
         keep = ~drop
         new_index = np.cumsum(keep) - 1
         for name in ("xyz", "u_iso", "u_star", "aniso", "occupancy", "order", "part", "u_ratio", "afix", "u_own",
-                     "fixed_xyz"):
+                     "fixed_xyz", "fixed_u"):
             setattr(self, name, getattr(self, name)[keep])
         riding = self.riding[keep]
         self.riding = np.where(riding >= 0, new_index[np.maximum(riding, 0)], -1)
@@ -467,6 +476,7 @@ class WorkingModel:
         self.u_parent = np.append(self.u_parent, -1)
         self.u_own = np.append(self.u_own, False)
         self.fixed_xyz = np.vstack([self.fixed_xyz, np.zeros((1, 3), dtype=bool)])
+        self.fixed_u = np.vstack([self.fixed_u, np.zeros((1, 6), dtype=bool)])
         return self.n - 1
 
     def unique_label(self, element: str) -> str:
@@ -514,6 +524,7 @@ class WorkingModel:
                     occupancy_variable=None if self.labels[i] not in coded else
                     (coded[self.labels[i]][0], coded[self.labels[i]][1] / max(int(self.order[i]), 1)),
                     fixed_xyz=tuple(bool(v) for v in self.fixed_xyz[i]),
+                    fixed_u=self._site_fixed_u(i),
                     xyz_su=None if xyz_su is None else tuple(float(v) for v in xyz_su),
                     occupancy_su=su.get("occupancy", {}).get(i),
                     u_iso_su=su.get("u_iso", {}).get(i),
@@ -523,6 +534,14 @@ class WorkingModel:
                 )
             )
         return self.structure.model_copy(update={"sites": sites})
+
+    def _site_fixed_u(self, i: int) -> tuple[bool, ...]:
+        """`Site.fixed_u` of atom i."""
+        if not self.fixed_u[i].any():
+            return ()
+        if not self.aniso[i]:
+            return (True,)
+        return tuple(bool(v) for v in self.fixed_u[i])
 
     def adp_problems(self) -> list[str]:
         """Labels of atoms whose ADP is not positive definite in the written model."""

@@ -174,6 +174,8 @@ class Parameterisation:
                 g.free_occupancy = g.single_occupancy = False
             if all(model.u_parent[i] >= 0 for i in g.atoms):  # their U follows another atom's
                 g.refine_adp = False
+            if model.fixed_u[g.atoms[0]].all():  # the group's U is its lead atom's, held fixed
+                g.refine_adp = False
         groups.extend(free)
         if refine_disorder_occupancy:
             for first, second in disorder_assemblies(model):
