@@ -153,3 +153,27 @@ def test_a_fixed_u_is_not_refined_and_a_fixed_u_iso_stays_isotropic():
     u_eq = [float(u_equiv(refined.structure.cell, np.array(s.u_aniso))) for s in others]
     assert all(abs(u - 0.030) < 0.001 for u in u_eq), u_eq
     assert "10.03000" in structure_res(refined.structure)
+
+
+def test_a_fixed_coordinate_on_the_polar_axis_stays_put_in_blocked_refinement():
+    """Blocked refinement moves the structure back along a polar axis after each cycle (its
+    origin floats there); not when a fixed coordinate pins the origin along that axis."""
+    polar = HEAD.replace("SYMM -X, 0.5+Y, 0.5-Z", "SYMM -X, 0.5+Y, -Z").replace("LATT 1", "LATT -1")
+    truth = _bundle(polar + ATOMS.format(x="0.250000").replace("0.150000", "10.150000")).structure
+    data = simulate(truth, d_min=0.8, seed=3)
+    rng = np.random.default_rng(7)
+    sites = []
+    for s in truth.sites:
+        shift = rng.normal(0.0, 0.006, 3) + (0.0, 0.01, 0.0)  # all but C1 y also moved along b
+        if s.label == "C1":
+            shift[1] = 0.0
+        sites.append(s.model_copy(update={"xyz": tuple(np.asarray(s.xyz) + shift)}))
+    start = truth.model_copy(update={"sites": sites})
+    config = LsqConfig(max_cycles=6, anisotropic=False, riding_h=False, complete=False, restraints=False,
+                       matrix="blocked", block_size=20)
+    refined = LsqRefiner(config).refine(data, Candidate(structure=start, generator="test"))
+    out = {s.label: s for s in refined.structure.sites}
+    true = {s.label: s for s in truth.sites}
+    assert out["C1"].xyz[1] == pytest.approx(0.15, abs=1e-12) and out["C1"].fixed_xyz == (False, True, False)
+    for label, s in out.items():  # the others found their way back along b to C1's origin
+        assert abs(s.xyz[1] - true[label].xyz[1]) < 0.002, label

@@ -27,7 +27,7 @@ from refractor_core.errors import RefinementError
 from . import restraints
 from .least_squares import IntensityCalculator, covariance, normal_equations, objective, solve_damped
 from .model import WorkingModel
-from .parameters import Parameterisation, free_origin_directions, origin_weight
+from .parameters import Parameterisation, free_origin_directions, origin_pinned, origin_weight
 from .weighting import weights_for
 
 MAX_ATTEMPTS = 8
@@ -340,9 +340,11 @@ class Driver:
 
 
 def _restore_origin(before: WorkingModel, after: WorkingModel) -> WorkingModel:
-    """`after` moved along the polar directions (if any) so that its scattering-weighted
-    centroid is where `before`'s was (a copy; riding H are re-placed by the caller)."""
+    """`after` moved along the polar directions (if any; not those a fixed coordinate pins)
+    so that its scattering-weighted centroid is where `before`'s was (a copy; riding H are
+    re-placed by the caller)."""
     dirs = free_origin_directions(after.symmetry)
+    dirs = dirs[:, [k for k in range(dirs.shape[1]) if not origin_pinned(after, dirs[:, k])]]
     own = np.nonzero(after.riding < 0)[0]
     if not dirs.shape[1] or not len(own) or after.n != before.n:
         return after

@@ -530,7 +530,7 @@ class Parameterisation:
         positions = [seg for seg in self.segments() if seg.kind == "xyz"]
         rows = []
         for d in directions.T:
-            if _origin_pinned(m, d):
+            if origin_pinned(m, d):
                 continue  # a coordinate held fixed defines the origin along d already
             a = np.zeros(self.n)
             for seg in positions:
@@ -581,7 +581,7 @@ class Parameterisation:
         return f"{label} occ"
 
 
-def _origin_pinned(m: WorkingModel, d: np.ndarray) -> bool:
+def origin_pinned(m: WorkingModel, d: np.ndarray) -> bool:
     """Whether an atom (not riding) holds fixed coordinates that fix its position along the
     direction d (so the origin may not float along d)."""
     fixed = m.fixed_xyz
