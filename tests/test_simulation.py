@@ -243,3 +243,26 @@ def test_systematic_absences_can_be_kept_with_their_noise():
     # the count level is set on the allowed reflections: it does not move when absences are kept
     assert kept.counts_per_f2 == pytest.approx(plain.counts_per_f2, rel=1e-9)
     assert simulate(st, **kw, keep_absences=True).n == kept.data.n
+
+
+def test_an_atom_of_a_negative_part_beside_an_axis_is_simulated_as_shelxl_counts_it():
+    """A PART -1 atom 0.04 Å from its own 2-fold image is a general position (order 1) for
+    SHELXL, for the .res reader and for the refiner: the simulator must count it so too, or
+    the true model (as read back) does not fit its own simulated data."""
+    cell = UnitCell(a=7.0, b=8.0, c=9.0, beta=100.0)
+    sites = [
+        Site(label="Br1", element="Br", xyz=(0.21, 0.13, 0.31), u_iso=0.03),
+        Site(label="O1", element="O", xyz=(0.41, 0.33, 0.12), u_iso=0.04),
+        Site(label="C1", element="C", xyz=(0.003, 0.2, 0.0), u_iso=0.04, occupancy=0.5, part=-1),
+    ]
+    st = Structure(cell=cell, space_group=SpaceGroupRef.from_symbol("P 1 2 1"), sites=sites, name="part_minus")
+    sym = SymmetryOps.from_space_group(st.space_group)
+    assert sym.site_symmetry_order(cell, np.array(sites[2].xyz)) == 2  # within the 0.05 Å tolerance
+    assert sym.site_orders(cell, [s.xyz for s in sites], [s.part for s in sites]).tolist() == [1, 1, 1]
+    quiet = NoiseModel(median_i_over_sigma=500.0, background=0.0, instability=0.0)
+    d = simulate(st, d_min=0.8, seed=1, noise=quiet)
+    as_read = st.model_copy(update={"sites": [s.model_copy(update={"site_symmetry_order": 1}) for s in sites]})
+    assert evaluate_model(d, as_read)["R1"] < 0.005
+    halved = st.model_copy(update={"sites": [s.model_copy(update={"site_symmetry_order": 2 if s.part < 0 else 1})
+                                             for s in sites]})
+    assert evaluate_model(d, halved)["R1"] > 0.01  # the test can tell the two countings apart

@@ -93,8 +93,8 @@ def model_cell_contents(structure: Structure) -> dict[str, float]:
     sym = SymmetryOps.from_space_group(structure.space_group)
     out: dict[str, float] = {}
     xyz = np.array([s.xyz for s in structure.sites], dtype=np.float64).reshape(-1, 3)
-    detected = sym.site_symmetry_order(structure.cell, xyz, 0.05) if len(xyz) else np.zeros(0)
-    for s, order in zip(structure.sites, np.atleast_1d(detected)):
+    detected = sym.site_orders(structure.cell, xyz, [s.part for s in structure.sites])
+    for s, order in zip(structure.sites, detected):
         e = normalize_element(s.element)
         out[e] = out.get(e, 0.0) + s.occupancy * sym.n / max(int(order), 1)
     return out

@@ -324,9 +324,7 @@ class InsFile:
                               + ", ".join(held_u))
         ops = SymmetryOps.from_space_group(sg)
         xyz_all = np.array([d[1] for d in decoded], dtype=np.float64)
-        orders = np.atleast_1d(ops.site_symmetry_order(cell, xyz_all, tol=0.05))
-        # PART -n switches off SHELXL's special-position handling for those atoms
-        orders = np.where([d[0].part < 0 for d in decoded], 1, orders)
+        orders = ops.site_orders(cell, xyz_all, [d[0].part for d in decoded])
         sites = []
         for (atom, xyz, sof, u_iso, u_aniso), order in zip(decoded, orders):
             element = self.sfac[atom.sfac - 1]

@@ -79,7 +79,7 @@ class AtomTensors:
         cell = structure.cell
         sites = structure.sites
         xyz = np.array([s.xyz for s in sites], dtype=np.float64).reshape(-1, 3)
-        detected = sym.site_symmetry_order(cell, xyz, tolerance) if len(sites) else np.zeros(0)
+        detected = sym.site_orders(cell, xyz, [s.part for s in sites], tolerance)
         order = np.array(
             [s.site_symmetry_order or int(detected[i]) for i, s in enumerate(sites)], dtype=np.float64
         )

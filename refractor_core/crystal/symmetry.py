@@ -176,6 +176,16 @@ class SymmetryOps:
         order = np.maximum((dist < tol).sum(axis=1), 1)
         return int(order[0]) if single else order
 
+    def site_orders(self, cell: UnitCell, xyz, parts, tol: float = 0.05) -> np.ndarray:
+        """`site_symmetry_order` of (N, 3) sites, except that an atom of a negative PART has
+        order 1 wherever it lies (SHELXL: its symmetry copies are the disorder, each at its
+        full sof). (N,) int."""
+        x = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
+        if not len(x):
+            return np.zeros(0, dtype=np.int64)
+        order = np.atleast_1d(self.site_symmetry_order(cell, x, tol)).astype(np.int64)
+        return np.where(np.asarray(parts, dtype=np.int64).reshape(-1) < 0, 1, order)
+
     def site_constraint(self, cell: UnitCell, xyz, tol: float = 0.05, part: int = 0) -> "SiteConstraint":
         """`special_position`, except for an atom of a negative PART, which is a general
         position wherever it lies (SHELXL switches special-position constraints off for

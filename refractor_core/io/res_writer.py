@@ -127,12 +127,8 @@ def _site_orders(structure: Structure) -> np.ndarray:
         return np.array(given, dtype=int)
     ops = SymmetryOps.from_space_group(structure.space_group)
     xyz = np.array([s.xyz for s in structure.sites], dtype=np.float64).reshape(-1, 3)
-    detected = np.atleast_1d(ops.site_symmetry_order(structure.cell, xyz, tol=0.05))
-    # PART -n: SHELXL applies no special-position constraints to these atoms
-    return np.array(
-        [g if g is not None else (1 if s.part < 0 else int(d)) for g, d, s in zip(given, detected, structure.sites)],
-        dtype=int,
-    )
+    detected = ops.site_orders(structure.cell, xyz, [s.part for s in structure.sites])
+    return np.array([g if g is not None else int(d) for g, d in zip(given, detected)], dtype=int)
 
 
 def _ueq(structure: Structure, site: Site) -> float:

@@ -27,7 +27,7 @@ def site_multiplicities(structure: Structure, symmetry: SymmetryOps | None = Non
     if not structure.sites:
         return np.zeros(0, dtype=np.int64)
     xyz = np.array([s.xyz for s in structure.sites], dtype=np.float64)
-    order = np.atleast_1d(sym.site_symmetry_order(structure.cell, xyz)).astype(np.int64)
+    order = sym.site_orders(structure.cell, xyz, [s.part for s in structure.sites])
     return sym.n // np.maximum(order, 1)
 
 

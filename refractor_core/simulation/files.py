@@ -185,7 +185,7 @@ def format_ins(
     if include_atoms and structure is not None:
         sym = SymmetryOps.from_space_group(space_group)
         xyz = np.array([s.xyz for s in structure.sites], dtype=np.float64).reshape(-1, 3)
-        detected = np.atleast_1d(sym.site_symmetry_order(cell, xyz)) if len(xyz) else []
+        detected = sym.site_orders(cell, xyz, [s.part for s in structure.sites])
         lines.append("L.S. 10")
         lines.append("FVAR 1.00000")
         from ..crystal.formula import normalize_element

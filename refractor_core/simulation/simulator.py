@@ -111,14 +111,15 @@ def with_wilson_b(structure: Structure, b: float, rng: np.random.Generator, spre
 
 
 def with_detected_site_orders(structure: Structure, symmetry: SymmetryOps) -> Structure:
-    """The structure with every site's symmetry order detected by the kernel (0.05 Å).
+    """The structure with every site's symmetry order detected by the kernel (0.05 Å; 1 for
+    an atom of a negative PART, as SHELXL counts it).
 
     A stated order is not trusted: SHELXL CIFs give the order under the multiplicity tag.
     """
     if not structure.sites:
         return structure
     xyz = np.array([s.xyz for s in structure.sites], dtype=np.float64)
-    order = np.atleast_1d(symmetry.site_symmetry_order(structure.cell, xyz))
+    order = symmetry.site_orders(structure.cell, xyz, [s.part for s in structure.sites])
     sites = [s.model_copy(update={"site_symmetry_order": int(o)}) for s, o in zip(structure.sites, order)]
     return structure.model_copy(update={"sites": sites})
 
