@@ -53,7 +53,8 @@ def evaluate_model(
         raise InputError("no reflections left after merging and filtering", path=data.source)
     wavelength = data.wavelength or structure.wavelength
     fc2 = model_intensities(
-        structure, obs.hkl, wavelength=wavelength if anomalous else None, instructions=instr, extinction=0.0
+        structure, obs.hkl, wavelength=wavelength if anomalous else None, instructions=instr, extinction=0.0,
+        twin_indices=obs.twin_indices,
     )
     if weights is None:
         weights = (instr.wght[0], instr.wght[1] if len(instr.wght) > 1 else 0.0) if instr.wght else DEFAULT_WEIGHTS

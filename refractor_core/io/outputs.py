@@ -38,6 +38,7 @@ def _fcf_arrays(refined: RefinedCandidate, data: ReflectionData, fc2):
         wavelength=data.wavelength or structure.wavelength,
         instructions=data.instructions,
         extinction=refined.extinction,
+        twin_indices=obs.twin_indices,
     )
     return obs.hkl, obs.fo2, obs.sigma, fc2
 

@@ -4,6 +4,9 @@ The model intensity of reflection h is
 
     M(h) = k · y(Fc²) · Fc²,   Fc² = Σ_c f_c |F(M_c h)|²   (twin components c, f_0 = 1 - Σ BASF)
 
+(for HKLF 5 data the sum runs over the members of h's overlap group, each at its own
+indices: the kernel's `TwinIndices`; the arrays below have one row per such slot)
+
 with y the SHELXL extinction factor [1 + 0.001 x Fc² λ³ / sin 2θ]^-½ (kernel's
 `extinction_factor`). Least squares minimises Σ w (Fo² - M)² with weights fixed during a
 cycle. Structure factors and per-atom derivatives come from the kernel's
@@ -21,6 +24,7 @@ import numpy as np
 import torch
 
 from refractor_core.crystal.cell import stol as stol_of
+from refractor_core.crystal.observations import TwinIndices
 from refractor_core.crystal.rfactors import extinction_factor
 from refractor_core.crystal.structure_factors import StructureFactorEngine
 from refractor_core.crystal.symmetry import SymmetryOps
@@ -47,7 +51,10 @@ class _Chunk:
 
 
 class IntensityCalculator:
-    """Fc² (per twin component), complex Fc and raw derivatives for a fixed reflection set."""
+    """Fc² (per twin slot), complex Fc and raw derivatives for a fixed reflection set.
+
+    A slot is a twin component at the indices `twin_indices` give each reflection (from
+    the twin law `twin_ops`, or HKLF 5 overlap groups); slot 0 is the main component."""
 
     def __init__(
         self,
@@ -57,6 +64,7 @@ class IntensityCalculator:
         wavelength: float | None,
         twin_ops: list[np.ndarray],
         *,
+        twin_indices: TwinIndices | None = None,
         anomalous: bool = True,
         chunk: int = CHUNK,
         device: str = "cpu",
@@ -67,7 +75,10 @@ class IntensityCalculator:
         self.symmetry = symmetry
         self.wavelength = wavelength
         self.device = device
-        self.twin_ops = [np.asarray(m, dtype=np.float64).reshape(3, 3) for m in twin_ops]
+        if twin_indices is None:
+            twin_indices = TwinIndices.from_twin_law(self.hkl, twin_ops)
+        self.twin_indices = twin_indices
+        self.slot_component = np.asarray(twin_indices.component, dtype=np.int64)
         self.stol = stol_of(cell, self.hkl)
         lam = wavelength or 0.71073
         sin_t = np.clip(self.stol * lam, 1e-8, 1.0)
@@ -76,12 +87,9 @@ class IntensityCalculator:
         self.chunks: list[_Chunk] = []
         for start in range(0, self.n, chunk):
             sl = slice(start, min(start + chunk, self.n))
-            h = self.hkl[sl]
             comps = []
-            for op in self.twin_ops:
-                th = h @ op.T
-                ih = np.rint(th)
-                ok = np.all(np.abs(th - ih) < 1e-4, axis=1)
+            for slot_hkl, slot_ok in zip(twin_indices.hkl, twin_indices.ok):
+                ih, ok = slot_hkl[sl], slot_ok[sl]
                 eng = None
                 if ok.any():
                     eng = StructureFactorEngine(
@@ -110,7 +118,15 @@ class IntensityCalculator:
 
     @property
     def n_components(self) -> int:
-        return len(self.twin_ops)
+        """Rows of the (C, N) arrays: twin slots (components, or HKLF 5 members)."""
+        return len(self.slot_component)
+
+    def component_sums(self, fc2c: np.ndarray) -> np.ndarray:
+        """|F|² (K, N) of each twin component, summed over its slots."""
+        k = int(self.slot_component.max()) + 1
+        out = np.zeros((k, fc2c.shape[1]))
+        np.add.at(out, self.slot_component, fc2c)
+        return out
 
     # -- forward -----------------------------------------------------------------------
     def structure_factors(self, model: WorkingModel) -> np.ndarray:
@@ -150,9 +166,11 @@ class IntensityCalculator:
         return f.real**2 + f.imag**2
 
     def twin_fractions(self, model: WorkingModel) -> np.ndarray:
-        """Fractions of all components (the first is 1 - Σ BASF)."""
-        basf = np.asarray(model.twin_fractions, dtype=np.float64)[: self.n_components - 1]
-        return np.concatenate([[1.0 - basf.sum()], basf])
+        """The fraction of every slot: its component's (the first component's is 1 - Σ BASF)."""
+        k = int(self.slot_component.max()) + 1
+        basf = np.asarray(model.twin_fractions, dtype=np.float64)[: k - 1]
+        basf = np.concatenate([basf, np.zeros(k - 1 - len(basf))])
+        return np.concatenate([[1.0 - basf.sum()], basf])[self.slot_component]
 
     def model_intensities(self, model: WorkingModel, fc2c: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(M on the Fo² scale, Fc² with twinning and extinction on the absolute scale)."""
@@ -258,9 +276,11 @@ def normal_equations(
         if params.refine_extinction:
             jt[row] = -0.5 * k * calc.ext_c[sl] * fc2**2 * y**3
             row += 1
+        if params.refine_twin.any():
+            per_component = calc.component_sums(fc2c)
         for j, on in enumerate(params.refine_twin):
             if on:
-                jt[row] = k * dyf * (fc2c[j + 1] - fc2c[0])
+                jt[row] = k * dyf * (per_component[j + 1] - per_component[0])
                 row += 1
         if len(atom_cols):
             raw_total = raw[0] if len(fr) == 1 else np.tensordot(fr, raw, axes=(0, 0))  # (R, Nc)
@@ -366,9 +386,11 @@ def jacobian(calc: IntensityCalculator, params: Parameterisation) -> np.ndarray:
         if params.refine_extinction:
             out[sl, row] = -0.5 * k * calc.ext_c[sl] * fc2**2 * y**3
             row += 1
+        if params.refine_twin.any():
+            per_component = calc.component_sums(fc2c)
         for j, on in enumerate(params.refine_twin):
             if on:
-                out[sl, row] = k * dyf * (fc2c[j + 1] - fc2c[0])
+                out[sl, row] = k * dyf * (per_component[j + 1] - per_component[0])
                 row += 1
         if len(atom_cols):
             raw_total = raw[0] if len(fr) == 1 else np.tensordot(fr, raw, axes=(0, 0))

@@ -27,7 +27,7 @@ import numpy as np
 
 from refractor_core.crystal.cell import orthogonalization_matrix
 from refractor_core.crystal.formula import atomic_number, cell_contents
-from refractor_core.crystal.observations import prepare_observations, to_resolution, twin_operators
+from refractor_core.crystal.observations import TwinIndices, prepare_observations, to_resolution, twin_operators
 from refractor_core.crystal.rfactors import agreement, scale_factor
 from refractor_core.crystal.symmetry import SymmetryOps
 from refractor_core.errors import InputError, RefinementError
@@ -248,11 +248,15 @@ class Refinement:
             raise RefinementError(f"{self.data.source or 'the data'}: no reflections left after merging and filtering")
         fo2, sigma = obs.fo2.copy(), obs.sigma.copy()
         n_neg = int(np.sum(fo2 < 0))
-        self.log(
-            f"{obs.n_input} reflections merged to {obs.data.n} unique "
-            f"({'Friedel mates merged' if obs.friedel_merged else 'Friedel mates kept apart'}); "
-            f"R_int {obs.merged.r_int:.4f}; {n_neg} with Fo² < 0"
-        )
+        if obs.twin_indices is not None:
+            self.log(f"{obs.n_input} rows of HKLF 5 data in {obs.data.n} overlap groups, each one observation "
+                     f"(not merged); {n_neg} with Fo² < 0")
+        else:
+            self.log(
+                f"{obs.n_input} reflections merged to {obs.data.n} unique "
+                f"({'Friedel mates merged' if obs.friedel_merged else 'Friedel mates kept apart'}); "
+                f"R_int {obs.merged.r_int:.4f}; {n_neg} with Fo² < 0"
+            )
         for key, value in obs.dropped.items():
             if value:
                 self.log(f"  {value} reflections dropped ({key.replace('_', ' ')})")
@@ -338,10 +342,11 @@ class Refinement:
 
         # chunks sized so that raw derivative blocks stay near 40 MB
         n_raw = max(model.n * 2, 20) * 10
-        chunk = int(np.clip(4_000_000 // (n_raw * len(model.twin_ops)), 300, 4000))
+        twin = obs.twin_indices or TwinIndices.from_twin_law(obs.hkl, model.twin_ops)
+        chunk = int(np.clip(4_000_000 // (n_raw * len(twin.component)), 300, 4000))
         device = self.context.device if self.context.device in ("cpu", "cuda") else "cpu"
         self.calc = IntensityCalculator(
-            obs.hkl, structure.cell, sym, wavelength, model.twin_ops,
+            obs.hkl, structure.cell, sym, wavelength, model.twin_ops, twin_indices=twin,
             anomalous=cfg.anomalous, chunk=chunk, device=device,
         )
         self.fo2, self.sigma = fo2, sigma
@@ -852,7 +857,18 @@ class Refinement:
         self.refine_twin = np.zeros(0, dtype=bool)
         self.flack_mode = "none"
         self.inversion_component = None
-        if instr.twin_n or instr.twin_matrix:
+        hklf5 = self.obs_data.twin_indices
+        if hklf5 is not None:  # the data name each member's component (HKLF 5): no twin law
+            n = hklf5.n_components
+            basf = list(instr.basf[: n - 1]) + [0.0] * max(0, n - 1 - len(instr.basf))
+            model.twin_fractions = np.array(basf, dtype=np.float64)
+            self.refine_twin = np.ones(n - 1, dtype=bool)
+            overlapped = int(np.sum(np.sum(hklf5.ok, axis=0) > 1))
+            self.log(f"HKLF 5: {n} twin components, {overlapped} of {len(hklf5.ok[0])} observations overlapped; "
+                     + (f"BASF {', '.join(f'{x:.3f}' for x in basf)} refined" if n > 1 else "one component"))
+            if not sym.centrosymmetric and cfg.flack is not False:
+                self.log("HKLF 5: the absolute structure is not determined (no Flack parameter with HKLF 5 data)")
+        elif instr.twin_n or instr.twin_matrix:
             ops = twin_operators(instr.twin_matrix, instr.twin_n)
             model.twin_ops = ops
             basf = list(instr.basf[: len(ops) - 1]) + [0.0] * max(0, len(ops) - 1 - len(instr.basf))
@@ -1054,7 +1070,7 @@ class Refinement:
         upd: dict[str, Any] = {"wght": (a, b), "restraints": instr.restraints if self.instr is not None else []}
         if model.extinction is not None:
             upd["exti"] = float(model.extinction)
-        if len(model.twin_ops) > 1:
+        if len(model.twin_fractions):
             upd["basf"] = [float(x) for x in model.twin_fractions]
         return instr.model_copy(update=upd)
 
