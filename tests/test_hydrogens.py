@@ -169,6 +169,26 @@ def test_hfix_instructions_name_riding_groups():
     assert any("HFIX" in n and "C9" in n for n in ins.notes)
 
 
+def test_hfix_with_a_residue_suffix_names_each_residues_own_atoms():
+    """HFIX_MEA 137 C2: the C2 of every residue of class MEA (not C2 of residue 0);
+    HFIX_2 43 C1: residue 2's C1 only."""
+    from refractor_plugins.readers.shelx_ins import parse_ins
+
+    text = "\n".join([
+        "TITL t", "CELL 0.71073 10 11 12 90 90 90", "ZERR 4 0.001 0.001 0.001 0 0 0", "LATT 1",
+        "SFAC C N O H", "UNIT 8 4 4 8", "HFIX_MEA 137 C2", "HFIX_2 43 C1", "FVAR 1.0",
+        "C2 1 0.05 0.2 0.3 11.0 0.03",
+        "RESI 1 MEA", "C1 1 0.1 0.2 0.3 11.0 0.03", "C2 1 0.2 0.2 0.3 11.0 0.03",
+        "RESI 2 MEA", "C1 1 0.3 0.2 0.3 11.0 0.03", "C2 1 0.4 0.2 0.3 11.0 0.03",
+        "RESI 0", "HKLF 4", "END", "",
+    ])
+    ins = parse_ins(text, "t.ins")
+    labels = [a.label for a in ins.atoms]
+    c2_1, c2_2, c1_2 = labels[2], labels[4], labels[3]
+    assert ins.instructions.hfix == {c2_1.upper(): 137, c2_2.upper(): 137, c1_2.upper(): 43}
+    assert labels[0].upper() not in ins.instructions.hfix
+
+
 def test_a_rotating_group_with_an_h_on_a_mirror_keeps_its_torsion(real_case):
     """cpna's ammine N1 sits on a mirror. Placed at a general torsion its NH3 is disordered
     over the mirror (three half H, torsion refined); turned until one H lies on the mirror

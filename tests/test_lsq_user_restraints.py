@@ -110,6 +110,16 @@ def test_a_residue_lacking_an_atom_takes_none_from_elsewhere():
     assert any("residue 2 has no F3" in n for n in ins.notes)
 
 
+def test_same_over_residues_of_unequal_content_compares_the_atoms_both_have():
+    """SAME_CF3 naming C1 F1 F2 F3 where residue 2 lacks F3: residue 2 is made like
+    residue 1 on C1, F1 and F2 (with a note), not dropped whole."""
+    text = RES.replace("F3 4 0.5 0.1 0.2 11.0 0.05\n", "").replace("SAME_CF3 C1 > F3", "SAME_CF3 C1 F1 F2 F3")
+    ins = parse_ins(text, "t.res")
+    (same,) = [r for r in ins.instructions.restraints if r.kind == "SAME"]
+    assert _labels(same.reference) == ["C1", "F1", "F2"] and _labels(same.atoms) == ["C1_2", "F1_2", "F2_2"]
+    assert any("SAME_CF3: residue 1 or 2 has no F3; compared on the atoms both have" in n for n in ins.notes)
+
+
 @pytest.mark.parametrize(
     "line, kind, values",
     [

@@ -672,10 +672,11 @@ def parse_ins(text: str, path: Path | str | None = None, *, first_line: int = 1)
             instr["radiation"] = "neutron"
         elif key == "ANIS":
             restraint_reader.add_anis(args, lineno, residue, len(ins.atoms))
-        elif key == "HFIX":
-            # HFIX mn [U d] atoms: riding H to generate on these atoms (merged into hfix)
+        elif key.partition("_")[0] == "HFIX":
+            # HFIX[_residues] mn [U d] atoms: riding H to generate on these atoms (merged into hfix)
             if args:
-                restraint_reader.add_hfix(abs(to_int(args[0], "HFIX", path, lineno)), args[1:], lineno, residue)
+                restraint_reader.add_hfix(abs(to_int(args[0], "HFIX", path, lineno)), args[1:], lineno, residue,
+                                          key.partition("_")[2] or None)
         elif key == "AFIX":
             n = to_int(args[0], "AFIX", path, lineno) if args else 0
             if abs(n) // 10 >= 17:

@@ -9,9 +9,11 @@ their atoms may name (`O1_$1`). Atom names are resolved the way SHELXL resolves 
   (and `$C_*`) every atom of element C, `$C_n` those of residue n;
 - `A > B` (`A < B`) is every non-H atom from A to B in the order of the atom list;
 - a residue suffix on the keyword (`SADI_CCF3`, `DFIX_3`, `SIMU_*`) applies the
-  instruction to every residue of that class (or to residue 3, or to all residues);
+  instruction to every residue of that class (or to residue 3, or to all residues), and
+  `HFIX_class` places H on each such residue's own atoms;
 - SAME pairs its atoms with the same number of non-H atoms that follow the instruction in
-  the atom list; `SAME_class` makes every residue of the class like the first one.
+  the atom list; `SAME_class` makes every residue of the class like the first one, on the
+  named atoms both residues have (one a residue lacks is left out there, with a note).
 
 Each resolved instruction becomes a `RestraintInstruction`; what cannot be resolved (an
 unknown atom, a range that runs backwards) is skipped with a note, as the refiner cannot
@@ -87,8 +89,8 @@ class RestraintReader:
     raw: list[RawRestraint] = field(default_factory=list)
     eqiv: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
-    #: HFIX lines: (AFIX code, tokens after it, line, residue it stands in)
-    hfix: list[tuple[int, list[str], int, int]] = field(default_factory=list)
+    #: HFIX lines: (AFIX code, the line as a RawRestraint: its residue suffix, tokens after the code ...)
+    hfix: list[tuple[int, "RawRestraint"]] = field(default_factory=list)
     #: ANIS lines: (tokens after it, line, residue it stands in, atoms read before it)
     anis: list[tuple[list[str], int, int, int]] = field(default_factory=list)
 
@@ -135,21 +137,26 @@ class RestraintReader:
                 out.extend(r.label for r in refs if r.label in heavy)
         return list(dict.fromkeys(out))
 
-    def add_hfix(self, code: int, tokens: list[str], line: int, residue: int) -> None:
-        """HFIX code [U d] atoms: riding H to generate on the named atoms."""
-        self.hfix.append((code, tokens, line, residue))
+    def add_hfix(self, code: int, tokens: list[str], line: int, residue: int, suffix: str | None = None) -> None:
+        """HFIX[_residues] code [U d] atoms: riding H to generate on the named atoms (with a
+        residue suffix, on each such residue's own atoms of those names)."""
+        self.hfix.append((code, RawRestraint("HFIX", suffix, list(tokens), line, "", residue, 0)))
 
     def resolve_hfix(self, atoms: list[ResidueAtom]) -> dict[str, int]:
         """{upper-case label: AFIX code} of the atoms HFIX names (unresolvable lines noted)."""
         out: dict[str, int] = {}
-        for code, tokens, line, residue in self.hfix:
-            names = list(tokens)
+        for code, raw in self.hfix:
+            names = list(raw.tokens)
             while names and _NUMBER.match(names[0]):  # the optional U and d
                 names.pop(0)
             try:
-                refs = self._expand(names, residue, atoms, pairwise=False)
+                refs = []
+                for residue in _residues_for(raw, atoms):
+                    found = self._expand(names, residue, atoms, pairwise=False,
+                                         missing=[] if raw.suffix is not None else None)
+                    refs.extend(r for r in found if r is not None)
             except _Unresolved as exc:
-                self.notes.append(f"line {line}: HFIX ignored: {exc}")
+                self.notes.append(f"line {raw.line}: HFIX ignored: {exc}")
                 continue
             for ref in refs:
                 out.setdefault(ref.label.upper(), code)
@@ -217,13 +224,25 @@ class RestraintReader:
             members = [r for r in _residue_numbers(atoms) if _class_of(r, atoms) == raw.suffix]
             if len(members) < 2:
                 raise _Unresolved(f"fewer than two residues of class {raw.suffix}")
-            lists = [self._expand(names, r, atoms, pairwise=False) for r in members]
+            # each residue's own atoms of those names; a name one of the two residues lacks
+            # is left out of that residue's comparison (SHELXL would stop), with a note
+            missing: list[list[str]] = [[] for _ in members]
+            lists = [self._expand(names, r, atoms, pairwise=False, missing=gone) for r, gone in zip(members, missing)]
             out = []
-            for lst in lists[1:]:
+            for residue, lst, gone in zip(members[1:], lists[1:], missing[1:]):
                 if len(lst) != len(lists[0]):
                     raise _Unresolved("residues of the class hold different atoms")
-                out.append(RestraintInstruction(kind="SAME", values=values, atoms=lst, reference=lists[0],
-                                                text=raw.text, line=raw.line))
+                kept = [(a, b) for a, b in zip(lists[0], lst) if a is not None and b is not None]
+                if len(kept) < len(lst):
+                    lacking = ", ".join(dict.fromkeys(missing[0] + gone))
+                    self.notes.append(f"line {raw.line}: SAME_{raw.suffix}: residue {members[0]} or {residue} has no "
+                                      f"{lacking}; compared on the atoms both have")
+                if len(kept) < 2:
+                    continue
+                out.append(RestraintInstruction(kind="SAME", values=values, atoms=[b for _, b in kept],
+                                                reference=[a for a, _ in kept], text=raw.text, line=raw.line))
+            if not out:
+                raise _Unresolved("no two residues of the class share two of its atoms")
             return out
         named = self._expand(names, raw.residue, atoms, pairwise=False)
         following = [a for a in heavy if a.index >= raw.atoms_before][: len(named)]
