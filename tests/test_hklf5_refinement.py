@@ -93,7 +93,7 @@ def test_hklf5_groups_are_observations_with_their_members(tmp_path):
 def test_hklf5_refinement_recovers_the_fraction_and_the_atoms(tmp_path):
     truth, _ = _hklf5(tmp_path)
     data = load_reflections(tmp_path / "twin.hkl")
-    start_text = INS.format(basf=0.5)
+    start_text = INS.format(basf=0.5).replace("BASF", "TWIN -1 0 0 0 1 0 0 0 1 2\nBASF")  # no place with HKLF 5
     start = ins_bundle(parse_ins(start_text, "start.ins"), "start.ins")
     rng = np.random.default_rng(2)
     sites = [s.model_copy(update={"xyz": tuple(np.asarray(s.xyz) + rng.normal(0.0, 0.008, 3))})
@@ -109,3 +109,4 @@ def test_hklf5_refinement_recovers_the_fraction_and_the_atoms(tmp_path):
         d = (np.asarray(s.xyz) - true[s.label]) @ np.diag([7.0, 8.0, 9.0])
         assert np.linalg.norm(d) < 0.01, s.label
     assert any("HKLF 5: 2 twin components" in line for line in refined.log)
+    assert any("TWIN ignored" in line for line in refined.log)

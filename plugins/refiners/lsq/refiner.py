@@ -868,6 +868,8 @@ class Refinement:
                      + (f"BASF {', '.join(f'{x:.3f}' for x in basf)} refined" if n > 1 else "one component"))
             if not sym.centrosymmetric and cfg.flack is not False:
                 self.log("HKLF 5: the absolute structure is not determined (no Flack parameter with HKLF 5 data)")
+            if instr.twin_n or instr.twin_matrix:
+                self.log("TWIN ignored: HKLF 5 data name each reflection's component themselves")
         elif instr.twin_n or instr.twin_matrix:
             ops = twin_operators(instr.twin_matrix, instr.twin_n)
             model.twin_ops = ops
