@@ -177,3 +177,25 @@ def test_a_fixed_coordinate_on_the_polar_axis_stays_put_in_blocked_refinement():
     assert out["C1"].xyz[1] == pytest.approx(0.15, abs=1e-12) and out["C1"].fixed_xyz == (False, True, False)
     for label, s in out.items():  # the others found their way back along b to C1's origin
         assert abs(s.xyz[1] - true[label].xyz[1]) < 0.002, label
+
+
+def test_u_shared_through_a_free_variable_is_one_parameter():
+    """C2 and C3 with U 31.0 (U = fv3 = 0.04 each): one shared U, as SHELXL refines fv3
+    (an EADP here); a lone U on a free variable is a U of its own, refined as usual."""
+    text = HEAD.replace("FVAR 1.0", "FVAR 1.0 0.5 0.04") + ATOMS.format(x="0.250000").replace(
+        "C2 1 0.300000 0.320000 0.200000 11.0 0.030", "C2 1 0.300000 0.320000 0.200000 11.0 31.0").replace(
+        "C3 1 0.800000 0.300000 0.350000 11.0 0.030", "C3 1 0.800000 0.300000 0.350000 11.0 31.0").replace(
+        "N1 2 0.380000 0.050000 0.520000 11.0 0.030", "N1 2 0.380000 0.050000 0.520000 11.0 20.06")
+    bundle = _bundle(text)
+    s = {x.label: x for x in bundle.structure.sites}
+    assert s["C2"].u_iso == pytest.approx(0.04) and s["C3"].u_iso == pytest.approx(0.04)
+    assert s["N1"].u_iso == pytest.approx(0.03)
+    (eadp,) = [r for r in bundle.instructions.restraints if r.kind == "EADP"]
+    assert [a.label for a in eadp.atoms] == ["C2", "C3"]
+    data = simulate(_bundle(HEAD + ATOMS.format(x="0.250000")).structure, d_min=0.8, seed=3)
+    config = LsqConfig(max_cycles=6, anisotropic=False, riding_h=False, complete=False)
+    refined = LsqRefiner(config).refine(
+        data, Candidate(structure=bundle.structure, generator="test", meta={"instructions": bundle.instructions}))
+    out = {x.label: x for x in refined.structure.sites}
+    assert out["C2"].u_iso == out["C3"].u_iso
+    assert abs(out["C2"].u_iso - 0.030) < 0.003 and abs(out["N1"].u_iso - 0.030) < 0.003

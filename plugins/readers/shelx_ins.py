@@ -3,6 +3,7 @@
 What is read: TITL, CELL, ZERR, LATT, SYMM, SFAC (short and long form), UNIT, DISP, FVAR,
 the atom list (isotropic and anisotropic U, negative riding Uiso, free-variable coding;
 coordinates and U fixed as value + 10 are kept fixed (`Site.fixed_xyz`, `Site.fixed_u`);
+U_iso of several atoms on one free variable with one p are one shared U (an EADP); other
 coordinates and U on free variables (10m + p) are decoded and refined freely, with a note;
 AFIX/HFIX, PART, RESI, FRAG/FEND blocks skipped; AFIX m >= 17, fitting a FRAG fragment, is
 refused), OMIT, SHEL, TWIN, BASF, EXTI, WGHT, MERG, ACTA, BIND, FREE, ANIS, NEUT and HKLF (with its scale and index matrix), and the restraints and ADP/position
@@ -32,6 +33,7 @@ from pydantic import ValidationError
 from refractor_core.errors import InputError
 from refractor_core.interfaces import BuildContext, ComponentConfig, DataBundle, HKLReader
 from refractor_core.types import (
+    AtomRef,
     RefinementInstructions,
     RestraintInstruction,
     Site,
@@ -249,6 +251,19 @@ class InsFile:
         """Whether a number is coded as fixed (10 + p or -10 + p, SHELXL's 10m + p with |m| = 1)."""
         return abs(coded) >= 5.0 and abs(int(round(coded / 10.0))) == 1
 
+    def shared_u_variables(self) -> dict[int, list[str]]:
+        """{k: labels} of isotropic atoms whose U_iso is coded on free variable k with one
+        and the same p, at least two of them: one U shared (SHELXL refines fv_k; here an
+        EADP, which is the same constraint). Other U codes on free variables are refined
+        independently."""
+        by_k: dict[int, list[tuple[str, float]]] = {}
+        for atom in self.atoms:
+            code = self.free_variable(atom.u[0]) if len(atom.u) == 1 else None
+            if code is not None:
+                by_k.setdefault(code[0], []).append((atom.label, round(code[1], 6)))
+        return {k: [label for label, _ in members] for k, members in by_k.items()
+                if len(members) > 1 and len({p for _, p in members}) == 1}
+
     @staticmethod
     def free_variable(coded: float) -> tuple[int, float] | None:
         """(k, p) of a number coded 10k + p with free variable k >= 2 (None otherwise):
@@ -275,6 +290,7 @@ class InsFile:
         ueq: dict[str, float] = {}
         coupled_xyz: list[str] = []  # coordinates on a free variable (refined independently)
         held_u: list[str] = []  # U on a free variable (refined independently)
+        shared_u = {label for labels in self.shared_u_variables().values() for label in labels}
         for atom in self.atoms:
             if not 1 <= atom.sfac <= len(self.sfac):
                 raise InputError(
@@ -286,7 +302,7 @@ class InsFile:
             xyz = tuple(self._value(c, f"atom {atom.label}: coordinate", atom.line) for c in atom.xyz)
             if any(abs(c) >= 15.0 for c in atom.xyz):
                 coupled_xyz.append(atom.label)
-            if any(abs(u) >= 15.0 for u in atom.u):
+            if any(abs(u) >= 15.0 for u in atom.u) and atom.label not in shared_u:
                 held_u.append(atom.label)
             sof = self._value(atom.sof, f"atom {atom.label}: site occupation factor", atom.line)
             u_iso = None
@@ -802,7 +818,13 @@ def parse_ins(text: str, path: Path | str | None = None, *, first_line: int = 1)
     instr["hfix"] = hydrogen_groups(ins)
     for label, code in restraint_reader.resolve_hfix(resolvable).items():
         instr["hfix"].setdefault(label, code)
-    instr["restraints"] = restraint_reader.resolve(resolvable) + sump
+    shared_u = [RestraintInstruction(kind="EADP", atoms=[AtomRef(label=label) for label in labels],
+                                     text=f"EADP {' '.join(labels)}")
+                for k, labels in sorted(ins.shared_u_variables().items())]
+    if shared_u:
+        ins.notes.append("U on free variables shared as EADP: " + "; ".join(
+            f"FVAR {k}: {', '.join(labels)}" for k, labels in sorted(ins.shared_u_variables().items())))
+    instr["restraints"] = restraint_reader.resolve(resolvable) + sump + shared_u
     instr["anis"] = restraint_reader.resolve_anis(resolvable)
     ins.notes.extend(restraint_reader.notes)
     if not_honoured:
