@@ -360,6 +360,9 @@ class Site(_Model):
     #: U held fixed (not refined): SHELXL's U + 10 coding; one flag for u_iso, or six in
     #: u_aniso's order for the components of an anisotropic U; () when nothing is fixed
     fixed_u: tuple[bool, ...] = ()
+    #: a rigid group (SHELXL AFIX n = 6) the site belongs to, refined as one body (three
+    #: translations, three rotations) in the geometry given; None for a free site
+    rigid_group: int | None = None
     xyz_su: Vec3 | None = None
     occupancy_su: float | None = None
     u_iso_su: float | None = None

@@ -270,14 +270,17 @@ def test_neut_marks_neutron_data_which_are_not_evaluated():
 
 
 def test_ins_notes_what_the_refiner_does_not_honour():
-    """ABIN (a .fab solvent contribution) and a rigid group of non-H atoms (AFIX 66) change
-    a SHELXL refinement; the refiner does neither, and the notes say so."""
+    """ABIN (a .fab solvent contribution), a variable-metric rigid group (AFIX 69) and a
+    rigid group (AFIX 66) too small to have rotations change a SHELXL refinement; the
+    refiner does none of them, and the notes say so."""
     at = INS.index("RESI MOL 1")
     text = INS[:at] + "ABIN\n" + INS[at:]
-    text = text.replace("O1   3", "AFIX 66\nO1   3", 1).replace("PART 1\n", "AFIX 0\nPART 1\n", 1)
+    text = text.replace("O1   3", "AFIX 69\nO1   3", 1).replace("PART 1\n", "AFIX 0\nPART 1\n", 1)
     notes = parse_ins(text, "r.ins").notes
     assert any(n.startswith("instructions read but not honoured") and "ABIN" in n for n in notes)
-    assert "rigid groups (AFIX n = 6 or 9) are refined as free atoms: O1, C1" in notes
+    assert "variable-metric rigid groups (AFIX n = 9) are refined as free atoms: O1, C1" in notes
+    notes = parse_ins(text.replace("AFIX 69", "AFIX 66"), "r.ins").notes
+    assert "rigid groups (AFIX n = 6) of fewer than three atoms are refined as free atoms: O1, C1" in notes
     assert not any("rigid" in n or "ABIN" in n for n in parse_ins(INS, "t.ins").notes)
 
 

@@ -9,8 +9,10 @@ AFIX/HFIX, PART, RESI, FRAG/FEND blocks skipped; AFIX m >= 17, fitting a FRAG fr
 refused), OMIT, SHEL, TWIN, BASF, EXTI, WGHT, MERG, ACTA, BIND, FREE, ANIS, NEUT and HKLF (with its scale and index matrix), and the restraints and ADP/position
 constraints the refiner honours (DFIX, DANG, SADI, SAME, FLAT, DELU, RIGU, SIMU, ISOR,
 EADP, EXYZ with EQIV; resolved in `shelx_restraints.py`; SUMP on free variables; CHIV,
-BUMP, NCSY, DEFS, CONN, ABIN, SWAT, MOVE and LAUE are noted as not honoured, and so are
-rigid groups of non-H atoms, AFIX n = 6 or 9, refined here as free atoms). Continuation lines (`=`), REM and
+BUMP, NCSY, DEFS, CONN, ABIN, SWAT, MOVE and LAUE are noted as not honoured; rigid groups,
+AFIX n = 6 (continued by n = 5 after an H group), are refined as rigid bodies in the
+geometry given (`Site.rigid_group`; SHELXL's idealisation by m is not redone), and
+variable-metric ones, n = 9, as free atoms, with a note). Continuation lines (`=`), REM and
 comment lines (starting with a blank) are handled as SHELXL does; reading stops at HKLF or
 END, so Q peaks and the WGHT suggestion after END in a .res are ignored.
 
@@ -103,6 +105,9 @@ class InsAtom:
     name: str = ""  # the name as written (label without the residue suffix added here)
     residue: int = 0  # RESI number
     residue_class: str | None = None
+    #: the rigid group (AFIX n = 6, continued by n = 5) the atom is a member of, numbered
+    #: from 1 in the order of the file; None for other atoms
+    rigid_group: int | None = None
 
     @property
     def refined_u(self) -> bool:
@@ -370,6 +375,7 @@ class InsFile:
                         part=atom.part,
                         site_symmetry_order=int(order),
                         afix=atom.afix,
+                        rigid_group=atom.rigid_group if not is_h else None,
                         occupancy_variable=self.free_variable(atom.sof),
                         fixed_xyz=tuple(self.fixed(c) for c in atom.xyz),
                         fixed_u=_fixed_u(atom.u, self.fixed),
@@ -496,6 +502,7 @@ def parse_ins(text: str, path: Path | str | None = None, *, first_line: int = 1)
     part = 0
     part_sof: float | None = None
     afix = 0
+    rigid_count, rigid_group = 0, None  # rigid groups (AFIX n = 6) so far, the one open
     pivot: str | None = None
     last_atom: str | None = None
     last_u_parent: str | None = None
@@ -702,8 +709,13 @@ def parse_ins(text: str, path: Path | str | None = None, *, first_line: int = 1)
                     path=path,
                     line=lineno,
                 )
-            if n != 0 and afix == 0:
-                pivot = last_atom
+            if n != 0 and (afix == 0 or abs(afix) % 10 in RIGID_CODES):
+                pivot = last_atom  # (an H group inside a rigid group hangs on the atom before it)
+            if abs(n) % 10 == 6:
+                rigid_count += 1
+                rigid_group = rigid_count
+            elif n == 0:
+                rigid_group = None
             afix = n
         elif key == "PART":
             part = to_int(args[0], "PART", path, lineno) if args else 0
@@ -781,9 +793,10 @@ def parse_ins(text: str, path: Path | str | None = None, *, first_line: int = 1)
                         name=name,
                         residue=residue,
                         residue_class=residue_class,
+                        rigid_group=rigid_group if abs(afix) % 10 in RIGID_CODES else None,
                     )
                 )
-                if afix == 0:
+                if afix == 0 or abs(afix) % 10 in RIGID_CODES:
                     last_atom = label
                 if not riding_u:
                     last_u_parent = label
@@ -800,9 +813,17 @@ def parse_ins(text: str, path: Path | str | None = None, *, first_line: int = 1)
             _quoted(seen[0][0], seen[0][1]) + (f" and {len(seen) - 1} more such line(s)" if len(seen) > 1 else "")
             for seen in unknown.values()
         ))
-    rigid = [a.label for a in ins.atoms if abs(a.afix) % 10 in (6, 9) and ins.element_of(a) not in ("H", "D")]
+    rigid = [a.label for a in ins.atoms if abs(a.afix) % 10 == 9 and ins.element_of(a) not in ("H", "D")]
     if rigid:
-        ins.notes.append("rigid groups (AFIX n = 6 or 9) are refined as free atoms: " + ", ".join(rigid))
+        ins.notes.append("variable-metric rigid groups (AFIX n = 9) are refined as free atoms: " + ", ".join(rigid))
+    members: dict[int, list[str]] = {}
+    for a in ins.atoms:
+        if a.rigid_group is not None and ins.element_of(a) not in ("H", "D"):
+            members.setdefault(a.rigid_group, []).append(a.label)
+    small = [label for labels in members.values() if len(labels) < 3 for label in labels]
+    if small:
+        ins.notes.append("rigid groups (AFIX n = 6) of fewer than three atoms are refined as free atoms: "
+                         + ", ".join(small))
     if ins.unit and ins.sfac and len(ins.unit) != len(ins.sfac):
         raise InputError(
             f"UNIT gives {len(ins.unit)} numbers for {len(ins.sfac)} SFAC elements",
@@ -835,6 +856,9 @@ def parse_ins(text: str, path: Path | str | None = None, *, first_line: int = 1)
         raise InputError(validation_message(exc), path=path) from None
     return ins
 
+
+#: AFIX n of the members of a rigid group: 6 opens one, 5 continues it after an H group
+RIGID_CODES = (5, 6)
 
 #: longest distance (Å) from a freely refined H to the atom taken as its parent
 FREE_H_PARENT_DISTANCE = 1.3

@@ -258,6 +258,8 @@ def structure_res(
     afix = 0
     last_u_parent: str | None = None  # the atom a negative Uiso refers to
     last_pivot: str | None = None  # the atom an AFIX group hangs on
+    open_rigid: int | None = None  # the rigid group the last non-H atom belongs to
+    written_rigid: int | None = None  # the rigid group of the last AFIX m6 written
     renamed = [(s.label, lab) for s, lab in zip(structure.sites, labels) if s.label != lab]
     for old, new in renamed:
         lines.append(f"REM atom {old} written as {new}")
@@ -273,12 +275,21 @@ def structure_res(
         code = 0
         if site.calc and site.riding_on is not None and site.riding_on == last_pivot:
             code = site.afix if site.afix else 3
-        if code == 0:
+        elif site.rigid_group is not None:  # AFIX m6 opens a rigid group, m5 continues it after H
+            m = abs(site.afix) // 10
+            code = 10 * m + (5 if site.rigid_group == open_rigid else 6)
+            if code % 10 == 5 and afix == 10 * m + 6:
+                code = afix
+        if code == 0 or site.rigid_group is not None:
             last_pivot = site.label
+        if not site.calc:
+            open_rigid = site.rigid_group
         parent_ok = site.riding_on is not None and last_u_parent == site.riding_on
-        if code != afix:
+        if code != afix or (code % 10 == 6 and site.rigid_group != written_rigid):
             lines.append(f"AFIX {code}")
             afix = code
+        if site.rigid_group is not None:
+            written_rigid = site.rigid_group
         sof = site.occupancy / max(int(orders[i]), 1)
         sof_text = f"{10.0 + sof:.6f}" if sof >= 0 else f"{-10.0 + sof:.6f}"
         if coded is not None and site.occupancy_variable is not None:

@@ -123,12 +123,16 @@ class WorkingModel:
     #: (n, 6) bool: U* components held fixed (`Site.fixed_u`; all six for a fixed U_iso),
     #: left out of `ustar_basis`; an atom with a fixed U_iso is never made anisotropic
     fixed_u: np.ndarray = field(default_factory=lambda: np.zeros((0, 6), dtype=bool))
+    #: (n,) int: the rigid group (`Site.rigid_group`) of each atom, -1 for a free atom
+    rigid_group: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     def __post_init__(self) -> None:
         if self.fixed_xyz.shape != (len(self.labels), 3):  # not given: nothing fixed
             self.fixed_xyz = np.zeros((len(self.labels), 3), dtype=bool)
         if self.fixed_u.shape != (len(self.labels), 6):
             self.fixed_u = np.zeros((len(self.labels), 6), dtype=bool)
+        if self.rigid_group.shape != (len(self.labels),):
+            self.rigid_group = np.full(len(self.labels), -1, dtype=np.int64)
 
     # -- construction ------------------------------------------------------------------
     @classmethod
@@ -209,6 +213,8 @@ class WorkingModel:
             free_variables=free_variables,
             fixed_xyz=fixed,
             fixed_u=fixed_u,
+            rigid_group=np.array([-1 if s.rigid_group is None else int(s.rigid_group) for s in structure.sites],
+                                 dtype=np.int64),
         )
         model.update_u_eq()
         return model
@@ -217,7 +223,7 @@ class WorkingModel:
         """A deep copy (the starting structure and symmetry are shared)."""
         new = copy.copy(self)
         for name in ("xyz", "u_iso", "u_star", "aniso", "occupancy", "order", "part", "riding", "u_ratio", "afix",
-                     "u_parent", "u_own", "twin_fractions", "fixed_xyz", "fixed_u"):
+                     "u_parent", "u_own", "twin_fractions", "fixed_xyz", "fixed_u", "rigid_group"):
             setattr(new, name, getattr(self, name).copy())
         new.labels = list(self.labels)
         new.elements = list(self.elements)
@@ -405,7 +411,7 @@ class WorkingModel:
         keep = ~drop
         new_index = np.cumsum(keep) - 1
         for name in ("xyz", "u_iso", "u_star", "aniso", "occupancy", "order", "part", "u_ratio", "afix", "u_own",
-                     "fixed_xyz", "fixed_u"):
+                     "fixed_xyz", "fixed_u", "rigid_group"):
             setattr(self, name, getattr(self, name)[keep])
         riding = self.riding[keep]
         self.riding = np.where(riding >= 0, new_index[np.maximum(riding, 0)], -1)
@@ -477,7 +483,17 @@ class WorkingModel:
         self.u_own = np.append(self.u_own, False)
         self.fixed_xyz = np.vstack([self.fixed_xyz, np.zeros((1, 3), dtype=bool)])
         self.fixed_u = np.vstack([self.fixed_u, np.zeros((1, 6), dtype=bool)])
+        self.rigid_group = np.append(self.rigid_group, -1)
         return self.n - 1
+
+    def rigid_groups(self) -> dict[int, list[int]]:
+        """{group: atoms} of the rigid groups with at least three atoms (fewer cannot
+        define a rigid body's rotations: such atoms are refined as free atoms)."""
+        out: dict[int, list[int]] = {}
+        for i, g in enumerate(self.rigid_group):
+            if g >= 0:
+                out.setdefault(int(g), []).append(i)
+        return {g: atoms for g, atoms in out.items() if len(atoms) >= 3}
 
     def unique_label(self, element: str) -> str:
         """A new label `ElementN` not used yet."""
@@ -525,6 +541,7 @@ class WorkingModel:
                     (coded[self.labels[i]][0], coded[self.labels[i]][1] / max(int(self.order[i]), 1)),
                     fixed_xyz=tuple(bool(v) for v in self.fixed_xyz[i]),
                     fixed_u=self._site_fixed_u(i),
+                    rigid_group=None if self.rigid_group[i] < 0 else int(self.rigid_group[i]),
                     xyz_su=None if xyz_su is None else tuple(float(v) for v in xyz_su),
                     occupancy_su=su.get("occupancy", {}).get(i),
                     u_iso_su=su.get("u_iso", {}).get(i),

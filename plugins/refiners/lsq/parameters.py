@@ -17,15 +17,20 @@ occupancy, SHELXL's free variable: its first component has occupancy p, its seco
 Likewise a rotating riding group (CH3, NH3, OH; SHELXL AFIX 137/147) has its torsion, in
 degrees, as a site group of its own: it moves the group's H atoms about the parent bond;
 with AFIX m8 its X-H distance (Å) is one more such group, moving them along their bonds.
+A rigid group (SHELXL AFIX n = 6) is a site group of six parameters, a translation (Å)
+and a rotation (radians, about the group's centroid) in Cartesian axes, that move its
+atoms together; its atoms' ADPs stay their own.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
 
+from refractor_core.crystal.cell import orthogonalization_matrix
 from refractor_core.types import free_variable_from_share
 
 from .model import WorkingModel
@@ -66,6 +71,8 @@ class SiteGroup:
     torsion_group: int | None = None
     #: a rotating riding group's X-H distance (SHELXL AFIX m8; index into model.h_groups)
     distance_group: int | None = None
+    #: a rigid group (`WorkingModel.rigid_group` number): its atoms move as one body
+    rigid_group: int | None = None
 
     def position_sets(self) -> list[list[int]]:
         """Atoms sharing one set of coordinate parameters."""
@@ -83,7 +90,8 @@ class Segment:
     disorder assembly or of the model's SHELXL file: each atom's occupancy moves by δ times
     its entry in the group's occupancy_signs) or
     "torsion" (a rotating riding group's torsion in degrees; atoms: the group's H atoms) or
-    "hdist" (its X-H distance in Å, SHELXL AFIX m8; atoms: the group's H atoms)."""
+    "hdist" (its X-H distance in Å, SHELXL AFIX m8; atoms: the group's H atoms) or
+    "rigid" (a rigid group's translation and rotation, 6 columns; atoms: its members)."""
 
     kind: str
     group: int
@@ -96,7 +104,7 @@ class Segment:
 class ParameterInfo:
     """What one free parameter is (for logs and shift/su reporting)."""
 
-    kind: str  # scale, extinction, basf, xyz, uiso, ustar, occ, torsion, hdist
+    kind: str  # scale, extinction, basf, xyz, uiso, ustar, occ, torsion, hdist, rigid
     group: int = -1
     atom: int = -1
     component: int = 0
@@ -176,7 +184,15 @@ class Parameterisation:
                 g.refine_adp = False
             if model.fixed_u[g.atoms[0]].all():  # the group's U is its lead atom's, held fixed
                 g.refine_adp = False
+        rigid = model.rigid_groups()
+        in_rigid = {a for atoms in rigid.values() for a in atoms}
+        for g in groups:
+            if in_rigid.intersection(g.atoms):  # the rigid body moves them
+                g.refine_xyz = False
         groups.extend(free)
+        for number, atoms in sorted(rigid.items()):
+            if not all(a in fixed_atoms for a in atoms):
+                groups.append(SiteGroup(atoms=atoms, refine_xyz=False, refine_adp=False, rigid_group=number))
         if refine_disorder_occupancy:
             for first, second in disorder_assemblies(model):
                 if any(i in fixed_atoms or i in governed for i in first + second):
@@ -229,6 +245,8 @@ class Parameterisation:
                 info.append(ParameterInfo("torsion", gi, lead))
             if g.distance_group is not None:
                 info.append(ParameterInfo("hdist", gi, lead))
+            if g.rigid_group is not None:
+                info.extend(ParameterInfo("rigid", gi, lead, c) for c in range(6))
             cols.append(np.arange(start, len(info)))
         self.info = info
         self.group_columns = cols
@@ -400,6 +418,8 @@ class Parameterisation:
                 yield Segment("torsion", gi, list(m.h_groups[g.torsion_group].atoms), gcols[k : k + 1])
             if g.distance_group is not None:
                 yield Segment("hdist", gi, list(m.h_groups[g.distance_group].atoms), gcols[k : k + 1])
+            if g.rigid_group is not None:
+                yield Segment("rigid", gi, list(g.atoms), gcols[k : k + 6])
 
     def _atom_columns(self, groups) -> tuple[dict, dict, dict, dict]:
         """The groups' parameter columns: atom -> (xyz columns, position basis), atom -> (ADP
@@ -417,6 +437,9 @@ class Parameterisation:
                 geometry[seg.group] = (seg.columns, self.groups[seg.group].torsion_group, "torsion")
             elif seg.kind == "hdist":
                 geometry[seg.group] = (seg.columns, self.groups[seg.group].distance_group, "distance")
+            elif seg.kind == "rigid":  # each member's position basis: how the body moves it
+                for a, b in zip(seg.atoms, rigid_bases(self.model, seg.atoms)):
+                    xyz[a] = (seg.columns, b)
             else:
                 occ[seg.group] = seg.columns
         return xyz, adp, occ, geometry
@@ -466,6 +489,8 @@ class Parameterisation:
             elif seg.kind == "hdist":  # (kept within the range of X-H distances)
                 g = m.h_groups[self.groups[seg.group].distance_group]
                 g.distance = float(np.clip(g.distance + d[0], *H_DISTANCE_RANGE))
+            elif seg.kind == "rigid":
+                m.xyz[seg.atoms] = move_rigid(m, seg.atoms, d[:3], d[3:])
             else:
                 lead = seg.atoms[0]
                 m.occupancy[lead] = float(np.clip(m.occupancy[lead] + d[0], 0.0, self.occupancy_cap))
@@ -507,6 +532,9 @@ class Parameterisation:
             elif seg.kind == "hdist":
                 k = self.groups[seg.group].distance_group
                 out[cols[0]] = new.h_groups[k].distance - old.h_groups[k].distance
+            elif seg.kind == "rigid":  # the body's move to first order (least squares over its atoms)
+                b = np.vstack(rigid_bases(old, seg.atoms))
+                out[cols] = np.linalg.lstsq(b, (new.xyz[seg.atoms] - old.xyz[seg.atoms]).reshape(-1), rcond=None)[0]
             elif seg.kind == "occ_free":  # the free variable: the lead's occupancy over its coefficient
                 g = self.groups[seg.group]
                 out[cols[0]] = free_variable_value(new, g) - free_variable_value(old, g)
@@ -528,6 +556,7 @@ class Parameterisation:
             return []
         m = self.model
         positions = [seg for seg in self.segments() if seg.kind == "xyz"]
+        bodies = [(seg, rigid_bases(m, seg.atoms)) for seg in self.segments() if seg.kind == "rigid"]
         rows = []
         for d in directions.T:
             if origin_pinned(m, d):
@@ -536,6 +565,8 @@ class Parameterisation:
             for seg in positions:
                 w = sum(origin_weight(m, a_) for a_ in seg.atoms)
                 a[seg.columns] = w * (seg.basis.T @ d)
+            for seg, bases in bodies:
+                a[seg.columns] = sum(origin_weight(m, i) * (b.T @ d) for i, b in zip(seg.atoms, bases))
             if np.any(a):
                 rows.append(a)
         return rows
@@ -578,7 +609,40 @@ class Parameterisation:
             return f"{label} H torsion"
         if p.kind == "hdist":
             return f"{label} X-H distance"
+        if p.kind == "rigid":
+            return f"{label} rigid group {('x', 'y', 'z', 'rotation x', 'rotation y', 'rotation z')[p.component]}"
         return f"{label} occ"
+
+
+def rigid_bases(m: WorkingModel, atoms: list[int]) -> list[np.ndarray]:
+    """Per atom of a rigid group, the (3, 6) change of its fractional coordinates per unit
+    translation (Å, Cartesian) and rotation (radians, about the group's centroid) of the
+    body: F [I | -[r - c]x]."""
+    orth = orthogonalization_matrix(m.cell)
+    frac = np.linalg.inv(orth)
+    r = m.xyz[atoms] @ orth.T
+    centre = r.mean(axis=0)
+    out = []
+    for v in r - centre:
+        cross = np.array([[0.0, v[2], -v[1]], [-v[2], 0.0, v[0]], [v[1], -v[0], 0.0]])  # ω -> ω × v
+        out.append(frac @ np.hstack([np.eye(3), cross]))
+    return out
+
+
+def move_rigid(m: WorkingModel, atoms: list[int], translation: np.ndarray, rotation: np.ndarray) -> np.ndarray:
+    """New fractional coordinates of a rigid group's atoms: turned by the rotation vector
+    (radians) about their centroid, then translated (Å); distances stay exactly as they were."""
+    orth = orthogonalization_matrix(m.cell)
+    r = m.xyz[atoms] @ orth.T
+    centre = r.mean(axis=0)
+    angle = float(np.linalg.norm(rotation))
+    turn = np.eye(3)
+    if angle > 0:
+        k = np.asarray(rotation, dtype=np.float64) / angle
+        kx = np.array([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]])
+        turn = np.eye(3) + math.sin(angle) * kx + (1.0 - math.cos(angle)) * (kx @ kx)
+    moved = centre + np.asarray(translation, dtype=np.float64) + (r - centre) @ turn.T
+    return moved @ np.linalg.inv(orth).T
 
 
 def origin_pinned(m: WorkingModel, d: np.ndarray) -> bool:

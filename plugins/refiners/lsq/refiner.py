@@ -42,7 +42,7 @@ from .absolute import inverted_structure, wrong_hand
 from .driver import Driver, Observed, Settings
 from .least_squares import IntensityCalculator
 from .model import WorkingModel, is_hydrogen
-from .parameters import Parameterisation, free_variable_value, share_site_values, site_groups, ueq_gradient
+from .parameters import Parameterisation, free_variable_value, rigid_bases, share_site_values, site_groups, ueq_gradient
 from .torsions import newton_torsions
 from .weighting import optimise_weights
 
@@ -1111,6 +1111,9 @@ class Refinement:
                 sx = np.sqrt(np.clip(np.diag(b @ cov[np.ix_(cols, cols)] @ b.T), 0.0, None))
                 for a in seg.atoms:
                     su["xyz"][a] = sx
+            elif seg.kind == "rigid":  # each member's su through the body's six parameters
+                for a, ba in zip(seg.atoms, rigid_bases(model, seg.atoms)):
+                    su["xyz"][a] = np.sqrt(np.clip(np.diag(ba @ cov[np.ix_(cols, cols)] @ ba.T), 0.0, None))
             elif seg.kind == "u_aniso":
                 c = b @ cov[np.ix_(cols, cols)] @ b.T
                 su_cif = np.sqrt(np.clip(np.diag(c), 0.0, None)) / ustar_scale
