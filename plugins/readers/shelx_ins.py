@@ -839,12 +839,13 @@ def parse_ins(text: str, path: Path | str | None = None, *, first_line: int = 1)
     instr["hfix"] = hydrogen_groups(ins)
     for label, code in restraint_reader.resolve_hfix(resolvable).items():
         instr["hfix"].setdefault(label, code)
+    shared_u_variables = sorted(ins.shared_u_variables().items())
     shared_u = [RestraintInstruction(kind="EADP", atoms=[AtomRef(label=label) for label in labels],
                                      text=f"EADP {' '.join(labels)}")
-                for k, labels in sorted(ins.shared_u_variables().items())]
+                for _, labels in shared_u_variables]
     if shared_u:
         ins.notes.append("U on free variables shared as EADP: " + "; ".join(
-            f"FVAR {k}: {', '.join(labels)}" for k, labels in sorted(ins.shared_u_variables().items())))
+            f"FVAR {k}: {', '.join(labels)}" for k, labels in shared_u_variables))
     instr["restraints"] = restraint_reader.resolve(resolvable) + sump + shared_u
     instr["anis"] = restraint_reader.resolve_anis(resolvable)
     ins.notes.extend(restraint_reader.notes)

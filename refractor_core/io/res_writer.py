@@ -311,7 +311,7 @@ def structure_res(
             last_u_parent = site.label
         else:
             u = float(site.u_iso if site.u_iso is not None else 0.05)
-            text = _coded(u, bool(site.fixed_u) and all(site.fixed_u), 5)
+            text = _coded(u, all(site.fixed_u_components), 5)
             if parent_ok and site.element in ("H", "D"):
                 parent = structure.sites[[s.label for s in structure.sites].index(site.riding_on)]
                 ueq = _ueq(structure, parent)

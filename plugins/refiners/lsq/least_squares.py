@@ -123,8 +123,7 @@ class IntensityCalculator:
 
     def component_sums(self, fc2c: np.ndarray) -> np.ndarray:
         """|F|² (K, N) of each twin component, summed over its slots."""
-        k = int(self.slot_component.max()) + 1
-        out = np.zeros((k, fc2c.shape[1]))
+        out = np.zeros((self.twin_indices.n_components, fc2c.shape[1]))
         np.add.at(out, self.slot_component, fc2c)
         return out
 
@@ -167,7 +166,7 @@ class IntensityCalculator:
 
     def twin_fractions(self, model: WorkingModel) -> np.ndarray:
         """The fraction of every slot: its component's (the first component's is 1 - Σ BASF)."""
-        k = int(self.slot_component.max()) + 1
+        k = self.twin_indices.n_components
         basf = np.asarray(model.twin_fractions, dtype=np.float64)[: k - 1]
         basf = np.concatenate([basf, np.zeros(k - 1 - len(basf))])
         return np.concatenate([[1.0 - basf.sum()], basf])[self.slot_component]

@@ -624,9 +624,13 @@ def rigid_bases(m: WorkingModel, atoms: list[int]) -> list[np.ndarray]:
     centre = r.mean(axis=0)
     out = []
     for v in r - centre:
-        cross = np.array([[0.0, v[2], -v[1]], [-v[2], 0.0, v[0]], [v[1], -v[0], 0.0]])  # ω -> ω × v
-        out.append(frac @ np.hstack([np.eye(3), cross]))
+        out.append(frac @ np.hstack([np.eye(3), -_skew(v)]))  # ω × v = -[v]x ω
     return out
+
+
+def _skew(v: np.ndarray) -> np.ndarray:
+    """[v]x: the matrix of the cross product v × (·)."""
+    return np.array([[0.0, -v[2], v[1]], [v[2], 0.0, -v[0]], [-v[1], v[0], 0.0]])
 
 
 def move_rigid(m: WorkingModel, atoms: list[int], translation: np.ndarray, rotation: np.ndarray) -> np.ndarray:
@@ -638,8 +642,7 @@ def move_rigid(m: WorkingModel, atoms: list[int], translation: np.ndarray, rotat
     angle = float(np.linalg.norm(rotation))
     turn = np.eye(3)
     if angle > 0:
-        k = np.asarray(rotation, dtype=np.float64) / angle
-        kx = np.array([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]])
+        kx = _skew(np.asarray(rotation, dtype=np.float64) / angle)
         turn = np.eye(3) + math.sin(angle) * kx + (1.0 - math.cos(angle)) * (kx @ kx)
     moved = centre + np.asarray(translation, dtype=np.float64) + (r - centre) @ turn.T
     return moved @ np.linalg.inv(orth).T
