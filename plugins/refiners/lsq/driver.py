@@ -259,10 +259,7 @@ class Driver:
             if self.damping > CONVERGED_DAMPING and len(ratio):
                 # the step was damped, so small by construction: converged only if the
                 # undamped (Gauss-Newton) step would be small too
-                try:
-                    gn = float(np.max(_shift_over_su(solve_damped(ne.matrix, ne.rhs, DAMPING_MIN), su)))
-                except (np.linalg.LinAlgError, ValueError):
-                    gn = math.inf
+                gn = self._gauss_newton_shift_su(params, ne, su)
                 gn_worst = max(gn_worst or 0.0, gn)
                 if negligible_step and gn >= self.settings.convergence:
                     # a damped step too small to matter while the Gauss-Newton step is not:
@@ -288,6 +285,21 @@ class Driver:
         rec = CycleRecord(self.cycle_count, stage, wr2, goof, worst_ratio, worst_name, self.damping, n_par, 0.0, at_minimum,
                           gauss_newton_shift_su=gn_worst)
         return model, rec
+
+    def _gauss_newton_shift_su(self, params: Parameterisation, ne, su: np.ndarray) -> float:
+        """Largest |shift|/su of the Gauss-Newton step of these normal equations, as far as
+        each parameter could move: an ADP held at its positivity limit, or an occupancy at
+        its bound, counts by the move it is allowed (the step pressing against a bound is
+        no sign of distance from the minimum)."""
+        try:
+            step = solve_damped(ne.matrix, ne.rhs, DAMPING_MIN)
+        except (np.linalg.LinAlgError, ValueError):
+            return math.inf
+        if not np.all(np.isfinite(step)):
+            return math.inf
+        trial = params.apply(step, ne.columns)
+        self.after_shift(trial)
+        return float(np.max(_shift_over_su(params.effective_shift(trial)[ne.columns], su)))
 
     # -- standard uncertainties ----------------------------------------------------------
     def _restrained_normal_equations(self, params: Parameterisation, w: np.ndarray, block: list[int] | None,

@@ -272,6 +272,12 @@ class Refinement:
         given_aniso = any(s.u_aniso is not None for s in structure.sites) and not is_generated(self.candidate)
         isotropic = {s.label.upper() for s in structure.sites if s.u_aniso is None and s.element.upper() not in ("H", "D")}
         self.kept_isotropic: set[str] = isotropic if given_aniso and cfg.anisotropic == "auto" else set()
+        # ... and its anisotropic atoms stay anisotropic, held positive definite at the limit
+        # if need be (`_after_cycle`): SHELXL never makes an atom isotropic by itself
+        self.given_anisotropic: set[str] = ({s.label.upper() for s in structure.sites if s.u_aniso is not None}
+                                            if not is_generated(self.candidate) else set())
+        self.held_at_limit: set[str] = set()  # of those, the ones logged as held at the limit
+        self.made_isotropic: set[str] = set()  # atoms `_after_cycle` made isotropic stay so
         hydrogens_in = int(model.hydrogen.sum())
         self.place_h = self._want_riding_h()
         self.free_h_parents: set[str] = set()  # labels of atoms whose own free H are kept
@@ -693,8 +699,10 @@ class Refinement:
 
     def _anisotropic_candidates(self, model: WorkingModel) -> np.ndarray:
         """Non-H atoms that anisotropic ADPs are for: all of them, except those a model with
-        anisotropic atoms of its own gives isotropic (kept so unless anisotropic=true)."""
-        keep_iso = np.array([label.upper() in self.kept_isotropic for label in model.labels], dtype=bool)
+        anisotropic atoms of its own gives isotropic (kept so unless anisotropic=true) and
+        those made isotropic at the positivity limit (`_after_cycle`)."""
+        keep = self.kept_isotropic | self.made_isotropic
+        keep_iso = np.array([label.upper() in keep for label in model.labels], dtype=bool)
         return ~model.hydrogen & (model.riding < 0) & ~keep_iso
 
     def _want_element_swaps(self) -> bool:
@@ -750,16 +758,24 @@ class Refinement:
             hyd.update_riding(model)
 
     def _after_cycle(self, model: WorkingModel, settled: bool) -> bool:
-        """Atoms whose anisotropic U still sits at the positivity limit when the refinement
-        has settled are made isotropic (as a crystallographer would); True when the model
-        changed. On the way there an ADP may touch the limit and recover, as the positions
-        around it improve (SHELXL never switches by itself). First, every refined torsion
-        of a rotating riding group takes an exact 1-D Newton step (`torsions.py`)."""
+        """Atoms the refinement made anisotropic whose U still sits at the positivity limit
+        when the refinement has settled are made isotropic (as a crystallographer would);
+        True when the model changed. On the way there an ADP may touch the limit and
+        recover, as the positions around it improve. Atoms anisotropic in a user's model
+        stay so, held at the limit (logged here, warned of at the end), as SHELXL never
+        switches by itself: an isotropic U can fit far worse. First, every refined torsion of a
+        rotating riding group takes an exact 1-D Newton step (`torsions.py`)."""
         if self.cfg.newton_torsions and any(g.refine_torsion for g in model.h_groups):
             newton_torsions(self.calc, model, self.driver.obs.fo2, self.driver.weights(model))
         if not settled:
             return False
         bad = [i for i in model.non_positive_definite() if model.aniso[i]]
+        given = [model.labels[i] for i in bad if model.labels[i].upper() in self.given_anisotropic]
+        new_held = [label for label in given if label.upper() not in self.held_at_limit]
+        if new_held:
+            self.held_at_limit.update(label.upper() for label in new_held)
+            self.log(f"ADP at the positivity limit: {', '.join(new_held)} kept anisotropic, as the model gives it")
+        bad = [i for i in bad if model.labels[i].upper() not in self.given_anisotropic]
         if not bad:
             return False
         mask = np.zeros(model.n, dtype=bool)
@@ -776,6 +792,7 @@ class Refinement:
         names = ", ".join(model.labels[i] for i in np.nonzero(mask)[0])
         self.warn(f"ADP not positive definite: {names} refined isotropically")
         self.meta.setdefault("made_isotropic", []).extend(model.labels[i] for i in np.nonzero(mask)[0])
+        self.made_isotropic.update(model.labels[i].upper() for i in np.nonzero(mask)[0])
         return True
 
     def _remove_duplicates(self, model: WorkingModel) -> None:
