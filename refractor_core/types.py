@@ -78,6 +78,9 @@ class _Model(BaseModel):
 
 #: smallest plausible unit-cell volume (Å³); the smallest elemental cells are about 10 Å³
 MIN_CELL_VOLUME = 5.0
+#: fewest atoms of a rigid group (`Site.rigid_group`) refined as one body: fewer cannot
+#: define its rotations, and are refined as free atoms
+MIN_RIGID_GROUP_ATOMS = 3
 
 
 class UnitCell(_Model):
@@ -361,7 +364,8 @@ class Site(_Model):
     #: u_aniso's order for the components of an anisotropic U; () when nothing is fixed
     fixed_u: tuple[bool, ...] = ()
     #: a rigid group (SHELXL AFIX n = 6) the site belongs to, refined as one body (three
-    #: translations, three rotations) in the geometry given; None for a free site
+    #: translations, three rotations) in the geometry given when it has at least
+    #: MIN_RIGID_GROUP_ATOMS sites; None for a free site
     rigid_group: int | None = None
     xyz_su: Vec3 | None = None
     occupancy_su: float | None = None

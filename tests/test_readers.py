@@ -280,7 +280,7 @@ def test_ins_notes_what_the_refiner_does_not_honour():
     assert any(n.startswith("instructions read but not honoured") and "ABIN" in n for n in notes)
     assert "variable-metric rigid groups (AFIX n = 9) are refined as free atoms: O1, C1" in notes
     notes = parse_ins(text.replace("AFIX 69", "AFIX 66"), "r.ins").notes
-    assert "rigid groups (AFIX n = 6) of fewer than three atoms are refined as free atoms: O1, C1" in notes
+    assert "rigid groups (AFIX n = 6) of fewer than 3 atoms are refined as free atoms: O1, C1" in notes
     assert not any("rigid" in n or "ABIN" in n for n in parse_ins(INS, "t.ins").notes)
 
 

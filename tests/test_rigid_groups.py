@@ -100,3 +100,23 @@ def test_rigid_group_has_six_parameters_and_keeps_its_geometry():
         assert np.linalg.norm(out.cartesian()[i] - true.cartesian()[j]) < 0.01, f"C{k}"
         assert refined.structure.sites[i].xyz_su is not None and max(refined.structure.sites[i].xyz_su) > 0
     assert refined.r1 < 0.05
+
+
+def test_a_cif_with_an_embedded_res_keeps_its_rigid_groups_and_fixed_values(tmp_path):
+    """A CIF has no tags for rigid groups or fixed values: they come from its embedded .res
+    (matched by label), so refining from the CIF refines what SHELXL refined."""
+    from refractor_core.dataio import load_bundle
+    from refractor_core.io.cif_writer import structure_cif
+
+    text = _res().replace("O1 3 ", "O1 3 1").replace(" 11.0 0.040", " 11.0 10.040")  # x + 10, U + 10
+    structure = _bundle(text).structure
+    o1 = next(s for s in structure.sites if s.label == "O1")
+    assert o1.fixed_xyz == (True, False, False) and o1.fixed_u == (True,)
+    cif = tmp_path / "rigid.cif"
+    cif.write_text(structure_cif(structure, name="rigid", res_text=text))
+    bundle = load_bundle(cif)
+    sites = {s.label: s for s in bundle.structure.sites}
+    assert all(sites[f"C{k}"].rigid_group == 1 for k in range(1, 7))
+    assert sites["BR1"].rigid_group is None
+    assert sites["O1"].fixed_xyz == (True, False, False) and sites["O1"].fixed_u == (True,)
+    assert any("rigid groups of 7 sites taken from the embedded .res" in n for n in bundle.notes)

@@ -737,7 +737,9 @@ def read_cif_bundle(
     model_info = info if model_block is b else crystal_info(model_block, path)
     structure = structure_from_block(model_block, path, model_info, riding, free_variables)
     if structure is not None and ins is not None and ins.atoms and model_block is b:
-        structure = _at_res_precision(structure, ins, notes)
+        res_sites = _res_sites(ins)
+        structure = _at_res_precision(structure, res_sites, notes)
+        structure = _with_res_constraints(structure, res_sites, notes)
     cell = info["cell"]
     if cell is None and model_block is not b:
         cell = model_info["cell"]
@@ -784,7 +786,16 @@ def _agrees(cif_values, cif_su, res_values) -> bool:
     return True
 
 
-def _at_res_precision(structure: Structure, ins, notes: list[str]) -> Structure:
+def _res_sites(ins) -> dict[str, Site]:
+    """The sites of an embedded .res by upper-case label ({} when its atoms cannot be read)."""
+    try:
+        res_structure = ins.structure()
+    except InputError:
+        return {}
+    return {} if res_structure is None else {site.label.upper(): site for site in res_structure.sites}
+
+
+def _at_res_precision(structure: Structure, by_label: dict[str, Site], notes: list[str]) -> Structure:
     """The CIF's sites with the coordinates, occupancy and U of its embedded .res (written
     to five or six decimals, where the atom list is rounded to its su) wherever the .res has
     the same atom, unmoved.
@@ -793,13 +804,6 @@ def _at_res_precision(structure: Structure, ins, notes: list[str]) -> Structure:
     minimum. Only a site whose every .res number agrees with the CIF's within that rounding
     is upgraded, so an atom list edited after the .res was written keeps its own values.
     """
-    try:
-        res_structure = ins.structure()
-    except InputError:
-        return structure
-    if res_structure is None:
-        return structure
-    by_label = {site.label.upper(): site for site in res_structure.sites}
     sites, n_upgraded = [], 0
     for site in structure.sites:
         res = by_label.get(site.label.upper())
@@ -820,6 +824,31 @@ def _at_res_precision(structure: Structure, ins, notes: list[str]) -> Structure:
         sites.append(site)
     if n_upgraded:
         notes.append(f"{n_upgraded} of {len(sites)} sites taken at full precision from the embedded .res")
+    return structure.model_copy(update={"sites": sites})
+
+
+def _with_res_constraints(structure: Structure, by_label: dict[str, Site], notes: list[str]) -> Structure:
+    """The CIF's sites with the constraints of its embedded .res that a CIF has no tags
+    for: fixed coordinates and U (SHELXL's +10 coding) and rigid groups (AFIX n = 6),
+    matched by label. A fixed U is taken only where the .res gives the site the same kind
+    of U (isotropic or anisotropic) as the CIF."""
+    sites, n_constrained = [], 0
+    for site in structure.sites:
+        res = by_label.get(site.label.upper())
+        update = {}
+        if res is not None:
+            if any(res.fixed_xyz):
+                update["fixed_xyz"] = res.fixed_xyz
+            if any(res.fixed_u) and len(res.fixed_u) == (6 if site.u_aniso is not None else 1):
+                update["fixed_u"] = res.fixed_u
+            if res.rigid_group is not None:
+                update["rigid_group"] = res.rigid_group
+        if update:
+            n_constrained += 1
+            site = site.model_copy(update=update)
+        sites.append(site)
+    if n_constrained:
+        notes.append(f"fixed values and rigid groups of {n_constrained} sites taken from the embedded .res")
     return structure.model_copy(update={"sites": sites})
 
 

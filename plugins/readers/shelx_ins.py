@@ -35,6 +35,7 @@ from pydantic import ValidationError
 from refractor_core.errors import InputError
 from refractor_core.interfaces import BuildContext, ComponentConfig, DataBundle, HKLReader
 from refractor_core.types import (
+    MIN_RIGID_GROUP_ATOMS,
     AtomRef,
     RefinementInstructions,
     RestraintInstruction,
@@ -820,9 +821,9 @@ def parse_ins(text: str, path: Path | str | None = None, *, first_line: int = 1)
     for a in ins.atoms:
         if a.rigid_group is not None and ins.element_of(a) not in ("H", "D"):
             members.setdefault(a.rigid_group, []).append(a.label)
-    small = [label for labels in members.values() if len(labels) < 3 for label in labels]
+    small = [label for labels in members.values() if len(labels) < MIN_RIGID_GROUP_ATOMS for label in labels]
     if small:
-        ins.notes.append("rigid groups (AFIX n = 6) of fewer than three atoms are refined as free atoms: "
+        ins.notes.append(f"rigid groups (AFIX n = 6) of fewer than {MIN_RIGID_GROUP_ATOMS} atoms are refined as free atoms: "
                          + ", ".join(small))
     if ins.unit and ins.sfac and len(ins.unit) != len(ins.sfac):
         raise InputError(

@@ -27,7 +27,7 @@ from refractor_core.crystal.cell import (
 from refractor_core.crystal.formula import normalize_element
 from refractor_core.crystal.structure_factors import AtomTensors
 from refractor_core.crystal.symmetry import SymmetryOps
-from refractor_core.types import Site, Structure
+from refractor_core.types import MIN_RIGID_GROUP_ATOMS, Site, Structure
 
 #: image distance (Å) below which an atom counts as sitting on a special position exactly
 EXACT_SPECIAL = 0.05
@@ -487,13 +487,13 @@ class WorkingModel:
         return self.n - 1
 
     def rigid_groups(self) -> dict[int, list[int]]:
-        """{group: atoms} of the rigid groups with at least three atoms (fewer cannot
-        define a rigid body's rotations: such atoms are refined as free atoms)."""
+        """{group: atoms} of the rigid groups with at least MIN_RIGID_GROUP_ATOMS atoms
+        (fewer cannot define a rigid body's rotations: such atoms are refined as free atoms)."""
         out: dict[int, list[int]] = {}
         for i, g in enumerate(self.rigid_group):
             if g >= 0:
                 out.setdefault(int(g), []).append(i)
-        return {g: atoms for g, atoms in out.items() if len(atoms) >= 3}
+        return {g: atoms for g, atoms in out.items() if len(atoms) >= MIN_RIGID_GROUP_ATOMS}
 
     def unique_label(self, element: str) -> str:
         """A new label `ElementN` not used yet."""
