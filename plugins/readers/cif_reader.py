@@ -795,6 +795,20 @@ def _res_sites(ins) -> dict[str, Site]:
     return {} if res_structure is None else {site.label.upper(): site for site in res_structure.sites}
 
 
+def _updated_from_res(structure: Structure, by_label: dict[str, Site], changes) -> tuple[Structure, int]:
+    """The structure with each site updated by `changes(site, res_site)` (a dict of field
+    values, empty for none) where the .res has a site of its label; and how many changed."""
+    sites, n_changed = [], 0
+    for site in structure.sites:
+        res = by_label.get(site.label.upper())
+        update = changes(site, res) if res is not None else {}
+        if update:
+            n_changed += 1
+            site = site.model_copy(update=update)
+        sites.append(site)
+    return structure.model_copy(update={"sites": sites}), n_changed
+
+
 def _at_res_precision(structure: Structure, by_label: dict[str, Site], notes: list[str]) -> Structure:
     """The CIF's sites with the coordinates, occupancy and U of its embedded .res (written
     to five or six decimals, where the atom list is rounded to its su) wherever the .res has
@@ -804,11 +818,10 @@ def _at_res_precision(structure: Structure, by_label: dict[str, Site], notes: li
     minimum. Only a site whose every .res number agrees with the CIF's within that rounding
     is upgraded, so an atom list edited after the .res was written keeps its own values.
     """
-    sites, n_upgraded = [], 0
-    for site in structure.sites:
-        res = by_label.get(site.label.upper())
-        update = {}
-        if res is not None and _agrees(site.xyz, site.xyz_su, res.xyz):
+
+    def changes(site: Site, res: Site) -> dict:
+        update: dict = {}
+        if _agrees(site.xyz, site.xyz_su, res.xyz):
             update["xyz"] = res.xyz
             if _agrees((site.occupancy,), (site.occupancy_su,), (res.occupancy,)):
                 update["occupancy"] = res.occupancy
@@ -818,13 +831,12 @@ def _at_res_precision(structure: Structure, by_label: dict[str, Site], notes: li
             elif site.u_iso is not None and res.u_iso is not None and site.u_aniso is None and res.u_aniso is None:
                 if _agrees((site.u_iso,), (site.u_iso_su,), (res.u_iso,)):
                     update["u_iso"] = res.u_iso
-        if update:
-            n_upgraded += 1
-            site = site.model_copy(update=update)
-        sites.append(site)
+        return update
+
+    structure, n_upgraded = _updated_from_res(structure, by_label, changes)
     if n_upgraded:
-        notes.append(f"{n_upgraded} of {len(sites)} sites taken at full precision from the embedded .res")
-    return structure.model_copy(update={"sites": sites})
+        notes.append(f"{n_upgraded} of {len(structure.sites)} sites taken at full precision from the embedded .res")
+    return structure
 
 
 def _with_res_constraints(structure: Structure, by_label: dict[str, Site], notes: list[str]) -> Structure:
@@ -832,24 +844,21 @@ def _with_res_constraints(structure: Structure, by_label: dict[str, Site], notes
     for: fixed coordinates and U (SHELXL's +10 coding) and rigid groups (AFIX n = 6),
     matched by label. A fixed U is taken only where the .res gives the site the same kind
     of U (isotropic or anisotropic) as the CIF."""
-    sites, n_constrained = [], 0
-    for site in structure.sites:
-        res = by_label.get(site.label.upper())
-        update = {}
-        if res is not None:
-            if any(res.fixed_xyz):
-                update["fixed_xyz"] = res.fixed_xyz
-            if any(res.fixed_u) and len(res.fixed_u) == (6 if site.u_aniso is not None else 1):
-                update["fixed_u"] = res.fixed_u
-            if res.rigid_group is not None:
-                update["rigid_group"] = res.rigid_group
-        if update:
-            n_constrained += 1
-            site = site.model_copy(update=update)
-        sites.append(site)
+
+    def changes(site: Site, res: Site) -> dict:
+        update: dict = {}
+        if any(res.fixed_xyz):
+            update["fixed_xyz"] = res.fixed_xyz
+        if any(res.fixed_u) and len(res.fixed_u) == (6 if site.u_aniso is not None else 1):
+            update["fixed_u"] = res.fixed_u
+        if res.rigid_group is not None:
+            update["rigid_group"] = res.rigid_group
+        return update
+
+    structure, n_constrained = _updated_from_res(structure, by_label, changes)
     if n_constrained:
         notes.append(f"fixed values and rigid groups of {n_constrained} sites taken from the embedded .res")
-    return structure.model_copy(update={"sites": sites})
+    return structure
 
 
 _WEIGHT_AB = re.compile(r"\(\s*([0-9.]+)\s*P\s*\)\s*\^?2\^?\s*(?:\+\s*([0-9.]+)\s*P)?")
