@@ -93,6 +93,24 @@ def test_a_users_twin_fraction_refines_from_the_first_cycle(pr_sulfate):
     assert abs(float(line.split(":")[1].split("(")[0])) < 0.05
 
 
+def test_a_users_refined_twin_fraction_is_kept_as_the_start():
+    """alga_amide's published BASF 0.435 (an inversion twin) is where SHELXL's refinement
+    ended: the start grid (steps of 0.05, σ weights) must not replace it by a grid value
+    that fits the model as given only marginally better; that start was 1.35 su off
+    SHELXL's own minimum in one Gauss-Newton step from the published model."""
+    from refractor_plugins.refiners.lsq.refiner import USER_MODEL, Refinement
+
+    case = get_case("alga_amide_inversion_twin")
+    bundle = load_bundle(case.reference, block=case.data_block)
+    assert bundle.instructions.basf == [pytest.approx(0.43497)]
+    cand = Candidate(structure=bundle.structure, generator=USER_MODEL,
+                     meta={"instructions": bundle.instructions.model_dump()})
+    refinement = Refinement(LsqConfig(max_cycles=0), load_reflections(case.reflections), cand)
+    refinement.run()
+    assert refinement.final_model.twin_fractions[0] == pytest.approx(0.43497)
+    assert not any(line.startswith("twin fractions start at") for line in refinement.lines)
+
+
 def test_analytic_jacobian_matches_finite_differences(pr_sulfate):
     """dM/dp through the constraint matrix equals numerical derivatives (special positions,
     anisotropic ADPs, extinction, inversion-twin fraction)."""

@@ -62,6 +62,9 @@ WEIGHT_ROUNDS = 3
 WEIGHT_CYCLES = 12
 #: reflections × atoms below which one torch thread is used (threads.auto)
 SMALL_PROBLEM = 20_000_000
+#: a user's BASF gives way to the best start of the twin-fraction grid only if that lowers
+#: Σw(Fo² - kFc²)² by more than this many times its mean term (a 5σ gain in one parameter)
+TWIN_START_SIGNIFICANCE = 25.0
 #: Candidate.generator of a model a user supplied (`refractor refine --model`): not generated
 USER_MODEL = "user-model"
 #: restraint kinds as the log names them
@@ -841,7 +844,10 @@ class Refinement:
         """Start each refined twin fraction where a user's model fits the data best (scale
         fitted, atoms as given): a grid over 0-0.95 beside the model's own BASF, component by
         component. A BASF far off (a twin law tried with 0.5 on untwinned data) otherwise
-        makes the first cycles move the atoms to fit what the fraction cannot."""
+        makes the first cycles move the atoms to fit what the fraction cannot. The model's
+        own BASF stays unless the grid's best is significantly better
+        (TWIN_START_SIGNIFICANCE): the grid's σ weights are not the refinement's, and a
+        refined BASF is closer to the minimum than a 0.05 grid step."""
         fo2, sigma = self.driver.obs.fo2, self.driver.obs.sigma
         w = 1.0 / np.maximum(sigma, 1e-6 * max(float(np.max(np.abs(fo2))), 1.0)) ** 2
         fc2c = self.calc.fc2_components(model)
@@ -857,11 +863,15 @@ class Refinement:
         before = misfit()
         for k in np.nonzero(self.refine_twin)[0]:
             trials = sorted(set(np.round(np.arange(0.0, 0.951, 0.05), 2)) | {float(model.twin_fractions[k])})
+            own = float(model.twin_fractions[k])
             scores = []
             for v in trials:
                 model.twin_fractions[k] = v
                 scores.append(misfit())
-            model.twin_fractions[k] = trials[int(np.argmin(scores))]
+            best = int(np.argmin(scores))
+            gain = scores[trials.index(own)] - scores[best]
+            significant = gain > TWIN_START_SIGNIFICANCE * scores[best] / max(len(fo2), 1)
+            model.twin_fractions[k] = trials[best] if significant else own
         after = misfit()
         model.scale = scale
         if not np.allclose(model.twin_fractions, given):
