@@ -637,3 +637,22 @@ def test_few_data_per_parameter_decide_adps_by_significance():
     assert line.endswith("anisotropic kept")
     assert all(s.u_aniso is not None for s in r.structure.sites if s.element != "H")
     assert r.r1 <= case.published_r1 + 0.005
+
+
+def test_changes_to_a_users_model_are_warned_of():
+    """thpp given without its H: riding H are added from the formula, and a warning (seen
+    in --json, not only in the log) says so and names the option that keeps the model as
+    given; with riding_h=false nothing is added and nothing is warned of."""
+    from refractor_plugins.refiners.lsq.refiner import USER_MODEL
+
+    _, data, published, _ = _load("thpp")
+    start = published.model_copy(update={"sites": [s for s in published.sites if s.element != "H"]})
+    cand = Candidate(structure=start, generator=USER_MODEL)
+    r = LsqRefiner(LsqConfig(max_cycles=3)).refine(data, cand)
+    n_h = sum(s.element == "H" for s in r.structure.sites)
+    assert n_h > 0
+    warning = next(w for w in r.meta["warnings"] if w.startswith("the refinement changed the model"))
+    assert f"{n_h} H atoms added" in warning and "riding_h=false" in warning
+    kept = LsqRefiner(LsqConfig(max_cycles=3, riding_h=False)).refine(data, cand)
+    assert not any(s.element == "H" for s in kept.structure.sites)
+    assert not any(w.startswith("the refinement changed the model") for w in kept.meta["warnings"])

@@ -744,3 +744,15 @@ class TestP4pReaderConformance(ReaderConformance):
             "CELLSD 0.0011 0.0013 0.0016 0.000 0.004 0.000 0.2\nSOURCE MO 0.71073 0.7093 0.71359\n"
         )
         return dataclasses.replace(default_samples(), reader_files=[p])
+
+
+def test_a_non_h_atom_whose_u_is_tied_to_the_atom_before_is_noted():
+    """SHELXL's negative U_iso (-1.5: 1.5 times the U_eq of the atom before) on a non-H
+    atom starts there; the refiner then refines that U on its own, and a note says so."""
+    text = INS.replace("HKLF 4 1 0 0 1 0 1 0 -1 0 0", "HKLF 4").replace("C3   1  10.25 0.1 0.2 11.0 0.05",
+                                                                        "C3   1  10.25 0.1 0.2 11.0 -1.5")
+    ins = parse_ins(text, "t.ins")
+    bundle = ins_bundle(ins, "t.ins")
+    c3 = next(s for s in bundle.structure.sites if s.label == "C3")
+    assert c3.u_iso == pytest.approx(1.5 * 0.02)  # of CU1, the last non-H atom before it (H skipped)
+    assert any("refined independently: C3" in n and "negative U_iso" in n for n in ins.notes)

@@ -295,6 +295,7 @@ class InsFile:
         decoded = []
         ueq: dict[str, float] = {}
         coupled_xyz: list[str] = []  # coordinates on a free variable (refined independently)
+        tied_u: list[str] = []  # non-H U_iso given as -k times the U_eq before (refined independently)
         held_u: list[str] = []  # U on a free variable (refined independently)
         shared_u = {label for labels in self.shared_u_variables().values() for label in labels}
         for atom in self.atoms:
@@ -323,6 +324,8 @@ class InsFile:
                             line=atom.line,
                         )
                     u_iso = -u * ueq[atom.u_parent]
+                    if self.sfac[atom.sfac - 1] not in ("H", "D"):
+                        tied_u.append(atom.label)
                 else:
                     u_iso = self._value(u, f"atom {atom.label}: Uiso", atom.line)
                 ueq[atom.label] = u_iso
@@ -344,6 +347,9 @@ class InsFile:
         if held_u:
             self.notes.append("U values coded on free variables (10m + U) are refined independently: "
                               + ", ".join(held_u))
+        if tied_u:
+            self.notes.append("U_iso of non-H atoms given as a multiple of the U_eq before them (negative "
+                              "U_iso) start there and are refined independently: " + ", ".join(tied_u))
         ops = SymmetryOps.from_space_group(sg)
         xyz_all = np.array([d[1] for d in decoded], dtype=np.float64)
         orders = ops.site_orders(cell, xyz_all, [d[0].part for d in decoded])

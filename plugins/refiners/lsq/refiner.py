@@ -798,6 +798,32 @@ class Refinement:
         self.made_isotropic.update(model.labels[i].upper() for i in np.nonzero(mask)[0])
         return True
 
+    def _warn_of_model_changes(self, model: WorkingModel) -> None:
+        """One warning listing how the refinement changed a user's model: H atoms added
+        (riding H from the formula), atoms added or removed and elements changed (model
+        completion), with the options that keep the model as given. Only the log said so
+        before, and a JSON reader saw a model it had not given."""
+        given = {s.label.upper(): s.element for s in self.candidate.structure.sites}
+        final = {label.upper(): (label, element) for label, element in zip(model.labels, model.elements)}
+        added_h = [label for key, (label, el) in final.items() if key not in given and is_hydrogen(el)]
+        added = [label for key, (label, el) in final.items() if key not in given and not is_hydrogen(el)]
+        removed = [s.label for s in self.candidate.structure.sites
+                   if s.label.upper() not in final and not is_hydrogen(s.element)]
+        swapped = [f"{label} {given[key]} -> {el}" for key, (label, el) in final.items()
+                   if key in given and given[key].upper() != el.upper()]
+        changes, options = [], []
+        if added_h:
+            changes.append(f"{len(added_h)} H atoms added")
+            options.append("riding_h=false")
+        for what, items in (("atoms added", added), ("atoms removed", removed), ("elements changed", swapped)):
+            if items:
+                changes.append(f"{what}: " + ", ".join(items[:8]) + (" ..." if len(items) > 8 else ""))
+        if added or removed or swapped:
+            options.append("complete=false")
+        if changes:
+            self.warn("the refinement changed the model: " + "; ".join(changes)
+                      + " (--refiner-opt " + " ".join(options) + " keeps it as given)")
+
     def _remove_duplicates(self, model: WorkingModel) -> None:
         """Atoms of one element on top of each other (same part) are merged, with a warning;
         in a generated model, of two non-H atoms closer than 0.5 Å the lighter is removed."""
@@ -1025,6 +1051,8 @@ class Refinement:
         if self.refine_extinction:
             j = _column_of(params, "extinction", 0)
             ext_su = float(math.sqrt(max(cov[j, j], 0.0))) if j is not None else None
+        if not is_generated(self.candidate):
+            self._warn_of_model_changes(model)
         npd = model.non_positive_definite()
         if npd:
             self.warn("ADPs at the positivity limit (not positive definite when refined freely): " + ", ".join(model.labels[i] for i in npd))
