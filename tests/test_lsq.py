@@ -656,3 +656,39 @@ def test_changes_to_a_users_model_are_warned_of():
     kept = LsqRefiner(LsqConfig(max_cycles=3, riding_h=False)).refine(data, cand)
     assert not any(s.element == "H" for s in kept.structure.sites)
     assert not any(w.startswith("the refinement changed the model") for w in kept.meta["warnings"])
+
+
+def test_an_atom_given_again_at_a_symmetry_image_is_warned_of():
+    """pr_sulfate with O2 listed a second time at its image through the inversion centre
+    (as an exported model may list a whole molecule): SHELXL refines it without complaint;
+    the refiner warns. The model as published draws no such warning."""
+    from refractor_plugins.refiners.lsq.refiner import USER_MODEL
+
+    _, data, published, _ = _load("pr_sulfate_hydroxide")
+    o2 = next(s for s in published.sites if s.label == "O2")
+    image = o2.model_copy(update={"label": "O9", "xyz": tuple(float(v) for v in np.mod(-np.array(o2.xyz), 1.0))})
+    twice = published.model_copy(update={"sites": [*published.sites, image]})
+
+    def warned(structure) -> list[str]:
+        r = LsqRefiner(LsqConfig(max_cycles=0)).refine(data, Candidate(structure=structure, generator=USER_MODEL))
+        return [w for w in r.meta["warnings"] if w.startswith("atoms close to a symmetry image")]
+
+    found = warned(twice)
+    assert len(found) == 1 and "O2-O9 0.00 Å" in found[0]
+    assert warned(published) == []
+
+
+def test_a_users_model_that_does_not_fit_the_data_is_warned_of():
+    """pr_sulfate's atoms moved 1.5 Å each (a model of something else, in effect), refined
+    for two cycles: R1 stays far above any structure's, and a warning says the model does
+    not fit these data; the published model draws no such warning."""
+    from refractor_plugins.refiners.lsq.refiner import MISFIT_R1, USER_MODEL
+
+    _, data, published, _ = _load("pr_sulfate_hydroxide")
+    config = LsqConfig(max_cycles=2, complete=False, riding_h=False)
+    wrong = perturbed_start(published, 1.5, seed=1)
+    r = LsqRefiner(config).refine(data, Candidate(structure=wrong, generator=USER_MODEL))
+    assert r.r1 > MISFIT_R1
+    assert any("the model does not fit these data" in w for w in r.meta["warnings"])
+    right = LsqRefiner(config).refine(data, Candidate(structure=published, generator=USER_MODEL))
+    assert not any("does not fit" in w for w in right.meta["warnings"])

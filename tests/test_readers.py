@@ -756,3 +756,14 @@ def test_a_non_h_atom_whose_u_is_tied_to_the_atom_before_is_noted():
     c3 = next(s for s in bundle.structure.sites if s.label == "C3")
     assert c3.u_iso == pytest.approx(1.5 * 0.02)  # of CU1, the last non-H atom before it (H skipped)
     assert any("refined independently: C3" in n and "negative U_iso" in n for n in ins.notes)
+
+
+def test_shelxl_syntax_that_is_not_read_is_named_as_such():
+    """An include line (+name) and an instruction with a suffix the reader does not honour
+    (BIND_$1) are SHELXL syntax: the notes say what is not read, not 'unknown instruction'."""
+    at = INS.index("SFAC C H O")
+    text = INS[:at] + "+extra.dfix\nBIND_$1 C1 C2\nBIND_$1 C2 C3\n" + INS[at:]
+    notes = parse_ins(text, "t.ins").notes
+    assert any(n.startswith("include files (+name) are not read:") and "+extra.dfix" in n for n in notes)
+    assert any(n.startswith("BIND with a suffix is not honoured:") and "1 more such line" in n for n in notes)
+    assert not any(n.startswith("unknown instructions") for n in notes)

@@ -519,6 +519,7 @@ def parse_ins(text: str, path: Path | str | None = None, *, first_line: int = 1)
     restraint_reader = RestraintReader()
     labels_seen: set[str] = set()
     unknown: dict[str, list[tuple[int, str]]] = {}  # first four letters -> (line, text)
+    unread: dict[str, list[tuple[int, str]]] = {}  # known SHELXL syntax not read: what -> (line, text)
     peak_heights = 0
     not_honoured: set[str] = set()
     saw_cell = False
@@ -807,6 +808,11 @@ def parse_ins(text: str, path: Path | str | None = None, *, first_line: int = 1)
                     last_atom = label
                 if not riding_u:
                     last_u_parent = label
+            elif tokens[0].startswith("+"):
+                unread.setdefault("include files (+name) are not read", []).append((lineno, line.strip()))
+            elif key.partition("_")[1] and key.partition("_")[0] in KEYWORDS:
+                unread.setdefault(f"{key.partition('_')[0]} with a suffix is not honoured", []).append(
+                    (lineno, line.strip()))
             else:
                 unknown.setdefault(tokens[0][:4].upper(), []).append((lineno, line.strip()))
     if in_frag:
@@ -815,6 +821,9 @@ def parse_ins(text: str, path: Path | str | None = None, *, first_line: int = 1)
         ins.notes.append(
             f"{peak_heights} atom line(s) carry a number after Uiso (a SHELXS/SHELXT peak height); ignored"
         )
+    for what, seen in unread.items():
+        ins.notes.append(f"{what}: " + _quoted(seen[0][0], seen[0][1])
+                         + (f" and {len(seen) - 1} more such line(s)" if len(seen) > 1 else ""))
     if unknown:
         ins.notes.append("unknown instructions ignored: " + "; ".join(
             _quoted(seen[0][0], seen[0][1]) + (f" and {len(seen) - 1} more such line(s)" if len(seen) > 1 else "")

@@ -65,6 +65,8 @@ SMALL_PROBLEM = 20_000_000
 #: a user's BASF gives way to the best start of the twin-fraction grid only if that lowers
 #: Σw(Fo² - kFc²)² by more than this many times its mean term (a 5σ gain in one parameter)
 TWIN_START_SIGNIFICANCE = 25.0
+#: R1 above which a user's refined model is said not to fit the data at all
+MISFIT_R1 = 0.3
 #: Candidate.generator of a model a user supplied (`refractor refine --model`): not generated
 USER_MODEL = "user-model"
 #: restraint kinds as the log names them
@@ -863,8 +865,36 @@ class Refinement:
                       + f"; removed {', '.join(gone)}")
         elif close:
             self.warn("implausibly short contacts in the starting model: " + ", ".join(close[:10]))
+        if not is_generated(self.candidate):
+            self._warn_of_symmetry_image_contacts(model, drop)
         if drop.any():
             model.remove_atoms(drop)
+
+    def _warn_of_symmetry_image_contacts(self, model: WorkingModel, drop: np.ndarray) -> None:
+        """A warning for non-H atoms of a user's model closer than 0.5 Å to a symmetry image
+        (not the identity) of another atom of the same part, or of themselves off a special
+        position: an atom given twice, or a site that needs PART -n (SHELXL refines such a
+        model without complaint)."""
+        sym = model.symmetry
+        keep = np.nonzero(~drop & ~model.hydrogen & (model.part >= 0))[0]
+        if sym.n < 2 or not len(keep):
+            return
+        identity = np.all(sym.rotations == np.eye(3, dtype=sym.rotations.dtype), axis=(1, 2)) & np.all(
+            np.abs(sym.translations) < 1e-9, axis=1)
+        found = []
+        for a, i in enumerate(keep):
+            others = keep[a:]
+            d = sym.image_distances(model.cell, model.xyz[i], model.xyz[others])
+            direct, dist_all = d[:, identity].min(axis=1), d[:, ~identity].min(axis=1)
+            for j, near, dist in zip(others, direct, dist_all):
+                if model.part[i] != model.part[j] or not dist < 0.5:
+                    continue
+                if (i == j and dist < 0.1) or (i != j and near < 0.5):
+                    continue  # on a special position; or close as given (a mixed site, or warned of above)
+                found.append(f"{model.labels[i]}-{model.labels[j]} {dist:.2f} Å")
+        if found:
+            self.warn("atoms close to a symmetry image of an atom of the model: " + ", ".join(found[:10])
+                      + (" ..." if len(found) > 10 else "") + " (an atom given twice, or a site that needs PART -n)")
 
     def _start_twin_fractions(self, model: WorkingModel) -> None:
         """Start each refined twin fraction where a user's model fits the data best (scale
@@ -1053,6 +1083,9 @@ class Refinement:
             ext_su = float(math.sqrt(max(cov[j, j], 0.0))) if j is not None else None
         if not is_generated(self.candidate):
             self._warn_of_model_changes(model)
+            if ag.R1 > MISFIT_R1:
+                self.warn(f"R1 {ag.R1:.2f} after refinement: the model does not fit these data (check the cell, "
+                          "the space group, the HKLF matrix and the elements)")
         npd = model.non_positive_definite()
         if npd:
             self.warn("ADPs at the positivity limit (not positive definite when refined freely): " + ", ".join(model.labels[i] for i in npd))
