@@ -838,8 +838,8 @@ def parse_ins(text: str, path: Path | str | None = None, *, first_line: int = 1)
             members.setdefault(a.rigid_group, []).append(a.label)
     small = [label for labels in members.values() if len(labels) < MIN_RIGID_GROUP_ATOMS for label in labels]
     if small:
-        ins.notes.append(f"rigid groups (AFIX n = 6) of fewer than {MIN_RIGID_GROUP_ATOMS} atoms are refined as free atoms: "
-                         + ", ".join(small))
+        ins.notes.append(f"rigid groups (AFIX n = 6) of fewer than {MIN_RIGID_GROUP_ATOMS} atoms are refined "
+                         "as free atoms: " + ", ".join(small))
     if ins.unit and ins.sfac and len(ins.unit) != len(ins.sfac):
         raise InputError(
             f"UNIT gives {len(ins.unit)} numbers for {len(ins.sfac)} SFAC elements",
