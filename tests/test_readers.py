@@ -767,3 +767,17 @@ def test_shelxl_syntax_that_is_not_read_is_named_as_such():
     assert any(n.startswith("include files (+name) are not read:") and "+extra.dfix" in n for n in notes)
     assert any(n.startswith("BIND with a suffix is not honoured:") and "1 more such line" in n for n in notes)
     assert not any(n.startswith("unknown instructions") for n in notes)
+
+
+def test_occupancies_above_one_and_labels_of_another_element_are_noted():
+    """A sof of 1 on an inversion centre (SHELXL wants 10.5 there: occupancy 2) and an atom
+    named O1 whose SFAC number makes it Cu: SHELXL refines both without comment; the notes
+    point at them. The file as it is draws neither note."""
+    text = INS.replace("HKLF 4 1 0 0 1 0 1 0 -1 0 0", "HKLF 4")
+    notes = ins_bundle(parse_ins(text, "t.ins"), "t.ins").notes
+    assert not any("occupancies above 1" in n or "labels naming" in n for n in notes)
+    odd = text.replace("CU1  4  0.5 0.5 0.5 10.5", "CU1  4  0.5 0.5 0.5 11.0").replace("O1   3", "O1   4", 1)
+    ins = parse_ins(odd, "t.ins")
+    ins_bundle(ins, "t.ins")
+    assert any(n.startswith("occupancies above 1") and "CU1 (2)" in n for n in ins.notes)
+    assert "atom labels naming another element than their SFAC type: O1 (Cu)" in ins.notes

@@ -392,6 +392,7 @@ class InsFile:
                 raise InputError(
                     f"atom {atom.label}: {validation_message(exc)}", path=self.path, line=atom.line
                 ) from None
+        self._note_implausible_sites(sites)
         meta = {"shelx_title": self.title}
         if self.fvar:
             meta["fvar"] = list(self.fvar)
@@ -403,6 +404,30 @@ class InsFile:
             wavelength=self.wavelength,
             meta=meta,
         )
+
+
+    def _note_implausible_sites(self, sites: list[Site]) -> None:
+        """Notes on what SHELXL refines without comment but is most likely a mistake of the
+        file: an occupancy above 1 (a sof of 1, not 1/order, on a special position), and a
+        label naming another element than its SFAC type (SFAC numbers out of step)."""
+        import gemmi
+
+        over = [f"{s.label} ({s.occupancy:g})" for s in sites if s.occupancy > 1.001]
+        if over:
+            self.notes.append("occupancies above 1 (SHELXL's sof on a special position is 1/order of the site, "
+                              "e.g. 10.25 on a 4-fold axis): " + ", ".join(over[:10]) + (" ..." if len(over) > 10 else ""))
+        other = []
+        for s in sites:
+            letters = re.match(r"[A-Za-z]*", s.label).group(0)
+            named = letters[:2] if len(letters) >= 2 and gemmi.Element(letters[:2]).atomic_number > 0 else letters[:1]
+            if not named or named.upper() in (s.element.upper(), s.element[:1].upper()):
+                continue
+            if letters[:1].upper() == s.element.upper() or gemmi.Element(named).atomic_number == 0:
+                continue  # 'CA1' a C, 'Q1' no element at all
+            other.append(f"{s.label} ({s.element})")
+        if other:
+            self.notes.append("atom labels naming another element than their SFAC type: " + ", ".join(other[:10])
+                              + (" ..." if len(other) > 10 else ""))
 
 
 def _fixed_u(coded_u: list[float], fixed) -> tuple[bool, ...]:
