@@ -692,3 +692,16 @@ def test_a_users_model_that_does_not_fit_the_data_is_warned_of():
     assert any("the model does not fit these data" in w for w in r.meta["warnings"])
     right = LsqRefiner(config).refine(data, Candidate(structure=published, generator=USER_MODEL))
     assert not any("does not fit" in w for w in right.meta["warnings"])
+
+
+def test_a_free_variable_on_a_special_position_keeps_its_exact_coefficient():
+    """sof 20.33333 on a 3-fold axis is fv2 · 1/3, written to five decimals: the site's
+    chemical coefficient is 1 (not 0.99999, which a riding H inherited and the .res showed
+    as 20.99999)."""
+    from refractor_plugins.readers.shelx_ins import ins_bundle, parse_ins
+
+    text = "\n".join(["TITL axis in P-3", "CELL 0.71073 10.0 10.0 6.0 90 90 120", "ZERR 2 0 0 0 0 0 0", "LATT 1",
+                      "SYMM -Y, X-Y, Z", "SYMM -X+Y, -X, Z", "SFAC C", "UNIT 2", "FVAR 1.0 0.6",
+                      "C1 1 0.333333 0.666667 0.100000 20.33333 0.03", "HKLF 4", "END", ""])
+    model = WorkingModel.from_structure(ins_bundle(parse_ins(text, "axis.ins"), "axis.ins").structure)
+    assert model.free_variables[2] == [("C1", 1.0)]

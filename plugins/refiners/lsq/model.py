@@ -69,6 +69,15 @@ def without_fixed(basis: np.ndarray, fixed) -> np.ndarray:
     return basis @ vt[rank:].T  # orthonormal: basis and the null space both are
 
 
+def _chemical_coefficient(p: float, order: int) -> float:
+    """p·order, the coefficient of a free variable in a site's chemical occupancy, with the
+    rounding of a p written to five decimals undone (0.33333 on a 3-fold axis gives 1, not
+    0.99999, which a riding H would inherit and the .res show as 20.99999)."""
+    c = p * order
+    nice = round(c, 3)
+    return nice if abs(c - nice) <= order * 0.5e-5 + 1e-12 else c
+
+
 def is_hydrogen(element: str) -> bool:
     return element in ("H", "D")
 
@@ -183,7 +192,7 @@ class WorkingModel:
             part[i] = s.part
             if s.occupancy_variable is not None:
                 k, p = s.occupancy_variable
-                free_variables.setdefault(int(k), []).append((s.label, float(p) * con.order))
+                free_variables.setdefault(int(k), []).append((s.label, _chemical_coefficient(float(p), con.order)))
             if s.u_aniso is not None:
                 us = u_cif_to_u_star(cell, np.asarray(s.u_aniso, dtype=np.float64))
                 b = con.ustar_basis
