@@ -401,6 +401,15 @@ class Site(_Model):
         return "Uani" if self.u_aniso is not None else "Uiso"
 
 
+def per_site_unrounded(per_site: float, order: int, decimals: int, digits: int) -> float:
+    """per_site·order, the rounding of a SHELXL sof written to `decimals` decimals on a site
+    of that symmetry order undone: to `digits` decimals where it lies within that rounding
+    (1/48 written 0.02083 on a site of order 48 gives 1, not 0.99984)."""
+    value = per_site * order
+    nice = round(value, digits)
+    return nice if abs(value - nice) <= order * 0.5 * 10.0 ** (-decimals) + 1e-12 else value
+
+
 def free_variable_from_share(share: float, p: float) -> float:
     """The SHELXL free variable fv a share coded on it implies (`Site.occupancy_variable`):
     share = p·fv for p > 0, p·(fv - 1) for p < 0 (the partner component)."""

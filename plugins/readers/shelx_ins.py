@@ -43,6 +43,7 @@ from refractor_core.types import (
     SpaceGroupRef,
     Structure,
     UnitCell,
+    per_site_unrounded,
 )
 
 from .register import ShelxInsConfig
@@ -364,9 +365,7 @@ class InsFile:
             occupancy = sof * int(order)
             if 5.0 <= abs(atom.sof) < 15.0 and order > 1:
                 # a fixed sof written with a few decimals: undo its rounding (1/48 -> 0.02083)
-                nice = round(occupancy, 2)
-                if abs(occupancy - nice) <= order * 0.5 * 10.0 ** (-atom.sof_decimals) + 1e-12:
-                    occupancy = nice
+                occupancy = per_site_unrounded(sof, int(order), atom.sof_decimals, 2)
             try:
                 sites.append(
                     Site(
@@ -410,7 +409,7 @@ class InsFile:
         """Notes on what SHELXL refines without comment but is most likely a mistake of the
         file: an occupancy above 1 (a sof of 1, not 1/order, on a special position), and a
         label naming another element than its SFAC type (SFAC numbers out of step)."""
-        import gemmi
+        from refractor_core.crystal.formula import normalize_element
 
         over = [f"{s.label} ({s.occupancy:g})" for s in sites if s.occupancy > 1.001]
         if over:
@@ -418,12 +417,12 @@ class InsFile:
                               "e.g. 10.25 on a 4-fold axis): " + ", ".join(over[:10]) + (" ..." if len(over) > 10 else ""))
         other = []
         for s in sites:
-            letters = re.match(r"[A-Za-z]*", s.label).group(0)
-            named = letters[:2] if len(letters) >= 2 and gemmi.Element(letters[:2]).atomic_number > 0 else letters[:1]
-            if not named or named.upper() in (s.element.upper(), s.element[:1].upper()):
-                continue
-            if letters[:1].upper() == s.element.upper() or gemmi.Element(named).atomic_number == 0:
-                continue  # 'CA1' a C, 'Q1' no element at all
+            try:
+                named = normalize_element(s.label)  # the element its letters name ('Cu1' Cu, 'OW1' O)
+            except InputError:
+                continue  # 'Q1': no element at all
+            if named.upper() in (s.element.upper(), s.element[:1].upper()) or s.label[:1].upper() == s.element.upper():
+                continue  # 'CA1' may well be a C
             other.append(f"{s.label} ({s.element})")
         if other:
             self.notes.append("atom labels naming another element than their SFAC type: " + ", ".join(other[:10])
@@ -492,6 +491,11 @@ def _split_glued_keyword(token: str) -> tuple[str, str] | None:
     if len(token) > 4 and token[:4].upper() in KEYWORDS and _GLUED_NUMBER.match(token[4:]):
         return token[:4], token[4:]
     return None
+
+
+def _first_of(seen: list[tuple[int, str]]) -> str:
+    """The first of some (line, text) quoted, and how many more there are."""
+    return _quoted(*seen[0]) + (f" and {len(seen) - 1} more such line(s)" if len(seen) > 1 else "")
 
 
 def _quoted(lineno: int, text: str, width: int = 60) -> str:
@@ -847,13 +851,9 @@ def parse_ins(text: str, path: Path | str | None = None, *, first_line: int = 1)
             f"{peak_heights} atom line(s) carry a number after Uiso (a SHELXS/SHELXT peak height); ignored"
         )
     for what, seen in unread.items():
-        ins.notes.append(f"{what}: " + _quoted(seen[0][0], seen[0][1])
-                         + (f" and {len(seen) - 1} more such line(s)" if len(seen) > 1 else ""))
+        ins.notes.append(f"{what}: {_first_of(seen)}")
     if unknown:
-        ins.notes.append("unknown instructions ignored: " + "; ".join(
-            _quoted(seen[0][0], seen[0][1]) + (f" and {len(seen) - 1} more such line(s)" if len(seen) > 1 else "")
-            for seen in unknown.values()
-        ))
+        ins.notes.append("unknown instructions ignored: " + "; ".join(_first_of(seen) for seen in unknown.values()))
     rigid = [a.label for a in ins.atoms if abs(a.afix) % 10 == 9 and ins.element_of(a) not in ("H", "D")]
     if rigid:
         ins.notes.append("variable-metric rigid groups (AFIX n = 9) are refined as free atoms: " + ", ".join(rigid))

@@ -27,7 +27,7 @@ from refractor_core.crystal.cell import (
 from refractor_core.crystal.formula import normalize_element
 from refractor_core.crystal.structure_factors import AtomTensors
 from refractor_core.crystal.symmetry import SymmetryOps
-from refractor_core.types import MIN_RIGID_GROUP_ATOMS, Site, Structure
+from refractor_core.types import MIN_RIGID_GROUP_ATOMS, Site, Structure, per_site_unrounded
 
 #: image distance (Å) below which an atom counts as sitting on a special position exactly
 EXACT_SPECIAL = 0.05
@@ -67,15 +67,6 @@ def without_fixed(basis: np.ndarray, fixed) -> np.ndarray:
     _, s, vt = np.linalg.svd(rows)
     rank = int(np.sum(s > 1e-9))
     return basis @ vt[rank:].T  # orthonormal: basis and the null space both are
-
-
-def _chemical_coefficient(p: float, order: int) -> float:
-    """p·order, the coefficient of a free variable in a site's chemical occupancy, with the
-    rounding of a p written to five decimals undone (0.33333 on a 3-fold axis gives 1, not
-    0.99999, which a riding H would inherit and the .res show as 20.99999)."""
-    c = p * order
-    nice = round(c, 3)
-    return nice if abs(c - nice) <= order * 0.5e-5 + 1e-12 else c
 
 
 def is_hydrogen(element: str) -> bool:
@@ -192,7 +183,11 @@ class WorkingModel:
             part[i] = s.part
             if s.occupancy_variable is not None:
                 k, p = s.occupancy_variable
-                free_variables.setdefault(int(k), []).append((s.label, _chemical_coefficient(float(p), con.order)))
+                # p·order, the free variable's coefficient in the chemical occupancy, with the
+                # rounding of a p written to five decimals undone (0.33333 on a 3-fold axis
+                # gives 1, not 0.99999, which a riding H would inherit and the .res show as 20.99999)
+                coefficient = per_site_unrounded(float(p), con.order, 5, 3)
+                free_variables.setdefault(int(k), []).append((s.label, coefficient))
             if s.u_aniso is not None:
                 us = u_cif_to_u_star(cell, np.asarray(s.u_aniso, dtype=np.float64))
                 b = con.ustar_basis

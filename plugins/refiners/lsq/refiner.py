@@ -918,8 +918,8 @@ class Refinement:
         given = model.twin_fractions.copy()
         before = misfit()
         for k in np.nonzero(self.refine_twin)[0]:
-            trials = sorted(set(np.round(np.arange(0.0, 0.951, 0.05), 2)) | {float(model.twin_fractions[k])})
             own = float(model.twin_fractions[k])
+            trials = sorted(set(np.round(np.arange(0.0, 0.951, 0.05), 2)) | {own})
             scores = []
             for v in trials:
                 model.twin_fractions[k] = v
