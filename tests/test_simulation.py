@@ -205,11 +205,16 @@ def test_write_hklf4_fits_large_values(tmp_path):
     st = _prso4()
     d = simulate(st, d_min=1.2, seed=1)
     big = d.model_copy(update={"intensity": d.intensity * 100.0, "sigma": d.sigma * 100.0})
+    big = big.model_copy(update={"intensity": big.intensity * 1e4, "sigma": big.sigma * 1e4})
     scale = write_hklf4(tmp_path / "big.hkl", big)
-    assert scale < 1.0
+    assert scale > 1.0
     lines = (tmp_path / "big.hkl").read_text().splitlines()
     assert all(len(line) == 28 for line in lines)
     assert lines[-1].split() == ["0", "0", "0", "0.00", "0.00"]
+    # the .ins carries the scale on its HKLF line, and the readers apply it
+    hkl, _ = write_dataset_files(tmp_path, "big", big)
+    back = load_reflections(hkl)
+    assert np.allclose(back.intensity, big.intensity, rtol=1e-5, atol=scale)
 
 
 def test_formula_and_z_with_special_positions():

@@ -1,6 +1,7 @@
 """The files a user of a diffractometer has: SHELX HKLF 4 reflections and an .ins.
 
-`write_hklf4(path, data)` writes FORMAT(3I4,2F8.2[,I4]) rows ended by the `0 0 0` row.
+`write_hklf4(path, data)` writes FORMAT(3I4,2F8.2[,I4]) rows ended by the `0 0 0` row (the
+text is `io.hkl_writer.format_hklf4`'s, which the CIF writer embeds too).
 `write_ins(path, structure_or_cell, formula, z, wavelength, space_group=None)` writes TITL,
 CELL, ZERR, LATT, SYMM, SFAC, UNIT (and the atoms, if asked), then HKLF 4 and END. Without a
 space group, the file states no symmetry (LATT -1 and no SYMM, i.e. P1 to SHELX, with a REM
@@ -20,12 +21,8 @@ import numpy as np
 
 from ..crystal.formula import format_formula, parse_formula
 from ..crystal.symmetry import SymmetryOps
+from ..io.hkl_writer import format_hklf4
 from ..types import ReflectionData, SpaceGroupRef, Structure, UnitCell
-
-#: largest |value| FORMAT F8.2 holds
-F8_MAX = 99999.99
-F8_MIN = -9999.99
-
 
 def _atomic_write(path: Path, text: str) -> None:
     path = Path(path)
@@ -41,42 +38,9 @@ def _atomic_write(path: Path, text: str) -> None:
         raise
 
 
-def hklf4_scale(data: ReflectionData) -> float:
-    """Factor that fits the intensities into F8.2 (1.0 when they already fit)."""
-    if data.n == 0:
-        return 1.0
-    hi = max(float(np.max(data.intensity)), float(np.max(data.sigma)))
-    lo = float(np.min(data.intensity))
-    scale = 1.0
-    if hi > F8_MAX:
-        scale = min(scale, 99999.0 / hi)
-    if lo < F8_MIN:
-        scale = min(scale, 9999.0 / -lo)
-    return scale
-
-
-def format_hklf4(data: ReflectionData, *, batch: bool | None = None) -> tuple[str, float]:
-    """HKLF 4 text of the reflections and the scale applied to fit F8.2."""
-    h = np.asarray(data.hkl, dtype=np.int64)
-    if h.size and np.max(np.abs(h)) > 999:
-        raise ValueError("Miller indices beyond ±999 do not fit FORMAT(3I4)")
-    scale = hklf4_scale(data)
-    inten = data.intensity * scale
-    sig = np.maximum(data.sigma * scale, 0.01)
-    with_batch = (data.batch is not None) if batch is None else (batch and data.batch is not None)
-    lines = []
-    if with_batch:
-        for (a, b, c), i, s, n in zip(h.tolist(), inten.tolist(), sig.tolist(), data.batch.tolist()):
-            lines.append(f"{a:4d}{b:4d}{c:4d}{i:8.2f}{s:8.2f}{n:4d}")
-    else:
-        for (a, b, c), i, s in zip(h.tolist(), inten.tolist(), sig.tolist()):
-            lines.append(f"{a:4d}{b:4d}{c:4d}{i:8.2f}{s:8.2f}")
-    lines.append(f"{0:4d}{0:4d}{0:4d}{0.0:8.2f}{0.0:8.2f}" + (f"{0:4d}" if with_batch else ""))
-    return "\n".join(lines) + "\n", scale
-
-
 def write_hklf4(path: str | Path, data: ReflectionData, *, batch: bool | None = None) -> float:
-    """Write `data` as a SHELX HKLF 4 file; returns the scale applied to fit F8.2 (usually 1)."""
+    """Write `data` as a SHELX HKLF 4 file (`io.hkl_writer.format_hklf4`); returns the
+    scale for the HKLF line (the file's values times it are the data; usually 1)."""
     text, scale = format_hklf4(data, batch=batch)
     _atomic_write(Path(path), text)
     return scale
@@ -140,8 +104,10 @@ def format_ins(
     title: str = "refractor simulated data",
     include_atoms: bool = False,
     cell_su: tuple[float, ...] | None = None,
+    hklf_scale: float = 1.0,
 ) -> str:
-    """The text of a SHELX .ins (see `write_ins`)."""
+    """The text of a SHELX .ins (see `write_ins`); `hklf_scale`: the .hkl's scale
+    (`write_hklf4`), written on the HKLF line when not 1."""
     structure = cell_or_structure if isinstance(cell_or_structure, Structure) else None
     cell = structure.cell if structure is not None else cell_or_structure
     if isinstance(space_group, str):
@@ -201,7 +167,7 @@ def format_ins(
                 lines.append(f"    {u33:10.5f} {u23:10.5f} {u13:10.5f} {u12:10.5f}")
             else:
                 lines.append(f"{head} {float(s.u_iso):10.5f}")
-    lines.append("HKLF 4")
+    lines.append("HKLF 4" if hklf_scale == 1.0 else f"HKLF 4 {hklf_scale:g}")
     lines.append("END")
     return "\n".join(lines) + "\n"
 
@@ -237,8 +203,9 @@ def write_dataset_files(
         raise ValueError("the data need a cell, a formula and Z to write an .ins")
     hkl = folder / f"{name}.hkl"
     ins = folder / f"{name}.ins"
-    write_hklf4(hkl, data)
-    write_ins(ins, data.cell, data.formula, data.z, data.wavelength or 0.71073, space_group, title=name)
+    scale = write_hklf4(hkl, data)
+    write_ins(ins, data.cell, data.formula, data.z, data.wavelength or 0.71073, space_group, title=name,
+              hklf_scale=scale)
     return hkl, ins
 
 
