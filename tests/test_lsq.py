@@ -582,6 +582,42 @@ def test_anisotropic_atoms_of_a_users_model_stay_anisotropic_at_the_limit():
     assert r.r1 <= evaluate_model(data, truth)["R1"] + 0.001
 
 
+def test_a_step_held_at_a_bound_solves_the_other_parameters_again():
+    """Where the positivity limit cuts an ADP's step back, `cut_back` marks that atom's U
+    columns (and no other), and the rest of the step minimises the damped quadratic
+    model given the move the ADP was allowed (`solve_damped_with_fixed`)."""
+    from refractor_plugins.refiners.lsq.least_squares import solve_damped, solve_damped_with_fixed
+
+    _, _, published, _ = _load("pr_sulfate_hydroxide")
+    model = WorkingModel.from_structure(published)
+    model.make_anisotropic(model.riding < 0)
+    params = Parameterisation.build(model)
+    seg = next(s for s in params.segments() if s.kind == "u_aniso")
+    # a step taking that atom's U far from positive definite, and small moves of the rest
+    rng = np.random.default_rng(1)
+    solved = 1e-7 * rng.normal(size=params.n)
+    solved[seg.columns] = -seg.basis.T @ (3.0 * model.u_star[seg.atoms[0]])
+    moved_model = params.apply(solved)
+    assert moved_model.enforce_adp_limits()  # the limit cut it back
+    moved = params.effective_shift(moved_model)
+    held = params.cut_back(solved, moved)
+    assert set(np.nonzero(held)[0]) == set(seg.columns.tolist())
+    # the reduced solve: the free parameters' damped normal equations hold given the fixed
+    a = rng.normal(size=(40, 8))
+    nmat, rhs, damping = a.T @ a, rng.normal(size=8), 0.3
+    fixed = np.zeros(8, dtype=bool)
+    fixed[[2, 5]] = True
+    shift = solve_damped_with_fixed(nmat, rhs, damping, fixed, np.array([0.1, -0.2]))
+    assert np.allclose(shift[fixed], [0.1, -0.2])
+    free = ~fixed
+    sub = nmat[np.ix_(free, free)]
+    lhs = (sub + damping * np.diag(np.diag(sub))) @ shift[free] + nmat[np.ix_(free, fixed)] @ shift[fixed]
+    assert np.allclose(lhs, rhs[free])
+    # nothing fixed: the plain damped step
+    assert np.allclose(solve_damped_with_fixed(nmat, rhs, damping, np.zeros(8, bool), np.zeros(0)),
+                       solve_damped(nmat, rhs, damping))
+
+
 def test_blocked_normal_equations_count_every_restraint():
     """A block's normal equations carry the whole sum of squares (data and every
     restraint, also those outside the block), so that a trial step is compared with the

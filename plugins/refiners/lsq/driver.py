@@ -25,7 +25,14 @@ import numpy as np
 from refractor_core.errors import RefinementError
 
 from . import restraints
-from .least_squares import IntensityCalculator, covariance, normal_equations, objective, solve_damped
+from .least_squares import (
+    IntensityCalculator,
+    covariance,
+    normal_equations,
+    objective,
+    solve_damped,
+    solve_damped_with_fixed,
+)
 from .model import WorkingModel
 from .parameters import Parameterisation, free_origin_directions, origin_pinned, origin_weight
 from .weighting import weights_for
@@ -201,15 +208,10 @@ class Driver:
             nu = 2.0
             for _ in range(MAX_ATTEMPTS):
                 try:
-                    shift = solve_damped(ne.matrix, ne.rhs, self.damping)
+                    shift, trial = self._bounded_step(params, ne, self.damping)
                 except (np.linalg.LinAlgError, ValueError):
                     self.damping = min(self.damping * 10.0, DAMPING_MAX)
                     continue
-                if not np.all(np.isfinite(shift)):
-                    self.damping = min(self.damping * 10.0, DAMPING_MAX)
-                    continue
-                trial = params.apply(shift, ne.columns)
-                self.after_shift(trial)
                 try:
                     if not trial.plausible():
                         # a step through a (near-)singular direction: phases reduced mod 1
@@ -286,19 +288,39 @@ class Driver:
                           gauss_newton_shift_su=gn_worst)
         return model, rec
 
+    def _bounded_step(self, params: Parameterisation, ne, damping: float) -> tuple[np.ndarray, WorkingModel]:
+        """(the damped step, the model it leads to). Where a bound cut a parameter's move
+        back (an ADP held positive definite, an occupancy clipped), the other parameters are
+        solved again with that move fixed: their first solution assumed the full move, an
+        error the couplings (the scale with every ADP) would carry into every cycle while
+        the parameter stays at its bound. Raises LinAlgError if the equations cannot be
+        solved."""
+        shift = solve_damped(ne.matrix, ne.rhs, damping)
+        if not np.all(np.isfinite(shift)):
+            raise np.linalg.LinAlgError("non-finite shift")
+        trial = params.apply(shift, ne.columns)
+        self.after_shift(trial)
+        solved = np.zeros(params.n)
+        solved[ne.columns] = shift
+        moved = params.effective_shift(trial)
+        held = params.cut_back(solved, moved)[ne.columns]
+        if held.any() and not held.all():
+            shift = solve_damped_with_fixed(ne.matrix, ne.rhs, damping, held, moved[ne.columns][held])
+            if not np.all(np.isfinite(shift)):
+                raise np.linalg.LinAlgError("non-finite shift")
+            trial = params.apply(shift, ne.columns)
+            self.after_shift(trial)
+        return shift, trial
+
     def _gauss_newton_shift_su(self, params: Parameterisation, ne, su: np.ndarray) -> float:
         """Largest |shift|/su of the Gauss-Newton step of these normal equations, as far as
         each parameter could move: an ADP held at its positivity limit, or an occupancy at
         its bound, counts by the move it is allowed (the step pressing against a bound is
-        no sign of distance from the minimum)."""
+        no sign of distance from the minimum), and the others by their step given that."""
         try:
-            step = solve_damped(ne.matrix, ne.rhs, DAMPING_MIN)
+            _, trial = self._bounded_step(params, ne, DAMPING_MIN)
         except (np.linalg.LinAlgError, ValueError):
             return math.inf
-        if not np.all(np.isfinite(step)):
-            return math.inf
-        trial = params.apply(step, ne.columns)
-        self.after_shift(trial)
         return float(np.max(_shift_over_su(params.effective_shift(trial)[ne.columns], su)))
 
     # -- standard uncertainties ----------------------------------------------------------

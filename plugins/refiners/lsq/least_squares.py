@@ -322,6 +322,18 @@ def solve_damped(nmat: np.ndarray, rhs: np.ndarray, damping: float) -> np.ndarra
     return shift
 
 
+def solve_damped_with_fixed(nmat: np.ndarray, rhs: np.ndarray, damping: float, fixed: np.ndarray,
+                            values: np.ndarray) -> np.ndarray:
+    """`solve_damped` with the parameters of the mask `fixed` held at shifts `values`: the
+    others minimise the damped quadratic model given those moves."""
+    free = ~fixed
+    shift = np.zeros(len(rhs))
+    shift[fixed] = values
+    reduced = rhs[free] - nmat[np.ix_(free, fixed)] @ values
+    shift[free] = solve_damped(nmat[np.ix_(free, free)], reduced, damping)
+    return shift
+
+
 def covariance(nmat: np.ndarray, scale2: float) -> tuple[np.ndarray, list[int]]:
     """Inverse normal matrix times S² (the parameter covariance) and the indices of
     parameters that are undetermined (singular directions), if any."""

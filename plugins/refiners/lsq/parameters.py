@@ -39,6 +39,10 @@ RAW = 10  # raw derivatives per atom: x, y, z, U*(6), occupancy
 #: a refined X-H distance (SHELXL AFIX m8) stays within this range (Å)
 H_DISTANCE_RANGE = (0.7, 1.2)
 
+#: segment kinds whose move a bound may cut back when a shift is applied (an ADP held
+#: positive definite or at its floor, an occupancy or an X-H distance kept in range)
+BOUNDED_KINDS = ("u_aniso", "u_iso", "occ_mixed", "occ_single", "occ_free", "hdist")
+
 #: bounds of a refined twin fraction (BASF)
 TWIN_FRACTION_RANGE = (-0.1, 1.0)
 #: atoms closer than this (Å) share one site (mixed sites, EXYZ)
@@ -540,6 +544,19 @@ class Parameterisation:
                 out[cols[0]] = free_variable_value(new, g) - free_variable_value(old, g)
             else:
                 out[cols[0]] = new.occupancy[lead] - old.occupancy[lead]
+        return out
+
+    def cut_back(self, solved: np.ndarray, moved: np.ndarray) -> np.ndarray:
+        """Free parameters (mask, length n) whose move `moved` (`effective_shift`) a bound
+        made differ from the `solved` shift: the bounded global parameters (extinction, twin
+        fractions) and every column of a bounded segment (an ADP held at its limit moves in
+        all its components) of which one differs."""
+        differs = np.abs(moved - solved) > 1e-12 + 1e-6 * np.abs(solved)
+        out = np.zeros(self.n, dtype=bool)
+        out[1 : self.n_global] = differs[1 : self.n_global]
+        for seg in self.segments():
+            if seg.kind in BOUNDED_KINDS and differs[seg.columns].any():
+                out[seg.columns] = True
         return out
 
     # -- floating origin ---------------------------------------------------------------
