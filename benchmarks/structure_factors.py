@@ -3,8 +3,9 @@
 For each CIF reference model: all symmetry-unique reflections to the case's d_min; gemmi's
 StructureFactorCalculatorX called from Python per reflection (the way a Python program
 uses it), then our engine forward (float64, float32), forward + autograd gradient with
-respect to coordinates, ADPs and occupancies, and the analytic derivatives used by least
-squares. Throughput is reported in (asymmetric-unit atoms × reflections) per second; the
+respect to coordinates, ADPs and occupancies, the analytic complex derivatives
+(`with_derivatives`) and the analytic derivatives of |F|² that least squares uses
+(`intensity_derivatives`). Throughput is reported in (asymmetric-unit atoms × reflections) per second; the
 ratio to gemmi does not depend on that choice.
 
     python benchmarks/structure_factors.py [--threads 2] [--cases a,b] [--repeat 3]
@@ -87,10 +88,14 @@ def bench_case(case, repeat: int) -> dict:
         def analytic():
             eng.with_derivatives(atoms)
 
+        def intensity():
+            eng.intensity_derivatives(atoms)
+
         forward()  # warm-up (form-factor cache)
         out[f"ours_forward_{tag}_s"] = best_time(forward, repeat)
         out[f"ours_forward_backward_{tag}_s"] = best_time(forward_backward, repeat)
         out[f"ours_analytic_derivatives_{tag}_s"] = best_time(analytic, repeat)
+        out[f"ours_intensity_derivatives_{tag}_s"] = best_time(intensity, repeat)
         out["reduced_operators"] = eng.n_operators
     out["throughput"] = {
         k.replace("_s", ""): work / v for k, v in out.items() if k.endswith("_s") and isinstance(v, float) and v > 0
@@ -120,7 +125,7 @@ def main(argv=None) -> int:
             f"{r['case']:30s} atoms={r['atoms']:4d} refl={r['reflections']:6d} gemmi={r['gemmi_s']:.3f}s "
             f"fwd64 x{sp['ours_forward_f64_s']:.1f} fwd32 x{sp['ours_forward_f32_s']:.1f} "
             f"fwd+grad64 x{sp['ours_forward_backward_f64_s']:.1f} fwd+grad32 x{sp['ours_forward_backward_f32_s']:.1f} "
-            f"analytic64 x{sp['ours_analytic_derivatives_f64_s']:.1f}",
+            f"analytic64 x{sp['ours_analytic_derivatives_f64_s']:.1f} intensity64 x{sp['ours_intensity_derivatives_f64_s']:.1f}",
             flush=True,
         )
     total_gemmi = sum(r["gemmi_s"] for r in rows)
@@ -164,13 +169,14 @@ def main(argv=None) -> int:
     ]
     for k, v in agg.items():
         lines.append(f"| {k.replace('_s', '')} | {v:.1f} | {summary['aggregate_throughput_atom_reflections_per_s'][k.replace('_s', '')]:.3g} |")
-    lines += ["", "| case | SG | atoms | reflections | gemmi s | fwd f64 × | fwd f32 × | fwd+grad f64 × | fwd+grad f32 × | analytic f64 × |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += ["", "| case | SG | atoms | reflections | gemmi s | fwd f64 × | fwd f32 × | fwd+grad f64 × | fwd+grad f32 × | analytic f64 × | intensity f64 × |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         sp = r["speedup_vs_gemmi"]
         lines.append(
             f"| {r['case']} | {r['space_group']} | {r['atoms']} | {r['reflections']} | {r['gemmi_s']:.3f} | "
             f"{sp['ours_forward_f64_s']:.1f} | {sp['ours_forward_f32_s']:.1f} | {sp['ours_forward_backward_f64_s']:.1f} | "
-            f"{sp['ours_forward_backward_f32_s']:.1f} | {sp['ours_analytic_derivatives_f64_s']:.1f} |"
+            f"{sp['ours_forward_backward_f32_s']:.1f} | {sp['ours_analytic_derivatives_f64_s']:.1f} | "
+            f"{sp['ours_intensity_derivatives_f64_s']:.1f} |"
         )
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print(json.dumps(summary["aggregate_speedup_vs_gemmi"], indent=2))

@@ -88,6 +88,29 @@ def test_analytic_derivatives_match_finite_differences(sg):
         assert torch.allclose(der.d_occ[:, a], fd, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("sg", ["P 1 21/c 1", "P 21 21 21"])
+def test_intensity_derivatives_are_those_of_the_complex_derivatives(sg):
+    """∂|F|²/∂t = 2 Re(F̄ ∂F/∂t), for F of the atoms themselves and for a given total F
+    (the whole model's, when the atoms are part of it); an atom of zero occupancy still
+    has its occupancy derivative."""
+    s = _toy_structure(sg)
+    s = s.model_copy(update={"sites": [s.sites[0].model_copy(update={"occupancy": 0.0})] + list(s.sites[1:])})
+    hkl = np.array([[1, 2, 3], [2, -1, 4], [0, 3, 1], [3, 1, -2], [4, 4, 1], [-2, 5, 3]])
+    eng = StructureFactorEngine(hkl, s.cell, s.space_group, wavelength=0.71073)
+    atoms = AtomTensors.from_structure(s, symmetry=eng.symmetry)
+    der = eng.with_derivatives(atoms)
+    complex_d = torch.cat([der.d_xyz, der.d_ustar, der.d_occ[..., None]], dim=-1)
+    other = torch.complex(torch.linspace(-3.0, 5.0, len(hkl), dtype=torch.float64),
+                          torch.linspace(2.0, -1.0, len(hkl), dtype=torch.float64))
+    for total in (None, other):
+        fc, grad = eng.intensity_derivatives(atoms, total)
+        assert torch.allclose(fc, der.fc, rtol=1e-12, atol=1e-12)
+        f = der.fc if total is None else total
+        expected = 2.0 * (f.real[:, None, None] * complex_d.real + f.imag[:, None, None] * complex_d.imag)
+        assert torch.allclose(grad, expected, rtol=1e-10, atol=1e-10)
+    assert torch.any(grad[:, 0, 9] != 0)
+
+
 @pytest.mark.parametrize("sg", ["P 21 21 21", "P 1 21/c 1", "C 1 2/c 1"])
 def test_autograd_gradients_pass_gradcheck(sg):
     """The fused analytic backward pass against numerical gradients (torch.autograd.gradcheck)."""

@@ -255,58 +255,42 @@ class StructureFactorEngine:
         return fc.real**2 + fc.imag**2
 
     # -- analytic derivatives for least squares ----------------------------------------
+    def _derivative_terms(self, atoms: AtomTensors, f: torch.Tensor, fpp: torch.Tensor):
+        """Per chunk of reflections: (slice, a, b, ∂a/∂x, ∂b/∂x, ∂a/∂U*, ∂b/∂U*, g0r, g0i)
+        with a, b (N, n) the atoms' symmetry sums of dw·cos and dw·sin of the phases and
+        g0 = weight (f + i f'') centring (N, n): an atom's F is occupancy · g0 (a + i b)."""
+        for sl in self._chunks(atoms.n * 6):
+            hop, hh, pt = self._hop[:, sl], self._hh[:, sl], self._phase_t[:, sl]
+            arg = _phase(torch.einsum("mnj,aj->mna", hop, atoms.xyz) + pt[:, :, None])
+            dw = _debye_waller(torch.einsum("mnk,ak->mna", hh, atoms.u_star))
+            c, s = dw * torch.cos(arg), dw * torch.sin(arg)
+            a = c.sum(0)  # (N, n)
+            da_dx = -TWO_PI * torch.einsum("mna,mnj->naj", s, hop)
+            da_du = -TWO_PI_SQ * torch.einsum("mna,mnk->nak", c, hh)
+            if self.centro_pairs:  # inversion pairs: the sine sum and its derivatives vanish
+                b, db_dx, db_du = torch.zeros_like(a), torch.zeros_like(da_dx), torch.zeros_like(da_du)
+            else:
+                b = s.sum(0)
+                db_dx = TWO_PI * torch.einsum("mna,mnj->naj", c, hop)
+                db_du = -TWO_PI_SQ * torch.einsum("mna,mnk->nak", s, hh)
+            cen = self._cen[sl][:, None]
+            g0r = atoms.weight[None, :] * f[sl] * cen
+            g0i = atoms.weight[None, :] * fpp[None, :] * cen
+            yield sl, a, b, da_dx, db_dx, da_du, db_du, g0r, g0i
+
     def with_derivatives(self, atoms: AtomTensors) -> StructureFactorDerivatives:
         """F and analytic per-atom derivatives (no autograd graph is built)."""
-        n = atoms.n
         with torch.no_grad():
             f, fpp = self._scattering(atoms.elements)
-            w = atoms.occupancy * atoms.weight
+            occ = atoms.occupancy[None, :]
             fcs, dxs, dus, dos = [], [], [], []
-            for sl in self._chunks(n * 6):
-                hop, hh, pt = self._hop[:, sl], self._hh[:, sl], self._phase_t[:, sl]
-                arg = _phase(torch.einsum("mnj,aj->mna", hop, atoms.xyz) + pt[:, :, None])
-                dw = _debye_waller(torch.einsum("mnk,ak->mna", hh, atoms.u_star))
-                c, s = dw * torch.cos(arg), dw * torch.sin(arg)
-                a = c.sum(0)  # (N, n)
-                da_dx = -TWO_PI * torch.einsum("mna,mnj->naj", s, hop)
-                da_du = -TWO_PI_SQ * torch.einsum("mna,mnk->nak", c, hh)
-                if self.centro_pairs:  # inversion pairs: the sine sum and its derivatives vanish
-                    b = torch.zeros_like(a)
-                    db_dx = torch.zeros_like(da_dx)
-                    db_du = torch.zeros_like(da_du)
-                else:
-                    b = s.sum(0)
-                    db_dx = TWO_PI * torch.einsum("mna,mnj->naj", c, hop)
-                    db_du = -TWO_PI_SQ * torch.einsum("mna,mnk->nak", s, hh)
-                cen = self._cen[sl]
-                fr, fi = f[sl], fpp[None, :]
-                # per-atom complex factor g = w (fr + i fi) cen; F_atom = g (a + i b)
-                gr = w[None, :] * fr * cen[:, None]
-                gi = w[None, :] * fi * cen[:, None]
-                re_atom = gr * a - gi * b
-                im_atom = gr * b + gi * a
-                fcs.append(torch.complex(re_atom.sum(-1), im_atom.sum(-1)))
-                dxs.append(
-                    torch.complex(
-                        gr[..., None] * da_dx - gi[..., None] * db_dx,
-                        gr[..., None] * db_dx + gi[..., None] * da_dx,
-                    )
-                )
-                dus.append(
-                    torch.complex(
-                        gr[..., None] * da_du - gi[..., None] * db_du,
-                        gr[..., None] * db_du + gi[..., None] * da_du,
-                    )
-                )
-                safe_occ = torch.where(atoms.occupancy != 0, atoms.occupancy, torch.ones_like(atoms.occupancy))
-                occ_scale = torch.where(atoms.occupancy != 0, 1.0 / safe_occ, torch.zeros_like(safe_occ))
-                if torch.any(atoms.occupancy == 0):  # derivative of a zero-occupancy atom
-                    g0r = atoms.weight[None, :] * fr * cen[:, None]
-                    g0i = atoms.weight[None, :] * fi * cen[:, None]
-                    d_re = torch.where(atoms.occupancy[None] != 0, re_atom * occ_scale, g0r * a - g0i * b)
-                    d_im = torch.where(atoms.occupancy[None] != 0, im_atom * occ_scale, g0r * b + g0i * a)
-                else:
-                    d_re, d_im = re_atom * occ_scale, im_atom * occ_scale
+            for _, a, b, da_dx, db_dx, da_du, db_du, g0r, g0i in self._derivative_terms(atoms, f, fpp):
+                # an atom's F is occupancy · g0 (a + i b)
+                d_re, d_im = g0r * a - g0i * b, g0r * b + g0i * a  # ∂F/∂occupancy
+                fcs.append(torch.complex((occ * d_re).sum(-1), (occ * d_im).sum(-1)))
+                gr, gi = (occ * g0r)[..., None], (occ * g0i)[..., None]
+                dxs.append(torch.complex(gr * da_dx - gi * db_dx, gr * db_dx + gi * da_dx))
+                dus.append(torch.complex(gr * da_du - gi * db_du, gr * db_du + gi * da_du))
                 dos.append(torch.complex(d_re, d_im))
             return StructureFactorDerivatives(
                 fc=torch.cat(fcs),
@@ -314,6 +298,28 @@ class StructureFactorEngine:
                 d_ustar=torch.cat(dus),
                 d_occ=torch.cat(dos),
             )
+
+    def intensity_derivatives(self, atoms: AtomTensors, f_total: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(F of these atoms (N,) complex, ∂|F_total|²/∂(x, y, z, U*11..U*23, occupancy) of
+        each atom (N, n, 10) real), F_total being `f_total` (the whole model's F, when
+        these atoms are part of it) or these atoms' F: what least squares on F² needs,
+        without the complex derivatives of `with_derivatives` (2 Re(F̄ ∂F) directly)."""
+        with torch.no_grad():
+            f, fpp = self._scattering(atoms.elements)
+            occ = atoms.occupancy[None, :]
+            fcs, grads = [], []
+            for sl, a, b, da_dx, db_dx, da_du, db_du, g0r, g0i in self._derivative_terms(atoms, f, fpp):
+                d_re, d_im = g0r * a - g0i * b, g0r * b + g0i * a
+                fc = torch.complex((occ * d_re).sum(-1), (occ * d_im).sum(-1))
+                fcs.append(fc)
+                total = fc if f_total is None else f_total[sl]
+                fr, fi = total.real[:, None], total.imag[:, None]
+                # ∂|F|²/∂t = 2 (Fr ∂Re/∂t + Fi ∂Im/∂t) = 2 occupancy (p ∂a/∂t + q ∂b/∂t)
+                p, q = fr * g0r + fi * g0i, fi * g0r - fr * g0i
+                po, qo = (2.0 * occ * p)[..., None], (2.0 * occ * q)[..., None]
+                grads.append(torch.cat([po * da_dx + qo * db_dx, po * da_du + qo * db_du,
+                                        (2.0 * (p * a + q * b))[..., None]], dim=-1))
+            return torch.cat(fcs), torch.cat(grads)
 
     def u_iso_direction(self) -> torch.Tensor:
         """dU*/dU_iso (6,): chain rule from U* derivatives to an isotropic U."""

@@ -207,16 +207,12 @@ class IntensityCalculator:
                 for c, comp in enumerate(ch.components):
                     if comp.engine is None:
                         continue
-                    d = comp.engine.with_derivatives(sub)
-                    if everything:
-                        f = d.fc
-                    else:
-                        f = torch.from_numpy(np.ascontiguousarray(f_model[c, ch.sl][comp.ok])).to(d.fc)
-                    fr, fi = f.real[:, None], f.imag[:, None]
-                    gx = 2.0 * (fr[..., None] * d.d_xyz.real + fi[..., None] * d.d_xyz.imag)
-                    gu = 2.0 * (fr[..., None] * d.d_ustar.real + fi[..., None] * d.d_ustar.imag)
-                    go = 2.0 * (fr * d.d_occ.real + fi * d.d_occ.imag)
-                    g = torch.cat([gx, gu, go[..., None]], dim=-1).reshape(f.shape[0], na * RAW).T.contiguous()
+                    total = None if everything else torch.from_numpy(
+                        np.ascontiguousarray(f_model[c, ch.sl][comp.ok])).to(device=self.device)
+                    f, grad = comp.engine.intensity_derivatives(sub, total)
+                    if total is not None:
+                        f = total
+                    g = grad.reshape(f.shape[0], na * RAW).T.contiguous()
                     if comp.ok.all():
                         raw[c] = g.cpu().numpy()
                     else:
