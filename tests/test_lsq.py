@@ -582,40 +582,48 @@ def test_anisotropic_atoms_of_a_users_model_stay_anisotropic_at_the_limit():
     assert r.r1 <= evaluate_model(data, truth)["R1"] + 0.001
 
 
-def test_a_step_held_at_a_bound_solves_the_other_parameters_again():
-    """Where the positivity limit cuts an ADP's step back, `cut_back` marks that atom's U
-    columns (and no other), and the rest of the step minimises the damped quadratic
-    model given the move the ADP was allowed (`solve_damped_with_fixed`)."""
-    from refractor_plugins.refiners.lsq.least_squares import solve_damped, solve_damped_with_fixed
+def test_a_step_held_at_a_bound_is_solved_again_on_the_bound():
+    """Where a step takes an anisotropic U below the positivity limit along one principal
+    direction, `bound_constraints` holds that direction at the limit (one row, in that
+    atom's columns only), and the step solved again satisfies it while minimising the
+    damped quadratic model on the constraint (`solve_damped_constrained`)."""
+    from refractor_core.crystal.cell import matrix_to_sym6, orthogonalization_matrix
+    from refractor_plugins.refiners.lsq.least_squares import solve_damped, solve_damped_constrained
+    from refractor_plugins.refiners.lsq.model import U_FLOOR
 
     _, _, published, _ = _load("pr_sulfate_hydroxide")
     model = WorkingModel.from_structure(published)
     model.make_anisotropic(model.riding < 0)
     params = Parameterisation.build(model)
-    seg = next(s for s in params.segments() if s.kind == "u_aniso")
-    # a step taking that atom's U far from positive definite, and small moves of the rest
+    seg = next(s for s in params.segments() if s.kind == "u_aniso" and s.basis.shape[1] == 6)
+    lead = seg.atoms[0]
+    o = orthogonalization_matrix(model.cell)
+    cart = model.u_cart(lead)
+    w, v = np.linalg.eigh(cart)
+    target = cart - (w[0] + 0.01) * np.outer(v[:, 0], v[:, 0])  # one direction 0.01 below zero
+    o_inv = np.linalg.inv(o)
+    solved = np.zeros(params.n)
+    solved[seg.columns] = seg.basis.T @ (matrix_to_sym6(o_inv @ target @ o_inv.T) - model.u_star[lead])
+    solved[0] = 1e-3  # the scale moves freely
+    trial = params.apply(solved)
+    assert trial.enforce_adp_limits()
+    rows, values = params.bound_constraints(solved, params.effective_shift(trial))
+    assert rows.shape == (1, params.n)
+    assert set(np.nonzero(rows[0])[0]) <= set(seg.columns.tolist())
+    assert values[0] == pytest.approx(U_FLOOR - v[:, 0] @ cart @ v[:, 0])
+    # the constrained step: on the constraint, and the damped model's gradient normal to it
     rng = np.random.default_rng(1)
-    solved = 1e-7 * rng.normal(size=params.n)
-    solved[seg.columns] = -seg.basis.T @ (3.0 * model.u_star[seg.atoms[0]])
-    moved_model = params.apply(solved)
-    assert moved_model.enforce_adp_limits()  # the limit cut it back
-    moved = params.effective_shift(moved_model)
-    held = params.cut_back(solved, moved)
-    assert set(np.nonzero(held)[0]) == set(seg.columns.tolist())
-    # the reduced solve: the free parameters' damped normal equations hold given the fixed
-    a = rng.normal(size=(40, 8))
-    nmat, rhs, damping = a.T @ a, rng.normal(size=8), 0.3
-    fixed = np.zeros(8, dtype=bool)
-    fixed[[2, 5]] = True
-    shift = solve_damped_with_fixed(nmat, rhs, damping, fixed, np.array([0.1, -0.2]))
-    assert np.allclose(shift[fixed], [0.1, -0.2])
-    free = ~fixed
-    sub = nmat[np.ix_(free, free)]
-    lhs = (sub + damping * np.diag(np.diag(sub))) @ shift[free] + nmat[np.ix_(free, fixed)] @ shift[fixed]
-    assert np.allclose(lhs, rhs[free])
-    # nothing fixed: the plain damped step
-    assert np.allclose(solve_damped_with_fixed(nmat, rhs, damping, np.zeros(8, bool), np.zeros(0)),
-                       solve_damped(nmat, rhs, damping))
+    a = rng.normal(size=(60, params.n))
+    nmat, rhs, damping = a.T @ a, rng.normal(size=params.n), 0.3
+    shift = solve_damped_constrained(nmat, rhs, damping, rows, values)
+    assert rows @ shift == pytest.approx(values)
+    residual = (nmat + damping * np.diag(np.diag(nmat))) @ shift - rhs
+    normal = rows[0] / np.linalg.norm(rows[0])
+    assert np.allclose(residual - (residual @ normal) * normal, 0.0, atol=1e-8 * np.abs(rhs).max())
+    # several right-hand sides at once, and no constraint: the plain damped step
+    both = solve_damped(nmat, np.stack([rhs, 2.0 * rhs], axis=1), damping)
+    assert np.allclose(both[:, 1], 2.0 * both[:, 0]) and np.allclose(both[:, 0], solve_damped(nmat, rhs, damping))
+    assert np.allclose(solve_damped_constrained(nmat, rhs, damping, np.zeros((0, params.n)), np.zeros(0)), both[:, 0])
 
 
 def test_blocked_normal_equations_count_every_restraint():

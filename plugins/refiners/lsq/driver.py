@@ -31,7 +31,7 @@ from .least_squares import (
     normal_equations,
     objective,
     solve_damped,
-    solve_damped_with_fixed,
+    solve_damped_constrained,
 )
 from .model import WorkingModel
 from .parameters import Parameterisation, free_origin_directions, origin_pinned, origin_weight
@@ -290,11 +290,12 @@ class Driver:
 
     def _bounded_step(self, params: Parameterisation, ne, damping: float) -> tuple[np.ndarray, WorkingModel]:
         """(the damped step, the model it leads to). Where a bound cut a parameter's move
-        back (an ADP held positive definite, an occupancy clipped), the other parameters are
-        solved again with that move fixed: their first solution assumed the full move, an
-        error the couplings (the scale with every ADP) would carry into every cycle while
-        the parameter stays at its bound. Raises LinAlgError if the equations cannot be
-        solved."""
+        back (an ADP held positive definite, an occupancy clipped), the step is solved again
+        with that parameter held at its bound (`Parameterisation.bound_constraints`; an
+        anisotropic U only along the directions at the limit), the others free: their
+        first solution assumed the full move, an error the couplings (the scale with every
+        ADP) would carry into every cycle while the parameter stays at its bound. Raises
+        LinAlgError if the equations cannot be solved."""
         shift = solve_damped(ne.matrix, ne.rhs, damping)
         if not np.all(np.isfinite(shift)):
             raise np.linalg.LinAlgError("non-finite shift")
@@ -302,10 +303,9 @@ class Driver:
         self.after_shift(trial)
         solved = np.zeros(params.n)
         solved[ne.columns] = shift
-        moved = params.effective_shift(trial)
-        held = params.cut_back(solved, moved)[ne.columns]
-        if held.any() and not held.all():
-            shift = solve_damped_with_fixed(ne.matrix, ne.rhs, damping, held, moved[ne.columns][held])
+        rows, values = params.bound_constraints(solved, params.effective_shift(trial))
+        if len(rows):
+            shift = solve_damped_constrained(ne.matrix, ne.rhs, damping, rows[:, ne.columns], values)
             if not np.all(np.isfinite(shift)):
                 raise np.linalg.LinAlgError("non-finite shift")
             trial = params.apply(shift, ne.columns)

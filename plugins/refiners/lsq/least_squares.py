@@ -299,10 +299,11 @@ class Solution:
 
 
 def solve_damped(nmat: np.ndarray, rhs: np.ndarray, damping: float) -> np.ndarray:
-    """Solve (N + λ diag N) δ = r with Marquardt scaling (Cholesky; raises LinAlgError)."""
+    """Solve (N + λ diag N) δ = r with Marquardt scaling (Cholesky; raises LinAlgError);
+    `rhs` may hold several right-hand sides as columns (p, k)."""
     d = np.sqrt(np.clip(np.diag(nmat), 0.0, None))
     active = d > 1e-300
-    shift = np.zeros(len(rhs))
+    shift = np.zeros(rhs.shape)
     if not active.any():
         return shift
     da = d[active]
@@ -313,21 +314,23 @@ def solve_damped(nmat: np.ndarray, rhs: np.ndarray, damping: float) -> np.ndarra
     lower, info = torch.linalg.cholesky_ex(torch.from_numpy(ns))
     if int(info) != 0:
         raise np.linalg.LinAlgError("normal matrix not positive definite")
-    sol = torch.cholesky_solve(torch.from_numpy(rhs[active] / da)[:, None], lower)[:, 0].numpy()
-    shift[active] = sol / da
+    scale = da if rhs.ndim == 1 else da[:, None]
+    scaled = (rhs[active] / scale).reshape(len(da), -1)
+    sol = torch.cholesky_solve(torch.from_numpy(np.ascontiguousarray(scaled)), lower).numpy()
+    shift[active] = sol.reshape(shift[active].shape) / scale
     return shift
 
 
-def solve_damped_with_fixed(nmat: np.ndarray, rhs: np.ndarray, damping: float, fixed: np.ndarray,
-                            values: np.ndarray) -> np.ndarray:
-    """`solve_damped` with the parameters of the mask `fixed` held at shifts `values`: the
-    others minimise the damped quadratic model given those moves."""
-    free = ~fixed
-    shift = np.zeros(len(rhs))
-    shift[fixed] = values
-    reduced = rhs[free] - nmat[np.ix_(free, fixed)] @ values
-    shift[free] = solve_damped(nmat[np.ix_(free, free)], reduced, damping)
-    return shift
+def solve_damped_constrained(nmat: np.ndarray, rhs: np.ndarray, damping: float, rows: np.ndarray,
+                             values: np.ndarray) -> np.ndarray:
+    """`solve_damped` subject to the linear equalities rows @ δ = values (k, p): the step
+    minimising the damped quadratic model on that subspace (Lagrange multipliers)."""
+    free = solve_damped(nmat, rhs, damping)
+    if not len(rows):
+        return free
+    toward = solve_damped(nmat, rows.T, damping)  # A⁻¹ Gᵀ (p, k)
+    multipliers = np.linalg.lstsq(rows @ toward, rows @ free - values, rcond=None)[0]
+    return free - toward @ multipliers
 
 
 def covariance(nmat: np.ndarray, scale2: float) -> tuple[np.ndarray, list[int]]:

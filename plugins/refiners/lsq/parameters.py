@@ -30,10 +30,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
-from refractor_core.crystal.cell import orthogonalization_matrix
+from refractor_core.crystal.cell import orthogonalization_matrix, sym6_to_matrix
 from refractor_core.types import free_variable_from_share
 
-from .model import WorkingModel
+from .model import U_FLOOR, WorkingModel
 
 RAW = 10  # raw derivatives per atom: x, y, z, U*(6), occupancy
 #: a refined X-H distance (SHELXL AFIX m8) stays within this range (Å)
@@ -546,18 +546,48 @@ class Parameterisation:
                 out[cols[0]] = new.occupancy[lead] - old.occupancy[lead]
         return out
 
-    def cut_back(self, solved: np.ndarray, moved: np.ndarray) -> np.ndarray:
-        """Free parameters (mask, length n) whose move `moved` (`effective_shift`) a bound
-        made differ from the `solved` shift: the bounded global parameters (extinction, twin
-        fractions) and every column of a bounded segment (an ADP held at its limit moves in
-        all its components) of which one differs."""
+    def bound_constraints(self, solved: np.ndarray, moved: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Linear equalities (rows (k, n), values (k,)) that hold the parameters a bound cut
+        back (`solved` the shift, `moved` the move it made, `effective_shift`) at their bound:
+        a bounded global parameter or a one-parameter move (U_iso at its floor, an
+        occupancy, an X-H distance) at the move it made; an anisotropic U at the positivity
+        limit along each principal direction the step took below it (vᵀ U v = floor, v
+        of the U the step aimed at), free in the others."""
         differs = np.abs(moved - solved) > 1e-12 + 1e-6 * np.abs(solved)
-        out = np.zeros(self.n, dtype=bool)
-        out[1 : self.n_global] = differs[1 : self.n_global]
+        rows: list[np.ndarray] = []
+        values: list[float] = []
+
+        def hold(column: int) -> None:
+            row = np.zeros(self.n)
+            row[column] = 1.0
+            rows.append(row)
+            values.append(float(moved[column]))
+
+        for k in np.nonzero(differs[1 : self.n_global])[0]:
+            hold(int(k) + 1)
+        m = self.model
+        o = orthogonalization_matrix(m.cell)
         for seg in self.segments():
-            if seg.kind in BOUNDED_KINDS and differs[seg.columns].any():
-                out[seg.columns] = True
-        return out
+            if seg.kind not in BOUNDED_KINDS or not differs[seg.columns].any():
+                continue
+            if seg.kind != "u_aniso":
+                for c in seg.columns[differs[seg.columns]]:
+                    hold(int(c))
+                continue
+            lead = seg.atoms[0]
+            cart = o @ sym6_to_matrix(m.u_star[lead]) @ o.T
+            target = o @ sym6_to_matrix(m.u_star[lead] + seg.basis @ solved[seg.columns]) @ o.T
+            w, v = np.linalg.eigh(target)
+            for k in np.nonzero(w < U_FLOOR)[0]:
+                axis = v[:, k]
+                per_column = [axis @ (o @ sym6_to_matrix(b) @ o.T) @ axis for b in seg.basis.T]
+                row = np.zeros(self.n)
+                row[seg.columns] = per_column
+                rows.append(row)
+                values.append(float(U_FLOOR - axis @ cart @ axis))
+        if not rows:
+            return np.zeros((0, self.n)), np.zeros(0)
+        return np.array(rows), np.array(values)
 
     # -- floating origin ---------------------------------------------------------------
     def origin_restraints(self) -> list[np.ndarray]:
@@ -876,7 +906,7 @@ def _origin_directions(symmetry) -> np.ndarray:
 
 def ueq_gradient(cell) -> np.ndarray:
     """∂U_eq/∂U* (6,): U_eq = trace(M U* Mᵀ)/3 is linear in U*."""
-    from refractor_core.crystal.cell import orthogonalization_matrix
+    from refractor_core.crystal.cell import orthogonalization_matrix, sym6_to_matrix
 
     m = orthogonalization_matrix(cell)
     return np.array([m[:, 0] @ m[:, 0], m[:, 1] @ m[:, 1], m[:, 2] @ m[:, 2],
