@@ -299,7 +299,8 @@ class StructureFactorEngine:
                 d_occ=torch.cat(dos),
             )
 
-    def intensity_derivatives(self, atoms: AtomTensors, f_total: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def intensity_derivatives(self, atoms: AtomTensors,
+                              f_total: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(F of these atoms (N,) complex, ∂|F_total|²/∂(x, y, z, U*11..U*23, occupancy) of
         each atom (N, n, 10) real), F_total being `f_total` (the whole model's F, when
         these atoms are part of it) or these atoms' F: what least squares on F² needs,

@@ -24,6 +24,7 @@ from ..crystal.symmetry import SymmetryOps
 from ..io.hkl_writer import format_hklf4
 from ..types import ReflectionData, SpaceGroupRef, Structure, UnitCell
 
+
 def _atomic_write(path: Path, text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

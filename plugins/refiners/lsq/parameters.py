@@ -906,8 +906,6 @@ def _origin_directions(symmetry) -> np.ndarray:
 
 def ueq_gradient(cell) -> np.ndarray:
     """∂U_eq/∂U* (6,): U_eq = trace(M U* Mᵀ)/3 is linear in U*."""
-    from refractor_core.crystal.cell import orthogonalization_matrix, sym6_to_matrix
-
     m = orthogonalization_matrix(cell)
     return np.array([m[:, 0] @ m[:, 0], m[:, 1] @ m[:, 1], m[:, 2] @ m[:, 2],
                      2 * m[:, 0] @ m[:, 1], 2 * m[:, 0] @ m[:, 2], 2 * m[:, 1] @ m[:, 2]]) / 3.0
