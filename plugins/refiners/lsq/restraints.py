@@ -122,50 +122,105 @@ def _frac(model: WorkingModel, im: Image) -> np.ndarray:
     return sym.rotations[im.op].astype(np.float64) @ model.xyz[im.atom] + sym.translations[im.op] + np.array(im.shift, float)
 
 
-def _distance_and_gradient(model: WorkingModel, a: Image, b: Image, m: np.ndarray):
-    """Distance |M(xa - xb)| and its gradient w.r.t. the fractional xyz of both atoms."""
-    d_frac = _frac(model, a) - _frac(model, b)
-    v = m @ d_frac
-    d = float(np.linalg.norm(v))
-    g = m.T @ v / max(d, 1e-9)  # ∂d/∂(xa image)
-    ra = model.symmetry.rotations[a.op].astype(np.float64)
-    rb = model.symmetry.rotations[b.op].astype(np.float64)
-    return d, ra.T @ g, -(rb.T @ g)
+def _pair_geometry(model: WorkingModel, pairs: list[tuple[Image, Image]], m: np.ndarray):
+    """Cartesian distances (P,) between the images of each pair and their gradients w.r.t.
+    the fractional xyz of each pair's first and second atom ((P, 3) each), for all pairs
+    at once."""
+    rot = model.symmetry.rotations.astype(np.float64)
+    trans = np.asarray(model.symmetry.translations, dtype=np.float64)
+    ends = []
+    for k in (0, 1):
+        atom = np.array([p[k].atom for p in pairs], dtype=np.int64)
+        op = np.array([p[k].op for p in pairs], dtype=np.int64)
+        shift = np.array([p[k].shift for p in pairs], dtype=np.float64).reshape(-1, 3)
+        ends.append((np.einsum("pij,pj->pi", rot[op], model.xyz[atom]) + trans[op] + shift, rot[op]))
+    (fa, ra), (fb, rb) = ends
+    v = (fa - fb) @ m.T
+    d = np.linalg.norm(v, axis=1)
+    g = (v @ m) / np.maximum(d, 1e-9)[:, None]  # ∂d/∂(first image's fractional xyz)
+    return d, np.einsum("pi,pij->pj", g, ra), -np.einsum("pi,pij->pj", g, rb)
 
 
 def pair_distance(model: WorkingModel, pair: tuple[Image, Image]) -> float:
     """Cartesian distance (Å) between the two images of a pair."""
-    m = orthogonalization_matrix(model.cell)
-    return _distance_and_gradient(model, pair[0], pair[1], m)[0]
+    return float(_pair_geometry(model, [pair], orthogonalization_matrix(model.cell))[0][0])
 
 
-def _bond_frame(v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Unit vectors (along v, two perpendicular to it)."""
-    n = v / max(np.linalg.norm(v), 1e-9)
-    helper = np.eye(3)[int(np.argmin(np.abs(n)))]
+def _distance_restraints(model: WorkingModel, restraints: list[Restraint], m: np.ndarray):
+    """The "same" and "distances" restraints, all their pairs computed at once: (their
+    indices into `restraints` (k,), values (k,), and per pair term: its restraint's position
+    among the k (P,), first and second atom (P,), their xyz gradients (P, 3) each, times
+    the term's coefficient). A one-sided restraint satisfied has value 0 and no gradient."""
+    index, pairs, owner, coefs, targets, one_sided = [], [], [], [], [], []
+    for idx, r in enumerate(restraints):
+        if r.kind not in ("same", "distances"):
+            continue
+        terms, cs = r.distance_terms()
+        for pair, c in zip(terms, cs):
+            pairs.append(pair)
+            owner.append(len(index))
+            coefs.append(c)
+        index.append(idx)
+        targets.append(r.target)
+        one_sided.append(r.one_sided)
+    owner_of = np.array(owner, dtype=np.int64)
+    if not pairs:
+        return np.zeros(0, np.int64), np.zeros(0), owner_of, owner_of, owner_of, np.zeros((0, 3)), np.zeros((0, 3))
+    d, ga, gb = _pair_geometry(model, pairs, m)
+    c = np.array(coefs)
+    values = np.zeros(len(index))
+    np.add.at(values, owner_of, c * d)
+    values -= np.array(targets)
+    satisfied = np.array(one_sided) & (values > 0.0)
+    values[satisfied] = 0.0
+    c = np.where(satisfied[owner_of], 0.0, c)[:, None]
+    atoms_a = np.array([p[0].atom for p in pairs], dtype=np.int64)
+    atoms_b = np.array([p[1].atom for p in pairs], dtype=np.int64)
+    return np.array(index, np.int64), values, owner_of, atoms_a, atoms_b, c * ga, c * gb
+
+
+def _bond_frames(v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Unit vectors (k, 3) along each row of v and two perpendicular to it."""
+    n = v / np.maximum(np.linalg.norm(v, axis=1), 1e-9)[:, None]
+    helper = np.eye(3)[np.argmin(np.abs(n), axis=1)]
     p1 = np.cross(n, helper)
-    p1 /= np.linalg.norm(p1)
+    p1 /= np.linalg.norm(p1, axis=1)[:, None]
     return n, p1, np.cross(n, p1)
 
 
-def _rigu_terms(model: WorkingModel, a: Image, b: Image, m: np.ndarray, us: np.ndarray, component: int = 0,
-                bond: np.ndarray | None = None):
-    """e1·U_a·e2 - e1·U_b·e2 (Cartesian U, frame along a-b: component 0 is n·U·n, 1 and 2
-    the cross terms of n with the two perpendicular directions) and its gradients w.r.t.
-    U* of a and b (`us`: the model's `u_star_all()`). `bond`: the Cartesian a-b vector to
-    take the frame from (else the model's own)."""
-    n, p1, p2 = _bond_frame(bond_vector(model, a, b, m) if bond is None else bond)
-    e1, e2 = (n, n) if component == 0 else ((p1, n) if component == 1 else (p2, n))
+def _rigu_restraints(model: WorkingModel, restraints: list[Restraint], m: np.ndarray, us: np.ndarray,
+                     frames: dict[int, np.ndarray]):
+    """The RIGU terms between two anisotropic atoms, all at once: e1·U_a·n - e1·U_b·n
+    (Cartesian U, frame along a-b: component 0 takes e1 = n, 1 and 2 the two directions
+    perpendicular to n), as (their indices into `restraints` (k,), values (k,), their
+    positions 0..k-1, first and second atom (k,), gradients w.r.t. their U* (k, 6) each);
+    `us`: the model's `u_star_all()`, `frames`: bond vectors to take the frame from
+    (`bond_frames`; else the model's own)."""
+    index = [idx for idx, r in enumerate(restraints)
+             if r.kind == "rigu" and model.aniso[r.pair1[0].atom] and model.aniso[r.pair1[1].atom]]
+    if not index:
+        none = np.zeros(0, np.int64)
+        return none, np.zeros(0), none, none, none, np.zeros((0, 6)), np.zeros((0, 6))
+    pairs = [restraints[idx].pair1 for idx in index]
+    bonds = np.array([frames[idx] if idx in frames else bond_vector(model, a, b, m)
+                      for idx, (a, b) in zip(index, pairs)])
+    n, p1, p2 = _bond_frames(bonds)
+    component = np.array([restraints[idx].component for idx in index])[:, None]
+    e1 = np.where(component == 0, n, np.where(component == 1, p1, p2))
+    rot = model.symmetry.rotations.astype(np.float64)
     out = []
-    for im in (a, b):
-        r = model.symmetry.rotations[im.op].astype(np.float64)
-        q1, q2 = r.T @ (m.T @ e1), r.T @ (m.T @ e2)  # e1·(M R U* Rᵀ Mᵀ)·e2 = q1ᵀ U* q2
-        coef = np.array([q1[0] * q2[0], q1[1] * q2[1], q1[2] * q2[2], q1[0] * q2[1] + q1[1] * q2[0],
-                         q1[0] * q2[2] + q1[2] * q2[0], q1[1] * q2[2] + q1[2] * q2[1]])
-        u = us[im.atom]
-        out.append((float(coef @ u), coef))
-    (va, ga), (vb, gb) = out
-    return va - vb, ga, -gb
+    for k in (0, 1):
+        atom = np.array([p[k].atom for p in pairs], dtype=np.int64)
+        r = rot[np.array([p[k].op for p in pairs], dtype=np.int64)]
+        # e1·(M R U* Rᵀ Mᵀ)·n = q1ᵀ U* q2
+        q1 = np.einsum("pji,pj->pi", r, e1 @ m)
+        q2 = np.einsum("pji,pj->pi", r, n @ m)
+        coef = np.stack([q1[:, 0] * q2[:, 0], q1[:, 1] * q2[:, 1], q1[:, 2] * q2[:, 2],
+                         q1[:, 0] * q2[:, 1] + q1[:, 1] * q2[:, 0], q1[:, 0] * q2[:, 2] + q1[:, 2] * q2[:, 0],
+                         q1[:, 1] * q2[:, 2] + q1[:, 2] * q2[:, 1]], axis=1)
+        out.append((atom, np.einsum("pk,pk->p", coef, us[atom]), coef))
+    (atoms_a, va, ga), (atoms_b, vb, gb) = out
+    return np.array(index, np.int64), va - vb, np.arange(len(index)), atoms_a, atoms_b, ga, -gb
 
 
 def bond_vector(model: WorkingModel, a: Image, b: Image, m: np.ndarray) -> np.ndarray:
@@ -185,21 +240,6 @@ def bond_frames(model: WorkingModel, restraints: list[Restraint]) -> dict[int, n
     """
     m = orthogonalization_matrix(model.cell)
     return {idx: bond_vector(model, r.pair1[0], r.pair1[1], m) for idx, r in enumerate(restraints) if r.kind == "rigu"}
-
-
-def _distance_terms(model: WorkingModel, r: Restraint, m: np.ndarray):
-    """Value and xyz gradients {atom: (3,)} of a "same" or "distances" restraint."""
-    pairs, coefs = r.distance_terms()
-    value = -r.target
-    grads: dict[int, np.ndarray] = {}
-    for (a, b), c in zip(pairs, coefs):
-        d, ga, gb = _distance_and_gradient(model, a, b, m)
-        value += c * d
-        grads[a.atom] = grads.get(a.atom, 0.0) + c * ga
-        grads[b.atom] = grads.get(b.atom, 0.0) + c * gb
-    if r.one_sided and value > 0.0:
-        return 0.0, {}
-    return value, grads
 
 
 def _sump_terms(model: WorkingModel, r: Restraint) -> tuple[float, dict[int, float]]:
@@ -373,20 +413,19 @@ def residuals(model: WorkingModel, restraints: list[Restraint], frames: dict[int
     m = orthogonalization_matrix(model.cell)
     us = model.u_star_all()
     frames = frames or {}
+    batched: dict[int, float] = {}  # the distance and RIGU terms, each kind computed at once
+    for batch in (_distance_restraints(model, restraints, m), _rigu_restraints(model, restraints, m, us, frames)):
+        batched.update(zip(batch[0].tolist(), batch[1].tolist()))
     vals, sig = [], []
     for idx, r in enumerate(restraints):
-        if r.kind in ("same", "distances"):
-            vals.append(_distance_terms(model, r, m)[0])
+        if idx in batched:
+            vals.append(batched[idx])
         elif r.kind == "flat":
             vals.append(_flat_terms(model, r, m)[0])
         elif r.kind == "sump":
             vals.append(_sump_terms(model, r)[0])
-        elif r.kind == "rigu":
-            a, b = r.pair1
-            if not (model.aniso[a.atom] and model.aniso[b.atom]):
-                vals.append(0.0)
-            else:
-                vals.append(_rigu_terms(model, a, b, m, us, r.component, frames.get(idx))[0])
+        elif r.kind == "rigu":  # (with an isotropic atom: nothing to restrain)
+            vals.append(0.0)
         else:
             res = _adp_terms(model, r, m, us)
             vals.append(0.0 if res is None else res[0])
@@ -424,23 +463,38 @@ def add_to_normal_equations(ne, params: Parameterisation, restraints: list[Restr
     pos = {int(a): k for k, a in enumerate(atoms)}
     rows, cols, vals = [], [], []  # gradients w.r.t. the raw atom coordinates, per restraint
     weights, values = [], []
+    # the distance and RIGU restraints first, each kind computed at once; their gradients
+    # go to the raw xyz (from raw column 0) or U* (from raw column 3) of their atoms
+    done: set[int] = set()
+    for batch, first in ((_distance_restraints(model, restraints, m), 0),
+                         (_rigu_restraints(model, restraints, m, us, frames), 3)):
+        index, batch_values, owner, atoms_a, atoms_b, grad_a, grad_b = batch
+        owner = owner + len(weights)
+        for atoms_end, grad in ((atoms_a, grad_a), (atoms_b, grad_b)):
+            k = np.array([pos.get(int(a), -1) for a in atoms_end], dtype=np.int64)
+            inside = k >= 0
+            width = grad.shape[1]
+            rows.extend(np.repeat(owner[inside], width).tolist())
+            cols.extend((k[inside, None] * RAW + first + np.arange(width)[None, :]).reshape(-1).tolist())
+            vals.extend(grad[inside].reshape(-1).tolist())
+        for idx, value in zip(index.tolist(), batch_values.tolist()):
+            w = weight_scale * restraints[idx].weight / restraints[idx].sigma**2
+            ne.chi2 += w * value * value
+            weights.append(w)
+            values.append(value)
+        done.update(index.tolist())
     for idx, r in enumerate(restraints):
         raw = {}
-        if r.kind in ("same", "distances", "flat"):
-            value, grads = _distance_terms(model, r, m) if r.kind != "flat" else _flat_terms(model, r, m)
+        if idx in done or r.kind == "rigu":  # (RIGU with an isotropic atom: no row)
+            continue
+        if r.kind == "flat":
+            value, grads = _flat_terms(model, r, m)
             for atom, g in grads.items():
                 raw.setdefault(atom, np.zeros(RAW))[:3] += g
         elif r.kind == "sump":
             value, factors = _sump_terms(model, r)
             for atom, g in factors.items():
                 raw.setdefault(atom, np.zeros(RAW))[9] += g
-        elif r.kind == "rigu":
-            a, b = r.pair1
-            if not (model.aniso[a.atom] and model.aniso[b.atom]):
-                continue
-            value, ga, gb = _rigu_terms(model, a, b, m, us, r.component, frames.get(idx))
-            raw.setdefault(a.atom, np.zeros(RAW))[3:9] += ga
-            raw.setdefault(b.atom, np.zeros(RAW))[3:9] += gb
         else:
             res = _adp_terms(model, r, m, us)
             if res is None:
