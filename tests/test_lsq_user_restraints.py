@@ -284,8 +284,8 @@ def test_restraint_count_is_shelxls(case_name, published):
 
 
 def test_restraint_gradients_match_finite_differences():
-    """DFIX (with a symmetry image), SADI, SAME, FLAT and RIGU rows: analytic gradients of
-    each restraint w.r.t. the free parameters equal central differences."""
+    """DFIX (with a symmetry image), SADI, SAME, FLAT, RIGU, SIMU and ISOR rows: analytic
+    gradients of each restraint w.r.t. the free parameters equal central differences."""
     ins = parse_ins(RES, "t.res")
     structure = ins.structure()
     model = WorkingModel.from_structure(structure)
@@ -301,6 +301,12 @@ def test_restraint_gradients_match_finite_differences():
     params = Parameterisation.build(model)
     geometric = [r for r in built.restraints if r.kind in ("distances", "same", "flat")]
     adp = [r for r in built.restraints if r.kind in ("rigu", "simu")]
+    isor = [restraints.Restraint("isor", (restraints.Image(1), restraints.Image(1)), None, 0.01, k) for k in range(6)]
+    # ISOR's value: the Cartesian U less its isotropic part (11, 22, 33, 12, 13, 23)
+    u = model.u_cart(1)
+    expected = np.array([u[0, 0], u[1, 1], u[2, 2], u[0, 1], u[0, 2], u[1, 2]]) - np.r_[np.full(3, np.trace(u) / 3), np.zeros(3)]
+    assert np.allclose(restraints.residuals(model, isor)[0], expected, rtol=1e-10, atol=1e-12)
+    adp += isor
     xyz_cols = [j for j, p in enumerate(params.info) if p.kind == "xyz"]
     adp_cols = [j for j, p in enumerate(params.info) if p.kind in ("ustar", "uiso")]
     # ADP restraints depend on positions only through their frame, which SHELXL (and this

@@ -90,31 +90,40 @@ class Restraint:
         return (self.pair1,), (1.0,)
 
 
-def _ucart_map(model: WorkingModel, im: Image, m: np.ndarray) -> np.ndarray:
-    """(6, 6) matrix taking an atom's U* (CIF order) to the Cartesian U of its image."""
-    return u_transform_matrix(m @ model.symmetry.rotations[im.op].astype(np.float64))
-
-
-def _adp_terms(model: WorkingModel, r: "Restraint", m: np.ndarray, us: np.ndarray):
-    """Value and U* gradients {atom: (6,)} of a simu/isor restraint (None if not applicable);
-    `us`: the model's `u_star_all()`."""
-    if r.kind == "simu":
-        a, b = r.pair1
+def _adp_restraints(model: WorkingModel, restraints: list[Restraint], m: np.ndarray, us: np.ndarray):
+    """The SIMU and ISOR terms of anisotropic atoms, all at once: a component of the
+    Cartesian U of the first atom's image less the second's (SIMU) or less its isotropic
+    part (ISOR, diagonal components), as (their indices into `restraints` (k,), values (k,),
+    their positions 0..k-1, first and second atom (k,), gradients w.r.t. their U* (k, 6)
+    each; ISOR: the atom twice, the second gradient zero); `us`: the model's `u_star_all()`."""
+    index, atoms_a, atoms_b, ops_a, ops_b, components, simu = [], [], [], [], [], [], []
+    for idx, r in enumerate(restraints):
+        if r.kind not in ("simu", "isor"):
+            continue
+        a, b = r.pair1 if r.kind == "simu" else (r.pair1[0], r.pair1[0])
         if not (model.aniso[a.atom] and model.aniso[b.atom]):
-            return None
-        ma, mb = _ucart_map(model, a, m), _ucart_map(model, b, m)
-        k = r.component
-        value = float(ma[k] @ us[a.atom] - mb[k] @ us[b.atom])
-        return value, {a.atom: ma[k], b.atom: -mb[k]}
-    a = r.pair1[0]
-    if not model.aniso[a.atom]:
-        return None
-    ma = _ucart_map(model, a, m)
-    k = r.component
-    row = ma[k].copy()
-    if k < 3:
-        row -= (ma[0] + ma[1] + ma[2]) / 3.0
-    return float(row @ us[a.atom]), {a.atom: row}
+            continue
+        index.append(idx)
+        atoms_a.append(a.atom)
+        atoms_b.append(b.atom)
+        ops_a.append(a.op)
+        ops_b.append(b.op)
+        components.append(r.component)
+        simu.append(r.kind == "simu")
+    if not index:
+        none = np.zeros(0, np.int64)
+        return none, np.zeros(0), none, none, none, np.zeros((0, 6)), np.zeros((0, 6))
+    # U* (CIF order) -> Cartesian U of the image under each operation
+    to_cart = np.array([u_transform_matrix(m @ rot.astype(np.float64)) for rot in model.symmetry.rotations])
+    k = np.array(components)
+    ga = to_cart[ops_a, k]
+    trace = to_cart[ops_a, :3].sum(axis=1) / 3.0
+    isor = ~np.array(simu)
+    ga[isor & (k < 3)] -= trace[isor & (k < 3)]
+    gb = np.where(isor[:, None], 0.0, -to_cart[ops_b, k])
+    atoms_a, atoms_b = np.array(atoms_a), np.array(atoms_b)
+    values = np.einsum("pk,pk->p", ga, us[atoms_a]) + np.einsum("pk,pk->p", gb, us[atoms_b])
+    return np.array(index, np.int64), values, np.arange(len(index)), atoms_a, atoms_b, ga, gb
 
 
 def _frac(model: WorkingModel, im: Image) -> np.ndarray:
@@ -414,7 +423,8 @@ def residuals(model: WorkingModel, restraints: list[Restraint], frames: dict[int
     us = model.u_star_all()
     frames = frames or {}
     batched: dict[int, float] = {}  # the distance and RIGU terms, each kind computed at once
-    for batch in (_distance_restraints(model, restraints, m), _rigu_restraints(model, restraints, m, us, frames)):
+    for batch in (_distance_restraints(model, restraints, m), _rigu_restraints(model, restraints, m, us, frames),
+                  _adp_restraints(model, restraints, m, us)):
         batched.update(zip(batch[0].tolist(), batch[1].tolist()))
     vals, sig = [], []
     for idx, r in enumerate(restraints):
@@ -424,11 +434,8 @@ def residuals(model: WorkingModel, restraints: list[Restraint], frames: dict[int
             vals.append(_flat_terms(model, r, m)[0])
         elif r.kind == "sump":
             vals.append(_sump_terms(model, r)[0])
-        elif r.kind == "rigu":  # (with an isotropic atom: nothing to restrain)
+        else:  # RIGU, SIMU, ISOR with an isotropic atom: nothing to restrain
             vals.append(0.0)
-        else:
-            res = _adp_terms(model, r, m, us)
-            vals.append(0.0 if res is None else res[0])
         sig.append(r.sigma)
     return np.array(vals), np.array(sig)
 
@@ -467,7 +474,8 @@ def add_to_normal_equations(ne, params: Parameterisation, restraints: list[Restr
     # go to the raw xyz (from raw column 0) or U* (from raw column 3) of their atoms
     done: set[int] = set()
     for batch, first in ((_distance_restraints(model, restraints, m), 0),
-                         (_rigu_restraints(model, restraints, m, us, frames), 3)):
+                         (_rigu_restraints(model, restraints, m, us, frames), 3),
+                         (_adp_restraints(model, restraints, m, us), 3)):
         index, batch_values, owner, atoms_a, atoms_b, grad_a, grad_b = batch
         owner = owner + len(weights)
         for atoms_end, grad in ((atoms_a, grad_a), (atoms_b, grad_b)):
@@ -485,23 +493,16 @@ def add_to_normal_equations(ne, params: Parameterisation, restraints: list[Restr
         done.update(index.tolist())
     for idx, r in enumerate(restraints):
         raw = {}
-        if idx in done or r.kind == "rigu":  # (RIGU with an isotropic atom: no row)
+        if idx in done or r.kind in ("rigu", "simu", "isor"):  # (with an isotropic atom: no row)
             continue
         if r.kind == "flat":
             value, grads = _flat_terms(model, r, m)
             for atom, g in grads.items():
                 raw.setdefault(atom, np.zeros(RAW))[:3] += g
-        elif r.kind == "sump":
+        else:  # "sump"
             value, factors = _sump_terms(model, r)
             for atom, g in factors.items():
                 raw.setdefault(atom, np.zeros(RAW))[9] += g
-        else:
-            res = _adp_terms(model, r, m, us)
-            if res is None:
-                continue
-            value, grads = res
-            for atom, g in grads.items():
-                raw.setdefault(atom, np.zeros(RAW))[3:9] += g
         w = weight_scale * r.weight / r.sigma**2
         # every restraint counts in the sum of squares, also one whose atoms are outside
         # this block: the sum must equal what `sum_of_squares` gives for a trial model
