@@ -626,6 +626,23 @@ def test_a_step_held_at_a_bound_is_solved_again_on_the_bound():
     assert np.allclose(solve_damped_constrained(nmat, rhs, damping, np.zeros((0, params.n)), np.zeros(0)), both[:, 0])
 
 
+@pytest.mark.parametrize("p", [7, 256, 300, 700])
+def test_the_normal_matrix_product_is_the_whole_weighted_product(p):
+    """`_add_gram` multiplies only the blocks on and above the diagonal and mirrors the
+    rest: the sum is the whole product, for sizes below, at and across the block size."""
+    import torch
+
+    from refractor_plugins.refiners.lsq.least_squares import _add_gram
+
+    rng = np.random.default_rng(p)
+    jt = torch.from_numpy(rng.normal(size=(p, 90)))
+    jw = jt * torch.from_numpy(rng.uniform(0.1, 2.0, 90))[None, :]
+    start = rng.normal(size=(p, p))
+    nmat = start.copy()
+    _add_gram(nmat, jw, jt)
+    assert np.allclose(nmat, start + (jw @ jt.T).numpy(), rtol=1e-12, atol=1e-10)
+
+
 def test_blocked_normal_equations_count_every_restraint():
     """A block's normal equations carry the whole sum of squares (data and every
     restraint, also those outside the block), so that a trial step is compared with the

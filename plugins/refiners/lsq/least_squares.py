@@ -34,6 +34,8 @@ from .model import WorkingModel
 from .parameters import RAW, Parameterisation
 
 CHUNK = 2500
+#: parameters per row block of the normal matrix's product (`_add_gram`)
+GRAM_BLOCK = 256
 #: structure-factor sets kept by the calculator (a cycle evaluates the same model several times)
 CACHE_SIZE = 4
 
@@ -286,10 +288,22 @@ def normal_equations(
         # oversubscribe shared CPUs)
         jt_t = torch.from_numpy(jt)
         jw_t = jt_t * torch.from_numpy(w)[None, :]
-        nmat += (jw_t @ jt_t.T).numpy()
+        _add_gram(nmat, jw_t, jt_t)
         rhs += (jw_t @ torch.from_numpy(r)).numpy()
         chi2 += float(np.sum(w * r * r))
     return NormalEquations(nmat, rhs, chi2, columns, fc2c_all)
+
+
+def _add_gram(nmat: np.ndarray, jw: torch.Tensor, jt: torch.Tensor) -> None:
+    """nmat += jw · jtᵀ, a symmetric matrix (jw is jt with its columns weighted): only the
+    row blocks' parts on and right of the diagonal are multiplied, the rest mirrored
+    (about 40 % fewer operations than the whole product for a few hundred parameters)."""
+    out = torch.from_numpy(nmat)  # (shares nmat's memory)
+    for i in range(0, jt.shape[0], GRAM_BLOCK):
+        j = i + GRAM_BLOCK
+        block = jw[i:j] @ jt[i:].T
+        out[i:j, i:] += block
+        out[j:, i:j] += block[:, GRAM_BLOCK:].T
 
 
 @dataclass
