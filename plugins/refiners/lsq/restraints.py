@@ -33,7 +33,9 @@ into the same kinds of pseudo-observation by `user_restraints.py`; the kinds are
   variables, written through each variable's lead atom (`user_restraints`).
 
 Each restraint is a pseudo-observation (target 0, weight 1/σ²) added to the normal
-equations and to the sum of squares, exactly as SHELXL adds restraints to Σ w Δ².
+equations and to the sum of squares, exactly as SHELXL adds restraints to Σ w Δ². The
+distance, RIGU, SIMU and ISOR terms are computed for all restraints of their kind at once
+(arrays over their atom pairs): a large disordered model has tens of thousands.
 """
 
 from __future__ import annotations
@@ -422,7 +424,7 @@ def residuals(model: WorkingModel, restraints: list[Restraint], frames: dict[int
     m = orthogonalization_matrix(model.cell)
     us = model.u_star_all()
     frames = frames or {}
-    batched: dict[int, float] = {}  # the distance and RIGU terms, each kind computed at once
+    batched: dict[int, float] = {}  # distance, RIGU, SIMU and ISOR terms, each kind computed at once
     for batch in (_distance_restraints(model, restraints, m), _rigu_restraints(model, restraints, m, us, frames),
                   _adp_restraints(model, restraints, m, us)):
         batched.update(zip(batch[0].tolist(), batch[1].tolist()))
@@ -470,8 +472,8 @@ def add_to_normal_equations(ne, params: Parameterisation, restraints: list[Restr
     pos = {int(a): k for k, a in enumerate(atoms)}
     rows, cols, vals = [], [], []  # gradients w.r.t. the raw atom coordinates, per restraint
     weights, values = [], []
-    # the distance and RIGU restraints first, each kind computed at once; their gradients
-    # go to the raw xyz (from raw column 0) or U* (from raw column 3) of their atoms
+    # the distance, RIGU, SIMU and ISOR restraints first, each kind computed at once; their
+    # gradients go to the raw xyz (from raw column 0) or U* (from raw column 3) of their atoms
     done: set[int] = set()
     for batch, first in ((_distance_restraints(model, restraints, m), 0),
                          (_rigu_restraints(model, restraints, m, us, frames), 3),
