@@ -208,19 +208,25 @@ class Driver:
             nu = 2.0
             for _ in range(MAX_ATTEMPTS):
                 try:
-                    shift, trial = self._bounded_step(params, ne, self.damping)
+                    steps = self._bounded_steps(params, ne, self.damping)
                 except (np.linalg.LinAlgError, ValueError):
                     self.damping = min(self.damping * 10.0, DAMPING_MAX)
                     continue
-                try:
-                    if not trial.plausible():
-                        # a step through a (near-)singular direction: phases reduced mod 1
-                        # can make a wild step look good, so it is refused outright
-                        raise RefinementError("implausible step")
-                    val, _ = objective(self.calc, trial, self.obs.fo2, w)
-                    val += restraints.sum_of_squares(trial, self.restraints, restraint_scale, frames)
-                except RefinementError:
-                    val = math.inf
+                # the step clipped at the bounds, and (if a bound cut it back) the step solved
+                # again on them: the one lowering the sum of squares more is tried
+                val, shift, trial = math.inf, *steps[0]
+                for candidate_shift, candidate in steps:
+                    try:
+                        if not candidate.plausible():
+                            # a step through a (near-)singular direction: phases reduced mod 1
+                            # can make a wild step look good, so it is refused outright
+                            raise RefinementError("implausible step")
+                        value, _ = objective(self.calc, candidate, self.obs.fo2, w)
+                        value += restraints.sum_of_squares(candidate, self.restraints, restraint_scale, frames)
+                    except RefinementError:
+                        value = math.inf
+                    if value < val:
+                        val, shift, trial = value, candidate_shift, candidate
                 # the step actually taken (a parameter held at a bound moved less)
                 if math.isfinite(val):
                     shift = params.effective_shift(trial)[ne.columns]
@@ -288,29 +294,33 @@ class Driver:
                           gauss_newton_shift_su=gn_worst)
         return model, rec
 
-    def _bounded_step(self, params: Parameterisation, ne, damping: float) -> tuple[np.ndarray, WorkingModel]:
-        """(the damped step, the model it leads to). Where a bound cut a parameter's move
-        back (an ADP held positive definite, an occupancy clipped), the step is solved again
-        with that parameter held at its bound (`Parameterisation.bound_constraints`; an
-        anisotropic U only along the directions at the limit), the others free: their
-        first solution assumed the full move, an error the couplings (the scale with every
-        ADP) would carry into every cycle while the parameter stays at its bound. Raises
-        LinAlgError if the equations cannot be solved."""
+    def _bounded_steps(self, params: Parameterisation, ne, damping: float) -> list[tuple[np.ndarray, WorkingModel]]:
+        """[(the damped step, the model it leads to, its parameters clipped at their bounds)],
+        and where a bound cut a parameter's move back (an ADP held positive definite, an
+        occupancy clipped), also the step solved again with that parameter held on its
+        bound (`Parameterisation.bound_constraints`; an anisotropic U only along the
+        directions at the limit), the others free: solved once, they kept the part of their
+        step that assumed the full move, an error the couplings (the scale with every ADP)
+        carry into every cycle while the parameter stays at its bound. Near a converged
+        model that second step is the better one; from a rough start, with many ADPs at
+        their floor at once, it can be worse than the clipped step. Raises LinAlgError if
+        the equations cannot be solved."""
         shift = solve_damped(ne.matrix, ne.rhs, damping)
         if not np.all(np.isfinite(shift)):
             raise np.linalg.LinAlgError("non-finite shift")
         trial = params.apply(shift, ne.columns)
         self.after_shift(trial)
+        steps = [(shift, trial)]
         solved = np.zeros(params.n)
         solved[ne.columns] = shift
         rows, values = params.bound_constraints(solved, params.effective_shift(trial))
         if len(rows):
-            shift = solve_damped_constrained(ne.matrix, ne.rhs, damping, rows[:, ne.columns], values)
-            if not np.all(np.isfinite(shift)):
-                raise np.linalg.LinAlgError("non-finite shift")
-            trial = params.apply(shift, ne.columns)
-            self.after_shift(trial)
-        return shift, trial
+            held = solve_damped_constrained(ne.matrix, ne.rhs, damping, rows[:, ne.columns], values)
+            if np.all(np.isfinite(held)):
+                on_bounds = params.apply(held, ne.columns)
+                self.after_shift(on_bounds)
+                steps.append((held, on_bounds))
+        return steps
 
     def _gauss_newton_shift_su(self, params: Parameterisation, ne, su: np.ndarray) -> float:
         """Largest |shift|/su of the Gauss-Newton step of these normal equations, as far as
@@ -318,7 +328,7 @@ class Driver:
         its bound, counts by the move it is allowed (the step pressing against a bound is
         no sign of distance from the minimum), and the others by their step given that."""
         try:
-            _, trial = self._bounded_step(params, ne, DAMPING_MIN)
+            _, trial = self._bounded_steps(params, ne, DAMPING_MIN)[-1]
         except (np.linalg.LinAlgError, ValueError):
             return math.inf
         return float(np.max(_shift_over_su(params.effective_shift(trial)[ne.columns], su)))
