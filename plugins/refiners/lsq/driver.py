@@ -212,8 +212,8 @@ class Driver:
                 except (np.linalg.LinAlgError, ValueError):
                     self.damping = min(self.damping * 10.0, DAMPING_MAX)
                     continue
-                # the step clipped at the bounds, and (if a bound cut it back) the step solved
-                # again on them: the one lowering the sum of squares more is tried
+                # the step clipped at the bounds, and (if the positivity limit cut a U back) the
+                # step solved again on the limit: the one lowering the sum of squares more is tried
                 val, shift, trial = math.inf, *steps[0]
                 for candidate_shift, candidate in steps:
                     try:
@@ -294,17 +294,17 @@ class Driver:
                           gauss_newton_shift_su=gn_worst)
         return model, rec
 
-    def _bounded_steps(self, params: Parameterisation, ne, damping: float) -> list[tuple[np.ndarray, WorkingModel]]:
+    def _bounded_steps(self, params: Parameterisation, ne,
+                       damping: float) -> list[tuple[np.ndarray, WorkingModel]]:
         """[(the damped step, the model it leads to, its parameters clipped at their bounds)],
-        and where a bound cut a parameter's move back (an ADP held positive definite, an
-        occupancy clipped), also the step solved again with that parameter held on its
-        bound (`Parameterisation.bound_constraints`; an anisotropic U only along the
-        directions at the limit), the others free: solved once, they kept the part of their
-        step that assumed the full move, an error the couplings (the scale with every ADP)
-        carry into every cycle while the parameter stays at its bound. Near a converged
-        model that second step is the better one; from a rough start, with many ADPs at
-        their floor at once, it can be worse than the clipped step. Raises LinAlgError if
-        the equations cannot be solved."""
+        and where the positivity limit cut an anisotropic U's move back, also the step
+        solved again with that U held on the limit along the directions the step took
+        below it (`Parameterisation.bound_constraints`), the others free: solved once, they
+        kept the part of their step that assumed the U's full move, an error the couplings
+        (the scale with every ADP) carry into every cycle while the U stays at the limit.
+        The caller tries the one that lowers the sum of squares more (from a rough start,
+        the clipped step can be the better). Raises LinAlgError if the equations cannot be
+        solved."""
         shift = solve_damped(ne.matrix, ne.rhs, damping)
         if not np.all(np.isfinite(shift)):
             raise np.linalg.LinAlgError("non-finite shift")
