@@ -559,7 +559,7 @@ class Parameterisation:
             if seg.kind != "u_aniso" or not differs[seg.columns].any():
                 continue
             lead = seg.atoms[0]
-            cart = o @ sym6_to_matrix(m.u_star[lead]) @ o.T
+            cart = m.u_cart(lead)
             target = o @ sym6_to_matrix(m.u_star[lead] + seg.basis @ solved[seg.columns]) @ o.T
             w, v = np.linalg.eigh(target)
             for k in np.nonzero(w < U_FLOOR)[0]:
