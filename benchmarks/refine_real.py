@@ -281,6 +281,7 @@ def _command(args) -> str:
         + (f" --cases {args.cases}" if args.cases else "") + (f" --exclude {args.exclude}" if args.exclude else "")
         + (" --update" if args.update else "") + (f" --rms {args.rms:g}" if args.rms != RMS else "")
         + (" --as-published" if args.as_published else "")
+        + (f" --convergence {args.convergence:g}" if args.convergence is not None else "")
     )
 
 
@@ -350,6 +351,12 @@ def main() -> int:
         "--seeds", type=int, default=0,
         help="also refine each case from this many further perturbations (seed + 1 ... N); writes refine_real_seeds.* only",
     )
+    parser.add_argument(
+        "--convergence", type=float, default=None,
+        help="stop at this max shift/su instead of the refiner's default (0.05); another value adds "
+        "_conv<value> to the output name: with --as-published, whether each published model is the "
+        "least-squares minimum or a point in a flat valley its refinement stopped in",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="print the refinement logs (with times) to stderr")
     args = parser.parse_args()
     if args.verbose:
@@ -370,6 +377,8 @@ def main() -> int:
     if args.seeds > 0:
         return run_seeds(cases, args)
     variants = VARIANTS if args.variants else {"aniso+H": VARIANTS["aniso+H"]}
+    if args.convergence is not None:
+        variants = {v: {**opts, "convergence": args.convergence, "max_cycles": 300} for v, opts in variants.items()}
     results: dict[str, list[dict]] = {v: [] for v in variants}
     for case in cases:
         for vname, opts in variants.items():
@@ -392,12 +401,16 @@ def main() -> int:
         header["title"] = "Refinement from the published models as given (lsq, anisotropic non-H, the model's H)"
         header["start"] = ("the published model as given: positions, ADPs, H atoms (riding or free, as the model "
                            "refines them); parameters: ours / the published refinement's")
+    if args.convergence is not None:
+        header["start"] += f"; refined until max shift/su < {args.convergence:g} (default 0.05), at most 300 cycles"
     main_rows = results["aniso+H"]
     stem = "refine_real" if not args.cases or args.update else "refine_real_subset"
     if args.rms != RMS:
         stem = f"refine_real_rms{args.rms:g}"
     if args.as_published:
         stem = "refine_real_published"
+    if args.convergence is not None:
+        stem += f"_conv{args.convergence:g}"
     if args.update and (out / f"{stem}.json").exists():
         previous = json.loads((out / f"{stem}.json").read_text())
         main_rows = _merged_rows(previous.get("cases", []), main_rows)
