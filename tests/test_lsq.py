@@ -606,8 +606,8 @@ def test_a_step_held_at_a_bound_is_solved_again_on_the_bound():
     solved[seg.columns] = seg.basis.T @ (matrix_to_sym6(o_inv @ target @ o_inv.T) - model.u_star[lead])
     solved[0] = 1e-3  # the scale moves freely
     trial = params.apply(solved)
-    assert trial.enforce_adp_limits()
-    rows, values = params.bound_constraints(solved, params.effective_shift(trial))
+    assert trial.enforce_adp_limits()  # the step is cut back, and held where it was cut
+    rows, values = params.bound_constraints(solved)
     assert rows.shape == (1, params.n)
     assert set(np.nonzero(rows[0])[0]) <= set(seg.columns.tolist())
     assert values[0] == pytest.approx(U_FLOOR - v[:, 0] @ cart @ v[:, 0])
@@ -624,6 +624,10 @@ def test_a_step_held_at_a_bound_is_solved_again_on_the_bound():
     both = solve_damped(nmat, np.stack([rhs, 2.0 * rhs], axis=1), damping)
     assert np.allclose(both[:, 1], 2.0 * both[:, 0]) and np.allclose(both[:, 0], solve_damped(nmat, rhs, damping))
     assert np.allclose(solve_damped_constrained(nmat, rhs, damping, np.zeros((0, params.n)), np.zeros(0)), both[:, 0])
+    # a step that keeps every U positive definite is held nowhere
+    solved[seg.columns] *= 0.1  # the smallest eigenvalue stays above the floor
+    assert not params.apply(solved).enforce_adp_limits()
+    assert params.bound_constraints(solved)[0].shape == (0, params.n)
 
 
 @pytest.mark.parametrize("p", [7, 256, 300, 700])

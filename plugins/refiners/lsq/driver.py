@@ -313,7 +313,7 @@ class Driver:
         steps = [(shift, trial)]
         solved = np.zeros(params.n)
         solved[ne.columns] = shift
-        rows, values = params.bound_constraints(solved, params.effective_shift(trial))
+        rows, values = params.bound_constraints(solved)
         if len(rows):
             held = solve_damped_constrained(ne.matrix, ne.rhs, damping, rows[:, ne.columns], values)
             if np.all(np.isfinite(held)):

@@ -542,26 +542,27 @@ class Parameterisation:
                 out[cols[0]] = new.occupancy[lead] - old.occupancy[lead]
         return out
 
-    def bound_constraints(self, solved: np.ndarray, moved: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def bound_constraints(self, solved: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Linear equalities (rows (k, n), values (k,)) that hold each anisotropic U the
-        positivity limit cut back (`solved` the shift, `moved` the move it made,
-        `effective_shift`) at the limit along each principal direction the step took below
-        it (vᵀ U v = floor, v of the U the step aimed at), free in the others. Other bounds
-        (U_iso, occupancies) are not held: from a rough start many of them are hit at once,
-        and the step solved again with all of them held led muscovite (seed +1 of the
-        perturbed benchmark) off to R1 0.54."""
-        differs = np.abs(moved - solved) > 1e-12 + 1e-6 * np.abs(solved)
+        shift `solved` takes below the positivity limit (the U it aims at has eigenvalues
+        under the floor: `WorkingModel.enforce_adp_limits` cuts that step back) at the
+        limit along each such principal direction v (vᵀ U v = floor), free in the others.
+        Other bounds (U_iso, occupancies) are not held: from a rough start many of them are
+        hit at once, and the step solved again with all of them held led muscovite (seed +1
+        of the perturbed benchmark) off to R1 0.54."""
         rows: list[np.ndarray] = []
         values: list[float] = []
         m = self.model
         o = orthogonalization_matrix(m.cell)
         for seg in self.segments():
-            if seg.kind != "u_aniso" or not differs[seg.columns].any():
+            if seg.kind != "u_aniso":
                 continue
             lead = seg.atoms[0]
-            cart = m.u_cart(lead)
             target = o @ sym6_to_matrix(m.u_star[lead] + seg.basis @ solved[seg.columns]) @ o.T
             w, v = np.linalg.eigh(target)
+            if w[0] >= U_FLOOR:
+                continue
+            cart = m.u_cart(lead)
             for k in np.nonzero(w < U_FLOOR)[0]:
                 axis = v[:, k]
                 per_column = [axis @ (o @ sym6_to_matrix(b) @ o.T) @ axis for b in seg.basis.T]
