@@ -41,6 +41,7 @@ distance, RIGU, SIMU and ISOR terms are computed for all restraints of their kin
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -92,12 +93,31 @@ class Restraint:
         return (self.pair1,), (1.0,)
 
 
-def _adp_restraints(model: WorkingModel, restraints: list[Restraint], m: np.ndarray, us: np.ndarray):
+class RestraintBatch(NamedTuple):
+    """Restraints of one kind computed at once: their indices into the restraint list (k,),
+    values (k,), and per term (P,): its restraint's position among the k, its first and
+    second atom, and the value's gradients w.r.t. those atoms' raw parameters (P, width)
+    each (xyz: width 3; U*: width 6)."""
+
+    index: np.ndarray
+    values: np.ndarray
+    owner: np.ndarray
+    atoms_a: np.ndarray
+    atoms_b: np.ndarray
+    grad_a: np.ndarray
+    grad_b: np.ndarray
+
+    @classmethod
+    def empty(cls, width: int) -> "RestraintBatch":
+        none = np.zeros(0, np.int64)
+        return cls(none, np.zeros(0), none, none, none, np.zeros((0, width)), np.zeros((0, width)))
+
+
+def _adp_restraints(model: WorkingModel, restraints: list[Restraint], m: np.ndarray, us: np.ndarray) -> RestraintBatch:
     """The SIMU and ISOR terms of anisotropic atoms, all at once: a component of the
     Cartesian U of the first atom's image less the second's (SIMU) or less its isotropic
-    part (ISOR, diagonal components), as (their indices into `restraints` (k,), values (k,),
-    their positions 0..k-1, first and second atom (k,), gradients w.r.t. their U* (k, 6)
-    each; ISOR: the atom twice, the second gradient zero); `us`: the model's `u_star_all()`."""
+    part (ISOR, diagonal components), one term per restraint, gradients w.r.t. U* (ISOR:
+    the atom twice, the second gradient zero); `us`: the model's `u_star_all()`."""
     index, atoms_a, atoms_b, ops_a, ops_b, components, simu = [], [], [], [], [], [], []
     for idx, r in enumerate(restraints):
         if r.kind not in ("simu", "isor"):
@@ -113,8 +133,7 @@ def _adp_restraints(model: WorkingModel, restraints: list[Restraint], m: np.ndar
         components.append(r.component)
         simu.append(r.kind == "simu")
     if not index:
-        none = np.zeros(0, np.int64)
-        return none, np.zeros(0), none, none, none, np.zeros((0, 6)), np.zeros((0, 6))
+        return RestraintBatch.empty(6)
     # U* (CIF order) -> Cartesian U of the image under each operation
     to_cart = np.array([u_transform_matrix(m @ rot.astype(np.float64)) for rot in model.symmetry.rotations])
     k = np.array(components)
@@ -125,27 +144,25 @@ def _adp_restraints(model: WorkingModel, restraints: list[Restraint], m: np.ndar
     gb = np.where(isor[:, None], 0.0, -to_cart[ops_b, k])
     atoms_a, atoms_b = np.array(atoms_a), np.array(atoms_b)
     values = np.einsum("pk,pk->p", ga, us[atoms_a]) + np.einsum("pk,pk->p", gb, us[atoms_b])
-    return np.array(index, np.int64), values, np.arange(len(index)), atoms_a, atoms_b, ga, gb
+    return RestraintBatch(np.array(index, np.int64), values, np.arange(len(index)), atoms_a, atoms_b, ga, gb)
 
 
-def _frac(model: WorkingModel, im: Image) -> np.ndarray:
+def _image_positions(model: WorkingModel, images: list[Image]) -> tuple[np.ndarray, np.ndarray]:
+    """Fractional positions (P, 3) of the images and the rotations (P, 3, 3) that make them."""
     sym = model.symmetry
-    return sym.rotations[im.op].astype(np.float64) @ model.xyz[im.atom] + sym.translations[im.op] + np.array(im.shift, float)
+    atom = np.array([im.atom for im in images], dtype=np.int64)
+    op = np.array([im.op for im in images], dtype=np.int64)
+    shift = np.array([im.shift for im in images], dtype=np.float64).reshape(-1, 3)
+    rot = sym.rotations.astype(np.float64)[op]
+    return np.einsum("pij,pj->pi", rot, model.xyz[atom]) + np.asarray(sym.translations, np.float64)[op] + shift, rot
 
 
 def _pair_geometry(model: WorkingModel, pairs: list[tuple[Image, Image]], m: np.ndarray):
     """Cartesian distances (P,) between the images of each pair and their gradients w.r.t.
     the fractional xyz of each pair's first and second atom ((P, 3) each), for all pairs
     at once."""
-    rot = model.symmetry.rotations.astype(np.float64)
-    trans = np.asarray(model.symmetry.translations, dtype=np.float64)
-    ends = []
-    for k in (0, 1):
-        atom = np.array([p[k].atom for p in pairs], dtype=np.int64)
-        op = np.array([p[k].op for p in pairs], dtype=np.int64)
-        shift = np.array([p[k].shift for p in pairs], dtype=np.float64).reshape(-1, 3)
-        ends.append((np.einsum("pij,pj->pi", rot[op], model.xyz[atom]) + trans[op] + shift, rot[op]))
-    (fa, ra), (fb, rb) = ends
+    fa, ra = _image_positions(model, [p[0] for p in pairs])
+    fb, rb = _image_positions(model, [p[1] for p in pairs])
     v = (fa - fb) @ m.T
     d = np.linalg.norm(v, axis=1)
     g = (v @ m) / np.maximum(d, 1e-9)[:, None]  # ∂d/∂(first image's fractional xyz)
@@ -157,11 +174,10 @@ def pair_distance(model: WorkingModel, pair: tuple[Image, Image]) -> float:
     return float(_pair_geometry(model, [pair], orthogonalization_matrix(model.cell))[0][0])
 
 
-def _distance_restraints(model: WorkingModel, restraints: list[Restraint], m: np.ndarray):
-    """The "same" and "distances" restraints, all their pairs computed at once: (their
-    indices into `restraints` (k,), values (k,), and per pair term: its restraint's position
-    among the k (P,), first and second atom (P,), their xyz gradients (P, 3) each, times
-    the term's coefficient). A one-sided restraint satisfied has value 0 and no gradient."""
+def _distance_restraints(model: WorkingModel, restraints: list[Restraint], m: np.ndarray) -> RestraintBatch:
+    """The "same" and "distances" restraints, all their pairs computed at once: one term per
+    pair, gradients w.r.t. xyz times the term's coefficient. A one-sided restraint satisfied
+    has value 0 and no gradient."""
     index, pairs, owner, coefs, targets, one_sided = [], [], [], [], [], []
     for idx, r in enumerate(restraints):
         if r.kind not in ("same", "distances"):
@@ -174,9 +190,9 @@ def _distance_restraints(model: WorkingModel, restraints: list[Restraint], m: np
         index.append(idx)
         targets.append(r.target)
         one_sided.append(r.one_sided)
-    owner_of = np.array(owner, dtype=np.int64)
     if not pairs:
-        return np.zeros(0, np.int64), np.zeros(0), owner_of, owner_of, owner_of, np.zeros((0, 3)), np.zeros((0, 3))
+        return RestraintBatch.empty(3)
+    owner_of = np.array(owner, dtype=np.int64)
     d, ga, gb = _pair_geometry(model, pairs, m)
     c = np.array(coefs)
     values = np.zeros(len(index))
@@ -187,7 +203,7 @@ def _distance_restraints(model: WorkingModel, restraints: list[Restraint], m: np
     c = np.where(satisfied[owner_of], 0.0, c)[:, None]
     atoms_a = np.array([p[0].atom for p in pairs], dtype=np.int64)
     atoms_b = np.array([p[1].atom for p in pairs], dtype=np.int64)
-    return np.array(index, np.int64), values, owner_of, atoms_a, atoms_b, c * ga, c * gb
+    return RestraintBatch(np.array(index, np.int64), values, owner_of, atoms_a, atoms_b, c * ga, c * gb)
 
 
 def _bond_frames(v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -200,18 +216,16 @@ def _bond_frames(v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _rigu_restraints(model: WorkingModel, restraints: list[Restraint], m: np.ndarray, us: np.ndarray,
-                     frames: dict[int, np.ndarray]):
+                     frames: dict[int, np.ndarray]) -> RestraintBatch:
     """The RIGU terms between two anisotropic atoms, all at once: e1·U_a·n - e1·U_b·n
     (Cartesian U, frame along a-b: component 0 takes e1 = n, 1 and 2 the two directions
-    perpendicular to n), as (their indices into `restraints` (k,), values (k,), their
-    positions 0..k-1, first and second atom (k,), gradients w.r.t. their U* (k, 6) each);
-    `us`: the model's `u_star_all()`, `frames`: bond vectors to take the frame from
-    (`bond_frames`; else the model's own)."""
+    perpendicular to n), one term per restraint, gradients w.r.t. U*; `us`: the model's
+    `u_star_all()`, `frames`: bond vectors to take the frame from (`bond_frames`; else the
+    model's own)."""
     index = [idx for idx, r in enumerate(restraints)
              if r.kind == "rigu" and model.aniso[r.pair1[0].atom] and model.aniso[r.pair1[1].atom]]
     if not index:
-        none = np.zeros(0, np.int64)
-        return none, np.zeros(0), none, none, none, np.zeros((0, 6)), np.zeros((0, 6))
+        return RestraintBatch.empty(6)
     pairs = [restraints[idx].pair1 for idx in index]
     bonds = np.array([frames[idx] if idx in frames else bond_vector(model, a, b, m)
                       for idx, (a, b) in zip(index, pairs)])
@@ -231,12 +245,13 @@ def _rigu_restraints(model: WorkingModel, restraints: list[Restraint], m: np.nda
                          q1[:, 1] * q2[:, 2] + q1[:, 2] * q2[:, 1]], axis=1)
         out.append((atom, np.einsum("pk,pk->p", coef, us[atom]), coef))
     (atoms_a, va, ga), (atoms_b, vb, gb) = out
-    return np.array(index, np.int64), va - vb, np.arange(len(index)), atoms_a, atoms_b, ga, -gb
+    return RestraintBatch(np.array(index, np.int64), va - vb, np.arange(len(index)), atoms_a, atoms_b, ga, -gb)
 
 
 def bond_vector(model: WorkingModel, a: Image, b: Image, m: np.ndarray) -> np.ndarray:
     """Cartesian vector from image b to image a."""
-    return m @ (_frac(model, a) - _frac(model, b))
+    f, _ = _image_positions(model, [a, b])
+    return m @ (f[0] - f[1])
 
 
 def bond_frames(model: WorkingModel, restraints: list[Restraint]) -> dict[int, np.ndarray]:
@@ -264,14 +279,14 @@ def _sump_terms(model: WorkingModel, r: Restraint) -> tuple[float, dict[int, flo
 def _flat_terms(model: WorkingModel, r: Restraint, m: np.ndarray):
     """Chiral volume (p1-p0)·[(p2-p0)×(p3-p0)] of the four atoms of a FLAT term (Å³; zero
     when they are coplanar) and its xyz gradients."""
-    p = [m @ _frac(model, im) for im in r.atoms]
+    f, rots = _image_positions(model, list(r.atoms))
+    p = f @ m.T
     e1, e2, e3 = p[1] - p[0], p[2] - p[0], p[3] - p[0]
     value = float(e1 @ np.cross(e2, e3))
     g = [None, np.cross(e2, e3), np.cross(e3, e1), np.cross(e1, e2)]
     g[0] = -(g[1] + g[2] + g[3])
     grads: dict[int, np.ndarray] = {}
-    for im, g_cart in zip(r.atoms, g):
-        rot = model.symmetry.rotations[im.op].astype(np.float64)
+    for im, rot, g_cart in zip(r.atoms, rots, g):
         grads[im.atom] = grads.get(im.atom, 0.0) + rot.T @ (m.T @ g_cart)
     return value, grads
 
@@ -427,7 +442,7 @@ def residuals(model: WorkingModel, restraints: list[Restraint], frames: dict[int
     batched: dict[int, float] = {}  # distance, RIGU, SIMU and ISOR terms, each kind computed at once
     for batch in (_distance_restraints(model, restraints, m), _rigu_restraints(model, restraints, m, us, frames),
                   _adp_restraints(model, restraints, m, us)):
-        batched.update(zip(batch[0].tolist(), batch[1].tolist()))
+        batched.update(zip(batch.index.tolist(), batch.values.tolist()))
     vals, sig = [], []
     for idx, r in enumerate(restraints):
         if idx in batched:
@@ -478,7 +493,7 @@ def add_to_normal_equations(ne, params: Parameterisation, restraints: list[Restr
     for batch, first in ((_distance_restraints(model, restraints, m), 0),
                          (_rigu_restraints(model, restraints, m, us, frames), 3),
                          (_adp_restraints(model, restraints, m, us), 3)):
-        index, batch_values, owner, atoms_a, atoms_b, grad_a, grad_b = batch
+        index, batch_values, owner, atoms_a, atoms_b, grad_a, grad_b = batch  # a RestraintBatch
         owner = owner + len(weights)
         for atoms_end, grad in ((atoms_a, grad_a), (atoms_b, grad_b)):
             k = np.array([pos.get(int(a), -1) for a in atoms_end], dtype=np.int64)
