@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from refractor_core.crystal.formula import parse_formula
-from refractor_core.dataio import load_reflections, load_structure
+from refractor_core.dataio import load_bundle, load_reflections, load_structure
 from refractor_core.errors import InputError
 from refractor_plugins.readers.cif_reader import CifReader, read_cif_bundle
 from refractor_plugins.readers.p4p import parse_p4p
@@ -549,6 +549,25 @@ def test_cif_ddlm_names_amplitudes_and_block_choice(tmp_path):
         CifReader(CifReader.Config(block="nope")).read(p)
     other = load_reflections_or_error(str(p) + "#other")
     assert "no reflections" in other
+
+
+@pytest.mark.parametrize("method, expected", [
+    ("'SHELXL-2018/3 (Sheldrick 2018)'", 0.0303),
+    ("none", 0.0303),  # (no method stated: SHELXL's, the usual case)
+    ("\n;\nB-C type 1 Lorentzian isotropic (Becker & Coppens, 1974)\n;", None),
+])
+def test_cif_extinction_coefficient_is_exti_only_when_it_is_shelxls(tmp_path, method, expected):
+    """A JANA CIF's Becker-Coppens coefficient (2380 in COD 2108989) is on another scale
+    than SHELXL's EXTI: taken as EXTI, it held a refinement at GooF 3 for 25 cycles."""
+    text = DDLM_CIF.split("data_mine")[1].replace(
+        "_space_group.name_H-M_alt", "_refine_ls_extinction_coef 0.0303(17)\n_refine_ls_extinction_method "
+        + method + "\n_space_group.name_H-M_alt")
+    p = tmp_path / "x.cif"
+    p.write_text("data_mine" + text)
+    bundle = load_bundle(p)
+    exti = bundle.instructions.exti if bundle.instructions is not None else None
+    assert exti == expected
+    assert any("not SHELXL's EXTI" in n for n in bundle.notes) == (expected is None)
 
 
 def load_reflections_or_error(path: str) -> str:

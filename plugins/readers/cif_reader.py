@@ -54,6 +54,8 @@ TAGS: dict[str, tuple[str, ...]] = {
     "gamma": ("_cell_angle_gamma", "_cell.angle_gamma"),
     "z": ("_cell_formula_units_Z", "_cell.formula_units_Z", "_cell_formula_units_z"),
     "formula": ("_chemical_formula_sum", "_chemical_formula.sum"),
+    "extinction_method": ("_refine_ls_extinction_method", "_refine_ls.extinction_method"),
+    "extinction_expression": ("_refine_ls_extinction_expression", "_refine_ls.extinction_expression"),
     "wavelength": (
         "_diffrn_radiation_wavelength",
         "_diffrn_radiation_wavelength.value",
@@ -700,7 +702,7 @@ def read_cif_bundle(
     res = value(b, "res_file")
     if res is not None and res.text.strip():
         ins = parse_ins(res.text, path, first_line=res.line + 1)
-    instructions = ins.instructions if ins is not None else instructions_from_tags(b)
+    instructions = ins.instructions if ins is not None else instructions_from_tags(b, notes)
     probe = value(b, "probe")
     if probe is not None and probe.text.strip().lower() not in ("x-ray", "xray", "x"):
         instructions = (instructions or RefinementInstructions()).model_copy(
@@ -864,11 +866,14 @@ def _with_res_constraints(structure: Structure, by_label: dict[str, Site], notes
 _WEIGHT_AB = re.compile(r"\(\s*([0-9.]+)\s*P\s*\)\s*\^?2\^?\s*(?:\+\s*([0-9.]+)\s*P)?")
 
 
-def instructions_from_tags(block) -> RefinementInstructions | None:
+def instructions_from_tags(block, notes: list[str] | None = None) -> RefinementInstructions | None:
     """Refinement details a CIF states without an embedded .res: SHELXL weights, extinction.
 
     `_refine_ls_weighting_details` such as "w=1/[\\s^2^(Fo^2^)+(0.0348P)^2^+1.2539P]" gives
-    WGHT a b; a refined `_refine_ls_extinction_coef` gives EXTI.
+    WGHT a b; a refined `_refine_ls_extinction_coef` gives EXTI when it is SHELXL's (the
+    method or expression names SHELXL's, or neither says): another program's extinction
+    model (JANA's Becker-Coppens, CRYSTALS' Larson) has a coefficient on another scale, and
+    is left out with a note.
     """
     found: dict = {}
     for tag in ("_refine_ls_weighting_details", "_refine_ls.weighting_details"):
@@ -882,11 +887,27 @@ def instructions_from_tags(block) -> RefinementInstructions | None:
         text = block.find_value(tag)
         if text and text not in ("?", "."):
             try:
-                found["exti"] = float(text.split("(")[0])
+                coefficient = float(text.split("(")[0])
             except ValueError:
-                pass
+                break
+            model = _extinction_model(block)
+            if model is None:
+                found["exti"] = coefficient
+            elif notes is not None:
+                notes.append(f"extinction coefficient {text} not used: its model ({model}) is not SHELXL's EXTI")
             break
     return RefinementInstructions(**found) if found else None
+
+
+def _extinction_model(block) -> str | None:
+    """The CIF's extinction method or expression where it is not SHELXL's (None: SHELXL's,
+    or not stated)."""
+    stated = [" ".join(v.text.split()) for v in (value(block, "extinction_method"), value(block, "extinction_expression"))
+              if v is not None]
+    stated = [t for t in stated if t and t.lower() != "none"]
+    if not stated or any("shelx" in t.lower() or "0.001xfc" in t.lower().replace(" ", "") for t in stated):
+        return None
+    return stated[0]
 
 
 def sniff_cif_text(text: str) -> float:
