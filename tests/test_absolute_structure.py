@@ -9,7 +9,7 @@ import pytest
 from refractor_core.crystal.spacegroup_tables import inverted_operator, inverted_setting
 from refractor_core.crystal.structure_factors import calculate_fc
 from refractor_core.types import Site, SpaceGroupRef, Structure, UnitCell
-from refractor_plugins.refiners.lsq.absolute import inverted_structure, wrong_hand
+from refractor_plugins.refiners.lsq.absolute import intermediate_flack, inverted_structure, wrong_hand
 
 
 @pytest.mark.parametrize(
@@ -67,6 +67,35 @@ def test_wrong_hand_needs_a_significant_flack_parameter():
     assert not wrong_hand(0.6, 0.1)  # within 2 s.u. of one half: an inversion twin, not inverted
     assert not wrong_hand(1.7, 0.9)  # no anomalous signal to speak of
     assert not wrong_hand(None, None)
+
+
+def test_intermediate_flack_needs_three_su_from_both_ends():
+    assert intermediate_flack(0.215, 0.024)  # COD 2013004, P2₁: published 0.22(3), no twin modelled
+    assert not intermediate_flack(0.05, 0.02)
+    assert not intermediate_flack(0.93, 0.03)
+    assert not intermediate_flack(0.4, 0.2)  # no anomalous signal to speak of
+    assert not intermediate_flack(None, None)
+
+
+@pytest.mark.parametrize("twin_fraction, warned", [(0.3, True), (0.0, False)])
+def test_refiner_warns_of_an_inversion_twin_it_was_not_asked_to_refine(twin_fraction, warned):
+    """Simulated data of an inversion twin (30 %) refined without a TWIN: the estimated Flack
+    parameter is near 0.3, and the user is told; untwinned data give no warning."""
+    from refractor_core.simulation import simulate
+    from refractor_core.types import Candidate
+    from refractor_plugins.refiners.configs import LsqConfig
+    from refractor_plugins.refiners.lsq.refiner import USER_MODEL, LsqRefiner
+
+    rng = np.random.default_rng(11)
+    cell = UnitCell(a=7.9, b=9.4, c=11.2, alpha=90, beta=90, gamma=90)
+    sites = [Site(label=f"{el}{k}", element=el, xyz=tuple(rng.random(3)), u_iso=0.02)
+             for k, el in enumerate(["Br", "S", "O", "N", "C", "C"])]
+    truth = Structure(cell=cell, space_group=SpaceGroupRef.from_symbol("P 21 21 21"), sites=sites)
+    data = simulate(truth, seed=4, twin_fraction=twin_fraction)
+    r = LsqRefiner(LsqConfig(anisotropic=False, riding_h=False)).refine(
+        data, Candidate(structure=truth, generator=USER_MODEL))
+    assert r.flack == pytest.approx(twin_fraction, abs=0.05)
+    assert any("inversion twin" in w for w in r.meta["warnings"]) == warned
 
 
 @pytest.mark.slow

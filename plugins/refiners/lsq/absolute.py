@@ -28,6 +28,8 @@ from .model import WorkingModel
 MIN_PAIRS = 20
 #: a model is inverted when its Flack x exceeds 1/2 by more than this many s.u.
 INVERT_MARGIN = 2.0
+#: a Flack x this many s.u. above 0 and below 1 is reported (an inversion twin?)
+INTERMEDIATE_MARGIN = 3.0
 
 
 def wrong_hand(flack: float | None, flack_su: float | None) -> bool:
@@ -36,6 +38,15 @@ def wrong_hand(flack: float | None, flack_su: float | None) -> bool:
     if flack is None or flack_su is None or not (math.isfinite(flack) and math.isfinite(flack_su)):
         return False
     return flack - INVERT_MARGIN * flack_su > 0.5
+
+
+def intermediate_flack(flack: float | None, flack_su: float | None) -> bool:
+    """True when the Flack parameter is significantly above 0 and below 1 (by
+    INTERMEDIATE_MARGIN su each): neither hand alone fits, the sign of an inversion twin or
+    of a missed centre of symmetry."""
+    if flack is None or flack_su is None or not (math.isfinite(flack) and math.isfinite(flack_su)):
+        return False
+    return flack - INTERMEDIATE_MARGIN * flack_su > 0.0 and flack + INTERMEDIATE_MARGIN * flack_su < 1.0
 
 
 def inverted_structure(structure, instructions=None):

@@ -38,7 +38,7 @@ from refractor_core.types import Candidate, RefinedCandidate, ReflectionData, Re
 from ..configs import LsqConfig
 from . import hydrogens as hyd
 from . import user_restraints
-from .absolute import inverted_structure, wrong_hand
+from .absolute import INTERMEDIATE_MARGIN, intermediate_flack, inverted_structure, wrong_hand
 from .driver import Driver, Observed, Settings
 from .least_squares import IntensityCalculator
 from .model import WorkingModel, is_hydrogen
@@ -1075,6 +1075,10 @@ class Refinement:
             if est is not None:
                 flack, flack_su = est
                 self.log(f"Flack x = {flack:.3f}({flack_su:.3f}) (estimated after refinement)")
+                if intermediate_flack(flack, flack_su):
+                    self.warn(f"Flack x = {flack:.3f}({flack_su:.3f}) lies between 0 and 1 by more than "
+                              f"{INTERMEDIATE_MARGIN:g} su: the crystal may be an inversion twin (refine its fraction "
+                              "with --refiner-opt flack=true), or the structure centrosymmetric (check the space group)")
         peak, hole, peaks = difference_peaks_and_holes(self, model)
         ext = model.extinction
         ext_su = None
