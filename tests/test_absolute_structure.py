@@ -72,6 +72,7 @@ def test_wrong_hand_needs_a_significant_flack_parameter():
 def test_intermediate_flack_needs_three_su_from_both_ends():
     assert intermediate_flack(0.215, 0.024)  # COD 2013004, P2₁: published 0.22(3), no twin modelled
     assert not intermediate_flack(0.05, 0.02)
+    assert not intermediate_flack(0.013, 0.004)  # COD 2108989 (JANA: 0.028(4)): too small to matter
     assert not intermediate_flack(0.93, 0.03)
     assert not intermediate_flack(0.4, 0.2)  # no anomalous signal to speak of
     assert not intermediate_flack(None, None)

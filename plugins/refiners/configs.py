@@ -56,6 +56,11 @@ class LsqConfig(ComponentConfig):
         "after refinement (non-centrosymmetric groups only); True always refines it as an "
         "inversion-twin fraction; False skips it.",
     )
+    twin_check: bool = Field(
+        True,
+        description="After refinement, fit the twin laws the lattice allows and the model does not "
+        "refine (merohedry, pseudo-merohedry) with the model held, and warn of a significant one.",
+    )
     invert_wrong_hand: bool = Field(
         True,
         description="When the Flack parameter says the model is the mirror image of the "

@@ -24,12 +24,16 @@ from refractor_core.crystal.symmetry import hkl_keys
 
 from .least_squares import IntensityCalculator
 from .model import WorkingModel
+from .twinning import twin_fraction
 
 MIN_PAIRS = 20
 #: a model is inverted when its Flack x exceeds 1/2 by more than this many s.u.
 INVERT_MARGIN = 2.0
-#: a Flack x this many s.u. above 0 and below 1 is reported (an inversion twin?)
+#: a Flack x this many s.u. and at least INTERMEDIATE_MIN above 0 and below 1 is reported
+#: (an inversion twin?); below a few per cent, x is within what absorption and the
+#: underestimated su of x leave uncertain
 INTERMEDIATE_MARGIN = 3.0
+INTERMEDIATE_MIN = 0.05
 
 
 def wrong_hand(flack: float | None, flack_su: float | None) -> bool:
@@ -42,11 +46,12 @@ def wrong_hand(flack: float | None, flack_su: float | None) -> bool:
 
 def intermediate_flack(flack: float | None, flack_su: float | None) -> bool:
     """True when the Flack parameter is significantly above 0 and below 1 (by
-    INTERMEDIATE_MARGIN su each): neither hand alone fits, the sign of an inversion twin or
-    of a missed centre of symmetry."""
+    INTERMEDIATE_MARGIN su and INTERMEDIATE_MIN each): neither hand alone fits, the sign of
+    an inversion twin or of a missed centre of symmetry."""
     if flack is None or flack_su is None or not (math.isfinite(flack) and math.isfinite(flack_su)):
         return False
-    return flack - INTERMEDIATE_MARGIN * flack_su > 0.0 and flack + INTERMEDIATE_MARGIN * flack_su < 1.0
+    margin = max(INTERMEDIATE_MARGIN * flack_su, INTERMEDIATE_MIN)
+    return flack - margin > 0.0 and flack + margin < 1.0
 
 
 def inverted_structure(structure, instructions=None):
@@ -127,16 +132,6 @@ def _parsons(fo2, sigma, hkl, a, b) -> tuple[float, float] | None:
 
 
 def _classical(refinement, model: WorkingModel, a, b) -> tuple[float, float] | None:
-    calc = refinement.calc
-    k = model.scale
-    y = calc.extinction(model, a)
-    d = k * y * (b - a)
-    r0 = refinement.fo2 - k * y * a
-    w = refinement.driver.weights(model)
-    den = float(np.sum(w * d * d))
-    if den <= 0:
-        return None
-    x = float(np.sum(w * d * r0) / den)
-    resid = r0 - x * d
-    s2 = float(np.sum(w * resid**2)) / max(len(r0) - 1, 1)
-    return x, math.sqrt(s2 / den)
+    """x fitted to all intensities as an inversion-twin fraction, the model held."""
+    fit = twin_fraction(refinement, model, a, b)
+    return None if fit is None else fit[:2]

@@ -38,7 +38,7 @@ from refractor_core.types import Candidate, RefinedCandidate, ReflectionData, Re
 from ..configs import LsqConfig
 from . import hydrogens as hyd
 from . import user_restraints
-from .absolute import INTERMEDIATE_MARGIN, intermediate_flack, inverted_structure, wrong_hand
+from .absolute import intermediate_flack, inverted_structure, wrong_hand
 from .driver import Driver, Observed, Settings
 from .least_squares import IntensityCalculator
 from .model import WorkingModel, is_hydrogen
@@ -146,6 +146,7 @@ class LsqRefiner(Refiner):
                 "weighting": "sigma",
                 "extinction": False,
                 "flack": False,
+                "twin_check": False,
                 "fit_rotating_groups": False,
                 "refine_torsions": False,
             }
@@ -1034,6 +1035,21 @@ class Refinement:
         return changed
 
     # -- final figures -----------------------------------------------------------------
+    def _check_twin_laws(self, model: WorkingModel) -> None:
+        """Warn of a twin law the lattice allows, not refined, whose fraction is significant
+        with the refined model held (`twinning.twin_check`)."""
+        from .twinning import twin_check
+
+        fits = twin_check(self, model)
+        for fit in fits:
+            self.log(f"twin law {np.rint(fit.matrix).astype(int).tolist()}: fraction {fit.fraction:.3f} (su {fit.fraction_su:.3f}) "
+                     f"with the model held, wR2 {fit.wr2_without:.4f} -> {fit.wr2_with:.4f}")
+        if fits:
+            best = fits[0]
+            self.warn(f"the data look twinned: the lattice allows a twin law the model lacks, and with the model held its "
+                      f"domain takes a fraction {best.fraction:.3f} (su {best.fraction_su:.3f}) of the intensity (wR2 "
+                      f"{best.wr2_without:.4f} -> {best.wr2_with:.4f}); refine it with '{best.shelxl()}' in the model")
+
     def _restrained_goof(self, model: WorkingModel, goof: float, n_parameters: int) -> float:
         """SHELXL's restrained GooF: sqrt([Σw(Fo² - Fc²)² + Σ restraint terms] / (n + n_r - p)),
         the restraints weighted as SHELXL reports them (1/σ² times the data's mean
@@ -1076,9 +1092,11 @@ class Refinement:
                 flack, flack_su = est
                 self.log(f"Flack x = {flack:.3f}({flack_su:.3f}) (estimated after refinement)")
                 if intermediate_flack(flack, flack_su):
-                    self.warn(f"Flack x = {flack:.3f}({flack_su:.3f}) lies between 0 and 1 by more than "
-                              f"{INTERMEDIATE_MARGIN:g} su: the crystal may be an inversion twin (refine its fraction "
-                              "with --refiner-opt flack=true), or the structure centrosymmetric (check the space group)")
+                    self.warn(f"Flack x = {flack:.3f}({flack_su:.3f}) lies significantly between 0 and 1: the crystal "
+                              "may be an inversion twin (refine its fraction with --refiner-opt flack=true), or the "
+                              "structure centrosymmetric (check the space group)")
+        if self.cfg.twin_check and len(model.twin_ops) == 1 and self.obs_data.twin_indices is None:
+            self._check_twin_laws(model)
         peak, hole, peaks = difference_peaks_and_holes(self, model)
         ext = model.extinction
         ext_su = None

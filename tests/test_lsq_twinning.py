@@ -1,0 +1,65 @@
+"""Twin laws the lattice allows and the refinement was not given (`twinning.twin_check`)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from refractor_core.crystal.structure_factors import calculate_fc
+from refractor_core.crystal.symmetry import SymmetryOps
+from refractor_core.types import Candidate, Site, SpaceGroupRef, Structure, UnitCell
+from refractor_plugins.refiners.configs import LsqConfig
+from refractor_plugins.refiners.lsq.refiner import USER_MODEL, LsqRefiner
+from refractor_plugins.refiners.lsq.twinning import twin_law_candidates
+
+
+def _laws(cell: UnitCell, symbol: str) -> list[np.ndarray]:
+    return twin_law_candidates(cell, SymmetryOps.from_space_group(SpaceGroupRef.from_symbol(symbol)))
+
+
+def test_twin_laws_are_the_lattice_rotations_outside_the_laue_group():
+    mono = dict(a=7.1, b=9.3, c=10.8, alpha=90, gamma=90)
+    # β 0.2° from 90: the orthorhombic lattice's two-fold along a (or c, the same coset)
+    laws = _laws(UnitCell(**mono, beta=90.2), "P 1 21/c 1")
+    assert len(laws) == 1
+    law = laws[0]
+    assert np.array_equal(law @ law, np.eye(3)) and abs(np.linalg.det(law)) == 1
+    assert law[1, 1] == -1 and abs(law[0, 0]) == 1 and abs(law[2, 2]) == 1
+    assert _laws(UnitCell(**mono, beta=95.0), "P 1 21/c 1") == []  # a monoclinic lattice: none
+    assert _laws(UnitCell(a=7.1, b=9.3, c=10.8, alpha=90, beta=90, gamma=90), "P m m m") == []
+    # trigonal P3 on a hexagonal lattice: 6/mmm over -3, four cosets, three laws
+    assert len(_laws(UnitCell(a=8.0, b=8.0, c=11.0, alpha=90, beta=90, gamma=120), "P 3")) == 3
+
+
+@pytest.mark.parametrize("fraction, warned", [(0.25, True), (0.0, False)])
+def test_a_pseudo_merohedral_twin_is_reported_with_the_law_that_refines_it(fraction, warned):
+    """P2₁/c with β = 90.15°: data of a twin by the orthorhombic lattice's two-fold (25 %),
+    refined with the true model and no TWIN, give a warning naming a law of that coset and a
+    fraction near 0.25; untwinned data give none."""
+    from refractor_core.simulation import simulate
+
+    rng = np.random.default_rng(5)
+    cell = UnitCell(a=7.1, b=9.3, c=10.8, alpha=90, beta=90.15, gamma=90)
+    sites = [Site(label=f"{el}{k}", element=el, xyz=tuple(rng.random(3)), u_iso=0.02)
+             for k, el in enumerate(["Cl", "S", "O", "O", "N", "C", "C"])]
+    truth = Structure(cell=cell, space_group=SpaceGroupRef.from_symbol("P 1 21/c 1"), sites=sites)
+    data = simulate(truth, seed=3, anomalous=False)
+    law = np.diag([1, -1, -1])  # the two-fold along a, on the indices
+    i_main = np.abs(calculate_fc(truth, data.hkl)) ** 2
+    i_twin = np.abs(calculate_fc(truth, data.hkl @ law.T)) ** 2
+    k = float(np.sum(data.intensity * i_main) / np.sum(i_main**2))  # the simulation's scale
+    twinned = k * ((1 - fraction) * i_main + fraction * i_twin)
+    noisy = twinned + rng.normal(0.0, 1.0, len(twinned)) * data.sigma
+    data = data.model_copy(update={"intensity": noisy})
+    r = LsqRefiner(LsqConfig(anisotropic=False, riding_h=False)).refine(data, Candidate(structure=truth, generator=USER_MODEL))
+    found = [w for w in r.meta["warnings"] if "look twinned" in w]
+    assert bool(found) == warned
+    if warned:
+        line = next(text for text in r.log if text.startswith("twin law"))
+        matrix = np.array(eval(line.split(":")[0][len("twin law "):]))  # noqa: S307 (our own log line)
+        laue = SymmetryOps.from_space_group(truth.space_group).point_group_rotations()
+        # the law reported is the simulated one up to the Laue group (the same twin)
+        assert any(np.array_equal(matrix, law @ p.T) or np.array_equal(matrix, -law @ p.T) for p in laue)
+        fitted = float(line.split("fraction ")[1].split()[0])
+        assert fitted == pytest.approx(fraction, abs=0.05)
+        assert "TWIN " in found[0] and "BASF" in found[0]
