@@ -179,6 +179,7 @@ def _write_outputs(refined, data, output: Path, stem: str, config, seed: int, de
             "flack": refined.flack,
             "flack_su": refined.flack_su,
             "inverted": refined.meta.get("inverted"),
+            "twin_laws_found": refined.meta.get("twin_laws_found", []),
             "space_group": refined.structure.space_group.symbol,
             "diff_peak": refined.diff_peak,
             "diff_hole": refined.diff_hole,

@@ -1041,6 +1041,9 @@ class Refinement:
         from .twinning import twin_check
 
         fits = twin_check(self, model)
+        self.meta["twin_laws_found"] = [
+            {"matrix": np.rint(f.matrix).astype(int).tolist(), "fraction": f.fraction, "fraction_su": f.fraction_su,
+             "wR2_without": f.wr2_without, "wR2_with": f.wr2_with} for f in fits]
         for fit in fits:
             self.log(f"twin law {np.rint(fit.matrix).astype(int).tolist()}: fraction {fit.fraction:.3f} (su {fit.fraction_su:.3f}) "
                      f"with the model held, wR2 {fit.wr2_without:.4f} -> {fit.wr2_with:.4f}")
