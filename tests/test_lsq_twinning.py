@@ -31,11 +31,9 @@ def test_twin_laws_are_the_lattice_rotations_outside_the_laue_group():
     assert len(_laws(UnitCell(a=8.0, b=8.0, c=11.0, alpha=90, beta=90, gamma=120), "P 3")) == 3
 
 
-@pytest.mark.parametrize("fraction, warned", [(0.25, True), (0.0, False)])
-def test_a_pseudo_merohedral_twin_is_reported_with_the_law_that_refines_it(fraction, warned):
-    """P2₁/c with β = 90.15°: data of a twin by the orthorhombic lattice's two-fold (25 %),
-    refined with the true model and no TWIN, give a warning naming a law of that coset and a
-    fraction near 0.25; untwinned data give none."""
+def _pseudo_merohedral_twin(fraction: float):
+    """(true model, data of it twinned by the two-fold along a with this fraction, the law):
+    P2₁/c with β = 90.15°."""
     from refractor_core.simulation import simulate
 
     rng = np.random.default_rng(5)
@@ -50,7 +48,16 @@ def test_a_pseudo_merohedral_twin_is_reported_with_the_law_that_refines_it(fract
     k = float(np.sum(data.intensity * i_main) / np.sum(i_main**2))  # the simulation's scale
     twinned = k * ((1 - fraction) * i_main + fraction * i_twin)
     noisy = twinned + rng.normal(0.0, 1.0, len(twinned)) * data.sigma
-    data = data.model_copy(update={"intensity": noisy})
+    return truth, data.model_copy(update={"intensity": noisy}), law
+
+
+@pytest.mark.parametrize("fraction, warned", [(0.25, True), (0.0, False)])
+def test_a_pseudo_merohedral_twin_is_reported_with_the_law_that_refines_it(fraction, warned):
+    """Data of a twin by the orthorhombic lattice's two-fold (25 %), refined with the true
+    model and no TWIN, give a warning naming a law of that coset, a fraction near 0.25 with
+    the model held and what refining it gives; the user's model stays untwinned. Untwinned
+    data give no warning."""
+    truth, data, law = _pseudo_merohedral_twin(fraction)
     r = LsqRefiner(LsqConfig(anisotropic=False, riding_h=False)).refine(data, Candidate(structure=truth, generator=USER_MODEL))
     found = [w for w in r.meta["warnings"] if "look twinned" in w]
     assert bool(found) == warned
@@ -62,4 +69,15 @@ def test_a_pseudo_merohedral_twin_is_reported_with_the_law_that_refines_it(fract
         assert any(np.array_equal(matrix, law @ p.T) or np.array_equal(matrix, -law @ p.T) for p in laue)
         assert best["fraction"] == pytest.approx(fraction, abs=0.05)
         assert best["wR2_with"] < best["wR2_without"]
-        assert "TWIN " in found[0] and "BASF" in found[0]
+        assert "TWIN " in found[0] and "BASF" in found[0] and "refined with it" in found[0]
+        assert best["refined"]["BASF"] == pytest.approx(fraction, abs=0.03)
+        assert best["refined"]["wR2"] < r.wr2
+        assert r.meta["twin_fractions"] == []  # a user's model is not changed
+
+
+def test_a_generated_candidate_takes_the_twin_when_it_fits_better():
+    truth, data, _ = _pseudo_merohedral_twin(0.25)
+    r = LsqRefiner(LsqConfig(anisotropic=False, riding_h=False, complete=False)).refine(
+        data, Candidate(structure=truth, generator="test"))
+    assert r.meta["twin_fractions"] == [pytest.approx(0.25, abs=0.03)]
+    assert r.meta["twin_laws_found"][0]["refined"]["wR2"] == pytest.approx(r.wr2)

@@ -106,6 +106,8 @@ class LsqRefiner(Refiner):
             result = Refinement(self.config, data, candidate, self.context).run()
             if self.config.invert_wrong_hand and wrong_hand(result.flack, result.flack_su):
                 result = self._inverted(data, candidate, result)
+            if result.meta.get("twin_laws_found"):
+                result = self._twinned(data, candidate, result)
             return result
         finally:
             torch.set_num_threads(before)
@@ -133,6 +135,37 @@ class LsqRefiner(Refiner):
             "meta": {**again.meta, "inverted": {"flack_before": result.flack, "flack_su_before": result.flack_su,
                                                  "space_group_before": result.structure.space_group.symbol}},
         })
+
+    def _twinned(self, data: ReflectionData, candidate: Candidate, result: RefinedCandidate) -> RefinedCandidate:
+        """Refine the result again with the twin law `twin_check` found (TWIN, BASF from its
+        fraction). A generator's candidate takes the twinned model when it fits better (lower
+        wR2); a user's model is kept as given, SHELXL adding no twin by itself, and the
+        warning says what the twin gave."""
+        found = result.meta["twin_laws_found"][0]
+        instructions = candidate.meta.get("instructions")
+        if isinstance(instructions, dict):
+            instructions = RefinementInstructions.model_validate(instructions)
+        twin = (instructions or RefinementInstructions()).model_copy(update={
+            "twin_matrix": tuple(float(v) for v in np.asarray(found["matrix"]).reshape(-1)), "twin_n": 2,
+            "basf": [float(found["fraction"])]})
+        trial = candidate.model_copy(update={"structure": result.structure, "generator": USER_MODEL,
+                                             "meta": {**candidate.meta, "instructions": twin.model_dump(mode="json")}})
+        try:
+            again = Refinement(self.config.model_copy(update={"twin_check": False}), data, trial, self.context).run()
+        except RefinementError as exc:
+            _log.info("refinement with the twin law failed: %s", exc)
+            return result
+        basf = again.meta.get("twin_fractions") or [float("nan")]
+        summary = (f"refined with it: BASF {basf[0]:.3f}, R1 {result.r1:.4f} -> {again.r1:.4f}, "
+                   f"wR2 {result.wr2:.4f} -> {again.wr2:.4f}")
+        found = {**found, "refined": {"BASF": basf[0], "R1": again.r1, "wR2": again.wr2}}
+        if is_generated(candidate) and again.wr2 < result.wr2:
+            meta = {**again.meta, "twin_laws_found": [found, *result.meta["twin_laws_found"][1:]]}
+            return again.model_copy(update={"candidate": candidate, "log": [*result.log, "twin law " + summary, *again.log],
+                                            "meta": meta})
+        warnings = [w + f"; {summary}" if w.startswith("the data look twinned") else w for w in result.meta["warnings"]]
+        meta = {**result.meta, "warnings": warnings, "twin_laws_found": [found, *result.meta["twin_laws_found"][1:]]}
+        return result.model_copy(update={"log": [*result.log, "twin law " + summary], "meta": meta})
 
     def screen(self, data: ReflectionData, candidate: Candidate) -> RefinedCandidate:
         """Quick isotropic refinement (no H, σ weights, short completion) to rank candidates."""
