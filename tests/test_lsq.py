@@ -785,3 +785,26 @@ def test_a_free_variable_on_a_special_position_keeps_its_exact_coefficient():
                       "C1 1 0.333333 0.666667 0.100000 20.33333 0.03", "HKLF 4", "END", ""])
     model = WorkingModel.from_structure(ins_bundle(parse_ins(text, "axis.ins"), "axis.ins").structure)
     assert model.free_variables[2] == [("C1", 1.0)]
+
+
+@pytest.mark.parametrize("su, held", [(None, True), (0.004, False)])
+def test_a_users_mixed_site_keeps_the_fractions_its_own_refinement_held(su, held):
+    """agnafe's Ag1/Na1 site as a user's model gives it: with an su (refined at the source),
+    'auto' refines its fraction; without su or free variable (held at the source, as in a
+    CIF of COD 2108240 whose Si/Al fractions refined freely ran off to an impossible
+    composition), it keeps the fraction given."""
+    from refractor_plugins.refiners.lsq.refiner import USER_MODEL
+
+    _, data, published, _ = _load("agnafe_molybdate")
+    sites = [s.model_copy(update={"occupancy_variable": None,
+                                  "occupancy_su": su if s.label in ("Ag1", "Na1") else s.occupancy_su})
+             for s in published.sites]
+    start = published.model_copy(update={"sites": sites})
+    r = LsqRefiner(LsqConfig(max_cycles=4)).refine(data, Candidate(structure=start, generator=USER_MODEL))
+    given = {s.label: s.occupancy for s in start.sites}
+    ag = next(s for s in r.structure.sites if s.label == "Ag1")
+    assert any("held as the model gives them" in line for line in r.log) == held
+    if held:
+        assert ag.occupancy == pytest.approx(given["Ag1"], abs=1e-9)
+    else:
+        assert ag.occupancy_su is not None and ag.occupancy_su > 0

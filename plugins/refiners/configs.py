@@ -39,7 +39,8 @@ class LsqConfig(ComponentConfig):
     refine_occupancies: bool | Auto = Field(
         "auto",
         description="Refine occupancies: 'auto' refines the fractions of mixed sites (two "
-        "elements sharing one position, their sum kept) and the SHELXL free variables a "
+        "elements sharing one position, their sum kept; in a user's model only those its own "
+        "refinement refined: on a free variable, or given with an su) and the SHELXL free variables a "
         "model's occupancies are coded on (21.0/-21.0: one parameter each, as SHELXL refines "
         "them; not those a SUMP names); True also frees isolated partially occupied atoms; "
         "False keeps every occupancy as given.",

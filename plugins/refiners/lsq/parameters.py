@@ -140,6 +140,7 @@ class Parameterisation:
         refine_disorder_occupancy: bool = False,
         refine_free_variables: bool = False,
         riding_chain: bool = False,
+        held_occupancy: set[int] | None = None,
     ) -> "Parameterisation":
         """Group atoms into sites and enumerate the free parameters.
 
@@ -150,7 +151,8 @@ class Parameterisation:
         variable the model's occupancies refer to (`model.free_variables`); their atoms'
         occupancies are refined through it only. Rotating riding groups marked
         `refine_torsion` get their torsion as a parameter (unless their parent is fixed).
-        `riding_chain`: a riding H's derivatives go to every atom defining its position and,
+        `held_occupancy`: atoms whose mixed site keeps the fractions given (a user's model
+        that holds them). `riding_chain`: a riding H's derivatives go to every atom defining its position and,
         through U_eq, to its U's parent ADP (the exact chain rule); by default they go to its
         parent atom's position only, as in SHELXL's riding model, whose converged model is
         the one this then converges to.
@@ -170,7 +172,8 @@ class Parameterisation:
         for g in groups:
             elements = {model.elements[i] for i in g.atoms}
             own_occupancy = not governed.intersection(g.atoms)
-            if len(g.atoms) > 1 and len(elements) > 1 and refine_mixed_occupancy and own_occupancy:
+            held = bool(held_occupancy) and bool(held_occupancy.intersection(g.atoms))
+            if len(g.atoms) > 1 and len(elements) > 1 and refine_mixed_occupancy and own_occupancy and not held:
                 g.free_occupancy = True
                 g.occupancy_sum = float(sum(model.occupancy[i] for i in g.atoms))
             elif len(g.atoms) == 1 and refine_partial_occupancy and own_occupancy:

@@ -196,6 +196,7 @@ class Refinement:
         self.cfg = config
         self.data = data
         self.candidate = candidate
+        self.held_occupancy: set[str] = set()  # (`_held_occupancies`)
         self.context = context or BuildContext()
         self.lines: list[str] = []
         self.warnings: list[str] = []
@@ -411,6 +412,7 @@ class Refinement:
         )
         # mixed sites' fractions, and the model's own SHELXL free variables
         self.refine_occ_mixed = cfg.refine_occupancies in (True, "auto")
+        self.held_occupancy = self._held_occupancies(model)
         self.refine_occ_partial = cfg.refine_occupancies is True
         # disorder assemblies' free occupancies: on request, or for the splits found here
         self.refine_occ_disorder = cfg.refine_occupancies is True
@@ -769,6 +771,28 @@ class Refinement:
         # formula) are kept or rejected here
         return have < want - 0.75 or bool(foreign) or is_generated(self.candidate)
 
+    def _held_occupancies(self, model: WorkingModel) -> set[str]:
+        """Labels (upper case) of a user's mixed-site atoms whose occupancy the model gives as
+        held in its own refinement (no free variable, no su), which 'auto' keeps: X-rays
+        hardly tell Si from Al, and fractions the source did not refine can run off to an
+        impossible composition (COD 2108240, labradorite: Al 6.6 / Si 1.4 against 3.3 / 4.7).
+        A generator's candidate, and refine_occupancies=true, hold none."""
+        if is_generated(self.candidate) or self.cfg.refine_occupancies != "auto":
+            return set()
+        given = {s.label.upper(): s for s in self.candidate.structure.sites}
+        held = set()
+        for g in site_groups(model):
+            labels = [model.labels[i].upper() for i in g.atoms]
+            sites = [given.get(x) for x in labels]
+            if len({model.elements[i] for i in g.atoms}) < 2 or any(s is None for s in sites):
+                continue
+            if all(s.occupancy_variable is None and s.occupancy_su is None for s in sites):
+                held.update(labels)
+        if held:
+            self.log(f"mixed-site fractions held as the model gives them (no free variable, no su): {', '.join(sorted(held))} "
+                     "(refine_occupancies=true refines them)")
+        return held
+
     def _choose_matrix(self, model: WorkingModel) -> None:
         n = self._parameters(model).n
         if self.cfg.matrix == "auto":
@@ -787,6 +811,7 @@ class Refinement:
             refine_disorder_occupancy=self.refine_occ_disorder,
             refine_free_variables=self.refine_occ_mixed,
             riding_chain=self.cfg.riding_derivatives == "chain",
+            held_occupancy={i for label, i in model.label_index().items() if label in self.held_occupancy},
         )
 
     def _after_shift(self, model: WorkingModel) -> None:
