@@ -57,7 +57,7 @@ class TwinLawFit:
 def twin_law_candidates(cell, symmetry: SymmetryOps, tol: float = TWIN_METRIC_TOLERANCE) -> list[np.ndarray]:
     """Index transformations M (h' = M h) of the lattice rotations not in the Laue group,
     one per coset (a two-fold one where the coset has one)."""
-    laue = {r.tobytes() for p in symmetry.point_group_rotations() for r in (p, -p)}
+    laue = {r.tobytes() for p in symmetry.point_group_rotations().astype(np.int64) for r in (p, -p)}
     laue_ops = [np.frombuffer(k, dtype=np.int64).reshape(3, 3) for k in laue]
     seen: set[bytes] = set()
     out = []
