@@ -16,6 +16,7 @@ from refractor_core.crystal.cell import is_positive_definite, orthogonalization_
 from refractor_core.crystal.formula import cell_contents, normalize_element
 from refractor_core.crystal.symmetry import SymmetryOps
 from refractor_core.errors import InputError
+from refractor_core.simulation.composition import cell_contents_of
 from refractor_core.types import Structure
 
 #: atoms closer than this (Å) are one site shared on purpose (mixed occupancy)
@@ -90,14 +91,7 @@ def non_positive_adps(structure: Structure, floored: list[str] | None = None) ->
 
 def model_cell_contents(structure: Structure) -> dict[str, float]:
     """Atoms per cell of every element in the model (occupancy and site symmetry counted)."""
-    sym = SymmetryOps.from_space_group(structure.space_group)
-    out: dict[str, float] = {}
-    xyz = np.array([s.xyz for s in structure.sites], dtype=np.float64).reshape(-1, 3)
-    detected = sym.site_orders(structure.cell, xyz, [s.part for s in structure.sites])
-    for s, order in zip(structure.sites, detected):
-        e = normalize_element(s.element)
-        out[e] = out.get(e, 0.0) + s.occupancy * sym.n / max(int(order), 1)
-    return out
+    return cell_contents_of(structure)
 
 
 def formula_mismatch(structure: Structure, formula: str | None, z: float | None) -> float | None:
