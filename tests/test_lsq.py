@@ -17,7 +17,7 @@ from refractor_core.crystal.rfactors import scale_factor
 from refractor_core.dataio import load_bundle, load_reflections
 from refractor_core.errors import RefinementError
 from refractor_core.testing.real_cases import get_case
-from refractor_core.types import Candidate, Site
+from refractor_core.types import Candidate, Site, SpaceGroupRef, Structure, UnitCell
 from refractor_plugins.refiners.configs import LsqConfig
 from refractor_plugins.refiners.lsq.least_squares import IntensityCalculator, jacobian
 from refractor_plugins.refiners.lsq.model import WorkingModel
@@ -808,3 +808,24 @@ def test_a_users_mixed_site_keeps_the_fractions_its_own_refinement_held(su, held
         assert ag.occupancy == pytest.approx(given["Ag1"], abs=1e-9)
     else:
         assert ag.occupancy_su is not None and ag.occupancy_su > 0
+
+
+def test_refined_occupancies_that_leave_the_formula_are_reported():
+    """A user's model gives Br half occupied, as its formula says, but the crystal has it
+    whole: with occupancies refined, Br goes to ~1 and the contents leave the formula by
+    2 of 24 non-H atoms per cell; the refiner says so. Held, nothing is said."""
+    from refractor_core.simulation import simulate
+    from refractor_plugins.refiners.lsq.refiner import USER_MODEL
+
+    rng = np.random.default_rng(8)
+    cell = UnitCell(a=7.4, b=8.9, c=10.2, alpha=90, beta=97.0, gamma=90)
+    elements = ["Br", "S", "O", "N", "C", "C"]
+    sites = [Site(label=f"{el}{k}", element=el, xyz=tuple(rng.random(3)), u_iso=0.02) for k, el in enumerate(elements)]
+    truth = Structure(cell=cell, space_group=SpaceGroupRef.from_symbol("P 1 21/c 1"), sites=sites)
+    data = simulate(truth, seed=2).model_copy(update={"formula": "Br0.5 C2 N O S", "z": 4})
+    model = truth.model_copy(update={"sites": [s.model_copy(update={"occupancy": 0.5, "occupancy_su": 0.01})
+                                               if s.element == "Br" else s for s in truth.sites]})
+    for refine, said in ((True, True), (False, False)):
+        r = LsqRefiner(LsqConfig(anisotropic=False, riding_h=False, refine_occupancies=refine)).refine(
+            data, Candidate(structure=model, generator=USER_MODEL))
+        assert any("away from the formula" in w for w in r.meta["warnings"]) == said

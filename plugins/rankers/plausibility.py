@@ -13,10 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from refractor_core.crystal.cell import is_positive_definite, orthogonalization_matrix
-from refractor_core.crystal.formula import cell_contents, normalize_element
+from refractor_core.crystal.formula import normalize_element
 from refractor_core.crystal.symmetry import SymmetryOps
-from refractor_core.errors import InputError
-from refractor_core.simulation.composition import cell_contents_of
+from refractor_core.simulation.composition import formula_mismatch  # noqa: F401  (the rankers' measure)
 from refractor_core.types import Structure
 
 #: atoms closer than this (Å) are one site shared on purpose (mixed occupancy)
@@ -87,24 +86,3 @@ def non_positive_adps(structure: Structure, floored: list[str] | None = None) ->
         elif s.u_iso is not None and s.u_iso <= 0:
             bad.add(s.label)
     return sorted(bad)
-
-
-def model_cell_contents(structure: Structure) -> dict[str, float]:
-    """Atoms per cell of every element in the model (occupancy and site symmetry counted)."""
-    return cell_contents_of(structure)
-
-
-def formula_mismatch(structure: Structure, formula: str | None, z: float | None) -> float | None:
-    """Σ|model - formula| / Σ formula over non-H elements per cell (None if unknown)."""
-    if not formula or not z:
-        return None
-    try:
-        want = cell_contents(formula, z)
-    except InputError:
-        return None
-    have = model_cell_contents(structure)
-    elements = {e for e in list(want) + list(have) if e not in ("H", "D")}
-    total = sum(v for e, v in want.items() if e not in ("H", "D"))
-    if total <= 0:
-        return None
-    return float(sum(abs(have.get(e, 0.0) - want.get(e, 0.0)) for e in elements) / total)

@@ -16,7 +16,8 @@ import math
 
 import numpy as np
 
-from ..crystal.formula import format_formula, normalize_element
+from ..crystal.formula import cell_contents, format_formula, normalize_element
+from ..errors import InputError
 from ..crystal.symmetry import SymmetryOps
 from ..types import Structure
 
@@ -49,3 +50,20 @@ def formula_and_z(structure: Structure, symmetry: SymmetryOps | None = None) -> 
     z = float(math.gcd(sym.n, *whole)) if whole else 1.0
     formula = format_formula({e: round(n / z, 4) for e, n in contents.items()})
     return formula, z, contents
+
+
+def formula_mismatch(structure: Structure, formula: str | None, z: float | None) -> float | None:
+    """Σ|model - formula| / Σ formula over the non-H elements per cell (None if unknown):
+    how far a model's contents are from the formula it should have."""
+    if not formula or not z:
+        return None
+    try:
+        want = cell_contents(formula, z)
+    except InputError:
+        return None
+    have = cell_contents_of(structure)
+    elements = {e for e in list(want) + list(have) if e not in ("H", "D")}
+    total = sum(v for e, v in want.items() if e not in ("H", "D"))
+    if total <= 0:
+        return None
+    return float(sum(abs(have.get(e, 0.0) - want.get(e, 0.0)) for e in elements) / total)

@@ -33,7 +33,7 @@ from refractor_core.crystal.symmetry import SymmetryOps
 from refractor_core.errors import InputError, RefinementError
 from refractor_core.io.numbers import with_su
 from refractor_core.interfaces import BuildContext, Refiner
-from refractor_core.types import Candidate, RefinedCandidate, ReflectionData, RefinementInstructions
+from refractor_core.types import Candidate, RefinedCandidate, ReflectionData, RefinementInstructions, Structure
 
 from ..configs import LsqConfig
 from . import hydrogens as hyd
@@ -69,6 +69,9 @@ TWIN_START_SIGNIFICANCE = 25.0
 MISFIT_R1 = 0.3
 #: Candidate.generator of a model a user supplied (`refractor refine --model`): not generated
 USER_MODEL = "user-model"
+#: a user's model whose refined contents stray this much further from the formula (as a
+#: fraction of its non-H atoms) than they started is reported
+COMPOSITION_DRIFT = 0.05
 #: restraint kinds as the log names them
 RESTRAINT_NAMES = {"same": "equal-distance (SADI/SAME)", "distances": "target-distance (DFIX/DANG)",
                    "sump": "free-variable sum (SUMP)"}
@@ -1111,6 +1114,26 @@ class Refinement:
                       f"domain takes a fraction {best.fraction:.3f} (su {best.fraction_su:.3f}) of the intensity (wR2 "
                       f"{best.wr2_without:.4f} -> {best.wr2_with:.4f}); refine it with '{best.shelxl()}' in the model")
 
+    def _check_composition(self, refined: Structure) -> None:
+        """Warn when the refinement of a user's model moved its contents away from the
+        formula (occupancies refined into a composition the formula does not allow) by
+        more than COMPOSITION_DRIFT of its non-H atoms."""
+        from refractor_core.simulation.composition import formula_mismatch
+
+        if is_generated(self.candidate):
+            return
+        formula, z = self.data.formula, self.data.z
+        before = formula_mismatch(self.candidate.structure, formula, z)
+        after = formula_mismatch(refined, formula, z)
+        if before is None or after is None or after - before <= COMPOSITION_DRIFT:
+            return
+        from refractor_core.simulation.composition import formula_and_z
+
+        found, found_z, _ = formula_and_z(refined)
+        self.warn(f"the refined occupancies move the contents away from the formula: {found} (Z {found_z:g}) against "
+                  f"{formula} (Z {z:g}), {100 * after:.0f} % of the non-H atoms off ({100 * before:.0f} % at the start); "
+                  "refine_occupancies=false holds them")
+
     def _restrained_goof(self, model: WorkingModel, goof: float, n_parameters: int) -> float:
         """SHELXL's restrained GooF: sqrt([Σw(Fo² - Fc²)² + Σ restraint terms] / (n + n_r - p)),
         the restraints weighted as SHELXL reports them (1/σ² times the data's mean
@@ -1177,6 +1200,7 @@ class Refinement:
         if not all(math.isfinite(x) for x in figures):
             raise RefinementError("the refinement produced non-finite agreement figures")
         refined_structure = model.to_structure()
+        self._check_composition(refined_structure)
         meta = dict(self.meta)
         meta.update(
             {
