@@ -17,8 +17,8 @@ import math
 import numpy as np
 
 from ..crystal.formula import cell_contents, format_formula, normalize_element
-from ..errors import InputError
 from ..crystal.symmetry import SymmetryOps
+from ..errors import InputError
 from ..types import Structure
 
 

@@ -72,15 +72,17 @@ def twin_law_candidates(cell, symmetry: SymmetryOps, tol: float = TWIN_METRIC_TO
     return out
 
 
-def twin_fraction(refinement, model: WorkingModel, a: np.ndarray, b: np.ndarray) -> tuple[float, float, float] | None:
-    """(α, its su, Σw(Fo² - M)² with it) of Fo² ≈ k y [(1 - α) a + α b], the model held: `a`
-    the Fc² of each reflection, `b` of its partner in the other domain."""
+def twin_fraction(refinement, model: WorkingModel, a: np.ndarray, b: np.ndarray,
+                  w: np.ndarray | None = None) -> tuple[float, float, float, float] | None:
+    """(α, its su, Σw(Fo² - M)² with it, the same without it) of Fo² ≈ k y [(1 - α) a + α b],
+    the model held: `a` the Fc² of each reflection, `b` of its partner in the other domain;
+    `w` the refinement's weights at `model` (computed if not given)."""
     calc = refinement.calc
     k = model.scale
     y = calc.extinction(model, a)
     d = k * y * (b - a)
     r0 = refinement.fo2 - k * y * a
-    w = refinement.driver.weights(model)
+    w = refinement.driver.weights(model) if w is None else w
     den = float(np.sum(w * d * d))
     if den <= 0:
         return None
@@ -88,7 +90,7 @@ def twin_fraction(refinement, model: WorkingModel, a: np.ndarray, b: np.ndarray)
     resid = r0 - x * d
     chi2 = float(np.sum(w * resid**2))
     s2 = chi2 / max(len(r0) - 1, 1)
-    return x, math.sqrt(s2 / den), chi2
+    return x, math.sqrt(s2 / den), chi2, float(np.sum(w * r0**2))
 
 
 def twin_check(refinement, model: WorkingModel) -> list[TwinLawFit]:
@@ -105,11 +107,10 @@ def twin_check(refinement, model: WorkingModel) -> list[TwinLawFit]:
         fc2 = pair.fc2_components(model)
         a = fc2[0]
         b = np.where(pair.twin_indices.ok[1], fc2[1], a)  # a partner off the lattice: no overlap
-        fit = twin_fraction(refinement, model, a, b)
+        fit = twin_fraction(refinement, model, a, b, w)
         if fit is None:
             continue
-        x, su, chi2 = fit
+        x, su, chi2, without = fit
         if x > MIN_FRACTION and x > SIGNIFICANCE * su:
-            without = float(np.sum(w * (refinement.fo2 - model.scale * calc.extinction(model, a) * a) ** 2))
             found.append(TwinLawFit(law, x, su, math.sqrt(without / total), math.sqrt(chi2 / total)))
     return sorted(found, key=lambda f: -f.fraction)
