@@ -42,7 +42,8 @@ from .absolute import intermediate_flack, inverted_structure, wrong_hand
 from .driver import Driver, Observed, Settings
 from .least_squares import IntensityCalculator
 from .model import WorkingModel, is_hydrogen
-from .parameters import Parameterisation, free_variable_value, rigid_bases, share_site_values, site_groups, ueq_gradient
+from .parameters import (Parameterisation, cached_site_groups, free_variable_value, rigid_bases, share_site_values,
+                         site_groups, ueq_gradient)
 from .torsions import newton_torsions
 from .weighting import optimise_weights
 
@@ -75,6 +76,17 @@ COMPOSITION_DRIFT = 0.05
 #: restraint kinds as the log names them
 RESTRAINT_NAMES = {"same": "equal-distance (SADI/SAME)", "distances": "target-distance (DFIX/DANG)",
                    "sump": "free-variable sum (SUMP)"}
+
+
+def instructions_for(config: LsqConfig, data: ReflectionData, candidate: Candidate) -> RefinementInstructions:
+    """The SHELXL instructions a refinement follows: the candidate's own, else those that
+    came with the data, else none (none at all with `ignore_instructions`)."""
+    if config.ignore_instructions:
+        return RefinementInstructions()
+    given = candidate.meta.get("instructions")
+    if isinstance(given, dict):
+        given = RefinementInstructions.model_validate(given)
+    return given or data.instructions or RefinementInstructions()
 
 
 def is_generated(candidate: Candidate) -> bool:
@@ -145,16 +157,15 @@ class LsqRefiner(Refiner):
         wR2); a user's model is kept as given, SHELXL adding no twin by itself, and the
         warning says what the twin gave."""
         found = result.meta["twin_laws_found"][0]
-        instructions = candidate.meta.get("instructions")
-        if isinstance(instructions, dict):
-            instructions = RefinementInstructions.model_validate(instructions)
-        twin = (instructions or RefinementInstructions()).model_copy(update={
+        # the instructions the refinement followed (those of the data too), with the twin
+        twin = instructions_for(self.config, data, candidate).model_copy(update={
             "twin_matrix": tuple(float(v) for v in np.asarray(found["matrix"]).reshape(-1)), "twin_n": 2,
             "basf": [float(found["fraction"])]})
         trial = candidate.model_copy(update={"structure": result.structure, "generator": USER_MODEL,
                                              "meta": {**candidate.meta, "instructions": twin.model_dump(mode="json")}})
+        config = self.config.model_copy(update={"twin_check": False, "ignore_instructions": False})
         try:
-            again = Refinement(self.config.model_copy(update={"twin_check": False}), data, trial, self.context).run()
+            again = Refinement(config, data, trial, self.context).run()
         except RefinementError as exc:
             _log.info("refinement with the twin law failed: %s", exc)
             return result
@@ -223,12 +234,7 @@ class Refinement:
 
     # -- setup -------------------------------------------------------------------------
     def _instructions(self) -> RefinementInstructions:
-        if self.cfg.ignore_instructions:
-            return RefinementInstructions()
-        given = self.candidate.meta.get("instructions")
-        if isinstance(given, dict):
-            given = RefinementInstructions.model_validate(given)
-        return given or self.data.instructions or RefinementInstructions()
+        return instructions_for(self.cfg, self.data, self.candidate)
 
     def _check_inputs(self) -> None:
         data, structure = self.data, self.candidate.structure
@@ -784,7 +790,7 @@ class Refinement:
             return set()
         given = {s.label.upper(): s for s in self.candidate.structure.sites}
         held = set()
-        for g in site_groups(model):
+        for g in cached_site_groups(model):
             labels = [model.labels[i].upper() for i in g.atoms]
             sites = [given.get(x) for x in labels]
             if len({model.elements[i] for i in g.atoms}) < 2 or any(s is None for s in sites):
@@ -848,8 +854,6 @@ class Refinement:
         mask = np.zeros(model.n, dtype=bool)
         mask[bad] = True
         # a whole site group changes together (shared ADPs)
-        from .parameters import cached_site_groups
-
         for g in cached_site_groups(model):
             if any(mask[a] for a in g.atoms):
                 mask[g.atoms] = True
@@ -1105,9 +1109,9 @@ class Refinement:
         self.meta["twin_laws_found"] = [
             {"matrix": np.rint(f.matrix).astype(int).tolist(), "fraction": f.fraction, "fraction_su": f.fraction_su,
              "wR2_without": f.wr2_without, "wR2_with": f.wr2_with} for f in fits]
-        for fit in fits:
-            self.log(f"twin law {np.rint(fit.matrix).astype(int).tolist()}: fraction {fit.fraction:.3f} (su {fit.fraction_su:.3f}) "
-                     f"with the model held, wR2 {fit.wr2_without:.4f} -> {fit.wr2_with:.4f}")
+        for fit in self.meta["twin_laws_found"]:
+            self.log(f"twin law {fit['matrix']}: fraction {fit['fraction']:.3f} (su {fit['fraction_su']:.3f}) "
+                     f"with the model held, wR2 {fit['wR2_without']:.4f} -> {fit['wR2_with']:.4f}")
         if fits:
             best = fits[0]
             self.warn(f"the data look twinned: the lattice allows a twin law the model lacks, and with the model held its "
@@ -1118,7 +1122,7 @@ class Refinement:
         """Warn when the refinement of a user's model moved its contents away from the
         formula (occupancies refined into a composition the formula does not allow) by
         more than COMPOSITION_DRIFT of its non-H atoms."""
-        from refractor_core.simulation.composition import formula_mismatch
+        from refractor_core.simulation.composition import formula_and_z, formula_mismatch
 
         if is_generated(self.candidate):
             return
@@ -1127,8 +1131,6 @@ class Refinement:
         after = formula_mismatch(refined, formula, z)
         if before is None or after is None or after - before <= COMPOSITION_DRIFT:
             return
-        from refractor_core.simulation.composition import formula_and_z
-
         found, found_z, _ = formula_and_z(refined)
         self.warn(f"the refined occupancies move the contents away from the formula: {found} (Z {found_z:g}) against "
                   f"{formula} (Z {z:g}), {100 * after:.0f} % of the non-H atoms off ({100 * before:.0f} % at the start); "
