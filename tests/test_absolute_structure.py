@@ -99,6 +99,31 @@ def test_refiner_warns_of_an_inversion_twin_it_was_not_asked_to_refine(twin_frac
     assert any("inversion twin" in w for w in r.meta["warnings"]) == warned
 
 
+def test_the_mirror_image_takes_the_instructions_that_came_with_the_data():
+    """A model whose restraints came with the data (not with the candidate) is mirrored with
+    those restraints, their EQIV operators rewritten for the mirror image (x+1 -> x-1)."""
+    from refractor_core.simulation import simulate
+    from refractor_core.types import AtomRef, Candidate, RefinementInstructions, RestraintInstruction
+    from refractor_plugins.refiners.configs import LsqConfig
+    from refractor_plugins.refiners.lsq.refiner import USER_MODEL, mirror_candidate
+
+    cell = UnitCell(a=6.1, b=7.2, c=8.3, alpha=90, beta=90, gamma=90)
+    sites = [Site(label="C1", element="C", xyz=(0.9, 0.2, 0.3), u_iso=0.02),
+             Site(label="O1", element="O", xyz=(0.1, 0.25, 0.35), u_iso=0.02)]
+    structure = Structure(cell=cell, space_group=SpaceGroupRef.from_symbol("P 21 21 21"), sites=sites)
+    dfix = RestraintInstruction(kind="DFIX", values=[1.4, 0.02],
+                                atoms=[AtomRef(label="C1"), AtomRef(label="O1", symop="x+1,y,z")])
+    data = simulate(structure, seed=1).model_copy(update={"instructions": RefinementInstructions(restraints=[dfix])})
+    candidate = Candidate(structure=structure, generator=USER_MODEL)
+    mirror = mirror_candidate(LsqConfig(), data, candidate, structure)
+    (restraint,) = RefinementInstructions.model_validate(mirror.meta["instructions"]).restraints
+    assert restraint.atoms[1].symop == inverted_operator("x+1,y,z", np.zeros(3))
+    assert restraint.atoms[1].symop != "x+1,y,z"
+    assert np.allclose(mirror.structure.sites[0].xyz, (-0.9, -0.2, -0.3))
+    ignored = mirror_candidate(LsqConfig(ignore_instructions=True), data, candidate, structure)
+    assert not RefinementInstructions.model_validate(ignored.meta["instructions"]).restraints
+
+
 @pytest.mark.slow
 def test_refiner_inverts_a_model_of_the_wrong_hand():
     """Measured phosphazene (P31c, Flack -0.01(5) published): started from the mirror image of

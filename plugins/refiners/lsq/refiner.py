@@ -89,6 +89,15 @@ def instructions_for(config: LsqConfig, data: ReflectionData, candidate: Candida
     return given or data.instructions or RefinementInstructions()
 
 
+def mirror_candidate(config: LsqConfig, data: ReflectionData, candidate: Candidate, structure: Structure) -> Candidate:
+    """A user-model candidate holding the mirror image of `structure`, with the instructions
+    the refinement followed (`instructions_for`: the data's when the candidate brings none)
+    and their EQIV operators rewritten for the mirror image."""
+    mirror, instructions = inverted_structure(structure, instructions_for(config, data, candidate))
+    meta = {**candidate.meta, "instructions": instructions.model_dump(mode="json")}
+    return candidate.model_copy(update={"structure": mirror, "generator": USER_MODEL, "meta": meta})
+
+
 def is_generated(candidate: Candidate) -> bool:
     """True for a generator's candidate (completion rounds, false-peak removal), False for
     a model a user supplied (refined as given unless atoms are missing)."""
@@ -130,14 +139,9 @@ class LsqRefiner(Refiner):
     def _inverted(self, data: ReflectionData, candidate: Candidate, result: RefinedCandidate) -> RefinedCandidate:
         """Refine the mirror image of a model whose Flack parameter says it has the wrong
         hand; keep it when its own Flack parameter agrees."""
-        instructions = candidate.meta.get("instructions")
-        if isinstance(instructions, dict):
-            instructions = RefinementInstructions.model_validate(instructions)
-        structure, instructions = inverted_structure(result.structure, instructions)
-        meta = {**candidate.meta, "instructions": instructions.model_dump(mode="json")} if instructions else dict(candidate.meta)
-        mirror = candidate.model_copy(update={"structure": structure, "generator": USER_MODEL, "meta": meta})
+        mirror = mirror_candidate(self.config, data, candidate, result.structure)
         note = (f"Flack x = {result.flack:.3f}({result.flack_su:.3f}): the model has the wrong hand; "
-                f"its mirror image (space group {structure.space_group.symbol}) is refined")
+                f"its mirror image (space group {mirror.structure.space_group.symbol}) is refined")
         _log.info(note)
         again = Refinement(self.config, data, mirror, self.context).run()
         if again.flack is None or again.flack >= result.flack:
