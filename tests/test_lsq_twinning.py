@@ -81,3 +81,37 @@ def test_a_generated_candidate_takes_the_twin_when_it_fits_better():
         data, Candidate(structure=truth, generator="test"))
     assert r.meta["twin_fractions"] == [pytest.approx(0.25, abs=0.03)]
     assert r.meta["twin_laws_found"][0]["refined"]["wR2"] == pytest.approx(r.wr2)
+
+
+@pytest.mark.parametrize("mirrored", [False, True])
+def test_the_hand_of_a_twinned_chiral_model_is_checked_with_the_twin_in_place(mirrored):
+    """P3₁ data twinned by the two-fold along [110] (30 %, TWIN given), with a Br for
+    anomalous signal: the Flack parameter is estimated with the twin law in place. The true
+    model gives x ≈ 0; its mirror image (P3₂) gives x ≈ 1, is inverted, and ends at x ≈ 0 in
+    P3₁ with the published R1. Without the twin in the estimate, no x was computed at all."""
+    from refractor_core.simulation import simulate
+    from refractor_core.types import RefinementInstructions
+    from refractor_plugins.refiners.lsq.absolute import inverted_structure
+
+    rng = np.random.default_rng(11)
+    cell = UnitCell(a=8.4, b=8.4, c=12.6, alpha=90, beta=90, gamma=120)
+    sites = [Site(label=f"{el}{k}", element=el, xyz=tuple(rng.random(3)), u_iso=0.02)
+             for k, el in enumerate(["Br", "S", "O", "O", "N", "C", "C", "C"])]
+    truth = Structure(cell=cell, space_group=SpaceGroupRef.from_symbol("P 31"), sites=sites)
+    data = simulate(truth, seed=4, anomalous=True, wavelength=0.71073)
+    law = np.array([[0, 1, 0], [1, 0, 0], [0, 0, -1]])
+    i_main = np.abs(calculate_fc(truth, data.hkl, wavelength=0.71073)) ** 2
+    i_twin = np.abs(calculate_fc(truth, data.hkl @ law.T, wavelength=0.71073)) ** 2
+    k = float(np.sum(data.intensity * i_main) / np.sum(i_main**2))
+    twinned = k * (0.7 * i_main + 0.3 * i_twin) + rng.normal(0.0, 1.0, len(i_main)) * data.sigma
+    data = data.model_copy(update={"intensity": twinned})
+    twin = RefinementInstructions(twin_matrix=tuple(float(v) for v in law.reshape(-1)), twin_n=2, basf=[0.3])
+    model = inverted_structure(truth)[0] if mirrored else truth
+    r = LsqRefiner(LsqConfig(anisotropic=False, riding_h=False)).refine(
+        data, Candidate(structure=model, generator=USER_MODEL, meta={"instructions": twin.model_dump(mode="json")}))
+    assert r.flack is not None and abs(r.flack) < 0.1
+    assert r.structure.space_group.number == 144  # P3₁
+    assert ("inverted" in r.meta) == mirrored
+    if mirrored:
+        assert r.meta["inverted"]["flack_before"] > 0.85
+    assert r.meta["twin_fractions"] == [pytest.approx(0.3, abs=0.02)]

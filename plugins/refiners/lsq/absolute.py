@@ -4,7 +4,8 @@ With enough measured Friedel pairs, Parsons' quotients are used (Parsons, Flack 
 Acta Cryst. B69 (2013) 249): Q = (I⁺ - I⁻)/(I⁺ + I⁻) is compared with the model's
 (1 - 2x)·(A⁺ - A⁻)/(A⁺ + A⁻), which cancels most scale and absorption errors. Otherwise x
 is fitted to all intensities as an inversion-twin fraction with the model fixed:
-Fo² ≈ k y [(1 - x) Fc²(h) + x Fc²(-h)].
+Fo² ≈ k y [(1 - x) Fc²(h) + x Fc²(-h)]. A model twinned by a TWIN matrix is compared with
+its mirror image twinned the same way.
 
 A model of the wrong hand (x significantly above one half) is inverted
 (`inverted_structure`): every atom goes to c - x, an inversion through c/2 chosen so that it
@@ -78,14 +79,20 @@ def inverted_structure(structure, instructions=None):
 
 
 def flack_estimate(refinement, model: WorkingModel) -> tuple[float, float] | None:
-    """(x, su) or None when the data cannot say (no anomalous signal, too few data)."""
+    """(x, su) or None when the data cannot say (no anomalous signal, too few data).
+
+    A twinned model (TWIN matrix) is compared with its mirror image twinned the same way:
+    A(h) = Σ_j f_j F²(R_j h) against B(h) = Σ_j f_j F²(-R_j h), the twin fractions held.
+    """
     calc = refinement.calc
+    ops = [np.asarray(op, dtype=np.float64) for op in model.twin_ops]
     inv = IntensityCalculator(
-        calc.hkl, calc.cell, calc.symmetry, calc.wavelength, [np.eye(3), -np.eye(3)],
+        calc.hkl, calc.cell, calc.symmetry, calc.wavelength, [*ops, *(-op for op in ops)],
         anomalous=refinement.cfg.anomalous, chunk=(calc.chunks[0].sl.stop - calc.chunks[0].sl.start) if calc.chunks else 2000,
     )
-    fc2 = inv.fc2_components(model)  # (2, N): F²(h), F²(-h)
-    a, b = fc2[0], fc2[1]
+    fc2 = inv.fc2_components(model)  # (2k, N): F²(R_j h), then F²(-R_j h)
+    fractions = calc.twin_fractions(model)
+    a, b = fractions @ fc2[: len(ops)], fractions @ fc2[len(ops):]
     if not np.any(np.abs(a - b) > 1e-6 * np.maximum(a, 1e-12)):
         return None
     est = _parsons(refinement.fo2, refinement.sigma, calc.hkl, a, b)

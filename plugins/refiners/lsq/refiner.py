@@ -1035,6 +1035,12 @@ class Refinement:
             self.log(f"twin: {len(ops)} components, BASF {', '.join(f'{x:.3f}' for x in basf)} refined")
             if self.inversion_component is not None:
                 self.flack_mode = "basf"
+            elif not sym.centrosymmetric and cfg.flack is not False:
+                # the absolute structure of a twinned model: its Flack x estimated with the
+                # twin in place (an inversion component besides would need TWIN with -2N)
+                self.flack_mode = "estimate"
+                if cfg.flack is True:
+                    self.log("Flack x estimated after refinement, not refined: the model already has a TWIN law")
         elif not sym.centrosymmetric and cfg.flack is True:
             model.twin_ops = [np.eye(3), -np.eye(3)]
             model.twin_fractions = np.array([0.0])
