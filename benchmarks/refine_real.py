@@ -166,9 +166,16 @@ def atoms_off(refined, published, tolerance: float = 0.05, n_su: float = 3.0) ->
 
 
 def published_parameters(case) -> int | None:
-    """The number of parameters the published refinement states (CIF only)."""
+    """The number of parameters the published refinement states: the CIF's, or a SHELXL
+    .res/.ins's "REM  N parameters refined" line."""
+    import re
+
     from restraint_fidelity import published_statistics
 
+    if case.reference.suffix.lower() in (".res", ".ins"):
+        text = case.reference.read_text(errors="replace")
+        found = re.search(r"^REM\s+(\d+)\s+parameters refined", text, flags=re.MULTILINE | re.IGNORECASE)
+        return int(found.group(1)) if found else None
     st = published_statistics(case)
     return None if st is None else int(st["p"])
 
