@@ -862,6 +862,9 @@ def parse_ins(text: str, path: Path | str | None = None, *, first_line: int = 1)
         if a.rigid_group is not None and ins.element_of(a) not in ("H", "D"):
             members.setdefault(a.rigid_group, []).append(a.label)
     small = [label for labels in members.values() if len(labels) < MIN_RIGID_GROUP_ATOMS for label in labels]
+    for a in ins.atoms:  # (so that a .res written from the model does not declare them rigid)
+        if a.rigid_group is not None and len(members.get(a.rigid_group, [])) < MIN_RIGID_GROUP_ATOMS:
+            a.rigid_group = None
     if small:
         ins.notes.append(f"rigid groups (AFIX n = 6) of fewer than {MIN_RIGID_GROUP_ATOMS} atoms are refined "
                          "as free atoms: " + ", ".join(small))
