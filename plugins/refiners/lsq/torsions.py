@@ -9,7 +9,10 @@ to evaluate exactly, since only the group's few H atoms move: F = F(rest) + F(gr
 the group's part is recomputed for each trial torsion. `newton_torsions` takes, for every
 refined torsion in turn, the Newton step of the parabola through the sum of squares at
 τ and τ ± δ, and keeps it when it lowers the sum of squares (else the better of τ ± δ,
-else τ).
+else τ); up to MAX_STEPS such steps, each parabola as wide as the step before (or
+narrower when the last found nothing lower). A parabola 5° wide can misplace the minimum
+by a tenth of a degree, and Gauss-Newton's step (its curvature too low) then jumps back
+over it every cycle: phosphazene's C1' kept max shift/su at 0.011 for 300 cycles.
 """
 
 from __future__ import annotations
@@ -26,6 +29,10 @@ from .model import WorkingModel
 PROBE = 5.0
 #: largest Newton step (degrees)
 MAX_STEP = 30.0
+#: Newton steps per torsion and cycle, each on a parabola as wide as the step before, or a
+#: tenth as wide as the last when that one found nothing lower (down to MIN_PROBE degrees)
+MAX_STEPS = 4
+MIN_PROBE = 0.02
 
 
 def newton_torsions(calc: IntensityCalculator, model: WorkingModel, fo2: np.ndarray, weights: np.ndarray) -> int:
@@ -55,15 +62,27 @@ def newton_torsions(calc: IntensityCalculator, model: WorkingModel, fo2: np.ndar
                 cache[tau] = (float(np.sum(weights * (fo2 - m) ** 2)), f)
             return cache[tau][0]
 
-        s0, up, down = sum_of_squares(start), sum_of_squares(start + PROBE), sum_of_squares(start - PROBE)
-        slope = (up - down) / (2.0 * PROBE)
-        curvature = (up - 2.0 * s0 + down) / PROBE**2
-        trials = [start + PROBE, start - PROBE]
-        if curvature > 0:
-            trials.append(start + float(np.clip(-slope / curvature, -MAX_STEP, MAX_STEP)))
-        best = min(trials, key=sum_of_squares)
-        if sum_of_squares(best) >= s0:
-            best = start
+        best, probe = start, PROBE
+        for _ in range(MAX_STEPS):
+            s0, up, down = sum_of_squares(best), sum_of_squares(best + probe), sum_of_squares(best - probe)
+            slope = (up - down) / (2.0 * probe)
+            curvature = (up - 2.0 * s0 + down) / probe**2
+            trials = [best + probe, best - probe]
+            if curvature > 0:
+                trials.append(best + float(np.clip(-slope / curvature, -MAX_STEP, MAX_STEP)))
+            trial = min(trials, key=sum_of_squares)
+            if sum_of_squares(trial) < s0:
+                step, best = abs(trial - best), trial
+                if step < MIN_PROBE:
+                    break
+                # the next parabola spans the step just taken: a wide one misplaces the
+                # minimum by its cubic term, and Gauss-Newton's step, from the other side,
+                # undoes it
+                probe = float(np.clip(step, MIN_PROBE, PROBE))
+            elif probe > MIN_PROBE:  # near the minimum: a narrower parabola places it
+                probe = max(probe / 10.0, MIN_PROBE)
+            else:
+                break
         g.torsion = best
         place_group(model, g, f_m)
         f_all = cache[best][1]
