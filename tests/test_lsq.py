@@ -863,3 +863,16 @@ def test_refined_occupancies_that_leave_the_formula_are_reported():
             data, Candidate(structure=model, generator=USER_MODEL))
         assert any("away from the formula" in w for w in r.meta["warnings"]) == said
 
+
+def test_a_models_h_that_nothing_re_places_is_kept_riding(pr_sulfate):
+    """pr_sulfate's hydroxyl H5A sits on O5, bonded to Pr atoms only: no geometry places an
+    H there and the Pr map shows no peak for it. The model's H is kept riding where it was
+    (it was dropped, and the model lost its only H); the formula's one H is not exceeded."""
+    case, data, published, instr = pr_sulfate
+    r = LsqRefiner(LsqConfig(max_cycles=20)).refine(data, Candidate(structure=published, generator=USER_MODEL))
+    (h,) = [s for s in r.structure.sites if s.element == "H"]
+    given = next(s for s in published.sites if s.element == "H")
+    assert h.label == given.label and h.riding_on == "O5"
+    d = np.array(h.xyz) - np.array(given.xyz)
+    assert np.linalg.norm(orthogonalization_matrix(published.cell) @ (d - np.round(d))) < 0.05
+    assert any("kept riding where they were" in line and "H5A" in line for line in r.log)

@@ -841,6 +841,42 @@ def keep_model_hydrogens(m: WorkingModel, names: dict[str, list[tuple[str, np.nd
             m.u_own[h], m.u_iso[h] = True, u
 
 
+def restore_unplaced_hydrogens(m: WorkingModel, names: dict[str, list[tuple[str, np.ndarray]]],
+                               expected_h: float | None = None) -> list[str]:
+    """Put back, riding where the model had them, the model's own H (`model_h_names`) on
+    atoms that got none from the geometry or the difference map: an OH or water on metals
+    only has no geometry to place its H by, and its peak may be lost beside heavy atoms
+    (SHELXL keeps such an H where it is, AFIX 3). Only as many as the formula's H per
+    asymmetric unit (`expected_h`, if known) leaves room for. U_iso 1.5 (O) or 1.2 U_eq of
+    the parent. The next placement drops them like any riding H, and tries again. Returns
+    the labels put back."""
+    room = None if expected_h is None else expected_h - float(np.sum(m.occupancy[m.hydrogen] / np.maximum(m.order[m.hydrogen], 1)))
+    index = m.label_index()
+    carrying = {g.parent for g in m.h_groups if g.atoms}
+    cell_m = orthogonalization_matrix(m.cell)
+    back = []
+    for parent_label, named in names.items():
+        parent = index.get(parent_label)
+        if parent is None or parent in carrying:
+            continue
+        ratio = 1.5 if m.elements[parent] == "O" else 1.2
+        share = float(m.occupancy[parent]) * len(named)
+        if room is not None and share > room + 0.25:
+            continue
+        room = None if room is None else room - share
+        atoms = []
+        for label, offset in named:
+            xyz = m.xyz[parent] + np.linalg.solve(cell_m, offset)
+            label = label if label.upper() not in index else m.unique_label("H")
+            atoms.append(m.add_atom(label, "H", xyz, u_iso=ratio * m.u_iso[parent], occupancy=float(m.occupancy[parent]),
+                                    part=int(m.part[parent]), riding=parent, u_ratio=ratio, afix=3))
+            index[label.upper()] = atoms[-1]
+            back.append(label)
+        m.h_groups = [*m.h_groups, *(FixedGroup(parent=parent, atoms=[h], offset=(m.xyz[h] - m.xyz[parent]) @ cell_m.T)
+                                     for h in atoms)]
+    return back
+
+
 def _drop_riding(m: WorkingModel) -> None:
     """Remove the riding H placed before; the model's own kept H (`own` groups) stay."""
     own = [g for g in m.h_groups if g.own]

@@ -360,7 +360,8 @@ class Refinement:
             self._follow_riding_u(structure, model)
             if located_labels:
                 hyd.attach_existing(model, labels=located_labels, own=True, stated=stated)
-            told = [f"{int(drop.sum())} removed (re-placed as riding H, with their names)" if drop.any() else "",
+            told = [f"{int(drop.sum())} removed, to be re-placed as riding H (each taking the name of the model's H "
+                    "nearest to it on the same atom)" if drop.any() else "",
                     f"{int(hydrides.sum())} on other atoms (hydrides) kept and refined freely" if hydrides.any() else "",
                     f"{int(free.sum())} the model refines freely (AFIX 0) kept and refined freely" if free.any() else "",
                     f"{len(located_labels)} located (not calculated) kept, riding on their atom as given"
@@ -573,6 +574,11 @@ class Refinement:
             if added:
                 self.log(f"{added} H atoms placed at difference-map peaks (riding on their atom)")
                 self.meta.setdefault("hydrogens", {})["from_peaks"] = added
+            back = hyd.restore_unplaced_hydrogens(model, self.h_names, n_h)
+            if back:
+                self.log(f"H atoms of the starting model kept riding where they were (neither the geometry nor a "
+                         f"difference peak placed H on their atoms): {', '.join(back)}")
+            if added or back:
                 res = driver.run(model, min(ANISO_CYCLES, budget), "aniso" if aniso else "iso")
                 model, budget = res.model, budget - res.cycles
                 converged, last_shift = res.converged, res.max_shift_su
@@ -881,12 +887,17 @@ class Refinement:
         added = [label for key, (label, el) in final.items() if key not in given and not is_hydrogen(el)]
         removed = [s.label for s in self.candidate.structure.sites
                    if s.label.upper() not in final and not is_hydrogen(s.element)]
+        removed_h = [s.label for s in self.candidate.structure.sites if s.label.upper() not in final and is_hydrogen(s.element)]
         swapped = [f"{label} {given[key]} -> {el}" for key, (label, el) in final.items()
                    if key in given and given[key].upper() != el.upper()]
         changes, options = [], []
         if added_h:
             changes.append(f"{len(added_h)} H atoms added")
             options.append("riding_h=false")
+        if removed_h:  # the model's H re-placed elsewhere (another atom, a difference peak)
+            changes.append("the model's H atoms " + ", ".join(removed_h[:8]) + (" ..." if len(removed_h) > 8 else "")
+                           + " replaced by riding H placed where the geometry or the difference density puts them")
+            options.append("keep_h=true")
         for what, items in (("atoms added", added), ("atoms removed", removed), ("elements changed", swapped)):
             if items:
                 changes.append(f"{what}: " + ", ".join(items[:8]) + (" ..." if len(items) > 8 else ""))
