@@ -55,6 +55,32 @@ def test_completion_adds_missing_atoms_and_fixes_elements(pr_sulfate):
     assert r.r1 < 0.05
 
 
+def test_completion_adds_an_atom_on_a_site_of_the_full_point_symmetry():
+    """A borate in R32 (simulated, SmFe₃(BO₃)₄-like) without its B on the 32 site (0, 0, ½),
+    1/6 of an asymmetric-unit atom: the formula lacks that little, and completion puts a B
+    there. (It lacked less than half an atom, and nothing was added: measured SmFe₃(BO₃)₄,
+    COD 2108989, solved at R1 0.031 instead of 0.011.)"""
+    from refractor_core.simulation import simulate
+    from refractor_core.types import Site, SpaceGroupRef, Structure, UnitCell
+
+    cell = UnitCell(a=9.56, b=9.56, c=7.58, alpha=90, beta=90, gamma=120)
+    truth_sites = [("Sm1", "Sm", (0.0, 0.0, 0.0)), ("Fe1", "Fe", (0.783, 2 / 3, 2 / 3)),
+                   ("O1", "O", (0.8557, 0.8557, 0.5)), ("O2", "O", (0.5911, 0.5911, 0.5)),
+                   ("O3", "O", (0.9742, 0.7866, 0.8163)), ("B1", "B", (0.0, 0.0, 0.5)),
+                   ("B2", "B", (0.4472, 0.4472, 0.5))]
+    sites = [Site(label=label, element=el, xyz=xyz, u_iso=0.006) for label, el, xyz in truth_sites]
+    truth = Structure(cell=cell, space_group=SpaceGroupRef.from_symbol("R 3 2:H"), sites=sites)
+    data = simulate(truth, seed=2, d_min=0.6).model_copy(update={"formula": "B4 Fe3 O12 Sm", "z": 3})
+    start = truth.model_copy(update={"sites": [s for s in sites if s.label != "B1"]})
+    r = LsqRefiner(LsqConfig(anisotropic=False, riding_h=False)).refine(data, Candidate(structure=start, generator="test"))
+    borons = [s for s in r.structure.sites if s.element == "B"]
+    assert len(borons) == 2
+    assert min(_nearest_image_distance(truth, s.xyz, (0.0, 0.0, 0.5)) for s in borons) < 0.05
+    assert any("completion round" in line and "added" in line for line in r.log)
+    full = LsqRefiner(LsqConfig(anisotropic=False, riding_h=False)).refine(data, Candidate(structure=truth, generator="test"))
+    assert r.r1 == pytest.approx(full.r1, abs=0.001)
+
+
 def test_completion_leaves_a_complete_model_alone(pr_sulfate):
     """With every atom present and right, 'auto' does no completion rounds."""
     case, data, published = pr_sulfate
@@ -109,3 +135,20 @@ def test_swapped_neighbouring_elements_are_put_back():
     assert found[n.label] == "N" and found[c.label] == "C"
     right = LsqRefiner(LsqConfig()).refine(data, Candidate(structure=published.model_copy(update={"sites": heavy}), generator="test"))
     assert r.r1 <= right.r1 + 0.002
+
+
+def test_an_atom_with_a_spurious_u_trades_no_element():
+    """Element swaps leave out atoms whose U_eq says they are spurious (above completion's
+    MAX_U): at an unmodelled solvent site such an atom gains by any heavier element, and
+    paid for turning malbac's ring N into C."""
+    from refractor_core.types import Site, SpaceGroupRef, Structure, UnitCell
+    from refractor_plugins.refiners.lsq.completion import MAX_U
+    from refractor_plugins.refiners.lsq.element_swaps import _neighbour_elements, swappable_atoms
+    from refractor_plugins.refiners.lsq.model import WorkingModel
+
+    cell = UnitCell(a=8.0, b=9.0, c=10.0, alpha=90, beta=90, gamma=90)
+    sites = [Site(label="N1", element="N", xyz=(0.1, 0.2, 0.3), u_iso=0.03),
+             Site(label="C1", element="C", xyz=(0.25, 0.2, 0.3), u_iso=0.04),
+             Site(label="C2", element="C", xyz=(0.6, 0.6, 0.6), u_iso=MAX_U * 2)]
+    model = WorkingModel.from_structure(Structure(cell=cell, space_group=SpaceGroupRef.from_symbol("P 1"), sites=sites))
+    assert swappable_atoms(model, _neighbour_elements(["C", "N"])) == [0, 1]

@@ -12,7 +12,9 @@ A round (isotropic model, no H) does, in order:
    is heavier, a huge U says lighter or wrong).
 4. *Missing atoms* come from difference-map peaks (symmetry-unique, ≥ 4σ of the map and
    ≥ 1 e/Å³, 1.1-3.3 Å from an atom, ≥ 1.0 Å from all atoms), as many as the formula
-   still lacks, as the most plentiful missing element.
+   still lacks, as the most plentiful missing element. An atom on a special position of
+   order k counts 1/k of an asymmetric-unit atom, so the formula can lack one that small
+   (a B on a 32 site of R32 is 1/6).
 5. A few isotropic least-squares cycles.
 
 Rounds stop when nothing changes, the formula is complete, or the cycle budget is used.
@@ -210,9 +212,13 @@ def _add_peaks(refinement, m: WorkingModel, expected: dict[str, float], u_common
     heavy_idx = np.array([i for i in range(m.n) if not is_hydrogen(m.elements[i])], dtype=np.int64)
     have = float(sum(m.occupancy[i] / max(m.order[i], 1) for i in heavy_idx))
     want = float(sum(v for e, v in expected.items() if not is_hydrogen(e))) if expected else None
-    if want is not None and have >= want - 0.5:
+    # what the formula still lacks, in atoms per asymmetric unit: an atom on a site of
+    # order k counts 1/k, so a site of the point group's full symmetry counts least
+    lacking = None if want is None else want - have
+    if lacking is not None and lacking < 0.5 / len(m.symmetry.point_group_rotations()):
         return 0
-    n_want = int(math.ceil(want - have)) if want is not None else 4
+    n_want = max(int(math.ceil(lacking)), 1) if lacking is not None else 4
+    room = lacking  # what is left for atoms on special positions
     rho, peaks = difference_peaks(refinement, m, max_peaks=3 * n_want + 10)
     sigma = float(rho.std())
     counts: dict[str, float] = {}
@@ -225,6 +231,9 @@ def _add_peaks(refinement, m: WorkingModel, expected: dict[str, float], u_common
             break
         if p.height < max(PEAK_SIGMA * sigma, PEAK_MIN):
             break
+        share = 1.0 / max(p.site_order, 1)
+        if room is not None and room < (0.5 if share >= 1.0 else 0.5 * share):
+            continue  # an atom here would overfill the formula (one on a special position may not)
         j, d = nearest_atom(m, p.xyz)
         if d < 1.0:
             continue
@@ -236,7 +245,9 @@ def _add_peaks(refinement, m: WorkingModel, expected: dict[str, float], u_common
         label = m.unique_label(element)
         m.add_atom(label, element, p.xyz, u_iso=u_common, special_tolerance=0.15)
         if missing:
-            missing[element] -= 1.0 / max(p.site_order, 1)
+            missing[element] -= share
+        if room is not None and share < 1.0:
+            room -= share
         added.append(f"{label} ({p.height:.2f} e/Å³)")
         heavy_idx = np.append(heavy_idx, m.n - 1)
     if added:

@@ -5,8 +5,9 @@ table apart reliably (C/N/O, P/S/Cl differ by 1-2 electrons out of 6-17), so a g
 model may hold, for example, a P where the Cl is and the Cl where the P is. After the
 anisotropic refinement this module asks the data directly:
 
-1. *Single relabels*: every fully occupied non-H atom of an element with a neighbour in
-   the formula 1-3 electrons away is given that neighbour's element, and Σ((Fo² - M)/σ)²
+1. *Single relabels*: every fully occupied non-H atom (U_eq at most completion's MAX_U)
+   of an element with a neighbour in the formula 1-3 electrons away is given that
+   neighbour's element, and Σ((Fo² - M)/σ)²
    is computed with nothing refined; for the MAX_PROBED most promising relabels the atom's
    own position and ADP are then refined for a few cycles, everything else fixed; the drop
    of Σ((Fo² - M)/σ)² is that atom's evidence for the other element. The atoms a swap with
@@ -33,6 +34,7 @@ import numpy as np
 
 from refractor_core.crystal.formula import atomic_number
 
+from .completion import MAX_U
 from .driver import Driver, Observed
 from .model import WorkingModel, is_hydrogen
 from .parameters import Parameterisation
@@ -53,6 +55,16 @@ def _neighbour_elements(elements: list[str]) -> dict[str, list[str]]:
         za = atomic_number(a)
         out[a] = [b for b in elements if b != a and 0 < abs(atomic_number(b) - za) <= MAX_Z_GAP]
     return out
+
+
+def swappable_atoms(model: WorkingModel, neighbours: dict[str, list[str]]) -> list[int]:
+    """Atoms whose element may be swapped: fully occupied, ordered, not riding, with a
+    neighbouring element in the formula, and a U_eq that is not spurious (at most
+    completion's MAX_U: electrons an atom with a huge U gains at an unmodelled solvent site
+    would pay for swapping a real atom's element, as a ring N of malbac became C)."""
+    return [i for i in range(model.n)
+            if not is_hydrogen(model.elements[i]) and model.riding[i] < 0 and model.part[i] == 0
+            and model.occupancy[i] > 0.99 and model.u_iso[i] <= MAX_U and neighbours.get(model.elements[i])]
 
 
 def _probe(refinement, model: WorkingModel, atoms: list[int],
@@ -82,9 +94,7 @@ def swap_elements(refinement, model: WorkingModel) -> tuple[WorkingModel, list[s
     neighbours = _neighbour_elements(formula_elements)
     made: list[str] = []
     for _ in range(MAX_SWAPS):
-        movable = [i for i in range(model.n)
-                   if not is_hydrogen(model.elements[i]) and model.riding[i] < 0 and model.part[i] == 0
-                   and model.occupancy[i] > 0.99 and neighbours.get(model.elements[i])]
+        movable = swappable_atoms(model, neighbours)
         if len({model.elements[i] for i in movable}) < 2:
             break
         base_chi2, base_r1 = data_fit(refinement, model)
