@@ -876,3 +876,19 @@ def test_a_models_h_that_nothing_re_places_is_kept_riding(pr_sulfate):
     d = np.array(h.xyz) - np.array(given.xyz)
     assert np.linalg.norm(orthogonalization_matrix(published.cell) @ (d - np.round(d))) < 0.05
     assert any("kept riding where they were" in line and "H5A" in line for line in r.log)
+
+
+def test_a_users_h_replaced_elsewhere_are_named_and_those_kept_in_place_are_not():
+    """mn_complex's water H as published: the difference map puts some elsewhere, and the
+    warning names the model's H replaced (H4a, H5b); H re-placed where the model had them,
+    under their names or as a symmetry image kept once, are neither added nor replaced
+    (thpp: no warning)."""
+    _, data, published, instr = _load("mn_complex_p21c")
+    meta = {"instructions": instr.model_dump()} if instr is not None else {}
+    r = LsqRefiner(LsqConfig()).refine(data, Candidate(structure=published, generator=USER_MODEL, meta=meta))
+    (warning,) = [w for w in r.meta["warnings"] if w.startswith("the refinement changed the model")]
+    assert "the model's H atoms H4a, H5b replaced" in warning and "keep_h=true" in warning
+    _, data, published, instr = _load("thpp")
+    meta = {"instructions": instr.model_dump()} if instr is not None else {}
+    r = LsqRefiner(LsqConfig()).refine(data, Candidate(structure=published, generator=USER_MODEL, meta=meta))
+    assert not any(w.startswith("the refinement changed the model") for w in r.meta["warnings"])

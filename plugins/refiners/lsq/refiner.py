@@ -73,6 +73,9 @@ USER_MODEL = "user-model"
 #: a user's model whose refined contents stray this much further from the formula (as a
 #: fraction of its non-H atoms) than they started is reported
 COMPOSITION_DRIFT = 0.05
+#: a model's H within this (Å) of an H of the result, or of its image, was kept (not
+#: replaced), and an H of the result that near one of the model's was not added
+SAME_H = 0.5
 #: restraint kinds as the log names them
 RESTRAINT_NAMES = {"same": "equal-distance (SADI/SAME)", "distances": "target-distance (DFIX/DANG)",
                    "sump": "free-variable sum (SUMP)"}
@@ -883,11 +886,21 @@ class Refinement:
         before, and a JSON reader saw a model it had not given."""
         given = {s.label.upper(): s.element for s in self.candidate.structure.sites}
         final = {label.upper(): (label, element) for label, element in zip(model.labels, model.elements)}
-        added_h = [label for key, (label, el) in final.items() if key not in given and is_hydrogen(el)]
+        given_h = np.array([s.xyz for s in self.candidate.structure.sites if is_hydrogen(s.element)]).reshape(-1, 3)
+        final_h = model.xyz[model.hydrogen].reshape(-1, 3)
+
+        def new_h_position(xyz, others) -> bool:
+            """No H of the other model at this position or an image of it (an H of a group
+            on a symmetry element, given once per image, is kept once, under one name)."""
+            return not len(others) or model.symmetry.nearest_image_distance(model.cell, xyz, others) > SAME_H
+
+        added_h = [label for (key, (label, el)), xyz in zip(final.items(), model.xyz)
+                   if key not in given and is_hydrogen(el) and new_h_position(xyz, given_h)]
         added = [label for key, (label, el) in final.items() if key not in given and not is_hydrogen(el)]
         removed = [s.label for s in self.candidate.structure.sites
                    if s.label.upper() not in final and not is_hydrogen(s.element)]
-        removed_h = [s.label for s in self.candidate.structure.sites if s.label.upper() not in final and is_hydrogen(s.element)]
+        removed_h = [s.label for s in self.candidate.structure.sites if s.label.upper() not in final
+                     and is_hydrogen(s.element) and new_h_position(np.array(s.xyz), final_h)]
         swapped = [f"{label} {given[key]} -> {el}" for key, (label, el) in final.items()
                    if key in given and given[key].upper() != el.upper()]
         changes, options = [], []
