@@ -894,8 +894,8 @@ class Refinement:
             on a symmetry element, given once per image, is kept once, under one name)."""
             return not len(others) or model.symmetry.nearest_image_distance(model.cell, xyz, others) > SAME_H
 
-        added_h = [label for (key, (label, el)), xyz in zip(final.items(), model.xyz)
-                   if key not in given and is_hydrogen(el) and new_h_position(xyz, given_h)]
+        added_h = [label for label, el, xyz in zip(model.labels, model.elements, model.xyz)
+                   if label.upper() not in given and is_hydrogen(el) and new_h_position(xyz, given_h)]
         added = [label for key, (label, el) in final.items() if key not in given and not is_hydrogen(el)]
         removed = [s.label for s in self.candidate.structure.sites
                    if s.label.upper() not in final and not is_hydrogen(s.element)]
