@@ -152,3 +152,28 @@ def test_an_atom_with_a_spurious_u_trades_no_element():
              Site(label="C2", element="C", xyz=(0.6, 0.6, 0.6), u_iso=MAX_U * 2)]
     model = WorkingModel.from_structure(Structure(cell=cell, space_group=SpaceGroupRef.from_symbol("P 1"), sites=sites))
     assert swappable_atoms(model, _neighbour_elements(["C", "N"])) == [0, 1]
+
+
+def test_completion_drops_a_spurious_atom_with_its_riding_h(pr_sulfate):
+    """pr_sulfate without O3 and O4, plus a C 0.6 Å from Pr1 carrying a kept H (keep_h):
+    completion drops the C, its riding H goes with it, and the per-atom estimates stay
+    aligned with the atoms (an IndexError before, met when the twin trial of a solved
+    model ran completion with its H in place)."""
+    from refractor_core.types import Site
+
+    case, data, published = pr_sulfate
+    sites = [s.model_copy(update={"u_iso": 0.02, "u_aniso": None}) for s in published.sites
+             if s.element != "H" and s.label not in ("O3", "O4")]
+    cart = orthogonalization_matrix(published.cell)
+    pr = np.array(next(s.xyz for s in sites if s.element == "Pr"))
+    c9 = pr + np.linalg.solve(cart, np.array([0.0, 0.0, 0.6]))
+    h = c9 + np.linalg.solve(cart, np.array([1.0, 0.0, 0.0]))
+    extra = [Site(label="C9", element="C", xyz=tuple(c9), u_iso=0.05),
+             Site(label="H9", element="H", xyz=tuple(h), u_iso=0.06, riding_on="C9")]
+    start = published.model_copy(update={"sites": extra + sites})  # (first: every later estimate shifts)
+    r = LsqRefiner(LsqConfig(anisotropic=False, keep_h=True, max_cycles=30)).refine(
+        data, Candidate(structure=start, generator="test"))
+    labels = {s.label for s in r.structure.sites}
+    assert "C9" not in labels and "H9" not in labels
+    assert any("completion round" in line and "removed" in line and "C9" in line for line in r.log)
+    assert sorted(s.element for s in r.structure.sites if s.element != "H") == sorted(["Pr", "S", "O", "O", "O", "O", "O"])

@@ -185,10 +185,9 @@ def complete_model(refinement, model: WorkingModel, budget: int) -> tuple[Workin
                 drop[i] = True
         if drop.any():
             refinement.log(f"completion round {rnd + 1}: removed {', '.join(m.labels[i] for i in np.nonzero(drop)[0])}")
-            keep = ~drop
+            keep = m.remove_atoms(drop)  # (riding H of a removed atom go with it)
             electrons = electrons[keep]
             movable = movable[keep]
-            m.remove_atoms(drop)
             changed = True
         # elements
         if expected:

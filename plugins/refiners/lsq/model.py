@@ -401,8 +401,9 @@ class WorkingModel:
         )
 
     # -- editing -----------------------------------------------------------------------
-    def remove_atoms(self, drop: np.ndarray) -> None:
-        """Delete atoms (boolean mask); riding H of deleted parents go too."""
+    def remove_atoms(self, drop: np.ndarray) -> np.ndarray:
+        """Delete atoms (boolean mask); riding H of deleted parents go too. Returns the mask
+        of the atoms kept (over the atoms before), for arrays kept beside the model."""
         self.group_cache = None
         drop = np.asarray(drop, dtype=bool).copy()
         changed = True
@@ -449,6 +450,7 @@ class WorkingModel:
             if g.atoms:
                 groups.append(g)
         self.h_groups = groups
+        return keep
 
     def add_atom(
         self,
