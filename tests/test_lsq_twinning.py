@@ -83,15 +83,10 @@ def test_a_generated_candidate_takes_the_twin_when_it_fits_better():
     assert r.meta["twin_laws_found"][0]["refined"]["wR2"] == pytest.approx(r.wr2)
 
 
-@pytest.mark.parametrize("mirrored", [False, True])
-def test_the_hand_of_a_twinned_chiral_model_is_checked_with_the_twin_in_place(mirrored):
-    """P3₁ data twinned by the two-fold along [110] (30 %, TWIN given), with a Br for
-    anomalous signal: the Flack parameter is estimated with the twin law in place. The true
-    model gives x ≈ 0; its mirror image (P3₂) gives x ≈ 1, is inverted, and ends at x ≈ 0 in
-    P3₁ with the published R1. Without the twin in the estimate, no x was computed at all."""
+def _chiral_merohedral_twin(fraction: float = 0.3):
+    """(true P3₁ model, its anomalous data twinned by the two-fold along [110] with this
+    fraction, the law)."""
     from refractor_core.simulation import simulate
-    from refractor_core.types import RefinementInstructions
-    from refractor_plugins.refiners.lsq.absolute import inverted_structure
 
     rng = np.random.default_rng(11)
     cell = UnitCell(a=8.4, b=8.4, c=12.6, alpha=90, beta=90, gamma=120)
@@ -103,8 +98,20 @@ def test_the_hand_of_a_twinned_chiral_model_is_checked_with_the_twin_in_place(mi
     i_main = np.abs(calculate_fc(truth, data.hkl, wavelength=0.71073)) ** 2
     i_twin = np.abs(calculate_fc(truth, data.hkl @ law.T, wavelength=0.71073)) ** 2
     k = float(np.sum(data.intensity * i_main) / np.sum(i_main**2))
-    twinned = k * (0.7 * i_main + 0.3 * i_twin) + rng.normal(0.0, 1.0, len(i_main)) * data.sigma
-    data = data.model_copy(update={"intensity": twinned})
+    twinned = k * ((1 - fraction) * i_main + fraction * i_twin) + rng.normal(0.0, 1.0, len(i_main)) * data.sigma
+    return truth, data.model_copy(update={"intensity": twinned}), law
+
+
+@pytest.mark.parametrize("mirrored", [False, True])
+def test_the_hand_of_a_twinned_chiral_model_is_checked_with_the_twin_in_place(mirrored):
+    """P3₁ data twinned by the two-fold along [110] (30 %, TWIN given), with a Br for
+    anomalous signal: the Flack parameter is estimated with the twin law in place. The true
+    model gives x ≈ 0; its mirror image (P3₂) gives x ≈ 1, is inverted, and ends at x ≈ 0 in
+    P3₁. Without the twin in the estimate, no x was computed at all."""
+    from refractor_core.types import RefinementInstructions
+    from refractor_plugins.refiners.lsq.absolute import inverted_structure
+
+    truth, data, law = _chiral_merohedral_twin()
     twin = RefinementInstructions(twin_matrix=tuple(float(v) for v in law.reshape(-1)), twin_n=2, basf=[0.3])
     model = inverted_structure(truth)[0] if mirrored else truth
     r = LsqRefiner(LsqConfig(anisotropic=False, riding_h=False)).refine(
@@ -115,3 +122,23 @@ def test_the_hand_of_a_twinned_chiral_model_is_checked_with_the_twin_in_place(mi
     if mirrored:
         assert r.meta["inverted"]["flack_before"] > 0.85
     assert r.meta["twin_fractions"] == [pytest.approx(0.3, abs=0.02)]
+
+
+
+def test_a_generated_model_taking_a_twin_has_its_hand_judged_again():
+    """The twinned P3₁ data, a generator's candidate of the wrong hand, refined without a
+    twin and not inverted (as when the untwinned Flack parameter is ambiguous): the twin
+    trial keeps the twinned model and, its Flack parameter now computed with the twin in
+    place, inverts it to P3₁ (the hand was judged only before the twin)."""
+    from refractor_plugins.refiners.lsq.absolute import inverted_structure
+    from refractor_plugins.refiners.lsq.refiner import Refinement
+
+    truth, data, _ = _chiral_merohedral_twin()
+    config = LsqConfig(anisotropic=False, riding_h=False, complete=False)
+    candidate = Candidate(structure=inverted_structure(truth)[0], generator="test")
+    first = Refinement(config, data, candidate).run()  # (refine() would invert it before the twin)
+    assert first.structure.space_group.number == 145 and first.meta["twin_laws_found"]
+    r = LsqRefiner(config)._twinned(data, candidate, first)
+    assert r.meta["twin_fractions"] == [pytest.approx(0.3, abs=0.03)]
+    assert r.structure.space_group.number == 144 and abs(r.flack) < 0.1
+    assert r.meta["inverted"]["flack_before"] > 0.85

@@ -160,15 +160,20 @@ class LsqRefiner(Refiner):
 
     def _twinned(self, data: ReflectionData, candidate: Candidate, result: RefinedCandidate) -> RefinedCandidate:
         """Refine the result again with the twin law `twin_check` found (TWIN, BASF from its
-        fraction). A generator's candidate takes the twinned model when it fits better (lower
-        wR2); a user's model is kept as given, SHELXL adding no twin by itself, and the
-        warning says what the twin gave."""
+        fraction). A generator's candidate is refined again as one, and takes the twinned
+        model when it fits better (lower wR2), inverted if its Flack parameter, now with the
+        twin in place, says so; a user's model is kept as given, SHELXL adding no twin by
+        itself, and the warning says what the twin gave."""
         found = result.meta["twin_laws_found"][0]
         # the instructions the refinement followed (those of the data too), with the twin
         twin = instructions_for(self.config, data, candidate).model_copy(update={
             "twin_matrix": tuple(float(v) for v in np.asarray(found["matrix"]).reshape(-1)), "twin_n": 2,
             "basf": [float(found["fraction"])]})
-        trial = candidate.model_copy(update={"structure": result.structure, "generator": USER_MODEL,
+        # a generator's candidate is refined again as one (completion included: a model the
+        # twin kept from fitting may lack atoms); a user's model as a user's model
+        generated = is_generated(candidate)
+        trial = candidate.model_copy(update={"structure": result.structure,
+                                             "generator": candidate.generator if generated else USER_MODEL,
                                              "meta": {**candidate.meta, "instructions": twin.model_dump(mode="json")}})
         config = self.config.model_copy(update={"twin_check": False, "ignore_instructions": False})
         try:
@@ -180,7 +185,10 @@ class LsqRefiner(Refiner):
         summary = (f"refined with it: BASF {basf[0]:.3f}, R1 {result.r1:.4f} -> {again.r1:.4f}, "
                    f"wR2 {result.wr2:.4f} -> {again.wr2:.4f}")
         found = {**found, "refined": {"BASF": basf[0], "R1": again.r1, "wR2": again.wr2}}
-        if is_generated(candidate) and again.wr2 < result.wr2:
+        if generated and again.wr2 < result.wr2:
+            if self.config.invert_wrong_hand and wrong_hand(again.flack, again.flack_su):
+                # the hand, judged again with the twin in place (the mirror image twinned too)
+                again = self._inverted(data, trial, again)
             meta = {**again.meta, "twin_laws_found": [found, *result.meta["twin_laws_found"][1:]]}
             return again.model_copy(update={"candidate": candidate, "log": [*result.log, "twin law " + summary, *again.log],
                                             "meta": meta})
