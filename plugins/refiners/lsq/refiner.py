@@ -139,14 +139,17 @@ class LsqRefiner(Refiner):
         finally:
             torch.set_num_threads(before)
 
-    def _inverted(self, data: ReflectionData, candidate: Candidate, result: RefinedCandidate) -> RefinedCandidate:
+    def _inverted(self, data: ReflectionData, candidate: Candidate, result: RefinedCandidate,
+                  config: LsqConfig | None = None) -> RefinedCandidate:
         """Refine the mirror image of a model whose Flack parameter says it has the wrong
-        hand; keep it when its own Flack parameter agrees."""
-        mirror = mirror_candidate(self.config, data, candidate, result.structure)
+        hand (under `config`, the refiner's own if None); keep it when its own Flack
+        parameter agrees."""
+        config = config or self.config
+        mirror = mirror_candidate(config, data, candidate, result.structure)
         note = (f"Flack x = {result.flack:.3f}({result.flack_su:.3f}): the model has the wrong hand; "
                 f"its mirror image (space group {mirror.structure.space_group.symbol}) is refined")
         _log.info(note)
-        again = Refinement(self.config, data, mirror, self.context).run()
+        again = Refinement(config, data, mirror, self.context).run()
         if again.flack is None or again.flack >= result.flack:
             return result.model_copy(update={
                 "log": [*result.log, note, f"the mirror image gives Flack x = {again.flack}: the model is kept as it was"],
@@ -188,7 +191,7 @@ class LsqRefiner(Refiner):
         if generated and again.wr2 < result.wr2:
             if self.config.invert_wrong_hand and wrong_hand(again.flack, again.flack_su):
                 # the hand, judged again with the twin in place (the mirror image twinned too)
-                again = self._inverted(data, trial, again)
+                again = self._inverted(data, trial, again, config)
             meta = {**again.meta, "twin_laws_found": [found, *result.meta["twin_laws_found"][1:]]}
             return again.model_copy(update={"candidate": candidate, "log": [*result.log, "twin law " + summary, *again.log],
                                             "meta": meta})
