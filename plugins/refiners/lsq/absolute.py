@@ -23,7 +23,6 @@ import numpy as np
 
 from refractor_core.crystal.symmetry import hkl_keys
 
-from .least_squares import IntensityCalculator
 from .model import WorkingModel
 from .twinning import twin_fraction
 
@@ -86,11 +85,8 @@ def flack_estimate(refinement, model: WorkingModel) -> tuple[float, float] | Non
     """
     calc = refinement.calc
     ops = [np.asarray(op, dtype=np.float64) for op in model.twin_ops]
-    inv = IntensityCalculator(
-        calc.hkl, calc.cell, calc.symmetry, calc.wavelength, [*ops, *(-op for op in ops)],
-        anomalous=refinement.cfg.anomalous, chunk=(calc.chunks[0].sl.stop - calc.chunks[0].sl.start) if calc.chunks else 2000,
-    )
-    fc2 = inv.fc2_components(model)  # (2k, N): F²(R_j h), then F²(-R_j h)
+    # (2k, N): F²(R_j h), then F²(-R_j h)
+    fc2 = calc.with_twin_ops([*ops, *(-op for op in ops)]).fc2_components(model)
     fractions = calc.twin_fractions(model)
     a, b = fractions @ fc2[: len(ops)], fractions @ fc2[len(ops):]
     if not np.any(np.abs(a - b) > 1e-6 * np.maximum(a, 1e-12)):

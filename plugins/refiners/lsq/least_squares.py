@@ -77,6 +77,8 @@ class IntensityCalculator:
         self.symmetry = symmetry
         self.wavelength = wavelength
         self.device = device
+        self.anomalous = anomalous
+        self.chunk = chunk
         if twin_indices is None:
             twin_indices = TwinIndices.from_twin_law(self.hkl, twin_ops)
         self.twin_indices = twin_indices
@@ -101,6 +103,12 @@ class IntensityCalculator:
                 comps.append(_Component(eng, ok))
             self.chunks.append(_Chunk(sl, comps))
         self._cache: OrderedDict[bytes, np.ndarray] = OrderedDict()
+
+    def with_twin_ops(self, twin_ops: list[np.ndarray]) -> "IntensityCalculator":
+        """A calculator of the same reflections, cell, symmetry and settings with other twin
+        operators (a trial twin law, the mirror image's terms): one slot per operator."""
+        return IntensityCalculator(self.hkl, self.cell, self.symmetry, self.wavelength, twin_ops,
+                                   anomalous=self.anomalous, chunk=self.chunk, device=self.device)
 
     # -- cache -------------------------------------------------------------------------
     @staticmethod

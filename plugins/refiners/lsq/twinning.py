@@ -24,7 +24,6 @@ import numpy as np
 from refractor_core.crystal.lattice import metric_symmetry
 from refractor_core.crystal.symmetry import SymmetryOps
 
-from .least_squares import IntensityCalculator
 from .model import WorkingModel
 
 #: metric tolerance for a twin law (max normalised change of the metric tensor): a cell
@@ -101,9 +100,7 @@ def twin_check(refinement, model: WorkingModel) -> list[TwinLawFit]:
     total = float(np.sum(w * refinement.fo2**2))
     found = []
     for law in twin_law_candidates(calc.cell, calc.symmetry):
-        pair = IntensityCalculator(calc.hkl, calc.cell, calc.symmetry, calc.wavelength, [np.eye(3), law],
-                                   anomalous=refinement.cfg.anomalous,
-                                   chunk=(calc.chunks[0].sl.stop - calc.chunks[0].sl.start) if calc.chunks else 2000)
+        pair = calc.with_twin_ops([np.eye(3), law])
         fc2 = pair.fc2_components(model)
         a = fc2[0]
         b = np.where(pair.twin_indices.ok[1], fc2[1], a)  # a partner off the lattice: no overlap
