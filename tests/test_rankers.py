@@ -7,9 +7,10 @@ import pytest
 
 from refractor_core.crystal.cell import fractional
 from refractor_core.plugins import get_registry
+from refractor_core.simulation.composition import formula_mismatch
 from refractor_core.testing.samples import default_samples
 from refractor_core.types import RefinedCandidate, Site, SpaceGroupRef, Structure, UnitCell
-from refractor_plugins.rankers.plausibility import formula_mismatch, short_contacts
+from refractor_plugins.rankers.plausibility import short_contacts
 
 
 def _refined(structure: Structure, r1: float, tag: int, **kw) -> RefinedCandidate:

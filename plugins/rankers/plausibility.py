@@ -1,4 +1,5 @@
-"""Chemical plausibility of a refined model: short contacts, ADPs, cell contents.
+"""Chemical plausibility of a refined model: short contacts and ADPs (its cell contents
+against the formula are the kernel's `simulation.composition.formula_mismatch`).
 
 Used by the `composite` ranker. Contacts are searched over all symmetry images (a cKDTree
 over the images of the non-H atoms in the 27 cells around the origin cell); atoms of
@@ -15,7 +16,6 @@ import numpy as np
 from refractor_core.crystal.cell import is_positive_definite, orthogonalization_matrix
 from refractor_core.crystal.formula import normalize_element
 from refractor_core.crystal.symmetry import SymmetryOps
-from refractor_core.simulation.composition import formula_mismatch  # noqa: F401  (the rankers' measure)
 from refractor_core.types import Structure
 
 #: atoms closer than this (Å) are one site shared on purpose (mixed occupancy)

@@ -12,10 +12,11 @@ import math
 from typing import ClassVar
 
 from refractor_core.interfaces import Ranker
+from refractor_core.simulation.composition import formula_mismatch
 from refractor_core.types import RefinedCandidate, ReflectionData
 
 from .configs import CompositeConfig, R1Config
-from .plausibility import formula_mismatch, non_positive_adps, short_contacts
+from .plausibility import non_positive_adps, short_contacts
 from .symmetry_preference import prefer_higher_symmetry
 
 
