@@ -33,6 +33,22 @@ def _nearest_image_distance(structure, xyz, target) -> float:
     return float(np.min(np.linalg.norm(d @ m.T, axis=1)))
 
 
+def _borate_r32():
+    """A simulated SmFe₃(BO₃)₄-like borate in R32 (COD 2108989's sites) and its data."""
+    from refractor_core.simulation import simulate
+    from refractor_core.types import Site, SpaceGroupRef, Structure, UnitCell
+
+    cell = UnitCell(a=9.56, b=9.56, c=7.58, alpha=90, beta=90, gamma=120)
+    truth_sites = [("Sm1", "Sm", (0.0, 0.0, 0.0)), ("Fe1", "Fe", (0.783, 2 / 3, 2 / 3)),
+                   ("O1", "O", (0.8557, 0.8557, 0.5)), ("O2", "O", (0.5911, 0.5911, 0.5)),
+                   ("O3", "O", (0.9742, 0.7866, 0.8163)), ("B1", "B", (0.0, 0.0, 0.5)),
+                   ("B2", "B", (0.4472, 0.4472, 0.5))]
+    sites = [Site(label=label, element=el, xyz=xyz, u_iso=0.004) for label, el, xyz in truth_sites]
+    truth = Structure(cell=cell, space_group=SpaceGroupRef.from_symbol("R 3 2:H"), sites=sites)
+    data = simulate(truth, seed=2, d_min=0.45).model_copy(update={"formula": "B4 Fe3 O12 Sm", "z": 3})
+    return truth, data
+
+
 def test_completion_adds_missing_atoms_and_fixes_elements(pr_sulfate):
     """Two O atoms removed and S given as O: the data put S back and find both O atoms."""
     case, data, published = pr_sulfate
@@ -60,18 +76,8 @@ def test_completion_adds_an_atom_on_a_site_of_the_full_point_symmetry():
     1/6 of an asymmetric-unit atom: the formula lacks that little, and completion puts a B
     there. (It lacked less than half an atom, and nothing was added: measured SmFe₃(BO₃)₄,
     COD 2108989, solved at R1 0.031 instead of 0.011.)"""
-    from refractor_core.simulation import simulate
-    from refractor_core.types import Site, SpaceGroupRef, Structure, UnitCell
-
-    cell = UnitCell(a=9.56, b=9.56, c=7.58, alpha=90, beta=90, gamma=120)
-    truth_sites = [("Sm1", "Sm", (0.0, 0.0, 0.0)), ("Fe1", "Fe", (0.783, 2 / 3, 2 / 3)),
-                   ("O1", "O", (0.8557, 0.8557, 0.5)), ("O2", "O", (0.5911, 0.5911, 0.5)),
-                   ("O3", "O", (0.9742, 0.7866, 0.8163)), ("B1", "B", (0.0, 0.0, 0.5)),
-                   ("B2", "B", (0.4472, 0.4472, 0.5))]
-    sites = [Site(label=label, element=el, xyz=xyz, u_iso=0.006) for label, el, xyz in truth_sites]
-    truth = Structure(cell=cell, space_group=SpaceGroupRef.from_symbol("R 3 2:H"), sites=sites)
-    data = simulate(truth, seed=2, d_min=0.6).model_copy(update={"formula": "B4 Fe3 O12 Sm", "z": 3})
-    start = truth.model_copy(update={"sites": [s for s in sites if s.label != "B1"]})
+    truth, data = _borate_r32()
+    start = truth.model_copy(update={"sites": [s for s in truth.sites if s.label != "B1"]})
     r = LsqRefiner(LsqConfig(anisotropic=False, riding_h=False)).refine(data, Candidate(structure=start, generator="test"))
     borons = [s for s in r.structure.sites if s.element == "B"]
     assert len(borons) == 2
@@ -177,3 +183,50 @@ def test_completion_drops_a_spurious_atom_with_its_riding_h(pr_sulfate):
     assert "C9" not in labels and "H9" not in labels
     assert any("completion round" in line and "removed" in line and "C9" in line for line in r.log)
     assert sorted(s.element for s in r.structure.sites if s.element != "H") == sorted(["Pr", "S", "O", "O", "O", "O", "O"])
+
+
+def test_an_atom_at_a_ghost_of_its_site_is_moved_to_the_difference_peak():
+    """O1 of the R32 borate given at its mirror image through the heavy atoms' pseudo-centre
+    (x, x, ½ -> -x, -x, ½), the formula complete: it scatters about half an O there, and
+    completion moves it to the difference peak at its real site. Before, it stayed (R1 0.04
+    where 0.011 is right on the measured data), or the element assignment made it the third
+    B of a formula with two, with its label still O1."""
+    truth, data = _borate_r32()
+    ghost = [s.model_copy(update={"xyz": (1 - s.xyz[0], 1 - s.xyz[1], s.xyz[2])}) if s.label == "O1" else s
+             for s in truth.sites]
+    start = truth.model_copy(update={"sites": ghost})
+    assert _nearest_image_distance(truth, ghost[2].xyz, truth.sites[2].xyz) > 1.0
+    r = LsqRefiner(LsqConfig(anisotropic=False, riding_h=False)).refine(data, Candidate(structure=start, generator="test"))
+    assert any("moved to" in line for line in r.log)
+    assert sorted(s.element for s in r.structure.sites) == sorted(["Sm", "Fe", "O", "O", "O", "B", "B"])
+    assert all(s.label.upper().startswith(s.element.upper()) for s in r.structure.sites)
+    o1 = [s for s in r.structure.sites if s.element == "O"]
+    assert min(_nearest_image_distance(truth, s.xyz, truth.sites[2].xyz) for s in o1) < 0.05
+    full = LsqRefiner(LsqConfig(anisotropic=False, riding_h=False)).refine(data, Candidate(structure=truth, generator="test"))
+    assert r.r1 == pytest.approx(full.r1, abs=0.001)
+    kept = LsqRefiner(LsqConfig(anisotropic=False, riding_h=False, relocate_atoms=False)).refine(
+        data, Candidate(structure=start, generator="test"))
+    assert kept.r1 > r.r1 + 0.01
+
+
+def test_element_assignment_does_not_overfill_an_element_and_relabels():
+    """The electron estimates of the measured SmFe₃(BO₃)₄ (seed 2): B2 (a B, 5.3 e) keeps
+    its element though the count-constrained picks give it O's last share, so O1 (an O at a
+    ghost site, 4.5 e) must not become a third B: the formula has two. A change that fits the
+    budget is made, and the atom is relabelled after its new element."""
+    from refractor_plugins.refiners.lsq.completion import assign_elements
+    from refractor_plugins.refiners.lsq.model import WorkingModel
+
+    truth, _ = _borate_r32()
+    given = {"O1": "O", "B1": "B", "B2": "B"}  # B1: at the 32 site, left out here
+    sites = [s.model_copy(update={"element": given.get(s.label, s.element)}) for s in truth.sites
+             if s.label != "B1"]
+    sites[4] = sites[4].model_copy(update={"element": "B", "label": "B3"})  # O3 (general) given as B
+    model = WorkingModel.from_structure(truth.model_copy(update={"sites": sites}))
+    expected = {"Sm": 1 / 6, "Fe": 0.5, "B": 2 / 3, "O": 2.0}
+    electrons = {"Sm1": 84.7, "Fe1": 36.0, "O1": 4.5, "O2": 7.2, "B3": 8.8, "B2": 5.3}
+    lines = assign_elements(model, np.array([electrons[label] for label in model.labels]), expected,
+                            np.ones(model.n, dtype=bool))
+    assert dict(zip(model.labels, model.elements)) == {"Sm1": "Sm", "Fe1": "Fe", "O1": "O", "O2": "O",
+                                                       "O3": "O", "B2": "B"}
+    assert lines == ["B3: B -> O as O3 (8.8 e at the site)"]

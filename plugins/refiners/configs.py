@@ -83,6 +83,12 @@ class LsqConfig(ComponentConfig):
         "of a mixed pair in the formula (Ag0.6 ... Na0.4) become mixed sites unless False.",
     )
     completion_rounds: int = Field(6, ge=0, le=50, description="Largest number of completion rounds.")
+    relocate_atoms: bool = Field(
+        True,
+        description="After completion, try an atom that scatters far less than its element "
+        "at a difference peak of the same site order, and keep it there when the fit improves "
+        "(an atom at a ghost of its real site); not in screening.",
+    )
     swap_elements: bool | Auto = Field(
         "auto",
         description="After the anisotropic refinement, test count-preserving swaps of "

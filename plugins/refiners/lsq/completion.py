@@ -18,6 +18,8 @@ A round (isotropic model, no H) does, in order:
 5. A few isotropic least-squares cycles.
 
 Rounds stop when nothing changes, the formula is complete, or the cycle budget is used.
+Then an atom that scatters far less than its element while a difference peak is left
+is tried at that peak, and stays when the fit improves (`relocate_weak_atoms`).
 """
 
 from __future__ import annotations
@@ -29,10 +31,10 @@ import numpy as np
 from refractor_core.crystal.cell import orthogonalization_matrix
 from refractor_core.crystal.formula import atomic_number
 
-from .driver import Driver, Observed
 from .maps import difference_peaks
 from .model import WorkingModel, is_hydrogen
 from .parameters import Parameterisation
+from .significance import data_fit
 
 ROUND_CYCLES = 6
 MIN_ELECTRONS = 2.5
@@ -43,6 +45,13 @@ MIN_DISTANCE = 0.85
 PEAK_SIGMA = 4.0
 PEAK_MIN = 1.0
 BOND_MIN, BOND_MAX = 1.1, 3.3
+#: an atom scattering less than this fraction of its element's electrons (as the model's
+#: atoms do in the median) may be misplaced
+WEAK_FRACTION = 0.7
+#: relative drop of the weighted χ² that moving such an atom to a difference peak must bring
+RELOCATION_GAIN = 0.01
+MAX_RELOCATIONS = 2
+RELOCATION_TRIALS = 3
 
 
 def difference_peaks_and_holes(refinement, model: WorkingModel, max_peaks: int = 10) -> tuple[float, float, list[dict]]:
@@ -91,6 +100,14 @@ def nearest_atom(model: WorkingModel, xyz: np.ndarray, atoms: np.ndarray | None 
     return int(idx[k]), float(dist[k])
 
 
+def _common_u(model: WorkingModel) -> float:
+    """The U_iso every non-H atom is given for the electron estimates: the model's median,
+    within 0.01-0.08 Å²."""
+    heavy = np.array([not is_hydrogen(e) for e in model.elements])
+    u = float(np.median(model.u_iso[heavy])) if heavy.any() else 0.03
+    return min(max(u, 0.01), 0.08)
+
+
 def electrons_per_site(refinement, model: WorkingModel, u_common: float) -> np.ndarray:
     """Electron estimate of each non-H atom: free occupancy × Z with fixed xyz and U."""
     probe = model.copy()
@@ -102,9 +119,7 @@ def electrons_per_site(refinement, model: WorkingModel, u_common: float) -> np.n
     def build(m: WorkingModel) -> Parameterisation:
         return Parameterisation.build(m, occupancy_only=True, fixed_atoms=fixed)
 
-    drv = Driver(refinement.calc, Observed(refinement.fo2, refinement.sigma), refinement.settings, build,
-                 lambda m: None, lambda s: None)
-    res = drv.run(probe, 4, "occupancy", convergence=0.1)
+    res = refinement.quiet_driver(build).run(probe, 4, "occupancy", convergence=0.1)
     z = np.array([atomic_number(e) for e in model.elements], dtype=np.float64)
     return res.model.occupancy * z
 
@@ -116,7 +131,12 @@ def _formula_budget(expected: dict[str, float]) -> list[tuple[str, float]]:
 
 
 def assign_elements(model: WorkingModel, electrons: np.ndarray, expected: dict[str, float], movable: np.ndarray) -> list[str]:
-    """Count-constrained element assignment; returns log lines of the changes made."""
+    """Count-constrained element assignment; returns log lines of the changes made.
+
+    Atoms change element only on clear evidence (REASSIGN_MARGIN), so some keep an element
+    the count-constrained picks gave away; a change that would then overfill its new
+    element by half an atom or more is not made, the weakest evidence first (O1 of
+    SmFe₃(BO₃)₄, a mis-placed O, became the third B of a formula with two)."""
     budget = dict(_formula_budget(expected))
     if not budget:
         return []
@@ -127,7 +147,7 @@ def assign_elements(model: WorkingModel, electrons: np.ndarray, expected: dict[s
     for i in range(model.n):
         if not movable[i] and model.elements[i] in remaining:
             remaining[model.elements[i]] -= model.occupancy[i] / max(model.order[i], 1)
-    changes = []
+    proposed = []  # (evidence in electrons, atom, new element)
     for i in order:
         if not movable[i]:
             continue
@@ -146,10 +166,39 @@ def assign_elements(model: WorkingModel, electrons: np.ndarray, expected: dict[s
             # only on clear evidence: the count assumes a common U, so for light atoms it is
             # uncertain by about ±2 e (cpna's NH3 nitrogen showed 5.5 e); the generator's own
             # assignment (from integrated peak density) stands unless this one is clearly better
-            if abs(electrons[i] - z_old) - abs(electrons[i] - z_new) >= max(REASSIGN_MARGIN, 0.05 * z_old):
-                changes.append(f"{model.labels[i]}: {old} -> {pick} ({electrons[i]:.1f} e at the site)")
-                model.elements[i] = pick
+            evidence = abs(electrons[i] - z_old) - abs(electrons[i] - z_new)
+            if evidence >= max(REASSIGN_MARGIN, 0.05 * z_old):
+                proposed.append((evidence, int(i), pick))
+    proposed = _within_budget(model, proposed, budget)
+    changes = []
+    for _, i, pick in proposed:
+        old, label = model.elements[i], model.labels[i]
+        model.elements[i] = pick
+        if label.upper().startswith(old.upper()) and not label[len(old):len(old) + 1].isalpha():
+            model.labels[i] = model.unique_label(pick)  # (the label follows the element: O1 -> B3)
+        renamed = f" as {model.labels[i]}" if model.labels[i] != label else ""
+        changes.append(f"{label}: {old} -> {pick}{renamed} ({electrons[i]:.1f} e at the site)")
     return changes
+
+
+def _within_budget(model: WorkingModel, proposed: list[tuple[float, int, str]],
+                   budget: dict[str, float]) -> list[tuple[float, int, str]]:
+    """The proposed element changes (evidence, atom, element) less those that leave their
+    new element overfilled by half the atom or more (counted after all the others are made,
+    so that a swap of two atoms passes), dropping the weakest evidence first."""
+    kept = sorted(proposed, reverse=True)
+    while kept:
+        new = {i: e for _, i, e in kept}
+        counts: dict[str, float] = {}
+        for i in range(model.n):
+            e = new.get(i, model.elements[i])
+            counts[e] = counts.get(e, 0.0) + model.occupancy[i] / max(model.order[i], 1)
+        over = [k for k, (_, i, e) in enumerate(kept)
+                if counts[e] - budget.get(e, 0.0) >= 0.5 / max(model.order[i], 1) - 1e-9]
+        if not over:
+            break
+        kept.pop(over[-1])  # (sorted strongest first)
+    return kept
 
 
 def complete_model(refinement, model: WorkingModel, budget: int) -> tuple[WorkingModel, int]:
@@ -167,8 +216,7 @@ def complete_model(refinement, model: WorkingModel, budget: int) -> tuple[Workin
         m = model.copy()
         heavy = np.array([not is_hydrogen(e) for e in m.elements])
         movable = heavy & (m.part == 0) & (m.occupancy > 0.99) & (m.riding < 0)
-        u_common = float(np.median(m.u_iso[heavy])) if heavy.any() else 0.03
-        u_common = min(max(u_common, 0.01), 0.08)
+        u_common = _common_u(m)
         electrons = electrons_per_site(refinement, m, u_common)
         # spurious atoms
         drop = np.zeros(m.n, dtype=bool)
@@ -204,6 +252,76 @@ def complete_model(refinement, model: WorkingModel, budget: int) -> tuple[Workin
         res = driver.run(m, min(ROUND_CYCLES, budget - used), "complete", convergence=0.2)
         used += res.cycles
         model = res.model
+    if cfg.relocate_atoms and budget - used > 0:
+        model, moved = relocate_weak_atoms(refinement, model, budget - used)
+        used += moved
+    return model, used
+
+
+def _placeable(m: WorkingModel, xyz: np.ndarray, heavy_idx: np.ndarray) -> bool:
+    """Whether an atom may go at a difference peak: at least 1.0 Å from every atom, and
+    BOND_MIN-BOND_MAX from the nearest non-H atom."""
+    if nearest_atom(m, xyz)[1] < 1.0:
+        return False
+    return not len(heavy_idx) or BOND_MIN <= nearest_atom(m, xyz, heavy_idx)[1] <= BOND_MAX
+
+
+def relocate_weak_atoms(refinement, model: WorkingModel, budget: int) -> tuple[WorkingModel, int]:
+    """Misplaced atoms: an atom scattering less than WEAK_FRACTION of its element's
+    electrons (relative to the model's median ratio of estimate to Z), while a difference
+    peak on a site of the same order is left where an atom could go, is tried at that peak
+    (element kept, ROUND_CYCLES cycles) and stays there when the weighted χ² drops by
+    RELOCATION_GAIN and R1 drops. A generated model can hold an
+    atom at a ghost of the real one, e.g. its mirror image through the heavy atoms'
+    pseudo-centre, with the formula complete, so that no peak is added for the real site
+    (an O of SmFe₃(BO₃)₄ in R32: R1 0.041 where 0.011 is right). Returns the model and the
+    cycles used."""
+    used = 0
+    for _ in range(MAX_RELOCATIONS):
+        if budget - used <= 0:
+            break
+        heavy = np.array([not is_hydrogen(e) for e in model.elements])
+        movable = heavy & (model.part == 0) & (model.occupancy > 0.99) & (model.riding < 0)
+        z = np.array([atomic_number(e) for e in model.elements], dtype=np.float64)
+        electrons = electrons_per_site(refinement, model, _common_u(model))
+        ratio = electrons / z  # (relative to the median: one common U biases them all alike)
+        typical = float(np.median(ratio[movable])) if movable.any() else 1.0
+        weak = sorted((i for i in np.nonzero(movable)[0] if ratio[i] < WEAK_FRACTION * typical), key=lambda i: ratio[i])
+        if not weak:
+            break
+        _, peaks = difference_peaks(refinement, model, max_peaks=10)
+        weights = refinement.driver.weights(model)  # held fixed for the comparison
+        base_chi2, base_r1 = data_fit(refinement, model, weights)
+        moved = None
+        for i in weak[:RELOCATION_TRIALS]:
+            rest = model.copy()
+            rest.remove_atoms(np.arange(model.n) == i)
+            rest_heavy = np.array([k for k in range(rest.n) if not is_hydrogen(rest.elements[k])], dtype=np.int64)
+            site = next((p for p in peaks if p.site_order == model.order[i] and _placeable(rest, p.xyz, rest_heavy)),
+                        None)
+            if site is None:
+                continue
+            trial = rest
+            trial.add_atom(model.labels[i], model.elements[i], site.xyz, u_iso=float(model.u_iso[i]),
+                           special_tolerance=0.15)
+            refinement._update_restraints(trial)
+            res = refinement.quiet_driver().run(trial, min(ROUND_CYCLES, budget - used), "relocation",
+                                                convergence=0.2)
+            trial, used = res.model, used + res.cycles
+            chi2, r1 = data_fit(refinement, trial, weights)
+            if chi2 < (1.0 - RELOCATION_GAIN) * base_chi2 and r1 < base_r1:
+                moved = (trial, i, site, chi2, r1)
+                break
+            if budget - used <= 0:
+                break
+        if moved is None:
+            break
+        trial, i, site, chi2, r1 = moved
+        refinement.log(f"completion: {model.labels[i]} ({electrons[i]:.1f} e at its site) moved to a "
+                       f"{site.height:.2f} e/Å³ difference peak (weighted χ² {base_chi2:.0f} -> {chi2:.0f}, "
+                       f"R1 {base_r1:.4f} -> {r1:.4f})")
+        model = trial
+    refinement._update_restraints(model)  # (a rejected trial's may be in place)
     return model, used
 
 
@@ -233,13 +351,8 @@ def _add_peaks(refinement, m: WorkingModel, expected: dict[str, float], u_common
         share = 1.0 / max(p.site_order, 1)
         if room is not None and room < (0.5 if share >= 1.0 else 0.5 * share):
             continue  # an atom here would overfill the formula (one on a special position may not)
-        j, d = nearest_atom(m, p.xyz)
-        if d < 1.0:
+        if not _placeable(m, p.xyz, heavy_idx):
             continue
-        if len(heavy_idx):
-            _, dh = nearest_atom(m, p.xyz, heavy_idx)
-            if not (BOND_MIN <= dh <= BOND_MAX):
-                continue
         element = max(missing, key=lambda e: missing[e]) if missing else "C"
         label = m.unique_label(element)
         m.add_atom(label, element, p.xyz, u_iso=u_common, special_tolerance=0.15)

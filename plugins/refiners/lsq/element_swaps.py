@@ -35,7 +35,6 @@ import numpy as np
 from refractor_core.crystal.formula import atomic_number
 
 from .completion import MAX_U
-from .driver import Driver, Observed
 from .model import WorkingModel, is_hydrogen
 from .parameters import Parameterisation
 from .significance import data_fit
@@ -77,8 +76,7 @@ def _probe(refinement, model: WorkingModel, atoms: list[int],
     def build(m: WorkingModel) -> Parameterisation:
         return Parameterisation.build(m, fixed_atoms=fixed)
 
-    drv = Driver(refinement.calc, Observed(refinement.fo2, refinement.sigma), refinement.settings, build,
-                 refinement._after_shift, lambda s: None)
+    drv = refinement.quiet_driver(build, refinement._after_shift)
     res = drv.run(model.copy(), PROBE_CYCLES, "element test", convergence=0.1)
     chi2, r1 = data_fit(refinement, res.model, weights)
     return res.model, chi2, r1

@@ -214,6 +214,7 @@ class LsqRefiner(Refiner):
                 "twin_check": False,
                 "fit_rotating_groups": False,
                 "refine_torsions": False,
+                "relocate_atoms": False,
             }
         )
         data = to_resolution(data, cfg.screen_resolution, min_keep=50)
@@ -832,6 +833,13 @@ class Refinement:
             self.settings.matrix = "blocked" if n > self.cfg.full_matrix_limit else "full"
         else:
             self.settings.matrix = self.cfg.matrix
+
+    def quiet_driver(self, build=None, after_shift=None) -> Driver:
+        """A driver on this refinement's data and settings that logs nothing, for trial
+        refinements beside the main one (occupancy probes, element and position trials);
+        `build` defaults to the refinement's parameterisation, `after_shift` to doing nothing."""
+        return Driver(self.calc, Observed(self.fo2, self.sigma), self.settings, build or self._parameters,
+                      after_shift or (lambda m: None), lambda s: None)
 
     def _parameters(self, model: WorkingModel) -> Parameterisation:
         return Parameterisation.build(
