@@ -87,7 +87,8 @@ class LsqConfig(ComponentConfig):
         True,
         description="After completion, try an atom that scatters far less than its element "
         "at a difference peak of the same site order, and keep it there when the fit improves "
-        "(an atom at a ghost of its real site); not in screening.",
+        "(a generated model's atom at a ghost of its real site); not in screening, never for a "
+        "user's model.",
     )
     swap_elements: bool | Auto = Field(
         "auto",

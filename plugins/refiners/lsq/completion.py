@@ -130,8 +130,11 @@ def _formula_budget(expected: dict[str, float]) -> list[tuple[str, float]]:
     return sorted(items, key=lambda t: -atomic_number(t[0]))
 
 
-def assign_elements(model: WorkingModel, electrons: np.ndarray, expected: dict[str, float], movable: np.ndarray) -> list[str]:
-    """Count-constrained element assignment; returns log lines of the changes made.
+def assign_elements(model: WorkingModel, electrons: np.ndarray, expected: dict[str, float], movable: np.ndarray,
+                    *, relabel: bool = True) -> list[str]:
+    """Count-constrained element assignment; returns log lines of the changes made. With
+    `relabel`, an atom named after its old element is renamed after its new one (O1 -> B3;
+    a user's labels are kept, and the changes reported under them).
 
     Atoms change element only on clear evidence (REASSIGN_MARGIN), so some keep an element
     the count-constrained picks gave away; a change that would then overfill its new
@@ -174,8 +177,8 @@ def assign_elements(model: WorkingModel, electrons: np.ndarray, expected: dict[s
     for _, i, pick in proposed:
         old, label = model.elements[i], model.labels[i]
         model.elements[i] = pick
-        if label.upper().startswith(old.upper()) and not label[len(old):len(old) + 1].isalpha():
-            model.labels[i] = model.unique_label(pick)  # (the label follows the element: O1 -> B3)
+        if relabel and label.upper().startswith(old.upper()) and not label[len(old):len(old) + 1].isalpha():
+            model.labels[i] = model.unique_label(pick)
         renamed = f" as {model.labels[i]}" if model.labels[i] != label else ""
         changes.append(f"{label}: {old} -> {pick}{renamed} ({electrons[i]:.1f} e at the site)")
     return changes
@@ -203,10 +206,11 @@ def _within_budget(model: WorkingModel, proposed: list[tuple[float, int, str]],
 
 def complete_model(refinement, model: WorkingModel, budget: int) -> tuple[WorkingModel, int]:
     """Completion rounds (see module docstring); returns the model and the cycles used."""
-    from .refiner import expected_asu_counts
+    from .refiner import expected_asu_counts, is_generated
 
     expected = expected_asu_counts(refinement.data, model)
     cfg = refinement.cfg
+    generated = is_generated(refinement.candidate)
     used = 0
     driver = refinement.driver
     for rnd in range(cfg.completion_rounds):
@@ -239,7 +243,7 @@ def complete_model(refinement, model: WorkingModel, budget: int) -> tuple[Workin
             changed = True
         # elements
         if expected:
-            lines = assign_elements(m, electrons, expected, movable)
+            lines = assign_elements(m, electrons, expected, movable, relabel=generated)
             if lines:
                 refinement.log(f"completion round {rnd + 1}: elements " + "; ".join(lines))
                 changed = True
@@ -252,7 +256,7 @@ def complete_model(refinement, model: WorkingModel, budget: int) -> tuple[Workin
         res = driver.run(m, min(ROUND_CYCLES, budget - used), "complete", convergence=0.2)
         used += res.cycles
         model = res.model
-    if cfg.relocate_atoms and budget - used > 0:
+    if cfg.relocate_atoms and generated and budget - used > 0:  # (a user's atoms stay where the user put them)
         model, moved = relocate_weak_atoms(refinement, model, budget - used)
         used += moved
     return model, used
