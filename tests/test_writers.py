@@ -15,7 +15,8 @@ from refractor_core.io.fcf_writer import structure_fcf
 from refractor_core.io.hkl_writer import format_hklf4
 from refractor_core.io.numbers import cif_string, plain, with_su
 from refractor_core.io.outputs import write_structure_outputs
-from refractor_core.io.res_writer import _unique_labels, cell_contents_from_sites, shelx_symmetry, structure_res
+from refractor_core.io.res_writer import _unique_labels, shelx_symmetry, structure_res
+from refractor_core.simulation.composition import cell_contents_of
 from refractor_core.types import RefinedCandidate, ReflectionData, SpaceGroupRef, Structure
 from refractor_plugins.readers.cif_reader import read_cif_bundle
 from refractor_plugins.readers.shelx_hkl import parse_hklf
@@ -103,7 +104,7 @@ def test_cif_round_trip(case, tmp_path):
         warnings.simplefilter("ignore")
         pm = CifParser(str(path)).parse_structures(primitive=False)[0]
         atoms = ase.io.read(str(path))
-    contents = cell_contents_from_sites(model)
+    contents = cell_contents_of(model)
     composition = pm.composition.as_dict()
     for element, n in contents.items():
         # (occupancies written rounded to their su: up to 1e-4 of the count)

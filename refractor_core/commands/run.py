@@ -264,9 +264,9 @@ def _formula_found(data, refined) -> str | None:
     """The model's contents per formula unit (per cell when Z is unknown), H included."""
     try:
         from ..crystal.formula import format_formula
-        from ..io.res_writer import cell_contents_from_sites
+        from ..simulation.composition import cell_contents_of
 
-        counts = cell_contents_from_sites(refined.structure)
+        counts = cell_contents_of(refined.structure)
     except Exception:  # noqa: BLE001 - a summary field, never worth failing a run over
         return None
     z = data.z or 1.0

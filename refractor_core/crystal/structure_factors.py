@@ -79,10 +79,7 @@ class AtomTensors:
         cell = structure.cell
         sites = structure.sites
         xyz = np.array([s.xyz for s in sites], dtype=np.float64).reshape(-1, 3)
-        detected = sym.site_orders(cell, xyz, [s.part for s in sites], tolerance)
-        order = np.array(
-            [s.site_symmetry_order or int(detected[i]) for i, s in enumerate(sites)], dtype=np.float64
-        )
+        order = sym.structure_site_orders(structure, tolerance).astype(np.float64)
         g6 = _metric6(cell)
         u_star = np.zeros((len(sites), 6))
         u_iso = np.zeros(len(sites))

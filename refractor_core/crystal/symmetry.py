@@ -186,6 +186,16 @@ class SymmetryOps:
         order = np.atleast_1d(self.site_symmetry_order(cell, x, tol)).astype(np.int64)
         return np.where(np.asarray(parts, dtype=np.int64).reshape(-1) < 0, 1, order)
 
+    def structure_site_orders(self, structure, tol: float = 0.05) -> np.ndarray:
+        """Site-symmetry order of each site of a Structure: the order the site states
+        (`Site.site_symmetry_order`, read from `_atom_site_site_symmetry_order` or written by
+        the refiner), else `site_orders` detected within `tol` Å. (N,) int. The one rule the
+        structure factors, the cell contents and the written files all follow."""
+        sites = structure.sites
+        xyz = np.array([s.xyz for s in sites], dtype=np.float64).reshape(-1, 3)
+        detected = self.site_orders(structure.cell, xyz, [s.part for s in sites], tol)
+        return np.array([s.site_symmetry_order or int(d) for s, d in zip(sites, detected)], dtype=np.int64)
+
     def site_constraint(self, cell: UnitCell, xyz, tol: float = 0.05, part: int = 0) -> "SiteConstraint":
         """`special_position`, except for an atom of a negative PART, which is a general
         position wherever it lies (SHELXL switches special-position constraints off for

@@ -90,10 +90,10 @@ def _num(x: float) -> str:
 def _f000(structure: Structure) -> float | None:
     """F(000): electrons per cell (atomic numbers times cell contents)."""
     from ..crystal.formula import atomic_number
-    from .res_writer import cell_contents_from_sites
+    from ..simulation.composition import cell_contents_of
 
     try:
-        counts = cell_contents_from_sites(structure)
+        counts = cell_contents_of(structure)
         return float(sum(atomic_number(e) * n for e, n in counts.items()))
     except Exception:  # noqa: BLE001 - a header convenience only
         return None

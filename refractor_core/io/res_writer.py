@@ -122,13 +122,7 @@ def _riding_order(sites: list[Site]) -> list[int]:
 def _site_orders(structure: Structure) -> np.ndarray:
     from ..crystal.symmetry import SymmetryOps
 
-    given = [s.site_symmetry_order for s in structure.sites]
-    if all(g is not None for g in given):
-        return np.array(given, dtype=int)
-    ops = SymmetryOps.from_space_group(structure.space_group)
-    xyz = np.array([s.xyz for s in structure.sites], dtype=np.float64).reshape(-1, 3)
-    detected = ops.site_orders(structure.cell, xyz, [s.part for s in structure.sites])
-    return np.array([g if g is not None else int(d) for g, d in zip(given, detected)], dtype=int)
+    return SymmetryOps.from_space_group(structure.space_group).structure_site_orders(structure)
 
 
 def _ueq(structure: Structure, site: Site) -> float:
@@ -137,16 +131,6 @@ def _ueq(structure: Structure, site: Site) -> float:
 
         return float(u_equiv(structure.cell, np.array(site.u_aniso)))
     return float(site.u_iso if site.u_iso is not None else 0.05)
-
-
-def cell_contents_from_sites(structure: Structure) -> dict[str, float]:
-    """Atoms per cell from the model: occupancy x (operations / site-symmetry order)."""
-    n_ops = len(structure.space_group.gemmi().operations())
-    orders = _site_orders(structure)
-    counts: dict[str, float] = {}
-    for s, order in zip(structure.sites, orders):
-        counts[s.element] = counts.get(s.element, 0.0) + s.occupancy * n_ops / max(int(order), 1)
-    return counts
 
 
 def _sfac_order(elements: set[str]) -> list[str]:
@@ -194,7 +178,9 @@ def structure_res(
     lines.append(f"LATT {latt}")
     lines.extend(f"SYMM {t}" for t in symm)
 
-    site_counts = cell_contents_from_sites(structure)
+    from ..simulation.composition import cell_contents_of
+
+    site_counts = cell_contents_of(structure)
     elements = set(site_counts)
     unit_counts: dict[str, float]
     if formula:

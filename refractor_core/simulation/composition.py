@@ -1,9 +1,10 @@
 """Cell contents, sum formula and Z of a Structure (what SFAC/UNIT and ZERR state).
 
 Atoms per cell are Σ occupancy × (symmetry operations / site-symmetry order) over the
-asymmetric unit. Site-symmetry orders are always detected with the kernel (0.05 Å), not
-taken from `Site.site_symmetry_order`: CIFs written by SHELXL put the site-symmetry order
-under `_atom_site_symmetry_multiplicity`, so a stated value is not reliable.
+asymmetric unit, with the site-symmetry orders the structure factors use
+(`SymmetryOps.structure_site_orders`: a site's stated `_atom_site_site_symmetry_order`, else
+detected within 0.05 Å; `_atom_site_symmetry_multiplicity`, which SHELXL fills with the
+order, is not read as one).
 
 Z is the largest common divisor of the number of symmetry operations and of the counts of
 the elements whose cell counts are whole numbers (elements on partially occupied sites
@@ -27,9 +28,7 @@ def site_multiplicities(structure: Structure, symmetry: SymmetryOps | None = Non
     sym = symmetry or SymmetryOps.from_space_group(structure.space_group)
     if not structure.sites:
         return np.zeros(0, dtype=np.int64)
-    xyz = np.array([s.xyz for s in structure.sites], dtype=np.float64)
-    order = sym.site_orders(structure.cell, xyz, [s.part for s in structure.sites])
-    return sym.n // np.maximum(order, 1)
+    return sym.n // np.maximum(sym.structure_site_orders(structure), 1)
 
 
 def cell_contents_of(structure: Structure, symmetry: SymmetryOps | None = None) -> dict[str, float]:

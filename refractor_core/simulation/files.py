@@ -150,16 +150,13 @@ def format_ins(
 
     lines.append("UNIT " + " ".join(unit(counts[e] * z) for e in elements))
     if include_atoms and structure is not None:
-        sym = SymmetryOps.from_space_group(space_group)
-        xyz = np.array([s.xyz for s in structure.sites], dtype=np.float64).reshape(-1, 3)
-        detected = sym.site_orders(cell, xyz, [s.part for s in structure.sites])
+        orders = SymmetryOps.from_space_group(space_group).structure_site_orders(structure)
         lines.append("L.S. 10")
         lines.append("FVAR 1.00000")
         from ..crystal.formula import normalize_element
 
         for i, s in enumerate(structure.sites):
-            order = s.site_symmetry_order or int(detected[i])
-            sof = 10.0 + s.occupancy / order
+            sof = 10.0 + s.occupancy / orders[i]
             sfac = elements.index(normalize_element(s.element)) + 1
             head = f"{s.label[:4]:<5s}{sfac:d} {s.xyz[0]:10.6f} {s.xyz[1]:10.6f} {s.xyz[2]:10.6f} {sof:11.5f}"
             if s.u_aniso is not None:
