@@ -182,3 +182,18 @@ def test_run_summary_reports_an_inverted_model(capsys):
     print_summary(summary, 0)
     out = capsys.readouterr().out
     assert "Flack x = 0.020(0.050)" in out and "wrong hand" in out and "P 41 21 2" in out
+
+
+def test_run_summary_says_when_the_data_do_not_determine_the_hand(capsys):
+    """L-alanine (C, H, N, O with Mo radiation) refines to Flack x = 0.74(47): the summary
+    says these data do not determine the absolute structure, and says nothing for 0.02(5)."""
+    from refractor_core.commands.run import print_summary
+
+    summary = {"solved": True, "space_group": "P 21 21 21", "space_group_number": 19, "R1": 0.03, "wR2": 0.08,
+               "GooF": 1.0, "seconds": 1.0, "seed": 1, "flack": 0.74, "flack_su": 0.47, "inverted": None,
+               "formula_found": None, "cif": "x.cif", "output": "out"}
+    print_summary(summary, 0)
+    assert "do not determine the absolute structure" in capsys.readouterr().out
+    print_summary({**summary, "flack": 0.02, "flack_su": 0.05}, 0)
+    out = capsys.readouterr().out
+    assert "Flack x = 0.020(0.050)" in out and "absolute structure" not in out

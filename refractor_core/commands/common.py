@@ -164,3 +164,19 @@ def pass_verbosity(f: Callable) -> Callable:
         return f(*args, **kwargs)
 
     return wrapper
+
+
+#: a Flack parameter with a larger su says nothing about the hand (Flack & Bernardinelli,
+#: J. Appl. Cryst. 33 (2000) 1143: su < 0.04 for an unknown hand, < 0.1 for a known one)
+FLACK_UNINFORMATIVE_SU = 0.3
+
+
+def flack_line(flack: float, flack_su: float | None) -> str:
+    """'Flack x = 0.740(0.470)', with a note when its su is too large for the data to
+    determine the absolute structure (light atoms with Mo radiation, as L-alanine)."""
+    line = f"Flack x = {flack:.3f}({flack_su or 0:.3f})"
+    if flack_su is not None and flack_su > FLACK_UNINFORMATIVE_SU:
+        line += (f" (su above {FLACK_UNINFORMATIVE_SU}: these data do not determine the absolute structure; "
+                 "the hand is the model's)")
+    return line
+

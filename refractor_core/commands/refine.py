@@ -23,7 +23,7 @@ from typing import Any
 import click
 
 from ..errors import InputError, UsageError
-from .common import data_options, emit_json, load_data, pass_verbosity, reading_notes, run_options
+from .common import data_options, emit_json, flack_line, load_data, pass_verbosity, reading_notes, run_options
 
 
 def _stage_options(pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -223,6 +223,6 @@ def _print_summary(summary: dict[str, Any], refined, verbosity: int) -> None:
             + (f" (given: {inverted['space_group_before']})" if inverted["space_group_before"] != summary["space_group"] else "")
         )
     if summary.get("flack") is not None:
-        click.echo(f"Flack x {summary['flack']:.3f}({summary['flack_su'] or 0:.3f})")
+        click.echo(flack_line(summary["flack"], summary["flack_su"]))
     click.echo(f"Δρ max {summary['diff_peak']:+.2f}, min {summary['diff_hole']:+.2f} e/Å³")
     click.echo(f"written: {summary.get('cif')}")

@@ -25,7 +25,7 @@ import click
 from pydantic import ValidationError
 
 from ..errors import PluginError, UsageError
-from .common import data_options, emit_json, load_data, pass_verbosity, reading_notes, run_options
+from .common import data_options, emit_json, flack_line, load_data, pass_verbosity, reading_notes, run_options
 
 STAGES = ("encoder", "classifier", "generator", "refiner", "ranker")
 NONE_NAMES = ("", "none", "null", "off")
@@ -409,7 +409,7 @@ def print_summary(summary: dict[str, Any], verbosity: int) -> None:
         if summary.get("inverted"):
             note = (f" (the refined model had the wrong hand, Flack {summary['inverted']['flack_before']:.2f}: "
                     f"its mirror image, in {summary['space_group']}, is the result)")
-        click.echo(f"Flack x = {summary['flack']:.3f}({summary['flack_su'] or 0:.3f}){note}")
+        click.echo(flack_line(summary["flack"], summary["flack_su"]) + note)
     if summary.get("formula_found"):
         given = summary.get("formula_given")
         click.echo(f"formula found: {summary['formula_found']}" + (f" (given: {given})" if given else ""))
