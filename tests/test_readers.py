@@ -425,6 +425,9 @@ def test_keyword_glued_to_a_number_is_read_as_shelxl_does():
     assert b.wavelength == 0.71073 and b.cell.parameters == (10.0, 11.0, 12.0, 90.0, 100.0, 90.0)
     assert "line 2: 'CELL0.71073' read as 'CELL 0.71073'" in b.notes
     assert [s.label for s in b.structure.sites] == ["C1"]
+    olex2 = parse_ins(MINI + "BOND$H\nC1 1 0.1 0.2 0.3 11 0.03\nEND\n", "g.res").notes  # (Olex2 writes it so)
+    assert not any("unknown instructions" in n for n in olex2)
+    assert any("'BOND$H' read as 'BOND $H'" in n for n in olex2)
 
 
 def test_unknown_instruction_note_quotes_the_line_and_shel_still_reads():

@@ -486,9 +486,9 @@ _GLUED_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
 
 def _split_glued_keyword(token: str) -> tuple[str, str] | None:
-    """(keyword, number) for a four-letter keyword glued to a number (`CELL0.71073`),
-    else None."""
-    if len(token) > 4 and token[:4].upper() in KEYWORDS and _GLUED_NUMBER.match(token[4:]):
+    """(keyword, argument) for a four-letter keyword glued to a number (`CELL0.71073`) or to
+    an element class (`BOND$H`, as Olex2 writes it), else None."""
+    if len(token) > 4 and token[:4].upper() in KEYWORDS and (_GLUED_NUMBER.match(token[4:]) or token[4] == "$"):
         return token[:4], token[4:]
     return None
 
