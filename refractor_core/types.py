@@ -358,6 +358,10 @@ class Site(_Model):
     #: 10k + p (k >= 2): sof = p·fv_k for p > 0, p·(fv_k - 1) for p < 0 (the partner
     #: component); the refiner refines fv_k as SHELXL does. None: a fixed occupancy.
     occupancy_variable: tuple[int, float] | None = None
+    #: SHELXL free variable an isotropic U refers to, as (k, p) from its code 10k + p
+    #: (k >= 2): U_iso = p·fv_k (p·(fv_k - 1) for p < 0). Riding H with one (k, p) share one
+    #: refined U_iso, as in SHELXL; the .res writer keeps the code. None: no such code.
+    u_variable: tuple[int, float] | None = None
     #: coordinates held fixed (not refined): SHELXL's x + 10 coding, per x, y, z
     fixed_xyz: tuple[bool, bool, bool] = (False, False, False)
     #: U held fixed (not refined): SHELXL's U + 10 coding; one flag for u_iso, or six in

@@ -468,9 +468,9 @@ def _aniso_table(block, path) -> dict[str, tuple[tuple, tuple | None]]:
 
 
 def structure_from_block(block, path, info: dict, riding: dict | None = None,
-                         free_variables: dict | None = None) -> Structure | None:
-    """The model of a block's atom-site loops (None without atoms); `riding` and
-    `free_variables` (by upper-case label) come from an embedded .res."""
+                         free_variables: dict | None = None, u_variables: dict | None = None) -> Structure | None:
+    """The model of a block's atom-site loops (None without atoms); `riding`,
+    `free_variables` and `u_variables` (by upper-case label) come from an embedded .res."""
     from gemmi import cif
 
     table = None
@@ -569,6 +569,7 @@ def structure_from_block(block, path, info: dict, riding: dict | None = None,
                     site_symmetry_order=order,
                     afix=afix or 0,
                     occupancy_variable=(free_variables or {}).get(label.upper()),
+                    u_variable=(u_variables or {}).get(label.upper()) if u_aniso is None else None,
                     xyz_su=tuple(s or 0.0 for s in xyz_su) if has_xyz_su else None,
                     occupancy_su=occ_su,
                     u_iso_su=u_iso_su,
@@ -725,19 +726,21 @@ def read_cif_bundle(
             refl = found[0].model_copy(update={"source": str(path)})
             notes.extend(refl.notes)
 
-    riding = free_variables = None
+    riding = free_variables = u_variables = None
     if ins is not None and ins.atoms:
-        riding, free_variables = {}, {}
+        riding, free_variables, u_variables = {}, {}, {}
         for a in ins.atoms:
             if a.afix != 0 or (len(a.u) == 1 and -5.0 <= a.u[0] <= -0.5):
                 riding[a.label.upper()] = (a.afix, a.pivot if a.afix else a.u_parent, bool(a.afix) and a.refined_u)
             if (fv := ins.free_variable(a.sof)) is not None:
                 free_variables[a.label.upper()] = fv
+            if len(a.u) == 1 and (fv := ins.free_variable(a.u[0])) is not None:
+                u_variables[a.label.upper()] = fv
     model_block = b
     if want == "reflections" and not has_atom_sites(b) and block is None:
         model_block = cif_file.block(None, "model")
     model_info = info if model_block is b else crystal_info(model_block, path)
-    structure = structure_from_block(model_block, path, model_info, riding, free_variables)
+    structure = structure_from_block(model_block, path, model_info, riding, free_variables, u_variables)
     if structure is not None and ins is not None and ins.atoms and model_block is b:
         res_sites = _res_sites(ins)
         structure = _at_res_precision(structure, res_sites, notes)

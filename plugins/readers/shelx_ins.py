@@ -3,7 +3,8 @@
 What is read: TITL, CELL, ZERR, LATT, SYMM, SFAC (short and long form), UNIT, DISP, FVAR,
 the atom list (isotropic and anisotropic U, negative riding Uiso, free-variable coding;
 coordinates and U fixed as value + 10 are kept fixed (`Site.fixed_xyz`, `Site.fixed_u`);
-U_iso of several atoms on one free variable with one p are one shared U (an EADP); other
+U_iso of several atoms on one free variable with one p are one shared U (an EADP; riding
+H share theirs through `Site.u_variable`, which keeps every U_iso code); other
 coordinates and U on free variables (10m + p) are decoded and refined freely, with a note;
 AFIX/HFIX, PART, RESI, FRAG/FEND blocks skipped; AFIX m >= 17, fitting a FRAG fragment, is
 refused), OMIT, SHEL, TWIN, BASF, EXTI, WGHT, MERG, ACTA, BIND, FREE, ANIS, NEUT and HKLF (with its scale and index matrix), and the restraints and ADP/position
@@ -113,9 +114,9 @@ class InsAtom:
 
     @property
     def refined_u(self) -> bool:
-        """A single U refined as written: positive and below 5 (not -f riding on the
-        previous atom, not fixed as 10 + U, not a free-variable code)."""
-        return len(self.u) == 1 and 0.0 < self.u[0] < 5.0
+        """A single U refined: as written (positive and below 5) or through a free variable
+        (10k + p, k >= 2); not -f riding on the previous atom, not fixed as 10 + U."""
+        return len(self.u) == 1 and (0.0 < self.u[0] < 5.0 or abs(self.u[0]) >= 15.0)
 
 
 @dataclass
@@ -383,6 +384,7 @@ class InsFile:
                         afix=atom.afix,
                         rigid_group=atom.rigid_group if not is_h else None,
                         occupancy_variable=self.free_variable(atom.sof),
+                        u_variable=self.free_variable(atom.u[0]) if len(atom.u) == 1 else None,
                         fixed_xyz=tuple(self.fixed(c) for c in atom.xyz),
                         fixed_u=_fixed_u(atom.u, self.fixed),
                     )
