@@ -827,18 +827,26 @@ def restore_h_names(m: WorkingModel, names: dict[str, list[tuple[str, np.ndarray
 
 
 def keep_model_hydrogens(m: WorkingModel, names: dict[str, list[tuple[str, np.ndarray]]],
-                         own_u: dict[str, float]) -> None:
+                         own_u: dict[str, float], u_variables: dict[str, tuple[int, float]] | None = None) -> None:
     """What the model's own H keep once re-placed as riding H, as SHELXL keeps it: the
     torsions of their rotating groups (`adopt_model_torsions`), their names
     (`restore_h_names`; `names`: `model_h_names`), and a U_iso refined on its own (`own_u`:
-    upper-case label -> U_iso) instead of 1.2/1.5 U_eq of the parent."""
+    upper-case label -> U_iso) instead of 1.2/1.5 U_eq of the parent, on the free variable
+    its model codes it on (`u_variables`: upper-case label -> (k, p); see
+    `WorkingModel.u_variables`)."""
     if names:
         adopt_model_torsions(m, names)
         restore_h_names(m, names)
+    coded: dict[int, list[tuple[str, float]]] = {k: list(v) for k, v in m.u_variables.items()}
     for h in np.nonzero(m.riding >= 0)[0]:
-        u = own_u.get(m.labels[h].upper())
+        label = m.labels[h]
+        u = own_u.get(label.upper())
         if u is not None:
             m.u_own[h], m.u_iso[h] = True, u
+            code = (u_variables or {}).get(label.upper())
+            if code is not None and all(x != label for x, _ in coded.get(code[0], [])):
+                coded.setdefault(code[0], []).append((label, code[1]))
+    m.u_variables = coded
 
 
 def restore_unplaced_hydrogens(m: WorkingModel, names: dict[str, list[tuple[str, np.ndarray]]],

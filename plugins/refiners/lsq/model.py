@@ -57,6 +57,12 @@ def _reindex(nb, keep: np.ndarray, new_index: np.ndarray):
     return type(nb)(int(new_index[nb.atom]), nb.op, nb.shift)
 
 
+def _without_labels(variables: dict[int, list[tuple[str, float]]], gone: set[str]) -> dict[int, list[tuple[str, float]]]:
+    """Free variables {k: [(label, coefficient), ...]} without the atoms labelled `gone`."""
+    kept = {k: [(x, c) for x, c in members if x not in gone] for k, members in variables.items()}
+    return {k: members for k, members in kept.items() if members}
+
+
 def without_fixed(basis: np.ndarray, fixed) -> np.ndarray:
     """A (3, k) orthonormal position basis restricted to shifts that leave the `fixed`
     coordinates (3 bools) unchanged."""
@@ -118,6 +124,10 @@ class WorkingModel:
     #: label's chemical occupancy changes by c per unit change of fv_k (c = p × site order
     #: of its code 10k + p; negative for the partner component at 1 - fv_k)
     free_variables: dict[int, list[tuple[str, float]]] = field(default_factory=dict)
+    #: the model's SHELXL free variables of U_iso: {k: [(label, p), ...]} of the isotropic
+    #: atoms coded 10k + p (`Site.u_variable`); riding H with one (k, p) share one refined
+    #: U_iso (`parameters.riding_u_sets`)
+    u_variables: dict[int, list[tuple[str, float]]] = field(default_factory=dict)
     #: (n, 3) bool: coordinates held fixed (`Site.fixed_xyz`), left out of `position_basis`
     fixed_xyz: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), dtype=bool))
     #: (n, 6) bool: U* components held fixed (`Site.fixed_u`; all six for a fixed U_iso),
@@ -166,6 +176,7 @@ class WorkingModel:
         fixed = np.array([s.fixed_xyz for s in structure.sites], dtype=bool).reshape(n, 3)
         fixed_u = np.array([s.fixed_u_components for s in structure.sites], dtype=bool).reshape(n, 6)
         free_variables: dict[int, list[tuple[str, float]]] = {}
+        u_variables: dict[int, list[tuple[str, float]]] = {}
         for i, s in enumerate(structure.sites):
             labels.append(s.label)
             elements.append(normalize_element(s.element))
@@ -195,6 +206,8 @@ class WorkingModel:
                 aniso[i] = True
             else:
                 u_iso[i] = float(s.u_iso)
+                if s.u_variable is not None:
+                    u_variables.setdefault(int(s.u_variable[0]), []).append((s.label, float(s.u_variable[1])))
         model = cls(
             structure=structure,
             symmetry=sym,
@@ -215,6 +228,7 @@ class WorkingModel:
             u_parent=np.full(n, -1, dtype=np.int64),
             u_own=np.zeros(n, dtype=bool),
             free_variables=free_variables,
+            u_variables=u_variables,
             fixed_xyz=fixed,
             fixed_u=fixed_u,
             rigid_group=np.array([-1 if s.rigid_group is None else int(s.rigid_group) for s in structure.sites],
@@ -428,8 +442,8 @@ class WorkingModel:
         self.labels = [x for x, k in zip(self.labels, keep) if k]
         self.elements = [x for x, k in zip(self.elements, keep) if k]
         # (a later atom given a deleted atom's label must not inherit its free variable)
-        variables = {k: [(x, c) for x, c in members if x not in gone] for k, members in self.free_variables.items()}
-        self.free_variables = {k: members for k, members in variables.items() if members}
+        self.free_variables = _without_labels(self.free_variables, gone)
+        self.u_variables = _without_labels(self.u_variables, gone)
         self.position_basis = [x for x, k in zip(self.position_basis, keep) if k]
         self.ustar_basis = [x for x, k in zip(self.ustar_basis, keep) if k]
         groups = []
@@ -522,6 +536,7 @@ class WorkingModel:
             parent = self.labels[self.riding[h]]
             if self.labels[h] not in coded and parent in coded and abs(self.occupancy[h] - self.occupancy[self.riding[h]]) < 1e-9:
                 coded[self.labels[h]] = coded[parent]
+        u_coded = {label: (k, p) for k, members in self.u_variables.items() for label, p in members}
         for i in range(self.n):
             u_aniso = None
             if self.aniso[i]:
@@ -545,6 +560,8 @@ class WorkingModel:
                     afix=int(self.afix[i]),
                     occupancy_variable=None if self.labels[i] not in coded else
                     (coded[self.labels[i]][0], coded[self.labels[i]][1] / max(int(self.order[i]), 1)),
+                    # (a riding H whose U follows its parent's no longer refers to the variable)
+                    u_variable=None if self.aniso[i] or (riding and not self.u_own[i]) else u_coded.get(self.labels[i]),
                     fixed_xyz=tuple(bool(v) for v in self.fixed_xyz[i]),
                     fixed_u=self._site_fixed_u(i),
                     rigid_group=None if self.rigid_group[i] < 0 else int(self.rigid_group[i]),

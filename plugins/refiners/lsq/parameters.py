@@ -19,7 +19,9 @@ degrees, as a site group of its own: it moves the group's H atoms about the pare
 with AFIX m8 its X-H distance (Å) is one more such group, moving them along their bonds.
 A rigid group (SHELXL AFIX n = 6) is a site group of six parameters, a translation (Å)
 and a rotation (radians, about the group's centroid) in Cartesian axes, that move its
-atoms together; its atoms' ADPs stay their own.
+atoms together; its atoms' ADPs stay their own. A riding H with a U_iso of its own is a
+site group of that U_iso only, shared by riding H coded on one SHELXL free variable
+(`riding_u_sets`).
 """
 
 from __future__ import annotations
@@ -202,9 +204,9 @@ class Parameterisation:
                     continue
                 groups.append(SiteGroup(atoms=first + second, refine_xyz=False, refine_adp=False,
                                         occupancy_signs=[1.0] * len(first) + [-1.0] * len(second)))
-        for h in np.nonzero((model.riding >= 0) & model.u_own)[0]:  # riding H with a U of their own
-            if int(h) not in fixed_atoms and int(model.riding[h]) not in fixed_atoms:
-                groups.append(SiteGroup(atoms=[int(h)], refine_xyz=False, refine_adp=True))
+        for atoms in riding_u_sets(model):  # riding H with a U of their own
+            if not any(h in fixed_atoms or int(model.riding[h]) in fixed_atoms for h in atoms):
+                groups.append(SiteGroup(atoms=atoms, refine_xyz=False, refine_adp=True))
         for k, hg in enumerate(model.h_groups):
             if hg.refine_torsion and hg.atoms and hg.parent not in fixed_atoms:
                 groups.append(SiteGroup(atoms=[hg.parent], refine_xyz=False, refine_adp=False, torsion_group=k))
@@ -724,6 +726,19 @@ def free_variable_groups(model: WorkingModel, fixed_atoms: set[int] | None = Non
         out.append(SiteGroup(atoms=[a for a, _ in members], refine_xyz=False, refine_adp=False,
                              occupancy_signs=[c for _, c in members], free_variable=k))
     return out
+
+
+def riding_u_sets(model: WorkingModel) -> list[list[int]]:
+    """The riding H with a U_iso of their own (`WorkingModel.u_own`), one list per refined
+    U_iso: those coded on one free variable with one p (`WorkingModel.u_variables`) share
+    it, as SHELXL refines fv_k; any other has its own."""
+    index = model.label_index()
+    code = {index[label.upper()]: (k, round(p, 5)) for k, members in model.u_variables.items()
+            for label, p in members if label.upper() in index}
+    sets: dict[tuple, list[int]] = {}
+    for h in np.nonzero((model.riding >= 0) & model.u_own)[0]:
+        sets.setdefault(code.get(int(h), ("own", int(h))), []).append(int(h))
+    return list(sets.values())
 
 
 def _shift_free_variable(m: WorkingModel, g: SiteGroup, delta: float) -> None:

@@ -352,6 +352,7 @@ class Refinement:
         self.afix_noted = False  # the model's AFIX codes not built are logged once
         self.h_names: dict = {}  # names of the model's H re-placed as riding H, by parent (`hyd.model_h_names`)
         self.h_own_u: dict[str, float] = {}  # U_iso of riding H refined on their own, by upper-case label
+        self.h_u_variables: dict[str, tuple[int, float]] = {}  # of those, the free variable their U is on
         # each H's parent as the model names it (AFIX group, CIF calc-attached atom)
         stated = {s.label: s.riding_on for s in structure.sites if s.riding_on and s.element.upper() in ("H", "D")}
         if self.place_h and hydrogens_in and not cfg.keep_h:
@@ -371,6 +372,8 @@ class Refinement:
             own_u = {s.label.upper() for s in structure.sites if s.own_u}
             self.h_own_u = {model.labels[i].upper(): float(model.u_iso[i]) for i in np.nonzero(drop)[0]
                             if model.labels[i].upper() in own_u}
+            self.h_u_variables = {s.label.upper(): s.u_variable for s in structure.sites
+                                  if s.label.upper() in self.h_own_u and s.u_variable is not None}
             model.remove_atoms(drop)
             self._follow_riding_u(structure, model)
             if located_labels:
@@ -1131,7 +1134,7 @@ class Refinement:
         )
         self.log(placed.summary())
         # the model's own H, re-placed: their torsions, names and own U kept
-        hyd.keep_model_hydrogens(placed.model, self.h_names, self.h_own_u)
+        hyd.keep_model_hydrogens(placed.model, self.h_names, self.h_own_u, self.h_u_variables)
         self.meta["hydrogens"] = placed.counts
         self.meta["expected_h"] = n_h
         return placed.model
@@ -1355,6 +1358,7 @@ class Refinement:
         torsions: list[str] = []
         distances: list[str] = []
         variables: list[str] = []
+        shared_u: list[str] = []  # riding H sharing one U_iso (a SHELXL free variable)
         for seg in params.segments():
             cols, b = seg.columns, seg.basis
             if seg.kind == "xyz":
@@ -1375,6 +1379,9 @@ class Refinement:
                 s = float(np.sqrt(max(cov[cols[0], cols[0]], 0.0)))
                 for a in seg.atoms:
                     su["u_iso"][a] = s
+                if len(seg.atoms) > 1 and model.riding[seg.atoms[0]] >= 0:
+                    shared_u.append(f"{model.labels[seg.atoms[0]]} and {len(seg.atoms) - 1} more "
+                                    f"{with_su(float(model.u_iso[seg.atoms[0]]), s)}")
             elif seg.kind == "occ_mixed":
                 for a, c in zip(seg.atoms[:-1], cols):
                     su["occupancy"][a] = float(np.sqrt(max(cov[c, c], 0.0)))
@@ -1399,6 +1406,8 @@ class Refinement:
         model.su = su
         if variables:
             self.log("free variables of occupancy (SHELXL FVAR): " + ", ".join(variables))
+        if shared_u:
+            self.log("riding H sharing one refined U_iso (Å², SHELXL free variable): " + "; ".join(shared_u))
         if torsions:
             self.log("rotating riding groups, refined torsion parameters (°): " + ", ".join(torsions))
         if distances:
