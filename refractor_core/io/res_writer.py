@@ -8,7 +8,8 @@ WGHT, FVAR, the atoms (coordinates held fixed, `Site.fixed_xyz`, coded as x + 10
 occupation factors including the site-symmetry multiplicity, fixed with +10, except that a
 two-component disorder assembly -- PART 2k-1 at occupancy p against PART 2k at 1 - p --
 shares a free variable, written 21/-21 as SHELXL users do; U in SHELX order U11 U22 U33
-U23 U13 U12), riding hydrogen atoms after their parent inside AFIX
+U23 U13 U12; a U_iso coded on a free variable, `Site.u_variable`, keeps its code when its
+sites give that variable one value), riding hydrogen atoms after their parent inside AFIX
 groups, HKLF 4 and END.
 """
 
@@ -229,11 +230,18 @@ def structure_res(
             lines.append("WGHT " + " ".join(f"{w:.6f}" for w in instr.wght))
         osf = instr.fvar[0] if instr is not None and instr.fvar else 1.0
     orders = _site_orders(structure)
-    coded = _coded_free_variables(structure.sites, orders, instr.fvar if instr is not None else [])
+    given = list(instr.fvar) if instr is not None else []
+    coded = _coded_free_variables(structure.sites, orders, given)
+    occupancy_numbers = {s.occupancy_variable[0] for s in structure.sites if s.occupancy_variable is not None}
+    u_fvar = _u_free_variables(structure.sites, occupancy_numbers if coded is not None else set())
+    values: dict[int, float] = dict(u_fvar)
     if coded is not None:  # the model's own free variables, kept as it codes them
-        free_variable, fvar = {}, coded
+        free_variable = {}
+        values.update({k: v for k, v in enumerate(coded, start=2) if k not in u_fvar})
     else:
-        free_variable, fvar = _disorder_free_variables(structure.sites)
+        free_variable, disorder = _disorder_free_variables(structure.sites, set(u_fvar))
+        values.update(disorder)
+    fvar = [values.get(k, given[k - 1] if k - 1 < len(given) else 0.5) for k in range(2, max(values, default=1) + 1)]
     lines.append("FVAR " + " ".join(f"{v:.5f}" for v in (osf, *fvar)))
 
     labels = _unique_labels(structure.sites)
@@ -250,7 +258,10 @@ def structure_res(
     for old, new in renamed:
         lines.append(f"REM atom {old} written as {new}")
     written_heavy = [label_of[structure.sites[i].label] for i in order if structure.sites[i].element not in ("H", "D")]
-    restraint_text, before_atom = _restraint_lines(instr, label_of, written_heavy)
+    # (an EADP of atoms whose U is coded on one free variable is that code: not written twice)
+    on_u_variable = {label_of[s.label]: s.u_variable[0] for s in structure.sites
+                     if s.u_variable is not None and s.u_aniso is None and s.u_variable[0] in u_fvar}
+    restraint_text, before_atom = _restraint_lines(instr, label_of, written_heavy, on_u_variable)
     lines.extend(restraint_text)
     for i in order:
         site = structure.sites[i]
@@ -298,7 +309,10 @@ def structure_res(
         else:
             u = float(site.u_iso if site.u_iso is not None else 0.05)
             text = _coded(u, all(site.fixed_u_components), 5)
-            if parent_ok and site.element in ("H", "D"):
+            if site.u_variable is not None and site.u_variable[0] in u_fvar:
+                number, p = site.u_variable
+                text = f"{math.copysign(10.0 * number + abs(p), p):.5f}"
+            elif parent_ok and site.element in ("H", "D"):
                 parent = structure.sites[[s.label for s in structure.sites].index(site.riding_on)]
                 ueq = _ueq(structure, parent)
                 f = round(u / ueq, 1) if ueq > 0 else 0.0
@@ -325,6 +339,8 @@ def structure_res(
 
 #: occupancies of one disorder component closer than this count as one free variable's value
 _OCCUPANCY_TOLERANCE = 5e-4
+#: free-variable values implied by coded U closer than this count as one (the U's last decimal)
+_U_TOLERANCE = 1e-5
 
 
 def _coded_free_variables(sites: list[Site], orders, given: list[float]) -> list[float] | None:
@@ -345,18 +361,31 @@ def _coded_free_variables(sites: list[Site], orders, given: list[float]) -> list
     return [values.get(k, given[k - 1] if k - 1 < len(given) else 0.5) for k in range(2, max(values) + 1)]
 
 
-def _disorder_free_variables(sites: list[Site]) -> tuple[dict[int, tuple[int, int]], list[float]]:
-    """Free variables for two-component disorder: ({part: (variable number, ±1)}, [values]).
+def _u_free_variables(sites: list[Site], taken: set[int]) -> dict[int, float]:
+    """{k: fv_k} of the free variables isotropic U refer to (`Site.u_variable`: U = p·fv,
+    p·(fv - 1) for p < 0) whose sites give one value, and that no occupancy refers to
+    (`taken`); the U of other coded sites are written as values."""
+    implied: dict[int, list[float]] = {}
+    for s in sites:
+        if s.u_variable is not None and s.u_aniso is None and s.u_iso is not None and s.u_variable[1] != 0:
+            k, p = s.u_variable
+            implied.setdefault(int(k), []).append(free_variable_from_share(float(s.u_iso), p))
+    return {k: float(np.mean(v)) for k, v in implied.items() if k not in taken and np.ptp(v) <= _U_TOLERANCE}
+
+
+def _disorder_free_variables(sites: list[Site], taken: set[int] = frozenset()) -> tuple[dict[int, tuple[int, int]], dict[int, float]]:
+    """Free variables for two-component disorder: ({part: (variable number, ±1)}, {number: value}).
 
     PART 2k-1 and PART 2k become one free variable p when every atom of the first has
     occupancy p and every atom of the second 1 - p (variables numbered from 2, after the
-    overall scale)."""
+    overall scale, skipping the numbers `taken`)."""
     by_part: dict[int, list[float]] = {}
     for s in sites:
         if s.part > 0:
             by_part.setdefault(s.part, []).append(s.occupancy)
     out: dict[int, tuple[int, int]] = {}
-    values: list[float] = []
+    values: dict[int, float] = {}
+    number = 1
     for p in sorted(by_part):
         if p % 2 == 0 or p + 1 not in by_part:
             continue
@@ -366,20 +395,27 @@ def _disorder_free_variables(sites: list[Site]) -> tuple[dict[int, tuple[int, in
             continue
         if not 0.0 < value < 1.0:
             continue
-        values.append(value)
-        out[p], out[p + 1] = (len(values) + 1, 1), (len(values) + 1, -1)
+        number += 1
+        while number in taken:
+            number += 1
+        values[number] = value
+        out[p], out[p + 1] = (number, 1), (number, -1)
     return out, values
 
 
 def _restraint_lines(
-    instr: RefinementInstructions | None, label_of: dict[str, str], written_heavy: list[str]
+    instr: RefinementInstructions | None, label_of: dict[str, str], written_heavy: list[str],
+    on_u_variable: dict[str, int] | None = None,
 ) -> tuple[list[str], dict[str, list[str]]]:
     """(EQIV and restraint lines, SAME lines keyed by the atom they must precede).
 
-    `written_heavy`: the written names of the non-H atoms in the order they are written."""
+    `written_heavy`: the written names of the non-H atoms in the order they are written;
+    `on_u_variable`: written name -> the free variable its U is written on (an EADP of
+    atoms all on one is left out)."""
     if instr is None or not (instr.restraints or instr.bind or instr.free):
         return [], {}
     names = {k.upper(): v for k, v in label_of.items()}
+    on_u = on_u_variable or {}
     eqiv: dict[str, int] = {}
     body: list[str] = []
     before: dict[str, list[str]] = {}
@@ -402,6 +438,8 @@ def _restraint_lines(
         reference = [name(a) for a in r.reference]
         if any(a is None for a in atoms + reference) or not atoms:
             dropped += 1
+            continue
+        if r.kind == "EADP" and len(variables := {on_u.get(a) for a in atoms}) == 1 and None not in variables:
             continue
         # SAME names its reference atoms; the atoms it applies to are those written after it
         text = _wrapped(" ".join([r.kind, *(f"{v:g}" for v in r.values), *(reference if r.kind == "SAME" else atoms)]))
