@@ -1,11 +1,15 @@
-"""SHELXL fixed coordinates and U (value + 10): read, held fixed by the lsq refiner, written back."""
+"""SHELXL fixed coordinates and U (value + 10), and U shared through a free variable: read,
+held fixed or shared by the lsq refiner, written back."""
 
 from __future__ import annotations
 
+import gemmi
 import numpy as np
 import pytest
 
 from refractor_core.crystal.cell import u_equiv
+from refractor_core.io.cif_writer import structure_cif
+from refractor_core.io.numbers import with_su
 from refractor_core.io.res_writer import structure_res
 from refractor_core.simulation.simulator import simulate
 from refractor_core.types import Candidate
@@ -199,3 +203,76 @@ def test_u_shared_through_a_free_variable_is_one_parameter():
     out = {x.label: x for x in refined.structure.sites}
     assert out["C2"].u_iso == out["C3"].u_iso
     assert abs(out["C2"].u_iso - 0.030) < 0.003 and abs(out["N1"].u_iso - 0.030) < 0.003
+
+
+def _tert_butyl_bromide_res(fvar: float, h_u: str) -> str:
+    """tert-Butyl bromide in P2(1)/c, its three methyl groups riding (AFIX 137) with ideal
+    tetrahedral H at 0.96 Å, every H U_iso written `h_u` (21.0: U = fv2 = `fvar`; -1.5)."""
+    beta = np.radians(100.0)
+    cell = np.array([[8.0, 0.0, 10.0 * np.cos(beta)], [0.0, 9.0, 0.0], [0.0, 0.0, 10.0 * np.sin(beta)]])
+    origin = cell @ np.array([0.25, 0.25, 0.25])
+
+    def atom(label: str, sfac: int, r: np.ndarray, u: str) -> str:
+        return f"{label} {sfac} " + " ".join(f"{v:.6f}" for v in np.linalg.solve(cell, origin + r)) + f" 11.0 {u}"
+
+    def bond(axis: np.ndarray, theta: float, phi: float) -> np.ndarray:
+        """A unit vector at `theta` from `axis`, turned by `phi` about it."""
+        v = np.cross(axis, [0.0, 1.0, 0.0] if abs(axis[1]) < 0.9 else [1.0, 0.0, 0.0])
+        v /= np.linalg.norm(v)
+        return np.cos(theta) * axis + np.sin(theta) * (np.cos(phi) * v + np.sin(phi) * np.cross(axis, v))
+
+    tetrahedral = np.arccos(-1.0 / 3.0)
+    z = np.array([0.0, 0.0, 1.0])
+    lines = [atom("BR1", 3, 1.94 * z, "0.032"), atom("C1", 1, np.zeros(3), "0.028")]
+    for k, u in enumerate(("0.030", "0.031", "0.033")):
+        c = 1.53 * bond(z, tetrahedral, 2.0 * np.pi * k / 3.0)
+        lines += [atom(f"C{k + 2}", 1, c, u), "AFIX 137"]
+        lines += [atom(f"H{k + 2}{name}", 2, c + 0.96 * bond(c / 1.53, np.pi - tetrahedral, 2.0 * np.pi * j / 3.0), h_u)
+                  for j, name in enumerate("ABC")]
+        lines.append("AFIX 0")
+    return ("TITL tbubr in P2(1)/c\nCELL 0.71073 8.0 9.0 10.0 90 100 90\nZERR 4 0.001 0.001 0.001 0 0.01 0\n"
+            "LATT 1\nSYMM -X, 0.5+Y, 0.5-Z\nSFAC C H BR\nUNIT 16 36 4\n"
+            f"FVAR 1.0 {fvar}\n" + "\n".join(lines) + "\nHKLF 4\nEND\n")
+
+
+def test_riding_h_on_one_free_variable_share_one_refined_u():
+    """Nine riding methyl H with U 21.0 (U = fv2), as SHELXL users code them: one refined U_iso
+    shared by the nine (one parameter more than with -1.5, where their U follows C's), its su
+    from the normal matrix, the H still riding; data simulated with fv2 = 0.06, the start
+    at 0.025 moves to it. The .res keeps the code, FVAR holding the refined value, and no
+    EADP beside it; reading it back gives the same shared U."""
+    truth = _bundle(_tert_butyl_bromide_res(0.06, "21.0")).structure
+    assert all(s.u_iso == pytest.approx(0.06) for s in truth.sites if s.element == "H")
+    data = simulate(truth, d_min=0.8, seed=3)
+    config = LsqConfig(max_cycles=8, anisotropic=False, complete=False)
+
+    def refine(text: str):
+        bundle = _bundle(text)
+        candidate = Candidate(structure=bundle.structure, generator="test",
+                              meta={"instructions": bundle.instructions.model_dump(mode="json")})
+        return bundle, LsqRefiner(config).refine(data, candidate)
+
+    bundle, refined = refine(_tert_butyl_bromide_res(0.025, "21.0"))
+    start = {s.label: s for s in bundle.structure.sites if s.element == "H"}
+    assert all(s.own_u and s.u_variable == (2, pytest.approx(1.0)) and s.calc for s in start.values())
+    _, riding = refine(_tert_butyl_bromide_res(0.025, "-1.5"))
+    assert refined.n_parameters == riding.n_parameters + 1
+    h = [s for s in refined.structure.sites if s.element == "H"]
+    assert sorted(s.label for s in h) == sorted(start) and all(s.calc and s.riding_on in ("C2", "C3", "C4") for s in h)
+    u = {s.u_iso for s in h}
+    su = {s.u_iso_su for s in h}
+    assert len(u) == 1 and len(su) == 1 and None not in su
+    (u,), (su,) = u, su
+    assert abs(u - 0.06) < 0.25 * (0.06 - 0.025) and 0.0 < su < 0.02, (u, su)
+    text = structure_res(refined.structure, refined=refined, instructions=bundle.instructions)
+    fvar = next(line for line in text.splitlines() if line.startswith("FVAR")).split()
+    assert float(fvar[2]) == pytest.approx(u, abs=1e-5)
+    written = {w[0]: w[-1] for w in map(str.split, text.splitlines()) if w and w[0] in start}
+    assert written == {label: "21.00000" for label in start}
+    assert "EADP" not in text
+    again = {s.label: s for s in _bundle(text).structure.sites if s.element == "H"}
+    assert all(s.own_u and s.u_iso == pytest.approx(u, abs=1e-5) for s in again.values())
+    block = gemmi.cif.read_string(structure_cif(refined.structure, refined=refined)).sole_block()
+    table = block.find("_atom_site_", ["label", "U_iso_or_equiv", "calc_flag"])
+    cif_h = {row[0]: (row[1], row[2]) for row in table if row[0] in start}
+    assert cif_h == {label: (with_su(u, su), "calc") for label in start}

@@ -383,3 +383,45 @@ def test_res_writes_disorder_as_a_free_variable():
     assert atoms == {"C2": "21.00000", "C2A": "-21.00000"}
     again = parse_ins(text, "out.res").structure()
     assert [round(s.occupancy, 4) for s in again.sites] == [round(s.occupancy, 4) for s in structure.sites]
+
+
+U_ON_FREE_VARIABLE = """TITL u
+CELL 0.71073 10 11 12 90 90 90
+LATT 1
+SFAC C O
+UNIT 3 2
+FVAR 1.0 0.05
+C1 1 0.1 0.1 0.1 11.0 0.03
+C2 1 0.2 0.1 0.1 11.0 21.0
+C3 1 0.3 0.1 0.1 11.0 21.0
+PART 1
+O1 2 0.4 0.1 0.1 10.6 0.03
+PART 2
+O2 2 0.4 0.2 0.1 10.4 0.03
+PART 0
+HKLF 4
+END
+"""
+
+
+def test_res_keeps_u_coded_on_a_free_variable():
+    """U_iso coded 21.0 (U = fv2) are written so again, FVAR 2 holding their value, without
+    the EADP the reader made of them; a disorder assembly written as a free variable takes
+    the next number (31 / -31). When the coded atoms' U differ, they are written as values,
+    with the EADP."""
+    structure = parse_ins(U_ON_FREE_VARIABLE, "u.res")
+    text = structure_res(structure.structure(), instructions=structure.instructions)
+    assert next(line for line in text.splitlines() if line.startswith("FVAR")).split()[1:] == ["1.00000", "0.05000", "0.60000"]
+    written = {w[0]: w[-1] for w in map(str.split, text.splitlines()) if w and w[0] in ("C1", "C2", "C3")}
+    assert written == {"C1": "0.03000", "C2": "21.00000", "C3": "21.00000"}
+    assert {w[0]: w[5] for w in map(str.split, text.splitlines()) if w and w[0] in ("O1", "O2")} == {
+        "O1": "31.00000", "O2": "-31.00000"}
+    assert "EADP" not in text
+    sites = {s.label: s for s in parse_ins(text, "again.res").structure().sites}
+    assert sites["C2"].u_iso == pytest.approx(0.05) and sites["O2"].occupancy == pytest.approx(0.4)
+    apart = structure.structure()
+    apart = apart.model_copy(update={"sites": [s.model_copy(update={"u_iso": 0.06}) if s.label == "C3" else s
+                                               for s in apart.sites]})
+    text = structure_res(apart, instructions=structure.instructions)
+    written = {w[0]: w[-1] for w in map(str.split, text.splitlines()) if w and w[0] in ("C2", "C3")}
+    assert written == {"C2": "0.05000", "C3": "0.06000"} and "EADP C2 C3" in text
