@@ -892,3 +892,34 @@ def test_a_users_h_replaced_elsewhere_are_named_and_those_kept_in_place_are_not(
     meta = {"instructions": instr.model_dump()} if instr is not None else {}
     r = LsqRefiner(LsqConfig()).refine(data, Candidate(structure=published, generator=USER_MODEL, meta=meta))
     assert not any(w.startswith("the refinement changed the model") for w in r.meta["warnings"])
+
+
+def test_reflections_far_from_the_model_are_listed_and_warned_of():
+    """pr_sulfate's three strongest reflections cut to 2 % of their intensity (a beam stop's
+    shadow): they head the most disagreeable reflections, and a warning names them with the
+    OMIT lines that would leave them out; the measured data draw no such warning."""
+    from refractor_plugins.refiners.lsq.refiner import OUTLIER_ESD
+
+    _, data, published, _ = _load("pr_sulfate_hydroxide")
+    config = LsqConfig(max_cycles=5, complete=False, riding_h=False)
+    right = LsqRefiner(config).refine(data, Candidate(structure=published, generator=USER_MODEL))
+    rows = right.meta["disagreeable_reflections"]
+    assert len(rows) == 10 and all(abs(a["error_esd"]) >= abs(b["error_esd"]) for a, b in zip(rows, rows[1:]))
+    assert abs(rows[0]["error_esd"]) < OUTLIER_ESD
+    assert not any("disagree with the model" in w for w in right.meta["warnings"])
+    strongest = np.argsort(-data.intensity)[:3]
+    cut = data.intensity.copy()
+    cut[strongest] *= 0.02
+    shadowed = data.model_copy(update={"intensity": cut})
+    r = LsqRefiner(config).refine(shadowed, Candidate(structure=published, generator=USER_MODEL))
+    def unique(hkl):  # (P2₁/n: h k l, -h k -l, h -k l and -h -k -l are one reflection)
+        h, k, l = (int(v) for v in hkl)
+        return min((h, k, l), (-h, k, -l), (h, -k, l), (-h, -k, -l))
+
+    worst = [x["hkl"] for x in r.meta["disagreeable_reflections"][:3]]
+    assert {unique(x) for x in worst} == {unique(data.hkl[i]) for i in strongest}
+    assert all(x["error_esd"] < -OUTLIER_ESD for x in r.meta["disagreeable_reflections"][:3])
+    warning = next(w for w in r.meta["warnings"] if "disagree with the model" in w)
+    assert "3 observed weaker than calculated" in warning
+    for hkl in worst:
+        assert "OMIT {} {} {}".format(*hkl) in warning

@@ -51,6 +51,9 @@ def test_refine_json_and_outputs(workdir, refined):
     assert out["R1"] < 0.04 and 0.8 < out["GooF"] < 1.5 and out["max_shift_su"] < 0.05
     # pr_sulfate's model brings no restraints: the restrained GooF is the GooF
     assert out["n_restraints"] == 0 and out["restrained_GooF"] == pytest.approx(out["GooF"])
+    worst = out["disagreeable_reflections"]  # (SHELXL's list of the most disagreeable reflections)
+    assert len(worst) == 10 and abs(worst[0]["error_esd"]) >= abs(worst[-1]["error_esd"])
+    assert "most disagreeable reflections" in (workdir / "out" / "refine.log").read_text()
     cif = Path(out["cif"])
     assert cif.is_file() and cif.parent == workdir / "out"
     text = cif.read_text()

@@ -183,6 +183,7 @@ def _write_outputs(refined, data, output: Path, stem: str, config, seed: int, de
             "space_group": refined.structure.space_group.symbol,
             "diff_peak": refined.diff_peak,
             "diff_hole": refined.diff_hole,
+            "disagreeable_reflections": refined.meta.get("disagreeable_reflections", []),
             "warnings": refined.meta.get("warnings", []),
             "notes": notes,
             "seed": seed,

@@ -162,3 +162,15 @@ def agreement(
         weight_b=float(weight_b),
         extinction=float(extinction),
     )
+
+
+def disagreeable_reflections(hkl: np.ndarray, fo2: np.ndarray, fc2: np.ndarray, weights: np.ndarray,
+                             d: np.ndarray, n: int = 10) -> list[dict]:
+    """SHELXL's 'most disagreeable reflections': the `n` of largest |Fo² - Fc²| / esd,
+    esd = w^-½ with the refinement's weights (Fo² and Fc² on one scale), worst first; each
+    as {"hkl", "Fo2", "Fc2", "error_esd", "d"}. error_esd < 0: observed weaker than
+    calculated (a beam stop's shadow, an overload, extinction)."""
+    err = (fo2 - fc2) * np.sqrt(np.maximum(weights, 0.0))
+    worst = np.argsort(-np.abs(err), kind="stable")[:n]
+    return [{"hkl": [int(v) for v in hkl[i]], "Fo2": float(fo2[i]), "Fc2": float(fc2[i]),
+             "error_esd": float(err[i]), "d": float(d[i])} for i in worst]

@@ -57,6 +57,9 @@ ANISO_TEST_RATIO = 4.0
 ANISO_SIGNIFICANCE = 1e-3
 #: stage cycle budgets (fractions of max_cycles are not needed: SHELXL-like counts)
 ISO_CYCLES = 12
+#: reflections further than this many esd from the model are named in a warning (the
+#: limit PLATON's checkCIF also uses for Fo² far from Fc²)
+OUTLIER_ESD = 10.0
 ISO_CONVERGENCE = 0.5
 ANISO_CYCLES = 25
 WEIGHT_ROUNDS = 3
@@ -837,6 +840,32 @@ class Refinement:
         else:
             self.settings.matrix = self.cfg.matrix
 
+    def _disagreeable_reflections(self, model: WorkingModel, fc2c: np.ndarray) -> list[dict]:
+        """The most disagreeable reflections (`rfactors.disagreeable_reflections`, on the
+        Fc² scale as SHELXL lists them), logged; a warning names those more than
+        OUTLIER_ESD esd off, with the OMIT lines that would leave them out once the user has
+        judged them measurement errors (muscovite_ti's 21 OMITs of strong low-angle
+        reflections: R1 0.139 with them, 0.090 without)."""
+        from refractor_core.crystal.cell import d_spacing
+        from refractor_core.crystal.rfactors import disagreeable_reflections
+
+        mod, _ = self.calc.model_intensities(model, fc2c)
+        weights = self.driver.weights(model, fc2c) * model.scale**2  # (esd on the Fc² scale)
+        rows = disagreeable_reflections(self.obs_data.hkl, self.fo2 / model.scale, mod / model.scale, weights,
+                                        d_spacing(model.cell, self.obs_data.hkl))
+        if rows:
+            self.log("most disagreeable reflections (h k l, Fo², Fc², error/esd, d Å): " + "; ".join(
+                f"{r['hkl'][0]} {r['hkl'][1]} {r['hkl'][2]} {r['Fo2']:.1f} {r['Fc2']:.1f} {r['error_esd']:+.1f} "
+                f"{r['d']:.2f}" for r in rows[:5]))
+        far = [r for r in rows if abs(r["error_esd"]) > OUTLIER_ESD]
+        if far:
+            weaker = sum(r["error_esd"] < 0 for r in far)
+            self.warn(f"{len(far)}{'+' if len(far) == len(rows) else ''} reflections disagree with the model by more "
+                      f"than {OUTLIER_ESD:g} esd ({weaker} observed weaker than calculated); if they are measurement "
+                      "errors (beam stop, overloads), OMIT leaves them out: "
+                      + ", ".join("OMIT {} {} {}".format(*r["hkl"]) for r in far[:5]) + (" ..." if len(far) > 5 else ""))
+        return rows
+
     def quiet_driver(self, build=None, after_shift=None) -> Driver:
         """A driver on this refinement's data and settings that logs nothing, for trial
         refinements beside the main one (occupancy probes, element and position trials);
@@ -1259,6 +1288,7 @@ class Refinement:
             raise RefinementError("the refinement produced non-finite agreement figures")
         refined_structure = model.to_structure()
         self._check_composition(refined_structure)
+        outliers = self._disagreeable_reflections(model, fc2c)
         meta = dict(self.meta)
         meta.update(
             {
@@ -1279,6 +1309,7 @@ class Refinement:
                 "n_restraints": len(self.driver.restraints),
                 "restrained_goof": restrained_goof,
                 "fc2": None,
+                "disagreeable_reflections": outliers,
             }
         )
         self.meta_fcf = (self.obs_data.hkl, self.fo2 / model.scale, self.sigma / model.scale, fcabs)
