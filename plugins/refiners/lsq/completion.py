@@ -275,11 +275,10 @@ def relocate_weak_atoms(refinement, model: WorkingModel, budget: int) -> tuple[W
     electrons (relative to the model's median ratio of estimate to Z), while a difference
     peak on a site of the same order is left where an atom could go, is tried at that peak
     (element kept, ROUND_CYCLES cycles) and stays there when the weighted χ² drops by
-    RELOCATION_GAIN and R1 drops. A generated model can hold an
-    atom at a ghost of the real one, e.g. its mirror image through the heavy atoms'
-    pseudo-centre, with the formula complete, so that no peak is added for the real site
-    (an O of SmFe₃(BO₃)₄ in R32: R1 0.041 where 0.011 is right). Returns the model and the
-    cycles used."""
+    RELOCATION_GAIN and R1 drops. A generated model can hold an atom at a ghost of the real
+    one, e.g. its mirror image through the heavy atoms' pseudo-centre, with the formula
+    complete, so that no peak is added for the real site (an O of SmFe₃(BO₃)₄ in R32: R1
+    0.041 where 0.011 is right). Returns the model and the cycles used."""
     used = 0
     for _ in range(MAX_RELOCATIONS):
         if budget - used <= 0:

@@ -57,9 +57,6 @@ ANISO_TEST_RATIO = 4.0
 ANISO_SIGNIFICANCE = 1e-3
 #: stage cycle budgets (fractions of max_cycles are not needed: SHELXL-like counts)
 ISO_CYCLES = 12
-#: reflections further than this many esd from the model are named in a warning (the
-#: limit PLATON's checkCIF also uses for Fo² far from Fc²)
-OUTLIER_ESD = 10.0
 ISO_CONVERGENCE = 0.5
 ANISO_CYCLES = 25
 WEIGHT_ROUNDS = 3
@@ -71,6 +68,9 @@ SMALL_PROBLEM = 20_000_000
 TWIN_START_SIGNIFICANCE = 25.0
 #: R1 above which a user's refined model is said not to fit the data at all
 MISFIT_R1 = 0.3
+#: reflections further than this many esd from the model (with the refinement's fitted
+#: weights, which already allow for the usual errors) are named in a warning
+OUTLIER_ESD = 10.0
 #: Candidate.generator of a model a user supplied (`refractor refine --model`): not generated
 USER_MODEL = "user-model"
 #: a user's model whose refined contents stray this much further from the formula (as a
@@ -844,8 +844,7 @@ class Refinement:
         """The most disagreeable reflections (`rfactors.disagreeable_reflections`, on the
         Fc² scale as SHELXL lists them), logged; a warning names those more than
         OUTLIER_ESD esd off, with the OMIT lines that would leave them out once the user has
-        judged them measurement errors (muscovite_ti's 21 OMITs of strong low-angle
-        reflections: R1 0.139 with them, 0.090 without)."""
+        judged them measurement errors; nothing is left out here."""
         from refractor_core.crystal.cell import d_spacing
         from refractor_core.crystal.rfactors import disagreeable_reflections
 
