@@ -276,3 +276,23 @@ def test_riding_h_on_one_free_variable_share_one_refined_u():
     table = block.find("_atom_site_", ["label", "U_iso_or_equiv", "calc_flag"])
     cif_h = {row[0]: (row[1], row[2]) for row in table if row[0] in start}
     assert cif_h == {label: (with_su(u, su), "calc") for label in start}
+
+
+def test_polar_origin_restraint_counts_among_the_restraints():
+    """SHELXL counts the floating-origin restraint of a polar space group among its
+    restraints (a P2(1) model with no restraints of its own: 1 restraint in the .res REM
+    line and the CIF, and n_r = 1 in the restrained GooF); a coordinate that pins the
+    origin leaves no origin restraint to count."""
+    polar = HEAD.replace("SYMM -X, 0.5+Y, 0.5-Z", "SYMM -X, 0.5+Y, -Z").replace("LATT 1", "LATT -1")
+    config = LsqConfig(max_cycles=3, anisotropic=False, riding_h=False, complete=False, restraints=False)
+    for text, n_origin in ((polar + ATOMS.format(x="0.250000"), 1),
+                           (polar + ATOMS.format(x="0.250000").replace("0.150000", "10.150000"), 0)):
+        truth = _bundle(text).structure
+        data = simulate(truth, d_min=0.8, seed=3)
+        refined = LsqRefiner(config).refine(data, Candidate(structure=truth, generator="test"))
+        assert refined.meta["n_restraints"] == n_origin
+        n, p = refined.n_reflections, refined.n_parameters
+        expected = refined.goof * np.sqrt((n - p) / (n + n_origin - p))
+        assert refined.meta["restrained_goof"] == pytest.approx(expected, rel=1e-6)
+        cif = " ".join(structure_cif(refined.structure, refined=refined, data=data).split())
+        assert f"_refine_ls_number_restraints {n_origin}" in cif
