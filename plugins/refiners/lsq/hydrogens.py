@@ -31,7 +31,7 @@ from scipy.spatial import cKDTree
 
 from refractor_core.crystal.cell import fractionalization_matrix, orthogonalization_matrix
 
-from .model import WorkingModel, is_hydrogen
+from .model import EXACT_SPECIAL, WorkingModel, is_hydrogen
 from .parameters import SPLIT_MIXED_DISTANCE
 
 TETRA = math.radians(109.47)
@@ -872,17 +872,24 @@ def restore_unplaced_hydrogens(m: WorkingModel, names: dict[str, list[tuple[str,
         if room is not None and share > room + 0.25:
             continue
         room = None if room is None else room - share
-        atoms = []
         for label, offset in named:
             xyz = m.xyz[parent] + np.linalg.solve(cell_m, offset)
             label = label if label.upper() not in index else m.unique_label("H")
-            atoms.append(m.add_atom(label, "H", xyz, u_iso=ratio * m.u_iso[parent], occupancy=float(m.occupancy[parent]),
-                                    part=int(m.part[parent]), riding=parent, u_ratio=ratio, afix=3))
-            index[label.upper()] = atoms[-1]
+            index[label.upper()] = add_fixed_hydrogen(m, label, parent, xyz, ratio, float(m.occupancy[parent]),
+                                                      int(m.part[parent]))
             back.append(label)
-        m.h_groups = [*m.h_groups, *(FixedGroup(parent=parent, atoms=[h], offset=(m.xyz[h] - m.xyz[parent]) @ cell_m.T)
-                                     for h in atoms)]
     return back
+
+
+def add_fixed_hydrogen(m: WorkingModel, label: str, parent: int, xyz: np.ndarray, ratio: float, occupancy: float,
+                       part: int, special_tolerance: float = EXACT_SPECIAL) -> int:
+    """Add an H riding on `parent` at a fixed Cartesian offset (SHELXL's AFIX 3) at the
+    fractional position `xyz`, with U_iso `ratio` times the parent's; returns its index."""
+    h = m.add_atom(label, "H", xyz, u_iso=ratio * m.u_iso[parent], occupancy=occupancy, part=part, riding=parent,
+                   u_ratio=ratio, afix=3, special_tolerance=special_tolerance)
+    offset = (m.xyz[h] - m.xyz[parent]) @ orthogonalization_matrix(m.cell).T
+    m.h_groups = [*m.h_groups, FixedGroup(parent=parent, atoms=[h], offset=offset)]
+    return h
 
 
 def _drop_riding(m: WorkingModel) -> None:
@@ -1134,9 +1141,7 @@ def _peak_hydrogens(m: WorkingModel, refinement, nbmap: dict, missing: float, co
         # an H on one atom of a split site (an Al/Ga pair of PARTs 1 and 2) belongs to the
         # whole site: PART 0, the site's occupancy (SHELXL models refine it so)
         occupancy, part = _site_occupancy(m, i)
-        idx = m.add_atom(label, "H", frac, u_iso=1.5 * m.u_iso[i], occupancy=occupancy,
-                         part=part, riding=i, u_ratio=1.5, afix=3, special_tolerance=0.15)
-        m.h_groups.append(FixedGroup(parent=i, atoms=[idx], offset=(m.xyz[idx] - m.xyz[i]) @ cell_m.T))
+        idx = add_fixed_hydrogen(m, label, i, frac, 1.5, occupancy, part, special_tolerance=0.15)
         mine.append(u)
         missing -= m.occupancy[idx] / max(m.order[idx], 1)
         added += 1
