@@ -103,10 +103,15 @@ def nearest_atom(model: WorkingModel, xyz: np.ndarray, atoms: np.ndarray | None 
     return int(idx[k]), float(dist[k])
 
 
+def _movable(model: WorkingModel) -> np.ndarray:
+    """Atoms completion may drop, re-element or move: non-H, fully occupied, ordered, not riding."""
+    return ~model.hydrogen & (model.part == 0) & (model.occupancy > 0.99) & (model.riding < 0)
+
+
 def _common_u(model: WorkingModel) -> float:
     """The U_iso every non-H atom is given for the electron estimates: the model's median,
     within 0.01-0.08 Å²."""
-    heavy = np.array([not is_hydrogen(e) for e in model.elements])
+    heavy = ~model.hydrogen
     u = float(np.median(model.u_iso[heavy])) if heavy.any() else 0.03
     return min(max(u, 0.01), 0.08)
 
@@ -225,8 +230,8 @@ def complete_model(refinement, model: WorkingModel, budget: int) -> tuple[Workin
             break
         changed = False
         m = model.copy()
-        heavy = np.array([not is_hydrogen(e) for e in m.elements])
-        movable = heavy & (m.part == 0) & (m.occupancy > 0.99) & (m.riding < 0)
+        heavy = ~m.hydrogen
+        movable = _movable(m)
         u_common = _common_u(m)
         electrons = electrons_per_site(refinement, m, u_common)
         # spurious atoms
@@ -290,8 +295,7 @@ def relocate_weak_atoms(refinement, model: WorkingModel, budget: int) -> tuple[W
     for _ in range(MAX_RELOCATIONS):
         if budget - used <= 0:
             break
-        heavy = np.array([not is_hydrogen(e) for e in model.elements])
-        movable = heavy & (model.part == 0) & (model.occupancy > 0.99) & (model.riding < 0)
+        movable = _movable(model)
         z = np.array([atomic_number(e) for e in model.elements], dtype=np.float64)
         electrons = electrons_per_site(refinement, model, _common_u(model))
         ratio = electrons / z  # (relative to the median: one common U biases them all alike)
@@ -306,7 +310,7 @@ def relocate_weak_atoms(refinement, model: WorkingModel, budget: int) -> tuple[W
         for i in weak[:RELOCATION_TRIALS]:
             rest = model.copy()
             rest.remove_atoms(np.arange(model.n) == i)
-            rest_heavy = np.array([k for k in range(rest.n) if not is_hydrogen(rest.elements[k])], dtype=np.int64)
+            rest_heavy = np.nonzero(~rest.hydrogen)[0]
             site = next((p for p in peaks if p.site_order == model.order[i] and _placeable(rest, p.xyz, rest_heavy)),
                         None)
             if site is None:
