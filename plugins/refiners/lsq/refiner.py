@@ -840,15 +840,15 @@ class Refinement:
         else:
             self.settings.matrix = self.cfg.matrix
 
-    def _disagreeable_reflections(self, model: WorkingModel, fc2c: np.ndarray) -> list[dict]:
+    def _disagreeable_reflections(self, model: WorkingModel, mod: np.ndarray, fc2c: np.ndarray) -> list[dict]:
         """The most disagreeable reflections (`rfactors.disagreeable_reflections`, on the
-        Fc² scale as SHELXL lists them), logged; a warning names those observed more than
-        OUTLIER_ESD esd weaker than calculated, with the OMIT lines that would leave them out once the user has
-        judged them measurement errors; nothing is left out here."""
+        Fc² scale as SHELXL lists them; `mod`: the model's intensities on the Fo² scale),
+        logged; a warning names those observed more than OUTLIER_ESD esd weaker than
+        calculated, with the OMIT lines that would leave them out once the user has judged
+        them measurement errors; nothing is left out here."""
         from refractor_core.crystal.cell import d_spacing
         from refractor_core.crystal.rfactors import disagreeable_reflections
 
-        mod, _ = self.calc.model_intensities(model, fc2c)
         weights = self.driver.weights(model, fc2c) * model.scale**2  # (esd on the Fc² scale)
         rows = disagreeable_reflections(self.obs_data.hkl, self.fo2 / model.scale, mod / model.scale, weights,
                                         d_spacing(model.cell, self.obs_data.hkl))
@@ -1249,7 +1249,7 @@ class Refinement:
                       "leave out the undetermined combination, so they are too small, or 0)")
         self._store_su(model, params, cov)
         fc2c = self.calc.fc2_components(model)
-        _, fcabs = self.calc.model_intensities(model, fc2c)
+        mod, fcabs = self.calc.model_intensities(model, fc2c)
         a, b = (self.settings.a, self.settings.b) if self.settings.scheme == "shelxl" else (0.0, 0.0)
         ag = agreement(self.fo2, self.sigma, fcabs, n_parameters=params.n, weight_a=a, weight_b=b, scale=model.scale)
         flack, flack_su = None, None
@@ -1294,7 +1294,7 @@ class Refinement:
             raise RefinementError("the refinement produced non-finite agreement figures")
         refined_structure = model.to_structure()
         self._check_composition(refined_structure)
-        outliers = self._disagreeable_reflections(model, fc2c)
+        outliers = self._disagreeable_reflections(model, mod, fc2c)
         meta = dict(self.meta)
         meta.update(
             {
