@@ -343,17 +343,22 @@ _OCCUPANCY_TOLERANCE = 5e-4
 _U_TOLERANCE = 1e-5
 
 
+def _implied_free_variables(coded) -> dict[int, list[float]]:
+    """{k: [fv_k]} implied by each (k, p, value) coded on a free variable: value = p·fv_k
+    for p > 0, p·(fv_k - 1) for p < 0 (p = 0 implies nothing)."""
+    implied: dict[int, list[float]] = {}
+    for k, p, value in coded:
+        if p != 0:
+            implied.setdefault(int(k), []).append(free_variable_from_share(value, p))
+    return implied
+
+
 def _coded_free_variables(sites: list[Site], orders, given: list[float]) -> list[float] | None:
     """Values of free variables 2.. of the sites coded on them (`Site.occupancy_variable`),
     from their occupancies: sof = p·fv for p > 0, p·(fv - 1) for p < 0. Variables no site
     refers to keep their `given` FVAR value (0.5 without one). None: no site is coded."""
-    implied: dict[int, list[float]] = {}
-    for site, order in zip(sites, orders):
-        if site.occupancy_variable is None or site.occupancy_variable[1] == 0:
-            continue
-        k, p = site.occupancy_variable
-        sof = site.occupancy / max(int(order), 1)
-        implied.setdefault(int(k), []).append(free_variable_from_share(sof, p))
+    implied = _implied_free_variables((*site.occupancy_variable, site.occupancy / max(int(order), 1))
+                                      for site, order in zip(sites, orders) if site.occupancy_variable is not None)
     if not implied:
         return None
     # (the mean: occupancies read from a CIF are rounded, each to its own su)
@@ -365,11 +370,8 @@ def _u_free_variables(sites: list[Site], taken: set[int]) -> dict[int, float]:
     """{k: fv_k} of the free variables isotropic U refer to (`Site.u_variable`: U = p·fv,
     p·(fv - 1) for p < 0) whose sites give one value, and that no occupancy refers to
     (`taken`); the U of other coded sites are written as values."""
-    implied: dict[int, list[float]] = {}
-    for s in sites:
-        if s.u_variable is not None and s.u_aniso is None and s.u_iso is not None and s.u_variable[1] != 0:
-            k, p = s.u_variable
-            implied.setdefault(int(k), []).append(free_variable_from_share(float(s.u_iso), p))
+    implied = _implied_free_variables((*s.u_variable, float(s.u_iso)) for s in sites
+                                      if s.u_variable is not None and s.u_aniso is None and s.u_iso is not None)
     return {k: float(np.mean(v)) for k, v in implied.items() if k not in taken and np.ptp(v) <= _U_TOLERANCE}
 
 
