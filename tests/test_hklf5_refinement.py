@@ -110,3 +110,19 @@ def test_hklf5_refinement_recovers_the_fraction_and_the_atoms(tmp_path):
         assert np.linalg.norm(d) < 0.01, s.label
     assert any("HKLF 5: 2 twin components" in line for line in refined.log)
     assert any("TWIN ignored" in line for line in refined.log)
+
+
+def test_a_twin_fraction_below_zero_with_extinction_gives_finite_intensities(tmp_path):
+    """A second-component-only group has Fc² = BASF·|F|², negative while a refined BASF is
+    a little below 0; the extinction factor is then taken at Fc² = 0 (no NaN, no warning)."""
+    from refractor_plugins.refiners.lsq.least_squares import _extinction_terms
+
+    truth, _ = _hklf5(tmp_path)
+    data = load_reflections(tmp_path / "twin.hkl")
+    instructions = data.instructions.model_copy(update={"basf": [-0.1], "exti": 0.5})
+    with np.errstate(invalid="raise"):
+        figures = evaluate_model(data, truth, instructions=instructions)
+    assert np.isfinite(figures["R1"]) and np.isfinite(figures["wR2"])
+    y, dyf = _extinction_terms(np.array([0.01, 0.01]), np.array([-50.0, 50.0]))
+    assert y[0] == 1.0 and dyf[0] == 1.0  # as at Fc² = 0
+    assert 0.0 < y[1] < 1.0 and np.all(np.isfinite(dyf))

@@ -23,12 +23,13 @@ def shelxl_weights(fo2: np.ndarray, sigma: np.ndarray, fc2: np.ndarray, a: float
 
 
 def extinction_factor(fc2: np.ndarray, x: float, stol: np.ndarray, wavelength: float) -> np.ndarray:
-    """Multiplier of Fc² for SHELXL's extinction parameter x (EXTI)."""
+    """Multiplier of Fc² for SHELXL's extinction parameter x (EXTI); a negative Fc² (a twin
+    fraction slightly below 0 on an HKLF 5 component) takes the factor of Fc² = 0."""
     if not x:
         return np.ones_like(fc2)
     sin_theta = np.clip(stol * wavelength, 1e-8, 1.0)
     sin_2theta = np.clip(2.0 * sin_theta * np.sqrt(1.0 - sin_theta**2), 1e-8, None)
-    return 1.0 / np.sqrt(1.0 + 0.001 * x * fc2 * wavelength**3 / sin_2theta)
+    return 1.0 / np.sqrt(1.0 + 0.001 * x * np.maximum(fc2, 0.0) * wavelength**3 / sin_2theta)
 
 
 def scale_factor(fo2: np.ndarray, fc2: np.ndarray, weights: np.ndarray | None = None) -> float:

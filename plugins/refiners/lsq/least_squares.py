@@ -247,6 +247,17 @@ class NormalEquations:
     fc2c: np.ndarray  # (C, N) at the linearisation point
 
 
+def _extinction_terms(cx: np.ndarray | float, fc2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """SHELXL's extinction factor y = (1 + c x Fc²)^-½ and d(y Fc²)/dFc² (ones without
+    extinction). A twin fraction a little below 0 can make an HKLF 5 component's Fc²
+    negative: y is then taken at Fc² = 0, where the square root is defined."""
+    if not np.any(cx):
+        return np.ones_like(fc2), np.ones_like(fc2)
+    t = cx * np.maximum(fc2, 0.0)
+    y = 1.0 / np.sqrt(1.0 + t)
+    return y, y * (1.0 + 0.5 * t) / (1.0 + t)
+
+
 def normal_equations(
     calc: IntensityCalculator,
     params: Parameterisation,
@@ -269,17 +280,14 @@ def normal_equations(
     for sl, fc2c, raw in calc.raw_derivatives(model, atoms):
         fc2c_all[:, sl] = fc2c
         fc2 = fr @ fc2c
-        x = model.extinction or 0.0
-        cx = calc.ext_c[sl] * x
-        y = 1.0 / np.sqrt(1.0 + cx * fc2) if x else np.ones_like(fc2)
-        dyf = y * (1.0 + 0.5 * cx * fc2) / (1.0 + cx * fc2) if x else np.ones_like(fc2)  # d(y Fc²)/dFc²
+        y, dyf = _extinction_terms(calc.ext_c[sl] * (model.extinction or 0.0), fc2)
         k = model.scale
         m = k * y * fc2
         jt = np.zeros((p, len(fc2)))
         jt[0] = y * fc2
         row = 1
         if params.refine_extinction:
-            jt[row] = -0.5 * k * calc.ext_c[sl] * fc2**2 * y**3
+            jt[row] = -0.5 * k * calc.ext_c[sl] * fc2 * np.maximum(fc2, 0.0) * y**3
             row += 1
         if params.refine_twin.any():
             per_component = calc.component_sums(fc2c)
@@ -408,15 +416,12 @@ def jacobian(calc: IntensityCalculator, params: Parameterisation) -> np.ndarray:
     ng = params.n_global
     for sl, fc2c, raw in calc.raw_derivatives(model, atoms):
         fc2 = fr @ fc2c
-        x = model.extinction or 0.0
-        cx = calc.ext_c[sl] * x
-        y = 1.0 / np.sqrt(1.0 + cx * fc2) if x else np.ones_like(fc2)
-        dyf = y * (1.0 + 0.5 * cx * fc2) / (1.0 + cx * fc2) if x else np.ones_like(fc2)
+        y, dyf = _extinction_terms(calc.ext_c[sl] * (model.extinction or 0.0), fc2)
         k = model.scale
         out[sl, 0] = y * fc2
         row = 1
         if params.refine_extinction:
-            out[sl, row] = -0.5 * k * calc.ext_c[sl] * fc2**2 * y**3
+            out[sl, row] = -0.5 * k * calc.ext_c[sl] * fc2 * np.maximum(fc2, 0.0) * y**3
             row += 1
         if params.refine_twin.any():
             per_component = calc.component_sums(fc2c)
