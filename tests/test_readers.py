@@ -576,6 +576,27 @@ def test_cif_extinction_coefficient_is_exti_only_when_it_is_shelxls(tmp_path, me
     assert any("not SHELXL's EXTI" in n for n in bundle.notes) == (expected is None)
 
 
+JANA_M40 = """_iucr_refine_instructions_details
+;
+    3    0    0    1
+ 2.964250 0.000000 0.000000 0.000000 0.000000 0.000142      100001
+Na        1  2     0.020833 0.000000 0.000000 0.000000
+ 0.020000 0.020000 0.020000 0.000000 0.000000 0.000000      0000101000
+;
+"""
+
+
+def test_cif_with_another_programs_instructions_reads_the_atom_site_loops(tmp_path):
+    """JANA2006 puts its m40 file in _iucr_refine_instructions_details (COD 2020013): not
+    SHELXL instructions, so the model comes from the atom_site loops, with a note."""
+    p = tmp_path / "jana.cif"
+    p.write_text(DDLM_CIF.split("data_other")[1].split("\n", 2)[2].replace("loop_\n_atom_site.label",
+                                                                          JANA_M40 + "loop_\n_atom_site.label", 1))
+    bundle = load_bundle(p)
+    assert [s.label for s in bundle.structure.sites] == ["Na1", "Cl1"]
+    assert any("holds no SHELXL instructions" in n and "_iucr_refine_instructions_details" in n for n in bundle.notes)
+
+
 def load_reflections_or_error(path: str) -> str:
     try:
         load_reflections(path)

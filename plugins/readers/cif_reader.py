@@ -94,10 +94,22 @@ SYMOP_TAGS = (
 )
 
 
+#: instructions any SHELXL .ins/.res has (an embedded file without them is another program's)
+_SHELX_CORE = frozenset({"CELL", "SFAC"})
+
+
+def holds_shelx_instructions(text: str) -> bool:
+    """Whether embedded refinement-instruction text is a SHELXL .ins/.res (JANA2006 writes
+    its m40 file into `_iucr_refine_instructions_details`)."""
+    firsts = {line.split()[0].upper() for line in text.splitlines() if line.strip()}
+    return _SHELX_CORE <= firsts
+
+
 @dataclass
 class CifValue:
     text: str
     line: int
+    tag: str = ""
 
 
 class CifFile:
@@ -166,13 +178,13 @@ def value(block, key: str) -> CifValue | None:
         if item is not None:
             raw = item.pair[1]
             if not _is_null(raw):
-                return CifValue(cif.as_string(raw), item.line_number)
+                return CifValue(cif.as_string(raw), item.line_number, tag)
             continue
         col = block.find_values(tag)
         if col is not None and len(col) > 0:
             raw = col[0]
             if not _is_null(raw):
-                return CifValue(cif.as_string(raw), _tag_line(block, tag))
+                return CifValue(cif.as_string(raw), _tag_line(block, tag), tag)
     return None
 
 
@@ -702,7 +714,11 @@ def read_cif_bundle(
     ins = None
     res = value(b, "res_file")
     if res is not None and res.text.strip():
-        ins = parse_ins(res.text, path, first_line=res.line + 1)
+        if holds_shelx_instructions(res.text):
+            ins = parse_ins(res.text, path, first_line=res.line + 1)
+        else:
+            notes.append(f"{res.tag} holds no SHELXL instructions (no CELL or SFAC: another program's "
+                         "file, such as JANA2006's m40): ignored; the model is read from the atom_site loops")
     instructions = ins.instructions if ins is not None else instructions_from_tags(b, notes)
     probe = value(b, "probe")
     if probe is not None and probe.text.strip().lower() not in ("x-ray", "xray", "x"):
