@@ -40,6 +40,7 @@ import platform
 import sys
 import time
 import zlib
+from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -156,12 +157,15 @@ def deviation_su(refined, published) -> dict[str, tuple[float, float | None]]:
     return out
 
 
-def atoms_off(refined, published, tolerance: float = 0.05, n_su: float = 3.0) -> list[str]:
+def atoms_off(refined, published, tolerance: float = 0.05, n_su: float = 3.0,
+              undetermined: Iterable[str] = ()) -> list[str]:
     """Atoms farther than `tolerance` Å from their published position and more than
-    `n_su` su from it (or without an su)."""
+    `n_su` su from it (or without an su, or with a position the refinement reported as
+    not determined by the data: the su of a singular direction means nothing)."""
+    unknown = {label.upper() for label in undetermined}
     return [
         label for label, (dist, ratio) in deviation_su(refined, published).items()
-        if dist > tolerance and (ratio is None or ratio > n_su)
+        if dist > tolerance and (ratio is None or ratio > n_su or label.upper() in unknown)
     ]
 
 
@@ -197,7 +201,7 @@ def run_case(case, options: dict, rms: float = RMS, as_published: bool = False, 
     seconds = time.perf_counter() - t0
     dev, who = max_deviation(r.structure, published)
     per_atom = deviation_su(r.structure, published)
-    off = atoms_off(r.structure, published)
+    off = atoms_off(r.structure, published, undetermined=r.meta.get("undetermined_positions", ()))
     worst_su = max(((ratio, label) for label, (_, ratio) in per_atom.items() if ratio is not None), default=(None, "-"))
     return {
         "case": case.name,

@@ -1248,6 +1248,8 @@ class Refinement:
             self.warn(f"the normal matrix is singular: parameters {names} are not determined by the data (their su "
                       "leave out the undetermined combination, so they are too small, or 0)")
         self._store_su(model, params, cov)
+        self.meta["undetermined_positions"] = sorted({model.labels[params.info[j].atom] for j in singular
+                                                      if params.info[j].kind == "xyz"})
         fc2c = self.calc.fc2_components(model)
         mod, fcabs = self.calc.model_intensities(model, fc2c)
         a, b = (self.settings.a, self.settings.b) if self.settings.scheme == "shelxl" else (0.0, 0.0)
