@@ -119,6 +119,10 @@ def test_mixed_site_pair_from_complementary_fractional_counts():
     assert mixed_site_pair("C10 H8 N2 O4") is None  # whole counts
     assert mixed_site_pair("Ag0.6 Na0.3 O2") is None  # do not add up to a whole site
     assert mixed_site_pair(None) is None
+    # a half-occupied solvent of an organic compound (COD 1979688): no C/O sites
+    assert mixed_site_pair("C38.50 H40 O12.50") is None
+    a, b, fa = mixed_site_pair("Ti O1.5 N0.5")  # an inorganic oxynitride still shares N/O sites
+    assert (a, b) == ("O", "N") and fa == pytest.approx(0.75)
 
 
 def test_swapped_neighbouring_elements_are_put_back():

@@ -385,12 +385,16 @@ def _add_peaks(refinement, m: WorkingModel, expected: dict[str, float], u_common
 
 #: a count within this of an integer counts as whole
 WHOLE = 0.02
+#: elements of a molecule's framework: in a compound of carbon and hydrogen their
+#: fractional counts come from partly occupied molecules (solvent), not from shared sites
+MOLECULAR_FRAMEWORK = frozenset({"C", "N", "O"})
 
 
 def mixed_site_pair(formula: str | None) -> tuple[str, str, float] | None:
     """(A, B, fraction of A) when a formula holds exactly two non-H elements with
     non-integral counts that add up to a whole number (Ag0.6 ... Na0.4, Al0.84 Ga1.16):
-    such elements share sites. None otherwise."""
+    such elements share sites. None otherwise, and None for C, N or O of an organic or
+    metal-organic formula (C38.5 H40 O12.5 is a half-occupied solvent, not C/O sites)."""
     if not formula:
         return None
     from refractor_core.crystal.formula import parse_formula
@@ -404,6 +408,8 @@ def mixed_site_pair(formula: str | None) -> tuple[str, str, float] | None:
     if len(frac) != 2:
         return None
     (a, va), (b, vb) = sorted(frac.items(), key=lambda t: -atomic_number(t[0]))
+    if "C" in counts and ("H" in counts or "D" in counts) and {a, b} & MOLECULAR_FRAMEWORK:
+        return None
     total = va + vb
     if abs(total - round(total)) > WHOLE or round(total) < 1:
         return None
