@@ -924,3 +924,29 @@ def test_reflections_far_from_the_model_are_listed_and_warned_of():
     assert warning.startswith("3 reflections")
     for hkl in worst:
         assert "OMIT {} {} {}".format(*hkl) in warning
+
+
+def test_no_step_moves_an_atom_beyond_the_step_limit(monkeypatch):
+    """A Gauss-Newton step is refused and damped when it would move a non-H atom farther
+    than MAX_ATOM_STEP (the linear model of the phases does not hold that far; on measured
+    KHoS2 a first step moved S 1.6 Å into a false minimum at R1 0.25). With the limit set to
+    0.05 Å, a start 0.33 Å off, which one cycle moves 0.22 Å without it, moves 0.05 Å."""
+    from refractor_core.simulation import simulate
+    from refractor_plugins.refiners.lsq import driver
+
+    cell = UnitCell(a=4.0098, b=4.0098, c=21.878, alpha=90, beta=90, gamma=120)
+    sites = [Site(label="K", element="K", xyz=(0, 0, 0), u_iso=0.016),
+             Site(label="HO", element="Ho", xyz=(1 / 3, 2 / 3, 1 / 6), u_iso=0.008),
+             Site(label="S", element="S", xyz=(0, 0, 0.2343), u_iso=0.009)]
+    truth = Structure(cell=cell, space_group=SpaceGroupRef.from_symbol("R -3 m:H"), sites=sites)
+    data = simulate(truth, d_min=0.7, seed=1)
+    start = truth.model_copy(update={"sites": sites[:2] + [sites[2].model_copy(update={"xyz": (0, 0, 0.2493)})]})
+    config = LsqConfig(max_cycles=1, anisotropic=False, riding_h=False, complete=False)
+
+    def move() -> float:
+        r = LsqRefiner(config).refine(data, Candidate(structure=start, generator=USER_MODEL))
+        return abs(r.structure.sites[2].xyz[2] - 0.2493) * cell.c
+
+    assert move() > 0.15
+    monkeypatch.setattr(driver, "MAX_ATOM_STEP", 0.05)
+    assert 0.0 < move() <= 0.05 + 1e-9

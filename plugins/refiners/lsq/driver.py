@@ -51,6 +51,10 @@ NEGLIGIBLE = 1e-9
 #: parent only, so the model it converges to is not exactly the minimum of the sum of squares,
 #: and the last steps towards it may go uphill by that little
 UPHILL = 0.01
+#: largest move of a non-H atom (Å) one step may make: a Gauss-Newton step is a linear
+#: model of the structure factors, whose phases turn by 2π h·Δx, so a longer step is
+#: outside the range where it holds (it is refused and damped, as a step uphill is)
+MAX_ATOM_STEP = 0.5
 
 
 @dataclass
@@ -221,6 +225,8 @@ class Driver:
                             # a step through a (near-)singular direction: phases reduced mod 1
                             # can make a wild step look good, so it is refused outright
                             raise RefinementError("implausible step")
+                        if _largest_move(model, candidate) > MAX_ATOM_STEP:
+                            raise RefinementError("step beyond the linear range")
                         value, _ = objective(self.calc, candidate, self.obs.fo2, w)
                         value += restraints.sum_of_squares(candidate, self.restraints, restraint_scale, frames)
                     except RefinementError:
@@ -425,3 +431,12 @@ def add_origin_restraints(ne, params: Parameterisation) -> None:
             continue
         weight = 100.0 * diag_max / norm
         ne.matrix += weight * np.outer(sub, sub)
+
+
+def _largest_move(before: WorkingModel, after: WorkingModel) -> float:
+    """Largest distance (Å) a non-H atom moves from `before` to `after` (same atoms)."""
+    heavy = ~before.hydrogen
+    if not heavy.any() or before.n != after.n:
+        return 0.0
+    d = after.cartesian(after.xyz[heavy]) - before.cartesian(before.xyz[heavy])
+    return float(np.sqrt((d * d).sum(axis=1)).max())
