@@ -51,9 +51,11 @@ NEGLIGIBLE = 1e-9
 #: parent only, so the model it converges to is not exactly the minimum of the sum of squares,
 #: and the last steps towards it may go uphill by that little
 UPHILL = 0.01
-#: largest move of a non-H atom (Å) one step may make: a Gauss-Newton step is a linear
-#: model of the structure factors, whose phases turn by 2π h·Δx, so a longer step is
-#: outside the range where it holds (it is refused and damped, as a step uphill is)
+#: largest move of a non-H atom (Å) one step may make in a user's model: a Gauss-Newton
+#: step is a linear model of the structure factors, whose phases turn by 2π h·Δx, so a
+#: longer step is outside the range where it holds (the whole step is scaled down to this).
+#: A generated model is refined without it: its atoms may be far off, completion moves
+#: them, and the limit slowed its refinements (mn_complex's P-1 candidate: 27 -> 41 cycles)
 MAX_ATOM_STEP = 0.5
 
 
@@ -109,6 +111,8 @@ class Settings:
     matrix: str = "full"
     block_size: int = 240
     convergence: float = 0.05
+    #: largest move of a non-H atom in one step (Å; None: no limit), see MAX_ATOM_STEP
+    max_atom_step: float | None = None
 
 
 class Driver:
@@ -225,8 +229,6 @@ class Driver:
                             # a step through a (near-)singular direction: phases reduced mod 1
                             # can make a wild step look good, so it is refused outright
                             raise RefinementError("implausible step")
-                        if _largest_move(model, candidate) > MAX_ATOM_STEP:
-                            raise RefinementError("step beyond the linear range")
                         value, _ = objective(self.calc, candidate, self.obs.fo2, w)
                         value += restraints.sum_of_squares(candidate, self.restraints, restraint_scale, frames)
                     except RefinementError:
@@ -314,8 +316,7 @@ class Driver:
         shift = solve_damped(ne.matrix, ne.rhs, damping)
         if not np.all(np.isfinite(shift)):
             raise np.linalg.LinAlgError("non-finite shift")
-        trial = params.apply(shift, ne.columns)
-        self.after_shift(trial)
+        shift, trial = self._limited_step(params, shift, ne.columns)
         steps = [(shift, trial)]
         solved = np.zeros(params.n)
         solved[ne.columns] = shift
@@ -323,10 +324,23 @@ class Driver:
         if len(rows):
             held = solve_damped_constrained(ne.matrix, ne.rhs, damping, rows[:, ne.columns], values)
             if np.all(np.isfinite(held)):
-                on_bounds = params.apply(held, ne.columns)
-                self.after_shift(on_bounds)
-                steps.append((held, on_bounds))
+                steps.append(self._limited_step(params, held, ne.columns))
         return steps
+
+    def _limited_step(self, params: Parameterisation, shift: np.ndarray,
+                      columns: np.ndarray) -> tuple[np.ndarray, WorkingModel]:
+        """(the step, the model it leads to), the whole step scaled down so that no non-H
+        atom moves more than MAX_ATOM_STEP (as SHELXL's DAMP scales all shifts down when
+        one is too large): the limit of the settings, if any."""
+        trial = params.apply(shift, columns)
+        self.after_shift(trial)
+        limit = self.settings.max_atom_step
+        move = _largest_move(params.model, trial) if limit else 0.0
+        if limit and move > limit:
+            shift = shift * (limit / move)
+            trial = params.apply(shift, columns)
+            self.after_shift(trial)
+        return shift, trial
 
     def _gauss_newton_shift_su(self, params: Parameterisation, ne, su: np.ndarray) -> float:
         """Largest |shift|/su of the Gauss-Newton step of these normal equations, as far as

@@ -39,7 +39,7 @@ from ..configs import LsqConfig
 from . import hydrogens as hyd
 from . import user_restraints
 from .absolute import intermediate_flack, inverted_structure, wrong_hand
-from .driver import Driver, Observed, Settings
+from .driver import MAX_ATOM_STEP, Driver, Observed, Settings
 from .least_squares import IntensityCalculator
 from .model import WorkingModel, is_hydrogen
 from .parameters import (Parameterisation, cached_site_groups, free_variable_value, rigid_bases, share_site_values,
@@ -444,6 +444,7 @@ class Refinement:
         self.settings = Settings(
             scheme=cfg.weighting, a=a, b=b, damping=cfg.damping, matrix="full",
             block_size=cfg.block_size, convergence=cfg.convergence,
+            max_atom_step=None if is_generated(self.candidate) else MAX_ATOM_STEP,
         )
         # mixed sites' fractions, and the model's own SHELXL free variables
         self.refine_occ_mixed = cfg.refine_occupancies in (True, "auto")
