@@ -222,8 +222,11 @@ def test_run_json_and_outputs(tmp_path):
                      "--candidates", "3", "--output", str(out), "--json", "--offline", fixtures=("pipeline_plugin",))
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
-    for key in ("solved", "space_group", "space_group_number", "R1", "wR2", "GooF", "formula", "cif", "seconds"):
+    for key in ("solved", "space_group", "space_group_number", "R1", "wR2", "GooF", "formula", "cif", "seconds",
+                "warnings"):
         assert key in summary
+    for w in summary["warnings"]:  # the best model's warnings, on stderr too
+        assert f"warning: {w}" in proc.stderr
     assert summary["space_group_number"] == 14 and summary["formula"] == "H O5 Pr S"
     assert 0 < summary["R1"] < 0.15 and summary["solved"] is True and summary["seed"] == 7
     assert (out / "report.json").is_file() and (out / "manifest.json").is_file() and (out / "candidate_2").is_dir()

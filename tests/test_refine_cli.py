@@ -145,3 +145,15 @@ def test_a_failure_with_json_still_prints_one_json_object(workdir):
     assert out["exit_code"] == 2 and "missing.res" in out["error"]
     proc = refractor("refine", "2229150.hkl", "--model", "2229150.cif#no_such_block", "--json", cwd=workdir)
     assert proc.returncode == 1 and "no_such_block" in json.loads(proc.stdout)["error"]
+
+
+def test_warnings_reach_stderr_with_json(workdir):
+    """The refined model's warnings go to stderr as 'warning:' lines with --json too (stdout
+    holds only the JSON object): two cycles leave the model's hydroxyl H replaced."""
+    proc = refractor("refine", "2229150.hkl", "--model", "2229150.cif", "--json", "--output", "warn",
+                     "--refiner-opt", "max_cycles=2", cwd=workdir)
+    assert proc.returncode == 0, proc.stderr
+    warnings = json.loads(proc.stdout)["warnings"]
+    assert warnings
+    for w in warnings:
+        assert f"warning: {w}" in proc.stderr

@@ -171,6 +171,13 @@ def pass_verbosity(f: Callable) -> Callable:
 FLACK_UNINFORMATIVE_SU = 0.3
 
 
+def print_warnings(warnings: list[str]) -> None:
+    """The refined model's warnings on stderr, one 'warning:' line each (with --json too:
+    stdout holds only the JSON object)."""
+    for w in warnings:
+        click.echo(f"warning: {w}", err=True)
+
+
 def flack_line(flack: float, flack_su: float | None) -> str:
     """'Flack x = 0.740(0.470)', with a note when its su is too large for the data to
     determine the absolute structure (light atoms with Mo radiation, as L-alanine)."""

@@ -23,7 +23,8 @@ from typing import Any
 import click
 
 from ..errors import InputError, UsageError
-from .common import data_options, emit_json, flack_line, load_data, pass_verbosity, reading_notes, run_options
+from .common import (data_options, emit_json, flack_line, load_data, pass_verbosity, print_warnings, reading_notes,
+                     run_options)
 
 
 def _stage_options(pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -126,10 +127,14 @@ def command(verbosity: int, **kw: Any) -> None:
     )
     summary = _write_outputs(refined, data, output, stem, config, seed, device, [data_path, model_file, kw["ins"]], started,
                              notes)
+    if verbosity > 0 and not kw["as_json"]:
+        for line in refined.log:
+            click.echo(line, err=True)
+    print_warnings(summary["warnings"])
     if kw["as_json"]:
         emit_json(summary)
     else:
-        _print_summary(summary, refined, verbosity)
+        _print_summary(summary)
 
 
 def _complete_data(data, bundle):
@@ -199,12 +204,7 @@ def _write_outputs(refined, data, output: Path, stem: str, config, seed: int, de
     return summary
 
 
-def _print_summary(summary: dict[str, Any], refined, verbosity: int) -> None:
-    if verbosity > 0:
-        for line in refined.log:
-            click.echo(line, err=True)
-    for w in summary["warnings"]:
-        click.echo(f"warning: {w}", err=True)
+def _print_summary(summary: dict[str, Any]) -> None:
     state = "converged" if summary["converged"] else "NOT converged"
     click.echo(
         f"R1 {summary['R1']:.4f}  wR2 {summary['wR2']:.4f}  GooF {summary['GooF']:.3f}  "

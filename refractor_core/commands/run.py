@@ -25,7 +25,8 @@ import click
 from pydantic import ValidationError
 
 from ..errors import PluginError, UsageError
-from .common import data_options, emit_json, flack_line, load_data, pass_verbosity, reading_notes, run_options
+from .common import (data_options, emit_json, flack_line, load_data, pass_verbosity, print_warnings, reading_notes,
+                     run_options)
 
 STAGES = ("encoder", "classifier", "generator", "refiner", "ranker")
 NONE_NAMES = ("", "none", "null", "off")
@@ -221,6 +222,7 @@ def command(verbosity: int, **kw: Any) -> None:
     output = (kw["output"] or default_output(data_file)).absolute()
     inputs = [data_file, kw["ins"] or _companion(data_file), kw["config_file"], data.source]
     summary = write_run_outputs(result, data, output, data_file.stem, config, manifest, inputs, registry, started)
+    print_warnings(summary["warnings"])
     if kw["as_json"]:
         emit_json(summary)
     else:
@@ -357,6 +359,7 @@ def write_run_outputs(result, data, output: Path, stem: str, config, manifest, i
                 "flack": best.flack,
                 "flack_su": best.flack_su,
                 "inverted": best.meta.get("inverted"),
+                "warnings": list(best.meta.get("warnings", [])),
                 "files": final_files,
             }
             report = {
