@@ -124,6 +124,8 @@ class Placement:
         c = self.counts
         parts = ", ".join(f"{v} {k}" for k, v in sorted(c.get("groups", {}).items()))
         msg = f"riding H placed: {c.get('n_h', 0)} H atoms ({parts or 'none'})"
+        if c.get("free_h_asu"):
+            msg += f"; {c['free_h_asu']:.1f} H per asymmetric unit refined freely"
         if c.get("expected_h") is not None:
             msg += f"; formula asks for {c['expected_h']:.1f} per asymmetric unit"
         return msg
@@ -601,7 +603,8 @@ def place_hydrogens(
     m.h_groups = own + [g for g in groups if g.atoms]
     update_riding(m)
 
-    counts = {"n_h": n_h, "groups": kinds, "expected_h": expected_h, "placed_h_asu": _ghost_count(m, m.h_groups, materialised=True)}
+    counts = {"n_h": n_h, "groups": kinds, "expected_h": expected_h, "placed_h_asu": _ghost_count(m, m.h_groups, materialised=True),
+              "free_h_asu": free_h_count(m)}
     return Placement(m, counts, [])
 
 
