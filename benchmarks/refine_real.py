@@ -13,7 +13,7 @@ position.
 
     python benchmarks/refine_real.py                       # the main benchmark
     python benchmarks/refine_real.py --variants            # also iso/aniso x with/without riding H
-    python benchmarks/refine_real.py --cases urea,sucrose  # a subset
+    python benchmarks/refine_real.py --cases urea,sucrose  # a subset (written to *_subset.*; --update merges it into the full results)
     python benchmarks/refine_real.py --as-published        # from the published models as given
     python benchmarks/refine_real.py --cases fe_perchlorate_hydrate --seeds 8  # other starts
 
@@ -415,13 +415,16 @@ def main() -> int:
     if args.convergence is not None:
         header["start"] += f"; refined until max shift/su < {args.convergence:g} (default 0.05), at most 300 cycles"
     main_rows = results["aniso+H"]
-    stem = "refine_real" if not args.cases or args.update else "refine_real_subset"
+    stem = "refine_real"
     if args.rms != RMS:
         stem = f"refine_real_rms{args.rms:g}"
     if args.as_published:
         stem = "refine_real_published"
     if args.convergence is not None:
         stem += f"_conv{args.convergence:g}"
+    # a subset never replaces the full results, unless merged into them (--update)
+    subset = "_subset" if args.cases and not args.update else ""
+    stem += subset
     if args.update and (out / f"{stem}.json").exists():
         previous = json.loads((out / f"{stem}.json").read_text())
         main_rows = _merged_rows(previous.get("cases", []), main_rows)
@@ -430,7 +433,7 @@ def main() -> int:
     (out / f"{stem}.json").write_text(json.dumps(summary, indent=2, default=str))
     (out / f"{stem}.md").write_text(_markdown(summary))
     if args.variants:
-        vstem = "refine_real_variants"
+        vstem = "refine_real_variants" + subset
         if args.update and (out / f"{vstem}.json").exists():
             previous = json.loads((out / f"{vstem}.json").read_text())
             for v, rows in results.items():
