@@ -590,8 +590,8 @@ def test_cif_with_another_programs_instructions_reads_the_atom_site_loops(tmp_pa
     """JANA2006 puts its m40 file in _iucr_refine_instructions_details (COD 2020013): not
     SHELXL instructions, so the model comes from the atom_site loops, with a note."""
     p = tmp_path / "jana.cif"
-    p.write_text(DDLM_CIF.split("data_other")[1].split("\n", 2)[2].replace("loop_\n_atom_site.label",
-                                                                          JANA_M40 + "loop_\n_atom_site.label", 1))
+    mine = "data_mine" + DDLM_CIF.split("data_mine")[1]  # the block with the model
+    p.write_text(mine.replace("loop_\n_atom_site.label", JANA_M40 + "loop_\n_atom_site.label", 1))
     bundle = load_bundle(p)
     assert [s.label for s in bundle.structure.sites] == ["Na1", "Cl1"]
     assert any("holds no SHELXL instructions" in n and "_iucr_refine_instructions_details" in n for n in bundle.notes)
