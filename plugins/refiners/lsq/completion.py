@@ -119,7 +119,7 @@ def _common_u(model: WorkingModel) -> float:
 def electrons_per_site(refinement, model: WorkingModel, u_common: float) -> np.ndarray:
     """Electron estimate of each non-H atom: free occupancy × Z with fixed xyz and U."""
     probe = model.copy()
-    heavy = np.array([not is_hydrogen(e) for e in probe.elements])
+    heavy = ~probe.hydrogen
     probe.make_isotropic(np.ones(probe.n, dtype=bool))
     probe.u_iso[heavy] = u_common
     fixed = {i for i in range(probe.n) if not heavy[i]}
@@ -338,7 +338,7 @@ def relocate_weak_atoms(refinement, model: WorkingModel, budget: int) -> tuple[W
 
 
 def _add_peaks(refinement, m: WorkingModel, expected: dict[str, float], u_common: float, rnd: int) -> int:
-    heavy_idx = np.array([i for i in range(m.n) if not is_hydrogen(m.elements[i])], dtype=np.int64)
+    heavy_idx = np.nonzero(~m.hydrogen)[0]
     have = float(sum(m.occupancy[i] / max(m.order[i], 1) for i in heavy_idx))
     want = float(sum(v for e, v in expected.items() if not is_hydrogen(e))) if expected else None
     # what the formula still lacks, in atoms per asymmetric unit: an atom on a site of
