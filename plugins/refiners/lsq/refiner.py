@@ -1222,11 +1222,11 @@ class Refinement:
                   f"{formula} (Z {z:g}), {100 * after:.0f} % of the non-H atoms off ({100 * before:.0f} % at the start); "
                   "refine_occupancies=false holds them")
 
-    def _restrained_goof(self, model: WorkingModel, goof: float, n_parameters: int, n_origin: int = 0) -> float:
+    def _restrained_goof(self, model: WorkingModel, goof: float, n_parameters: int, n_restraints: int) -> float:
         """SHELXL's restrained GooF: sqrt([Σw(Fo² - Fc²)² + Σ restraint terms] / (n + n_r - p)),
         the restraints weighted as SHELXL reports them (1/σ² times the data's mean
         w(Fo² - Fc²)², every SADI/SAME pair in full: `sum_of_squares(as_reported=True)`);
-        n_r counts the `n_origin` floating-origin restraints too, as SHELXL counts them
+        n_r (`n_restraints`) counts the floating-origin restraints too, as SHELXL counts them
         (their own terms are nil: the centroid they hold does not move)."""
         from .driver import restraint_weight_scale
         from .restraints import sum_of_squares
@@ -1234,7 +1234,7 @@ class Refinement:
         n, rs = len(self.fo2), self.driver.restraints
         chi2_data = goof**2 * max(n - n_parameters, 1)
         chi2_restraints = sum_of_squares(model, rs, restraint_weight_scale(chi2_data, n), as_reported=True)
-        return float(math.sqrt((chi2_data + chi2_restraints) / max(n + len(rs) + n_origin - n_parameters, 1)))
+        return float(math.sqrt((chi2_data + chi2_restraints) / max(n + n_restraints - n_parameters, 1)))
 
     def _finish(self, model: WorkingModel, converged: bool, last_shift: float, instr, wavelength: float) -> RefinedCandidate:
         from .completion import difference_peaks_and_holes
@@ -1289,9 +1289,8 @@ class Refinement:
             self.warn("ADPs at the positivity limit (not positive definite when refined freely): " + ", ".join(model.labels[i] for i in npd))
         # SHELXL counts the floating-origin restraints of a polar space group among its
         # restraints (P21, Pna21, P31c: 1; Cc: 2; P1: 3), in its CIF and its restrained GooF
-        n_origin = len(params.origin_restraints())
-        n_restraints = len(self.driver.restraints) + n_origin
-        restrained_goof = self._restrained_goof(model, ag.GooF, params.n, n_origin)
+        n_restraints = len(self.driver.restraints) + len(params.origin_restraints())
+        restrained_goof = self._restrained_goof(model, ag.GooF, params.n, n_restraints)
         figures = (ag.R1, ag.wR2, ag.GooF)
         if not all(math.isfinite(x) for x in figures):
             raise RefinementError("the refinement produced non-finite agreement figures")
