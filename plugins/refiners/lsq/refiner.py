@@ -306,7 +306,8 @@ class Refinement:
                 self.bar = None
 
     def _run(self) -> RefinedCandidate:
-        cfg = self.cfg
+        """The stages: observations and model set up, isotropic start and completion,
+        anisotropic ADPs with riding H, element swaps and disorder splits, SHELXL weights."""
         self._check_inputs()
         structure = self.candidate.structure
         if self.data.cell is not None:
@@ -314,11 +315,37 @@ class Refinement:
         sym = SymmetryOps.from_space_group(structure.space_group)
         instr = self._instructions()
         self._space_group_check(sym)
+        obs = self._observations(sym, instr)
+        wavelength = self.data.wavelength or structure.wavelength or 0.71073
+
+        model = WorkingModel.from_structure(structure, sym, special_tolerance=self.cfg.special_tolerance)
+        self._remove_duplicates(model)
+        self._setup_twin_and_extinction(model, instr, sym)
+        isotropic = self._note_given_adps(structure)
+        self._take_model_hydrogens(structure, model)
+        self._take_instructions(model, instr, isotropic)
+        self._build_calculator(obs, structure, sym, wavelength, model)
+        model = self._initial_adp(self._start_scale(model))
+        self._build_driver()
+
+        budget = self.cfg.max_cycles
+        model, budget = self._isotropic_stage(model, budget)
+        model, budget, converged, last_shift, aniso = self._anisotropic_stage(model, budget)
+        model, budget, converged, last_shift = self._model_changes_stage(model, budget, aniso, converged, last_shift)
+        model, budget, converged, last_shift = self._weights_stage(model, budget, converged, last_shift)
+
+        self.cycles = self.driver.cycle_count
+        if not converged:
+            self.log(f"not converged after {self.cycles} cycles (max shift/su {last_shift:.3f})")
+        return self._finish(model, converged, last_shift, instr, wavelength)
+
+    # -- set-up of a run -----------------------------------------------------------------
+    def _observations(self, sym: SymmetryOps, instr: RefinementInstructions):
+        """The data merged and filtered as the instructions ask (logged); kept on `self`."""
         obs = prepare_observations(self.data, sym, instr)
         if obs.data.n == 0:
             raise RefinementError(f"{self.data.source or 'the data'}: no reflections left after merging and filtering")
-        fo2, sigma = obs.fo2.copy(), obs.sigma.copy()
-        n_neg = int(np.sum(fo2 < 0))
+        n_neg = int(np.sum(obs.fo2 < 0))
         if obs.twin_indices is not None:
             self.log(f"{obs.n_input} rows of HKLF 5 data in {obs.data.n} overlap groups, each one observation "
                      f"(not merged); {n_neg} with Fo² < 0")
@@ -332,23 +359,29 @@ class Refinement:
             if value:
                 self.log(f"  {value} reflections dropped ({key.replace('_', ' ')})")
         self.obs_data = obs
-        wavelength = self.data.wavelength or structure.wavelength or 0.71073
+        self.fo2, self.sigma = obs.fo2.copy(), obs.sigma.copy()
+        return obs
 
-        model = WorkingModel.from_structure(structure, sym, special_tolerance=cfg.special_tolerance)
-        self._remove_duplicates(model)
-        # twinning, extinction
-        self._setup_twin_and_extinction(model, instr, sym)
+    def _note_given_adps(self, structure) -> set[str]:
+        """Record which atoms keep the ADP kind the model gives them; returns the labels
+        of the model's isotropic non-H atoms."""
+        generated = is_generated(self.candidate)
         # a user's model with anisotropic atoms of its own keeps its isotropic ones so, as
         # SHELXL refines each atom's ADP as the model gives it (anisotropic=true overrides)
-        given_aniso = any(s.u_aniso is not None for s in structure.sites) and not is_generated(self.candidate)
+        given_aniso = any(s.u_aniso is not None for s in structure.sites) and not generated
         isotropic = {s.label.upper() for s in structure.sites if s.u_aniso is None and s.element.upper() not in ("H", "D")}
-        self.kept_isotropic: set[str] = isotropic if given_aniso and cfg.anisotropic == "auto" else set()
+        self.kept_isotropic: set[str] = isotropic if given_aniso and self.cfg.anisotropic == "auto" else set()
         # ... and its anisotropic atoms stay anisotropic, held positive definite at the limit
         # if need be (`_after_cycle`): SHELXL never makes an atom isotropic by itself
         self.given_anisotropic: set[str] = ({s.label.upper() for s in structure.sites if s.u_aniso is not None}
-                                            if not is_generated(self.candidate) else set())
+                                            if not generated else set())
         self.held_at_limit: set[str] = set()  # of those, the ones logged as held at the limit
         self.made_isotropic: set[str] = set()  # atoms `_after_cycle` made isotropic stay so
+        return isotropic
+
+    def _take_model_hydrogens(self, structure, model: WorkingModel) -> None:
+        """Decide what happens to the model's own H atoms: re-placed as riding H (removed
+        here), kept and refined freely, or kept riding where they are."""
         hydrogens_in = int(model.hydrogen.sum())
         self.place_h = self._want_riding_h()
         self.free_h_parents: set[str] = set()  # labels of atoms whose own free H are kept
@@ -358,40 +391,47 @@ class Refinement:
         self.h_u_variables: dict[str, tuple[int, float]] = {}  # of those, the free variable their U is on
         # each H's parent as the model names it (AFIX group, CIF calc-attached atom)
         stated = {s.label: s.riding_on for s in structure.sites if s.riding_on and s.element.upper() in ("H", "D")}
-        if self.place_h and hydrogens_in and not cfg.keep_h:
-            # H on atoms riding H are not placed on (hydrides of metals, B, Si, P) stay, refined
-            # freely; so do the H a user's SHELXL model refines freely (AFIX 0), as SHELXL would
-            parents = hyd.hydrogen_parents(model, stated)
-            hydrides = hyd.unplaceable_hydrogens(model, parents)
-            # H a model without SHELXL instructions gives as located, not calculated, ride
-            # where they are: no restraints come with them to refine them freely
-            free, located = self._own_hydrogens(structure, model, parents)
-            free &= ~hydrides
-            located &= ~hydrides
-            located_labels = {model.labels[i] for i in np.nonzero(located)[0]}
-            drop = model.hydrogen & ~hydrides & ~free & ~located
-            self.free_h_parents = {model.labels[parents[i]] for i in np.nonzero(free)[0]}
-            self.h_names = hyd.model_h_names(model, drop, parents)
-            own_u = {s.label.upper() for s in structure.sites if s.own_u}
-            self.h_own_u = {model.labels[i].upper(): float(model.u_iso[i]) for i in np.nonzero(drop)[0]
-                            if model.labels[i].upper() in own_u}
-            self.h_u_variables = {s.label.upper(): s.u_variable for s in structure.sites
-                                  if s.label.upper() in self.h_own_u and s.u_variable is not None}
-            model.remove_atoms(drop)
-            self._follow_riding_u(structure, model)
-            if located_labels:
-                hyd.attach_existing(model, labels=located_labels, own=True, stated=stated)
-            told = [f"{int(drop.sum())} removed, to be re-placed as riding H (each taking the name of the model's H "
-                    "nearest to it on the same atom)" if drop.any() else "",
-                    f"{int(hydrides.sum())} on other atoms (hydrides) kept and refined freely" if hydrides.any() else "",
-                    f"{int(free.sum())} the model refines freely (AFIX 0) kept and refined freely" if free.any() else "",
-                    f"{len(located_labels)} located (not calculated) kept, riding on their atom as given"
-                    if located_labels else ""]
-            self.log("H atoms of the starting model: " + "; ".join(t for t in told if t))
-        elif hydrogens_in:
+        if not hydrogens_in:
+            return
+        if self.cfg.keep_h or not self.place_h:
             hyd.attach_existing(model, stated=stated)
             # the model's own H are kept: placing riding H would replace them
             self.place_h = False
+            return
+        # H on atoms riding H are not placed on (hydrides of metals, B, Si, P) stay, refined
+        # freely; so do the H a user's SHELXL model refines freely (AFIX 0), as SHELXL would
+        parents = hyd.hydrogen_parents(model, stated)
+        hydrides = hyd.unplaceable_hydrogens(model, parents)
+        # H a model without SHELXL instructions gives as located, not calculated, ride
+        # where they are: no restraints come with them to refine them freely
+        free, located = self._own_hydrogens(structure, model, parents)
+        free &= ~hydrides
+        located &= ~hydrides
+        located_labels = {model.labels[i] for i in np.nonzero(located)[0]}
+        drop = model.hydrogen & ~hydrides & ~free & ~located
+        self.free_h_parents = {model.labels[parents[i]] for i in np.nonzero(free)[0]}
+        self.h_names = hyd.model_h_names(model, drop, parents)
+        own_u = {s.label.upper() for s in structure.sites if s.own_u}
+        self.h_own_u = {model.labels[i].upper(): float(model.u_iso[i]) for i in np.nonzero(drop)[0]
+                        if model.labels[i].upper() in own_u}
+        self.h_u_variables = {s.label.upper(): s.u_variable for s in structure.sites
+                              if s.label.upper() in self.h_own_u and s.u_variable is not None}
+        model.remove_atoms(drop)
+        self._follow_riding_u(structure, model)
+        if located_labels:
+            hyd.attach_existing(model, labels=located_labels, own=True, stated=stated)
+        told = [f"{int(drop.sum())} removed, to be re-placed as riding H (each taking the name of the model's H "
+                "nearest to it on the same atom)" if drop.any() else "",
+                f"{int(hydrides.sum())} on other atoms (hydrides) kept and refined freely" if hydrides.any() else "",
+                f"{int(free.sum())} the model refines freely (AFIX 0) kept and refined freely" if free.any() else "",
+                f"{len(located_labels)} located (not calculated) kept, riding on their atom as given"
+                if located_labels else ""]
+        self.log("H atoms of the starting model: " + "; ".join(t for t in told if t))
+
+    def _take_instructions(self, model: WorkingModel, instr: RefinementInstructions, isotropic: set[str]) -> None:
+        """The model's own instructions that shape the model: restraints, EADP/EXYZ, ANIS,
+        free variables (and which of them can be refined)."""
+        cfg = self.cfg
         # restraints name atoms: only the candidate's own instructions may carry them (the
         # data's instructions belong to another model, whose labels mean other atoms)
         self.instr = instr if self.candidate.meta.get("instructions") is not None and not cfg.ignore_instructions else None
@@ -421,25 +461,31 @@ class Refinement:
             self.log(f"occupancies on SHELXL free variables {what}: " + ", ".join(
                 f"FVAR {k} ({len(v)} atoms)" for k, v in sorted(model.free_variables.items())))
 
-        # chunks sized so that raw derivative blocks stay near 40 MB
+    def _build_calculator(self, obs, structure, sym: SymmetryOps, wavelength: float, model: WorkingModel) -> None:
+        """The intensity calculator over the observations, in chunks sized so that raw
+        derivative blocks stay near 40 MB."""
         n_raw = max(model.n * 2, 20) * 10
         twin = obs.twin_indices or TwinIndices.from_twin_law(obs.hkl, model.twin_ops)
         chunk = int(np.clip(4_000_000 // (n_raw * len(twin.component)), 300, 4000))
         device = self.context.device if self.context.device in ("cpu", "cuda") else "cpu"
         self.calc = IntensityCalculator(
             obs.hkl, structure.cell, sym, wavelength, model.twin_ops, twin_indices=twin,
-            anomalous=cfg.anomalous, chunk=chunk, device=device,
+            anomalous=self.cfg.anomalous, chunk=chunk, device=device,
         )
-        self.fo2, self.sigma = fo2, sigma
-        # scale from the start model
+
+    def _start_scale(self, model: WorkingModel) -> WorkingModel:
+        """The overall scale fitted to the start model (σ weights)."""
         fc2c = self.calc.fc2_components(model)
         _, fcabs = self.calc.model_intensities(_unit_scale(model), fc2c)
-        k = scale_factor(fo2, fcabs, 1.0 / sigma**2)
+        k = scale_factor(self.fo2, fcabs, 1.0 / self.sigma**2)
         if not (math.isfinite(k) and k > 0):
             raise RefinementError("the starting model gives no diffracted intensity (scale cannot be fitted)")
         model.scale = k
-        model = self._initial_adp(model)
+        return model
 
+    def _build_driver(self) -> None:
+        """Weights, damping and step limit of the run, what is refined, and its driver."""
+        cfg = self.cfg
         a, b = cfg.weights if cfg.weights is not None else self._starting_weights()
         self.settings = Settings(
             scheme=cfg.weighting, a=a, b=b, damping=cfg.damping, matrix="full",
@@ -448,69 +494,75 @@ class Refinement:
         )
         # mixed sites' fractions, and the model's own SHELXL free variables
         self.refine_occ_mixed = cfg.refine_occupancies in (True, "auto")
-        self.held_occupancy = self._held_occupancies(model)
         self.refine_occ_partial = cfg.refine_occupancies is True
         # disorder assemblies' free occupancies: on request, or for the splits found here
         self.refine_occ_disorder = cfg.refine_occupancies is True
         self.fixed: set[int] = set()
-        driver = Driver(self.calc, Observed(fo2, sigma), self.settings, self._parameters, self._after_shift, self.log,
-                        after_cycle=self._after_cycle)
-        self.driver = driver
-        budget = cfg.max_cycles
+        self.driver = Driver(self.calc, Observed(self.fo2, self.sigma), self.settings, self._parameters,
+                             self._after_shift, self.log, after_cycle=self._after_cycle)
 
+    # -- the stages ----------------------------------------------------------------------
+    def _isotropic_stage(self, model: WorkingModel, budget: int) -> tuple[WorkingModel, int]:
+        """Stage 1: isotropic start (atoms already anisotropic stay so), then completion of
+        a model that asks for it. Extinction is held at its starting value until the model
+        is close, and so are a generated model's twin fractions; a user's model refines its
+        twin fractions from the first cycle, as SHELXL does (held, a wrong starting BASF
+        pushes the atoms away to fit what it cannot: R1 above 0.3 where 0.03 is right)."""
+        self.held_occupancy = self._held_occupancies(model)
         if self.place_h and self.h_names and budget > 0:
             # a model that came with its H (re-placed as riding H) is refined with them from
             # the first cycle, as SHELXL refines it: not first without them, which moves it
             model = self._place_hydrogens(model)
         self._update_restraints(model)
-        if not is_generated(self.candidate) and self.refine_twin.any():
+        generated = is_generated(self.candidate)
+        if not generated and self.refine_twin.any():
             self._start_twin_fractions(model)
-        # stage 1: isotropic start (atoms already anisotropic stay so); extinction is held at
-        # its starting value until the model is close, and so are a generated model's twin
-        # fractions; a user's model refines its twin fractions from the first cycle, as
-        # SHELXL does (held, a wrong starting BASF pushes the atoms away to fit what it
-        # cannot: R1 above 0.3 where 0.03 is right)
         self._choose_matrix(model)
         late = (self.refine_extinction, self.refine_twin.copy())
         self.refine_extinction = False
-        if is_generated(self.candidate):
+        if generated:
             self.refine_twin = np.zeros_like(self.refine_twin)
         if budget > 0:
-            res = driver.run(model, min(ISO_CYCLES, budget), "iso", convergence=max(cfg.convergence, ISO_CONVERGENCE))
+            res = self.driver.run(model, min(ISO_CYCLES, budget), "iso",
+                                  convergence=max(self.cfg.convergence, ISO_CONVERGENCE))
             model, budget = res.model, budget - res.cycles
-
-        # completion
         if self._want_completion(model) and budget > 0:
             from .completion import complete_model
 
             model, used = complete_model(self, model, budget)
             budget -= used
-        if is_generated(self.candidate) and self.cfg.complete is not False and budget > 0:
+        if generated and self.cfg.complete is not False and budget > 0:
             # (only with cycles left to refine the split: a quick screen may have none)
             from .completion import split_mixed_sites
 
             for line in split_mixed_sites(self, model):
                 self.log(line)
-
         self.refine_extinction, self.refine_twin = late
-        # stage 2: anisotropic non-H + riding H
-        aniso = self._want_anisotropic(model, len(fo2))
-        if aniso == "test":
-            # few data per parameter: anisotropic ADPs only if they fit significantly better
-            meta = copy.deepcopy(self.meta)
-            iso_run = self._adp_and_hydrogen_stage(model, False, budget)
-            iso_meta, self.meta = self.meta, meta
-            aniso_run = self._adp_and_hydrogen_stage(model, True, budget)
-            aniso = self._anisotropic_significant(iso_run[0], aniso_run[0])
-            if not aniso:
-                self.meta = iso_meta
-            model, _, converged, last_shift = aniso_run if aniso else iso_run
-            budget = iso_run[1] + aniso_run[1] - budget  # both runs' cycles count
-            self._update_restraints(model)
-            self._choose_matrix(model)
-        else:
-            model, budget, converged, last_shift = self._adp_and_hydrogen_stage(model, aniso, budget)
+        return model, budget
 
+    def _anisotropic_stage(self, model: WorkingModel, budget: int):
+        """Stage 2: anisotropic non-H and riding H; with few data per parameter, both the
+        isotropic and the anisotropic model are refined and the anisotropic one is kept
+        only if it fits significantly better. Returns (model, budget left, converged,
+        max shift/su, anisotropic)."""
+        aniso = self._want_anisotropic(model, len(self.fo2))
+        if aniso != "test":
+            return (*self._adp_and_hydrogen_stage(model, aniso, budget), aniso)
+        meta = copy.deepcopy(self.meta)
+        iso_run = self._adp_and_hydrogen_stage(model, False, budget)
+        iso_meta, self.meta = self.meta, meta
+        aniso_run = self._adp_and_hydrogen_stage(model, True, budget)
+        aniso = self._anisotropic_significant(iso_run[0], aniso_run[0])
+        if not aniso:
+            self.meta = iso_meta
+        model, _, converged, last_shift = aniso_run if aniso else iso_run
+        budget = iso_run[1] + aniso_run[1] - budget  # both runs' cycles count
+        self._update_restraints(model)
+        self._choose_matrix(model)
+        return model, budget, converged, last_shift, aniso
+
+    def _model_changes_stage(self, model: WorkingModel, budget: int, aniso, converged: bool, last_shift: float):
+        """Element swaps and disorder splits the data call for, each refined on."""
         if self._want_element_swaps() and budget > 0:
             from .element_swaps import swap_elements
 
@@ -519,7 +571,6 @@ class Refinement:
                 self.log("elements swapped on the data's evidence: " + "; ".join(swaps))
                 self.meta["element_swaps"] = swaps
                 model, budget, converged, last_shift = self._adp_and_hydrogen_stage(model, bool(aniso), budget)
-
         if self._want_disorder_split(aniso) and budget > 0:
             from .disorder import split_disorder
 
@@ -527,8 +578,12 @@ class Refinement:
             budget -= used
             if split is not None:
                 converged, last_shift = split.converged, split.max_shift_su
+        return model, budget, converged, last_shift
 
-        # stage 3: SHELXL weights
+    def _weights_stage(self, model: WorkingModel, budget: int, converged: bool, last_shift: float):
+        """Stage 3: SHELXL weights optimised in rounds (rotating H groups re-fitted), then
+        the model converged under the last weights."""
+        cfg, driver = self.cfg, self.driver
         if cfg.weighting == "shelxl" and cfg.weights is None and budget > 0:
             for _ in range(WEIGHT_ROUNDS):
                 changed = self._optimise_weights(model)
@@ -547,11 +602,7 @@ class Refinement:
             res = driver.run(model, budget, "final", keep_damping=True)
             model, budget = res.model, budget - res.cycles
             converged, last_shift = res.converged, res.max_shift_su
-
-        self.cycles = driver.cycle_count
-        if not converged:
-            self.log(f"not converged after {self.cycles} cycles (max shift/su {last_shift:.3f})")
-        return self._finish(model, converged, last_shift, instr, wavelength)
+        return model, budget, converged, last_shift
 
     # -- pieces ------------------------------------------------------------------------
     def _starting_weights(self) -> tuple[float, float]:
