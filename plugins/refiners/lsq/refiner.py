@@ -1306,22 +1306,7 @@ class Refinement:
         mod, fcabs = self.calc.model_intensities(model, fc2c)
         a, b = (self.settings.a, self.settings.b) if self.settings.scheme == "shelxl" else (0.0, 0.0)
         ag = agreement(self.fo2, self.sigma, fcabs, n_parameters=params.n, weight_a=a, weight_b=b, scale=model.scale)
-        flack, flack_su = None, None
-        if self.flack_mode == "basf" and self.inversion_component is not None:
-            j = _column_of(params, "basf", self.inversion_component)
-            flack = float(model.twin_fractions[self.inversion_component])
-            flack_su = float(math.sqrt(max(cov[j, j], 0.0))) if j is not None else None
-        elif self.flack_mode == "estimate":
-            from .absolute import flack_estimate
-
-            est = flack_estimate(self, model)
-            if est is not None:
-                flack, flack_su = est
-                self.log(f"Flack x = {flack:.3f}({flack_su:.3f}) (estimated after refinement)")
-                if intermediate_flack(flack, flack_su):
-                    self.warn(f"Flack x = {flack:.3f}({flack_su:.3f}) lies significantly between 0 and 1: the crystal "
-                              "may be an inversion twin (refine its fraction with --refiner-opt flack=true), or the "
-                              "structure centrosymmetric (check the space group)")
+        flack, flack_su = self._flack(model, params, cov)
         if self.cfg.twin_check and len(model.twin_ops) == 1 and self.obs_data.twin_indices is None:
             self._check_twin_laws(model)
         peak, hole, peaks = difference_peaks_and_holes(self, model)
@@ -1408,6 +1393,28 @@ class Refinement:
             log=list(self.lines),
             meta=meta,
         )
+
+    def _flack(self, model: WorkingModel, params: Parameterisation, cov: np.ndarray) -> tuple[float | None, float | None]:
+        """Flack x and its su: the refined inversion-twin fraction, or estimated with the
+        model held (a warning when it lies significantly between 0 and 1); None if neither."""
+        if self.flack_mode == "basf" and self.inversion_component is not None:
+            j = _column_of(params, "basf", self.inversion_component)
+            flack_su = float(math.sqrt(max(cov[j, j], 0.0))) if j is not None else None
+            return float(model.twin_fractions[self.inversion_component]), flack_su
+        if self.flack_mode != "estimate":
+            return None, None
+        from .absolute import flack_estimate
+
+        est = flack_estimate(self, model)
+        if est is None:
+            return None, None
+        flack, flack_su = est
+        self.log(f"Flack x = {flack:.3f}({flack_su:.3f}) (estimated after refinement)")
+        if intermediate_flack(flack, flack_su):
+            self.warn(f"Flack x = {flack:.3f}({flack_su:.3f}) lies significantly between 0 and 1: the crystal "
+                      "may be an inversion twin (refine its fraction with --refiner-opt flack=true), or the "
+                      "structure centrosymmetric (check the space group)")
+        return flack, flack_su
 
     def _refined_instructions(self, instr: RefinementInstructions, model: WorkingModel, a: float, b: float) -> RefinementInstructions:
         """The instructions that describe this refinement (for the .res writer)."""
