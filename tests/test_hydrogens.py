@@ -369,3 +369,34 @@ END
         assert 100.0 < _angle(h, n, c) < 115.0 and 100.0 < _angle(h, n, co) < 115.0
     assert 100.0 < _angle(h1, n, h2) < 112.0
     assert placed.afix[group.atoms[0]] == 23
+
+
+def test_an_acid_h_in_a_short_hydrogen_bond_comes_from_its_difference_peak(real_case):
+    """hydroxyquinolinium hydrogen maleate's acid H1 sits nearly midway in the short O1...O2
+    hydrogen bond (O1-H1 1.22, O2-H1 1.24 Å). Data simulated from the published model; the
+    model without H1 refined (its other H kept): the difference peak gives one H, on O1 or
+    O2, within 0.1 Å of H1 and at the peak's own distance, not at an ordinary O-H one.
+    Asked for one H more than that, none comes: the other O atoms bonded to C (the carbonyl
+    O3 and the carboxylate O4) have no peak with the angle and hydrogen bond of an acid H.
+    Before, an O bonded to C never took an H from a peak."""
+    from refractor_core.simulation import simulate
+    from refractor_core.types import Candidate
+    from refractor_plugins.refiners.configs import LsqConfig
+    from refractor_plugins.refiners.lsq.refiner import USER_MODEL, Refinement
+
+    case = real_case("hydroxyquinolinium_hmaleate")
+    published = load_bundle(case.reference, block=case.data_block).structure
+    data = simulate(published, d_min=0.7, seed=1).model_copy(update={"formula": "C13 H11 N O5", "z": 4})
+    h1 = next(s for s in published.sites if s.label == "H1")
+    start = published.model_copy(update={"sites": [s for s in published.sites if s.label != "H1"]})
+    refinement = Refinement(LsqConfig(keep_h=True, max_cycles=2, anisotropic=False, weighting="sigma"), data,
+                            Candidate(structure=start, generator=USER_MODEL))
+    refinement.run()
+    model = refinement.final_model
+    completed, added = hyd.add_peak_hydrogens(model, refinement, 12.0)
+    assert added == 1
+    new = completed.n - 1
+    parent = completed.labels[completed.riding[new]]
+    assert parent in ("O1", "O2")
+    assert completed.symmetry.nearest_image_distance(completed.cell, completed.xyz[new], np.array([h1.xyz])) < 0.1
+    assert np.linalg.norm(_cart(completed, new) - _cart(completed, int(completed.riding[new]))) > 1.0

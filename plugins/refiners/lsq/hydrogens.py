@@ -1057,6 +1057,16 @@ HYDRIDE_DISTANCES = {"B": 1.12, "Al": 1.55, "Ga": 1.50, "In": 1.70, "Si": 1.42, 
 HYDRIDE_RANGE = (0.8, 1.2)
 #: smallest angle (°) between an E-H found at a peak and a bond of E to a non-H atom
 HYDRIDE_MIN_ANGLE = 85.0
+#: an O bonded to one non-metal atom that the geometry gave no H (the O-H of an acid whose
+#: H sits in a short, nearly symmetric hydrogen bond: both C-O bonds alike) takes an H from
+#: a peak ACID_H_RANGE (Å) away (up to half of a short O...O), only with an X-O-H angle
+#: in ACID_H_ANGLES (°) and a hydrogen bond from that H: an O or N acceptor at H...A within
+#: ACID_H_ACCEPTOR (Å), the O-H...A angle at least ACID_H_MIN_ANGLE (°); the bonding and
+#: lone-pair density of a C=O (peaks nearer the O) makes no such peak
+ACID_H_RANGE = (0.8, 1.35)
+ACID_H_ANGLES = (95.0, 135.0)
+ACID_H_ACCEPTOR = (1.2, 2.2)
+ACID_H_MIN_ANGLE = 120.0
 
 
 def add_peak_hydrogens(model: WorkingModel, refinement, expected_h: float | None, distances: str = "low-temperature") -> tuple[WorkingModel, int]:
@@ -1078,21 +1088,26 @@ def add_peak_hydrogens(model: WorkingModel, refinement, expected_h: float | None
 
 def _peak_hydrogens(m: WorkingModel, refinement, nbmap: dict, missing: float, col: int) -> int:
     """Add up to `missing` H (per asymmetric unit) on O/N atoms without organic neighbours,
-    at difference-map peaks 0.6-1.2 Å away, and on B, Al, Ga, In, Si, Ge, Sn atoms (terminal
-    hydrides) at peaks 0.8-1.2 times their E-H distance away and at least 85° from their
-    bonds; they ride on their parent at a fixed offset."""
+    at difference-map peaks 0.6-1.2 Å away; on an O bonded to one non-metal atom only with
+    the angle and the hydrogen bond of an acid O-H (ACID_H_*); and on B, Al, Ga, In, Si, Ge,
+    Sn atoms (terminal hydrides) at peaks 0.8-1.2 times their E-H distance away and at least
+    85° from their bonds; they ride on their parent at a fixed offset."""
     from .maps import difference_peaks
 
     cell_m = orthogonalization_matrix(m.cell)
     ranges, bonds = {}, {}  # the atoms that may carry an H from a peak: distance range, bond directions
+    acid: dict[int, np.ndarray] = {}  # terminal O on a non-metal: the direction of its bond
     for i, nbl in nbmap.items():
         if any(g.parent == i for g in m.h_groups):
             continue
         element = m.elements[i]
         if element in ("O", "N"):
-            if any(not _is_metal(m.elements[nb.atom]) for nb, _, _ in nbl):
-                continue
-            ranges[i] = PEAK_H_RANGE
+            organic = [pos for nb, pos, _ in nbl if not _is_metal(m.elements[nb.atom])]
+            if element == "O" and len(organic) == 1 and len(nbl) == 1:
+                acid[i] = _unit(organic[0] - m.xyz[i] @ cell_m.T)
+                ranges[i] = ACID_H_RANGE
+            elif not organic:
+                ranges[i] = PEAK_H_RANGE
         elif element in HYDRIDE_DISTANCES:
             d = HYDRIDE_DISTANCES[element]
             ranges[i] = (HYDRIDE_RANGE[0] * d, HYDRIDE_RANGE[1] * d)
@@ -1117,6 +1132,8 @@ def _peak_hydrogens(m: WorkingModel, refinement, nbmap: dict, missing: float, co
             vec = dd[k] @ cell_m.T
             if any(_vector_angle(vec, b) < HYDRIDE_MIN_ANGLE for b in bonds.get(i, ())):
                 continue  # a peak along a bond of the atom (a hydride H points away from them)
+            if i in acid and not ACID_H_ANGLES[0] <= _vector_angle(vec, acid[i]) <= ACID_H_ANGLES[1]:
+                continue
             options.append((p.height, i, vec))
     options.sort(key=lambda o: -o[0])
     per_atom: dict[int, list[np.ndarray]] = {}
@@ -1131,15 +1148,19 @@ def _peak_hydrogens(m: WorkingModel, refinement, nbmap: dict, missing: float, co
         u = _unit(vec)
         if any(not (85.0 <= _vector_angle(u, v) <= 135.0) for v in mine):
             continue
-        if m.elements[i] in ("O", "N"):
+        if m.elements[i] in ("O", "N") and i not in acid:
             d = DISTANCES["OH" if m.elements[i] == "O" else "NH"][col]
         else:
-            d = float(np.linalg.norm(vec))  # a hydride H where its peak is
+            # a hydride H, or the H of a short hydrogen bond (not at an ordinary O-H
+            # distance), where its peak is
+            d = float(np.linalg.norm(vec))
         cart = m.xyz[i] @ cell_m.T + d * u
         frac = cart @ f_m.T
         h_atoms = [a for a in range(m.n) if is_hydrogen(m.elements[a])]
         if h_atoms and m.symmetry.nearest_image_distance(m.cell, frac, m.xyz[h_atoms]) < 1.2:
             continue  # too close to an H already there
+        if i in acid and not _donates_hydrogen_bond(m, i, cart, cell_m):
+            continue
         label = m.unique_label("H")
         # an H on one atom of a split site (an Al/Ga pair of PARTs 1 and 2) belongs to the
         # whole site: PART 0, the site's occupancy (SHELXL models refine it so)
@@ -1149,6 +1170,26 @@ def _peak_hydrogens(m: WorkingModel, refinement, nbmap: dict, missing: float, co
         missing -= m.occupancy[idx] / max(m.order[idx], 1)
         added += 1
     return added
+
+
+def _donates_hydrogen_bond(m: WorkingModel, donor: int, h_cart: np.ndarray, cell_m: np.ndarray) -> bool:
+    """True when an H at `h_cart` on `donor` has an O or N acceptor (any symmetry image of
+    any atom, the donor's own images included, as across the inversion centre of an acid
+    dimer) at ACID_H_ACCEPTOR from it with a D-H...A angle of ACID_H_MIN_ANGLE or more (the
+    donor itself, at 0°, never counts)."""
+    acceptors = [a for a in range(m.n) if m.elements[a] in ("O", "N")]
+    if not acceptors:
+        return False
+    h_frac = h_cart @ fractionalization_matrix(m.cell).T
+    d = m.symmetry.images(m.xyz[acceptors]) - h_frac  # (k, n_ops, 3)
+    d -= np.round(d)
+    to_acceptor = d @ cell_m.T
+    dist = np.linalg.norm(to_acceptor, axis=-1)
+    to_donor = m.xyz[donor] @ cell_m.T - h_cart
+    for v in to_acceptor[(dist >= ACID_H_ACCEPTOR[0]) & (dist <= ACID_H_ACCEPTOR[1])]:
+        if _vector_angle(v, to_donor) >= ACID_H_MIN_ANGLE:
+            return True
+    return False
 
 
 def _site_occupancy(m: WorkingModel, i: int) -> tuple[float, int]:
