@@ -319,6 +319,28 @@ def test_write_structure_outputs_complete_and_readable(tmp_path):
     assert 0 < fcf.reflections.n <= data.n
 
 
+def test_refined_extinction_is_written_with_its_su_and_expression(tmp_path):
+    """A refined EXTI goes into the CIF with its su and SHELXL's expression, as SHELXL
+    writes it, and reads back as EXTI (the su was left out before)."""
+    import re
+
+    import gemmi
+
+    from refractor_plugins.readers.cif_reader import instructions_from_tags
+
+    case = next(c for c in REAL_CASES if c.name == "ethylene_oxide")
+    refined = RefinedCandidate(
+        structure=_reference(case), r1=0.03, wr2=0.08, goof=1.0, n_reflections=1010, n_gt=900, n_parameters=44,
+        extinction=0.01831, meta={"extinction_su": 0.00072},
+    )
+    paths = write_structure_outputs(refined, load_reflections(case.reflections), tmp_path, "ext")
+    cif = paths["cif"].read_text()
+    assert re.search(r"^_refine_ls_extinction_coef\s+0\.0183\(7\)$", cif, re.M)
+    assert r"Fc^*^=kFc[1+0.001xFc^2^\l^3^/sin(2\q)]^-1/4^" in cif
+    block = gemmi.cif.read_string(cif).sole_block()
+    assert instructions_from_tags(block).exti == pytest.approx(0.0183)
+
+
 def test_write_structure_outputs_with_given_fc2(tmp_path):
     case = next(c for c in REAL_CASES if c.name == "nacl")
     data = load_reflections(case.reflections).subset(np.arange(50))

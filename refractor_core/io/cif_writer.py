@@ -173,7 +173,8 @@ def _refinement_block(pair, refined: RefinedCandidate, structure: Structure, r1_
         pair("_refine_ls_hydrogen_treatment", "mixed" if (has_calc and free_h) else ("constr" if has_calc else "refall"))
     if refined.extinction:
         pair("_refine_ls_extinction_method", cif_string("SHELXL"))
-        pair("_refine_ls_extinction_coef", plain(refined.extinction, 6))
+        pair("_refine_ls_extinction_coef", with_su(refined.extinction, meta.get("extinction_su"), 6))
+        pair("_refine_ls_extinction_expression", cif_string("Fc^*^=kFc[1+0.001xFc^2^\\l^3^/sin(2\\q)]^-1/4^"))
     else:
         pair("_refine_ls_extinction_method", "none")
     if refined.flack is not None:
