@@ -373,6 +373,7 @@ class Site(_Model):
     rigid_group: int | None = None
     xyz_su: Vec3 | None = None
     occupancy_su: float | None = None
+    #: su of U_iso, or of U_eq for an anisotropic site (from the full covariance of its U_ij)
     u_iso_su: float | None = None
     u_aniso_su: Sym6 | None = None
 

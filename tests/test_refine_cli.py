@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -59,6 +60,9 @@ def test_refine_json_and_outputs(workdir, refined):
     text = cif.read_text()
     assert "_refine_ls_R_factor_gt" in text and "_refine_ls_goodness_of_fit_ref" in text
     assert f"{out['R1']:.4f}" in text
+    # each anisotropic atom's U_eq carries its su, as SHELXL writes it (left out before)
+    uani = [line.split() for line in text.splitlines() if " Uani " in line]
+    assert uani and all(re.fullmatch(r"0\.\d+\(\d+\)", row[5]) for row in uani)
     for name in ("2229150.res", "2229150.fcf", "refine.json", "manifest.json", "refine.log"):
         assert (workdir / "out" / name).is_file()
     assert "cycle" in (workdir / "out" / "refine.log").read_text()

@@ -212,12 +212,11 @@ def _atom_loops(out: list[str], structure: Structure) -> None:
     for s, u, order in zip(structure.sites, ueq, orders):
         xyz_su = s.xyz_su or (None, None, None)
         xyz = [with_su(x, e, 6) for x, e in zip(s.xyz, xyz_su)]
-        u_su = s.u_iso_su if s.u_aniso is None else None
         row = [
             cif_string(s.label),
             cif_string(s.element),
             *xyz,
-            with_su(u, u_su, 6),
+            with_su(u, s.u_iso_su, 6),  # U_eq's su for an anisotropic site
             s.adp_type,
             with_su(s.occupancy, s.occupancy_su, 6),
             str(order),
