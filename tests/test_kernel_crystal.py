@@ -124,6 +124,36 @@ def test_merging_shelx_weights_and_r_int():
     assert merge_arrays(hkl, i, s, p21, friedel=True).n == 2
 
 
+@pytest.mark.parametrize("name, expected", [
+    # SHELXL's figures in the published CIFs: θ min/max, R_int, R_σ, and the fractions
+    # measured (Laue, point group) to θ_max and θ_full
+    ("urea", (3.668, 57.401, None, 0.0148, 0.982, 1.000, 0.562)),
+    ("cod1979688", (2.387, 78.476, 0.0302, 0.0149, 0.990, 0.999, 0.985)),
+    ("sucrose", (2.709, 55.852, 0.0326, 0.0241, 0.998, 0.999, 0.996)),
+])
+def test_collection_statistics_are_shelxls(real_case, name, expected):
+    from refractor_core.crystal.merging import collection_statistics
+    from refractor_core.crystal.observations import prepare_observations
+    from refractor_core.dataio import load_bundle, load_reflections
+    from refractor_core.types import RefinementInstructions
+
+    case = real_case(name)
+    data = load_reflections(case.reflections)
+    structure = load_bundle(case.reference, block=case.data_block).structure
+    sym = SymmetryOps.from_space_group(structure.space_group)
+    merged = prepare_observations(data, sym, RefinementInstructions()).merged
+    stats = collection_statistics(data, merged, sym, data.wavelength or structure.wavelength)
+    theta_min, theta_max, r_int, r_sigma, laue_max, laue_full, point_group_max = expected
+    assert stats["theta_min"] == pytest.approx(theta_min, abs=0.002)
+    assert stats["theta_max"] == pytest.approx(theta_max, abs=0.002)
+    if r_int is not None:  # (urea's data are merged)
+        assert stats["r_int"] == pytest.approx(r_int, abs=0.00006)
+    assert stats["r_sigma"] == pytest.approx(r_sigma, abs=0.00006)
+    assert stats["laue_fraction_theta_max"] == pytest.approx(laue_max, abs=0.0006)
+    assert stats["laue_fraction_theta_full"] == pytest.approx(laue_full, abs=0.0006)
+    assert stats["point_group_fraction_theta_max"] == pytest.approx(point_group_max, abs=0.0006)
+
+
 def test_r_factor_definitions():
     fc2 = np.array([100.0, 400.0, 900.0, 4.0])
     fo2 = 2.0 * fc2

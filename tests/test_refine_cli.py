@@ -60,6 +60,11 @@ def test_refine_json_and_outputs(workdir, refined):
     text = cif.read_text()
     assert "_refine_ls_R_factor_gt" in text and "_refine_ls_goodness_of_fit_ref" in text
     assert f"{out['R1']:.4f}" in text
+    # the data's own figures, as SHELXL states them (merged data: no R_int to give)
+    for tag in ("_diffrn_reflns_number", "_diffrn_reflns_theta_max", "_diffrn_measured_fraction_theta_full",
+                "_diffrn_reflns_limit_l_max", "_diffrn_reflns_av_unetI/netI"):
+        assert tag in text, tag
+    assert re.search(r"^_diffrn_reflns_av_R_equivalents\s+\?$", text, re.M)
     # each anisotropic atom's U_eq carries its su, as SHELXL writes it (left out before)
     uani = [line.split() for line in text.splitlines() if " Uani " in line]
     assert uani and all(re.fullmatch(r"0\.\d+\(\d+\)", row[5]) for row in uani)

@@ -9,6 +9,7 @@ estimate Σ|I - <I>| / (n √(n-1)). A plain inverse-variance ("gaussian") mean 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -146,3 +147,46 @@ def merge_arrays(
 def r_int(data: ReflectionData, space_group: SpaceGroupRef | SymmetryOps | str, *, friedel: bool | None = None) -> float:
     """R_int = Σ|I - <I>| / Σ I over reflections measured more than once."""
     return merge(data, space_group, friedel=friedel).r_int
+
+
+#: sin θ/λ (Å⁻¹) of the IUCr's θ_full, to which the data should be complete (25.24° for Mo Kα)
+STOL_FULL = 0.6
+
+
+def collection_statistics(data: ReflectionData, merged: MergedData, symmetry: SymmetryOps, wavelength: float) -> dict:
+    """What a SHELXL CIF states of the data (the `_diffrn_reflns_*` items): rows measured,
+    index limits, θ range, R_int, R_σ, and the fraction of the unique reflections measured
+    to θ_max and to θ_full, Friedel mates counted as one (Laue) and, for a space group
+    without a centre, apart (point group); systematic absences are left out."""
+    from ..simulation.reflections import unique_reflections
+    from .cell import stol
+
+    s_raw = stol(data.cell, data.hkl)
+    s_raw = s_raw[s_raw > 0]
+    s_merged = stol(data.cell, merged.hkl)  # (systematic absences removed)
+    rotations = symmetry.point_group_rotations()
+    out: dict = {
+        "n_measured": int(data.n),
+        "limits": [[int(data.hkl[:, k].min()), int(data.hkl[:, k].max())] for k in range(3)],
+        "theta_min": math.degrees(math.asin(min(float(s_merged.min() if merged.n else s_raw.min()) * wavelength, 1.0))),
+        "theta_max": math.degrees(math.asin(min(float(s_raw.max()) * wavelength, 1.0))),
+        "r_int": float(merged.r_int),
+        "r_sigma": float(merged.r_sigma),
+    }
+
+    def fraction(s_limit: float, friedel: bool) -> float:
+        inside = merged.hkl[s_merged <= s_limit * (1 + 1e-9)]
+        measured = len(np.unique(canonical_keys(inside, rotations, friedel)))
+        possible = unique_reflections(data.cell, symmetry, 0.5 / s_limit, friedel=friedel)
+        return measured / max(len(possible), 1)
+
+    s_max = float(s_merged.max()) if merged.n else 0.0
+    limits = {"theta_max": s_max} if s_max > 0 else {}
+    if STOL_FULL * wavelength < 1.0 and s_max >= STOL_FULL:
+        out["theta_full"] = math.degrees(math.asin(STOL_FULL * wavelength))
+        limits["theta_full"] = STOL_FULL
+    for name, s_limit in limits.items():
+        out[f"laue_fraction_{name}"] = fraction(s_limit, True)
+        if not symmetry.centrosymmetric:
+            out[f"point_group_fraction_{name}"] = fraction(s_limit, False)
+    return out

@@ -138,6 +138,9 @@ def structure_cif(
             pair("_diffrn_radiation_type", cif_string(rad))
     out.append("")
 
+    if refined is not None and (refined.meta or {}).get("data_statistics"):
+        _data_block(pair, refined.meta["data_statistics"])
+        out.append("")
     if refined is not None:
         _refinement_block(pair, refined, structure, r1_all)
         out.append("")
@@ -154,6 +157,30 @@ def structure_cif(
         out.append(text_field(hkl_text.rstrip("\n")))
     out.append("")
     return "\n".join(out) + "\n"
+
+
+def _data_block(pair, stats: dict) -> None:
+    """The `_diffrn_reflns_*` items of the data the model was refined against
+    (`merging.collection_statistics`), as SHELXL writes them."""
+    pair("_diffrn_reflns_number", str(stats["n_measured"]))
+    pair("_diffrn_reflns_av_unetI/netI", plain(stats["r_sigma"], 4))
+    # merged data hold no equivalents to compare
+    pair("_diffrn_reflns_av_R_equivalents", plain(stats["r_int"], 4) if stats["r_int"] > 0 else "?")
+    for axis, (low, high) in zip("hkl", stats["limits"]):
+        pair(f"_diffrn_reflns_limit_{axis}_min", str(low))
+        pair(f"_diffrn_reflns_limit_{axis}_max", str(high))
+    pair("_diffrn_reflns_theta_min", plain(stats["theta_min"], 3))
+    pair("_diffrn_reflns_theta_max", plain(stats["theta_max"], 3))
+    if "theta_full" in stats:
+        pair("_diffrn_reflns_theta_full", plain(stats["theta_full"], 3))
+    for limit in ("max", "full"):
+        laue = stats.get(f"laue_fraction_theta_{limit}")
+        if laue is None:
+            continue
+        pair(f"_diffrn_measured_fraction_theta_{limit}", plain(laue, 3))
+        pair(f"_diffrn_reflns_Laue_measured_fraction_{limit}", plain(laue, 3))
+        point_group = stats.get(f"point_group_fraction_theta_{limit}", laue)  # = Laue with a centre
+        pair(f"_diffrn_reflns_point_group_measured_fraction_{limit}", plain(point_group, 3))
 
 
 def _refinement_block(pair, refined: RefinedCandidate, structure: Structure, r1_all: float | None) -> None:

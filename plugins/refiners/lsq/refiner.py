@@ -27,6 +27,7 @@ import numpy as np
 
 from refractor_core.crystal.cell import orthogonalization_matrix
 from refractor_core.crystal.formula import atomic_number, cell_contents
+from refractor_core.crystal.merging import collection_statistics
 from refractor_core.crystal.observations import TwinIndices, prepare_observations, to_resolution, twin_operators
 from refractor_core.crystal.rfactors import agreement, scale_factor
 from refractor_core.crystal.symmetry import SymmetryOps
@@ -1349,6 +1350,8 @@ class Refinement:
                 "twin_fractions": [float(x) for x in model.twin_fractions],
                 "friedel_merged": self.obs_data.friedel_merged,
                 "r_int": self.obs_data.merged.r_int,
+                "data_statistics": None if self.obs_data.twin_indices is not None else
+                collection_statistics(self.data, self.obs_data.merged, self.calc.symmetry, wavelength),
                 "difference_peaks": peaks,
                 "n_restraints": n_restraints,
                 "restrained_goof": restrained_goof,
