@@ -146,6 +146,9 @@ def structure_cif(
         out.append("")
 
     _atom_loops(out, structure)
+    geometry = (refined.meta or {}).get("geometry") if refined is not None else None
+    if geometry:
+        _geometry_loops(out, geometry, gsg)
 
     if res_text:
         out.append("")
@@ -157,6 +160,45 @@ def structure_cif(
         out.append(text_field(hkl_text.rstrip("\n")))
     out.append("")
     return "\n".join(out) + "\n"
+
+
+def _symmetry_code(operation, ops: list[tuple[np.ndarray, np.ndarray]]) -> str:
+    """SHELXL's site symmetry code of an atom image: "." for the atom itself, else n_klm with
+    n the operation's number in the symop loop and klm its lattice shift plus 5 ("?" for an
+    operation not in the list)."""
+    rot = np.array(operation[0], dtype=np.int64).reshape(3, 3)
+    t = np.asarray(operation[1], dtype=np.float64)
+    for n, (r, tr) in enumerate(ops, start=1):
+        shift = t - tr
+        if np.array_equal(r, rot) and np.allclose(shift, np.round(shift), atol=1e-6):
+            k = [int(round(v)) for v in shift]
+            return "." if n == 1 and not any(k) else f"{n}_{''.join(str(5 + v) for v in k)}"
+    return "?"
+
+
+def _geometry_loops(out: list[str], geometry: dict, gsg) -> None:
+    """`_geom_bond` and `_geom_angle` loops (values with su where refined; constrained ones,
+    as riding H give them, without)."""
+    ops = [(np.array(op.rot, dtype=np.int64) // op.DEN, np.array(op.tran, dtype=np.float64) / op.DEN)
+           for op in gsg.operations()]
+    for kind, items, tags in (
+        ("bond", geometry.get("bonds", []), ("atom_site_label_1", "atom_site_label_2", "distance",
+                                             "site_symmetry_2", "publ_flag")),
+        ("angle", geometry.get("angles", []), ("atom_site_label_1", "atom_site_label_2", "atom_site_label_3",
+                                               "value_angle", "site_symmetry_1", "site_symmetry_3", "publ_flag")),
+    ):
+        if not items:
+            continue
+        out.append("")
+        out.append("loop_")
+        out.extend(f" _geom_{kind}_{tag}" for tag in tags)
+        for item in items:
+            # a constrained value as SHELXL writes it: 1.0000 Å, 108.4°
+            value = (with_su(item["value"], item["su"]) if item["su"] else
+                     f"{item['value']:.{4 if kind == 'bond' else 1}f}")
+            codes = [_symmetry_code(op, ops) for op in item["operations"]]
+            symmetry = codes[1:] if kind == "bond" else [codes[0], codes[2]]
+            out.append(" ".join([*(cif_string(label) for label in item["atoms"]), value, *symmetry, "?"]))
 
 
 def _data_block(pair, stats: dict) -> None:

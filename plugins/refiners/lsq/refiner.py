@@ -41,6 +41,7 @@ from . import hydrogens as hyd
 from . import user_restraints
 from .absolute import intermediate_flack, inverted_structure, wrong_hand
 from .driver import MAX_ATOM_STEP, Driver, Observed, Settings
+from .geometry import as_records, bonds_and_angles
 from .least_squares import IntensityCalculator
 from .model import WorkingModel, is_hydrogen
 from .parameters import (Parameterisation, cached_site_groups, free_variable_value, rigid_bases, share_site_values,
@@ -1301,6 +1302,8 @@ class Refinement:
             self.warn(f"the normal matrix is singular: parameters {names} are not determined by the data (their su "
                       "leave out the undetermined combination, so they are too small, or 0)")
         self._store_su(model, params, cov)
+        bonds, angles = bonds_and_angles(model, params, cov)
+        self.meta["geometry"] = {"bonds": as_records(model, bonds), "angles": as_records(model, angles)}
         self.meta["undetermined_positions"] = sorted({model.labels[params.info[j].atom] for j in singular
                                                       if params.info[j].kind == "xyz"})
         fc2c = self.calc.fc2_components(model)
