@@ -4,6 +4,7 @@ pymatgen, ASE and shelxfile on every real case's reference model."""
 from __future__ import annotations
 
 import os
+import re
 import warnings
 
 import numpy as np
@@ -319,11 +320,20 @@ def test_write_structure_outputs_complete_and_readable(tmp_path):
     assert 0 < fcf.reflections.n <= data.n
 
 
+@pytest.mark.parametrize("name, density, f000", [("sucrose", "1.614", "364"), ("agnafe_molybdate", "4.230", "826.4")])
+def test_cif_gives_the_crystal_density_and_f000_as_shelxl(name, density, f000):
+    """Density from the formula, Z and the cell, and F(000) as SHELXL counts it (the cell's
+    electrons, no f′), as in the published CIFs (agnafe's Ag0.6/Na0.4 site: 826)."""
+    case = next(c for c in REAL_CASES if c.name == name)
+    data = load_reflections(case.reflections)
+    text = structure_cif(_reference(case), data=data)
+    assert re.search(rf"^_exptl_crystal_density_diffrn\s+{re.escape(density)}$", text, re.M)
+    assert re.search(rf"^_exptl_crystal_F_000\s+{re.escape(f000)}$", text, re.M)
+
+
 def test_refined_extinction_is_written_with_its_su_and_expression(tmp_path):
     """A refined EXTI goes into the CIF with its su and SHELXL's expression, as SHELXL
     writes it, and reads back as EXTI (the su was left out before)."""
-    import re
-
     import gemmi
 
     from refractor_plugins.readers.cif_reader import instructions_from_tags

@@ -47,16 +47,32 @@ def _site_orders(structure: Structure) -> list[int]:
     return [int(o) for o in orders(structure)]
 
 
-def _formula_weight(formula: str) -> float | None:
+def _formula_sums(formula: str) -> tuple[float, float] | None:
+    """(formula weight, electrons) of a sum formula; None for one that cannot be read."""
     import gemmi
 
     from ..crystal.formula import parse_formula
 
     try:
         counts = parse_formula(formula)
-    except Exception:  # noqa: BLE001 - only a convenience figure
+    except Exception:  # noqa: BLE001 - only convenience figures
         return None
-    return sum(gemmi.Element(e if e != "D" else "H").weight * n for e, n in counts.items())
+    elements = {e: gemmi.Element("H" if e == "D" else e) for e in counts}
+    return (sum(elements[e].weight * n for e, n in counts.items()),
+            sum(elements[e].atomic_number * n for e, n in counts.items()))
+
+
+#: Avogadro's number (mol⁻¹)
+AVOGADRO = 6.02214076e23
+
+
+def _crystal_figures(formula: str, z: float, volume: float) -> tuple[float, float] | None:
+    """(density in g cm⁻³, F(000) as SHELXL gives it: the electrons in the cell) of `z`
+    formula units in a cell of `volume` Å³; None for a formula that cannot be read."""
+    sums = _formula_sums(formula)
+    if sums is None:
+        return None
+    return z * sums[0] / AVOGADRO / (volume * 1e-24), z * sums[1]
 
 
 def not_solved_warning(refined: RefinedCandidate | None) -> str | None:
@@ -106,9 +122,9 @@ def structure_cif(
         pair("_refine_special_details", f";\n{warning}\n;")
     if formula:
         pair("_chemical_formula_sum", cif_string(formula))
-        fw = _formula_weight(formula)
-        if fw:
-            pair("_chemical_formula_weight", f"{fw:.2f}")
+        sums = _formula_sums(formula)
+        if sums:
+            pair("_chemical_formula_weight", f"{sums[0]:.2f}")
     out.append("")
     gsg = sg.gemmi()
     pair("_space_group_crystal_system", sg.crystal_system)
@@ -131,6 +147,10 @@ def structure_cif(
     pair("_cell_volume", f"{cell.volume:.3f}")
     if z is not None:
         pair("_cell_formula_units_Z", plain(z, 3))
+        crystal = _crystal_figures(formula, z, cell.volume) if formula else None
+        if crystal is not None:
+            pair("_exptl_crystal_density_diffrn", f"{crystal[0]:.3f}")
+            pair("_exptl_crystal_F_000", plain(crystal[1], 1))
     if wavelength:
         pair("_diffrn_radiation_wavelength", plain(wavelength, 6))
         rad = _RADIATION.get(round(wavelength, 5))
