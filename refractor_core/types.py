@@ -461,6 +461,10 @@ class SpaceGroupHypothesis(_Model):
     source: str = ""
 
 
+#: Candidate.generator of a model a user supplied (`refractor refine --model`): not generated
+USER_MODEL = "user-model"
+
+
 class Candidate(_Model):
     """A structure proposed by a generator for one space-group hypothesis."""
 

@@ -331,6 +331,24 @@ def test_cif_gives_the_crystal_density_and_f000_as_shelxl(name, density, f000):
     assert re.search(rf"^_exptl_crystal_F_000\s+{re.escape(f000)}$", text, re.M)
 
 
+def test_cif_names_the_programs_and_the_solution_method():
+    """A generated model names its generator and the CIF's code of its method (charge
+    flipping: iterative); a user's model names only the refinement."""
+    from refractor_core.types import USER_MODEL, Candidate
+
+    case = next(c for c in REAL_CASES if c.name == "ethylene_oxide")
+    model = _reference(case)
+    texts = {}
+    for generator, meta in (("charge-flip", {"solution_method": "iterative"}), (USER_MODEL, {})):
+        refined = RefinedCandidate(structure=model, r1=0.03, wr2=0.08, goof=1.0, n_reflections=10, n_gt=9,
+                                   n_parameters=4, candidate=Candidate(structure=model, generator=generator, meta=meta))
+        texts[generator] = structure_cif(model, refined=refined)
+    assert re.search(r"^_atom_sites_solution_primary\s+iterative$", texts["charge-flip"], re.M)
+    assert re.search(r"^_computing_structure_solution\s+'refractor \S+ \(charge-flip\)'$", texts["charge-flip"], re.M)
+    assert "_atom_sites_solution_primary" not in texts[USER_MODEL]
+    assert all("_computing_structure_refinement" in text for text in texts.values())
+
+
 def test_refined_extinction_is_written_with_its_su_and_expression(tmp_path):
     """A refined EXTI goes into the CIF with its su and SHELXL's expression, as SHELXL
     writes it, and reads back as EXTI (the su was left out before)."""

@@ -77,7 +77,7 @@ def command(verbosity: int, **kw: Any) -> None:
     from ..manifest import choose_seed, new_manifest, resolve_device, seed_everything
     from ..plugins import get_registry, warn_problems
     from ..progress import Progress
-    from ..types import Candidate, RunConfig
+    from ..types import USER_MODEL, Candidate, RunConfig
 
     data_path: Path = kw["data"]
     model_path: Path = kw["model_path"]
@@ -114,7 +114,7 @@ def command(verbosity: int, **kw: Any) -> None:
     meta: dict[str, Any] = {"source": str(model_path)}
     if instructions is not None and not kw["ignore_instructions"]:
         meta["instructions"] = instructions.model_dump(mode="json")
-    candidate = Candidate(structure=bundle.structure, generator="user-model", seed=seed, meta=meta)
+    candidate = Candidate(structure=bundle.structure, generator=USER_MODEL, seed=seed, meta=meta)
 
     context = BuildContext(device=device, seed=seed, offline=bool(kw["offline"]), progress=progress)
     refiner = registry.build("refiner", kw["refiner_name"], options, context)

@@ -16,7 +16,7 @@ import re
 import numpy as np
 
 from .. import __version__
-from ..types import RefinedCandidate, ReflectionData, Structure
+from ..types import USER_MODEL, RefinedCandidate, ReflectionData, Structure
 from .numbers import cif_string, plain, text_field, with_su
 
 #: Kα wavelengths (Å) named in _diffrn_radiation_type
@@ -247,6 +247,12 @@ def _data_block(pair, stats: dict) -> None:
 
 def _refinement_block(pair, refined: RefinedCandidate, structure: Structure, r1_all: float | None) -> None:
     meta = refined.meta or {}
+    candidate = refined.candidate
+    if candidate is not None and candidate.generator and candidate.generator != USER_MODEL:
+        pair("_computing_structure_solution", cif_string(f"refractor {__version__} ({candidate.generator})"))
+        # a generator names its method by the CIF's code (charge flipping: iterative)
+        pair("_atom_sites_solution_primary", cif_string(candidate.meta.get("solution_method", "other")))
+    pair("_computing_structure_refinement", cif_string(f"refractor {__version__}"))
     a, b = refined.weight_a, refined.weight_b
     pair("_refine_ls_structure_factor_coef", "Fsqd")
     pair("_refine_ls_matrix_type", "full")

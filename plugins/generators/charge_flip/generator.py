@@ -183,6 +183,8 @@ class ChargeFlipGenerator(Generator):
                     "flip_seconds_total": round(solutions.seconds, 3),
                     "interpret_seconds": round(time.perf_counter() - tc, 3),
                     "normalization": trial.normalization,
+                    # the CIF's _atom_sites_solution_primary code of charge flipping
+                    "solution_method": "iterative",
                 }
             )
             candidates.append(

@@ -34,7 +34,7 @@ from refractor_core.crystal.symmetry import SymmetryOps
 from refractor_core.errors import InputError, RefinementError
 from refractor_core.io.numbers import with_su
 from refractor_core.interfaces import BuildContext, Refiner
-from refractor_core.types import Candidate, RefinedCandidate, ReflectionData, RefinementInstructions, Structure
+from refractor_core.types import USER_MODEL, Candidate, RefinedCandidate, ReflectionData, RefinementInstructions, Structure
 
 from ..configs import LsqConfig
 from . import hydrogens as hyd
@@ -73,8 +73,6 @@ MISFIT_R1 = 0.3
 #: reflections observed weaker than the model by more than this many esd (with the
 #: refinement's fitted weights, which already allow for the usual errors) are named in a warning
 OUTLIER_ESD = 10.0
-#: Candidate.generator of a model a user supplied (`refractor refine --model`): not generated
-USER_MODEL = "user-model"
 #: a user's model whose refined contents stray this much further from the formula (as a
 #: fraction of its non-H atoms) than they started is reported
 COMPOSITION_DRIFT = 0.05
