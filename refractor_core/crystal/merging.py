@@ -190,3 +190,15 @@ def collection_statistics(data: ReflectionData, merged: MergedData, symmetry: Sy
         if not symmetry.centrosymmetric:
             out[f"point_group_fraction_{name}"] = fraction(s_limit, False)
     return out
+
+
+def friedel_merged_count(hkl: np.ndarray, space_group: SpaceGroupRef | SymmetryOps | str) -> int:
+    """The number of distinct reflections among `hkl` (already merged under the point
+    group) once Friedel opposites are merged too: equal to len(hkl) for centrosymmetric
+    groups or Friedel-merged data, n - (number of Friedel pairs with both opposites
+    present) otherwise."""
+    sym = space_group if isinstance(space_group, SymmetryOps) else SymmetryOps.from_space_group(space_group)
+    h = np.asarray(hkl).reshape(-1, 3)
+    if not len(h):
+        return 0
+    return int(len(np.unique(canonical_keys(h, sym.point_group_rotations(), True))))

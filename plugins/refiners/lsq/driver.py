@@ -100,6 +100,10 @@ class Observed:
 
     fo2: np.ndarray
     sigma: np.ndarray
+    #: the number of independent reflections SHELXL divides by when it scales the inverse
+    #: normal matrix into the parameters' covariance: Friedel opposites both observed (kept
+    #: apart in a non-centrosymmetric group) count once; None: every observation counts
+    n_independent: int | None = None
 
 
 @dataclass
@@ -210,7 +214,7 @@ class Driver:
                                                                     restraint_scale, frames)
             if chi2_start is None:
                 chi2_start = ne.chi2
-            s2 = ne.chi2 / max(n_obs - params.n, 1)
+            s2 = ne.chi2 / max(self.su_count(n_obs) - params.n, 1)  # shift/su as SHELXL reports it
             accepted = None
             refused = False
             nu = 2.0
@@ -369,6 +373,14 @@ class Driver:
         restraints.add_to_normal_equations(ne, params, self.restraints, scale, frames)
         return ne, scale
 
+    def su_count(self, n_obs: int) -> int:
+        """The number of observations S² of the parameters' covariance is taken over: as
+        SHELXL, χ²/(n_independent - p), where a Friedel pair kept apart counts as one
+        reflection (χ² still sums over both; GooF is not affected). Centrosymmetric or
+        Friedel-merged data: n_independent = n."""
+        n_ind = self.obs.n_independent
+        return n_obs if n_ind is None else min(int(n_ind), n_obs)
+
     def uncertainties(self, model: WorkingModel) -> tuple[Parameterisation, np.ndarray, float, list[int]]:
         """(parameters, their covariance (blocks filled only in blocked mode), S², singular ones)."""
         params = self.build_parameters(model)
@@ -385,7 +397,7 @@ class Driver:
         for block in blocks:
             ne, _ = self._restrained_normal_equations(params, w, block, single=len(blocks) == 1)
             if s2 is None:
-                s2 = ne.chi2 / max(n_obs - params.n, 1)
+                s2 = ne.chi2 / max(self.su_count(n_obs) - params.n, 1)
             c, bad = covariance(ne.matrix, s2)
             cov[np.ix_(ne.columns, ne.columns)] = c
             singular.extend(int(ne.columns[b]) for b in bad)
@@ -399,7 +411,7 @@ class Driver:
         converged model they measure how far apart the two minima are."""
         params = self.build_parameters(model)
         ne, _ = self._restrained_normal_equations(params, self.weights(model), None, single=True)
-        cov, _ = covariance(ne.matrix, ne.chi2 / max(len(self.obs.fo2) - params.n, 1))
+        cov, _ = covariance(ne.matrix, ne.chi2 / max(self.su_count(len(self.obs.fo2)) - params.n, 1))
         return params, solve_damped(ne.matrix, ne.rhs, DAMPING_MIN), np.sqrt(np.clip(np.diag(cov), 0.0, None))
 
 

@@ -27,7 +27,7 @@ import numpy as np
 
 from refractor_core.crystal.cell import orthogonalization_matrix
 from refractor_core.crystal.formula import atomic_number, cell_contents
-from refractor_core.crystal.merging import collection_statistics
+from refractor_core.crystal.merging import collection_statistics, friedel_merged_count
 from refractor_core.crystal.observations import TwinIndices, prepare_observations, to_resolution, twin_operators
 from refractor_core.crystal.rfactors import agreement, scale_factor
 from refractor_core.crystal.symmetry import SymmetryOps
@@ -360,6 +360,15 @@ class Refinement:
                 self.log(f"  {value} reflections dropped ({key.replace('_', ' ')})")
         self.obs_data = obs
         self.fo2, self.sigma = obs.fo2.copy(), obs.sigma.copy()
+        # SHELXL's su: Friedel opposites kept apart count as one reflection in the S² that
+        # scales the inverse normal matrix (`Driver.su_count`)
+        self.n_independent: int | None = None
+        if obs.twin_indices is None and not obs.friedel_merged:
+            n_ind = friedel_merged_count(obs.hkl, sym)
+            if n_ind < len(self.fo2):
+                self.n_independent = n_ind
+                self.log(f"  {len(self.fo2) - n_ind} Friedel pairs: su scaled as SHELXL scales them, by S² over "
+                         f"{n_ind} reflections (each pair counted once)")
         return obs
 
     def _note_given_adps(self, structure) -> set[str]:
@@ -498,8 +507,8 @@ class Refinement:
         # disorder assemblies' free occupancies: on request, or for the splits found here
         self.refine_occ_disorder = cfg.refine_occupancies is True
         self.fixed: set[int] = set()
-        self.driver = Driver(self.calc, Observed(self.fo2, self.sigma), self.settings, self._parameters,
-                             self._after_shift, self.log, after_cycle=self._after_cycle)
+        self.driver = Driver(self.calc, Observed(self.fo2, self.sigma, self.n_independent), self.settings,
+                             self._parameters, self._after_shift, self.log, after_cycle=self._after_cycle)
 
     # -- the stages ----------------------------------------------------------------------
     def _isotropic_stage(self, model: WorkingModel, budget: int) -> tuple[WorkingModel, int]:
@@ -922,8 +931,8 @@ class Refinement:
         """A driver on this refinement's data and settings that logs nothing, for trial
         refinements beside the main one (occupancy probes, element and position trials);
         `build` defaults to the refinement's parameterisation, `after_shift` to doing nothing."""
-        return Driver(self.calc, Observed(self.fo2, self.sigma), self.settings, build or self._parameters,
-                      after_shift or (lambda m: None), lambda s: None)
+        return Driver(self.calc, Observed(self.fo2, self.sigma, self.n_independent), self.settings,
+                      build or self._parameters, after_shift or (lambda m: None), lambda s: None)
 
     def _parameters(self, model: WorkingModel) -> Parameterisation:
         return Parameterisation.build(
