@@ -976,3 +976,29 @@ def test_standard_uncertainties_are_shelxls(real_case, name, weights):
     assert len(ratios) > 15
     assert 0.9 < float(np.median(ratios)) < 1.1
     assert any("Friedel pairs: su scaled" in line for line in result.log) == (name == "sucrose")
+
+
+def test_density_the_model_leaves_out_is_named(real_case):
+    """sucrose without O11 (a hydroxyl O): its difference peak, far from every atom left,
+    is named in a warning with its height and position; the complete model gets none (nor
+    does any dev case refined as published)."""
+    from refractor_core.dataio import load_bundle, load_reflections
+    from refractor_core.types import USER_MODEL, Candidate
+    from refractor_plugins.refiners.configs import LsqConfig
+    from refractor_plugins.refiners.lsq.refiner import LsqRefiner
+
+    case = real_case("sucrose")
+    bundle = load_bundle(case.reference, block=case.data_block)
+    data = load_reflections(case.reflections)
+    removed = next(s for s in bundle.structure.sites if s.label == "O11")
+    kept = [s for s in bundle.structure.sites if s.label != "O11" and s.riding_on != "O11"]
+    cfg = LsqConfig(max_cycles=2, riding_h=False, keep_h=True)
+    missing = LsqRefiner(cfg).refine(data, Candidate(structure=bundle.structure.model_copy(update={"sites": kept}),
+                                                     generator=USER_MODEL))
+    named = [w for w in missing.meta["warnings"] if "is missing from the model" in w]
+    assert len(named) == 1
+    xyz = np.array([float(v) for v in named[0].split(" at ")[1].split(" (")[0].split()])
+    model = WorkingModel.from_structure(bundle.structure)
+    assert model.symmetry.nearest_image_distance(model.cell, xyz, np.array([removed.xyz])) < 0.3
+    complete = LsqRefiner(cfg).refine(data, Candidate(structure=bundle.structure, generator=USER_MODEL))
+    assert not any("is missing from the model" in w for w in complete.meta["warnings"])

@@ -772,6 +772,25 @@ def test_utf16_text_files_are_read(tmp_path):
 # the conformance kit for the reader the shared samples do not cover (.p4p)
 # --------------------------------------------------------------------------------------
 
+def test_a_solvent_mask_of_the_published_refinement_is_noted_once():
+    """sucrose's CIF with ABIN added to its embedded .res, or with a `_shelx_fab_file`, or
+    with both: one note says the mask's contribution is not applied (the notes of an
+    embedded .res were dropped before, ABIN's among them)."""
+    from refractor_plugins.readers._common import SOLVENT_MASK_NOTE
+
+    case = next(c for c in REAL_CASES if c.name == "sucrose")
+    text = case.reference.read_text()
+    assert text.count("\nHKLF 4") == 1
+    with_abin = text.replace("\nHKLF 4", "\nABIN\nHKLF 4")
+    fab = "\n_shelx_fab_file\n;\n   1   0   0    0.52    0.00\n;\n"
+    prefix = SOLVENT_MASK_NOTE.split("(")[0]
+    for variant, named in ((with_abin, "ABIN"), (text + fab, "_shelx_fab_file"), (with_abin + fab, "ABIN")):
+        notes = read_cif_bundle(variant, case.reference, want="model").notes
+        masks = [n for n in notes if prefix in n]
+        assert len(masks) == 1 and f"({named})" in masks[0], masks
+    assert not any(prefix in n for n in read_cif_bundle(text, case.reference, want="model").notes)
+
+
 from refractor_core.testing.conformance import ReaderConformance  # noqa: E402
 
 

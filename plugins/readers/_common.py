@@ -200,3 +200,10 @@ def formula_or_error(text: str, path: Path | str | None, line: int | None) -> di
         return parse_formula(text)
     except InputError as exc:
         raise InputError(exc.problem, path=path, line=line, hint=exc.hint) from None
+
+
+#: the note on a model refined with a solvent mask (its tag or instruction named), which
+#: this refiner does not model
+SOLVENT_MASK_NOTE = ("the published refinement added a solvent mask's contribution to Fc ({}): it is not "
+                     "applied here, so a model refined against these data fits worse than published where the "
+                     "voids hold disordered solvent (R1, wR2 and the difference map)")

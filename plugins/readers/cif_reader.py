@@ -32,6 +32,7 @@ from refractor_core.types import ReflectionData, RefinementInstructions, Site, S
 
 from .register import CifConfig
 from ._common import (
+    SOLVENT_MASK_NOTE,
     element_or_error,
     formula_or_error,
     guarded,
@@ -84,6 +85,9 @@ TAGS: dict[str, tuple[str, ...]] = {
     "probe": ("_diffrn_radiation_probe", "_diffrn_radiation.probe"),
     "hkl_file": ("_shelx_hkl_file", "_shelx.hkl_file", "_iucr_refine_reflections_details"),
     "res_file": ("_shelx_res_file", "_shelx.res_file", "_iucr_refine_instructions_details"),
+    # a solvent mask's contribution to Fc: SHELXL's .fab (ABIN), Olex2/smtbx masks, PLATON SQUEEZE
+    "solvent_mask": ("_shelx_fab_file", "_smtbx_masks_void_nr", "_smtbx_masks_special_details",
+                     "_platon_squeeze_void_nr", "_platon_squeeze_details"),
 }
 
 SYMOP_TAGS = (
@@ -716,10 +720,14 @@ def read_cif_bundle(
     if res is not None and res.text.strip():
         if holds_shelx_instructions(res.text):
             ins = parse_ins(res.text, path, first_line=res.line + 1)
+            notes.extend(f"{res.tag}: {note}" for note in ins.notes)
         else:
             notes.append(f"{res.tag} holds no SHELXL instructions (no CELL or SFAC: another program's "
                          "file, such as JANA2006's m40): ignored; the model is read from the atom_site loops")
     instructions = ins.instructions if ins is not None else instructions_from_tags(b, notes)
+    mask = value(b, "solvent_mask")
+    if mask is not None and not (ins is not None and "ABIN" in ins.not_honoured):  # (noted once)
+        notes.append(SOLVENT_MASK_NOTE.format(mask.tag))
     probe = value(b, "probe")
     if probe is not None and probe.text.strip().lower() not in ("x-ray", "xray", "x"):
         instructions = (instructions or RefinementInstructions()).model_copy(

@@ -50,6 +50,7 @@ from refractor_core.types import (
 from .register import ShelxInsConfig
 from .shelx_restraints import ResidueAtom, RestraintReader
 from ._common import (
+    SOLVENT_MASK_NOTE,
     element_or_error,
     guarded,
     head_text,
@@ -145,6 +146,8 @@ class InsFile:
     hklf_weight: float = 1.0
     atoms: list[InsAtom] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: instructions read whose effect this refiner does not reproduce (NOT_HONOURED)
+    not_honoured: set[str] = field(default_factory=set)
     _space_group: SpaceGroupRef | None = None
 
     def element_of(self, atom: InsAtom) -> str:
@@ -552,7 +555,7 @@ def parse_ins(text: str, path: Path | str | None = None, *, first_line: int = 1)
     unknown: dict[str, list[tuple[int, str]]] = {}  # first four letters -> (line, text)
     unread: dict[str, list[tuple[int, str]]] = {}  # known SHELXL syntax not read: what -> (line, text)
     peak_heights = 0
-    not_honoured: set[str] = set()
+    not_honoured = ins.not_honoured
     saw_cell = False
 
     def nums(tokens: list[str], what: str, line: int) -> list[float]:
@@ -897,6 +900,8 @@ def parse_ins(text: str, path: Path | str | None = None, *, first_line: int = 1)
     ins.notes.extend(restraint_reader.notes)
     if not_honoured:
         ins.notes.append("instructions read but not honoured by the refiner: " + ", ".join(sorted(not_honoured)))
+    if "ABIN" in not_honoured:
+        ins.notes.append(SOLVENT_MASK_NOTE.format("ABIN"))
     try:
         ins.instructions = RefinementInstructions(**instr)
     except ValidationError as exc:

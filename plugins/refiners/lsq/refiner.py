@@ -70,6 +70,11 @@ SMALL_PROBLEM = 20_000_000
 TWIN_START_SIGNIFICANCE = 25.0
 #: R1 above which a user's refined model is said not to fit the data at all
 MISFIT_R1 = 0.3
+#: a difference peak higher than this many e/Å³ per electron of the heaviest atom (and than
+#: 1 e/Å³), and further than UNEXPLAINED_DISTANCE Å from every atom, is density the model
+#: leaves out (a missing atom, or disordered solvent): a warning names it
+UNEXPLAINED_PEAK_PER_Z = 0.1
+UNEXPLAINED_DISTANCE = 1.3
 #: reflections observed weaker than the model by more than this many esd (with the
 #: refinement's fitted weights, which already allow for the usual errors) are named in a warning
 OUTLIER_ESD = 10.0
@@ -1321,6 +1326,7 @@ class Refinement:
         if self.cfg.twin_check and len(model.twin_ops) == 1 and self.obs_data.twin_indices is None:
             self._check_twin_laws(model)
         peak, hole, peaks = difference_peaks_and_holes(self, model)
+        self._warn_of_unexplained_density(model, peaks)
         ext = model.extinction
         ext_su = None
         if self.refine_extinction:
@@ -1406,6 +1412,19 @@ class Refinement:
             log=list(self.lines),
             meta=meta,
         )
+
+    def _warn_of_unexplained_density(self, model: WorkingModel, peaks: list[dict]) -> None:
+        """Warn of the strongest difference peak away from every atom when it is high for
+        this structure (UNEXPLAINED_PEAK_PER_Z): an atom or disordered solvent is missing."""
+        heaviest = max((atomic_number(e) for e in model.elements if not is_hydrogen(e)), default=1)
+        limit = max(1.0, UNEXPLAINED_PEAK_PER_Z * heaviest)
+        away = [p for p in peaks if p["height"] > limit and p["distance"] > UNEXPLAINED_DISTANCE]
+        if away:
+            p = max(away, key=lambda q: q["height"])
+            xyz = " ".join(f"{v:.4f}" for v in p["xyz"])
+            self.warn(f"a difference peak of {p['height']:+.2f} e/Å³ lies {p['distance']:.2f} Å from the nearest "
+                      f"atom ({p['nearest']}), at {xyz} ({len(away)} such peak{'s' if len(away) > 1 else ''} above "
+                      f"{limit:.1f} e/Å³): an atom, or disordered solvent, is missing from the model")
 
     def _flack(self, model: WorkingModel, params: Parameterisation, cov: np.ndarray) -> tuple[float | None, float | None]:
         """Flack x and its su: the refined inversion-twin fraction, or estimated with the
