@@ -37,7 +37,7 @@ class ChargeFlipConfig(ComponentConfig):
     max_trials: int = Field(default=16, ge=1)
     min_converged: int = Field(default=3, ge=1)
     min_agreement: float = Field(default=0.5, ge=-1.0, le=1.0)
-    max_cycles: int = Field(default=2000, ge=20)
+    max_cycles: int = Field(default=600, ge=20)
     delta: Literal["auto"] | float = "auto"
     normalization: Literal["auto", "E", "F"] = "auto"
     sharpening: float = 0.0
