@@ -19,8 +19,9 @@ import numpy as np
 from refractor_core.crystal.cell import orthogonalization_matrix
 from refractor_core.types import UnitCell
 
+from .completion import closest_image, nearest_atom
 from .hydrogens import Neighbour, neighbours
-from .model import WorkingModel, is_hydrogen
+from .model import WorkingModel
 from .parameters import Parameterisation
 
 #: an H not riding is bonded to the nearest non-H atom within this distance (Å)
@@ -141,18 +142,17 @@ def bonds_and_angles(model: WorkingModel, params: Parameterisation, cov: np.ndar
     cell_terms = _cell_matrices(model.cell)
     bonded: dict[int, list[tuple[int, tuple[np.ndarray, np.ndarray]]]] = {
         i: [(nb.atom, _image(model, nb)) for nb, _, _ in nbl] for i, nbl in neighbours(model).items()}
-    heavy = [i for i in range(model.n) if not is_hydrogen(model.elements[i])]
-    for h in range(model.n):
-        if not is_hydrogen(model.elements[h]):
-            continue
+    heavy = np.nonzero(~model.hydrogen)[0]
+    for h in np.nonzero(model.hydrogen)[0]:
         parent = int(model.riding[h])
-        if parent < 0 and heavy:  # a free H: bonded to its nearest non-H atom
-            d = model.symmetry.image_distances(model.cell, model.xyz[h], model.xyz[heavy])
-            if float(d.min()) > FREE_H_BOND:
+        if parent < 0:  # a free H: bonded to its nearest non-H atom
+            parent, d = nearest_atom(model, model.xyz[h], heavy)
+            if d > FREE_H_BOND:
                 continue
-            parent = heavy[int(np.argmin(d.min(axis=1)))]
-        if parent >= 0 and parent in bonded:
-            bonded[parent].append((h, _nearest_image(model, parent, h)))
+        if parent in bonded:
+            _, k, shift = closest_image(model, model.xyz[parent], model.xyz[h])
+            bonded[parent].append((int(h), (model.symmetry.rotations[k].astype(np.float64),
+                                            model.symmetry.translations[k] + shift)))
     bonds, angles = [], []
     for i, partners in bonded.items():
         to_self: list[tuple[np.ndarray, np.ndarray]] = []  # bonds of i to its own images kept
@@ -162,7 +162,7 @@ def bonds_and_angles(model: WorkingModel, params: Parameterisation, cov: np.ndar
                 if any(_inverse_of(image, kept) for kept in to_self):
                     continue
                 to_self.append(image)
-            if i <= j or is_hydrogen(model.elements[j]):
+            if i <= j or model.hydrogen[j]:
                 atoms, images = (i, j), (_IDENTITY, image)
                 bonds.append(GeometryItem(atoms, images, *_value_and_su(model, atoms, images, cov, columns, cart_m, cell_terms)))
         for a in range(len(partners)):
@@ -171,16 +171,6 @@ def bonds_and_angles(model: WorkingModel, params: Parameterisation, cov: np.ndar
                 images = (partners[a][1], _IDENTITY, partners[b][1])
                 angles.append(GeometryItem(atoms, images, *_value_and_su(model, atoms, images, cov, columns, cart_m, cell_terms)))
     return bonds, angles
-
-
-def _nearest_image(model: WorkingModel, parent: int, h: int) -> tuple[np.ndarray, np.ndarray]:
-    """The operation bringing H `h` nearest to `parent`."""
-    sym = model.symmetry
-    img = sym.images(model.xyz[h])  # (n_ops, 3)
-    shift = np.round(model.xyz[parent] - img)
-    d = np.linalg.norm((img + shift - model.xyz[parent]) @ orthogonalization_matrix(model.cell).T, axis=1)
-    k = int(np.argmin(d))
-    return sym.rotations[k].astype(np.float64), sym.translations[k] + shift[k]
 
 
 def _inverse_of(image, other) -> bool:
