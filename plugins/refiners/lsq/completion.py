@@ -57,7 +57,7 @@ MAX_RELOCATIONS = 2
 RELOCATION_TRIALS = 3
 
 
-def drop_diffuse_atoms(refinement, model: WorkingModel) -> tuple[WorkingModel, list[str]]:
+def drop_diffuse_atoms(model: WorkingModel) -> tuple[WorkingModel, list[str]]:
     """Atoms completion may drop whose U_eq exceeds MAX_U, removed (their riding H with
     them): after the anisotropic stage a generated model's atom in a void spreads into a
     blob of U_eq 0.3-2 Å², which fits diffuse density, is no atom, and lets a subgroup

@@ -581,7 +581,7 @@ class Refinement:
         if self._want_completion(model) and is_generated(self.candidate) and budget > 0:
             from .completion import drop_diffuse_atoms
 
-            model, dropped = drop_diffuse_atoms(self, model)
+            model, dropped = drop_diffuse_atoms(model)
             if dropped:
                 self.log("removed after anisotropic refinement (no atom): " + ", ".join(dropped))
                 self.meta.setdefault("removed_diffuse", []).extend(dropped)
