@@ -99,13 +99,48 @@ def test_refiner_warns_of_an_inversion_twin_it_was_not_asked_to_refine(twin_frac
     assert any("inversion twin" in w for w in r.meta["warnings"]) == warned
 
 
+@pytest.mark.parametrize("name, published", [("ni_cubic_i43d", (0.006, 0.007)), ("phosphazene_p31c", (0.01, 0.03))])
+def test_flack_from_parsons_quotients_as_shelxl(name, published):
+    """The published models of two measured non-centrosymmetric data sets, not refined:
+    Flack x from the quotients of every Friedel pair, as SHELXL gives it (x within one of
+    its su, su within 25 %). The pairs are found by class: merged data hold -h as another
+    member of its class (30 of phosphazene's 5353 merged reflections had -h itself, and
+    without quotients x was fitted to the intensities: su 0.023 and 0.044)."""
+    from refractor_core.dataio import load_bundle, load_reflections
+    from refractor_core.testing.real_cases import get_case
+    from refractor_core.types import Candidate
+    from refractor_plugins.refiners.configs import LsqConfig
+    from refractor_plugins.refiners.lsq.refiner import USER_MODEL, LsqRefiner
+
+    case = get_case(name)
+    bundle = load_bundle(case.reference, block=case.data_block)
+    meta = {"instructions": bundle.instructions.model_dump(mode="json")} if bundle.instructions else {}
+    r = LsqRefiner(LsqConfig(max_cycles=0)).refine(load_reflections(case.reflections),
+                                                   Candidate(structure=bundle.structure, generator=USER_MODEL, meta=meta))
+    x, su = published
+    assert abs(r.flack - x) < su
+    assert r.flack_su == pytest.approx(su, rel=0.25)
+
+
+def test_friedel_pairs_are_found_by_class():
+    """In mm2, -h of (1, 2, 3) is held as (1, 2, -3); centric reflections have no mate."""
+    from refractor_core.crystal.merging import friedel_merged_count, friedel_pairs
+
+    hkl = np.array([[1, 2, 3], [2, 0, 0], [1, 2, -3], [1, 1, 1], [0, 2, 1], [0, 2, -1]])
+    i, j = friedel_pairs(hkl, "P m m 2")
+    assert list(zip(i.tolist(), j.tolist())) == [(0, 2), (4, 5)]
+    assert friedel_merged_count(hkl, "P m m 2") == 4
+    assert len(friedel_pairs(hkl, "P m m m")[0]) == 0
+
+
 def test_flack_without_friedel_pairs_carries_its_correlations():
     """Data of a polar group (Pna2₁, Cu Kα) without Friedel pairs: no Parsons quotients, so
     x is fitted to the intensities. Its su is the one refining x as an inversion-twin
-    fraction gives (the model-held fit's was ~27 % smaller, and on measured Pca2₁ data moved
-    by 0.5 between two starts 0.02 Å apart), and starts whose S and Cl are 0.03 Å off
-    along the polar axis give the same x within its su."""
-    from refractor_core.crystal.symmetry import hkl_keys
+    fraction gives (a fit with the model held ignores x's correlation with the positions:
+    on measured one-hemisphere Pca2₁ data it moved by 24 of its su between two starts
+    0.02 Å apart), and starts whose S and Cl are 0.03 Å off along the polar axis, not
+    refined, give x within 2.5 su of it (one linear step from there, not the minimum)."""
+    from refractor_core.crystal.merging import friedel_pairs
     from refractor_core.simulation import simulate
     from refractor_core.types import Candidate
     from refractor_plugins.refiners.configs import LsqConfig
@@ -117,8 +152,8 @@ def test_flack_without_friedel_pairs_carries_its_correlations():
              for k, el in enumerate(["S", "Cl", "O", "O", "N", "C", "C", "C", "C"])]
     truth = Structure(cell=cell, space_group=SpaceGroupRef.from_symbol("P n a 21"), sites=sites)
     data = simulate(truth, seed=5, wavelength=1.54178)
-    index = {int(k): i for i, k in enumerate(hkl_keys(data.hkl))}
-    one = np.array([index.get(int(m), i) >= i for i, m in enumerate(hkl_keys(-data.hkl))])
+    one = np.ones(data.n, dtype=bool)
+    one[friedel_pairs(data.hkl, truth.space_group)[1]] = False  # one member of each pair
     data = data.model_copy(update={"hkl": data.hkl[one], "intensity": data.intensity[one], "sigma": data.sigma[one]})
 
     def refine(start, **options):
@@ -133,7 +168,7 @@ def test_flack_without_friedel_pairs_carries_its_correlations():
         moved = [s.model_copy(update={"xyz": (s.xyz[0], s.xyz[1], s.xyz[2] + dz / cell.c)})
                  if s.element in ("S", "Cl") else s for s in sites]
         held = refine(truth.model_copy(update={"sites": moved}), max_cycles=0)
-        assert abs(held.flack - estimated.flack) < estimated.flack_su, dz
+        assert abs(held.flack - estimated.flack) < 2.5 * estimated.flack_su, dz
 
 
 def test_the_mirror_image_takes_the_instructions_that_came_with_the_data():

@@ -192,13 +192,24 @@ def collection_statistics(data: ReflectionData, merged: MergedData, symmetry: Sy
     return out
 
 
+def friedel_pairs(hkl: np.ndarray, space_group: SpaceGroupRef | SymmetryOps | str) -> tuple[np.ndarray, np.ndarray]:
+    """Index arrays (i, j), i < j, of the Friedel pairs among `hkl` (already merged under
+    the point group): h_j is equivalent to -h_i. Merged data hold each class by its
+    canonical member, which for -h is rarely -h itself, so opposites are matched by class."""
+    sym = space_group if isinstance(space_group, SymmetryOps) else SymmetryOps.from_space_group(space_group)
+    h = np.asarray(hkl, dtype=np.int64).reshape(-1, 3)
+    if sym.centrosymmetric or not len(h):
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    rots = sym.point_group_rotations()
+    index = {int(k): i for i, k in enumerate(canonical_keys(h, rots, False))}
+    mates = np.array([index.get(int(k), -1) for k in canonical_keys(-h, rots, False)], dtype=np.int64)
+    first = np.nonzero(mates > np.arange(len(h)))[0]
+    return first, mates[first]
+
+
 def friedel_merged_count(hkl: np.ndarray, space_group: SpaceGroupRef | SymmetryOps | str) -> int:
     """The number of distinct reflections among `hkl` (already merged under the point
     group) once Friedel opposites are merged too: equal to len(hkl) for centrosymmetric
     groups or Friedel-merged data, n - (number of Friedel pairs with both opposites
     present) otherwise."""
-    sym = space_group if isinstance(space_group, SymmetryOps) else SymmetryOps.from_space_group(space_group)
-    h = np.asarray(hkl).reshape(-1, 3)
-    if not len(h):
-        return 0
-    return int(len(np.unique(canonical_keys(h, sym.point_group_rotations(), True))))
+    return int(len(np.asarray(hkl).reshape(-1, 3)) - len(friedel_pairs(hkl, space_group)[0]))

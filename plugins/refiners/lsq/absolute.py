@@ -24,7 +24,7 @@ import math
 
 import numpy as np
 
-from refractor_core.crystal.symmetry import hkl_keys
+from refractor_core.crystal.merging import friedel_pairs
 
 from .least_squares import normal_equations, solve_damped
 from .model import WorkingModel
@@ -94,7 +94,7 @@ def flack_estimate(refinement, model: WorkingModel) -> tuple[float, float] | Non
     a, b = fractions @ fc2[: len(ops)], fractions @ fc2[len(ops):]
     if not np.any(np.abs(a - b) > 1e-6 * np.maximum(a, 1e-12)):
         return None
-    est = _parsons(refinement.fo2, refinement.sigma, calc.hkl, a, b)
+    est = _parsons(refinement.fo2, refinement.sigma, friedel_pairs(calc.hkl, model.symmetry), a, b)
     if est is None:
         est = _joint(refinement, model, a, b)
     if est is None or not all(math.isfinite(v) for v in est):
@@ -102,19 +102,11 @@ def flack_estimate(refinement, model: WorkingModel) -> tuple[float, float] | Non
     return est
 
 
-def _parsons(fo2, sigma, hkl, a, b) -> tuple[float, float] | None:
-    keys = hkl_keys(hkl)
-    pos = {int(k): i for i, k in enumerate(keys)}
-    minus = hkl_keys(-np.asarray(hkl))
-    ip, im = [], []
-    for i, k in enumerate(minus):
-        j = pos.get(int(k))
-        if j is not None and j > i:
-            ip.append(i)
-            im.append(j)
+def _parsons(fo2, sigma, pairs: tuple[np.ndarray, np.ndarray], a, b) -> tuple[float, float] | None:
+    """x from the quotients of the Friedel pairs (indices (i, j): h_j ≡ -h_i)."""
+    ip, im = pairs
     if len(ip) < MIN_PAIRS:
         return None
-    ip, im = np.array(ip), np.array(im)
     i1, i2, s1, s2 = fo2[ip], fo2[im], sigma[ip], sigma[im]
     tot = i1 + i2
     ok = (tot > 0) & (i1 > 0) & (i2 > 0)
