@@ -257,27 +257,3 @@ def test_element_assignment_does_not_overfill_an_element_and_relabels():
     assert dict(zip(model.labels, model.elements)) == {"Sm1": "Sm", "Fe1": "Fe", "O1": "O", "O2": "O",
                                                        "O3": "O", "B2": "B"}
     assert lines == ["B3: B -> O as O3 (8.8 e at the site)"]
-
-
-def test_diffuse_atoms_are_removed_after_the_anisotropic_stage():
-    """An atom whose U_eq ends above completion's MAX_U is a blob in a void, not an atom:
-    it goes, with its riding H; a minor disorder component with the same U stays (its U
-    is the refiner's to judge, not completion's)."""
-    from refractor_core.types import Site, SpaceGroupRef, Structure, UnitCell
-    from refractor_plugins.refiners.lsq.completion import MAX_U, drop_diffuse_atoms
-    from refractor_plugins.refiners.lsq.model import WorkingModel
-
-    cell = UnitCell(a=8.0, b=9.0, c=10.0, alpha=90, beta=90, gamma=90)
-    sites = [Site(label="N1", element="N", xyz=(0.1, 0.2, 0.3), u_iso=0.03),
-             Site(label="C1", element="C", xyz=(0.25, 0.2, 0.3), u_iso=MAX_U * 0.9),
-             Site(label="C2", element="C", xyz=(0.6, 0.6, 0.6), u_iso=MAX_U * 2),
-             Site(label="H2", element="H", xyz=(0.6, 0.6, 0.7), u_iso=0.05),
-             Site(label="C3", element="C", xyz=(0.6, 0.1, 0.6), u_iso=MAX_U * 2, occupancy=0.3, part=2)]
-    model = WorkingModel.from_structure(Structure(cell=cell, space_group=SpaceGroupRef.from_symbol("P 1"), sites=sites))
-    model.riding[3] = 2  # H2 rides on C2
-    kept, dropped = drop_diffuse_atoms(model)
-    assert kept.labels == ["N1", "C1", "C3"]
-    assert len(dropped) == 1 and dropped[0].startswith("C2 (U_eq 0.40")
-    assert model.n == 5  # the model given is left as it was
-    same, none = drop_diffuse_atoms(kept)
-    assert none == [] and same is kept

@@ -57,20 +57,6 @@ MAX_RELOCATIONS = 2
 RELOCATION_TRIALS = 3
 
 
-def drop_diffuse_atoms(model: WorkingModel) -> tuple[WorkingModel, list[str]]:
-    """Atoms completion may drop whose U_eq exceeds MAX_U, removed (their riding H with
-    them): after the anisotropic stage a generated model's atom in a void spreads into a
-    blob of U_eq 0.3-2 Å², which fits diffuse density, is no atom, and lets a subgroup
-    model fit noise. Returns the model and the labels removed."""
-    drop = _movable(model) & (model.u_iso > MAX_U)
-    if not drop.any():
-        return model, []
-    m = model.copy()
-    labels = [f"{m.labels[i]} (U_eq {m.u_iso[i]:.2f})" for i in np.nonzero(drop)[0]]
-    m.remove_atoms(drop)
-    return m, labels
-
-
 def difference_peaks_and_holes(refinement, model: WorkingModel, max_peaks: int = 10) -> tuple[float, float, list[dict]]:
     """Highest peak, deepest hole (e/Å³) and the strongest peaks with their nearest atom."""
     rho, peaks = difference_peaks(refinement, model, max_peaks=max_peaks)

@@ -576,16 +576,7 @@ class Refinement:
         return model, budget, converged, last_shift, aniso
 
     def _model_changes_stage(self, model: WorkingModel, budget: int, aniso, converged: bool, last_shift: float):
-        """Diffuse atoms dropped, element swaps and disorder splits the data call for, each
-        refined on."""
-        if self._want_completion(model) and is_generated(self.candidate) and budget > 0:
-            from .completion import drop_diffuse_atoms
-
-            model, dropped = drop_diffuse_atoms(model)
-            if dropped:
-                self.log("removed after anisotropic refinement (no atom): " + ", ".join(dropped))
-                self.meta.setdefault("removed_diffuse", []).extend(dropped)
-                model, budget, converged, last_shift = self._adp_and_hydrogen_stage(model, bool(aniso), budget)
+        """Element swaps and disorder splits the data call for, each refined on."""
         if self._want_element_swaps() and budget > 0:
             from .element_swaps import swap_elements
 
