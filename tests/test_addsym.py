@@ -47,3 +47,28 @@ def test_no_symmetry_is_found_where_there_is_none():
     moved = images.copy()
     moved[0] += 1.0 / np.array([ref.cell.a, ref.cell.b, ref.cell.c])
     assert find_missed_symmetry(moved, elements, ref.cell, low, high) is None
+
+
+def test_misassigned_light_elements_and_a_few_misfits_are_seen_through():
+    """As PLATON's ADDSYM: C/N/O given wrongly in one image do not hide the symmetry (the
+    elements a generated model's swaps trade), a light atom given as the metal does, and up
+    to a fifth of the atoms may lack a partner (a solvent void modelled in the subgroup)."""
+    images, elements, ref, low, high = _expanded("mn_complex_p21c", "P 1", (0.0, 0.0, 0.0), noise=0.003)
+    n_images = high.n
+    light = [i for i, e in enumerate(elements) if e in ("C", "N", "O") and i % n_images == 0]
+    swapped = list(elements)
+    for i in light[:6]:
+        swapped[i] = {"C": "N", "N": "O", "O": "C"}[elements[i]]
+    found = find_missed_symmetry(images, swapped, ref.cell, low, high)
+    assert found is not None and found.fraction == 1.0
+    metal = list(elements)
+    metal[light[0]] = "Mn"
+    found = find_missed_symmetry(images, metal, ref.cell, low, high)
+    assert found is not None and found.fraction < 1.0
+    # one image of an atom moved away: none of that atom's images has all its partners
+    for share, obeyed in ((0.1, True), (0.3, False)):
+        moved = images.copy()
+        k = int(share * len(images) / n_images)
+        moved[:k * n_images:n_images] += 0.15
+        found = find_missed_symmetry(moved, elements, ref.cell, low, high)
+        assert (found is not None) == obeyed, share
