@@ -119,6 +119,7 @@ def test_flack_from_parsons_quotients_as_shelxl(name, published):
                                                    Candidate(structure=bundle.structure, generator=USER_MODEL, meta=meta))
     x, su = published
     assert abs(r.flack - x) < su
+    assert "quotients" in r.meta["flack_details"]  # (the CIF's _refine_ls_abs_structure_details)
     assert r.flack_su == pytest.approx(su, rel=0.25)
 
 
@@ -163,6 +164,8 @@ def test_flack_without_friedel_pairs_carries_its_correlations():
     refined_x = refine(truth, flack=True)
     estimated = refine(truth)
     assert estimated.flack_su == pytest.approx(refined_x.flack_su, rel=0.1)
+    assert estimated.meta["flack_details"].startswith("no Friedel pairs")
+    assert "BASF" in refined_x.meta["flack_details"]
     assert abs(estimated.flack) < 2 * estimated.flack_su
     for dz in (0.03, -0.03):
         moved = [s.model_copy(update={"xyz": (s.xyz[0], s.xyz[1], s.xyz[2] + dz / cell.c)})

@@ -274,6 +274,8 @@ def _refinement_block(pair, refined: RefinedCandidate, structure: Structure, r1_
         pair("_refine_ls_extinction_method", "none")
     if refined.flack is not None:
         pair("_refine_ls_abs_structure_Flack", with_su(refined.flack, refined.flack_su, 4))
+        if meta.get("flack_details"):
+            pair("_refine_ls_abs_structure_details", f";\n{meta['flack_details']}\n;")
     pair("_reflns_number_total", str(refined.n_reflections))
     pair("_reflns_number_gt", str(refined.n_gt))
     pair("_reflns_threshold_expression", cif_string("I > 2\\s(I)"))

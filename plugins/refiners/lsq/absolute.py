@@ -80,8 +80,9 @@ def inverted_structure(structure, instructions=None):
     return out, instructions.model_copy(update={"restraints": restraints})
 
 
-def flack_estimate(refinement, model: WorkingModel) -> tuple[float, float] | None:
-    """(x, su) or None when the data cannot say (no anomalous signal, too few data).
+def flack_estimate(refinement, model: WorkingModel) -> tuple[float, float, str] | None:
+    """(x, su, how it was found, for the CIF) or None when the data cannot say (no
+    anomalous signal, too few data).
 
     A twinned model (TWIN matrix) is compared with its mirror image twinned the same way:
     A(h) = Σ_j f_j F²(R_j h) against B(h) = Σ_j f_j F²(-R_j h), the twin fractions held.
@@ -95,15 +96,24 @@ def flack_estimate(refinement, model: WorkingModel) -> tuple[float, float] | Non
     if not np.any(np.abs(a - b) > 1e-6 * np.maximum(a, 1e-12)):
         return None
     est = _parsons(refinement.fo2, refinement.sigma, friedel_pairs(calc.hkl, model.symmetry), a, b)
-    if est is None:
+    if est is not None:
+        x, su, n = est
+        details = (f"Flack x from the quotients (I+ - I-)/(I+ + I-) of {n} Friedel pairs (Parsons, Flack & "
+                   "Wagner, Acta Cryst. B69 (2013) 249)")
+    else:
         est = _joint(refinement, model, a, b)
-    if est is None or not all(math.isfinite(v) for v in est):
+        if est is None:
+            return None
+        x, su = est
+        details = ("no Friedel pairs: Flack x fitted to all intensities as an inversion-twin fraction, jointly "
+                   "with every refined parameter (Flack, Acta Cryst. A39 (1983) 876)")
+    if not (math.isfinite(x) and math.isfinite(su)):
         return None
-    return est
+    return x, su, details
 
 
-def _parsons(fo2, sigma, pairs: tuple[np.ndarray, np.ndarray], a, b) -> tuple[float, float] | None:
-    """x from the quotients of the Friedel pairs (indices (i, j): h_j ≡ -h_i)."""
+def _parsons(fo2, sigma, pairs: tuple[np.ndarray, np.ndarray], a, b) -> tuple[float, float, int] | None:
+    """(x, su, quotients used) from the Friedel pairs (indices (i, j): h_j ≡ -h_i)."""
     ip, im = pairs
     if len(ip) < MIN_PAIRS:
         return None
@@ -126,7 +136,7 @@ def _parsons(fo2, sigma, pairs: tuple[np.ndarray, np.ndarray], a, b) -> tuple[fl
     resid = qo - qc * (1.0 - 2.0 * x)
     chi2 = float(np.sum(w * resid**2)) / max(len(qo) - 1, 1)
     su = math.sqrt(1.0 / (2.0 * den)) * math.sqrt(max(chi2, 1.0))
-    return x, su
+    return x, su, len(qo)
 
 
 def _joint(refinement, model: WorkingModel, a, b) -> tuple[float, float] | None:

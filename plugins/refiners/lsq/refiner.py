@@ -1432,6 +1432,7 @@ class Refinement:
         if self.flack_mode == "basf" and self.inversion_component is not None:
             j = _column_of(params, "basf", self.inversion_component)
             flack_su = float(math.sqrt(max(cov[j, j], 0.0))) if j is not None else None
+            self.meta["flack_details"] = "Flack x refined as the fraction of the inverted twin domain (BASF)"
             return float(model.twin_fractions[self.inversion_component]), flack_su
         if self.flack_mode != "estimate":
             return None, None
@@ -1440,8 +1441,8 @@ class Refinement:
         est = flack_estimate(self, model)
         if est is None:
             return None, None
-        flack, flack_su = est
-        self.log(f"Flack x = {flack:.3f}({flack_su:.3f}) (estimated after refinement)")
+        flack, flack_su, self.meta["flack_details"] = est
+        self.log(f"Flack x = {flack:.3f}({flack_su:.3f}) (estimated after refinement: {est[2]})")
         if intermediate_flack(flack, flack_su):
             self.warn(f"Flack x = {flack:.3f}({flack_su:.3f}) lies significantly between 0 and 1: the crystal "
                       "may be an inversion twin (refine its fraction with --refiner-opt flack=true), or the "
