@@ -16,7 +16,8 @@ class ChargeFlipConfig(ComponentConfig):
     min_converged, min_agreement: trials stop early once this many have reached the same
     solution and it obeys the symmetry of the hypothesis that asked (agreement ≥
     min_agreement; trials are shared by hypotheses with one Patterson group);
-    max_cycles: flipping cycles per trial; delta: "auto" (Superflip-style: adapted to keep
+    max_cycles: flipping cycles per |F| trial, and 10/3 times as many per |E| trial (|E|
+    trials reach a large structure late, cod1979688's after 1154-2294 cycles); delta: "auto" (Superflip-style: adapted to keep
     the total/flipped charge ratio in [0.8, 1]) or a fixed multiple of the map's sigma;
     normalization: flip |E| ("E"), |F| ("F") or alternate trials between the two
     ("auto": F first; both find the same solutions, each more reliably on some structures); sharpening: B (Å²) applied as

@@ -50,12 +50,23 @@ log = logging.getLogger("refractor.generators.charge_flip")
 
 #: two trials whose origin-free phase correlation exceeds this reached the same solution
 SAME_SOLUTION = 0.6
+#: the correlation is maximised over origin shifts on a grid this many times finer than the
+#: flipping grid: on the flipping grid itself (0.5 d_min spacing) a relative origin shift off
+#: the grid costs up to ~0.15 of the correlation (cod1979688: right solutions 0.46-0.60 with
+#: each other on the flipping grid, 0.58-0.65 on this one; wrong ones ~0.1), which split one
+#: solution into as many groups as trials found it
+SIMILARITY_OVERSAMPLING = 2
+#: |E| trials may run this many times max_cycles: they reach a large structure late
+#: (cod1979688: cycles 1154-2294), while |F| trials stop early, often falsely "converged"
+E_CYCLE_FACTOR = 10 / 3
 #: score bonus per further trial that reached the same solution (up to 4)
 SUPPORT_BONUS = 0.05
 #: symmetry agreement counted for a group with no operation to test (P1)
 NEUTRAL_AGREEMENT = 0.5
-#: distinct solutions placed and scored per hypothesis
-MAX_GROUPS_SCORED = 8
+#: distinct solutions placed and scored per hypothesis (None: every one). The groups come
+#: ordered by support, then the "converged" flag and R_flip, neither of which compares
+#: |E| with |F| trials, so a cut-off here can drop the only right solution unscored
+MAX_GROUPS_SCORED: int | None = None
 
 
 def patterson_symmetry(sym: SymmetryOps) -> SymmetryOps:
@@ -261,6 +272,7 @@ class ChargeFlipGenerator(Generator):
         problem = problems[kinds[0]]
         settings = FlipSettings(max_cycles=cfg.max_cycles, delta=cfg.delta)
         trials: list[FlipResult] = []
+        similarity_cache: dict[tuple[int, int], float] = {}
         n_grid = float(np.prod(problem.shape))
         work_done = 0.0
         for i in range(cfg.max_trials):
@@ -275,20 +287,20 @@ class ChargeFlipGenerator(Generator):
                     log.warning("charge-flip: time limit %.0f s reached after %d trials", cfg.time_limit_s, i)
                     break
                 settings.time_limit_s = remaining
-            settings.max_cycles = min(cfg.max_cycles, cycles_left)
             kind = kinds[i % len(kinds)]
+            settings.max_cycles = min(round(cfg.max_cycles * (E_CYCLE_FACTOR if kind == "E" else 1)), cycles_left)
             result = run_trial(problems[kind], settings, rng)
             work_done += result.cycles * n_grid
             result.normalization = kind
             trials.append(result)
-            groups = _group_solutions(problem, trials)
+            groups = _group_solutions(problem, trials, similarity_cache)
             # the same solution reached again and again from random phases, and obeying the
             # symmetry of the hypothesis that asked for the trials, is the answer
             if len(groups[0]) >= cfg.min_converged:
                 agreement = find_origin(problem.hkl, trials[groups[0][0]].f, data.cell, sym).score
                 if agreement >= cfg.min_agreement:
                     break
-        groups = _group_solutions(problem, trials)
+        groups = _group_solutions(problem, trials, similarity_cache)
         out = P1Solutions(
             problem=problem,
             problems=problems,
@@ -326,17 +338,29 @@ def _heavy_counts(formula: str) -> dict[str, float]:
     return {e: n for e, n in parse_formula(formula).items() if e not in ("H", "D")}
 
 
-def _group_solutions(problem: FlipProblem, trials: list[FlipResult]) -> list[list[int]]:
+def _group_solutions(
+    problem: FlipProblem, trials: list[FlipResult], cache: dict[tuple[int, int], float] | None = None
+) -> list[list[int]]:
     """Trials grouped by solution (origin- and enantiomorph-free), best group first.
 
     Groups are ordered by the number of trials that found them (a solution reached
     repeatedly from random phases is the likely one), then converged first, then by R.
+    `cache` keeps the pairwise similarities between calls (trials are regrouped after each).
     """
+    cache = {} if cache is None else cache
+    shape = tuple(int(s) * SIMILARITY_OVERSAMPLING for s in problem.shape)
+
+    def similarity(i: int, j: int) -> float:
+        key = (min(i, j), max(i, j))
+        if key not in cache:
+            cache[key] = solution_similarity(problem.hkl, trials[i].f, trials[j].f, shape)
+        return cache[key]
+
     order = sorted(range(len(trials)), key=lambda i: (not trials[i].converged, trials[i].r))
     groups: list[list[int]] = []
     for i in order:
         for g in groups:
-            if solution_similarity(problem.hkl, trials[g[0]].f, trials[i].f, problem.shape) > SAME_SOLUTION:
+            if similarity(g[0], i) > SAME_SOLUTION:
                 g.append(i)
                 break
         else:
