@@ -15,7 +15,7 @@ class ChargeFlipConfig(ComponentConfig):
     max_trials: flipping trials from random phases (each with its own seed) at most;
     min_converged, min_agreement: trials stop early once this many have reached the same
     solution and it obeys the symmetry of the hypothesis that asked (agreement ≥
-    min_agreement; trials are shared by hypotheses with one Patterson group);
+    min_agreement);
     max_cycles: flipping cycles per |F| trial, and 10/3 times as many per |E| trial (|E|
     trials reach a large structure late, cod1979688's after 1154-2294 cycles); delta: "auto" (Superflip-style: adapted to keep
     the total/flipped charge ratio in [0.8, 1]) or a fixed multiple of the map's sigma;

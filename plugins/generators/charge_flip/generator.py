@@ -5,8 +5,10 @@ lattice centring, no translations; Friedel mates merged; centring absences remov
 screw/glide absences stay in as the weak reflections they were measured to be), normalise
 to |E| (or keep |F|),
 expand to P1 and run several charge-flipping trials from random phases (seeded per
-trial). The P1 trials depend only on the Patterson group, so they are computed once and
-reused for every hypothesis sharing it. For a hypothesis, each distinct solution is
+trial). The P1 trials depend only on the data, the Patterson group and the seed, and are
+cached on those: a call with the same seed for another hypothesis of the same Patterson
+group reuses them (the pipeline gives each hypothesis its own seed, so within one run it
+does not). For a hypothesis, each distinct solution is
 shifted to the origin that best obeys its symmetry (the symmetry-agreement score is
 recorded and enters the candidate's score), symmetrised, turned into a map with the
 observed amplitudes, and interpreted into atoms.
