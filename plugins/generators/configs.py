@@ -17,8 +17,9 @@ class ChargeFlipConfig(ComponentConfig):
     solution and it obeys the symmetry of the hypothesis that asked (agreement ≥
     min_agreement);
     max_cycles: flipping cycles per |F| trial, and 10/3 times as many per |E| trial (|E|
-    trials reach a large structure late, cod1979688's after 1154-2294 cycles); delta: "auto" (Superflip-style: adapted to keep
-    the total/flipped charge ratio in [0.8, 1]) or a fixed multiple of the map's sigma;
+    trials reach a large structure late, cod1979688's after 1154-2294 cycles);
+    delta: "auto" (Superflip-style: adapted to keep the total/flipped charge ratio in
+    [0.8, 1]) or a fixed multiple of the map's sigma;
     normalization: flip |E| ("E"), |F| ("F") or alternate trials between the two
     ("auto": F first; both find the same solutions, each more reliably on some structures); sharpening: B (Å²) applied as
     exp(+B s²) to the flipped amplitudes (negative damps); weak_fraction: weakest fraction
