@@ -26,7 +26,7 @@ import numpy as np
 
 from refractor_core.crystal.merging import friedel_pairs
 
-from .least_squares import normal_equations, solve_damped
+from .least_squares import solve_damped
 from .model import WorkingModel
 
 MIN_PAIRS = 20
@@ -151,8 +151,8 @@ def _joint(refinement, model: WorkingModel, a, b) -> tuple[float, float] | None:
     dd = float(np.sum(w * d * d))
     if dd <= 0:
         return None
-    ne, _ = driver._restrained_normal_equations(params, w, None, single=True)
-    cross = normal_equations(calc, params, m + d, w).rhs  # Jᵀ W d
+    ne, _ = driver._restrained_normal_equations(params, w, None, single=True, extra=d[:, None])
+    cross = ne.extra_rhs[:, 0]  # Jᵀ W d
     try:
         solved = solve_damped(ne.matrix, np.stack([ne.rhs, cross], axis=1), 0.0)
     except np.linalg.LinAlgError:

@@ -360,12 +360,14 @@ class Driver:
     # -- standard uncertainties ----------------------------------------------------------
     def _restrained_normal_equations(self, params: Parameterisation, w: np.ndarray, block: list[int] | None,
                                      single: bool, scale: float | None = None,
-                                     frames: dict[int, np.ndarray] | None = None):
+                                     frames: dict[int, np.ndarray] | None = None,
+                                     extra: np.ndarray | None = None):
         """(normal equations of one block with the restraints added, their weight scale):
         the restraint weights are scaled by `scale`, or by this block's own fit if None;
         origin restraints when the whole matrix is one block (`single`); `frames`: RIGU
-        bond directions to hold (`restraints.bond_frames`)."""
-        ne = normal_equations(self.calc, params, self.obs.fo2, w, block)
+        bond directions to hold (`restraints.bond_frames`); `extra`: vectors v whose
+        data-only JᵀWv `normal_equations` returns as well."""
+        ne = normal_equations(self.calc, params, self.obs.fo2, w, block, extra)
         if scale is None:
             scale = restraint_weight_scale(ne.chi2, len(self.obs.fo2))
         if single:

@@ -245,6 +245,7 @@ class NormalEquations:
     chi2: float  # Σ w (Fo² - M)²
     columns: np.ndarray  # which free parameters these are
     fc2c: np.ndarray  # (C, N) at the linearisation point
+    extra_rhs: np.ndarray | None = None  # (p, e): JᵀWv of `normal_equations`' extra vectors
 
 
 def _extinction_terms(cx: np.ndarray | float, fc2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -258,46 +259,64 @@ def _extinction_terms(cx: np.ndarray | float, fc2: np.ndarray) -> tuple[np.ndarr
     return y, y * (1.0 + 0.5 * t) / (1.0 + t)
 
 
+def _jacobian_chunks(calc: IntensityCalculator, params: Parameterisation,
+                     group_subset: list[int] | None = None):
+    """dM/dp of the model intensities for the global parameters plus the groups given:
+    (columns, the free-parameter indices of its rows; an iterator over chunks of reflections
+    giving (slice, Fc² components (C, Nc), M (Nc,), dM/dp (p, Nc)))."""
+    model = params.model
+    c_mat, atoms, atom_cols = params.constraint_matrix(group_subset)
+    ng = params.n_global
+    columns = np.concatenate([np.arange(ng), atom_cols]).astype(np.int64)
+    p = len(columns)
+    fr = calc.twin_fractions(model)
+    ct = c_mat.T.tocsr()
+    k = model.scale
+
+    def chunks():
+        for sl, fc2c, raw in calc.raw_derivatives(model, atoms):
+            fc2 = fr @ fc2c
+            y, dyf = _extinction_terms(calc.ext_c[sl] * (model.extinction or 0.0), fc2)
+            jt = np.zeros((p, len(fc2)))
+            jt[0] = y * fc2
+            row = 1
+            if params.refine_extinction:
+                jt[row] = -0.5 * k * calc.ext_c[sl] * fc2 * np.maximum(fc2, 0.0) * y**3
+                row += 1
+            if params.refine_twin.any():
+                per_component = calc.component_sums(fc2c)
+            for j, on in enumerate(params.refine_twin):
+                if on:
+                    jt[row] = k * dyf * (per_component[j + 1] - per_component[0])
+                    row += 1
+            if len(atom_cols):
+                raw_total = raw[0] if len(fr) == 1 else np.tensordot(fr, raw, axes=(0, 0))  # (R, Nc)
+                jt[ng:] = (ct @ raw_total) * (k * dyf)[None, :]
+            yield sl, fc2c, k * y * fc2, jt
+
+    return columns, chunks()
+
+
 def normal_equations(
     calc: IntensityCalculator,
     params: Parameterisation,
     fo2: np.ndarray,
     weights: np.ndarray,
     group_subset: list[int] | None = None,
+    extra: np.ndarray | None = None,
 ) -> NormalEquations:
-    """Accumulate JᵀWJ and JᵀW(Fo² - M) for the global parameters plus the groups given."""
-    model = params.model
-    c_mat, atoms, atom_cols = params.constraint_matrix(group_subset)
-    ng = params.n_global
-    columns = np.concatenate([np.arange(ng), atom_cols]).astype(np.int64)
+    """Accumulate JᵀWJ and JᵀW(Fo² - M) for the global parameters plus the groups given;
+    `extra` (N, e): vectors v whose JᵀWv are wanted too, from the same pass
+    (`NormalEquations.extra_rhs`)."""
+    columns, chunks = _jacobian_chunks(calc, params, group_subset)
     p = len(columns)
     nmat = np.zeros((p, p))
     rhs = np.zeros(p)
+    extra_rhs = None if extra is None else np.zeros((p, extra.shape[1]))
     chi2 = 0.0
     fc2c_all = np.zeros((calc.n_components, calc.n))
-    fr = calc.twin_fractions(model)
-    ct = c_mat.T.tocsr()
-    for sl, fc2c, raw in calc.raw_derivatives(model, atoms):
+    for sl, fc2c, m, jt in chunks:
         fc2c_all[:, sl] = fc2c
-        fc2 = fr @ fc2c
-        y, dyf = _extinction_terms(calc.ext_c[sl] * (model.extinction or 0.0), fc2)
-        k = model.scale
-        m = k * y * fc2
-        jt = np.zeros((p, len(fc2)))
-        jt[0] = y * fc2
-        row = 1
-        if params.refine_extinction:
-            jt[row] = -0.5 * k * calc.ext_c[sl] * fc2 * np.maximum(fc2, 0.0) * y**3
-            row += 1
-        if params.refine_twin.any():
-            per_component = calc.component_sums(fc2c)
-        for j, on in enumerate(params.refine_twin):
-            if on:
-                jt[row] = k * dyf * (per_component[j + 1] - per_component[0])
-                row += 1
-        if len(atom_cols):
-            raw_total = raw[0] if len(fr) == 1 else np.tensordot(fr, raw, axes=(0, 0))  # (R, Nc)
-            jt[ng:] = (ct @ raw_total) * (k * dyf)[None, :]
         w = weights[sl]
         r = fo2[sl] - m
         # the products run in torch: its thread setting applies (numpy's BLAS threads
@@ -306,8 +325,10 @@ def normal_equations(
         jw_t = jt_t * torch.from_numpy(w)[None, :]
         _add_gram(nmat, jw_t, jt_t)
         rhs += (jw_t @ torch.from_numpy(r)).numpy()
+        if extra_rhs is not None:
+            extra_rhs += (jw_t @ torch.from_numpy(np.ascontiguousarray(extra[sl]))).numpy()
         chi2 += float(np.sum(w * r * r))
-    return NormalEquations(nmat, rhs, chi2, columns, fc2c_all)
+    return NormalEquations(nmat, rhs, chi2, columns, fc2c_all, extra_rhs)
 
 
 def _add_gram(nmat: np.ndarray, jw: torch.Tensor, jt: torch.Tensor) -> None:
@@ -407,30 +428,8 @@ def objective(calc: IntensityCalculator, model: WorkingModel, fo2: np.ndarray, w
 
 def jacobian(calc: IntensityCalculator, params: Parameterisation) -> np.ndarray:
     """Dense dM/dp (N, p) of the model intensities w.r.t. all free parameters (for checks)."""
-    ne_cols = None
+    _, chunks = _jacobian_chunks(calc, params)
     out = np.zeros((calc.n, params.n))
-    model = params.model
-    c_mat, atoms, atom_cols = params.constraint_matrix(None)
-    ct = c_mat.T.tocsr()
-    fr = calc.twin_fractions(model)
-    ng = params.n_global
-    for sl, fc2c, raw in calc.raw_derivatives(model, atoms):
-        fc2 = fr @ fc2c
-        y, dyf = _extinction_terms(calc.ext_c[sl] * (model.extinction or 0.0), fc2)
-        k = model.scale
-        out[sl, 0] = y * fc2
-        row = 1
-        if params.refine_extinction:
-            out[sl, row] = -0.5 * k * calc.ext_c[sl] * fc2 * np.maximum(fc2, 0.0) * y**3
-            row += 1
-        if params.refine_twin.any():
-            per_component = calc.component_sums(fc2c)
-        for j, on in enumerate(params.refine_twin):
-            if on:
-                out[sl, row] = k * dyf * (per_component[j + 1] - per_component[0])
-                row += 1
-        if len(atom_cols):
-            raw_total = raw[0] if len(fr) == 1 else np.tensordot(fr, raw, axes=(0, 0))
-            out[sl, ng:] = ((ct @ raw_total) * (k * dyf)[None, :]).T
-    del ne_cols
+    for sl, _, _, jt in chunks:
+        out[sl] = jt.T
     return out
