@@ -20,10 +20,6 @@ with one free variable (occupancies p and 1 - p); this module does the same:
    falls onto its major one, are undone; the rest is kept only if the fit to the data is
    better by an F-test at the 0.1 % level (σ weights, the added parameters counted) and
    R1 drops by at least 2 % of itself. Otherwise the model is left as it was.
-
-Before the map is read, two fully occupied atoms closer than a short contact are taken as
-the two components of one site (`split_close_pairs`): the weaker becomes the minor atom,
-and steps 2-4 run without the F-test, since the model with both atoms is not an option.
 """
 
 from __future__ import annotations
