@@ -138,6 +138,32 @@ def test_analytic_jacobian_matches_finite_differences(pr_sulfate):
         assert np.abs(num - jac[:, j]).max() / scale < 1e-4, params.describe(j)
 
 
+def test_extra_vectors_give_jtwv_from_the_same_pass(pr_sulfate):
+    """normal_equations' extra vectors v give JᵀWv (measured pr_sulfate_hydroxide, with
+    extinction): equal to the dense Jacobian's product, and to the right-hand side of data
+    whose Fo² are the model's plus v (as the joint Flack fit once computed it)."""
+    from refractor_plugins.refiners.lsq.least_squares import normal_equations
+
+    _, data, published, _ = pr_sulfate
+    heavy = published.model_copy(update={"sites": [s for s in published.sites if s.element != "H"]})
+    model = WorkingModel.from_structure(heavy)
+    model.extinction = 0.02
+    obs = prepare_observations(data, model.symmetry)
+    calc = IntensityCalculator(obs.hkl[:300], model.cell, model.symmetry, data.wavelength, model.twin_ops)
+    params = Parameterisation.build(model, refine_extinction=True)
+    rng = np.random.default_rng(3)
+    w = rng.uniform(0.5, 2.0, calc.n)
+    v = rng.normal(size=(calc.n, 2))
+    ne = normal_equations(calc, params, obs.fo2[:300], w, extra=v)
+    assert ne.extra_rhs.shape == (params.n, 2)
+    expected = jacobian(calc, params).T @ (w[:, None] * v)
+    assert np.allclose(ne.extra_rhs, expected, rtol=1e-9, atol=1e-9 * np.abs(expected).max())
+    m = calc.model_intensities(model)[0]
+    shifted = normal_equations(calc, params, m + v[:, 0], w).rhs
+    assert np.allclose(ne.extra_rhs[:, 0], shifted, rtol=1e-7, atol=1e-9 * np.abs(shifted).max())
+    assert normal_equations(calc, params, obs.fo2[:300], w).extra_rhs is None
+
+
 def _hydroxyquinolinium_with_riding_h():
     """(data, published model, forced AFIX codes by parent, the model with its riding H
     placed as the file's AFIX codes say, merged observations)."""
