@@ -138,3 +138,87 @@ def test_subgroup_relation_is_origin_independent():
     assert ops["F 4 3 2"].is_proper_subgroup_of(ops["F m -3 m"])
     assert not ops["C 1 2/c 1"].is_proper_subgroup_of(ops["C 1 c 1"])
     assert not ops["C 1 2/c 1"].is_proper_subgroup_of(ops["P 1 21/c 1"])
+
+
+# --------------------------------------------------------------------------------------
+# pseudo-symmetry: the missed-symmetry check must not overrule the data
+
+
+def _in_p1(published: Structure, jitter: float = 0.0) -> Structure:
+    """The published model written in P1: every image under its group (labels suffixed with
+    the operation's number), isotropic U, coordinates jittered by `jitter` Å (seed 0)."""
+    from refractor_core.crystal.symmetry import SymmetryOps
+
+    ops = SymmetryOps.from_space_group(published.space_group)
+    lengths = np.array([published.cell.a, published.cell.b, published.cell.c])
+    rng = np.random.default_rng(0)
+    sites = [s.model_copy(update={"label": f"{s.label}_{k}", "u_aniso": None, "u_iso": s.u_iso or 0.04, "xyz_su": None,
+                                  "xyz": tuple(x + rng.normal(0.0, jitter, 3) / lengths)})
+             for k in range(ops.n) for s, x in zip(published.sites, ops.images(np.array([s.xyz for s in published.sites]))[:, k])]
+    return published.model_copy(update={"space_group": SpaceGroupRef.from_symbol("P 1"), "sites": sites})
+
+
+def _lsq(data, structure, instructions=None):
+    from refractor_core.types import Candidate
+    from refractor_plugins.refiners.configs import LsqConfig
+    from refractor_plugins.refiners.lsq.refiner import USER_MODEL, LsqRefiner
+
+    meta = {"instructions": instructions.model_dump()} if instructions is not None else {}
+    candidate = Candidate(structure=structure, generator=USER_MODEL, meta=meta)
+    return LsqRefiner(LsqConfig(anisotropic=True)).refine(data, candidate)
+
+
+def _published(name: str):
+    from refractor_core.dataio import load_bundle
+    from refractor_core.testing.real_cases import get_case
+
+    case = get_case(name)
+    return case, load_bundle(case.reference, block=case.data_block)
+
+
+def test_a_pseudo_centrosymmetric_structure_keeps_its_lower_group(one_torch_thread):
+    """cod1550236 (P-1) made truly P1: five ring atoms of one molecule (with their H) moved
+    0.3 Å. Every atom is still within the missed-symmetry tolerance of an image, but the
+    moved ones deviate by ~50 su, the P-1 model refines to a clearly worse R1 and Hamilton's
+    test finds P1 significantly better: P1 must stay first. With the atoms left in place
+    (truly centrosymmetric), P-1 comes first."""
+    from refractor_core.crystal.cell import orthogonalization_matrix
+    from refractor_core.simulation.simulator import simulate
+
+    published = _published("cod1550236")[1].structure
+    p1 = _in_p1(published)
+    orth = orthogonalization_matrix(published.cell)
+    ring = [np.asarray(s.xyz) for s in p1.sites if s.label in {"C9_1", "C10_1", "C12_1", "C13_1", "C14_1"}]
+    moved = [s.label for s in p1.sites if s.label.endswith("_1") and s.element in ("C", "H")
+             and min(np.linalg.norm(orth @ (np.asarray(s.xyz) - c)) for c in ring) < (0.01 if s.element == "C" else 1.25)]
+    assert len(moved) == 9  # five ring C and the four H on them (C9 carries none)
+    shift = np.linalg.solve(orth, np.array([0.3, 0.0, 0.0]))
+    for truly_p1 in (True, False):
+        truth = p1.model_copy(update={"sites": [
+            s.model_copy(update={"xyz": tuple(np.asarray(s.xyz) + shift)}) if truly_p1 and s.label in moved else s
+            for s in p1.sites]})
+        data = simulate(truth, d_min=0.8, seed=1).model_copy(update={"formula": None})
+        low, high = _lsq(data, truth), _lsq(data, published)
+        out = _ranker("composite").rank(data, [low, high])
+        chosen = out[0].structure.space_group.symbol
+        if truly_p1:
+            assert low.r1 < high.r1 - 0.01 and chosen == "P 1", (low.r1, high.r1)
+        else:
+            assert chosen == "P -1", (low.r1, high.r1)
+
+
+def test_a_model_that_obeys_the_higher_group_is_kept_in_it_despite_hamilton(one_torch_thread):
+    """Measured ethylene_oxide (P2_1/n) refined in P1 from its published atoms: Hamilton's
+    test calls the P1 fit significantly better (its extra parameters fit the data's
+    systematic errors), but its atoms deviate from P2_1/n by less than 20 su: P2_1/n first."""
+    from refractor_core.dataio import load_reflections
+
+    case, bundle = _published("ethylene_oxide")
+    data = load_reflections(case.reflections).model_copy(update={"formula": None})
+    low = _lsq(data, _in_p1(bundle.structure, jitter=0.02), bundle.instructions)
+    high = _lsq(data, bundle.structure, bundle.instructions)
+    out = _ranker("composite").rank(data, [low, high])
+    assert out[0].structure.space_group.symbol == "P 1 21/n 1"
+    pref = out[0].score_details["symmetry_preference"]
+    assert pref["hamilton_lower_significantly_better"]
+    assert 0.0 < pref["missed_symmetry"]["max_deviation_su"] < 20.0

@@ -3,7 +3,10 @@
 Two tests, either of which keeps the higher symmetry: the model refined in the subgroup
 itself obeys the higher group (ADDSYM-style, `refractor_core.crystal.addsym`; a model that
 has the symmetry must be described in it, even if its extra parameters fit systematic
-errors "significantly"), or Hamilton's test finds its better fit not significant.
+errors "significantly"), or Hamilton's test finds its better fit not significant. The first
+does not overrule a significant Hamilton test when some atom deviates from the higher
+symmetry by far more than its su (`ADDSYM_MAX_DEVIATION_SU`): that is pseudo-symmetry,
+which the data can tell apart.
 
 A structure refined in a subgroup (Cc instead of C2/c, P1 instead of P-1) always fits a
 little better, because it has more parameters. Crystallographers keep the higher symmetry
@@ -20,13 +23,19 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from refractor_core.crystal.addsym import missed_symmetry
+from refractor_core.crystal.addsym import deviation_in_su, missed_symmetry
 from refractor_core.crystal.symmetry import SymmetryOps
 from refractor_core.types import RefinedCandidate
 
 #: the higher-symmetry model may refine this much worse in R1 and still be preferred when
 #: the lower-symmetry model is found to obey the higher group (its extra freedom fits noise)
 ADDSYM_R1_MARGIN = 0.03
+#: ... unless some matched atom deviates from the higher symmetry by more than this many
+#: standard uncertainties: then the subgroup model is taken as pseudo-symmetric and
+#: Hamilton's test alone decides. Centrosymmetric structures refined in P1 against
+#: measured data deviate by up to ~18 su (systematic errors fitted, ill-conditioning);
+#: a fragment displaced by 0.3 Å in a pseudo-centrosymmetric P1 structure by ~50 su.
+ADDSYM_MAX_DEVIATION_SU = 20.0
 
 
 @dataclass(frozen=True)
@@ -100,8 +109,13 @@ def prefer_higher_symmetry(ordered: list[RefinedCandidate], alpha: float) -> lis
                     continue  # the higher symmetry makes the model implausible
                 test = hamilton_test(low, high, alpha)
                 missed = None
+                deviation = None
                 if high.r1 <= low.r1 + ADDSYM_R1_MARGIN:
                     missed = missed_symmetry(low.structure, high.structure.space_group)
+                if missed is not None and test is not None and test.lower_is_better:
+                    deviation = deviation_in_su(low.structure, high.structure.space_group, missed)
+                    if deviation is not None and deviation > ADDSYM_MAX_DEVIATION_SU:
+                        missed = None  # pseudo-symmetry: the subgroup's better fit is real
                 if missed is None and (test is None or test.lower_is_better):
                     continue
                 reason = {"preferred_over": low.structure.space_group.symbol, "alpha": alpha}
@@ -118,6 +132,8 @@ def prefer_higher_symmetry(ordered: list[RefinedCandidate], alpha: float) -> lis
                         "fraction_matched": round(missed.fraction, 3),
                         "max_distance": round(missed.max_distance, 3),
                     }
+                    if deviation is not None:
+                        reason["missed_symmetry"]["max_deviation_su"] = round(deviation, 1)
                 high = high.model_copy(deep=False)
                 high.score_details = {**high.score_details, "symmetry_preference": reason}
                 if low.score is not None:
