@@ -180,7 +180,7 @@ def deviation_in_su(structure, space_group, missed: MissedSymmetry, *, tolerance
 
     A model that truly has the symmetry deviates from it by noise, and by what its extra
     freedom fits of the data's systematic errors: on measured data, centrosymmetric
-    structures refined in P1 deviate by up to ~16 su (ethylene_oxide, thpp, pd_complex_malbac,
+    structures refined in P1 deviate by up to ~18 su (ethylene_oxide, thpp, pd_complex_malbac,
     cod1550236). A pseudo-symmetric structure deviates coherently by far more.
     """
     sites = major_sites(structure)
