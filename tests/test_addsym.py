@@ -72,3 +72,33 @@ def test_misassigned_light_elements_and_a_few_misfits_are_seen_through():
         moved[:k * n_images:n_images] += 0.15
         found = find_missed_symmetry(moved, elements, ref.cell, low, high)
         assert (found is not None) == obeyed, share
+
+
+def test_deviation_in_su_measures_how_far_the_matched_atoms_break_the_symmetry():
+    """ethylene_oxide written in P1 with coordinate su of 0.003 Å: noise of that size
+    deviates by a few su; one atom moved 0.2 Å (still inside the match tolerance) by ~50;
+    no su, no figure."""
+    from refractor_core.crystal.addsym import deviation_in_su, missed_symmetry
+    from refractor_core.types import Site, Structure
+
+    images, elements, ref, low, high = _expanded("ethylene_oxide", "P 1", (0.0, 0.0, 0.0), noise=0.0)
+    lengths = np.array([ref.cell.a, ref.cell.b, ref.cell.c])
+    rng = np.random.default_rng(3)
+
+    def model(xyz, su=0.003):
+        sites = [Site(label=f"{e}{i}", element=e, xyz=tuple(x), u_iso=0.03,
+                      xyz_su=None if su is None else tuple(su / lengths)) for i, (e, x) in enumerate(zip(elements, xyz))]
+        return Structure(cell=ref.cell, space_group=SpaceGroupRef.from_symbol("P 1"), sites=sites)
+
+    noisy = images + rng.normal(0.0, 0.003, images.shape) / lengths
+    structure = model(noisy)
+    missed = missed_symmetry(structure, ref.space_group)
+    assert missed is not None
+    assert deviation_in_su(structure, ref.space_group, missed) < 5.0
+    moved = noisy.copy()
+    moved[0] += np.array([0.2, 0.0, 0.0]) / lengths  # a is nearly orthogonal to b and c
+    structure = model(moved)
+    missed = missed_symmetry(structure, ref.space_group)
+    assert missed is not None and missed.fraction == 1.0
+    assert deviation_in_su(structure, ref.space_group, missed) > 30.0
+    assert deviation_in_su(model(moved, su=None), ref.space_group, missed) is None

@@ -37,6 +37,8 @@ DEFAULT_FRACTION = 0.8
 TYPE_Z_GAP = 3
 #: atoms tried in turn as the anchor of the origin search
 ANCHORS = 3
+#: smallest su (Å) a deviation from the higher symmetry is measured in
+MIN_SU_A = 0.001
 
 
 @dataclass(frozen=True)
@@ -225,9 +227,10 @@ def deviation_in_su(structure, space_group, missed: MissedSymmetry, *, tolerance
         j, m = divmod(row, lower.n)
         r, q = higher.rotations[k].astype(np.float64), lower.rotations[m].astype(np.float64)
         cov = r @ np.diag(var[i]) @ r.T + q @ np.diag(var[j]) @ q.T
-        su = float(np.sqrt(u @ orth @ cov @ orth.T @ u))
-        if su > 0:
-            worst = max(worst, length / su)
+        # a coordinate fixed by a special position has su 0: never divide by less than
+        # MIN_SU_A (the best su measured data give a light atom)
+        su = max(float(np.sqrt(max(u @ orth @ cov @ orth.T @ u, 0.0))), MIN_SU_A)
+        worst = max(worst, length / su)
     return worst
 
 
