@@ -183,7 +183,9 @@ def deviation_in_su(structure, space_group, missed: MissedSymmetry, *, tolerance
     A model that truly has the symmetry deviates from it by noise, and by what its extra
     freedom fits of the data's systematic errors: on measured data, centrosymmetric
     structures refined in P1 deviate by up to ~18 su (ethylene_oxide, thpp, pd_complex_malbac,
-    cod1550236). A pseudo-symmetric structure deviates coherently by far more.
+    cod1550236; pd's P1 model from the pipeline 17.2). A fragment of a pseudo-symmetric
+    structure moved by 0.2 Å or more deviates by 26 su and more
+    (benchmarks/pseudo_symmetry.py).
     """
     sites = major_sites(structure)
     if not sites or any(s.xyz_su is None for s in sites):
