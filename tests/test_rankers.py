@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -11,6 +14,9 @@ from refractor_core.simulation.composition import formula_mismatch
 from refractor_core.testing.samples import default_samples
 from refractor_core.types import RefinedCandidate, Site, SpaceGroupRef, Structure, UnitCell
 from refractor_plugins.rankers.plausibility import short_contacts
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from pseudo_symmetry import in_p1, refine  # noqa: E402
 
 
 def _refined(structure: Structure, r1: float, tag: int, **kw) -> RefinedCandidate:
@@ -144,30 +150,6 @@ def test_subgroup_relation_is_origin_independent():
 # pseudo-symmetry: the missed-symmetry check must not overrule the data
 
 
-def _in_p1(published: Structure, jitter: float = 0.0) -> Structure:
-    """The published model written in P1: every image under its group (labels suffixed with
-    the operation's number), isotropic U, coordinates jittered by `jitter` Å (seed 0)."""
-    from refractor_core.crystal.symmetry import SymmetryOps
-
-    ops = SymmetryOps.from_space_group(published.space_group)
-    lengths = np.array([published.cell.a, published.cell.b, published.cell.c])
-    rng = np.random.default_rng(0)
-    sites = [s.model_copy(update={"label": f"{s.label}_{k}", "u_aniso": None, "u_iso": s.u_iso or 0.04, "xyz_su": None,
-                                  "xyz": tuple(x + rng.normal(0.0, jitter, 3) / lengths)})
-             for k in range(ops.n) for s, x in zip(published.sites, ops.images(np.array([s.xyz for s in published.sites]))[:, k])]
-    return published.model_copy(update={"space_group": SpaceGroupRef.from_symbol("P 1"), "sites": sites})
-
-
-def _lsq(data, structure, instructions=None):
-    from refractor_core.types import Candidate
-    from refractor_plugins.refiners.configs import LsqConfig
-    from refractor_plugins.refiners.lsq.refiner import USER_MODEL, LsqRefiner
-
-    meta = {"instructions": instructions.model_dump()} if instructions is not None else {}
-    candidate = Candidate(structure=structure, generator=USER_MODEL, meta=meta)
-    return LsqRefiner(LsqConfig(anisotropic=True)).refine(data, candidate)
-
-
 def _published(name: str):
     from refractor_core.dataio import load_bundle
     from refractor_core.testing.real_cases import get_case
@@ -186,7 +168,7 @@ def test_a_pseudo_centrosymmetric_structure_keeps_its_lower_group(one_torch_thre
     from refractor_core.simulation.simulator import simulate
 
     published = _published("cod1550236")[1].structure
-    p1 = _in_p1(published)
+    p1 = in_p1(published)
     orth = orthogonalization_matrix(published.cell)
     ring = [np.asarray(s.xyz) for s in p1.sites if s.label in {"C9_1", "C10_1", "C12_1", "C13_1", "C14_1"}]
     moved = [s.label for s in p1.sites if s.label.endswith("_1") and s.element in ("C", "H")
@@ -198,7 +180,7 @@ def test_a_pseudo_centrosymmetric_structure_keeps_its_lower_group(one_torch_thre
             s.model_copy(update={"xyz": tuple(np.asarray(s.xyz) + shift)}) if truly_p1 and s.label in moved else s
             for s in p1.sites]})
         data = simulate(truth, d_min=0.8, seed=1).model_copy(update={"formula": None})
-        low, high = _lsq(data, truth), _lsq(data, published)
+        low, high = refine(data, truth), refine(data, published)
         out = _ranker("composite").rank(data, [low, high])
         chosen = out[0].structure.space_group.symbol
         if truly_p1:
@@ -215,8 +197,8 @@ def test_a_model_that_obeys_the_higher_group_is_kept_in_it_despite_hamilton(one_
 
     case, bundle = _published("ethylene_oxide")
     data = load_reflections(case.reflections).model_copy(update={"formula": None})
-    low = _lsq(data, _in_p1(bundle.structure, jitter=0.02), bundle.instructions)
-    high = _lsq(data, bundle.structure, bundle.instructions)
+    low = refine(data, in_p1(bundle.structure, jitter=0.02), bundle.instructions)
+    high = refine(data, bundle.structure, bundle.instructions)
     out = _ranker("composite").rank(data, [low, high])
     assert out[0].structure.space_group.symbol == "P 1 21/n 1"
     pref = out[0].score_details["symmetry_preference"]
