@@ -185,8 +185,14 @@ def test_a_pseudo_centrosymmetric_structure_keeps_its_lower_group(one_torch_thre
         chosen = out[0].structure.space_group.symbol
         if truly_p1:
             assert low.r1 < high.r1 - 0.01 and chosen == "P 1", (low.r1, high.r1)
+            pseudo = out[0].score_details["pseudo_symmetry"]
+            assert pseudo["higher_group"] == "P -1" and pseudo["max_deviation_su"] > 20.0
+            from refractor_core.commands.run import _ranking_warnings
+
+            assert "pseudo-symmetry" in _ranking_warnings(out[0])[0]
         else:
             assert chosen == "P -1", (low.r1, high.r1)
+            assert all("pseudo_symmetry" not in r.score_details for r in out)
 
 
 def test_a_model_that_obeys_the_higher_group_is_kept_in_it_despite_hamilton(one_torch_thread):

@@ -80,11 +80,28 @@ def _penalty(r: RefinedCandidate) -> float:
     return max(r.score - r.r1, 0.0)
 
 
+def _with_pseudo_symmetry(low: RefinedCandidate, high: RefinedCandidate, missed, deviation: float,
+                          test: HamiltonTest) -> RefinedCandidate:
+    """`low` with `score_details["pseudo_symmetry"]`: its atoms obey `high`'s group within the
+    missed-symmetry tolerance, but deviate from it significantly and fit significantly better."""
+    low = low.model_copy(deep=False)
+    low.score_details = {**low.score_details, "pseudo_symmetry": {
+        "higher_group": high.structure.space_group.symbol,
+        "fraction_matched": round(missed.fraction, 3),
+        "max_distance": round(missed.max_distance, 3),
+        "max_deviation_su": round(deviation, 1),
+        "wR2_ratio": round(test.ratio, 4),
+        "critical_ratio": round(test.critical, 4),
+    }}
+    return low
+
+
 def prefer_higher_symmetry(ordered: list[RefinedCandidate], alpha: float) -> list[RefinedCandidate]:
     """Reorder (best first): a candidate in a supergroup of a better-ranked candidate's group
     moves in front of it unless Hamilton's test says the lower symmetry fits significantly
     better (or the ranker penalised the higher-symmetry model's geometry more). Scores are adjusted so that they stay in order; the decision is recorded in
-    `score_details["symmetry_preference"]`."""
+    `score_details["symmetry_preference"]`, and a subgroup model kept although it is
+    pseudo-symmetric in the higher group carries `score_details["pseudo_symmetry"]`."""
     out = list(ordered)
     ops = {}
 
@@ -115,7 +132,9 @@ def prefer_higher_symmetry(ordered: list[RefinedCandidate], alpha: float) -> lis
                 if missed is not None and test is not None and test.lower_is_better:
                     deviation = deviation_in_su(low.structure, high.structure.space_group, missed)
                     if deviation is not None and deviation > ADDSYM_MAX_DEVIATION_SU:
-                        missed = None  # pseudo-symmetry: the subgroup's better fit is real
+                        # pseudo-symmetry: the subgroup's better fit is real
+                        out[i] = low = _with_pseudo_symmetry(low, high, missed, deviation, test)
+                        missed = None
                 if missed is None and (test is None or test.lower_is_better):
                     continue
                 reason = {"preferred_over": low.structure.space_group.symbol, "alpha": alpha}

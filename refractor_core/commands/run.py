@@ -229,6 +229,20 @@ def command(verbosity: int, **kw: Any) -> None:
         print_summary(summary, verbosity)
 
 
+def _ranking_warnings(best) -> list[str]:
+    """Warnings from the ranker's record of the best model (pseudo-symmetry)."""
+    pseudo = best.score_details.get("pseudo_symmetry")
+    if not isinstance(pseudo, dict):
+        return []
+    return [
+        f"pseudo-symmetry: {pseudo['fraction_matched']:.0%} of the non-H atoms obey {pseudo['higher_group']} within "
+        f"{pseudo['max_distance']:.2f} Å, but some deviate from it by {pseudo['max_deviation_su']:.0f} su and the "
+        f"{best.structure.space_group.symbol} model fits significantly better (Hamilton: wR2 ratio "
+        f"{pseudo['wR2_ratio']:.3f} > {pseudo['critical_ratio']:.3f}); {best.structure.space_group.symbol} is kept, "
+        f"check it against {pseudo['higher_group']} with disorder or twinning"
+    ]
+
+
 def default_output(data_path: Path) -> Path:
     """`<stem>_refractor/` beside the data (the current folder when that is not writable)."""
     import os
@@ -359,7 +373,7 @@ def write_run_outputs(result, data, output: Path, stem: str, config, manifest, i
                 "flack": best.flack,
                 "flack_su": best.flack_su,
                 "inverted": best.meta.get("inverted"),
-                "warnings": list(best.meta.get("warnings", [])),
+                "warnings": [*best.meta.get("warnings", []), *_ranking_warnings(best)],
                 "files": final_files,
             }
             report = {
