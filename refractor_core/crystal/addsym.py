@@ -51,10 +51,14 @@ class MissedSymmetry:
     max_distance: float
 
 
-def _cell_atoms(xyz: np.ndarray, z: np.ndarray, ops: SymmetryOps) -> tuple[np.ndarray, np.ndarray]:
-    """All images in the unit cell (duplicates on special positions kept), with atomic numbers."""
+def _cell_partners(xyz: np.ndarray, elements: list[str], ops: SymmetryOps) -> tuple[np.ndarray, list[np.ndarray]]:
+    """All images in the unit cell (duplicates on special positions kept; atom j's image
+    under operation m is row j * ops.n + m), and for each atom the rows of the images of a
+    like element (at most TYPE_Z_GAP electrons apart): the partners it may match."""
     images = np.mod(ops.images(xyz), 1.0).reshape(-1, 3)
-    return images, np.repeat(z, ops.n)
+    z = _atomic_numbers(list(elements))
+    cell_z = np.repeat(z, ops.n)
+    return images, [np.flatnonzero(np.abs(cell_z - zi) <= TYPE_Z_GAP) for zi in z]
 
 
 def _atomic_numbers(elements: list[str]) -> np.ndarray:
@@ -86,8 +90,7 @@ def find_missed_symmetry(
     if len(xyz) == 0:
         return None
     orth = orthogonalization_matrix(cell)
-    z = _atomic_numbers(list(elements))
-    cell_xyz, cell_z = _cell_atoms(xyz, z, lower)
+    cell_xyz, alike = _cell_partners(xyz, elements, lower)
     mine = {r.tobytes() for r in lower.point_group_rotations()}
     extra = [i for i in range(higher.n) if higher.rotations[i].astype(np.int64).tobytes() not in mine]
     if not extra:
@@ -101,10 +104,9 @@ def find_missed_symmetry(
     _, sv, vt = np.linalg.svd(np.eye(3) - r_k)
     free = vt[sv < 1e-9]
     offsets = [sum((c / 8.0) * v for c, v in zip(cs, free)) for cs in itertools.product(range(8), repeat=len(free))]
-    alike = [np.abs(cell_z - zi) <= TYPE_Z_GAP for zi in z]
     # anchors: atoms of the rarest types first; more than one, since an anchor may be
     # one of the misfits
-    anchors = sorted(range(len(z)), key=lambda i: (int(alike[i].sum()), i))[:ANCHORS]
+    anchors = sorted(range(len(xyz)), key=lambda i: (len(alike[i]), i))[:ANCHORS]
     best: MissedSymmetry | None = None
     tried: list[np.ndarray] = []
     for anchor in anchors:
@@ -149,11 +151,11 @@ def _wrap(d: np.ndarray) -> np.ndarray:
 def _agreement(xyz, cell_xyz, alike: list[np.ndarray], higher: SymmetryOps, p: np.ndarray, orth: np.ndarray,
                tolerance: float) -> tuple[float, float]:
     """(fraction of atoms all of whose images under `higher` at origin p land on an atom of
-    a like element (`alike[i]`: mask over the cell's atoms) within `tolerance`, largest such
+    a like element (`alike[i]`: rows of the cell's atoms) within `tolerance`, largest such
     distance among the matched atoms)."""
     matched, worst = 0, 0.0
-    for x, mask in zip(xyz, alike):
-        dist = _nearest_partners(x, cell_xyz[mask], higher, p, orth)[0]
+    for x, rows in zip(xyz, alike):
+        dist = _nearest_partners(x, cell_xyz[rows], higher, p, orth)[0]
         if dist.max() <= tolerance:
             matched += 1
             worst = max(worst, float(dist.max()))
@@ -195,9 +197,7 @@ def deviation_in_su(structure, space_group, missed: MissedSymmetry, *, tolerance
     higher = SymmetryOps.from_space_group(space_group)
     xyz = np.array([s.xyz for s in sites], dtype=np.float64)
     var = np.array([s.xyz_su for s in sites], dtype=np.float64) ** 2  # fractional variances
-    z = _atomic_numbers([s.element for s in sites])
-    cell_xyz, cell_z = _cell_atoms(xyz, z, lower)
-    alike = [np.flatnonzero(np.abs(cell_z - zi) <= TYPE_Z_GAP) for zi in z]
+    cell_xyz, alike = _cell_partners(xyz, [s.element for s in sites], lower)
 
     def pairs(p):
         """(atom, operation, partner's row in the cell, fractional partner - image) of the
