@@ -195,3 +195,26 @@ def test_an_h_given_beside_a_symmetry_image_of_its_parent_comes_back_beside_it()
     hyd.attach_existing(model, stated=stated)
     assert model.labels[model.riding[h]].upper() == stated[model.labels[h]].upper()
     assert np.allclose(model.xyz[h], original, atol=1e-9)
+
+
+def test_two_full_atoms_too_close_become_one_sites_disorder(difluoro):
+    """The published model with both components of its disordered bridge as fully occupied
+    atoms of PART 0 (a generated model can end with both after completion): each pair is closer than
+    the ranker's short contact, is made a split with one free occupancy, and refines to the
+    published minor occupancy and R1, with no short contact left."""
+    from refractor_plugins.rankers.plausibility import short_contacts
+    from refractor_plugins.refiners.lsq.disorder import close_pairs
+
+    case, data, published = difluoro
+    sites = [s.model_copy(update={"part": 0, "occupancy": 1.0}) for s in published.sites if s.element != "H"]
+    start = published.model_copy(update={"sites": sites})
+    assert len(close_pairs(WorkingModel.from_structure(start))) == 2
+    # without completion, which would drop the weaker of two atoms closer than 0.85 Å first
+    r = LsqRefiner(LsqConfig(split_disorder=True, complete=False)).refine(
+        data, Candidate(structure=start, generator="test"))
+    assert any(line.startswith("disorder: atoms too close to be both present") for line in r.log)
+    minors = [s for s in r.structure.sites if s.part > 0 and s.part % 2 == 0 and s.element != "H"]
+    assert len(minors) == 2
+    assert all(0.1 <= s.occupancy <= 0.3 for s in minors)
+    assert not short_contacts(r.structure)
+    assert r.r1 <= case.published_r1 + 0.005

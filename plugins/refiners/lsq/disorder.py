@@ -53,6 +53,9 @@ SIGNIFICANCE = 1e-3
 #: relative drop of R1 a split must bring (the F-test alone passes almost any added
 #: parameters on data with systematic errors)
 MIN_R1_GAIN = 0.02
+#: two fully occupied atoms closer than this × their covalent radii are read as one site's
+#: disorder components (the composite ranker's short-contact factor)
+CLOSE_FACTOR = 0.7
 
 
 @dataclass
@@ -187,15 +190,85 @@ def _undo_split(model: WorkingModel, majors: list[int], minors: list[int]) -> No
     model.remove_atoms(drop)
 
 
+def close_pairs(model: WorkingModel) -> list[tuple[int, int, float]]:
+    """(stronger, weaker, distance Å): fully occupied non-H atoms of PART 0 on general
+    positions closer than CLOSE_FACTOR × their covalent radii, each atom in one pair at
+    most; the weaker is the one with the larger U_eq."""
+    ok = np.array([i for i in range(model.n)
+                   if not is_hydrogen(model.elements[i]) and model.riding[i] < 0 and model.part[i] == 0
+                   and model.occupancy[i] > 0.99 and model.order[i] == 1], dtype=np.int64)
+    radius = {e: covalent_radius(e) for e in {model.elements[i] for i in ok}}
+    largest = max(radius.values(), default=0.0)
+    pairs: list[tuple[int, int, float]] = []
+    taken: set[int] = set()
+    for i in ok:
+        others = ok[ok != i]
+        if i in taken or not len(others):
+            continue
+        dist = image_distances(model, model.xyz[i], others)
+        ri = radius[model.elements[i]]
+        for k in np.argsort(dist):
+            if dist[k] >= CLOSE_FACTOR * (ri + largest):
+                break
+            j = int(others[k])
+            if j in taken or dist[k] >= CLOSE_FACTOR * (ri + radius[model.elements[j]]):
+                continue
+            strong, weak = (int(i), j) if model.u_iso[i] <= model.u_iso[j] else (j, int(i))
+            pairs.append((strong, weak, float(dist[k])))
+            taken.update((int(i), j))
+            break
+    return pairs
+
+
+def split_close_pairs(refinement, model: WorkingModel, budget: int):
+    """Two fully occupied atoms closer than CLOSE_FACTOR × their covalent radii (what the
+    composite ranker counts as a short contact) are read as one site's two disorder
+    components: the weaker becomes the minor atom of a split of the stronger (PARTs, one
+    free occupancy). The split is kept whatever the F-test says, since the pair itself is
+    impossible; one whose minor occupancy leaves the bounds is undone, which leaves the
+    stronger atom alone (as completion drops the weaker of two atoms closer than 0.85 Å).
+    Returns (model, cycles used, the last stage result or None when unchanged)."""
+    pairs = close_pairs(model)
+    if not pairs or budget <= 0:
+        return model, 0, None
+    trial = model.copy()
+    cands = [SplitCandidate(strong, _image_next_to(trial, trial.xyz[weak], strong), float("nan"), d)
+             for strong, weak, d in pairs]
+    refinement.log("disorder: atoms too close to be both present: "
+                   + ", ".join(f"{trial.labels[a]}-{trial.labels[b]} {d:.2f} Å" for a, b, d in pairs))
+    strong_labels = [trial.labels[c.major] for c in cands]
+    drop = np.zeros(trial.n, dtype=bool)
+    drop[[weak for _, weak, _ in pairs]] = True
+    trial.remove_atoms(drop)
+    if refinement.place_h:  # the pair's odd geometry left its atoms without riding H
+        trial = refinement._place_hydrogens(trial)
+    for c, label in zip(cands, strong_labels):
+        c.major = trial.labels.index(label)
+    return _trial_splits(refinement, model, trial, cands, budget, required=True)
+
+
 def split_disorder(refinement, model: WorkingModel, budget: int):
     """Try split sites from the difference map (module docstring); returns (model, cycles
     used, the last stage result or None when the model is unchanged)."""
     cands = split_candidates(refinement, model)
     if not cands or budget <= 0:
         return model, 0, None
+    return _trial_splits(refinement, model, model.copy(), cands, budget, required=False)
+
+
+def _describe(c: SplitCandidate) -> str:
+    if np.isnan(c.height):
+        return f"{c.distance:.2f} Å"
+    return f"{c.height:.2f} e/Å³ = {c.fraction:.2f} of its atom, {c.distance:.2f} Å"
+
+
+def _trial_splits(refinement, model: WorkingModel, trial: WorkingModel, cands: list[SplitCandidate],
+                  budget: int, required: bool):
+    """Steps 2-4 of the module docstring on `trial` (`model` with any changes the
+    candidates need); `required`: kept without the F-test (the model without the
+    splits is not an option)."""
     base_chi2, base_r1 = data_fit(refinement, model)
     n_params_base = refinement._parameters(model).n
-    trial = model.copy()
     first_part = int(max(trial.part.max(initial=0), 0))
     first_part += 1 if first_part % 2 == 0 else 2
     assemblies = group_assemblies(trial, cands)
@@ -204,8 +277,7 @@ def split_disorder(refinement, model: WorkingModel, budget: int):
         minors = _apply_split(trial, assembly, first_part + 2 * k)
         splits.append(([c.major for c in assembly], minors))
     names = "; ".join(
-        ", ".join(f"{trial.labels[c.major]}/{trial.labels[mi]} ({c.height:.2f} e/Å³ = {c.fraction:.2f} of its atom, {c.distance:.2f} Å)"
-                  for c, mi in zip(a, s[1]))
+        ", ".join(f"{trial.labels[c.major]}/{trial.labels[mi]} ({_describe(c)})" for c, mi in zip(a, s[1]))
         for a, s in zip(assemblies, splits)
     )
     refinement.log(f"disorder: trying split sites {names}")
@@ -243,28 +315,27 @@ def split_disorder(refinement, model: WorkingModel, budget: int):
         _undo_split(trial, all_majors, all_minors)
         splits = [([trial.labels.index(x) for x in a], [trial.labels.index(x) for x in b]) for a, b in kept]
         refinement._update_restraints(trial)  # the undone atoms' restraints go with them
-        if splits and used < budget:
+        if (splits or required) and used < budget:
             res = refine(trial)
             trial = res.model
-    accepted = False
+    accepted = required
     if splits:
         chi2, r1 = data_fit(refinement, trial)
         n_params = refinement._parameters(trial).n
         q = n_params - n_params_base
         stat, p_value = f_test(base_chi2, chi2, n_params_base, n_params, len(refinement.fo2))
-        accepted = p_value < SIGNIFICANCE and r1 < (1.0 - MIN_R1_GAIN) * base_r1
+        accepted = required or (p_value < SIGNIFICANCE and r1 < (1.0 - MIN_R1_GAIN) * base_r1)
         occ = ", ".join(f"{1.0 - trial.occupancy[s[0][0]]:.2f}" for s in splits)
-        refinement.log(
-            f"disorder: R1 {base_r1:.4f} -> {r1:.4f}, F = {stat:.1f} for {q} parameters (p = {p_value:.1e}), "
-            f"minor occupancies {occ}: {'kept' if accepted else 'rejected'}"
-        )
+        test = ("kept: a pair too close to be both present is not an option" if required else
+                f"F = {stat:.1f} for {q} parameters (p = {p_value:.1e}): {'kept' if accepted else 'rejected'}")
+        refinement.log(f"disorder: R1 {base_r1:.4f} -> {r1:.4f}, minor occupancies {occ}, {test}")
     if not accepted:
         refinement.refine_occ_disorder = was
         refinement._update_restraints(model)
         refinement._choose_matrix(model)
         return model, used, None
-    refinement.meta["disorder_splits"] = [
+    refinement.meta.setdefault("disorder_splits", []).extend(
         {"major": trial.labels[x], "minor": trial.labels[mi], "minor_occupancy": float(trial.occupancy[mi])}
         for majors, minors in splits for x, mi in zip(majors, minors)
-    ]
+    )
     return trial, used, res

@@ -576,7 +576,8 @@ class Refinement:
         return model, budget, converged, last_shift, aniso
 
     def _model_changes_stage(self, model: WorkingModel, budget: int, aniso, converged: bool, last_shift: float):
-        """Element swaps and disorder splits the data call for, each refined on."""
+        """Element swaps and disorder splits the data call for (atoms too close to be both
+        present first, then the difference map's), each refined on."""
         if self._want_element_swaps() and budget > 0:
             from .element_swaps import swap_elements
 
@@ -585,13 +586,14 @@ class Refinement:
                 self.log("elements swapped on the data's evidence: " + "; ".join(swaps))
                 self.meta["element_swaps"] = swaps
                 model, budget, converged, last_shift = self._adp_and_hydrogen_stage(model, bool(aniso), budget)
-        if self._want_disorder_split(aniso) and budget > 0:
-            from .disorder import split_disorder
+        if self._want_disorder_split(aniso):
+            from .disorder import split_close_pairs, split_disorder
 
-            model, used, split = split_disorder(self, model, budget)
-            budget -= used
-            if split is not None:
-                converged, last_shift = split.converged, split.max_shift_su
+            for step in (split_close_pairs, split_disorder):
+                model, used, split = step(self, model, budget)
+                budget -= used
+                if split is not None:
+                    converged, last_shift = split.converged, split.max_shift_su
         return model, budget, converged, last_shift
 
     def _weights_stage(self, model: WorkingModel, budget: int, converged: bool, last_shift: float):
