@@ -20,6 +20,14 @@ with one free variable (occupancies p and 1 - p); this module does the same:
    falls onto its major one, are undone; the rest is kept only if the fit to the data is
    better by an F-test at the 0.1 % level (σ weights, the added parameters counted) and
    R1 drops by at least 2 % of itself. Otherwise the model is left as it was.
+
+Before that, two fully occupied atoms closer than the composite ranker's short contact
+(CLOSE_FACTOR × their covalent radii) are read as one site's two components: the weaker
+becomes the minor atom of a split that starts at 0.5/0.5. The site's element is the formula
+element, between the stronger atom's electron count and the pair's, whose split fits best
+after SCREEN_CYCLES cycles (two full C on a disordered F's components become F). Such a
+split needs no F-test, as the pair itself is impossible; but if it costs more than
+MAX_PAIR_R1_LOSS of R1 the data hold both atoms and the model is left as it was.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from refractor_core.crystal.cell import orthogonalization_matrix
+from refractor_core.crystal.formula import atomic_number
 from refractor_core.union_find import UnionFind
 
 from .completion import MAX_U, closest_image, image_distances
@@ -56,6 +65,13 @@ MIN_R1_GAIN = 0.02
 #: two fully occupied atoms closer than this × their covalent radii are read as one site's
 #: disorder components (the composite ranker's short-contact factor)
 CLOSE_FACTOR = 0.7
+#: R1 may rise by at most this fraction of itself when such a pair is resolved; beyond it
+#: the data hold both atoms (the model is left as it was, for the ranker to judge)
+MAX_PAIR_R1_LOSS = 0.10
+#: refinement cycles given to each element tried for a close pair's site
+SCREEN_CYCLES = 1
+#: a close pair's two atoms were both refined as full atoms: their split starts even
+PAIR_START_MINOR = 0.5
 
 
 @dataclass
@@ -162,17 +178,19 @@ def group_assemblies(model: WorkingModel, cands: list[SplitCandidate]) -> list[l
     return [[cands[i] for i in group] for group in uf.groups()]
 
 
-def _apply_split(model: WorkingModel, assembly: list[SplitCandidate], part: int) -> list[int]:
-    """Major atoms to PART `part`, minor atoms added in PART part + 1; returns the minors."""
+def _apply_split(model: WorkingModel, assembly: list[SplitCandidate], part: int,
+                 start_minor: float = START_MINOR) -> list[int]:
+    """Major atoms to PART `part`, minor atoms (occupancy `start_minor`) added in PART
+    part + 1; returns the minors."""
     minors = []
     for c in assembly:
         x = c.major
         for a in [x] + model.riders().get(x, []):
-            model.occupancy[a] *= 1.0 - START_MINOR
+            model.occupancy[a] *= 1.0 - start_minor
             model.part[a] = part
         label = model.unique_label(model.elements[x])
         minors.append(model.add_atom(label, model.elements[x], c.xyz, u_iso=float(model.u_iso[x]),
-                                     occupancy=START_MINOR, part=part + 1))
+                                     occupancy=start_minor, part=part + 1))
     if model.h_groups:
         add_partner_hydrogens(model, {c.major: mi for c, mi in zip(assembly, minors)})
     return minors
@@ -224,9 +242,11 @@ def split_close_pairs(refinement, model: WorkingModel, budget: int):
     """Two fully occupied atoms closer than CLOSE_FACTOR × their covalent radii (what the
     composite ranker counts as a short contact) are read as one site's two disorder
     components: the weaker becomes the minor atom of a split of the stronger (PARTs, one
-    free occupancy). The split is kept whatever the F-test says, since the pair itself is
-    impossible; one whose minor occupancy leaves the bounds is undone, which leaves the
-    stronger atom alone (as completion drops the weaker of two atoms closer than 0.85 Å).
+    free occupancy, starting even), its element chosen by `_choose_pair_elements`. The
+    split needs no F-test, since the pair itself is impossible; one whose minor occupancy
+    leaves the bounds is undone, which leaves the stronger atom alone (as completion drops
+    the weaker of two atoms closer than 0.85 Å). If R1 then rises by more than
+    MAX_PAIR_R1_LOSS of itself, the data hold both atoms and the model is left as it was.
     Returns (model, cycles used, the last stage result or None when unchanged)."""
     pairs = close_pairs(model)
     if not pairs or budget <= 0:
@@ -240,11 +260,58 @@ def split_close_pairs(refinement, model: WorkingModel, budget: int):
     drop = np.zeros(trial.n, dtype=bool)
     drop[[weak for _, weak, _ in pairs]] = True
     trial.remove_atoms(drop)
+    for c, label in zip(cands, strong_labels):
+        c.major = trial.labels.index(label)
+    used = _choose_pair_elements(refinement, trial, cands, pairs, model, budget)
     if refinement.place_h:  # the pair's odd geometry left its atoms without riding H
         trial = refinement._place_hydrogens(trial)
     for c, label in zip(cands, strong_labels):
         c.major = trial.labels.index(label)
-    return _trial_splits(refinement, model, trial, cands, budget, required=True)
+    model, more, res = _trial_splits(refinement, model, trial, cands, budget - used, required=True,
+                                     start_minor=PAIR_START_MINOR)
+    return model, used + more, res
+
+
+def _choose_pair_elements(refinement, trial: WorkingModel, cands: list[SplitCandidate], pairs,
+                          model: WorkingModel, budget: int) -> int:
+    """Two full atoms on one disordered site carry the electrons of both: the split site's
+    element is the formula element, from the stronger atom's to the pair's total electron
+    count, whose split (minor at the weaker atom) fits the data best after SCREEN_CYCLES
+    cycles of refinement (every option with the same parameters). Returns the cycles used."""
+    from .refiner import expected_asu_counts  # the refiner imports this module
+
+    expected = expected_asu_counts(refinement.data, trial)
+    formula = [e for e, v in (expected or {}).items() if not is_hydrogen(e) and v > 0]
+    used = 0
+    was = refinement.refine_occ_disorder
+    refinement.refine_occ_disorder = True
+    for c, (strong, weak, _) in zip(cands, pairs):
+        z_strong, z_weak = atomic_number(model.elements[strong]), atomic_number(model.elements[weak])
+        options = [e for e in formula if z_strong <= atomic_number(e) <= z_strong + z_weak]
+        if len(options) < 2 or used + len(options) * SCREEN_CYCLES > budget:
+            continue
+        scores = []
+        for e in options:
+            probe = trial.copy()
+            probe.elements[c.major] = e
+            _apply_split(probe, [c], int(max(probe.part.max(initial=0), 0)) + 1, PAIR_START_MINOR)
+            res = _run_disorder_cycles(refinement, probe, SCREEN_CYCLES, "pair element")
+            used += res.cycles
+            scores.append((data_fit(refinement, res.model)[0], e))
+        best = min(scores)[1]
+        refinement.log(f"disorder: close pair {trial.labels[c.major]}: element by refined fit "
+                       + ", ".join(f"{e} {chi2:.0f}" for chi2, e in sorted(scores, key=lambda t: t[1])) + f": {best}")
+        trial.elements[c.major] = best
+    refinement.refine_occ_disorder = was
+    return used
+
+
+def _run_disorder_cycles(refinement, model: WorkingModel, cycles: int, stage: str):
+    """Refine `model` for at most `cycles` cycles with its disorder restraints (the
+    refinement's free occupancies on)."""
+    refinement._update_restraints(model)
+    refinement._choose_matrix(model)
+    return refinement.driver.run(model, max(1, cycles), stage)
 
 
 def split_disorder(refinement, model: WorkingModel, budget: int):
@@ -263,7 +330,7 @@ def _describe(c: SplitCandidate) -> str:
 
 
 def _trial_splits(refinement, model: WorkingModel, trial: WorkingModel, cands: list[SplitCandidate],
-                  budget: int, required: bool):
+                  budget: int, required: bool, start_minor: float = START_MINOR):
     """Steps 2-4 of the module docstring on `trial` (`model` with any changes the
     candidates need); `required`: kept without the F-test (the model without the
     splits is not an option)."""
@@ -274,7 +341,7 @@ def _trial_splits(refinement, model: WorkingModel, trial: WorkingModel, cands: l
     assemblies = group_assemblies(trial, cands)
     splits = []  # (majors, minors) per assembly
     for k, assembly in enumerate(assemblies):
-        minors = _apply_split(trial, assembly, first_part + 2 * k)
+        minors = _apply_split(trial, assembly, first_part + 2 * k, start_minor)
         splits.append(([c.major for c in assembly], minors))
     names = "; ".join(
         ", ".join(f"{trial.labels[c.major]}/{trial.labels[mi]} ({_describe(c)})" for c, mi in zip(a, s[1]))
@@ -287,9 +354,7 @@ def _trial_splits(refinement, model: WorkingModel, trial: WorkingModel, cands: l
 
     def refine(m: WorkingModel):
         nonlocal used
-        refinement._update_restraints(m)
-        refinement._choose_matrix(m)
-        res = refinement.driver.run(m, max(1, min(SPLIT_CYCLES, budget - used)), "disorder")
+        res = _run_disorder_cycles(refinement, m, min(SPLIT_CYCLES, budget - used), "disorder")
         used += res.cycles
         return res
 
@@ -318,16 +383,20 @@ def _trial_splits(refinement, model: WorkingModel, trial: WorkingModel, cands: l
         if (splits or required) and used < budget:
             res = refine(trial)
             trial = res.model
-    accepted = required
-    if splits:
+    accepted = False
+    if splits or required:
         chi2, r1 = data_fit(refinement, trial)
         n_params = refinement._parameters(trial).n
         q = n_params - n_params_base
         stat, p_value = f_test(base_chi2, chi2, n_params_base, n_params, len(refinement.fo2))
-        accepted = required or (p_value < SIGNIFICANCE and r1 < (1.0 - MIN_R1_GAIN) * base_r1)
-        occ = ", ".join(f"{1.0 - trial.occupancy[s[0][0]]:.2f}" for s in splits)
-        test = ("kept: a pair too close to be both present is not an option" if required else
-                f"F = {stat:.1f} for {q} parameters (p = {p_value:.1e}): {'kept' if accepted else 'rejected'}")
+        if required:
+            accepted = r1 <= (1.0 + MAX_PAIR_R1_LOSS) * base_r1
+            test = ("kept: a pair too close to be both present is not an option" if accepted else
+                    f"rejected: R1 rose by more than {MAX_PAIR_R1_LOSS:.0%}, the data hold both atoms")
+        else:
+            accepted = p_value < SIGNIFICANCE and r1 < (1.0 - MIN_R1_GAIN) * base_r1
+            test = f"F = {stat:.1f} for {q} parameters (p = {p_value:.1e}): {'kept' if accepted else 'rejected'}"
+        occ = ", ".join(f"{1.0 - trial.occupancy[s[0][0]]:.2f}" for s in splits) or "none (undone)"
         refinement.log(f"disorder: R1 {base_r1:.4f} -> {r1:.4f}, minor occupancies {occ}, {test}")
     if not accepted:
         refinement.refine_occ_disorder = was
