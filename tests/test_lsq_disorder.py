@@ -241,3 +241,38 @@ def test_a_close_pair_the_data_hold_is_left_alone():
     assert any("the data hold both atoms" in line for line in r.log)
     assert sum(s.element == "S" and s.occupancy > 0.99 for s in r.structure.sites) == 2
     assert r.r1 < 0.05
+
+
+def test_a_disordered_f_held_as_two_full_c_becomes_one_split_f_site(difluoro):
+    """Simulated data of difluoro with one F disordered over two positions 0.8 Å apart
+    about its C (0.6/0.4), started with both positions as fully occupied C: the pair becomes one split
+    site, its element F by the refined fit, with the two occupancies near the truth's."""
+    from refractor_core.crystal.cell import orthogonalization_matrix
+    from refractor_core.simulation import simulate
+    from refractor_plugins.rankers.plausibility import short_contacts
+
+    _, _, published = difluoro
+    fluorine = next(s for s in published.sites if s.element == "F")
+    orth = orthogonalization_matrix(published.cell)
+    carbon = min((s for s in published.sites if s.element == "C"),
+                 key=lambda s: np.linalg.norm(orth @ (np.asarray(s.xyz) - fluorine.xyz)))
+    bond = orth @ (np.asarray(fluorine.xyz) - carbon.xyz)
+    axis = np.cross(bond, [1.0, 0.0, 0.0])
+    axis /= np.linalg.norm(axis)
+    theta = 2 * np.arcsin(0.4 / np.linalg.norm(bond))  # the F swings 0.8 Å about its C
+    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    rotation = np.eye(3) + np.sin(theta) * k + (1 - np.cos(theta)) * k @ k
+    swung = np.asarray(carbon.xyz) + np.linalg.solve(orth, rotation @ bond)
+    second = fluorine.model_copy(update={"label": "F9", "xyz": tuple(swung), "occupancy": 0.4, "part": 2})
+    others = [s for s in published.sites if s.label != fluorine.label]
+    truth = published.model_copy(update={"sites": [*others, fluorine.model_copy(update={"occupancy": 0.6, "part": 1}), second]})
+    data = simulate(truth, d_min=0.8, seed=4)
+    as_carbon = [s.model_copy(update={"element": "C", "occupancy": 1.0, "part": 0})
+                 for s in (fluorine, second)]
+    start = published.model_copy(update={"sites": [*others, *as_carbon]})
+    r = LsqRefiner(LsqConfig(split_disorder=True, complete=False)).refine(data, Candidate(structure=start, generator="test"))
+    assert any(line.startswith("disorder: close pair") and line.endswith(": F") for line in r.log)
+    pair = sorted((s for s in r.structure.sites if s.part > 0 and s.element == "F"), key=lambda s: -s.occupancy)
+    assert len(pair) == 2
+    assert pair[0].occupancy == pytest.approx(0.6, abs=0.1)
+    assert not short_contacts(r.structure)

@@ -361,6 +361,8 @@ def _trial_splits(refinement, model: WorkingModel, trial: WorkingModel, cands: l
     res = refine(trial)
     trial = res.model
     m = orthogonalization_matrix(trial.cell)
+    # a close pair's two atoms are equals: either may carry the larger share
+    max_minor = 1.0 - MIN_MINOR if required else MAX_MINOR
     undo = []
     for k, (majors, minors) in enumerate(splits):
         minor_occ = 1.0 - float(trial.occupancy[majors[0]])
@@ -368,7 +370,7 @@ def _trial_splits(refinement, model: WorkingModel, trial: WorkingModel, cands: l
         for x, mi in zip(majors, minors):
             dd = trial.xyz[mi] - trial.xyz[x]
             sep.append(float(np.linalg.norm(m @ (dd - np.round(dd)))))
-        if not (MIN_MINOR <= minor_occ <= MAX_MINOR) or min(sep) < MIN_SEPARATION or trial.u_iso[minors].max() > MAX_U:
+        if not (MIN_MINOR <= minor_occ <= max_minor) or min(sep) < MIN_SEPARATION or trial.u_iso[minors].max() > MAX_U:
             undo.append(k)
             refinement.log(f"disorder: split of {', '.join(trial.labels[x] for x in majors)} undone "
                            f"(minor occupancy {minor_occ:.2f}, separation {min(sep):.2f} Å)")
