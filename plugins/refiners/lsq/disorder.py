@@ -388,14 +388,14 @@ def _trial_splits(refinement, model: WorkingModel, trial: WorkingModel, cands: l
     accepted = False
     if splits or required:
         chi2, r1 = data_fit(refinement, trial)
-        n_params = refinement._parameters(trial).n
-        q = n_params - n_params_base
-        stat, p_value = f_test(base_chi2, chi2, n_params_base, n_params, len(refinement.fo2))
         if required:
             accepted = r1 <= (1.0 + MAX_PAIR_R1_LOSS) * base_r1
             test = ("kept: a pair too close to be both present is not an option" if accepted else
                     f"rejected: R1 rose by more than {MAX_PAIR_R1_LOSS:.0%}, the data hold both atoms")
         else:
+            n_params = refinement._parameters(trial).n
+            q = n_params - n_params_base
+            stat, p_value = f_test(base_chi2, chi2, n_params_base, n_params, len(refinement.fo2))
             accepted = p_value < SIGNIFICANCE and r1 < (1.0 - MIN_R1_GAIN) * base_r1
             test = f"F = {stat:.1f} for {q} parameters (p = {p_value:.1e}): {'kept' if accepted else 'rejected'}"
         occ = ", ".join(f"{1.0 - trial.occupancy[s[0][0]]:.2f}" for s in splits) or "none (undone)"
