@@ -18,7 +18,14 @@ Auto = Literal["auto"]
 class LsqConfig(ComponentConfig):
     """Options of the `lsq` least-squares refiner (SHELXL-style refinement on F²)."""
 
-    max_cycles: int = Field(100, ge=0, le=1000, description="Largest total number of least-squares cycles.")
+    max_cycles: int = Field(
+        150,
+        ge=0,
+        le=1000,
+        description="Largest total number of least-squares cycles, all stages together (the "
+        "last 12 are kept for the SHELXL weights and 6 for the extinction trial when it runs, "
+        "each at most a quarter).",
+    )
     anisotropic: bool | Auto = Field(
         "auto",
         description="Anisotropic ADPs for non-H atoms; 'auto': when there are at least "

@@ -63,6 +63,13 @@ ISO_CONVERGENCE = 0.5
 ANISO_CYCLES = 25
 WEIGHT_ROUNDS = 3
 WEIGHT_CYCLES = 12
+#: cycles held back from the earlier stages for the SHELXL weights (at most a quarter of
+#: max_cycles), so that a model whose model changes use up the budget is still refined
+#: under weights fitted to it
+FINAL_RESERVE = 12
+#: cycles of the trial that decides whether an extinction parameter is kept (held back
+#: from the earlier stages too, at most a quarter of max_cycles)
+EXTINCTION_CYCLES = 6
 #: reflections × atoms below which one torch thread is used (threads.auto)
 SMALL_PROBLEM = 20_000_000
 #: a user's BASF gives way to the best start of the twin-fraction grid only if that lowers
@@ -333,11 +340,18 @@ class Refinement:
         model = self._initial_adp(self._start_scale(model))
         self._build_driver()
 
-        budget = self.cfg.max_cycles
+        # max_cycles is the whole run's: the weights stage and the extinction trial have
+        # cycles of their own, which the earlier stages may not spend
+        cfg = self.cfg
+        extinction_cycles = min(EXTINCTION_CYCLES, cfg.max_cycles // 4) if self.extinction_test else 0
+        optimised_weights = cfg.weighting == "shelxl" and cfg.weights is None
+        final_reserve = min(FINAL_RESERVE, cfg.max_cycles // 4) if optimised_weights else 0
+        budget = cfg.max_cycles - extinction_cycles - final_reserve
         model, budget = self._isotropic_stage(model, budget)
         model, budget, converged, last_shift, aniso = self._anisotropic_stage(model, budget)
         model, budget, converged, last_shift = self._model_changes_stage(model, budget, aniso, converged, last_shift)
-        model, budget, converged, last_shift = self._weights_stage(model, budget, converged, last_shift)
+        model, budget, converged, last_shift = self._weights_stage(model, budget + final_reserve, converged, last_shift)
+        model, converged, last_shift = self._test_extinction(model, budget + extinction_cycles, converged, last_shift)
 
         self.cycles = self.driver.cycle_count
         if not converged:
@@ -1306,7 +1320,6 @@ class Refinement:
     def _finish(self, model: WorkingModel, converged: bool, last_shift: float, instr, wavelength: float) -> RefinedCandidate:
         from .completion import difference_peaks_and_holes
 
-        model = self._test_extinction(model)
         self._update_restraints(model)  # the final model's own restraints (its atoms may have changed)
         self.final_model = model  # (with `driver`: for diagnostics such as benchmarks/stationarity.py)
         self.cycles = self.driver.cycle_count
@@ -1461,24 +1474,25 @@ class Refinement:
             upd["basf"] = [float(x) for x in model.twin_fractions]
         return instr.model_copy(update=upd)
 
-    def _test_extinction(self, model: WorkingModel) -> WorkingModel:
-        """Without instructions, keep an extinction parameter only if it is significant."""
-        if not self.extinction_test or self.cfg.max_cycles == 0:
-            return model
+    def _test_extinction(self, model: WorkingModel, budget: int, converged: bool, last_shift: float):
+        """Without instructions, keep an extinction parameter only if it is significant
+        (a trial of at most `budget` cycles). Returns (model, converged, max shift/su)."""
+        if not self.extinction_test or budget <= 0:
+            return model, converged, last_shift
         trial = model.copy()
         trial.extinction = 0.0
         self.refine_extinction = True
-        res = self.driver.run(trial, 6, "extinction")
+        res = self.driver.run(trial, min(EXTINCTION_CYCLES, budget), "extinction")
         params, cov, _, _ = self.driver.uncertainties(res.model)
         j = _column_of(params, "extinction", 0)
         x = float(res.model.extinction or 0.0)
         su = float(math.sqrt(max(cov[j, j], 0.0))) if j is not None else math.inf
         if x > 3.0 * su and x > 0:
             self.log(f"extinction x = {x:.3g}({su:.2g}) is significant: kept")
-            return res.model
+            return res.model, res.converged, res.max_shift_su
         self.log(f"extinction x = {x:.3g}({su:.2g}) not significant: not refined")
         self.refine_extinction = False
-        return model
+        return model, converged, last_shift
 
     def _store_su(self, model: WorkingModel, params: Parameterisation, cov: np.ndarray) -> None:
         """Standard uncertainties of the atoms' parameters from the covariance matrix."""
