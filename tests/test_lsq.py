@@ -76,6 +76,21 @@ def test_perturbed_model_comes_back(pr_sulfate, pr_refined):
     assert any("max shift/su" in line for line in r.log)
 
 
+def test_max_cycles_bounds_the_whole_run_and_keeps_cycles_for_the_weights():
+    """max_cycles is the whole run's. With 16 cycles, which the isotropic and anisotropic
+    stages would use up, a quarter is kept for the SHELXL weights and a quarter for the
+    extinction trial, which is counted within the 16 (it used to run 6 cycles beyond the
+    budget, after a weights stage left with none)."""
+    case, data, published, _ = _load("ethylene_oxide")
+    start = perturbed_start(published, 0.2, seed=zlib.crc32(b"ethylene_oxide"))
+    r = LsqRefiner(LsqConfig(max_cycles=16)).refine(data, _candidate(start))
+    stages = [m.group(1) for m in (re.match(r"cycle\s+\d+ \[(\w+)\]", line) for line in r.log) if m]
+    assert r.cycles == len(stages) <= 16
+    assert 0 < stages.index("weights") <= 16 - 4 - 4
+    assert stages[-1] == "extinction"
+    assert any(line.startswith("extinction x = ") for line in r.log)
+
+
 def test_a_users_twin_fraction_refines_from_the_first_cycle(pr_sulfate):
     """A user tries a twin law on untwinned data, BASF 0.5 to start (everyday practice).
     The twin fraction refines from the first cycle, as in SHELXL, and goes to zero; held
