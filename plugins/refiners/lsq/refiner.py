@@ -584,7 +584,7 @@ class Refinement:
         if not aniso:
             self.meta = iso_meta
         model, _, converged, last_shift = aniso_run if aniso else iso_run
-        budget = iso_run[1] + aniso_run[1] - budget  # both runs' cycles count
+        budget = max(iso_run[1] + aniso_run[1] - budget, 0)  # both runs' cycles count
         self._update_restraints(model)
         self._choose_matrix(model)
         return model, budget, converged, last_shift, aniso
