@@ -1476,7 +1476,8 @@ class Refinement:
 
     def _test_extinction(self, model: WorkingModel, budget: int, converged: bool, last_shift: float):
         """Without instructions, keep an extinction parameter only if it is significant
-        (a trial of at most `budget` cycles). Returns (model, converged, max shift/su)."""
+        (a trial of at most EXTINCTION_CYCLES of the `budget` cycles left; a kept one is
+        refined on to convergence with the rest). Returns (model, converged, max shift/su)."""
         if not self.extinction_test or budget <= 0:
             return model, converged, last_shift
         trial = model.copy()
@@ -1489,6 +1490,9 @@ class Refinement:
         su = float(math.sqrt(max(cov[j, j], 0.0))) if j is not None else math.inf
         if x > 3.0 * su and x > 0:
             self.log(f"extinction x = {x:.3g}({su:.2g}) is significant: kept")
+            left = budget - res.cycles
+            if not res.converged and left > 0:
+                res = self.driver.run(res.model, left, "final", keep_damping=True)
             return res.model, res.converged, res.max_shift_su
         self.log(f"extinction x = {x:.3g}({su:.2g}) not significant: not refined")
         self.refine_extinction = False
