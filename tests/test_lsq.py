@@ -91,6 +91,24 @@ def test_max_cycles_bounds_the_whole_run_and_keeps_cycles_for_the_weights():
     assert any(line.startswith("extinction x = ") for line in r.log)
 
 
+def test_a_kept_extinction_parameter_is_refined_to_convergence(pr_sulfate, monkeypatch):
+    """The extinction trial of a model without instructions is short; when the parameter
+    is kept, the model is refined on with the cycles left, and the convergence reported is
+    that of the model returned (it was the one before the trial). The trial is cut to two
+    cycles here, which leave the shifts far from converged (max shift/su 1.4)."""
+    from refractor_core.simulation import simulate
+    from refractor_plugins.refiners.lsq import refiner
+
+    _, _, published, _ = pr_sulfate
+    data = simulate(published, d_min=0.8, extinction=0.005, seed=3)
+    monkeypatch.setattr(refiner, "EXTINCTION_CYCLES", 2)
+    r = LsqRefiner(LsqConfig()).refine(data, _candidate(perturbed_start(published, 0.1, seed=1)))
+    assert any(line.startswith("extinction x = ") and line.endswith("kept") for line in r.log)
+    stages = [m.group(1) for m in (re.match(r"cycle\s+\d+ \[(\w+)\]", line) for line in r.log) if m]
+    assert stages.count("extinction") == 2 and stages[-1] == "final"
+    assert r.converged and r.max_shift_su < 0.05
+
+
 def test_a_users_twin_fraction_refines_from_the_first_cycle(pr_sulfate):
     """A user tries a twin law on untwinned data, BASF 0.5 to start (everyday practice).
     The twin fraction refines from the first cycle, as in SHELXL, and goes to zero; held
