@@ -76,6 +76,11 @@ def test_perturbed_model_comes_back(pr_sulfate, pr_refined):
     assert any("max shift/su" in line for line in r.log)
 
 
+def _cycle_stages(log: list[str]) -> list[str]:
+    """The stage of each least-squares cycle in a refinement log ("cycle  12 [aniso] ...")."""
+    return [m.group(1) for m in (re.match(r"cycle\s+\d+ \[(\w+)\]", line) for line in log) if m]
+
+
 def test_max_cycles_bounds_the_whole_run_and_keeps_cycles_for_the_weights():
     """max_cycles is the whole run's. With 16 cycles, which the isotropic and anisotropic
     stages would use up, a quarter is kept for the SHELXL weights and a quarter for the
@@ -84,7 +89,7 @@ def test_max_cycles_bounds_the_whole_run_and_keeps_cycles_for_the_weights():
     case, data, published, _ = _load("ethylene_oxide")
     start = perturbed_start(published, 0.2, seed=zlib.crc32(b"ethylene_oxide"))
     r = LsqRefiner(LsqConfig(max_cycles=16)).refine(data, _candidate(start))
-    stages = [m.group(1) for m in (re.match(r"cycle\s+\d+ \[(\w+)\]", line) for line in r.log) if m]
+    stages = _cycle_stages(r.log)
     assert r.cycles == len(stages) <= 16
     assert 0 < stages.index("weights") <= 16 - 4 - 4
     assert stages[-1] == "extinction"
@@ -104,7 +109,7 @@ def test_a_kept_extinction_parameter_is_refined_to_convergence(pr_sulfate, monke
     monkeypatch.setattr(refiner, "EXTINCTION_CYCLES", 2)
     r = LsqRefiner(LsqConfig()).refine(data, _candidate(perturbed_start(published, 0.1, seed=1)))
     assert any(line.startswith("extinction x = ") and line.endswith("kept") for line in r.log)
-    stages = [m.group(1) for m in (re.match(r"cycle\s+\d+ \[(\w+)\]", line) for line in r.log) if m]
+    stages = _cycle_stages(r.log)
     assert stages.count("extinction") == 2 and stages[-1] == "final"
     assert r.converged and r.max_shift_su < 0.05
 
