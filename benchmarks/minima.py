@@ -80,11 +80,6 @@ def _with_published_positions(structure, published):
     return structure.model_copy(update={"sites": sites})
 
 
-def _without_hydrogens(structure):
-    """`structure` without its H atoms (riding H are placed as in the perturbed run)."""
-    return structure.model_copy(update={"sites": [s for s in structure.sites if s.element.upper() not in ("H", "D")]})
-
-
 def _largest_distance(a, b, labels: set[str] | None = None) -> float:
     """Largest distance (Å) between same-label non-H atoms (of `labels`, if given) of two
     models of one cell."""
@@ -112,7 +107,7 @@ def check_case(case) -> dict:
             "convergence": TIGHT, "max_cycles": 100}
     ends = {}
     for tag, model in (("own", first.structure), ("published", _with_published_positions(first.structure, published)),
-                       ("published_model", _without_hydrogens(published))):
+                       ("published_model", published.model_copy(update={"sites": published.non_hydrogen()}))):
         refinement, result = _refine(data, model, instructions, **held)
         ends[tag] = (refinement, result)
     scale = objective(ends["own"][0])[2]

@@ -344,8 +344,7 @@ class Refinement:
         # cycles of their own, which the earlier stages may not spend
         cfg = self.cfg
         extinction_cycles = min(EXTINCTION_CYCLES, cfg.max_cycles // 4) if self.extinction_test else 0
-        optimised_weights = cfg.weighting == "shelxl" and cfg.weights is None
-        final_reserve = min(FINAL_RESERVE, cfg.max_cycles // 4) if optimised_weights else 0
+        final_reserve = min(FINAL_RESERVE, cfg.max_cycles // 4) if self._optimises_weights else 0
         budget = cfg.max_cycles - extinction_cycles - final_reserve
         model, budget = self._isotropic_stage(model, budget)
         model, budget, converged, last_shift, aniso = self._anisotropic_stage(model, budget)
@@ -610,11 +609,16 @@ class Refinement:
                     converged, last_shift = split.converged, split.max_shift_su
         return model, budget, converged, last_shift
 
+    @property
+    def _optimises_weights(self) -> bool:
+        """SHELXL weights whose a and b the refinement optimises (none given)."""
+        return self.cfg.weighting == "shelxl" and self.cfg.weights is None
+
     def _weights_stage(self, model: WorkingModel, budget: int, converged: bool, last_shift: float):
         """Stage 3: SHELXL weights optimised in rounds (rotating H groups re-fitted), then
         the model converged under the last weights."""
         cfg, driver = self.cfg, self.driver
-        if cfg.weighting == "shelxl" and cfg.weights is None and budget > 0:
+        if self._optimises_weights and budget > 0:
             for _ in range(WEIGHT_ROUNDS):
                 changed = self._optimise_weights(model)
                 if self.place_h and cfg.fit_rotating_groups:
