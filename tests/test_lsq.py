@@ -96,6 +96,20 @@ def test_max_cycles_bounds_the_whole_run_and_keeps_cycles_for_the_weights():
     assert any(line.startswith("extinction x = ") for line in r.log)
 
 
+def test_a_start_adp_below_the_positivity_limit_is_put_on_it_before_the_first_cycle():
+    """urea's published H1 has a U with a negative eigenvalue (U33 0.001, U13 = U23 0.024).
+    Every trial model of a step is put on the positivity limit; the start now is too. Before,
+    the sum of squares of the start was that of the model below the limit, so every trial
+    looked uphill (by 3 %, however small the step), no step of the first two stages was
+    taken and λ rose to 7e7."""
+    _, data, published, instructions = _load("urea")
+    candidate = Candidate(structure=published, generator=USER_MODEL, meta={"instructions": instructions.model_dump()})
+    r = LsqRefiner(LsqConfig(anisotropic="auto", max_cycles=4, extinction=False)).refine(data, candidate)
+    first = next(line for line in r.log if line.startswith("cycle"))
+    assert float(re.search(r"max shift/su ([\d.]+)", first).group(1)) > 0.1
+    assert float(re.search(r"λ (\S+)", first).group(1)) < 1.0
+
+
 def test_a_kept_extinction_parameter_is_refined_to_convergence(pr_sulfate, monkeypatch):
     """The extinction trial of a model without instructions is short; when the parameter
     is kept, the model is refined on with the cycles left, and the convergence reported is

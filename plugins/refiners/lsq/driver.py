@@ -164,6 +164,11 @@ class Driver:
         done = 0
         if not keep_damping:
             self.damping = self.settings.damping
+        # every trial model of a step is put within the limits (ADPs positive definite, riding
+        # H re-placed): so is the start, or a user's U below the positivity limit would make
+        # the sum of squares jump at every trial, every step look uphill, and λ soar
+        model = model.copy()
+        self.after_shift(model)
         for _ in range(max_cycles):
             t0 = time.perf_counter()
             model, rec = self.cycle(model, stage)
@@ -207,6 +212,7 @@ class Driver:
         restraint_scale = None
         frames = restraints.bond_frames(model, self.restraints)  # held through the cycle
         start = model
+        damping_before = self.damping
         for block in blocks:
             params = self.build_parameters(model)
             # the restraint weight scale is held for the whole cycle, trial steps included
@@ -302,6 +308,10 @@ class Driver:
         # no block found a step lowering the sum of squares, even heavily damped: the
         # model is at its minimum (numerically); more cycles would repeat the same attempts
         at_minimum = at_minimum or not any_accepted or all_stalled
+        if not any_accepted:
+            # every step refused: the model is at its minimum, and the λ the refusals raised
+            # (up to 2^36-fold) would only hold back a stage that goes on from here
+            self.damping = damping_before
         rec = CycleRecord(self.cycle_count, stage, wr2, goof, worst_ratio, worst_name, self.damping, n_par, 0.0, at_minimum,
                           gauss_newton_shift_su=gn_worst)
         return model, rec
