@@ -110,6 +110,26 @@ def test_a_start_adp_below_the_positivity_limit_is_put_on_it_before_the_first_cy
     assert float(re.search(r"λ (\S+)", first).group(1)) < 1.0
 
 
+def test_a_cycle_that_refuses_every_step_leaves_the_damping_as_it_found_it(pr_sulfate, monkeypatch):
+    """A cycle whose every trial step goes uphill ends the stage at the minimum; the λ its
+    eight refusals raised (2^36-fold) is not handed on to the stage that follows."""
+    from refractor_plugins.refiners.lsq import driver as driver_module
+    from refractor_plugins.refiners.lsq.refiner import Refinement
+
+    _, data, published, _ = pr_sulfate
+    refinement = Refinement(LsqConfig(max_cycles=0), data, _candidate(published))
+    refinement.run()
+    drv, model = refinement.driver, refinement.final_model
+
+    def uphill(*args, **kwargs):
+        raise RefinementError("every trial refused")
+
+    monkeypatch.setattr(driver_module, "objective", uphill)
+    drv.damping = 1e-3
+    _, rec = drv.cycle(model, "test")
+    assert rec.at_minimum and drv.damping == 1e-3
+
+
 def test_a_kept_extinction_parameter_is_refined_to_convergence(pr_sulfate, monkeypatch):
     """The extinction trial of a model without instructions is short; when the parameter
     is kept, the model is refined on with the cycles left, and the convergence reported is
