@@ -101,10 +101,11 @@ def test_a_start_adp_below_the_positivity_limit_is_put_on_it_before_the_first_cy
     Every trial model of a step is put on the positivity limit; the start now is too. Before,
     the sum of squares of the start was that of the model below the limit, so every trial
     looked uphill (by 3 %, however small the step), no step of the first two stages was
-    taken and λ rose to 7e7."""
+    taken and λ rose to 7e7. The user is told which ADPs were moved."""
     _, data, published, instructions = _load("urea")
     candidate = Candidate(structure=published, generator=USER_MODEL, meta={"instructions": instructions.model_dump()})
     r = LsqRefiner(LsqConfig(anisotropic="auto", max_cycles=4, extinction=False)).refine(data, candidate)
+    assert any("not positive definite, put on the positivity limit" in w and "H1" in w for w in r.meta["warnings"])
     first = next(line for line in r.log if line.startswith("cycle"))
     assert float(re.search(r"max shift/su ([\d.]+)", first).group(1)) > 0.1
     assert float(re.search(r"λ (\S+)", first).group(1)) < 1.0

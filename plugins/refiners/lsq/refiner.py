@@ -339,6 +339,10 @@ class Refinement:
         self._build_calculator(obs, structure, sym, wavelength, model)
         model = self._initial_adp(self._start_scale(model))
         self._build_driver()
+        given_npd = [model.labels[i] for i in model.non_positive_definite() if model.aniso[i]]
+        if given_npd:  # (every stage starts from its model put within the limits: `Driver.run`)
+            self.warn("ADPs of the model as given not positive definite, put on the positivity limit "
+                      f"before the first cycle: {', '.join(given_npd)}")
 
         # max_cycles is the whole run's: the weights stage and the extinction trial have
         # cycles of their own, which the earlier stages may not spend
