@@ -339,8 +339,9 @@ class Refinement:
         self._build_calculator(obs, structure, sym, wavelength, model)
         model = self._initial_adp(self._start_scale(model))
         self._build_driver()
-        given_npd = [model.labels[i] for i in model.non_positive_definite() if model.aniso[i]]
-        if given_npd:  # (every stage starts from its model put within the limits: `Driver.run`)
+        # (every stage starts from its model put within the limits: `Driver.run`)
+        given_npd = [model.labels[i] for i in model.copy().enforce_adp_limits() if model.aniso[i]]
+        if given_npd:
             self.warn("ADPs of the model as given not positive definite, put on the positivity limit "
                       f"before the first cycle: {', '.join(given_npd)}")
 
